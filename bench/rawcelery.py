@@ -1,0 +1,80 @@
+"""The baseline: a raw Celery chain of two no-op tasks on the same Redis, no cw involved."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from celery import Celery, chain, group
+
+app = Celery("rawbench")
+
+
+@app.task(name="raw.noop")
+def noop() -> None:
+    return None
+
+
+def configure(url: str) -> None:
+    app.conf.update(
+        broker_url=url,
+        result_backend=url,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        broker_connection_retry_on_startup=True,
+    )
+
+
+def measure(url: str, n: int) -> tuple[float, float]:
+    """Seconds for n chains one after another, and for n chains at once (2 worker processes)."""
+    configure(url)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "bench.rawcelery",
+            "worker",
+            "-Q",
+            "rawbench",
+            "-c",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+        ],
+        env={**os.environ, "RAWBENCH_URL": url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _await(worker)
+        start = time.monotonic()
+        for _ in range(n):
+            _chain().apply_async().get(timeout=30)
+        serial = time.monotonic() - start
+        start = time.monotonic()
+        group(_chain() for _ in range(n)).apply_async().get(timeout=60)
+        return serial, time.monotonic() - start
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def _chain() -> chain:
+    return chain(noop.si().set(queue="rawbench"), noop.si().set(queue="rawbench"))
+
+
+def _await(worker: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while not app.control.ping(timeout=0.5):
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("raw celery worker did not start")
+
+
+if "RAWBENCH_URL" in os.environ:  # the worker process configures itself from its environment
+    configure(os.environ["RAWBENCH_URL"])

@@ -1,0 +1,5 @@
+"""``python -m cw`` is ``cw``."""
+
+from cw.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""Constants: names, limits and timeouts, units in the names."""
+
+from __future__ import annotations
+
+STATE_DIR = ".cw"
+DATABASE_FILE = "cw.db"
+CONFIG_FILE = "config.toml"
+LOG_DIR = "logs"
+WORKTREE_DIR = "worktrees"
+INTEGRATION_WORKTREE_DIR = "integration"
+LOCK_DIR = "locks"
+REDIS_SOCKET_FILE = "redis.sock"
+REDIS_PID_FILE = "redis.pid"
+REDIS_LOG_FILE = "redis.log"
+BROKER_URL_FILE = "broker.url"
+
+INTEGRATION_BRANCH = "cw/integration"
+TASK_BRANCH_PREFIX = "cw/task/"
+GIT_LOCK_FILE = "cw-repo.lock"
+CW_GIT_NAME = "cw"
+CW_GIT_EMAIL = "cw@localhost"
+
+AGENTS_QUEUE = "agents"
+MERGE_QUEUE = "merge"
+RUN_AGENT_TASK = "cw.run_agent"
+MERGE_TASK = "cw.merge"
+RECONCILE_TASK = "cw.reconcile"
+
+HEARTBEAT_SECONDS = 5.0
+LEASE_SECONDS = 30.0
+AGENT_TIMEOUT_SECONDS = 3600.0
+AGENT_KILL_GRACE_SECONDS = 10.0
+VISIBILITY_TIMEOUT_SECONDS = 4 * 3600
+RECONCILE_SECONDS = 15.0
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+REDIS_START_TIMEOUT_SECONDS = 10.0
+UNIX_SOCKET_PATH_MAX = 100
+
+MAX_PLAN_FILE_BYTES = 4 * 1024 * 1024
+KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"

@@ -1,0 +1,61 @@
+"""Dispatch: claim ready tasks in the database, then send their Celery work.
+
+A task is ready when every task it depends on is merged. Claiming is a compare-and-set in the
+store, so any number of dispatchers may race; each task goes out once per attempt. The work is a
+chain ``run_agent -> merge`` on the ``agents`` and ``merge`` queues; whoever finishes a merge
+calls :func:`dispatch_ready` again, so a task starts as soon as its own dependencies are merged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from celery import Celery, chain
+from kombu.exceptions import OperationalError
+
+from cw import defaults
+from cw.errors import BrokerError
+from cw.store import Claim, Store
+
+logger = logging.getLogger(__name__)
+
+
+def attempt_chain(app: Celery, claim: Claim) -> chain:
+    args = (claim.task_id, claim.attempt)
+    return chain(
+        app.signature(
+            defaults.RUN_AGENT_TASK, args=args, immutable=True, queue=defaults.AGENTS_QUEUE
+        ),
+        app.signature(defaults.MERGE_TASK, args=args, immutable=True, queue=defaults.MERGE_QUEUE),
+    )
+
+
+def send(app: Celery, claims: Iterable[Claim]) -> int:
+    """Send each claim's chain; safe to repeat (attempts are idempotent)."""
+    sent = 0
+    try:
+        for claim in claims:
+            attempt_chain(app, claim).apply_async()
+            sent += 1
+    except OperationalError as exc:
+        raise BrokerError(
+            f"the broker refused the message ({exc}); claimed tasks stay queued and are "
+            "sent again by `cw dispatch --resend` or the reconciler"
+        ) from exc
+    return sent
+
+
+def dispatch_ready(store: Store, app: Celery) -> list[Claim]:
+    """Promote, claim and send everything that can start now."""
+    store.promote_ready()
+    claims = store.claim_ready_tasks()
+    send(app, claims)
+    if claims:
+        logger.info("dispatched %s", ", ".join(f"{c.task_id}#{c.attempt}" for c in claims))
+    return claims
+
+
+def resend_queued(store: Store, app: Celery) -> int:
+    """Send again the chains of tasks that are claimed but not started (lost messages)."""
+    return send(app, store.queued_claims())

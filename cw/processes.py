@@ -1,0 +1,121 @@
+"""Child processes that never outlive their owner: own process group, logs, timeouts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+#: Called every ``tick_seconds`` while the child runs; returning False stops the child.
+Tick = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class Finished:
+    exit_code: int
+    timed_out: bool
+    stopped: bool  # the tick callback asked for a stop
+    seconds: float
+
+
+def run_in_group(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    stdin_text: str,
+    stdout: Path,
+    stderr: Path,
+    timeout: float,
+    grace: float,
+    tick: Tick,
+    tick_seconds: float,
+) -> Finished:
+    """Run ``argv`` in a new session with its output in files; kill the group when done."""
+    stdout.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(stdout, "ab") as out, open(stderr, "ab") as err:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.PIPE,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+        _feed(proc, stdin_text)
+        tick(proc.pid)  # record the new process group at once, not one interval later
+        timed_out, stopped = _supervise(proc, started + timeout, tick, tick_seconds)
+        if timed_out or stopped:
+            terminate_group(proc.pid, grace, proc)
+        code = proc.wait()
+        kill_group(proc.pid)  # whatever the child left behind in its group
+    return Finished(code, timed_out, stopped, time.monotonic() - started)
+
+
+def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
+    # A writer thread: a child that never reads stdin must not block us on a full pipe.
+    def write() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(text.encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes], deadline: float, tick: Tick, tick_seconds: float
+) -> tuple[bool, bool]:
+    while True:
+        wait = min(tick_seconds, max(deadline - time.monotonic(), 0.0))
+        try:
+            proc.wait(timeout=wait)
+            return False, False
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            return True, False
+        if not tick(proc.pid):
+            return False, True
+
+
+def terminate_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM to the group, then SIGKILL after ``grace`` seconds."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_alive(pgid):
+        if proc is not None and proc.poll() is not None and not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    kill_group(pgid)
+
+
+def kill_group(pgid: int) -> None:
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,160 @@
+"""Tables for people (rich); ``--json`` output bypasses this module."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+PIPE_WIDTH = 200
+STATE_STYLE = {
+    "done": "green",
+    "running": "cyan",
+    "merging": "cyan",
+    "queued": "blue",
+    "ready": "blue",
+    "failed": "red",
+    "conflict": "red",
+    "blocked": "red",
+    "waiting": "yellow",
+    "unresponsive": "red",
+}
+
+
+DETAIL_FIELDS = (
+    ("state", "state"),
+    ("plan", "plan"),
+    ("kind", "kind"),
+    ("attempt", "attempt"),
+    ("agent", "agent"),
+    ("session", "session_id"),
+    ("branch", "branch"),
+    ("worktree", "worktree"),
+    ("base", "base_sha"),
+    ("merged", "merged_sha"),
+    ("verify", "verify"),
+    ("error", "last_error"),
+)
+
+
+def _console() -> Console:
+    # Piped output (logs, CI) gets room for full paths instead of rich's 80-column default.
+    width = None if sys.stdout.isatty() else PIPE_WIDTH
+    return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def _state(state: str) -> str:
+    style = STATE_STYLE.get(state)
+    return f"[{style}]{state}[/]" if style else state
+
+
+def _ago(at: float | None) -> str:
+    if not at:
+        return "-"
+    seconds = max(0, int(time.time() - at))
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+
+
+def status(data: dict[str, Any]) -> None:
+    console = _console()
+    counts = ", ".join(f"{_state(k)} {v}" for k, v in sorted(data["counts"].items()))
+    console.print(f"[bold]{data['total']} tasks[/]: {counts or 'none'}")
+    plans = Table(title="Plans", title_justify="left")
+    for column in ("initiative", "phase", "plan", "progress", "states"):
+        plans.add_column(column)
+    for p in data["plans"]:
+        states = ", ".join(f"{_state(k)} {v}" for k, v in sorted(p["states"].items()))
+        plans.add_row(p["initiative"], p["phase"], p["plan"], f"{p['done']}/{p['total']}", states)
+    console.print(plans)
+    if data["running"]:
+        agent_table(data["running"], title="Running agents", console=console)
+    if data["blocked"]:
+        blocked = Table(title="Waiting on dependencies", title_justify="left")
+        for column in ("task", "state", "waits on"):
+            blocked.add_column(column)
+        for b in data["blocked"][:50]:
+            blocked.add_row(b["task"], _state(b["state"]), ", ".join(b["waits_on"]))
+        console.print(blocked)
+    for a in data["attention"]:
+        console.print(
+            f"[bold]needs you:[/] {a['task']} is {_state(a['state'])}: {a['error'] or ''}"
+        )
+
+
+def task_table(rows: list[dict[str, Any]]) -> None:
+    table = Table()
+    for column in ("id", "key", "name", "plan", "state", "attempt", "agent"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["key"],
+            r["name"],
+            r["plan"],
+            _state(r["state"]),
+            str(r["attempt"]),
+            r["agent"] or "-",
+        )
+    _console().print(table)
+
+
+def agent_table(
+    rows: list[dict[str, Any]], title: str | None = None, console: Console | None = None
+) -> None:
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "name",
+        "task",
+        "state",
+        "attempt",
+        "runtime",
+        "last activity",
+        "cost",
+        "worktree",
+        "session",
+    ):
+        table.add_column(column)
+    for r in rows:
+        runtime = r["runtime_seconds"]
+        table.add_row(
+            r["name"],
+            r["task"],
+            _state(r["state"]),
+            str(r["attempt"] or "-"),
+            "-" if runtime is None else f"{runtime:.1f}s",
+            _ago(r["last_activity_at"]),
+            f"${r['cost_usd']:.2f}",
+            r["worktree"] or "-",
+            r["session_id"] or "-",
+        )
+    (console or _console()).print(table)
+
+
+def task_detail(d: dict[str, Any]) -> None:
+    console = _console()
+    console.print(f"[bold]{d['key']}[/] (id {d['id']}): {d['name']}")
+    for label, key in DETAIL_FIELDS:
+        value = d.get(key)
+        if value not in (None, "", []):
+            console.print(f"  {label:<9} {getattr(value, 'value', value)}")
+    console.print(f"  {'needs':<9} {', '.join(d['depends_on']) or '-'}")
+    console.print(f"  {'needed by':<9} {', '.join(d['dependents']) or '-'}")
+    if d["conflict_files"]:
+        console.print(f"  {'conflicts':<9} {', '.join(d['conflict_files'])}")
+    console.print("  prompt:")
+    console.print("    " + (d["prompt"] or "").strip().replace("\n", "\n    "), markup=False)
+    for run in d["runs"]:
+        console.print(
+            f"  attempt {run['attempt']}: {run['state']} on {run['worker'] or '?'}"
+            f" exit={run['exit_code']} {run['error'] or ''}",
+            markup=False,
+        )
+    for merge in d["merges"]:
+        files = ", ".join(merge["conflict_files"])
+        console.print(
+            f"  merge {merge['attempt']}: {merge['state']} {merge['result_sha'] or ''} {files}",
+            markup=False,
+        )

@@ -1,0 +1,160 @@
+"""One typed settings object, built once from ``CW_*`` variables and ``.cw/config.toml``.
+
+Nothing else in cw reads ``os.environ`` for configuration; the settings are passed down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cw import defaults
+from cw.errors import ConfigError, NotAGitRepository, NotInitialized
+
+ENV_PREFIX = "CW_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where a district lives and how it runs. Field ``x`` is ``CW_X`` or ``x`` in config.toml."""
+
+    repo: Path
+    database_url: str = ""
+    broker_url: str = ""
+    integration_branch: str = defaults.INTEGRATION_BRANCH
+    agent: str = "command"
+    agent_command: str = ""
+    agent_timeout: float = defaults.AGENT_TIMEOUT_SECONDS
+    agent_kill_grace: float = defaults.AGENT_KILL_GRACE_SECONDS
+    heartbeat: float = defaults.HEARTBEAT_SECONDS
+    lease: float = defaults.LEASE_SECONDS
+    concurrency: int = 2
+
+    @property
+    def state_dir(self) -> Path:
+        return self.repo / defaults.STATE_DIR
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / defaults.LOG_DIR
+
+    @property
+    def worktree_dir(self) -> Path:
+        return self.state_dir / defaults.WORKTREE_DIR
+
+    @property
+    def integration_worktree(self) -> Path:
+        return self.state_dir / defaults.INTEGRATION_WORKTREE_DIR
+
+    @property
+    def lock_dir(self) -> Path:
+        return self.state_dir / defaults.LOCK_DIR
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / defaults.DATABASE_FILE}"
+
+    @property
+    def redis_socket(self) -> Path:
+        """The embedded Redis socket: under ``.cw/`` unless that path is too long for a socket."""
+        path = self.state_dir / defaults.REDIS_SOCKET_FILE
+        if len(str(path)) <= defaults.UNIX_SOCKET_PATH_MAX:
+            return path
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:12]
+        return Path("/tmp") / f"cw-{digest}" / defaults.REDIS_SOCKET_FILE
+
+    @property
+    def initialized(self) -> bool:
+        return self.state_dir.is_dir()
+
+    def require_initialized(self) -> Settings:
+        if not self.initialized:
+            raise NotInitialized(f"{self.repo} has no {defaults.STATE_DIR}/: run `cw init` first")
+        return self
+
+    def child_env(self) -> dict[str, str]:
+        """Variables that make a child ``cw``/``celery`` process see these same settings."""
+        env = {"CW_REPO": str(self.repo)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name != "repo" and value != f.default:
+                env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
+    @classmethod
+    def load(cls, cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+        """Read the repository, then ``.cw/config.toml``, then ``CW_*`` (which win)."""
+        env = os.environ if env is None else env
+        repo = Path(env["CW_REPO"]).resolve() if env.get("CW_REPO") else find_repo(cwd)
+        values: dict[str, Any] = {}
+        values.update(_read_config(repo / defaults.STATE_DIR / defaults.CONFIG_FILE))
+        values.update(_read_env(env))
+        return cls(repo=repo, **_coerce(values))
+
+
+def find_repo(cwd: Path | None = None) -> Path:
+    """The main working tree of the repository around ``cwd`` (also from inside a worktree)."""
+    where = cwd or Path.cwd()
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (subprocess.CalledProcessError, FileNotFoundError, NotADirectoryError) as exc:
+        raise NotAGitRepository(
+            f"{where} is not inside a git repository: run cw there, or `git init` first"
+        ) from exc
+    common = Path(out)
+    if common.name != ".git":
+        raise NotAGitRepository(f"{common} is a bare repository: cw needs a working tree")
+    return common.parent
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "repo"}
+
+
+def _read_env(env: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for key, value in env.items():
+        name = key[len(ENV_PREFIX) :].lower()
+        if key.startswith(ENV_PREFIX) and name in _FIELDS:
+            out[name] = value
+    return out
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(_FIELDS)}")
+    return data
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in values.items():
+        kind: Any = type(_FIELDS[name].default)
+        try:
+            value = kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{ENV_PREFIX}{name.upper()}: expected {kind.__name__}, got {raw!r}"
+            ) from exc
+        if kind in (int, float) and value <= 0:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
+        out[name] = value
+    return out

@@ -1,0 +1,60 @@
+"""The task state machine: one enum, one table of legal moves, one check.
+
+``docs/task-states.md`` draws the same table as a diagram; keep them in step.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from cw.errors import StaleState
+
+
+class TaskState(enum.StrEnum):
+    """Where a task is in its life. Only ``store.Store`` changes it."""
+
+    PENDING = "pending"  # some dependency is not merged yet
+    READY = "ready"  # every dependency is merged; nobody has claimed it
+    QUEUED = "queued"  # a dispatcher claimed it and sent its Celery chain
+    RUNNING = "running"  # an agent works on it under a lease
+    MERGING = "merging"  # the agent finished; the merge worker owns it
+    DONE = "done"  # merged into the integration branch
+    WAITING = "waiting"  # a person must answer (a checkpoint or a question); no slot held
+    CONFLICT = "conflict"  # the merge hit conflicts; the files are recorded
+    FAILED = "failed"  # the agent failed; a person decides
+    BLOCKED = "blocked"  # a dependency failed or was cancelled
+    CANCELLED = "cancelled"  # a person cancelled it
+
+
+S = TaskState
+
+#: Every legal move, and who makes it (the docs render this table).
+TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
+    (S.PENDING, S.READY): "whoever merges the last dependency (or submit, for roots)",
+    (S.READY, S.QUEUED): "dispatcher: claims the task and sends run_agent -> merge",
+    (S.READY, S.WAITING): "dispatcher: a checkpoint task asks its person instead",
+    (S.QUEUED, S.RUNNING): "agent worker: starts the attempt and takes the lease",
+    (S.RUNNING, S.MERGING): "agent worker: the agent succeeded; work committed",
+    (S.RUNNING, S.FAILED): "agent worker: the agent failed or timed out",
+    (S.MERGING, S.DONE): "merge worker: merged into the integration branch",
+    (S.MERGING, S.CONFLICT): "merge worker: git reported conflicts; merge aborted",
+    (S.MERGING, S.FAILED): "merge worker: the merge failed for another reason",
+    (S.PENDING, S.BLOCKED): "whoever fails or cancels a task this one depends on",
+    (S.BLOCKED, S.CANCELLED): "a person (cw task cancel)",
+    (S.PENDING, S.CANCELLED): "a person (cw task cancel)",
+    (S.READY, S.CANCELLED): "a person (cw task cancel)",
+    (S.FAILED, S.READY): "a person (cw task retry): the next attempt resumes the same branch",
+    (S.BLOCKED, S.PENDING): "cw task retry of the dependency that blocked it",
+}
+
+#: States in which the task will not move again without a person.
+SETTLED: frozenset[TaskState] = frozenset({S.DONE, S.FAILED, S.CANCELLED, S.CONFLICT, S.BLOCKED})
+
+#: States in which a worker or the merge worker holds the task.
+IN_FLIGHT: frozenset[TaskState] = frozenset({S.QUEUED, S.RUNNING, S.MERGING})
+
+
+def check_transition(old: TaskState, new: TaskState) -> None:
+    """Raise :class:`StaleState` unless ``old -> new`` is a legal move."""
+    if (old, new) not in TRANSITIONS:
+        raise StaleState(f"a task cannot move from {old} to {new}")

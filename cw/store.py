@@ -1,0 +1,807 @@
+"""All database access, behind one object with intent-named methods.
+
+Every task state change is a compare-and-set (``UPDATE ... WHERE state IN (...) AND attempt = ?``)
+made by :meth:`Store._move`, which also writes the event log. Nothing outside this module
+builds a query.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from cw import db, names
+from cw.errors import LeaseHeld, NotFound, UsageError
+from cw.models import (
+    Agent,
+    AgentRun,
+    Event,
+    Initiative,
+    Merge,
+    Message,
+    Phase,
+    Plan,
+    Task,
+    TaskDependency,
+)
+from cw.planspec import InitiativeSpec
+from cw.states import TaskState, check_transition
+
+S = TaskState
+
+
+@dataclass(frozen=True)
+class Claim:
+    task_id: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything a worker needs to run one attempt: plain values, never ORM rows."""
+
+    task_id: int
+    key: str
+    name: str
+    prompt: str
+    files: list[str]
+    verify: str | None
+    done_criteria: str | None
+    plan_objective: str
+    plan_context: str
+    attempt: int
+    agent_id: int
+    agent_name: str
+    session_id: str | None
+    branch: str | None
+    worktree: str | None
+    base_sha: str | None
+    previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
+
+
+@dataclass(frozen=True)
+class MergeJob:
+    task_id: int
+    attempt: int
+    key: str
+    name: str
+    branch: str
+    worktree: str | None
+
+
+@dataclass
+class AttemptResult:
+    """What came of one attempt, as the worker saw it."""
+
+    ok: bool
+    exit_code: int | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    summary: str | None = None
+    error: str | None = None
+    head_sha: str | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store:
+    """The district's database. Create one per process with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readonly = sessionmaker(
+            engine.execution_options(cw_readonly=True), expire_on_commit=False
+        )
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._readonly.begin() as session:
+            yield session
+
+    # -- state changes -------------------------------------------------------------------
+
+    def _move(
+        self,
+        s: Session,
+        task_id: int,
+        old: Iterable[TaskState],
+        new: TaskState,
+        *,
+        of_attempt: int | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set one task's state; write the event. False if someone moved it first."""
+        old = tuple(old)
+        for state in old:
+            check_transition(state, new)
+        now = time.time()
+        stmt = update(Task).where(Task.id == task_id, Task.state.in_(old))
+        if of_attempt is not None:
+            stmt = stmt.where(Task.attempt == of_attempt)
+        result = s.execute(stmt.values(state=new, state_changed_at=now, **values))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        attempt = values["attempt"] if isinstance(values.get("attempt"), int) else of_attempt
+        self._event(s, f"task.{new.value}", task_id, attempt, values.get("last_error"))
+        return True
+
+    @staticmethod
+    def _event(
+        s: Session, kind: str, task_id: int | None, attempt: int | None, note: Any = None
+    ) -> None:
+        data = {"note": note} if note else {}
+        s.add(Event(at=time.time(), kind=kind, task_id=task_id, attempt=attempt, data=data))
+
+    # -- submit ---------------------------------------------------------------------------
+
+    def submit(self, spec: InitiativeSpec) -> int:
+        """Store a validated plan in one transaction; return the initiative id."""
+        with self._write() as s:
+            if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
+                raise UsageError(
+                    f"{spec.source}: initiative {spec.name!r} was already submitted; "
+                    "rename it or see `cw status`"
+                )
+            now = time.time()
+            initiative = Initiative(
+                name=spec.name, description=spec.description, source=spec.source, created_at=now
+            )
+            s.add(initiative)
+            s.flush()
+            keys = self._add_hierarchy(s, initiative.id, spec, now, _heights(spec))
+            self._add_dependencies(s, spec, keys)
+            self._event(s, "initiative.submitted", None, None, spec.name)
+            return initiative.id
+
+    def _add_hierarchy(
+        self,
+        s: Session,
+        initiative_id: int,
+        spec: InitiativeSpec,
+        now: float,
+        heights: dict[str, int],
+    ) -> dict[str, int]:
+        keys: dict[str, int] = {}
+        position = 0
+        for p_index, phase_spec in enumerate(spec.phases):
+            phase = Phase(
+                initiative_id=initiative_id,
+                key=phase_spec.key,
+                name=phase_spec.name,
+                position=p_index,
+                extra=phase_spec.extra,
+            )
+            s.add(phase)
+            s.flush()
+            for l_index, plan_spec in enumerate(phase_spec.plans):
+                plan = Plan(
+                    phase_id=phase.id,
+                    key=plan_spec.key,
+                    name=plan_spec.name,
+                    objective=plan_spec.objective,
+                    context=plan_spec.context,
+                    position=l_index,
+                    extra=plan_spec.extra,
+                )
+                s.add(plan)
+                s.flush()
+                tasks = [
+                    _new_task(initiative_id, plan.id, position + i, t, now, heights[t.key])
+                    for i, t in enumerate(plan_spec.tasks)
+                ]
+                position += len(tasks)
+                s.add_all(tasks)
+                s.flush()
+                keys.update((t.key, t.id) for t in tasks)
+        return keys
+
+    @staticmethod
+    def _add_dependencies(s: Session, spec: InitiativeSpec, keys: dict[str, int]) -> None:
+        edges = [
+            {"task_id": keys[t.key], "depends_on_id": keys[d]}
+            for t in spec.tasks()
+            for d in dict.fromkeys(t.depends_on)
+        ]
+        if edges:
+            s.execute(insert(TaskDependency), edges)
+        roots = [keys[t.key] for t in spec.tasks() if not t.depends_on]
+        for chunk in _chunks(roots, 500):
+            s.execute(update(Task).where(Task.id.in_(chunk)).values(state=S.READY))
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def promote_ready(self) -> int:
+        """Move every pending task whose dependencies are all done to ready."""
+        with self._write() as s:
+            return len(self._promote(s))
+
+    def _promote(self, s: Session) -> list[int]:
+        dep = aliased(Task)
+        unmerged = (
+            select(TaskDependency.task_id)
+            .join(dep, dep.id == TaskDependency.depends_on_id)
+            .where(dep.state != S.DONE)
+        )
+        ids = s.scalars(
+            select(Task.id).where(Task.state == S.PENDING, Task.id.not_in(unmerged))
+        ).all()
+        return [i for i in ids if self._move(s, i, [S.PENDING], S.READY)]
+
+    def claim_ready_tasks(self, limit: int | None = None) -> list[Claim]:
+        """Claim ready agent tasks (ready -> queued, next attempt); checkpoints start waiting."""
+        with self._write() as s:
+            rows = s.execute(
+                select(Task.id, Task.kind)
+                .where(Task.state == S.READY)
+                .order_by(Task.priority.desc(), Task.height.desc(), Task.position)
+                .limit(limit)
+            ).all()
+            claims = []
+            for task_id, kind in rows:
+                if kind.startswith("checkpoint"):
+                    self._open_checkpoint(s, task_id)
+                    continue
+                claim = self._claim(s, task_id)
+                if claim is not None:
+                    claims.append(claim)
+            return claims
+
+    def _claim(self, s: Session, task_id: int) -> Claim | None:
+        if not self._move(s, task_id, [S.READY], S.QUEUED, attempt=Task.attempt + 1):
+            return None
+        attempt = s.scalar(select(Task.attempt).where(Task.id == task_id))
+        assert attempt is not None
+        self._ensure_agent(s, task_id)
+        return Claim(task_id, attempt)
+
+    def _ensure_agent(self, s: Session, task_id: int) -> None:
+        if s.scalar(select(Agent.id).where(Agent.task_id == task_id)) is not None:
+            return
+        count = s.scalar(select(func.count(Agent.id))) or 0
+        s.add(
+            Agent(
+                name=names.agent_name(count),
+                task_id=task_id,
+                adapter="",
+                created_at=time.time(),
+            )
+        )
+
+    def _open_checkpoint(self, s: Session, task_id: int) -> None:
+        task = s.get_one(Task, task_id)
+        if self._move(s, task_id, [S.READY], S.WAITING):
+            options = [_option_text(o) for o in task.extra.get("options", [])]
+            s.add(
+                Message(
+                    task_id=task_id,
+                    author="checkpoint",
+                    body=task.prompt or task.name,
+                    options=options,
+                    created_at=time.time(),
+                )
+            )
+
+    def queued_claims(self) -> list[Claim]:
+        """Tasks claimed but not yet started: what a re-send would send."""
+        with self._read() as s:
+            rows = s.execute(select(Task.id, Task.attempt).where(Task.state == S.QUEUED)).all()
+            return [Claim(task_id, attempt) for task_id, attempt in rows]
+
+    # -- attempts -------------------------------------------------------------------------
+
+    def start_attempt(
+        self, claim: Claim, *, worker: str, host: str, lease_seconds: float
+    ) -> Workspace | None:
+        """queued -> running for this attempt, with a lease; None if the attempt is not ours.
+
+        A redelivered message of a running attempt takes over once the old lease expires
+        (raises :class:`LeaseHeld` before that); the old agent's host and pid come back in
+        ``Workspace.previous`` so the caller can make sure that process is gone.
+        """
+        with self._write() as s:
+            now = time.time()
+            run = s.scalar(
+                select(AgentRun).where(
+                    AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt
+                )
+            )
+            previous: tuple[str, int | None] | None = None
+            if self._move(s, claim.task_id, [S.QUEUED], S.RUNNING, of_attempt=claim.attempt):
+                agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
+                assert agent_id is not None
+                run = AgentRun(task_id=claim.task_id, agent_id=agent_id, attempt=claim.attempt)
+                s.add(run)
+            elif _running_attempt(s, claim) and run is not None:
+                if run.lease_expires_at >= now:
+                    raise LeaseHeld(run.lease_expires_at - now)
+                previous = (run.host, run.pid)
+                self._event(s, "attempt.taken_over", claim.task_id, claim.attempt, run.worker)
+            else:
+                return None
+            run.state, run.worker, run.host, run.pid = "running", worker, host, None
+            run.started_at = run.heartbeat_at = now
+            run.lease_expires_at = now + lease_seconds
+            s.flush()
+            return _workspace(s, claim, previous)
+
+    def record_workspace(self, task_id: int, branch: str, worktree: str, base_sha: str) -> None:
+        with self._write() as s:
+            s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.branch.is_(None))
+                .values(branch=branch, worktree=worktree, base_sha=base_sha)
+            )
+            s.execute(
+                update(AgentRun)
+                .where(AgentRun.task_id == task_id, AgentRun.state == "running")
+                .values(worktree=worktree)
+            )
+
+    def record_heartbeat(self, claim: Claim, lease_seconds: float, pid: int | None = None) -> bool:
+        """Extend the lease; False when the attempt no longer owns its task (stop the agent)."""
+        with self._write() as s:
+            now = time.time()
+            owner = s.scalar(
+                select(Task.id).where(
+                    Task.id == claim.task_id, Task.attempt == claim.attempt, Task.state == S.RUNNING
+                )
+            )
+            if owner is None:
+                return False
+            s.execute(
+                update(AgentRun)
+                .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
+                .values(heartbeat_at=now, lease_expires_at=now + lease_seconds, pid=pid)
+            )
+            s.execute(
+                update(Agent).where(Agent.task_id == claim.task_id).values(last_activity_at=now)
+            )
+            return True
+
+    def record_session(self, claim: Claim, session_id: str) -> None:
+        with self._write() as s:
+            s.execute(
+                update(Agent).where(Agent.task_id == claim.task_id).values(session_id=session_id)
+            )
+            s.execute(
+                update(AgentRun)
+                .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
+                .values(session_id=session_id)
+            )
+
+    def finish_attempt(self, claim: Claim, result: AttemptResult, adapter: str) -> bool:
+        """running -> merging (and a queued merge) or -> failed; False if the attempt was stale."""
+        with self._write() as s:
+            if result.ok:
+                moved = self._move(
+                    s,
+                    claim.task_id,
+                    [S.RUNNING],
+                    S.MERGING,
+                    of_attempt=claim.attempt,
+                    head_sha=result.head_sha,
+                )
+            else:
+                moved = self._move(
+                    s,
+                    claim.task_id,
+                    [S.RUNNING],
+                    S.FAILED,
+                    of_attempt=claim.attempt,
+                    last_error=result.error,
+                )
+            if not moved:
+                return False
+            self._close_run(s, claim, result, adapter)
+            if result.ok:
+                branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""
+                s.add(
+                    Merge(
+                        task_id=claim.task_id,
+                        attempt=claim.attempt,
+                        state="queued",
+                        branch=branch,
+                        queued_at=time.time(),
+                    )
+                )
+            else:
+                self._block_dependents(s, claim.task_id)
+            return True
+
+    def _close_run(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
+        now = time.time()
+        s.execute(
+            update(AgentRun)
+            .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
+            .values(
+                state="succeeded" if result.ok else "failed",
+                finished_at=now,
+                exit_code=result.exit_code,
+                cost_usd=result.cost_usd,
+                turns=result.turns,
+                summary=result.summary,
+                error=result.error,
+                stdout_path=result.stdout_path,
+                stderr_path=result.stderr_path,
+                **({"session_id": result.session_id} if result.session_id else {}),
+            )
+        )
+        agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
+        agent.adapter = adapter
+        agent.last_activity_at = now
+        agent.cost_usd += result.cost_usd or 0.0
+        agent.session_id = result.session_id or agent.session_id
+
+    def _block_dependents(self, s: Session, task_id: int) -> None:
+        frontier = [task_id]
+        while frontier:
+            dependents = s.scalars(
+                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
+            ).all()
+            frontier = [d for d in dependents if self._move(s, d, [S.PENDING], S.BLOCKED)]
+
+    def retry_task(self, task_id: int) -> None:
+        """failed -> ready (a new attempt on the same branch); unblock what waited on it."""
+        with self._write() as s:
+            if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a failed task can be retried"
+                )
+            self._unblock_dependents(s, task_id)
+
+    def cancel_task(self, task_id: int) -> None:
+        """A task that has not started is cancelled; everything downstream is blocked."""
+        with self._write() as s:
+            if not self._move(s, task_id, [S.PENDING, S.READY, S.BLOCKED], S.CANCELLED):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a task that has not started can be "
+                    "cancelled"
+                )
+            self._block_dependents(s, task_id)
+
+    @staticmethod
+    def _describe(s: Session, task_id: int) -> str:
+        task = s.get_one(Task, task_id)
+        return f"{task.key} is {task.state.value}"
+
+    def _unblock_dependents(self, s: Session, task_id: int) -> None:
+        frontier = [task_id]
+        while frontier:
+            dependents = s.scalars(
+                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
+            ).all()
+            frontier = [
+                d
+                for d in dependents
+                if not _has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING)
+            ]
+        self._promote(s)
+
+    # -- merges ---------------------------------------------------------------------------
+
+    def begin_merge(self, claim: Claim) -> MergeJob | None:
+        """Take the queued merge of this attempt (again, after a crash); None if not ours."""
+        with self._write() as s:
+            task = s.get(Task, claim.task_id)
+            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+                return None
+            s.execute(
+                update(Merge)
+                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                .values(state="merging", started_at=time.time())
+            )
+            return MergeJob(
+                claim.task_id, claim.attempt, task.key, task.name, task.branch or "", task.worktree
+            )
+
+    def finish_merge(
+        self, claim: Claim, *, sha: str | None, conflict_files: Sequence[str], output: str
+    ) -> bool:
+        """merging -> done (then promote what became ready) or -> conflict."""
+        with self._write() as s:
+            if sha is not None:
+                moved = self._move(
+                    s, claim.task_id, [S.MERGING], S.DONE, of_attempt=claim.attempt, merged_sha=sha
+                )
+            else:
+                moved = self._move(
+                    s,
+                    claim.task_id,
+                    [S.MERGING],
+                    S.CONFLICT,
+                    of_attempt=claim.attempt,
+                    conflict_files=list(conflict_files),
+                    last_error="merge conflict in " + ", ".join(conflict_files),
+                )
+            if not moved:
+                return False
+            s.execute(
+                update(Merge)
+                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                .values(
+                    state="merged" if sha else "conflict",
+                    result_sha=sha,
+                    conflict_files=list(conflict_files),
+                    finished_at=time.time(),
+                    output=output[-20_000:],
+                )
+            )
+            if sha is not None:
+                self._promote(s)
+            return True
+
+    def fail_merge(self, claim: Claim, error: str) -> bool:
+        with self._write() as s:
+            moved = self._move(
+                s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=error
+            )
+            if moved:
+                s.execute(
+                    update(Merge)
+                    .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                    .values(state="failed", finished_at=time.time(), output=error)
+                )
+                self._block_dependents(s, claim.task_id)
+            return moved
+
+    # -- reading --------------------------------------------------------------------------
+
+    def task_rows(self) -> list[dict[str, Any]]:
+        """Every task with its place in the hierarchy and its agent, for listings."""
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    Task.id,
+                    Task.key,
+                    Task.name,
+                    Task.kind,
+                    Task.state,
+                    Task.attempt,
+                    Task.branch,
+                    Task.last_error,
+                    Task.state_changed_at,
+                    Plan.key.label("plan"),
+                    Phase.key.label("phase"),
+                    Initiative.name.label("initiative"),
+                    Agent.name.label("agent"),
+                )
+                .join(Plan, Plan.id == Task.plan_id)
+                .join(Phase, Phase.id == Plan.phase_id)
+                .join(Initiative, Initiative.id == Task.initiative_id)
+                .outerjoin(Agent, Agent.task_id == Task.id)
+                .order_by(Task.initiative_id, Task.position)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def dependency_pairs(self) -> list[tuple[int, int]]:
+        with self._read() as s:
+            rows = s.execute(select(TaskDependency.task_id, TaskDependency.depends_on_id)).all()
+            return [(a, b) for a, b in rows]
+
+    def agent_rows(self) -> list[dict[str, Any]]:
+        """Every agent with its task and its latest attempt."""
+        latest = (
+            select(AgentRun.agent_id, func.max(AgentRun.attempt).label("attempt"))
+            .group_by(AgentRun.agent_id)
+            .subquery()
+        )
+        run = aliased(AgentRun)
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    Agent.id,
+                    Agent.name,
+                    Agent.adapter,
+                    Agent.session_id,
+                    Agent.cost_usd,
+                    Agent.last_activity_at,
+                    Task.id.label("task_id"),
+                    Task.key.label("task"),
+                    Task.state.label("task_state"),
+                    Task.worktree,
+                    run.state.label("run_state"),
+                    run.attempt,
+                    run.worker,
+                    run.pid,
+                    run.started_at,
+                    run.finished_at,
+                    run.lease_expires_at,
+                )
+                .join(Task, Task.id == Agent.task_id)
+                .outerjoin(latest, latest.c.agent_id == Agent.id)
+                .outerjoin(run, (run.agent_id == Agent.id) & (run.attempt == latest.c.attempt))
+                .order_by(Agent.id)
+            ).all()
+            return [dict(r._mapping) for r in rows]
+
+    def find_task_id(self, ref: str) -> int:
+        """A task by id (``12``) or key (``02-03-1``); NotFound / ambiguous as a clear error."""
+        with self._read() as s:
+            if ref.isdigit() and s.get(Task, int(ref)) is not None:
+                return int(ref)
+            ids = s.scalars(select(Task.id).where(Task.key == ref)).all()
+        if not ids:
+            raise NotFound(f"no task {ref!r}: see `cw task list`")
+        if len(ids) > 1:
+            raise NotFound(f"task key {ref!r} is in several initiatives; use its id: {ids}")
+        return ids[0]
+
+    def task_detail(self, task_id: int) -> dict[str, Any]:
+        with self._read() as s:
+            task = s.get_one(Task, task_id)
+            detail = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
+            detail["plan"] = task.plan.key
+            detail["depends_on"] = _keys(
+                s, TaskDependency.depends_on_id, TaskDependency.task_id, task_id
+            )
+            detail["dependents"] = _keys(
+                s, TaskDependency.task_id, TaskDependency.depends_on_id, task_id
+            )
+            agent = s.scalar(select(Agent).where(Agent.task_id == task_id))
+            detail["agent"] = agent.name if agent else None
+            detail["session_id"] = agent.session_id if agent else None
+            detail["runs"] = _rows(s, select(AgentRun).where(AgentRun.task_id == task_id))
+            detail["merges"] = _rows(s, select(Merge).where(Merge.task_id == task_id))
+            detail["messages"] = _rows(s, select(Message).where(Message.task_id == task_id))
+            return detail
+
+    def events(self, task_id: int | None = None) -> list[dict[str, Any]]:
+        stmt = select(Event).order_by(Event.id)
+        if task_id is not None:
+            stmt = stmt.where(Event.task_id == task_id)
+        with self._read() as s:
+            return _rows(s, stmt)
+
+    def ping(self) -> None:
+        with self._read() as s:
+            s.execute(text("SELECT 1"))
+
+
+def _heights(spec: InitiativeSpec) -> dict[str, int]:
+    """For each task, the number of tasks on the longest chain from it to a sink."""
+    dependents: dict[str, list[str]] = {t.key: [] for t in spec.tasks()}
+    for t in spec.tasks():
+        for d in t.depends_on:
+            dependents[d].append(t.key)
+    heights: dict[str, int] = {}
+    for key in reversed(_topological(spec)):
+        heights[key] = 1 + max((heights[d] for d in dependents[key]), default=0)
+    return heights
+
+
+def _topological(spec: InitiativeSpec) -> list[str]:
+    """Task keys, every task after its dependencies (the plan is validated: no cycles)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    deps = {t.key: t.depends_on for t in spec.tasks()}
+    for root in deps:
+        stack = [(root, iter(deps[root]))]
+        if root in seen:
+            continue
+        seen.add(root)
+        while stack:
+            key, children = stack[-1]
+            child = next((c for c in children if c not in seen), None)
+            if child is None:
+                order.append(key)
+                stack.pop()
+            else:
+                seen.add(child)
+                stack.append((child, iter(deps[child])))
+    return order
+
+
+def _new_task(
+    initiative_id: int, plan_id: int, position: int, spec: Any, now: float, height: int
+) -> Task:
+    extra = dict(spec.extra)
+    priority = extra.get("priority", 0)
+    return Task(
+        initiative_id=initiative_id,
+        plan_id=plan_id,
+        key=spec.key,
+        name=spec.name,
+        kind=spec.kind,
+        prompt=spec.prompt,
+        files=list(spec.files),
+        verify=spec.verify,
+        done_criteria=spec.done,
+        priority=priority if isinstance(priority, int) else 0,
+        height=height,
+        position=position,
+        state=S.PENDING,
+        state_changed_at=now,
+        created_at=now,
+        extra=extra,
+    )
+
+
+def _option_text(option: Any) -> str:
+    """A checkpoint option as a person reads it: ``id: name``."""
+    if isinstance(option, dict):
+        label = option.get("name") or option.get("text") or ""
+        return f"{option.get('id', '?')}: {label}".strip()
+    return str(option)
+
+
+def _has_bad_dependency(s: Session, task_id: int) -> bool:
+    dep = aliased(Task)
+    bad = s.scalar(
+        select(func.count())
+        .select_from(TaskDependency)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(
+            TaskDependency.task_id == task_id,
+            dep.state.in_([S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT]),
+        )
+    )
+    return bool(bad)
+
+
+def _running_attempt(s: Session, claim: Claim) -> bool:
+    task = s.get(Task, claim.task_id)
+    return task is not None and task.state == S.RUNNING and task.attempt == claim.attempt
+
+
+def _workspace(s: Session, claim: Claim, previous: tuple[str, int | None] | None) -> Workspace:
+    task = s.get_one(Task, claim.task_id)
+    agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
+    return Workspace(
+        task_id=task.id,
+        key=task.key,
+        name=task.name,
+        prompt=task.prompt,
+        files=list(task.files),
+        verify=task.verify,
+        done_criteria=task.done_criteria,
+        plan_objective=task.plan.objective,
+        plan_context=task.plan.context,
+        attempt=claim.attempt,
+        agent_id=agent.id,
+        agent_name=agent.name,
+        session_id=agent.session_id,
+        branch=task.branch,
+        worktree=task.worktree,
+        base_sha=task.base_sha,
+        previous=previous,
+    )
+
+
+def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:
+    ids = select(want).where(where == task_id)
+    return list(s.scalars(select(Task.key).where(Task.id.in_(ids)).order_by(Task.position)))
+
+
+def _rows(s: Session, stmt: Any) -> list[dict[str, Any]]:
+    return [
+        {c.name: getattr(row, c.name) for c in row.__table__.columns}
+        for row in s.scalars(stmt).all()
+    ]
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

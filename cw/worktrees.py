@@ -1,0 +1,448 @@
+"""Everything cw does with git: branches, worktrees, commits, diffs and merges.
+
+Git runs through GitPython's ``git.Git`` (one short-lived object per call, so no
+``Repo`` is held open and no file handles leak). Worktree and branch changes and
+integration-branch updates hold :func:`repo_lock`, a ``flock`` in the git common
+directory: concurrent ``git worktree add`` fails without one.
+
+No work is ever lost: a worktree is removed only after its uncommitted changes
+are committed to its branch, and merges happen in a detached integration
+worktree, never in the user's checkout.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+
+from cw.defaults import CW_GIT_EMAIL, CW_GIT_NAME, GIT_LOCK_FILE
+from cw.errors import GitError, NotAGitRepository
+
+logger = logging.getLogger(__name__)
+
+# Passed to every git command: no signing prompts, no rerere "resolutions" that
+# hide a conflict, no colour codes in parsed output, no background gc.
+_SAFE_CONFIG = (
+    "-c",
+    "commit.gpgSign=false",
+    "-c",
+    "rerere.enabled=false",
+    "-c",
+    "color.ui=false",
+    "-c",
+    "gc.auto=0",
+)
+# For cw's own commits and merges: --no-verify skips pre-commit and commit-msg,
+# but prepare-commit-msg and pre-merge-commit hooks can still fail a commit.
+_NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
+_DIFF_FLAGS = ("--no-ext-diff", "--no-color")
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What :func:`merge_branch` did."""
+
+    merged: bool
+    sha: str | None  # new integration sha when merged
+    conflict_files: list[str]  # when not merged because of conflicts
+    output: str  # git's output, for the log
+
+
+@dataclass(frozen=True)
+class _Result:
+    status: int
+    out: str
+    err: str
+
+
+@dataclass(frozen=True)
+class _Worktree:
+    path: Path
+    branch: str | None  # short branch name; None when detached
+    main: bool
+
+
+# -- running git -------------------------------------------------------------
+
+
+def _git(
+    cwd: Path, *args: str, env: Mapping[str, str] | None = None, strip: bool = True
+) -> _Result:
+    """Run git in ``cwd`` and return its status and output; never raises on failure."""
+    if not cwd.is_dir():
+        raise GitError(f"cannot run git {args[0]}: {cwd} is not a directory")
+    status, out, err = git.Git(str(cwd)).execute(
+        ["git", *_SAFE_CONFIG, *args],
+        with_extended_output=True,
+        with_exceptions=False,
+        env=env,
+        strip_newline_in_stdout=strip,
+    )
+    return _Result(status, out, err)
+
+
+def _run(cwd: Path, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:
+    """Run git in ``cwd`` and return its stdout; raise :class:`GitError` on failure."""
+    result = _git(cwd, *args, env=env, strip=strip)
+    if result.status != 0:
+        raise GitError(_failure(args, result))
+    return result.out
+
+
+def _failure(args: tuple[str, ...], result: _Result) -> str:
+    """One line saying which git command failed, in git's own words."""
+    command = next(arg for arg in args if not arg.startswith("-") and "=" not in arg)
+    lines = [line.strip() for line in result.err.splitlines() if line.strip()]
+    fatal = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    reason = (fatal or lines or [f"exit status {result.status}"])[0]
+    return f"git {command} failed: {reason}"
+
+
+def _identity(author: str | None = None) -> dict[str, str]:
+    """cw's identity as environment variables: works with no git identity configured."""
+    return {
+        "GIT_AUTHOR_NAME": author or CW_GIT_NAME,
+        "GIT_AUTHOR_EMAIL": CW_GIT_EMAIL,
+        "GIT_COMMITTER_NAME": CW_GIT_NAME,
+        "GIT_COMMITTER_EMAIL": CW_GIT_EMAIL,
+    }
+
+
+def _names(output: str) -> list[str]:
+    """Split ``-z`` output into names."""
+    return [name for name in output.split("\0") if name]
+
+
+# -- repositories, refs and the lock ------------------------------------------
+
+
+def repo_root(path: Path) -> Path:
+    """The top of the working tree containing ``path``."""
+    start = path
+    while not start.is_dir() and start != start.parent:
+        start = start.parent
+    result = _git(start, "rev-parse", "--show-toplevel")
+    if result.status != 0 or not result.out:
+        raise NotAGitRepository(f"{path} is not inside a git repository; run cw init in one")
+    return Path(result.out)
+
+
+def git_common_dir(repo: Path) -> Path:
+    """The git directory shared by all worktrees of ``repo`` (``.git`` of the main one)."""
+    return Path(_run(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+
+
+@contextmanager
+def repo_lock(repo: Path) -> Iterator[None]:
+    """Hold cw's exclusive lock on ``repo`` (a ``flock``, so it spans processes)."""
+    lock_path = git_common_dir(repo) / GIT_LOCK_FILE
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def prepare_repository(repo: Path) -> None:
+    """Turn off background gc, which prunes worktrees and packs refs under cw's feet."""
+    _run(repo, "config", "--local", "gc.auto", "0")
+
+
+def _rev(repo: Path, ref: str) -> str | None:
+    """The commit sha ``ref`` names, or None if it names nothing."""
+    result = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if result.status == 0:
+        return result.out
+    if result.status == 1:
+        return None
+    raise GitError(_failure(("rev-parse",), result))
+
+
+def head_sha(repo: Path) -> str | None:
+    """The sha of HEAD, or None for an unborn HEAD (a repository with no commits)."""
+    return _rev(repo, "HEAD")
+
+
+def branch_sha(repo: Path, branch: str) -> str | None:
+    """The sha of ``refs/heads/<branch>``, or None if the branch does not exist."""
+    return _rev(repo, f"refs/heads/{branch}")
+
+
+def ensure_branch(repo: Path, branch: str, start: str) -> str:
+    """Create ``branch`` at ``start`` (a sha or ref) unless it exists; return its sha."""
+    with repo_lock(repo):
+        existing = branch_sha(repo, branch)
+        if existing is not None:
+            return existing
+        sha = _run(repo, "rev-parse", "--verify", f"{start}^{{commit}}")
+        _run(repo, "branch", "--no-track", branch, sha)
+        logger.info("created branch %s at %s", branch, sha)
+        return sha
+
+
+def exclude_path(repo: Path, pattern: str) -> None:
+    """Git-ignore ``pattern`` through ``info/exclude``, leaving the user's .gitignore alone."""
+    with repo_lock(repo):
+        exclude = git_common_dir(repo) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if pattern in text.splitlines():
+            return
+        separator = "" if not text or text.endswith("\n") else "\n"
+        with exclude.open("a", encoding="utf-8") as handle:
+            handle.write(f"{separator}{pattern}\n")
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    """Whether ``commit`` is ``of`` or one of its ancestors."""
+    result = _git(repo, "merge-base", "--is-ancestor", commit, of)
+    if result.status in (0, 1):
+        return result.status == 0
+    raise GitError(_failure(("merge-base",), result))
+
+
+# -- worktrees ---------------------------------------------------------------
+
+
+def _worktrees(repo: Path) -> list[_Worktree]:
+    """The worktrees registered in ``repo``, the main one first."""
+    found: list[_Worktree] = []
+    path: Path | None = None
+    branch: str | None = None
+    for line in [*_run(repo, "worktree", "list", "--porcelain", "-z").split("\0"), ""]:
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line.startswith("branch "):
+            branch = line.removeprefix("branch ").removeprefix("refs/heads/")
+        elif not line and path is not None:
+            found.append(_Worktree(path, branch, main=not found))
+            path, branch = None, None
+    return found
+
+
+def _find_worktree(repo: Path, path: Path) -> _Worktree | None:
+    wanted = path.resolve()
+    return next((wt for wt in _worktrees(repo) if wt.path.resolve() == wanted), None)
+
+
+def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    """Check ``branch`` out at ``path``, creating the branch at ``base_sha`` if it is new.
+
+    Idempotent; a worktree whose directory was deleted is re-created from its
+    branch, so a resumed task finds its committed work.
+    """
+    with repo_lock(repo):
+        _run(repo, "worktree", "prune")
+        existing = _find_worktree(repo, path)
+        if existing is not None:
+            if existing.branch == branch:
+                return
+            on = existing.branch or "a detached HEAD"
+            raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
+        if branch_sha(repo, branch) is not None:
+            _run(repo, "worktree", "add", str(path), branch)
+        else:
+            _run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+    logger.info("worktree %s on %s", path, branch)
+
+
+def is_dirty(worktree: Path) -> bool:
+    """Whether ``worktree`` has uncommitted changes, untracked files included."""
+    return bool(_run(worktree, "status", "--porcelain", "--untracked-files=all"))
+
+
+def commit_all(worktree: Path, message: str, author: str | None = None) -> str | None:
+    """Commit everything in ``worktree``; return the new sha, or None if it was clean."""
+    _run(worktree, "add", "-A")
+    staged = _git(worktree, "diff", "--cached", "--quiet")
+    if staged.status == 0:
+        return None
+    if staged.status != 1:
+        raise GitError(_failure(("diff",), staged))
+    env = _identity(author)
+    _run(worktree, *_NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
+    return _run(worktree, "rev-parse", "HEAD")
+
+
+def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: WIP") -> None:
+    """Remove the worktree at ``path`` after committing any uncommitted work to its branch."""
+    entry = _find_worktree(repo, path)
+    if entry is not None and entry.main:
+        raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
+    if entry is None and path.exists():
+        raise GitError(f"{path} is not a worktree of {repo}; left in place")
+    if entry is not None and path.exists():
+        _commit_before_removal(entry, force_commit_message)
+    with repo_lock(repo):
+        if entry is not None and path.exists():
+            _run(repo, "worktree", "remove", "--force", str(path))
+        _run(repo, "worktree", "prune")
+    logger.info("removed worktree %s", path)
+
+
+def _commit_before_removal(entry: _Worktree, message: str) -> None:
+    if not is_dirty(entry.path):
+        return
+    sha = commit_all(entry.path, message)
+    if entry.branch is None:
+        logger.warning("committed work in detached worktree %s as %s", entry.path, sha)
+    else:
+        logger.info("committed work in %s to %s as %s", entry.path, entry.branch, sha)
+
+
+# -- diffs -------------------------------------------------------------------
+
+
+def changed_files(repo: Path, base: str, head: str) -> list[str]:
+    """The files ``head`` changes since its merge base with ``base``."""
+    return _names(_run(repo, "diff", *_DIFF_FLAGS, "--name-only", "-z", f"{base}...{head}", "--"))
+
+
+def diff(
+    repo: Path,
+    base: str,
+    *,
+    worktree: Path | None = None,
+    branch: str | None = None,
+    stat: bool = False,
+) -> str:
+    """A task's changes against ``base``: of a worktree (uncommitted work included) or a branch.
+
+    Both compare against the merge base of ``base`` and the task's commit, so
+    work merged into the integration branch meanwhile does not show reversed.
+    """
+    fmt = ("--stat",) if stat else ()
+    if worktree is not None and branch is None:
+        return _worktree_diff(worktree, base, fmt)
+    if branch is not None and worktree is None:
+        return _run(repo, "diff", *_DIFF_FLAGS, *fmt, f"{base}...{branch}", "--", strip=False)
+    raise ValueError("diff needs exactly one of worktree= or branch=")
+
+
+def _worktree_diff(worktree: Path, base: str, fmt: tuple[str, ...]) -> str:
+    """Diff ``base`` against the working tree, staging into a throwaway index."""
+    merge_base = _git(worktree, "merge-base", base, "HEAD")
+    start = merge_base.out if merge_base.status == 0 else base
+    real_index = Path(_run(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    with tempfile.TemporaryDirectory(prefix="cw-index-") as tmp:
+        index = Path(tmp) / "index"
+        if real_index.exists():
+            shutil.copyfile(real_index, index)  # its stat data saves re-hashing files
+        env = {"GIT_INDEX_FILE": str(index)}
+        _run(worktree, "add", "-A", env=env)
+        return _run(
+            worktree, "diff", "--cached", *_DIFF_FLAGS, *fmt, start, "--", env=env, strip=False
+        )
+
+
+# -- merging -----------------------------------------------------------------
+
+
+def merge_branch(
+    repo: Path, integration_worktree: Path, integration_branch: str, branch: str, message: str
+) -> MergeOutcome:
+    """Merge ``branch`` into ``integration_branch`` inside the detached integration worktree.
+
+    The caller runs one merge at a time. The branch ref moves only by a
+    compare-and-set, and the user's own checkout is never touched.
+    """
+    old = branch_sha(repo, integration_branch)
+    if old is None:
+        raise GitError(f"integration branch {integration_branch} does not exist")
+    _ensure_detached_worktree(repo, integration_worktree, old)
+    _reset_worktree(integration_worktree, old)
+    if is_ancestor(repo, branch, old):
+        return MergeOutcome(True, old, [], f"{branch} is already merged into {integration_branch}")
+    result = _merge(integration_worktree, branch, message)
+    if result.status != 0:
+        return _failed_merge(integration_worktree, old, result)
+    new = _run(integration_worktree, "rev-parse", "HEAD")
+    _advance(repo, integration_branch, old, new)
+    logger.info("merged %s into %s: %s", branch, integration_branch, new)
+    return MergeOutcome(True, new, [], _output(result))
+
+
+def _merge(worktree: Path, branch: str, message: str) -> _Result:
+    """Run the merge commit itself, as cw, whatever hooks or signing the user set up."""
+    flags = ("--no-ff", "--no-edit", "--no-verify", "--no-verify-signatures")
+    return _git(worktree, *_NO_HOOKS, "merge", *flags, "-m", message, branch, env=_identity())
+
+
+def _output(result: _Result) -> str:
+    return "\n".join(part for part in (result.out.strip(), result.err.strip()) if part)
+
+
+def _failed_merge(worktree: Path, old: str, result: _Result) -> MergeOutcome:
+    """Collect the conflicts, put the worktree back at ``old``, and report."""
+    conflicts = _names(_run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    _git(worktree, "merge", "--abort")  # fails harmlessly when no merge was started
+    _reset_worktree(worktree, old)
+    if not conflicts:
+        raise GitError(_failure(("merge",), result))
+    return MergeOutcome(False, None, conflicts, _output(result))
+
+
+def _advance(repo: Path, branch: str, old: str, new: str) -> None:
+    """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile."""
+    with repo_lock(repo):
+        ref = f"refs/heads/{branch}"
+        result = _git(repo, "update-ref", "-m", f"cw: merge into {branch}", ref, new, old)
+    if result.status != 0:
+        now = branch_sha(repo, branch)
+        raise GitError(
+            f"{branch} moved from {old} to {now} during the merge, so it was not advanced "
+            f"to {new}; merge again ({_failure(('update-ref',), result)})"
+        )
+
+
+def _is_worktree_top(path: Path) -> bool:
+    """Whether ``path`` is itself the top of a working tree (not a directory inside one)."""
+    if not path.is_dir():
+        return False
+    result = _git(path, "rev-parse", "--show-toplevel")
+    return result.status == 0 and Path(result.out).resolve() == path.resolve()
+
+
+def _ensure_detached_worktree(repo: Path, path: Path, sha: str) -> None:
+    """Make ``path`` a usable worktree of ``repo``, adding it detached at ``sha`` if needed."""
+    entry = _find_worktree(repo, path)
+    if entry is not None and entry.main:
+        raise GitError(f"{path} is the main worktree of {repo}; cw merges only in its own")
+    if entry is not None and _is_worktree_top(path):
+        return
+    with repo_lock(repo):
+        _discard_leftover(path, registered=entry is not None)
+        _run(repo, "worktree", "prune")
+        _run(repo, "worktree", "add", "--detach", str(path), sha)
+    logger.info("created integration worktree %s at %s", path, sha)
+
+
+def _discard_leftover(path: Path, *, registered: bool) -> None:
+    """Delete the remains of a broken integration worktree; refuse anything else."""
+    if not path.exists():
+        return
+    leftover = registered or (path / ".git").is_file() or not any(path.iterdir())
+    if not leftover:
+        raise GitError(f"{path} exists and is not a worktree; move it away")
+    logger.warning("discarding broken integration worktree %s", path)
+    shutil.rmtree(path)
+
+
+def _reset_worktree(worktree: Path, sha: str) -> None:
+    """Put ``worktree`` at ``sha``, detached and spotless, whatever a crash left behind."""
+    lock = Path(_run(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index.lock"))
+    if lock.exists():  # merges are serialised, so this lock outlived a crashed merge
+        logger.warning("removing stale %s", lock)
+        lock.unlink()
+    _run(worktree, "checkout", "--quiet", "--detach", "--force", sha)
+    _run(worktree, "reset", "--quiet", "--hard", sha)
+    _run(worktree, "clean", "-ffdxq")

@@ -1,0 +1,158 @@
+"""The real `cw` command in subprocesses against temporary repositories, on the embedded broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CW, Processes, git
+
+# a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` is slow, so d and e must get
+# merged while a still runs: nothing waits for a "wave" to finish.
+NSP_PLAN = """\
+initiative: nsp
+tasks:
+  - {id: a, prompt: slow root}
+  - {id: b, prompt: quick root}
+  - {id: c, prompt: needs a and b, depends_on: [a, b]}
+  - {id: d, prompt: needs b, depends_on: [b]}
+  - {id: e, prompt: needs d, depends_on: [d]}
+"""
+AGENT = """\
+mkdir -p out
+echo "$CW_TASK_KEY saw: $(ls out | tr '\\n' ' ')" > "out/$CW_TASK_KEY.txt"
+if [ "$CW_TASK_KEY" = a ]; then sleep 6; else sleep 0.2; fi
+"""
+
+
+def run_cw(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [*CW, *args], cwd=repo, capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"cw {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture
+def district(make_repo: Callable[[str], Path]) -> Iterator[Path]:
+    """An initialised repository whose agents run AGENT; its embedded broker stops after."""
+    repo = make_repo("repo")
+    run_cw(repo, "init")
+    (repo / "agent.sh").write_text(AGENT)
+    git(repo, "add", "agent.sh")
+    git(repo, "commit", "-q", "-m", "agent script")
+    with open(repo / ".cw" / "config.toml", "a") as config:
+        config.write(f'agent_command = "sh {repo / "agent.sh"}"\nheartbeat = 1.0\n')
+    yield repo
+    run_cw(repo, "broker", "stop", check=False)
+
+
+def start_workers(processes: Processes, repo: Path) -> None:
+    env = dict(os.environ)
+    processes.start([*CW, "worker", "-c", "1"], repo, env, "worker-1")
+    processes.start([*CW, "worker", "-c", "1"], repo, env, "worker-2")
+    processes.start([*CW, "worker", "--merge"], repo, env, "merge-worker")
+
+
+def merge_order(repo: Path) -> list[str]:
+    subjects = git(repo, "log", "--first-parent", "--reverse", "--format=%s", "cw/integration")
+    return [s.split()[2].rstrip(":") for s in subjects.splitlines() if s.startswith("cw: merge")]
+
+
+def test_plan_with_a_non_series_parallel_dag_merges_in_dependency_order(
+    district: Path, processes: Processes
+) -> None:
+    repo = district
+    (repo / "plan.yaml").write_text(NSP_PLAN)
+    start_workers(processes, repo)
+    out = run_cw(repo, "submit", "plan", "plan.yaml").stdout
+    assert "5 tasks" in out and "dispatched 2" in out
+    assert "5/5 tasks done" in run_cw(repo, "wait", "--timeout", "90").stdout
+
+    order = merge_order(repo)
+    assert sorted(order) == ["a", "b", "c", "d", "e"]
+    for task, deps in {"c": "ab", "d": "b", "e": "d"}.items():
+        assert all(order.index(dep) < order.index(task) for dep in deps), order
+    assert order.index("e") < order.index("a"), f"e waited for the slow a: {order}"
+    for key in "abcde":
+        git(repo, "cat-file", "-e", f"cw/integration:out/{key}.txt")
+    assert "a.txt" in git(repo, "show", "cw/integration:out/c.txt")
+
+    status = json.loads(run_cw(repo, "status", "--json").stdout)
+    assert status["counts"] == {"done": 5} and status["blocked"] == []
+    agents = json.loads(run_cw(repo, "agent", "list", "--json").stdout)
+    assert len({a["name"] for a in agents}) == 5
+    assert {a["state"] for a in agents} == {"succeeded"}
+    workers = {a["worker"] for a in agents}
+    assert len(workers) == 2, f"both agent workers took tasks: {workers}"
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
+    assert git(repo, "status", "--porcelain") == "?? plan.yaml"  # the checkout is untouched
+
+
+def test_agent_logs_are_kept_per_agent(district: Path, processes: Processes) -> None:
+    repo = district
+    (repo / "plan.yaml").write_text("initiative: one\ntasks:\n  - {id: solo, prompt: hi}\n")
+    start_workers(processes, repo)
+    run_cw(repo, "submit", "plan", "plan.yaml")
+    run_cw(repo, "wait", "--timeout", "60")
+    (agent,) = json.loads(run_cw(repo, "agent", "list", "--json").stdout)
+    logs = repo / ".cw" / "logs" / "agents" / agent["name"]
+    assert sorted(p.name for p in logs.iterdir()) == ["attempt-1.stderr", "attempt-1.stdout"]
+    shown = run_cw(repo, "task", "show", "solo").stdout
+    assert "state     done" in shown and agent["name"] in shown
+
+
+def test_init_outside_a_git_repository_fails_with_one_line(tmp_path: Path) -> None:
+    result = run_cw(tmp_path, "init", check=False)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "not inside a git repository" in result.stderr
+
+
+def test_commands_before_init_say_to_run_init(make_repo: Callable[[str], Path]) -> None:
+    result = run_cw(make_repo("repo"), "status", check=False)
+    assert result.returncode == 2 and "run `cw init` first" in result.stderr
+
+
+def dump(repo: Path) -> str:
+    with sqlite3.connect(repo / ".cw" / "cw.db") as conn:
+        return "\n".join(conn.iterdump())
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        (
+            "initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [b]}\n"
+            "  - {id: b, prompt: p, depends_on: [a]}\n",
+            "a -> b -> a",
+        ),
+        ("initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [zz]}\n", "zz"),
+        ("initiative: x\ntasks:\n  - {id: a, prompt: p}\n  - {id: a, prompt: q}\n", "a"),
+        ("initiative: x\ntasks:\n  - {id: ../evil, prompt: p}\n", "../evil"),
+        ("initiative: x\ntasks: [\n", "plan.yaml:"),
+    ],
+    ids=["cycle", "unknown-dependency", "duplicate-id", "path-in-id", "broken-yaml"],
+)
+def test_a_bad_plan_is_one_line_exit_2_and_writes_nothing(
+    district: Path, plan: str, message: str
+) -> None:
+    repo = district
+    (repo / "plan.yaml").write_text(plan)
+    before = dump(repo)
+    result = run_cw(repo, "submit", "plan", "plan.yaml", check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("cw: error: plan.yaml:") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+    assert dump(repo) == before
+
+
+def test_unknown_task_is_a_clear_error(district: Path) -> None:
+    result = run_cw(district, "task", "show", "nope", check=False)
+    assert result.returncode == 2 and "no task 'nope'" in result.stderr

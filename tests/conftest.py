@@ -1,0 +1,123 @@
+"""Shared fixtures: a clean environment, real git repositories, real Redis, the real `cw`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REDIS_URL = os.environ.get("CW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+GIT_ID = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@localhost",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@localhost",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CW_* from the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("CW_") and key != "CW_TEST_REDIS_URL":
+            monkeypatch.delenv(key)
+
+
+def git(cwd: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["git", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **GIT_ID},
+    )
+    return out.stdout.strip()
+
+
+@pytest.fixture
+def make_repo(tmp_path: Path) -> Callable[[str], Path]:
+    """A git repository with one commit on main."""
+
+    def make(name: str = "repo") -> Path:
+        repo = tmp_path / name
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        (repo / "README.md").write_text("# sample\n")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "first")
+        return repo
+
+    return make
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """A real, empty Redis database: skipped on a laptop without Redis, a failure under CI."""
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        if CI:
+            raise
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    client.flushdb()
+    client.close()
+    return REDIS_URL
+
+
+class Processes:
+    """Processes a test starts; all of them (and their groups) die at teardown."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, argv: list[str], cwd: Path, env: dict[str, str], name: str
+    ) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{name}.log", "wb")
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        self.started.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.started:
+            _signal(proc, signal.SIGTERM)
+        for proc in self.started:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+        for proc in self.started:
+            _signal(proc, signal.SIGKILL)  # anything left in the group
+
+
+def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    logs = tmp_path / "process-logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    yield procs
+    procs.stop_all()
+
+
+CW = [sys.executable, "-m", "cw"]

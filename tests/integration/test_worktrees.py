@@ -1,0 +1,460 @@
+"""cw.worktrees against real git repositories in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import cw
+from cw import worktrees
+from cw.errors import GitError, NotAGitRepository
+from cw.worktrees import (
+    MergeOutcome,
+    add_worktree,
+    branch_sha,
+    changed_files,
+    commit_all,
+    diff,
+    ensure_branch,
+    exclude_path,
+    git_common_dir,
+    head_sha,
+    is_ancestor,
+    is_dirty,
+    merge_branch,
+    prepare_repository,
+    remove_worktree,
+    repo_lock,
+    repo_root,
+)
+
+INTEGRATION = "cw/integration"
+
+
+def git(cwd: Path, *args: str) -> str:
+    """Run git the way a user would, with an identity given on the command line."""
+    command = ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args]
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository on branch main with one commit holding README.md."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    git(root, "init", "--quiet", "--initial-branch=main")
+    (root / "README.md").write_text("hello\n")
+    git(root, "add", "README.md")
+    git(root, "commit", "--quiet", "-m", "initial")
+    return root
+
+
+@pytest.fixture
+def integration(repo: Path) -> str:
+    """The integration branch, at main's commit; returns that sha."""
+    return ensure_branch(repo, INTEGRATION, "main")
+
+
+def make_task(repo: Path, tmp_path: Path, name: str, files: dict[str, str]) -> str:
+    """A task branch from main with ``files`` written and committed; returns the branch."""
+    branch = f"cw/task/{name}"
+    worktree = tmp_path / "worktrees" / name
+    add_worktree(repo, worktree, branch, git(repo, "rev-parse", "main"))
+    for file, text in files.items():
+        (worktree / file).write_text(text)
+    commit_all(worktree, f"task {name}")
+    return branch
+
+
+# -- repositories and refs -----------------------------------------------------
+
+
+def test_repo_root_outside_a_repository_raises_not_a_git_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    with pytest.raises(NotAGitRepository, match="run cw init"):
+        repo_root(outside)
+
+
+def test_repo_root_finds_the_top_from_a_subdirectory_or_a_missing_path(repo: Path) -> None:
+    (repo / "sub").mkdir()
+    assert repo_root(repo / "sub") == repo
+    assert repo_root(repo / "sub" / "not-yet" / "file.txt") == repo
+    assert git_common_dir(repo) == repo / ".git"
+
+
+def test_head_sha_is_none_for_an_unborn_head_and_branch_sha_for_a_missing_branch(
+    repo: Path, tmp_path: Path
+) -> None:
+    empty = tmp_path / "empty"
+    git(tmp_path, "init", "--quiet", str(empty))
+    assert head_sha(empty) is None
+    assert head_sha(repo) == git(repo, "rev-parse", "HEAD")
+    assert branch_sha(repo, "main") == head_sha(repo)
+    assert branch_sha(repo, "nope") is None
+
+
+def test_prepare_repository_turns_off_gc_and_is_idempotent(repo: Path) -> None:
+    prepare_repository(repo)
+    prepare_repository(repo)
+    assert git(repo, "config", "--local", "--get-all", "gc.auto") == "0"
+
+
+def test_ensure_branch_creates_the_branch_once_and_then_leaves_it_alone(repo: Path) -> None:
+    first = head_sha(repo)
+    assert ensure_branch(repo, "feature", "main") == first
+    (repo / "more.txt").write_text("more\n")
+    git(repo, "add", "more.txt")
+    git(repo, "commit", "--quiet", "-m", "more")
+    assert ensure_branch(repo, "feature", "main") == first
+    assert branch_sha(repo, "feature") == first
+
+
+def test_exclude_path_is_idempotent_and_hides_the_path_from_git_status(repo: Path) -> None:
+    (repo / ".cw").mkdir()
+    (repo / ".cw" / "state.db").write_text("x")
+    exclude_path(repo, "/.cw/")
+    exclude_path(repo, "/.cw/")
+    lines = (git_common_dir(repo) / "info" / "exclude").read_text().splitlines()
+    assert lines.count("/.cw/") == 1
+    assert git(repo, "status", "--porcelain", "--untracked-files=all") == ""
+    assert (repo / ".gitignore").exists() is False
+
+
+def test_repo_lock_is_a_file_in_the_git_common_dir(repo: Path, tmp_path: Path) -> None:
+    add_worktree(repo, tmp_path / "wt", "cw/task/a", git(repo, "rev-parse", "main"))
+    with repo_lock(tmp_path / "wt"):
+        assert (repo / ".git" / "cw-repo.lock").exists()
+
+
+# -- worktrees -------------------------------------------------------------------
+
+
+def test_add_worktree_creates_the_branch_at_the_base_sha_and_is_idempotent(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = git(repo, "rev-parse", "main")
+    worktree = tmp_path / "worktrees" / "one"
+    add_worktree(repo, worktree, "cw/task/one", base)
+    add_worktree(repo, worktree, "cw/task/one", base)
+    assert branch_sha(repo, "cw/task/one") == base
+    assert git(worktree, "symbolic-ref", "HEAD") == "refs/heads/cw/task/one"
+    assert (worktree / "README.md").read_text() == "hello\n"
+    upstream = subprocess.run(["git", "config", "--get-regexp", "^branch\\."], cwd=repo)
+    assert upstream.returncode == 1  # --no-track: no branch.* config written
+
+
+def test_add_worktree_refuses_a_path_that_is_a_worktree_on_another_branch(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = git(repo, "rev-parse", "main")
+    add_worktree(repo, tmp_path / "wt", "cw/task/one", base)
+    with pytest.raises(GitError, match="not on cw/task/two"):
+        add_worktree(repo, tmp_path / "wt", "cw/task/two", base)
+
+
+def test_add_worktree_recreates_a_deleted_worktree_from_its_branch_with_the_work_intact(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = git(repo, "rev-parse", "main")
+    worktree = tmp_path / "worktrees" / "resumed"
+    add_worktree(repo, worktree, "cw/task/resumed", base)
+    (worktree / "work.txt").write_text("done so far\n")
+    commit_all(worktree, "progress")
+    shutil.rmtree(worktree)  # the admin entry in .git/worktrees is now stale
+    add_worktree(repo, worktree, "cw/task/resumed", base)
+    assert (worktree / "work.txt").read_text() == "done so far\n"
+    assert git(worktree, "symbolic-ref", "HEAD") == "refs/heads/cw/task/resumed"
+
+
+_ADD_IN_A_PROCESS = """
+import sys, time
+from pathlib import Path
+from cw.worktrees import add_worktree
+repo, path, branch, sha, ready, go = sys.argv[1:]
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+add_worktree(Path(repo), Path(path), branch, sha)
+"""
+
+
+def spawn_add(repo: Path, i: int, base: str, signals: Path) -> subprocess.Popen[str]:
+    """A python process that adds worktree t<i> once the go signal appears."""
+    args = [str(repo), str(repo / ".cw" / f"t{i}"), f"cw/task/t{i}", base]
+    signal_files = [str(signals / f"ready{i}"), str(signals / "go")]
+    env = {**os.environ, "PYTHONPATH": str(Path(cw.__file__).parents[1])}
+    command = [sys.executable, "-c", _ADD_IN_A_PROCESS, *args, *signal_files]
+    return subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+
+
+def test_sixteen_processes_adding_worktrees_at_once_all_succeed(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, "rev-parse", "main")
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    processes = [spawn_add(repo, i, base, signals) for i in range(16)]
+    deadline = time.monotonic() + 60
+    while len(list(signals.glob("ready*"))) < 16 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    (signals / "go").touch()
+    errors = [p.communicate(timeout=60)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0] * 16, errors
+    for i in range(16):
+        assert (repo / ".cw" / f"t{i}" / "README.md").exists()
+        assert branch_sha(repo, f"cw/task/t{i}") == base
+
+
+def test_commit_all_needs_no_git_identity_and_returns_none_when_clean(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for variable in ("EMAIL", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME"):
+        monkeypatch.delenv(variable, raising=False)
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/anon", git(repo, "rev-parse", "main"))
+    assert commit_all(worktree, "nothing") is None
+    (worktree / "new.txt").write_text("new\n")
+    sha = commit_all(worktree, "add new", author="agent-7")
+    assert sha == branch_sha(repo, "cw/task/anon")
+    assert git(worktree, "log", "-1", "--format=%an <%ae> / %cn") == "agent-7 <cw@localhost> / cw"
+    assert commit_all(worktree, "again") is None
+
+
+def test_commit_all_is_not_stopped_by_failing_hooks(repo: Path, tmp_path: Path) -> None:
+    hooks = repo / ".git" / "hooks"
+    for hook in ("pre-commit", "commit-msg", "prepare-commit-msg"):
+        (hooks / hook).write_text("#!/bin/sh\nexit 1\n")
+        (hooks / hook).chmod(0o755)
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/hooked", git(repo, "rev-parse", "main"))
+    (worktree / "file.txt").write_text("x\n")
+    assert commit_all(worktree, "despite hooks") is not None
+    assert not is_dirty(worktree)
+
+
+def test_remove_worktree_commits_uncommitted_work_to_the_branch_first(
+    repo: Path, tmp_path: Path
+) -> None:
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/wip", git(repo, "rev-parse", "main"))
+    (worktree / "unsaved.txt").write_text("precious\n")
+    (worktree / "README.md").write_text("edited\n")
+    assert is_dirty(worktree)
+    remove_worktree(repo, worktree, force_commit_message="cw: WIP of wip")
+    assert not worktree.exists()
+    assert git(repo, "show", "cw/task/wip:unsaved.txt") == "precious"
+    assert git(repo, "show", "cw/task/wip:README.md") == "edited"
+    assert git(repo, "log", "-1", "--format=%s", "cw/task/wip") == "cw: WIP of wip"
+    assert str(worktree) not in git(repo, "worktree", "list")
+
+
+def test_remove_worktree_of_a_deleted_directory_just_prunes(repo: Path, tmp_path: Path) -> None:
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/gone", git(repo, "rev-parse", "main"))
+    shutil.rmtree(worktree)
+    remove_worktree(repo, worktree)
+    remove_worktree(repo, worktree)
+    assert str(worktree) not in git(repo, "worktree", "list")
+    assert branch_sha(repo, "cw/task/gone") is not None
+
+
+def test_remove_worktree_refuses_the_main_checkout_and_plain_directories(
+    repo: Path, tmp_path: Path
+) -> None:
+    (repo / "dirty.txt").write_text("user's work\n")
+    with pytest.raises(GitError, match="main worktree"):
+        remove_worktree(repo, repo)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(GitError, match="not a worktree"):
+        remove_worktree(repo, plain)
+    assert git(repo, "status", "--porcelain") == "?? dirty.txt"
+
+
+# -- diffs -----------------------------------------------------------------------
+
+
+def test_diff_of_a_worktree_includes_uncommitted_and_untracked_work(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = git(repo, "rev-parse", "main")
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/d", base)
+    (worktree / "committed.txt").write_text("committed\n")
+    commit_all(worktree, "one")
+    (worktree / "README.md").write_text("changed, not staged\n")
+    (worktree / "untracked.txt").write_text("brand new\n")
+    patch = diff(repo, base, worktree=worktree)
+    assert "+committed" in patch
+    assert "+changed, not staged" in patch
+    assert "+brand new" in patch
+    stat = diff(repo, base, worktree=worktree, stat=True)
+    assert "3 files changed" in stat
+    assert git(worktree, "diff", "--cached", "--name-only") == ""  # its own index untouched
+    assert "?? untracked.txt" in git(worktree, "status", "--porcelain")
+
+
+def test_diff_and_changed_files_of_a_branch_show_only_the_branch_side(
+    repo: Path, tmp_path: Path
+) -> None:
+    base = git(repo, "rev-parse", "main")
+    branch = make_task(repo, tmp_path, "b", {"feature.txt": "feature\n"})
+    (repo / "main-only.txt").write_text("main moved on\n")
+    git(repo, "add", "main-only.txt")
+    git(repo, "commit", "--quiet", "-m", "main moves")
+    patch = diff(repo, "main", branch=branch)
+    assert "+feature" in patch
+    assert "main-only" not in patch
+    assert patch.endswith("\n")
+    assert "1 file changed" in diff(repo, base, branch=branch, stat=True)
+    assert changed_files(repo, "main", branch) == ["feature.txt"]
+    assert is_ancestor(repo, base, branch)
+    assert not is_ancestor(repo, branch, "main")
+
+
+def test_diff_needs_exactly_one_of_worktree_or_branch(repo: Path) -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        diff(repo, "main")
+
+
+# -- merging ---------------------------------------------------------------------
+
+
+def test_a_clean_merge_advances_the_integration_branch_and_leaves_the_user_checkout_alone(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    branch = make_task(repo, tmp_path, "clean", {"feature.txt": "feature\n"})
+    (repo / "user-edit.txt").write_text("uncommitted user work\n")
+    before = (git(repo, "symbolic-ref", "HEAD"), head_sha(repo), git(repo, "status", "-s"))
+    outcome = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge clean")
+    assert outcome.merged
+    assert outcome.conflict_files == []
+    assert outcome.sha == branch_sha(repo, INTEGRATION) != integration
+    assert git(repo, "log", "-1", "--format=%s %P", INTEGRATION).split() == [
+        "merge",
+        "clean",
+        integration,
+        branch_sha(repo, branch),
+    ]
+    assert git(repo, "show", f"{INTEGRATION}:feature.txt") == "feature"
+    assert (git(repo, "symbolic-ref", "HEAD"), head_sha(repo), git(repo, "status", "-s")) == before
+    assert git(tmp_path / "integration", "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
+
+
+def test_a_conflicting_merge_reports_the_files_and_changes_nothing(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    first = make_task(repo, tmp_path, "first", {"README.md": "first\n"})
+    second = make_task(repo, tmp_path, "second", {"README.md": "second\n", "other.txt": "o\n"})
+    worktree = tmp_path / "integration"
+    merged = merge_branch(repo, worktree, INTEGRATION, first, "merge first")
+    outcome = merge_branch(repo, worktree, INTEGRATION, second, "merge second")
+    assert not outcome.merged
+    assert outcome.sha is None
+    assert outcome.conflict_files == ["README.md"]
+    assert "CONFLICT" in outcome.output
+    assert branch_sha(repo, INTEGRATION) == merged.sha
+    assert not is_dirty(worktree)
+    assert not (git_common_dir(repo) / "worktrees" / "integration" / "MERGE_HEAD").exists()
+
+
+def test_merging_an_already_merged_branch_again_is_a_no_op(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    branch = make_task(repo, tmp_path, "twice", {"feature.txt": "feature\n"})
+    first = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
+    again = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
+    assert again == MergeOutcome(True, first.sha, [], again.output)
+    assert branch_sha(repo, INTEGRATION) == first.sha
+
+
+def test_a_crashed_merge_left_in_the_integration_worktree_is_cleaned_before_the_next(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    worktree = tmp_path / "integration"
+    first = make_task(repo, tmp_path, "first", {"README.md": "first\n"})
+    clash = make_task(repo, tmp_path, "clash", {"README.md": "clash\n"})
+    later = make_task(repo, tmp_path, "later", {"later.txt": "later\n"})
+    merge_branch(repo, worktree, INTEGRATION, first, "merge first")
+    with pytest.raises(subprocess.CalledProcessError):
+        git(worktree, "merge", clash)  # a half merge, conflicts in the tree
+    (worktree / "junk.txt").write_text("junk\n")
+    (git_common_dir(repo) / "worktrees" / "integration" / "index.lock").write_text("")
+    outcome = merge_branch(repo, worktree, INTEGRATION, later, "merge later")
+    assert outcome.merged
+    assert git(repo, "ls-tree", "--name-only", INTEGRATION).split() == ["README.md", "later.txt"]
+    assert git(repo, "show", f"{INTEGRATION}:README.md") == "first"
+    assert not (worktree / "junk.txt").exists()
+    assert not is_dirty(worktree)
+
+
+def test_a_deleted_integration_worktree_is_recreated(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    worktree = tmp_path / "integration"
+    one = make_task(repo, tmp_path, "one", {"one.txt": "1\n"})
+    two = make_task(repo, tmp_path, "two", {"two.txt": "2\n"})
+    merge_branch(repo, worktree, INTEGRATION, one, "merge one")
+    shutil.rmtree(worktree)
+    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two").merged
+    assert git(repo, "ls-tree", "--name-only", INTEGRATION).split() == [
+        "README.md",
+        "one.txt",
+        "two.txt",
+    ]
+
+
+def test_merging_works_while_the_user_has_the_integration_branch_checked_out(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    git(repo, "switch", "--quiet", INTEGRATION)
+    branch = make_task(repo, tmp_path, "checked", {"feature.txt": "feature\n"})
+    outcome = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
+    assert outcome.merged
+    assert branch_sha(repo, INTEGRATION) == outcome.sha
+    assert git(repo, "symbolic-ref", "HEAD") == f"refs/heads/{INTEGRATION}"
+    assert not (repo / "feature.txt").exists()  # the user's files are not touched
+
+
+def test_merge_refuses_to_advance_an_integration_branch_that_moved(
+    repo: Path, tmp_path: Path, integration: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    branch = make_task(repo, tmp_path, "raced", {"feature.txt": "feature\n"})
+    elsewhere = make_task(repo, tmp_path, "elsewhere", {"x.txt": "x\n"})
+    real_advance = worktrees._advance
+
+    def someone_moves_it_first(repo: Path, name: str, old: str, new: str) -> None:
+        git(repo, "update-ref", f"refs/heads/{name}", git(repo, "rev-parse", elsewhere))
+        real_advance(repo, name, old, new)
+
+    monkeypatch.setattr(worktrees, "_advance", someone_moves_it_first)
+    with pytest.raises(GitError, match="moved"):
+        merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
+    assert branch_sha(repo, INTEGRATION) == branch_sha(repo, elsewhere)
+
+
+def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    worktree = tmp_path / "integration"
+    one = make_task(repo, tmp_path, "one", {"one.txt": "1\n"})
+    merge_branch(repo, worktree, INTEGRATION, one, "merge one")
+    git(worktree, "switch", "--quiet", INTEGRATION)  # someone checked the branch out there
+    two = make_task(repo, tmp_path, "two", {"two.txt": "2\n"})
+    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two").merged
+    assert git(worktree, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
+    git(repo, "switch", "--quiet", INTEGRATION)  # free for the user to check out

@@ -1,0 +1,38 @@
+"""The Celery tasks: thin, taking ids, each calling one domain function. Idempotent per attempt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cw import defaults
+from cw.attempts import run_attempt
+from cw.dispatch import dispatch_ready
+from cw.errors import LeaseHeld
+from cw.merging import clean_up, merge_attempt
+from cw.store import Claim
+from workers import app, runtime
+
+
+@app.task(name=defaults.RUN_AGENT_TASK, bind=True, max_retries=None)
+def run_agent(self: Any, task_id: int, attempt: int) -> None:
+    settings, store = runtime()
+    try:
+        run_attempt(settings, store, Claim(task_id, attempt), worker=self.request.hostname or "")
+    except LeaseHeld as held:
+        # Redelivered while the previous run's lease is live: come back when it expires.
+        raise self.retry(countdown=held.seconds_left + 0.5) from held
+
+
+@app.task(name=defaults.MERGE_TASK, bind=True)
+def merge(self: Any, task_id: int, attempt: int) -> None:
+    settings, store = runtime()
+    merged = merge_attempt(settings, store, Claim(task_id, attempt))
+    dispatch_ready(store, self.app)
+    if merged is not None:
+        clean_up(settings, merged)
+
+
+@app.task(name=defaults.RECONCILE_TASK, bind=True)
+def reconcile(self: Any) -> None:
+    _settings, store = runtime()
+    dispatch_ready(store, self.app)
