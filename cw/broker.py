@@ -7,22 +7,19 @@ holds every fact, so losing it loses no work.
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-
-import redis
 
 from cw import defaults
 from cw.errors import BrokerError
+from cw.locks import file_lock
 from cw.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,23 +49,23 @@ def redis_server_binary() -> str:
 
 
 def embedded_running(settings: Settings) -> bool:
-    socket = settings.redis_socket
-    if not socket.exists():
-        return False
-    client = redis.Redis(unix_socket_path=str(socket), socket_timeout=1)
+    """True when the embedded Redis answers PING on its socket."""
     try:
-        return bool(client.ping())
-    except redis.RedisError:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(1.0)
+            conn.connect(str(settings.redis_socket))
+            # RESP inline command; a plain socket keeps redis-py's import off every command.
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
         return False
-    finally:
-        client.close()
 
 
 def ensure_embedded(settings: Settings) -> None:
     """Start the embedded Redis unless it answers already (one starter at a time)."""
     if embedded_running(settings):
         return
-    with _start_lock(settings):
+    with file_lock(settings.lock_dir / "redis.lock"):
         if not embedded_running(settings):
             _start(settings)
 
@@ -148,11 +145,3 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         return True
     return done == 0
-
-
-@contextmanager
-def _start_lock(settings: Settings) -> Iterator[None]:
-    settings.lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.lock_dir / "redis.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from cw import worktrees
 from cw.errors import GitError
+from cw.locks import file_lock
 from cw.settings import Settings
 from cw.store import Claim, MergeJob, Store
 
@@ -60,13 +59,9 @@ def _merge(settings: Settings, job: MergeJob) -> worktrees.MergeOutcome:
     )
 
 
-@contextmanager
-def merge_lock(settings: Settings) -> Iterator[None]:
+def merge_lock(settings: Settings) -> AbstractContextManager[None]:
     """One merge at a time per repository, even with two merge workers."""
-    settings.lock_dir.mkdir(parents=True, exist_ok=True)
-    with open(settings.lock_dir / "merge.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
+    return file_lock(settings.lock_dir / "merge.lock")
 
 
 def _ids(claim: Claim) -> tuple[int, int]:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, func, insert, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -30,8 +30,10 @@ from cw.models import (
     Task,
     TaskDependency,
 )
-from cw.planspec import InitiativeSpec
 from cw.states import TaskState, check_transition
+
+if TYPE_CHECKING:
+    from cw.planspec import InitiativeSpec
 
 S = TaskState
 

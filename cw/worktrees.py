@@ -12,7 +12,6 @@ worktree, never in the user's checkout.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ import git
 
 from cw.defaults import CW_GIT_EMAIL, CW_GIT_NAME, GIT_LOCK_FILE
 from cw.errors import GitError, NotAGitRepository
+from cw.locks import file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -143,13 +143,8 @@ def git_common_dir(repo: Path) -> Path:
 @contextmanager
 def repo_lock(repo: Path) -> Iterator[None]:
     """Hold cw's exclusive lock on ``repo`` (a ``flock``, so it spans processes)."""
-    lock_path = git_common_dir(repo) / GIT_LOCK_FILE
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(git_common_dir(repo) / GIT_LOCK_FILE):
+        yield
 
 
 def prepare_repository(repo: Path) -> None:

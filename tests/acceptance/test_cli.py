@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
@@ -156,3 +157,26 @@ def test_a_bad_plan_is_one_line_exit_2_and_writes_nothing(
 def test_unknown_task_is_a_clear_error(district: Path) -> None:
     result = run_cw(district, "task", "show", "nope", check=False)
     assert result.returncode == 2 and "no task 'nope'" in result.stderr
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes: Processes) -> None:
+    repo = district
+    shutil.copytree(FIXTURES / ".planning", repo / ".planning")
+    start_workers(processes, repo)
+    out = run_cw(repo, "submit", "plan", ".planning").stdout
+    assert "'Ledger Service'" in out and "5 tasks in 4 plans" in out
+    run_cw(repo, "wait", "--timeout", "90")
+    assert merge_order(repo) == ["01-01-1", "01-01-2", "01-02-1", "01.1-01-1", "02-01-1"]
+    status = json.loads(run_cw(repo, "status", "--json").stdout)
+    assert [(p["phase"], p["plan"], p["done"]) for p in status["plans"]] == [
+        ("01", "01-01", 2),
+        ("01", "01-02", 1),
+        ("01.1", "01.1-01", 1),
+        ("02", "02-01", 1),
+    ]
+    shown = json.loads(run_cw(repo, "task", "show", "01-01-1", "--json").stdout)
+    assert shown["verify"] == 'python -c "import ledger.model"'
+    assert shown["dependents"] == ["01-01-2"]

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
+from cw import db
 from cw.errors import LeaseHeld, StaleState, UsageError
 from cw.models import Base
 from cw.states import TRANSITIONS, TaskState, check_transition
@@ -227,3 +229,8 @@ def test_ready_tasks_that_unlock_longer_chains_are_claimed_first(store: Store) -
     first, second = store.claim_ready_tasks(limit=1), store.claim_ready_tasks(limit=1)
     key = ids(store)
     assert [first[0].task_id, second[0].task_id] == [key["head"], key["lone"]]
+
+
+def test_the_schema_revision_constant_is_alembics_head(store: Store) -> None:
+    head = ScriptDirectory.from_config(db.alembic_config(store.engine)).get_current_head()
+    assert db.SCHEMA_REVISION == head == db.schema_revision(store.engine)

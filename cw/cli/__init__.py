@@ -1,0 +1,87 @@
+"""The ``cw`` command: every user-facing entry point (INFRA-01).
+
+Subcommands are loaded on first use (click's lazy-loading pattern), so ``cw --version`` and
+``cw status`` do not pay for importing Celery, git or the plan parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+from cw import __version__
+from cw.errors import CwError
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in other modules, named ``"module:attribute"``."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, _, attribute = self.lazy[cmd_name].partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # Every CwError becomes one line on stderr and its exit code, never a traceback.
+        try:
+            return super().invoke(ctx)
+        except CwError as exc:
+            click.echo(f"cw: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "init": "cw.cli.run:init",
+        "submit": "cw.cli.run:submit",
+        "dispatch": "cw.cli.run:dispatch",
+        "status": "cw.cli.show:status",
+        "wait": "cw.cli.show:wait",
+        "task": "cw.cli:task",
+        "agent": "cw.cli:agent",
+        "worker": "cw.cli.services:worker",
+        "beat": "cw.cli.services:beat",
+        "broker": "cw.cli.services:broker_group",
+    },
+)
+@click.version_option(__version__, prog_name="cw")
+@click.option("-v", "--verbose", is_flag=True, help="Log what cw does to stderr.")
+def cli(verbose: bool) -> None:
+    """cw (Codewalk District): many coding agents on one repository, merged in order."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "list": "cw.cli.show:task_list",
+        "show": "cw.cli.show:task_show",
+        "retry": "cw.cli.run:task_retry",
+        "cancel": "cw.cli.run:task_cancel",
+    },
+)
+def task() -> None:
+    """Tasks: list, show, retry, cancel."""
+
+
+@click.group(cls=LazyGroup, lazy={"list": "cw.cli.show:agent_list"})
+def agent() -> None:
+    """Agents: list."""
+
+
+def main() -> None:
+    cli(prog_name="cw")

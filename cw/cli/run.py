@@ -1,0 +1,108 @@
+"""Commands that change the district: init, submit plan, dispatch, task retry/cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cw import db, defaults, worktrees
+from cw.celeryapp import make_app
+from cw.cli.common import load_settings, open_store
+from cw.dispatch import dispatch_ready, resend_queued
+from cw.errors import BrokerError, UsageError
+from cw.plans import load_plan
+from cw.settings import Settings
+
+
+@click.command()
+@click.option("--integration-branch", default=None, help="Branch that collects merged work.")
+def init(integration_branch: str | None) -> None:
+    """Set up cw in the current git repository (.cw/, database, integration branch)."""
+    settings = load_settings()
+    head = worktrees.head_sha(settings.repo)
+    if head is None:
+        raise UsageError(f"{settings.repo} has no commits yet: make a first commit, then cw init")
+    branch = integration_branch or settings.integration_branch
+    for path in (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    config = settings.state_dir / defaults.CONFIG_FILE
+    if not config.exists():
+        config.write_text(f'integration_branch = "{branch}"\n', encoding="utf-8")
+    worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
+    worktrees.prepare_repository(settings.repo)
+    sha = worktrees.ensure_branch(settings.repo, branch, head)
+    engine = db.make_engine(settings.db_url)
+    db.migrate(engine)
+    engine.dispose()
+    click.echo(f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]})")
+
+
+@click.group()
+def submit() -> None:
+    """Submit work."""
+
+
+@submit.command("plan")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--no-dispatch", is_flag=True, help="Store the plan but send nothing yet.")
+def submit_plan(path: Path, no_dispatch: bool) -> None:
+    """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready."""
+    settings = load_settings().require_initialized()
+    spec = load_plan(path)
+    app = None if no_dispatch else _app(settings, check=True)
+    store = open_store(settings)
+    initiative_id = store.submit(spec)
+    tasks = spec.tasks()
+    click.echo(
+        f"cw: submitted initiative {spec.name!r} (id {initiative_id}): {len(tasks)} tasks in "
+        f"{sum(len(p.plans) for p in spec.phases)} plans"
+    )
+    if app is not None:
+        claims = dispatch_ready(store, app)
+        click.echo(f"cw: dispatched {len(claims)} ready task(s)")
+
+
+def _app(settings: Settings, check: bool = False) -> Any:
+    app = make_app(settings)
+    if check:
+        try:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.2)
+        except Exception as exc:  # kombu raises transport-specific errors
+            raise BrokerError(f"cannot reach the broker {app.conf.broker_url}: {exc}") from exc
+    return app
+
+
+@click.command()
+@click.option("--resend", is_flag=True, help="Also send again tasks claimed but not started.")
+def dispatch(resend: bool) -> None:
+    """Claim and send every ready task now (workers and merges do this by themselves)."""
+    settings = load_settings()
+    store = open_store(settings)
+    app = _app(settings, check=True)
+    claims = dispatch_ready(store, app)
+    resent = resend_queued(store, app) if resend else 0
+    click.echo(f"cw: dispatched {len(claims)} task(s), resent {resent}")
+
+
+@click.command("retry")
+@click.argument("ref")
+def task_retry(ref: str) -> None:
+    """Give a failed task a new attempt (same branch and worktree) and dispatch it."""
+    settings = load_settings()
+    store = open_store(settings)
+    task_id = store.find_task_id(ref)
+    store.retry_task(task_id)
+    claims = dispatch_ready(store, _app(settings, check=True))
+    click.echo(f"cw: task {ref} is ready again; dispatched {len(claims)} task(s)")
+
+
+@click.command("cancel")
+@click.argument("ref")
+def task_cancel(ref: str) -> None:
+    """Cancel a task that has not started; what depends on it is blocked."""
+    store = open_store(load_settings())
+    store.cancel_task(store.find_task_id(ref))
+    click.echo(f"cw: task {ref} cancelled")

@@ -1,0 +1,108 @@
+"""Long-running processes: agent and merge workers, beat, the embedded broker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import click
+
+from cw import broker, defaults
+from cw.cli.common import load_settings
+from cw.settings import Settings
+
+
+@click.command()
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Agent processes in this worker (default: settings.concurrency).",
+)
+@click.option("--merge", "merge", is_flag=True, help="Run the merge worker (one at a time).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(concurrency: int | None, merge: bool, loglevel: str) -> NoReturn:
+    """Start a worker in this terminal; start more anywhere to add capacity."""
+    settings = load_settings().require_initialized()
+    broker.broker_url(settings)  # start the embedded broker before Celery connects
+    queue = defaults.MERGE_QUEUE if merge else defaults.AGENTS_QUEUE
+    count = 1 if merge else (concurrency or settings.concurrency)
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queue,
+        "-c",
+        str(count),
+        "-P",
+        "prefork",
+        "-E",
+        "-n",
+        f"cw-{queue}-{os.getpid()}@%h",
+        "--loglevel",
+        loglevel,
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    _exec(argv, settings)
+
+
+@click.command()
+@click.option("--loglevel", default="INFO", show_default=True)
+def beat(loglevel: str) -> NoReturn:
+    """Start the periodic reconciler (dispatches whatever is ready, every few seconds)."""
+    settings = load_settings().require_initialized()
+    broker.broker_url(settings)
+    schedule = settings.state_dir / "beat-schedule"
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "beat",
+        "beat",
+        "--loglevel",
+        loglevel,
+        "-s",
+        str(schedule),
+    ]
+    _exec(argv, settings)
+
+
+def _exec(argv: list[str], settings: Settings) -> NoReturn:
+    env = {**os.environ, **settings.child_env()}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+@click.group("broker")
+def broker_group() -> None:
+    """The embedded broker (a private Redis under .cw/), when CW_BROKER_URL is not set."""
+
+
+@broker_group.command("start")
+def broker_start() -> None:
+    """Start it (any command that needs it does this by itself)."""
+    click.echo(broker.broker_url(load_settings().require_initialized()))
+
+
+@broker_group.command("stop")
+def broker_stop() -> None:
+    """Stop it; queued messages are kept in its append-only file under .cw/."""
+    stopped = broker.stop_embedded(load_settings().require_initialized())
+    click.echo("cw: broker stopped" if stopped else "cw: broker was not running")
+
+
+@broker_group.command("status")
+def broker_status() -> None:
+    settings = load_settings().require_initialized()
+    url = broker.broker_url(settings, start=False)
+    running = bool(settings.broker_url) or broker.embedded_running(settings)
+    click.echo(f"{url} ({'running' if running else 'stopped'})")

@@ -1,0 +1,78 @@
+"""Commands that only read: status, wait, task list/show, agent list."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from cw import render, views
+from cw.cli.common import emit_json, load_settings, open_store
+from cw.errors import CwError
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """All tasks at a glance: per-plan progress, counts, running agents, what waits on what."""
+    data = views.status(open_store(load_settings()))
+    if as_json:
+        emit_json(data)
+    else:
+        render.status(data)
+
+
+@click.command()
+@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
+@click.option("--interval", type=float, default=0.5, show_default=True)
+def wait(timeout: float | None, interval: float) -> None:
+    """Wait until no task can move without a person; exit 1 unless every task is done."""
+    store = open_store(load_settings())
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        active, done, total = views.progress(store)
+        if active == 0:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise CwError(f"timed out: {done}/{total} tasks done, {active} still active")
+        time.sleep(interval)
+    click.echo(f"cw: {done}/{total} tasks done")
+    if done != total:
+        sys.exit(1)
+
+
+@click.command("list")
+@click.option("--state", default=None, help="Only tasks in this state.")
+@click.option("--json", "as_json", is_flag=True)
+def task_list(state: str | None, as_json: bool) -> None:
+    """Every task with its state, plan and agent."""
+    rows = views.task_list(open_store(load_settings()), state)
+    if as_json:
+        emit_json(rows)
+    else:
+        render.task_table(rows)
+
+
+@click.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+def task_show(ref: str, as_json: bool) -> None:
+    """One task by id or key: prompt, dependencies, attempts, merges."""
+    store = open_store(load_settings())
+    detail = store.task_detail(store.find_task_id(ref))
+    if as_json:
+        emit_json(detail)
+    else:
+        render.task_detail(detail)
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def agent_list(as_json: bool) -> None:
+    """Every agent: task, state, worktree, session, runtime, last activity, cost."""
+    rows = views.agent_list(open_store(load_settings()))
+    if as_json:
+        emit_json(rows)
+    else:
+        render.agent_table(rows)

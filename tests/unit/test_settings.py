@@ -1,0 +1,69 @@
+"""Settings: config file, environment, validation with readable errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cw.errors import ConfigError, NotAGitRepository
+from cw.settings import Settings, find_repo
+
+
+def write_config(repo: Path, text: str) -> None:
+    (repo / ".cw").mkdir(parents=True, exist_ok=True)
+    (repo / ".cw" / "config.toml").write_text(text)
+
+
+def test_environment_wins_over_the_config_file(tmp_path: Path) -> None:
+    write_config(tmp_path, 'agent_command = "from-file"\nlease = 12\n')
+    s = Settings.load(env={"CW_REPO": str(tmp_path), "CW_AGENT_COMMAND": "from-env"})
+    assert (s.agent_command, s.lease) == ("from-env", 12.0)
+
+
+def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
+    s = Settings.load(env={"CW_REPO": str(tmp_path)})
+    assert s.db_url == f"sqlite:///{tmp_path}/.cw/cw.db"
+    assert s.integration_branch == "cw/integration"
+    assert not s.initialized
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"CW_LEASE": "soon"}, "CW_LEASE: expected float, got 'soon'"),
+        ({"CW_CONCURRENCY": "0"}, "CW_CONCURRENCY: must be positive"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+def test_unknown_config_keys_are_errors_not_silently_ignored(tmp_path: Path) -> None:
+    write_config(tmp_path, 'agent_comand = "typo"\n')
+    with pytest.raises(ConfigError, match="unknown setting 'agent_comand'"):
+        Settings.load(env={"CW_REPO": str(tmp_path)})
+
+
+def test_broken_toml_is_one_clear_error(tmp_path: Path) -> None:
+    write_config(tmp_path, "lease = = 3\n")
+    with pytest.raises(ConfigError, match=r"config\.toml: not valid TOML"):
+        Settings.load(env={"CW_REPO": str(tmp_path)})
+
+
+def test_child_env_carries_what_differs_from_the_defaults(tmp_path: Path) -> None:
+    s = Settings.load(env={"CW_REPO": str(tmp_path), "CW_LEASE": "7"})
+    assert s.child_env() == {"CW_REPO": str(tmp_path), "CW_LEASE": "7.0"}
+
+
+def test_a_socket_path_too_long_for_the_os_moves_to_tmp(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 120)
+    socket = Settings.load(env={"CW_REPO": str(deep)}).redis_socket
+    assert str(socket).startswith("/tmp/cw-") and len(str(socket)) < 100
+    assert socket == Settings.load(env={"CW_REPO": str(deep)}).redis_socket
+
+
+def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(NotAGitRepository, match="not inside a git repository"):
+        find_repo(tmp_path)
