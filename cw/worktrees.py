@@ -184,6 +184,11 @@ def ensure_branch(repo: Path, branch: str, start: str) -> str:
         return sha
 
 
+def is_valid_branch_name(repo: Path, name: str) -> bool:
+    """What git accepts as a new branch name (``git check-ref-format --branch``)."""
+    return _git(repo, "check-ref-format", "--branch", name).status == 0
+
+
 def exclude_path(repo: Path, pattern: str) -> None:
     """Git-ignore ``pattern`` through ``info/exclude``, leaving the user's .gitignore alone."""
     with repo_lock(repo):

@@ -24,7 +24,7 @@ def init(integration_branch: str | None) -> None:
     head = worktrees.head_sha(settings.repo)
     if head is None:
         raise UsageError(f"{settings.repo} has no commits yet: make a first commit, then cw init")
-    branch = integration_branch or settings.integration_branch
+    branch = _integration_branch(settings, integration_branch)
     for path in (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir):
         path.mkdir(parents=True, exist_ok=True)
     config = settings.state_dir / defaults.CONFIG_FILE
@@ -37,6 +37,18 @@ def init(integration_branch: str | None) -> None:
     db.migrate(engine)
     engine.dispose()
     click.echo(f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]})")
+
+
+def _integration_branch(settings: Settings, requested: str | None) -> str:
+    branch = requested or settings.integration_branch
+    if requested and settings.initialized and requested != settings.integration_branch:
+        raise UsageError(
+            f"already initialised with integration branch {settings.integration_branch!r}; "
+            f"to change it, edit {settings.state_dir / defaults.CONFIG_FILE}"
+        )
+    if not worktrees.is_valid_branch_name(settings.repo, branch):
+        raise UsageError(f"--integration-branch: {branch!r} is not a valid git branch name")
+    return branch
 
 
 @click.group()

@@ -180,3 +180,18 @@ def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes:
     shown = json.loads(run_cw(repo, "task", "show", "01-01-1", "--json").stdout)
     assert shown["verify"] == 'python -c "import ledger.model"'
     assert shown["dependents"] == ["01-01-2"]
+
+
+def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
+    make_repo: Callable[[str], Path],
+) -> None:
+    repo = make_repo("repo")
+    bad = run_cw(repo, "init", "--integration-branch", "no..dots", check=False)
+    assert bad.returncode == 2 and "not a valid git branch name" in bad.stderr
+    assert not (repo / ".cw").exists()
+    run_cw(repo, "init", "--integration-branch", "team/integration")
+    assert "team/integration" in run_cw(repo, "init").stdout
+    other = run_cw(repo, "init", "--integration-branch", "elsewhere", check=False)
+    assert other.returncode == 2 and "already initialised" in other.stderr
+    assert git(repo, "branch", "--list", "elsewhere") == ""
+    assert git(repo, "status", "--porcelain") == ""
