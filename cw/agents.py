@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cw.errors import ConfigError
-from cw.processes import Tick, run_in_group
+from cw.processes import Launch, Tick, run_in_group
 from cw.settings import Settings
 
 
@@ -28,11 +28,18 @@ class AgentRequest:
     prompt: str
     worktree: Path
     log_dir: Path
-    session_id: str | None = None  # resume this conversation when set
+    session_id: str | None = None  # resume this conversation (it exists already)
+    new_session_id: str | None = None  # else start a conversation with this id, if the CLI can
     env: Mapping[str, str] = field(default_factory=dict)  # added to the inherited environment
 
     def log_path(self, stream: str) -> Path:
+        """``attempt-N.stdout`` / ``attempt-N.stderr``: this attempt's raw output."""
         return self.log_dir / f"attempt-{self.attempt}.{stream}"
+
+    @property
+    def events_path(self) -> Path:
+        """``events.jsonl``: every event of every attempt, one JSON object per line."""
+        return self.log_dir / "events.jsonl"
 
 
 @dataclass
@@ -47,6 +54,9 @@ class AgentOutcome:
     summary: str | None = None
     error: str | None = None
     questions: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens, as the CLI reports them
+    duration_ms: int | None = None
+    stopped: bool = False  # ended because the tick said stop (lease lost, stop requested)
     stdout_path: str | None = None
     stderr_path: str | None = None
 
@@ -87,8 +97,8 @@ class CommandAdapter:
         self, request: AgentRequest, tick: Tick, on_session: Callable[[str], None]
     ) -> AgentOutcome:
         stdout, stderr = request.log_path("stdout"), request.log_path("stderr")
-        finished = run_in_group(
-            ["/bin/sh", "-c", self.command],
+        launch = Launch(
+            argv=["/bin/sh", "-c", self.command],
             cwd=request.worktree,
             env={**os.environ, **request.env, **_task_env(request)},
             stdin_text=request.prompt,
@@ -96,9 +106,9 @@ class CommandAdapter:
             stderr=stderr,
             timeout=self.timeout,
             grace=self.grace,
-            tick=tick,
             tick_seconds=self.tick_seconds,
         )
+        finished = run_in_group(launch, tick)
         outcome = AgentOutcome(
             status="done",
             exit_code=finished.exit_code,
@@ -108,7 +118,7 @@ class CommandAdapter:
         if finished.timed_out:
             outcome.status, outcome.error = "failed", f"timed out after {self.timeout:.0f} s"
         elif finished.stopped:
-            outcome.status, outcome.error = "failed", "stopped: the attempt lost its lease"
+            outcome.status, outcome.error, outcome.stopped = "failed", "stopped", True
         elif finished.exit_code != 0:
             outcome.status = "failed"
             outcome.error = f"exit code {finished.exit_code}: {_last_line(stderr)}"

@@ -11,11 +11,28 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 logger = logging.getLogger(__name__)
 
 #: Called every ``tick_seconds`` while the child runs; returning False stops the child.
 Tick = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one agent process."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    stdin_text: str
+    stdout: Path
+    stderr: Path
+    timeout: float  # wall clock, seconds
+    grace: float  # between SIGTERM and SIGKILL
+    tick_seconds: float
+    on_line: Callable[[str], None] | None = None  # each stdout line as it arrives
 
 
 @dataclass(frozen=True)
@@ -26,40 +43,53 @@ class Finished:
     seconds: float
 
 
-def run_in_group(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    stdin_text: str,
-    stdout: Path,
-    stderr: Path,
-    timeout: float,
-    grace: float,
-    tick: Tick,
-    tick_seconds: float,
-) -> Finished:
-    """Run ``argv`` in a new session with its output in files; kill the group when done."""
-    stdout.parent.mkdir(parents=True, exist_ok=True)
+def run_in_group(launch: Launch, tick: Tick) -> Finished:
+    """Run in a new session with output in files; the whole group is dead on return."""
+    launch.stdout.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with open(stdout, "ab") as out, open(stderr, "ab") as err:
+    with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
         proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=dict(launch.env),
             stdin=subprocess.PIPE,
-            stdout=out,
+            stdout=subprocess.PIPE if launch.on_line else out,
             stderr=err,
             start_new_session=True,
         )
-        _feed(proc, stdin_text)
+        reader = _read_lines(proc, out, launch.on_line) if launch.on_line else None
+        _feed(proc, launch.stdin_text)
         tick(proc.pid)  # record the new process group at once, not one interval later
-        timed_out, stopped = _supervise(proc, started + timeout, tick, tick_seconds)
+        deadline = started + launch.timeout
+        timed_out, stopped = _supervise(proc, deadline, tick, launch.tick_seconds)
         if timed_out or stopped:
-            terminate_group(proc.pid, grace, proc)
+            terminate_group(proc.pid, launch.grace, proc)
         code = proc.wait()
         kill_group(proc.pid)  # whatever the child left behind in its group
+        if reader is not None:
+            reader.join(timeout=launch.grace)
     return Finished(code, timed_out, stopped, time.monotonic() - started)
+
+
+def _read_lines(
+    proc: subprocess.Popen[bytes], out: BinaryIO, on_line: Callable[[str], None]
+) -> threading.Thread:
+    """Copy stdout to its file and hand each line to ``on_line`` as soon as it is complete."""
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in iter(proc.stdout.readline, b""):
+            out.write(raw)
+            out.flush()
+            try:
+                on_line(raw.decode(errors="replace").rstrip("\n"))
+            except Exception:  # a parser bug must not stop the copy to the log
+                logger.exception("stdout line handler failed")
+        proc.stdout.close()
+
+    thread = threading.Thread(target=pump, name=f"stdout-{proc.pid}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _feed(proc: subprocess.Popen[bytes], text: str) -> None:

@@ -35,6 +35,17 @@ class Settings:
     heartbeat: float = defaults.HEARTBEAT_SECONDS
     lease: float = defaults.LEASE_SECONDS
     concurrency: int = 2
+    claude_binary: str = "claude"
+    claude_model: str = ""
+    claude_max_turns: int = 0  # 0: the CLI's own limit
+    claude_permission_mode: str = "acceptEdits"
+    claude_allowed_tools: str = "Bash(git add:*),Bash(git commit:*),Bash(git status:*)"
+    claude_disallowed_tools: str = ""
+    claude_system_prompt: str = ""
+    claude_max_budget_usd: float = 0.0  # 0: no limit per run
+    claude_startup_timeout: float = 60.0
+    codex_binary: str = "codex"
+    codex_model: str = ""
 
     @property
     def state_dir(self) -> Path:
@@ -119,6 +130,9 @@ def find_repo(cwd: Path | None = None) -> Path:
     return common.parent
 
 
+#: Numeric settings where 0 means "no limit" rather than a mistake.
+_ZERO_MEANS_NONE = frozenset({"claude_max_turns", "claude_max_budget_usd"})
+
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "repo"}
 
 
@@ -154,7 +168,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"{ENV_PREFIX}{name.upper()}: expected {kind.__name__}, got {raw!r}"
             ) from exc
-        if kind in (int, float) and value <= 0:
+        if kind in (int, float) and (value < 0 or (value == 0 and name not in _ZERO_MEANS_NONE)):
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
         out[name] = value
     return out
