@@ -277,7 +277,7 @@ def _fill(store: Store, n: int) -> None:
             store.start_attempt(claim, worker="bench", host="h", lease_seconds=3600)
             if claim.task_id % 2:
                 continue
-            store.finish_attempt(claim, AttemptResult(ok=True), "command")
+            store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
             store.begin_merge(claim)
             store.finish_merge(claim, sha="0" * 40, conflict_files=[], output="")
         claims = store.claim_ready_tasks()

@@ -23,9 +23,10 @@ class AgentRequest:
     task_id: int
     task_key: str
     task_name: str
+    task_prompt: str  # the task's own text (the plan's action / prompt)
     attempt: int
     agent_name: str
-    prompt: str
+    prompt: str  # the full brief cw wrote for an agent CLI (task, plan, rules)
     worktree: Path
     log_dir: Path
     session_id: str | None = None  # resume this conversation (it exists already)
@@ -78,9 +79,9 @@ class AgentAdapter(Protocol):
 class CommandAdapter:
     """Runs ``CW_AGENT_COMMAND`` with ``/bin/sh -c`` in the worktree.
 
-    The program gets ``CW_TASK_ID``, ``CW_TASK_KEY``, ``CW_TASK_NAME``, ``CW_TASK_PROMPT``,
-    ``CW_WORKTREE``, ``CW_ATTEMPT`` and ``CW_AGENT_NAME``, and the prompt on stdin. Exit 0 is
-    success; cw commits whatever it left in the worktree.
+    The program gets ``CW_TASK_ID``, ``CW_TASK_KEY``, ``CW_TASK_NAME``, ``CW_TASK_PROMPT`` (the
+    task's own text), ``CW_WORKTREE``, ``CW_ATTEMPT`` and ``CW_AGENT_NAME``, and the task's text
+    on stdin. Exit 0 is success; cw commits whatever it left in the worktree.
     """
 
     name = "command"
@@ -101,7 +102,7 @@ class CommandAdapter:
             argv=["/bin/sh", "-c", self.command],
             cwd=request.worktree,
             env={**os.environ, **request.env, **_task_env(request)},
-            stdin_text=request.prompt,
+            stdin_text=request.task_prompt,
             stdout=stdout,
             stderr=stderr,
             timeout=self.timeout,
@@ -121,7 +122,7 @@ class CommandAdapter:
             outcome.status, outcome.error, outcome.stopped = "failed", "stopped", True
         elif finished.exit_code != 0:
             outcome.status = "failed"
-            outcome.error = f"exit code {finished.exit_code}: {_last_line(stderr)}"
+            outcome.error = f"exit code {finished.exit_code}: {last_line(stderr)}"
         return outcome
 
 
@@ -130,14 +131,15 @@ def _task_env(request: AgentRequest) -> dict[str, str]:
         "CW_TASK_ID": str(request.task_id),
         "CW_TASK_KEY": request.task_key,
         "CW_TASK_NAME": request.task_name,
-        "CW_TASK_PROMPT": request.prompt,
+        "CW_TASK_PROMPT": request.task_prompt,
         "CW_WORKTREE": str(request.worktree),
         "CW_ATTEMPT": str(request.attempt),
         "CW_AGENT_NAME": request.agent_name,
     }
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
+    """The last line of a log file (read from its end), for one-line error messages."""
     try:
         with open(path, "rb") as handle:
             handle.seek(max(0, path.stat().st_size - 2000))
@@ -145,15 +147,3 @@ def _last_line(path: Path) -> str:
     except OSError:
         return f"see {path}"
     return (lines[-1][:300] if lines else "no output") + f" (log: {path})"
-
-
-ADAPTERS: dict[str, Callable[[Settings], AgentAdapter]] = {"command": CommandAdapter}
-
-
-def make_adapter(settings: Settings) -> AgentAdapter:
-    factory = ADAPTERS.get(settings.agent)
-    if factory is None:
-        raise ConfigError(
-            f"CW_AGENT={settings.agent!r} is unknown; choose one of: {', '.join(ADAPTERS)}"
-        )
-    return factory(settings)

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
+import uuid
 from pathlib import Path
 
 from cw import defaults, processes, worktrees
-from cw.agents import AgentRequest, make_adapter
+from cw.adapters import make_adapter
+from cw.agents import AgentOutcome, AgentRequest
 from cw.errors import CwError
+from cw.prompts import TaskBrief, first_prompt, resume_prompt
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store, Workspace
 
 logger = logging.getLogger(__name__)
+
+#: Namespace of the deterministic session id of a task's first attempt.
+SESSION_NAMESPACE = uuid.UUID("5b0c3f3e-6a57-4c1e-9a8e-0c1d2a4b6e70")
 
 
 def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
@@ -27,43 +34,79 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     try:
         result = _run(settings, store, claim, workspace)
     except CwError as exc:
-        result = AttemptResult(ok=False, error=str(exc))
+        result = AttemptResult(outcome="failed", error=str(exc))
     store.finish_attempt(claim, result, settings.agent)
     return True
 
 
 def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
-    worktree = prepare_worktree(settings, store, ws)
+    worktree, branch = prepare_worktree(settings, store, ws)
     adapter = make_adapter(settings)
-    request = AgentRequest(
-        task_id=ws.task_id,
-        task_key=ws.key,
-        task_name=ws.name,
-        attempt=ws.attempt,
-        agent_name=ws.agent_name,
-        prompt=ws.prompt,
-        worktree=worktree,
-        log_dir=settings.log_dir / "agents" / ws.agent_name,
-        session_id=ws.session_id,
-    )
     outcome = adapter.run(
-        request,
+        _request(settings, ws, worktree, branch),
         tick=lambda pid: store.record_heartbeat(claim, settings.lease, pid),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
-    worktrees.commit_all(worktree, f"cw: {ws.key}: {ws.name}", author=ws.agent_name)
+    exited_at = time.time()
+    kind = _kind(outcome, stop_requested=not outcome.ok and store.stop_requested(claim))
+    head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
+    if kind == "stopped":
+        # Everything is on the branch now: the worktree can go, and comes back on resume.
+        worktrees.remove_worktree(settings.repo, worktree)
     return AttemptResult(
-        ok=outcome.ok,
+        outcome=kind,
         exit_code=outcome.exit_code,
         session_id=outcome.session_id,
         cost_usd=outcome.cost_usd,
         turns=outcome.turns,
         summary=outcome.summary,
         error=outcome.error,
-        head_sha=worktrees.head_sha(worktree),
+        head_sha=head or worktrees.branch_sha(settings.repo, branch),
         stdout_path=outcome.stdout_path,
         stderr_path=outcome.stderr_path,
+        questions=outcome.questions,
+        exited_at=exited_at,
     )
+
+
+def _kind(outcome: AgentOutcome, *, stop_requested: bool) -> str:
+    # A stop request wins over how the agent ended (a signalled CLI exits with an error),
+    # but never over work it finished.
+    if stop_requested:
+        return "stopped"
+    return outcome.status if outcome.status in ("done", "questions") else "failed"
+
+
+def _commit_message(ws: Workspace, kind: str) -> str:
+    prefix = "cw: WIP (stopped)" if kind == "stopped" else "cw"
+    return f"{prefix}: {ws.key}: {ws.name}"
+
+
+def _request(settings: Settings, ws: Workspace, worktree: Path, branch: str) -> AgentRequest:
+    brief = TaskBrief(
+        key=ws.key, name=ws.name, prompt=ws.prompt, branch=branch, files=ws.files,
+        verify=ws.verify, done_criteria=ws.done_criteria, plan_objective=ws.plan_objective,
+        plan_context=ws.plan_context,
+    )  # fmt: skip
+    resuming = ws.session_id is not None
+    return AgentRequest(
+        task_id=ws.task_id,
+        task_key=ws.key,
+        task_name=ws.name,
+        task_prompt=ws.prompt,
+        attempt=ws.attempt,
+        agent_name=ws.agent_name,
+        prompt=resume_prompt(brief, ws.attempt) if resuming else first_prompt(brief),
+        worktree=worktree,
+        log_dir=settings.log_dir / "agents" / ws.agent_name,
+        session_id=ws.session_id,
+        new_session_id=None if resuming else first_session_id(settings, ws),
+    )
+
+
+def first_session_id(settings: Settings, ws: Workspace) -> str:
+    """Deterministic, so a crashed first attempt's session can be found again."""
+    return str(uuid.uuid5(SESSION_NAMESPACE, f"{settings.repo}:{ws.task_id}:{ws.agent_name}"))
 
 
 def _stop_previous(settings: Settings, ws: Workspace) -> None:
@@ -76,8 +119,9 @@ def _stop_previous(settings: Settings, ws: Workspace) -> None:
         processes.terminate_group(pid, settings.agent_kill_grace)
 
 
-def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> Path:
-    """The task's worktree: created from the integration branch's sha the first time."""
+def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:
+    """The task's worktree and branch: created from the integration branch's sha the first
+    time, re-created from the branch (work intact) after a stop."""
     if ws.branch and ws.worktree and ws.base_sha:
         worktree, branch, base = Path(ws.worktree), ws.branch, ws.base_sha
     else:
@@ -87,7 +131,7 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> Path:
         base = integration_sha(settings)
         store.record_workspace(ws.task_id, branch, str(worktree), base)
     worktrees.add_worktree(settings.repo, worktree, branch, base)
-    return worktree
+    return worktree, branch
 
 
 def integration_sha(settings: Settings) -> str:

@@ -22,6 +22,7 @@ class Initiative(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
+    budget_usd: Mapped[float | None] = mapped_column(Float)  # no new work once spent
     phases: Mapped[list[Phase]] = relationship(
         back_populates="initiative", order_by="Phase.position"
     )
@@ -52,6 +53,7 @@ class Plan(Base):
     objective: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[str] = mapped_column(Text, default="")
     position: Mapped[int] = mapped_column(Integer)
+    budget_usd: Mapped[float | None] = mapped_column(Float)  # no new work once spent
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     phase: Mapped[Phase] = relationship(back_populates="plans")
 
@@ -93,6 +95,7 @@ class Task(Base):
     merged_sha: Mapped[str | None] = mapped_column(String(64))
     conflict_files: Mapped[list[str]] = mapped_column(default=list)
     last_error: Mapped[str | None] = mapped_column(Text)
+    stop_requested_at: Mapped[float | None] = mapped_column(Float)
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[Plan] = relationship()
 
@@ -159,6 +162,7 @@ class Message(Base):
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"))
     thread_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id"))
     author: Mapped[str] = mapped_column(String(20))  # agent | checkpoint | user
+    extra_id: Mapped[str] = mapped_column(String(64), default="")  # the agent's question id
     body: Mapped[str] = mapped_column(Text)
     options: Mapped[list[str]] = mapped_column(default=list)
     multi_select: Mapped[bool] = mapped_column(default=False)

@@ -21,6 +21,7 @@ STATE_STYLE = {
     "blocked": "red",
     "waiting": "yellow",
     "unresponsive": "red",
+    "stopped": "yellow",
 }
 
 
@@ -62,13 +63,22 @@ def status(data: dict[str, Any]) -> None:
     console = _console()
     counts = ", ".join(f"{_state(k)} {v}" for k, v in sorted(data["counts"].items()))
     console.print(f"[bold]{data['total']} tasks[/]: {counts or 'none'}")
+    console.print(f"cost so far: ${data['cost_usd']:.2f}")
     plans = Table(title="Plans", title_justify="left")
-    for column in ("initiative", "phase", "plan", "progress", "states"):
+    for column in ("initiative", "phase", "plan", "progress", "cost", "states"):
         plans.add_column(column)
     for p in data["plans"]:
         states = ", ".join(f"{_state(k)} {v}" for k, v in sorted(p["states"].items()))
-        plans.add_row(p["initiative"], p["phase"], p["plan"], f"{p['done']}/{p['total']}", states)
+        progress = f"{p['done']}/{p['total']}"
+        cost = f"${p['cost_usd']:.2f}"
+        plans.add_row(p["initiative"], p["phase"], p["plan"], progress, cost, states)
     console.print(plans)
+    for b in data["budgets"]:
+        if b["exhausted"]:
+            console.print(
+                f"[red]budget spent:[/] {b['kind']} {b['name']} (${b['spent_usd']:.2f} of "
+                f"${b['budget_usd']:.2f}): no new work starts there; raise it with cw budget set"
+            )
     if data["running"]:
         agent_table(data["running"], title="Running agents", console=console)
     if data["blocked"]:

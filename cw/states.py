@@ -24,6 +24,7 @@ class TaskState(enum.StrEnum):
     FAILED = "failed"  # the agent failed; a person decides
     BLOCKED = "blocked"  # a dependency failed or was cancelled
     CANCELLED = "cancelled"  # a person cancelled it
+    STOPPED = "stopped"  # a person stopped its agent; work is on its branch; resumable
 
 
 S = TaskState
@@ -36,6 +37,13 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.QUEUED, S.RUNNING): "agent worker: starts the attempt and takes the lease",
     (S.RUNNING, S.MERGING): "agent worker: the agent succeeded; work committed",
     (S.RUNNING, S.FAILED): "agent worker: the agent failed or timed out",
+    (S.RUNNING, S.WAITING): "agent worker: the agent asked questions (messages); no slot held",
+    (
+        S.RUNNING,
+        S.STOPPED,
+    ): "agent worker: a person asked for a stop; WIP committed, worktree removed",
+    (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
+    (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",
     (S.MERGING, S.CONFLICT): "merge worker: git reported conflicts; merge aborted",
     (S.MERGING, S.FAILED): "merge worker: the merge failed for another reason",
@@ -48,7 +56,9 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
 }
 
 #: States in which the task will not move again without a person.
-SETTLED: frozenset[TaskState] = frozenset({S.DONE, S.FAILED, S.CANCELLED, S.CONFLICT, S.BLOCKED})
+SETTLED: frozenset[TaskState] = frozenset(
+    {S.DONE, S.FAILED, S.CANCELLED, S.CONFLICT, S.BLOCKED, S.STOPPED}
+)
 
 #: States in which a worker or the merge worker holds the task.
 IN_FLIGHT: frozenset[TaskState] = frozenset({S.QUEUED, S.RUNNING, S.MERGING})

@@ -81,7 +81,7 @@ class MergeJob:
 class AttemptResult:
     """What came of one attempt, as the worker saw it."""
 
-    ok: bool
+    outcome: str  # done | questions | failed | stopped
     exit_code: int | None = None
     session_id: str | None = None
     cost_usd: float | None = None
@@ -91,7 +91,21 @@ class AttemptResult:
     head_sha: str | None = None
     stdout_path: str | None = None
     stderr_path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    exited_at: float | None = None  # when the agent process ended
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "done"
+
+
+#: Where an attempt's outcome takes its task, and what its run is then called.
+OUTCOMES: dict[str, tuple[TaskState, str]] = {
+    "done": (TaskState.MERGING, "succeeded"),
+    "failed": (TaskState.FAILED, "failed"),
+    "questions": (TaskState.WAITING, "asked"),
+    "stopped": (TaskState.STOPPED, "stopped"),
+}
 
 
 class Store:
@@ -257,7 +271,7 @@ class Store:
         with self._write() as s:
             rows = s.execute(
                 select(Task.id, Task.kind)
-                .where(Task.state == S.READY)
+                .where(Task.state == S.READY, Task.plan_id.not_in(_over_budget_plans(s)))
                 .order_by(Task.priority.desc(), Task.height.desc(), Task.position)
                 .limit(limit)
             ).all()
@@ -363,25 +377,24 @@ class Store:
             )
 
     def record_heartbeat(self, claim: Claim, lease_seconds: float, pid: int | None = None) -> bool:
-        """Extend the lease; False when the attempt no longer owns its task (stop the agent)."""
+        """Extend the lease; False when the agent must stop (lost its task, or a stop request)."""
         with self._write() as s:
             now = time.time()
-            owner = s.scalar(
-                select(Task.id).where(
-                    Task.id == claim.task_id, Task.attempt == claim.attempt, Task.state == S.RUNNING
-                )
-            )
-            if owner is None:
+            task = s.get(Task, claim.task_id)
+            if task is None or task.attempt != claim.attempt or task.state != S.RUNNING:
                 return False
-            s.execute(
-                update(AgentRun)
-                .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
-                .values(heartbeat_at=now, lease_expires_at=now + lease_seconds, pid=pid)
-            )
+            run = s.scalars(
+                select(AgentRun).where(
+                    AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt
+                )
+            ).one()
+            if run.pid is None and pid is not None:
+                self._event(s, "agent.started", claim.task_id, claim.attempt, pid)
+            run.heartbeat_at, run.lease_expires_at, run.pid = now, now + lease_seconds, pid
             s.execute(
                 update(Agent).where(Agent.task_id == claim.task_id).values(last_activity_at=now)
             )
-            return True
+            return task.stop_requested_at is None
 
     def record_session(self, claim: Claim, session_id: str) -> None:
         with self._write() as s:
@@ -395,43 +408,38 @@ class Store:
             )
 
     def finish_attempt(self, claim: Claim, result: AttemptResult, adapter: str) -> bool:
-        """running -> merging (and a queued merge) or -> failed; False if the attempt was stale."""
+        """Move the task by the attempt's outcome; False if the attempt was stale.
+
+        done -> merging (a merge is queued); failed -> failed (dependents blocked);
+        questions -> waiting (one message per question); stopped -> stopped.
+        """
+        target, _run_state = OUTCOMES[result.outcome]
+        values: dict[str, Any] = {"head_sha": result.head_sha}
+        if result.outcome == "failed":
+            values["last_error"] = result.error
         with self._write() as s:
-            if result.ok:
-                moved = self._move(
-                    s,
-                    claim.task_id,
-                    [S.RUNNING],
-                    S.MERGING,
-                    of_attempt=claim.attempt,
-                    head_sha=result.head_sha,
-                )
-            else:
-                moved = self._move(
-                    s,
-                    claim.task_id,
-                    [S.RUNNING],
-                    S.FAILED,
-                    of_attempt=claim.attempt,
-                    last_error=result.error,
-                )
-            if not moved:
+            if not self._move(
+                s, claim.task_id, [S.RUNNING], target, of_attempt=claim.attempt, **values
+            ):
                 return False
             self._close_run(s, claim, result, adapter)
-            if result.ok:
-                branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""
-                s.add(
-                    Merge(
-                        task_id=claim.task_id,
-                        attempt=claim.attempt,
-                        state="queued",
-                        branch=branch,
-                        queued_at=time.time(),
-                    )
-                )
-            else:
-                self._block_dependents(s, claim.task_id)
+            if result.exited_at is not None:
+                s.add(Event(at=result.exited_at, kind="agent.exited", task_id=claim.task_id,
+                            attempt=claim.attempt, data={}))  # fmt: skip
+            self._after_attempt(s, claim, result)
             return True
+
+    def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult) -> None:
+        if result.outcome == "done":
+            branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""
+            s.add(Merge(task_id=claim.task_id, attempt=claim.attempt, state="queued",
+                        branch=branch, queued_at=time.time()))  # fmt: skip
+        elif result.outcome == "failed":
+            self._block_dependents(s, claim.task_id)
+        elif result.outcome == "questions":
+            agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
+            for question in result.questions:
+                s.add(_question(claim.task_id, agent_id, question))
 
     def _close_run(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         now = time.time()
@@ -439,7 +447,7 @@ class Store:
             update(AgentRun)
             .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
             .values(
-                state="succeeded" if result.ok else "failed",
+                state=OUTCOMES[result.outcome][1],
                 finished_at=now,
                 exit_code=result.exit_code,
                 cost_usd=result.cost_usd,
@@ -501,6 +509,103 @@ class Store:
                 if not _has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING)
             ]
         self._promote(s)
+
+    # -- a person steers agents ------------------------------------------------------------
+
+    def request_stop(self, task_id: int) -> tuple[TaskState, str | None, int | None]:
+        """Ask the running agent of a task to stop (a queued one stops at once).
+
+        Returns the task's state and, for a running agent, its host and process group so
+        the caller may signal it directly; the worker notices the request at its heartbeat.
+        """
+        with self._write() as s:
+            if self._move(s, task_id, [S.QUEUED], S.STOPPED):
+                return S.STOPPED, None, None
+            task = s.get_one(Task, task_id)
+            if task.state != S.RUNNING:
+                raise UsageError(f"task {self._describe(s, task_id)}: its agent is not running")
+            task.stop_requested_at = time.time()
+            self._event(s, "agent.stop_requested", task_id, task.attempt)
+            run = s.scalars(
+                select(AgentRun).where(
+                    AgentRun.task_id == task_id, AgentRun.attempt == task.attempt
+                )
+            ).one()
+            return S.RUNNING, run.host, run.pid
+
+    def resume_task(self, task_id: int) -> None:
+        """A stopped task becomes ready again; its next attempt resumes the same session."""
+        with self._write() as s:
+            if not self._move(s, task_id, [S.STOPPED], S.READY, stop_requested_at=None):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a stopped agent can be resumed"
+                )
+
+    def make_ready(self, task_id: int) -> None:
+        """For ``cw agent spawn``: the task must be ready (all its dependencies merged)."""
+        with self._write() as s:
+            self._promote(s)
+            task = s.get_one(Task, task_id)
+            if task.state == S.READY:
+                return
+            waits = _keys_not_done(s, task_id)
+            why = f"; it waits on {', '.join(waits)}" if waits else ""
+            raise UsageError(f"task {self._describe(s, task_id)}: cannot start it now{why}")
+
+    def stop_requested(self, claim: Claim) -> bool:
+        with self._read() as s:
+            at = s.scalar(
+                select(Task.stop_requested_at).where(
+                    Task.id == claim.task_id, Task.attempt == claim.attempt
+                )
+            )
+            return at is not None
+
+    def claim_task(self, task_id: int) -> Claim:
+        """Claim one ready task (``cw agent spawn``), ahead of everything else."""
+        with self._write() as s:
+            kind = s.scalar(select(Task.kind).where(Task.id == task_id))
+            if kind and kind.startswith("checkpoint"):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: a checkpoint waits for a person"
+                )
+            claim = self._claim(s, task_id)
+            if claim is None:
+                raise UsageError(f"task {self._describe(s, task_id)}: it is not ready")
+            return claim
+
+    def task_state(self, task_id: int) -> TaskState:
+        with self._read() as s:
+            return s.get_one(Task, task_id).state
+
+    def agent_of(self, task_id: int) -> str | None:
+        with self._read() as s:
+            return s.scalar(select(Agent.name).where(Agent.task_id == task_id))
+
+    def agent_task_id(self, name: str) -> int:
+        with self._read() as s:
+            task_id = s.scalar(select(Agent.task_id).where(Agent.name == name))
+        if task_id is None:
+            raise NotFound(f"no agent {name!r}: see `cw agent list`")
+        return task_id
+
+    def set_budget(self, *, plan: str | None, initiative: str | None, usd: float) -> None:
+        """Cap the cost of a plan or an initiative; no new work starts there once it is spent."""
+        model: Any = Plan if plan else Initiative
+        column = Plan.key if plan else Initiative.name
+        with self._write() as s:
+            result = s.execute(
+                update(model).where(column == (plan or initiative)).values(budget_usd=usd)
+            )
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                what = f"plan {plan!r}" if plan else f"initiative {initiative!r}"
+                raise NotFound(f"no {what}: see `cw status`")
+            self._event(s, "budget.set", None, None, f"{plan or initiative}: {usd}")
+
+    def budgets(self) -> list[dict[str, Any]]:
+        """Every budget with what has been spent under it."""
+        with self._read() as s:
+            return _budget_rows(s)
 
     # -- merges ---------------------------------------------------------------------------
 
@@ -589,6 +694,7 @@ class Store:
                     Phase.key.label("phase"),
                     Initiative.name.label("initiative"),
                     Agent.name.label("agent"),
+                    func.coalesce(Agent.cost_usd, 0.0).label("cost_usd"),
                 )
                 .join(Plan, Plan.id == Task.plan_id)
                 .join(Phase, Phase.id == Plan.phase_id)
@@ -738,6 +844,82 @@ def _new_task(
         state_changed_at=now,
         created_at=now,
         extra=extra,
+    )
+
+
+def _question(task_id: int, agent_id: int | None, question: dict[str, Any]) -> Message:
+    options = question.get("options")
+    return Message(
+        task_id=task_id,
+        agent_id=agent_id,
+        author="agent",
+        body=str(question.get("text") or ""),
+        options=[_option_text(o) for o in options] if isinstance(options, list) else [],
+        multi_select=bool(question.get("multi_select")),
+        extra_id=str(question.get("id") or ""),
+        created_at=time.time(),
+    )
+
+
+def _plan_costs(s: Session) -> Any:
+    return (
+        select(Task.plan_id, func.coalesce(func.sum(AgentRun.cost_usd), 0.0).label("spent"))
+        .join(AgentRun, AgentRun.task_id == Task.id)
+        .group_by(Task.plan_id)
+        .subquery()
+    )
+
+
+def _budget_rows(s: Session) -> list[dict[str, Any]]:
+    costs = _plan_costs(s)
+    spent = func.coalesce(func.sum(costs.c.spent), 0.0)
+    plans = s.execute(
+        select(Plan.id, Plan.key, Plan.budget_usd, spent)
+        .outerjoin(costs, costs.c.plan_id == Plan.id)
+        .where(Plan.budget_usd.is_not(None))
+        .group_by(Plan.id)
+    ).all()
+    initiatives = s.execute(
+        select(Initiative.id, Initiative.name, Initiative.budget_usd, spent)
+        .join(Phase, Phase.initiative_id == Initiative.id)
+        .join(Plan, Plan.phase_id == Phase.id)
+        .outerjoin(costs, costs.c.plan_id == Plan.id)
+        .where(Initiative.budget_usd.is_not(None))
+        .group_by(Initiative.id)
+    ).all()
+    rows = [{"kind": "plan", "id": i, "name": k, "budget_usd": b, "spent_usd": sp}
+            for i, k, b, sp in plans]  # fmt: skip
+    rows += [{"kind": "initiative", "id": i, "name": n, "budget_usd": b, "spent_usd": sp}
+             for i, n, b, sp in initiatives]  # fmt: skip
+    for row in rows:
+        row["exhausted"] = row["spent_usd"] >= row["budget_usd"]
+    return rows
+
+
+def _over_budget_plans(s: Session) -> list[int]:
+    """Plans where no new work may start: their budget, or their initiative's, is spent."""
+    rows = _budget_rows(s)
+    plans = {r["id"] for r in rows if r["kind"] == "plan" and r["exhausted"]}
+    spent_initiatives = [r["id"] for r in rows if r["kind"] == "initiative" and r["exhausted"]]
+    if spent_initiatives:
+        plans.update(
+            s.scalars(
+                select(Plan.id)
+                .join(Phase, Phase.id == Plan.phase_id)
+                .where(Phase.initiative_id.in_(spent_initiatives))
+            )
+        )
+    return sorted(plans)
+
+
+def _keys_not_done(s: Session, task_id: int) -> list[str]:
+    dep = aliased(Task)
+    return list(
+        s.scalars(
+            select(dep.key)
+            .join(TaskDependency, TaskDependency.depends_on_id == dep.id)
+            .where(TaskDependency.task_id == task_id, dep.state != S.DONE)
+        )
     )
 
 

@@ -50,12 +50,11 @@ def agent_list(store: Store) -> list[dict[str, Any]]:
 
 
 def _agent_state(row: dict[str, Any], now: float) -> str:
-    if row["run_state"] is None:
-        return "queued"
+    """running (lease live), unresponsive (lease expired), else what its task is waiting for."""
     if row["run_state"] == "running":
         lease = row["lease_expires_at"] or 0.0
         return "running" if lease >= now else "unresponsive"
-    return str(row["run_state"])
+    return str(row["task_state"].value)
 
 
 def status(store: Store) -> dict[str, Any]:
@@ -68,6 +67,9 @@ def status(store: Store) -> dict[str, Any]:
     return {
         "counts": dict(Counter(t["state"] for t in tasks)),
         "total": len(tasks),
+        "cost_usd": round(sum(t["cost_usd"] for t in tasks), 6),
+        "costs": _costs(tasks),
+        "budgets": store.budgets(),
         "plans": _plans(tasks),
         "running": [a for a in agent_list(store) if a["state"] in ("running", "unresponsive")],
         "blocked": [
@@ -78,15 +80,31 @@ def status(store: Store) -> dict[str, Any]:
         "attention": [
             {"task": t["key"], "state": t["state"], "error": t["last_error"]}
             for t in tasks
-            if t["state"] in (S.FAILED, S.CONFLICT, S.WAITING)
+            if t["state"] in (S.FAILED, S.CONFLICT, S.WAITING, S.STOPPED)
         ],
     }
 
 
+def _costs(tasks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Cost rolled up: initiative, initiative/phase, initiative/phase/plan."""
+    levels: dict[str, dict[str, float]] = {"initiative": {}, "phase": {}, "plan": {}}
+    for t in tasks:
+        for level, key in (
+            ("initiative", t["initiative"]),
+            ("phase", f"{t['initiative']}/{t['phase']}"),
+            ("plan", f"{t['initiative']}/{t['phase']}/{t['plan']}"),
+        ):
+            levels[level][key] = round(levels[level].get(key, 0.0) + t["cost_usd"], 6)
+    return levels
+
+
 def _plans(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     plans: dict[tuple[str, str, str], Counter[str]] = {}
+    costs: dict[tuple[str, str, str], float] = {}
     for t in tasks:
-        plans.setdefault((t["initiative"], t["phase"], t["plan"]), Counter())[t["state"]] += 1
+        key = (t["initiative"], t["phase"], t["plan"])
+        plans.setdefault(key, Counter())[t["state"]] += 1
+        costs[key] = round(costs.get(key, 0.0) + t["cost_usd"], 6)
     return [
         {
             "initiative": initiative,
@@ -95,6 +113,7 @@ def _plans(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "done": counts.get(S.DONE, 0),
             "total": sum(counts.values()),
             "states": dict(counts),
+            "cost_usd": costs[(initiative, phase, plan)],
         }
         for (initiative, phase, plan), counts in plans.items()
     ]

@@ -54,6 +54,7 @@ class LazyGroup(click.Group):
         "task": "cw.cli:task",
         "agent": "cw.cli:agent",
         "worker": "cw.cli.services:worker",
+        "budget": "cw.cli:budget",
         "beat": "cw.cli.services:beat",
         "broker": "cw.cli.services:broker_group",
     },
@@ -72,15 +73,33 @@ def cli(verbose: bool) -> None:
         "show": "cw.cli.show:task_show",
         "retry": "cw.cli.run:task_retry",
         "cancel": "cw.cli.run:task_cancel",
+        "diff": "cw.cli.show:task_diff",
     },
 )
 def task() -> None:
-    """Tasks: list, show, retry, cancel."""
+    """Tasks: list, show, diff, retry, cancel."""
 
 
-@click.group(cls=LazyGroup, lazy={"list": "cw.cli.show:agent_list"})
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "list": "cw.cli.show:agent_list",
+        "spawn": "cw.cli.agents:spawn",
+        "stop": "cw.cli.agents:stop",
+        "resume": "cw.cli.agents:resume",
+        "restart": "cw.cli.agents:restart",
+        "logs": "cw.cli.agents:logs",
+    },
+)
 def agent() -> None:
-    """Agents: list."""
+    """Agents: list, spawn, stop, resume, restart, logs."""
+
+
+@click.group(
+    cls=LazyGroup, lazy={"set": "cw.cli.run:budget_set", "list": "cw.cli.show:budget_list"}
+)
+def budget() -> None:
+    """Cost limits per plan or initiative: no new work starts there once spent."""
 
 
 def main() -> None:

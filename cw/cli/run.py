@@ -118,3 +118,15 @@ def task_cancel(ref: str) -> None:
     store = open_store(load_settings())
     store.cancel_task(store.find_task_id(ref))
     click.echo(f"cw: task {ref} cancelled")
+
+
+@click.command("set")
+@click.argument("usd", type=click.FloatRange(min=0))
+@click.option("--plan", "plan", default=None, help="Plan key, e.g. 02-03.")
+@click.option("--initiative", "initiative", default=None, help="Initiative name.")
+def budget_set(usd: float, plan: str | None, initiative: str | None) -> None:
+    """Cap a plan's or an initiative's cost in USD."""
+    if (plan is None) == (initiative is None):
+        raise UsageError("give exactly one of --plan KEY or --initiative NAME")
+    open_store(load_settings()).set_budget(plan=plan, initiative=initiative, usd=usd)
+    click.echo(f"cw: budget of {plan or initiative} set to ${usd:.2f}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import click
 
-from cw import render, views
+from cw import render, views, worktrees
 from cw.cli.common import emit_json, load_settings, open_store
 from cw.errors import CwError
 
@@ -76,3 +77,36 @@ def agent_list(as_json: bool) -> None:
         emit_json(rows)
     else:
         render.agent_table(rows)
+
+
+@click.command("diff")
+@click.argument("ref")
+@click.option("--stat", is_flag=True, help="Files changed, not the changes.")
+def task_diff(ref: str, stat: bool) -> None:
+    """The task's changes against its base, including a running agent's uncommitted work."""
+    settings = load_settings()
+    store = open_store(settings)
+    detail = store.task_detail(store.find_task_id(ref))
+    if not detail["base_sha"]:
+        raise CwError(f"task {ref} has not started: no changes yet")
+    worktree = Path(detail["worktree"]) if detail["worktree"] else None
+    if worktree is not None and worktree.is_dir():
+        text = worktrees.diff(settings.repo, detail["base_sha"], worktree=worktree, stat=stat)
+    else:
+        text = worktrees.diff(settings.repo, detail["base_sha"], branch=detail["branch"], stat=stat)
+    click.echo(text, nl=not text.endswith("\n"))
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def budget_list(as_json: bool) -> None:
+    """Every budget and what has been spent under it."""
+    rows = open_store(load_settings()).budgets()
+    if as_json:
+        emit_json(rows)
+        return
+    for r in rows:
+        flag = "  (spent: no new work starts)" if r["exhausted"] else ""
+        click.echo(
+            f"{r['kind']} {r['name']}: ${r['spent_usd']:.2f} of ${r['budget_usd']:.2f}{flag}"
+        )

@@ -9,7 +9,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cw.agents import AgentRequest, CommandAdapter, make_adapter
+from cw.adapters import make_adapter
+from cw.agents import AgentRequest, CommandAdapter
 from cw.errors import ConfigError
 from cw.settings import Settings
 
@@ -27,7 +28,8 @@ def request(tmp_path: Path) -> AgentRequest:
     worktree.mkdir(exist_ok=True)
     return AgentRequest(
         task_id=7, task_key="02-01-1", task_name="Cache", attempt=2, agent_name="amber-otter",
-        prompt="Write an LRU cache", worktree=worktree, log_dir=tmp_path / "logs",
+        task_prompt="Write an LRU cache", prompt="The whole brief",
+        worktree=worktree, log_dir=tmp_path / "logs",
     )  # fmt: skip
 
 

@@ -39,7 +39,7 @@ def ids(store: Store) -> dict[str, int]:
 
 def run_to_done(store: Store, claim: Claim) -> None:
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
-    assert store.finish_attempt(claim, AttemptResult(ok=True, head_sha="abc"), "command")
+    assert store.finish_attempt(claim, AttemptResult(outcome="done", head_sha="abc"), "command")
     assert store.begin_merge(claim)
     assert store.finish_merge(claim, sha="def", conflict_files=[], output="")
 
@@ -112,7 +112,7 @@ def test_a_stale_attempt_cannot_start_or_finish(store: Store) -> None:
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
     with pytest.raises(LeaseHeld):
         store.start_attempt(claim, worker="w2", host="h", lease_seconds=30)
-    assert not store.finish_attempt(stale, AttemptResult(ok=True), "command")
+    assert not store.finish_attempt(stale, AttemptResult(outcome="done"), "command")
     assert states(store)["a"] == "running"
 
 
@@ -133,7 +133,7 @@ def test_heartbeat_tells_a_worker_it_lost_its_task(store: Store) -> None:
     (claim,) = store.claim_ready_tasks()
     store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
     assert store.record_heartbeat(claim, 30)
-    store.finish_attempt(claim, AttemptResult(ok=False, error="boom"), "command")
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
     assert not store.record_heartbeat(claim, 30)
 
 
@@ -142,7 +142,7 @@ def test_failure_blocks_every_task_downstream(store: Store) -> None:
     claims = {c.task_id: c for c in store.claim_ready_tasks()}
     b = claims[ids(store)["b"]]
     store.start_attempt(b, worker="w", host="h", lease_seconds=30)
-    store.finish_attempt(b, AttemptResult(ok=False, error="exit code 3"), "command")
+    store.finish_attempt(b, AttemptResult(outcome="failed", error="exit code 3"), "command")
     assert states(store) == {
         "a": "queued",
         "b": "failed",
@@ -156,7 +156,7 @@ def test_conflict_records_the_files_and_releases_nothing(store: Store) -> None:
     store.submit(spec({"a": [], "b": ["a"]}))
     (claim,) = store.claim_ready_tasks()
     store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
-    store.finish_attempt(claim, AttemptResult(ok=True), "command")
+    store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
     store.begin_merge(claim)
     store.finish_merge(claim, sha=None, conflict_files=["x.py"], output="CONFLICT")
     detail = store.task_detail(claim.task_id)
@@ -199,7 +199,7 @@ def test_retry_of_a_failed_task_unblocks_what_waited_on_it(store: Store) -> None
     store.submit(spec({"a": [], "b": ["a"], "c": ["b"]}))
     (claim,) = store.claim_ready_tasks()
     store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
-    store.finish_attempt(claim, AttemptResult(ok=False, error="boom"), "command")
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
     assert states(store) == {"a": "failed", "b": "blocked", "c": "blocked"}
     store.retry_task(claim.task_id)
     assert states(store) == {"a": "ready", "b": "pending", "c": "pending"}

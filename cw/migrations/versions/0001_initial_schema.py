@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
-Create Date: 2026-11-24 05:34:51.268792
+Revises: (none)
+Create Date: 2026-11-24 05:52:25.882334
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def upgrade() -> None:
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("budget_usd", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
@@ -65,6 +66,7 @@ def upgrade() -> None:
         sa.Column("objective", sa.Text(), nullable=False),
         sa.Column("context", sa.Text(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("budget_usd", sa.Float(), nullable=True),
         sa.Column("extra", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["phase_id"],
@@ -102,6 +104,7 @@ def upgrade() -> None:
                 "failed",
                 "blocked",
                 "cancelled",
+                "stopped",
                 name="taskstate",
                 native_enum=False,
                 length=20,
@@ -118,6 +121,7 @@ def upgrade() -> None:
         sa.Column("merged_sha", sa.String(length=64), nullable=True),
         sa.Column("conflict_files", sa.JSON(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("stop_requested_at", sa.Float(), nullable=True),
         sa.Column("extra", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["initiative_id"],
@@ -236,6 +240,7 @@ def upgrade() -> None:
         sa.Column("agent_id", sa.Integer(), nullable=True),
         sa.Column("thread_id", sa.Integer(), nullable=True),
         sa.Column("author", sa.String(length=20), nullable=False),
+        sa.Column("extra_id", sa.String(length=64), nullable=False),
         sa.Column("body", sa.Text(), nullable=False),
         sa.Column("options", sa.JSON(), nullable=False),
         sa.Column("multi_select", sa.Boolean(), nullable=False),

@@ -1,0 +1,24 @@
+"""Which agent CLI runs a task: the registry of adapters, chosen by ``CW_AGENT``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cw.agents import AgentAdapter, CommandAdapter
+from cw.claude import ClaudeAdapter
+from cw.errors import ConfigError
+from cw.settings import Settings
+
+ADAPTERS: dict[str, Callable[[Settings], AgentAdapter]] = {
+    "command": CommandAdapter,
+    "claude": ClaudeAdapter,
+}
+
+
+def make_adapter(settings: Settings) -> AgentAdapter:
+    factory = ADAPTERS.get(settings.agent)
+    if factory is None:
+        raise ConfigError(
+            f"CW_AGENT={settings.agent!r} is unknown; choose one of: {', '.join(ADAPTERS)}"
+        )
+    return factory(settings)

@@ -1,0 +1,56 @@
+"""What cw tells an agent: the task, its plan, how it is checked, and the house rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+RULES = """\
+## Rules
+- Work only inside this directory: it is a git worktree of its own, on branch `{branch}`.
+- Commit your work on this branch (`git add -A && git commit -m "..."`) before you finish.
+  Do not switch branches, rebase, or push: cw merges your branch for you.
+- Finish with the StructuredOutput tool: `status: "done"` and a short `summary` when the task
+  is complete; `status: "questions"` with your `questions` when you need a person to decide
+  something; `status: "error"` with a `reason` when the task cannot be done."""
+
+
+@dataclass(frozen=True)
+class TaskBrief:
+    """The parts of a task an agent needs to hear about."""
+
+    key: str
+    name: str
+    prompt: str
+    branch: str
+    files: list[str] = field(default_factory=list)
+    verify: str | None = None
+    done_criteria: str | None = None
+    plan_objective: str = ""
+    plan_context: str = ""
+
+
+def first_prompt(task: TaskBrief) -> str:
+    """The whole brief for a task's first attempt."""
+    parts = [f"# Task {task.key}: {task.name}", "## What to do", task.prompt.strip()]
+    if task.files:
+        parts += ["## Files", "\n".join(f"- {f}" for f in task.files)]
+    if task.verify:
+        parts += ["## How it is checked", f"This must pass: `{task.verify.strip()}`"]
+    if task.done_criteria:
+        parts += ["## Done when", task.done_criteria.strip()]
+    if task.plan_objective.strip():
+        parts += ["## The plan this task belongs to", task.plan_objective.strip()]
+    if task.plan_context.strip():
+        parts += ["## Context to read first", task.plan_context.strip()]
+    parts.append(RULES.format(branch=task.branch))
+    return "\n\n".join(parts) + "\n"
+
+
+def resume_prompt(task: TaskBrief, attempt: int) -> str:
+    """For a later attempt in the same session: the conversation already holds the brief."""
+    return (
+        f"You were interrupted while working on task {task.key} ({task.name}); this is attempt "
+        f"{attempt}. Your worktree holds everything you committed, and any uncommitted work "
+        "was committed for you as a WIP commit. Check `git log` and `git status`, finish the "
+        "task, commit, and answer with StructuredOutput as before.\n"
+    )
