@@ -213,6 +213,38 @@ def bench_overhead(root: Path, n: int = 30) -> dict[str, object]:
     }
 
 
+# -- agent start overhead --------------------------------------------------------------------
+
+
+def bench_agent_start(root: Path, n: int = 20) -> dict[str, object]:
+    """Claim -> agent process running, and agent exit -> merge queued, per task (event times).
+
+    A chain, so each task is claimed when a worker is free: no queue wait is counted.
+    """
+    chain = [
+        {"id": f"a{i:02d}", "prompt": "x", "depends_on": [f"a{i - 1:02d}"] if i else []}
+        for i in range(n)
+    ]
+    repo = make_district(root, "agentstart", {str(t["id"]): 0.0 for t in chain})
+    with workers(repo, [2]):
+        run_plan(repo, chain, "agentstart")
+    store = Store.open(Settings.load(env={"CW_REPO": str(repo)}).db_url)
+    times: dict[int, dict[str, float]] = {}
+    for e in store.events():
+        if e["task_id"] is not None:
+            times.setdefault(e["task_id"], {})[e["kind"]] = e["at"]
+    store.close()
+    start = [1000 * (t["agent.started"] - t["task.queued"]) for t in times.values()]
+    finish = [1000 * (t["task.merging"] - t["agent.exited"]) for t in times.values()]
+    return {
+        "tasks": n,
+        "claim_to_agent_running_ms": round(statistics.median(start), 1),
+        "claim_to_agent_running_p90_ms": round(sorted(start)[int(0.9 * len(start))], 1),
+        "agent_exit_to_merge_queued_ms": round(statistics.median(finish), 1),
+        "agent_exit_to_merge_queued_p90_ms": round(sorted(finish)[int(0.9 * len(finish))], 1),
+    }
+
+
 # -- submit and queries -----------------------------------------------------------------------
 
 
@@ -286,6 +318,7 @@ def _fill(store: Store, n: int) -> None:
 BENCHES = {
     "makespan": bench_makespan,
     "overhead": bench_overhead,
+    "agent_start": bench_agent_start,
     "submit": bench_submit,
     "queries": bench_queries,
 }

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 from cw.agents import AgentAdapter, CommandAdapter
 from cw.claude import ClaudeAdapter
+from cw.codex import CodexAdapter
 from cw.errors import ConfigError
 from cw.settings import Settings
 
 ADAPTERS: dict[str, Callable[[Settings], AgentAdapter]] = {
     "command": CommandAdapter,
     "claude": ClaudeAdapter,
+    "codex": CodexAdapter,
 }
 
 

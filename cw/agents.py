@@ -31,6 +31,7 @@ class AgentRequest:
     log_dir: Path
     session_id: str | None = None  # resume this conversation (it exists already)
     new_session_id: str | None = None  # else start a conversation with this id, if the CLI can
+    session_cost_usd: float = 0.0  # what cw has recorded for this session so far
     env: Mapping[str, str] = field(default_factory=dict)  # added to the inherited environment
 
     def log_path(self, stream: str) -> Path:

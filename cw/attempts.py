@@ -101,6 +101,7 @@ def _request(settings: Settings, ws: Workspace, worktree: Path, branch: str) -> 
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
+        session_cost_usd=ws.agent_cost_usd,
     )
 
 

@@ -52,6 +52,8 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 SESSION_IN_USE = "already in use"
+#: Linux refuses a single argument over 128 KiB; longer briefs go on stdin instead.
+MAX_PROMPT_ARG_BYTES = 100_000
 
 
 class ClaudeAdapter:
@@ -90,7 +92,8 @@ class ClaudeAdapter:
 
     def argv(self, request: AgentRequest, resume: str | None) -> list[str]:
         s = self.settings
-        argv = [s.claude_binary, "-p", request.prompt, "--output-format", "stream-json"]
+        argv = [s.claude_binary, "-p", *([] if _prompt_on_stdin(request) else [request.prompt])]
+        argv += ["--output-format", "stream-json"]
         argv += ["--verbose", "--json-schema", json.dumps(ANSWER_SCHEMA)]
         argv += ["--permission-mode", s.claude_permission_mode]
         if resume:
@@ -142,7 +145,7 @@ class ClaudeAdapter:
             argv=self.argv(request, resume),
             cwd=request.worktree,
             env={**os.environ, **request.env},
-            stdin_text="",
+            stdin_text=request.prompt if _prompt_on_stdin(request) else "",
             stdout=request.log_path("stdout"),
             stderr=request.log_path("stderr"),
             timeout=self.settings.agent_timeout,
@@ -150,6 +153,10 @@ class ClaudeAdapter:
             tick_seconds=min(self.settings.heartbeat, self.settings.claude_startup_timeout),
             on_line=stream.feed,
         )
+
+
+def _prompt_on_stdin(request: AgentRequest) -> bool:
+    return len(request.prompt.encode()) > MAX_PROMPT_ARG_BYTES
 
 
 class ClaudeStream:
@@ -223,7 +230,7 @@ def judge(stream: ClaudeStream, finished: Finished, request: AgentRequest) -> Ag
     if result is None:
         outcome.error = _no_result(finished, request)
         return outcome
-    _record_usage(outcome, result)
+    _record_usage(outcome, result, request.session_cost_usd if request.session_id else 0.0)
     if result.get("is_error") or finished.exit_code != 0:
         outcome.error = _result_error(result)
         return outcome
@@ -238,9 +245,10 @@ def judge(stream: ClaudeStream, finished: Finished, request: AgentRequest) -> Ag
     return outcome
 
 
-def _record_usage(outcome: AgentOutcome, result: dict[str, Any]) -> None:
+def _record_usage(outcome: AgentOutcome, result: dict[str, Any], earlier: float) -> None:
+    # After --resume, total_cost_usd covers the whole session: keep only this run's share.
     cost, turns = result.get("total_cost_usd"), result.get("num_turns")
-    outcome.cost_usd = float(cost) if isinstance(cost, int | float) else None
+    outcome.cost_usd = max(0.0, float(cost) - earlier) if isinstance(cost, int | float) else None
     outcome.turns = turns if isinstance(turns, int) else None
     usage, duration = result.get("usage"), result.get("duration_ms")
     outcome.usage = usage if isinstance(usage, dict) else {}

@@ -64,6 +64,7 @@ class Workspace:
     branch: str | None
     worktree: str | None
     base_sha: str | None
+    agent_cost_usd: float = 0.0
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
 
 
@@ -970,6 +971,7 @@ def _workspace(s: Session, claim: Claim, previous: tuple[str, int | None] | None
         branch=task.branch,
         worktree=task.worktree,
         base_sha=task.base_sha,
+        agent_cost_usd=agent.cost_usd,
         previous=previous,
     )
 

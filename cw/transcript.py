@@ -35,6 +35,26 @@ def _event(event: dict[str, Any]) -> Iterator[str]:
         yield from _content(event.get("message", {}).get("content", []), "    ")
     elif kind == "result":
         yield _result(event)
+    elif isinstance(kind, str) and kind.startswith(("thread.", "turn.", "item.")):
+        yield from _codex(event, kind)
+
+
+def _codex(event: dict[str, Any], kind: str) -> Iterator[str]:
+    """Codex ``exec --json`` events: thread, turns and completed items."""
+    raw = event.get("item")
+    item: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    if kind == "thread.started":
+        yield f"--- session {event.get('thread_id')}"
+    elif kind == "turn.failed":
+        yield f"--- turn failed: {_short(str(event.get('error')))}"
+    elif kind == "turn.completed":
+        yield f"--- turn done ({event.get('usage')})"
+    elif kind == "item.completed" and item.get("type") == "agent_message":
+        yield str(item.get("text", "")).strip()
+    elif kind == "item.completed" and item.get("type") == "command_execution":
+        yield f"-> {item.get('command')} (exit {item.get('exit_code')})"
+    elif kind == "item.completed" and item.get("type") == "file_change":
+        yield f"-> changed {', '.join(str(c.get('path')) for c in item.get('changes', []))}"
 
 
 def _content(blocks: Any, indent: str) -> Iterator[str]:

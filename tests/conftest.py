@@ -26,7 +26,7 @@ GIT_ID = {
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No CW_* from the developer's shell leaks into a test."""
     for key in list(os.environ):
-        if key.startswith("CW_") and key != "CW_TEST_REDIS_URL":
+        if key.startswith("CW_") and not key.startswith("CW_TEST_"):
             monkeypatch.delenv(key)
 
 

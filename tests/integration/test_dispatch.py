@@ -4,101 +4,42 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
 from cw import worktrees
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready
-from cw.settings import Settings
-from cw.store import Store
-from tests.conftest import CW, Processes, git
-from tests.factories import spec
+from tests.conftest import git
+from tests.integration.conftest import District
 
 pytestmark = pytest.mark.redis
 
 
-@dataclass
-class District:
-    repo: Path
-    settings: Settings
-    store: Store
-    processes: Processes
-
-    def start_worker(self, name: str, *args: str) -> psutil.Process:
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers",
-            "worker",
-            "-P",
-            "prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "-n",
-            f"{name}@%h",
-            *args,
-        ]
-        env = {**os.environ, **self.settings.child_env()}
-        return psutil.Process(self.processes.start(argv, self.repo, env, name).pid)
-
-    def submit(self, edges: dict[str, list[str]]) -> None:
-        self.store.submit(spec(edges))
-        dispatch_ready(self.store, make_app(self.settings))
-
-    def states(self) -> dict[str, str]:
-        return {t["key"]: t["state"].value for t in self.store.task_rows()}
-
-    def wait_settled(self, timeout: float = 60) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            states = self.states()
-            if not set(states.values()) & {"ready", "queued", "running", "merging"}:
-                return states
-            time.sleep(0.2)
-        raise AssertionError(f"not settled after {timeout}s: {self.states()}")
-
-
 @pytest.fixture
-def district(
-    make_repo: Callable[[str], Path], redis_url: str, processes: Processes
+def command_district(
+    district: Callable[..., District], tmp_path: Path
 ) -> Callable[[str], District]:
+    """A district whose agents run ``agent_script`` with the command adapter, workers up."""
+
     def make(agent_script: str) -> District:
-        repo = make_repo("repo")
-        env = {"CW_REPO": str(repo), "CW_BROKER_URL": redis_url}
-        subprocess.run([*CW, "init"], cwd=repo, env={**os.environ, **env}, check=True)
-        (repo / "agent.sh").write_text(agent_script)
-        settings = Settings.load(
-            env={
-                **env,
-                "CW_AGENT_COMMAND": f"sh {repo / 'agent.sh'}",
-                "CW_LEASE": "3",
-                "CW_HEARTBEAT": "0.5",
-                "CW_AGENT_KILL_GRACE": "2",
-            }
-        )
-        store = Store.open(settings.db_url)
-        d = District(repo, settings, store, processes)
-        d.start_worker("agents", "-Q", "agents", "-c", "2")
-        d.start_worker("merge", "-Q", "merge", "-c", "1")
+        script = tmp_path / "agent.sh"
+        script.write_text(agent_script)
+        d = district({"CW_AGENT_COMMAND": f"sh {script}"})
+        d.start_workers()
         return d
 
     return make
 
 
 def test_failed_agent_fails_its_task_and_blocks_what_depends_on_it(
-    district: Callable[[str], District],
+    command_district: Callable[[str], District],
 ) -> None:
-    d = district('[ "$CW_TASK_KEY" = bad ] && { echo "it broke" >&2; exit 3; }; echo ok > ok.txt\n')
+    d = command_district(
+        '[ "$CW_TASK_KEY" = bad ] && { echo "it broke" >&2; exit 3; }; echo ok > ok.txt\n'
+    )
     d.submit({"bad": [], "after": ["bad"], "free": []})
     assert d.wait_settled() == {"bad": "failed", "after": "blocked", "free": "done"}
     detail = d.store.task_detail(d.store.find_task_id("bad"))
@@ -106,9 +47,9 @@ def test_failed_agent_fails_its_task_and_blocks_what_depends_on_it(
 
 
 def test_conflicting_edits_mark_the_second_task_conflict_with_its_files(
-    district: Callable[[str], District],
+    command_district: Callable[[str], District],
 ) -> None:
-    d = district('echo "$CW_TASK_KEY was here" > README.md\n')
+    d = command_district('echo "$CW_TASK_KEY was here" > README.md\n')
     d.submit({"one": [], "two": []})
     states = d.wait_settled()
     assert sorted(states.values()) == ["conflict", "done"]
@@ -120,9 +61,9 @@ def test_conflicting_edits_mark_the_second_task_conflict_with_its_files(
 
 
 def test_killed_pool_process_loses_nothing_and_the_task_merges_once(
-    district: Callable[[str], District],
+    command_district: Callable[[str], District],
 ) -> None:
-    d = district(
+    d = command_district(
         'echo "attempt $CW_ATTEMPT" >> runs.txt\n'
         '[ -e "$CW_WORKTREE/../killed-once" ] || sleep 30\n'
         "echo done > result.txt\n"

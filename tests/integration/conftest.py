@@ -1,0 +1,103 @@
+"""A district for integration tests: a repository, its store, real Celery worker processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cw.celeryapp import make_app
+from cw.dispatch import dispatch_ready
+from cw.settings import Settings
+from cw.store import Store
+from tests.conftest import CW, Processes, git
+from tests.factories import spec
+
+ACTIVE = {"ready", "queued", "running", "merging"}
+FAST = {"CW_LEASE": "3", "CW_HEARTBEAT": "0.5", "CW_AGENT_KILL_GRACE": "2"}
+
+
+@dataclass
+class District:
+    repo: Path
+    settings: Settings
+    store: Store
+    processes: Processes
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for workers and cw
+    inherit: bool = True  # start from os.environ (False: ``env`` is the whole environment)
+
+    def start_worker(self, name: str, *args: str) -> psutil.Process:
+        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "prefork",
+                "--without-gossip", "--without-mingle", "-n", f"{name}@%h", *args]  # fmt: skip
+        proc = self.processes.start(argv, self.repo, self.child_env(), name)
+        return psutil.Process(proc.pid)
+
+    def start_workers(self, agents: int = 2) -> None:
+        self.start_worker("agents", "-Q", "agents", "-c", str(agents))
+        self.start_worker("merge", "-Q", "merge", "-c", "1")
+
+    def child_env(self) -> dict[str, str]:
+        base = dict(os.environ) if self.inherit else {}
+        return {**base, **self.env, **self.settings.child_env()}
+
+    def cw(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*CW, *args], cwd=self.repo, env=self.child_env(),
+                                capture_output=True, text=True, timeout=120)  # fmt: skip
+        if check and result.returncode != 0:
+            raise AssertionError(f"cw {' '.join(args)} -> {result.returncode}\n{result.stderr}")
+        return result
+
+    def submit(self, edges: dict[str, list[str]]) -> None:
+        self.store.submit(spec(edges))
+        dispatch_ready(self.store, make_app(self.settings))
+
+    def states(self) -> dict[str, str]:
+        return {t["key"]: t["state"].value for t in self.store.task_rows()}
+
+    def task(self, key: str) -> dict[str, object]:
+        return self.store.task_detail(self.store.find_task_id(key))
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 30, what: str = "") -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {self.states()}")
+            time.sleep(0.1)
+
+    def wait_settled(self, timeout: float = 60) -> dict[str, str]:
+        self.wait_for(lambda: not set(self.states().values()) & ACTIVE, timeout, "settled")
+        return self.states()
+
+    def merged(self) -> list[str]:
+        subjects = git(self.repo, "log", "--first-parent", "--format=%s", "cw/integration")
+        return [
+            s.split()[2].rstrip(":") for s in subjects.splitlines() if s.startswith("cw: merge")
+        ]
+
+
+@pytest.fixture
+def district(
+    make_repo: Callable[[str], Path], redis_url: str, processes: Processes
+) -> Iterator[Callable[..., District]]:
+    """``district(env={CW_*...}, extra={...})``: initialised, on the test Redis, no workers yet."""
+    stores: list[Store] = []
+
+    def make(env: dict[str, str], extra: dict[str, str] | None = None) -> District:
+        repo = make_repo("repo")
+        base = {"CW_REPO": str(repo), "CW_BROKER_URL": redis_url}
+        subprocess.run([*CW, "init"], cwd=repo, env={**os.environ, **base}, check=True,
+                       capture_output=True)  # fmt: skip
+        settings = Settings.load(env={**base, **FAST, **env})
+        stores.append(Store.open(settings.db_url))
+        return District(repo, settings, stores[-1], processes, dict(extra or {}))
+
+    yield make
+    for store in stores:
+        store.close()

@@ -1,0 +1,70 @@
+"""Contract: the REAL Claude Code CLI, driven by cw's workers, against a local mock API.
+
+The CLI (a pinned npm release, installed once and cached by tests/claude/real_cli.py) really
+edits files in the task's worktree through scripted tool_use blocks; cw records the session
+and the cost; after a failure, `cw task retry` resumes the same conversation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.claude.mock_api import MockAnthropic, Turn, done, tool
+from tests.claude.real_cli import offline_env, require_claude_cli
+from tests.conftest import git
+from tests.integration.conftest import District
+
+pytestmark = pytest.mark.redis
+
+
+def events(d: District, agent: str) -> list[dict[str, object]]:
+    path = d.settings.log_dir / "agents" / agent / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    cli = require_claude_cli()
+    with MockAnthropic() as api:
+        d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(cli)})
+        d.env, d.inherit = offline_env(tmp_path / "home", api.url), False
+        worktree = d.settings.worktree_dir / "1-real"
+        api.queue(
+            Turn([tool("Write", file_path=str(worktree / "first.txt"), content="first\n")]),
+            Turn([tool("StructuredOutput", status="error", reason="need a second go")]),
+        )
+        d.start_workers(1)
+        d.submit({"real": []})
+        assert d.wait_settled(timeout=90) == {"real": "failed"}
+        task = d.task("real")
+        assert "need a second go" in str(task["last_error"])
+        agent, session = str(task["agent"]), str(task["session_id"])
+        inits = [e for e in events(d, agent) if e.get("subtype") == "init"]
+        assert [e["session_id"] for e in inits] == [session]
+        (run1,) = task["runs"]  # type: ignore[misc]
+        assert run1["cost_usd"] > 0 and run1["session_id"] == session
+
+        api.queue(
+            Turn([tool("Write", file_path=str(worktree / "second.txt"), content="second\n")]),
+            Turn([done("both files written")]),
+        )
+        d.cw("task", "retry", "real")
+        assert d.wait_settled(timeout=90) == {"real": "done"}
+
+    assert git(d.repo, "show", "cw/integration:first.txt") == "first"
+    assert git(d.repo, "show", "cw/integration:second.txt") == "second"
+    task = d.task("real")
+    assert task["session_id"] == session
+    run1, run2 = task["runs"]  # type: ignore[misc]
+    assert run2["session_id"] == session and run2["summary"] == "both files written"
+    resumed = api.main_requests()[2]
+    assert "Task real" in json.dumps(resumed["messages"]), "the retry continued the conversation"
+    assert run2["cost_usd"] > 0
+    results = [e for e in events(d, agent) if e.get("type") == "result"]
+    cumulative = float(results[-1]["total_cost_usd"])  # type: ignore[arg-type]
+    assert run1["cost_usd"] + run2["cost_usd"] == pytest.approx(cumulative), "no double count"
