@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
+from uuid import uuid4
 
 import psutil
 import pytest
 
+from cw.adapters import make_adapter
+from cw.agents import AgentRequest
 from cw.store import AttemptResult, Claim
 from tests.conftest import git
 from tests.fakes.fake_claude_script import (
@@ -17,6 +21,7 @@ from tests.fakes.fake_claude_script import (
     ApiError,
     Bash,
     Done,
+    HangAtStart,
     Question,
     Questions,
     Run,
@@ -169,3 +174,22 @@ def _group_alive(pgid: int) -> bool:
         except (psutil.Error, ProcessLookupError):
             continue
     return False
+
+
+def test_a_cli_that_hangs_at_start_is_stopped_and_the_task_fails_clearly(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    scenario = write_scenario(tmp_path / "hang.json", [Run([], HangAtStart(60))])
+    settings = district(
+        {"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(FAKE_CLAUDE),
+         "CW_CLAUDE_STARTUP_TIMEOUT": "1"},
+    ).settings  # fmt: skip
+    request = AgentRequest(
+        task_id=1, task_key="k", task_name="n", task_prompt="p", attempt=1, agent_name="a",
+        prompt="p", worktree=tmp_path, log_dir=tmp_path / "logs", new_session_id=str(uuid4()),
+        env={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario)},
+    )  # fmt: skip
+    started = time.monotonic()
+    outcome = make_adapter(settings).run(request, lambda _pid: True, lambda _s: None)
+    assert time.monotonic() - started < 15
+    assert outcome.status == "failed" and "printed nothing for 1 s" in (outcome.error or "")

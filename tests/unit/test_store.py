@@ -234,3 +234,25 @@ def test_ready_tasks_that_unlock_longer_chains_are_claimed_first(store: Store) -
 def test_the_schema_revision_constant_is_alembics_head(store: Store) -> None:
     head = ScriptDirectory.from_config(db.alembic_config(store.engine)).get_current_head()
     assert db.SCHEMA_REVISION == head == db.schema_revision(store.engine)
+
+
+def test_a_spent_budget_stops_new_work_in_its_plan_and_says_so(store: Store) -> None:
+    store.submit(spec({"a": [], "b": [], "c": ["a"]}))
+    store.set_budget(plan="01-01", initiative=None, usd=0.05)
+    first = store.claim_ready_tasks(limit=1)
+    store.start_attempt(first[0], worker="w", host="h", lease_seconds=30)
+    result = AttemptResult(outcome="done", cost_usd=0.07)
+    store.finish_attempt(first[0], result, "claude")
+    assert store.claim_ready_tasks() == [], "the plan's budget is spent"
+    (budget,) = store.budgets()
+    assert budget["exhausted"] and budget["spent_usd"] == pytest.approx(0.07)
+    store.set_budget(plan="01-01", initiative=None, usd=1.0)
+    assert len(store.claim_ready_tasks()) == 1, "raising the budget lets work start again"
+
+
+def test_an_initiative_budget_covers_all_its_plans(store: Store) -> None:
+    store.submit(spec({"a": [], "b": []}, name="paid"))
+    store.set_budget(plan=None, initiative="paid", usd=0.0)
+    assert store.claim_ready_tasks() == []
+    with pytest.raises(UsageError, match="no initiative 'nope'"):
+        store.set_budget(plan=None, initiative="nope", usd=1.0)
