@@ -195,3 +195,28 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
     assert other.returncode == 2 and "already initialised" in other.stderr
     assert git(repo, "branch", "--list", "elsewhere") == ""
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_spawn_starts_a_ready_task_and_refuses_one_that_waits(
+    district: Path, processes: Processes
+) -> None:
+    repo = district
+    (repo / "plan.yaml").write_text(
+        "initiative: s\ntasks:\n  - {id: first, prompt: a}\n"
+        "  - {id: second, prompt: b, depends_on: [first]}\n"
+    )
+    run_cw(repo, "submit", "plan", "plan.yaml", "--no-dispatch")
+    early = run_cw(repo, "agent", "spawn", "--task", "second", check=False)
+    assert early.returncode == 2 and "it waits on first" in early.stderr
+    start_workers(processes, repo)
+    out = run_cw(repo, "agent", "spawn", "--task", "first").stdout
+    assert out.startswith("cw: agent ") and "started on task first (attempt 1)" in out
+    run_cw(repo, "wait", "--timeout", "60")
+    states = {
+        t["key"]: t["state"] for t in json.loads(run_cw(repo, "task", "list", "--json").stdout)
+    }
+    assert states == {"first": "done", "second": "done"}, "the merge dispatched the dependent"
+    (first,) = [a for a in json.loads(run_cw(repo, "agent", "list", "--json").stdout)
+                if a["task"] == "first"]  # fmt: skip
+    logs = run_cw(repo, "agent", "logs", first["name"], "-f").stdout
+    assert "=== attempt-1.stdout" in logs, "logs -f of a finished agent prints and returns"
