@@ -35,6 +35,11 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = _run(settings, store, claim, workspace)
     except CwError as exc:
         result = AttemptResult(outcome="failed", error=str(exc))
+    except Exception as exc:
+        # A bug must not leave the task "running" for ever: record it, then let Celery log it.
+        failed = AttemptResult(outcome="failed", error=f"internal error: {exc!r}")
+        store.finish_attempt(claim, failed, settings.agent)
+        raise
     store.finish_attempt(claim, result, settings.agent)
     return True
 

@@ -31,6 +31,10 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeJob | 
     except GitError as exc:
         store.fail_merge(claim, str(exc))
         return None
+    except Exception as exc:
+        # Never leave a task "merging" for ever: record the failure, then let Celery log it.
+        store.fail_merge(claim, f"internal error: {exc!r}")
+        raise
     if not outcome.merged:
         store.finish_merge(
             claim, sha=None, conflict_files=outcome.conflict_files, output=outcome.output

@@ -1,0 +1,55 @@
+"""run_attempt and merge_attempt called directly: real git, real SQLite, no broker."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cw import attempts, merging
+from cw.settings import Settings
+from cw.store import Store
+from tests.conftest import CW
+from tests.factories import spec
+
+
+@pytest.fixture
+def initialised(make_repo: Callable[[str], Path]) -> tuple[Settings, Store]:
+    repo = make_repo("repo")
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+    settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo hi > hi.txt"})
+    store = Store.open(settings.db_url)
+    store.submit(spec({"a": []}))
+    return settings, store
+
+
+def test_a_bug_inside_an_attempt_fails_the_task_instead_of_leaving_it_running(
+    initialised: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store = initialised
+    (claim,) = store.claim_ready_tasks()
+
+    def explode(*_args: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(attempts, "prepare_worktree", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        attempts.run_attempt(settings, store, claim, worker="w")
+    detail = store.task_detail(claim.task_id)
+    assert detail["state"].value == "failed"
+    assert detail["last_error"] == "internal error: RuntimeError('boom')"
+
+
+def test_a_bug_inside_a_merge_fails_the_task_instead_of_leaving_it_merging(
+    initialised: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store = initialised
+    (claim,) = store.claim_ready_tasks()
+    assert attempts.run_attempt(settings, store, claim, worker="w")
+    assert store.task_state(claim.task_id).value == "merging"
+    monkeypatch.setattr(merging, "_merge", lambda *_a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        merging.merge_attempt(settings, store, claim)
+    assert store.task_state(claim.task_id).value == "failed"
