@@ -705,6 +705,30 @@ class Store:
             ).all()
             return [dict(r._mapping) for r in rows]
 
+    def workspaces(self) -> list[dict[str, Any]]:
+        """Every task's git footprint: id, key, state, branch, worktree, base/head/merged sha."""
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    Task.id, Task.key, Task.state, Task.branch, Task.worktree, Task.base_sha,
+                    Task.head_sha, Task.merged_sha,
+                ).order_by(Task.id)
+            ).all()  # fmt: skip
+            return [dict(r._mapping) for r in rows]
+
+    def merge_rows(self) -> list[dict[str, Any]]:
+        """Every merge attempt, newest first, with its task's key and state."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Merge, Task.key, Task.state).join(Task, Task.id == Merge.task_id)
+                .order_by(Merge.id.desc())
+            ).all()  # fmt: skip
+            out = []
+            for merge, key, state in rows:
+                row = {c.name: getattr(merge, c.name) for c in Merge.__table__.columns}
+                out.append({**row, "task": key, "task_state": state.value})
+            return out
+
     def dependency_pairs(self) -> list[tuple[int, int]]:
         with self._read() as s:
             rows = s.execute(select(TaskDependency.task_id, TaskDependency.depends_on_id)).all()
