@@ -29,7 +29,7 @@ sys.path.insert(0, str(TOP))
 from bench import rawcelery  # noqa: E402
 from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
-from cw.store import AttemptResult, Store  # noqa: E402
+from cw.store import AttemptResult, MergeReport, Store  # noqa: E402
 
 CW = [sys.executable, "-m", "cw"]
 GIT_ID = {
@@ -311,7 +311,7 @@ def _fill(store: Store, n: int) -> None:
                 continue
             store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
             store.begin_merge(claim)
-            store.finish_merge(claim, sha="0" * 40, conflict_files=[], output="")
+            store.finish_merge(claim, MergeReport(sha="0" * 40))
         claims = store.claim_ready_tasks()
 
 

@@ -12,7 +12,7 @@ from cw import defaults, processes, worktrees
 from cw.adapters import make_adapter
 from cw.agents import AgentOutcome, AgentRequest
 from cw.errors import CwError
-from cw.prompts import TaskBrief, first_prompt, resume_prompt
+from cw.prompts import TaskBrief, bounce_prompt, first_prompt, resume_prompt
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store, Workspace
 
@@ -46,14 +46,21 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
 
 def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
     worktree, branch = prepare_worktree(settings, store, ws)
+    conflicts = _catch_up(settings, ws, worktree) if ws.bounce else []
     adapter = make_adapter(settings)
     outcome = adapter.run(
-        _request(settings, ws, worktree, branch),
+        _request(settings, ws, worktree, branch, conflicts),
         tick=lambda pid: store.record_heartbeat(claim, settings.lease, pid),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()
     kind = _kind(outcome, stop_requested=not outcome.ok and store.stop_requested(claim))
+    left = worktrees.conflict_markers(worktree) if kind == "done" else []
+    if left:
+        # Never commit conflict markers: the agent has to finish resolving.
+        return AttemptResult(outcome="failed", error="unresolved conflicts in " + ", ".join(left),
+                             session_id=outcome.session_id, cost_usd=outcome.cost_usd,
+                             exited_at=exited_at)  # fmt: skip
     head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
     if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
@@ -87,13 +94,29 @@ def _commit_message(ws: Workspace, kind: str) -> str:
     return f"{prefix}: {ws.key}: {ws.name}"
 
 
-def _request(settings: Settings, ws: Workspace, worktree: Path, branch: str) -> AgentRequest:
+def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
+    """A bounced task merges the integration branch into its own; conflicts stay marked."""
+    message = f"cw: merge {settings.integration_branch} into {ws.key} (sent back by the merge)"
+    if worktrees.conflict_markers(worktree):
+        return worktrees.conflict_markers(worktree)  # a retried catch-up still in progress
+    return worktrees.merge_into_worktree(worktree, integration_sha(settings), message)
+
+
+def _request(
+    settings: Settings, ws: Workspace, worktree: Path, branch: str, conflicts: list[str]
+) -> AgentRequest:
     brief = TaskBrief(
         key=ws.key, name=ws.name, prompt=ws.prompt, branch=branch, files=ws.files,
         verify=ws.verify, done_criteria=ws.done_criteria, plan_objective=ws.plan_objective,
         plan_context=ws.plan_context,
     )  # fmt: skip
     resuming = ws.session_id is not None
+    if ws.bounce:
+        prompt = bounce_prompt(brief, ws.bounce, conflicts)
+    elif resuming:
+        prompt = resume_prompt(brief, ws.attempt)
+    else:
+        prompt = first_prompt(brief)
     return AgentRequest(
         task_id=ws.task_id,
         task_key=ws.key,
@@ -101,13 +124,21 @@ def _request(settings: Settings, ws: Workspace, worktree: Path, branch: str) -> 
         task_prompt=ws.prompt,
         attempt=ws.attempt,
         agent_name=ws.agent_name,
-        prompt=resume_prompt(brief, ws.attempt) if resuming else first_prompt(brief),
+        prompt=prompt,
         worktree=worktree,
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
         session_cost_usd=ws.agent_cost_usd,
+        env=_bounce_env(ws.bounce, conflicts),
     )
+
+
+def _bounce_env(bounce: dict[str, object], conflicts: list[str]) -> dict[str, str]:
+    """For the command adapter: ``CW_BOUNCE`` (conflict | verify) and the conflicting files."""
+    if not bounce:
+        return {}
+    return {"CW_BOUNCE": str(bounce.get("kind")), "CW_CONFLICT_FILES": "\n".join(conflicts)}
 
 
 def first_session_id(settings: Settings, ws: Workspace) -> str:

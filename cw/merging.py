@@ -1,66 +1,118 @@
-"""The merge worker's job: integrate one finished task branch, in its own worktree."""
+"""The merge worker's job: integrate one finished task branch, in its own worktree, verified.
+
+What git merges cleanly merges; the task's verify step and the project's verify command then
+run on the merged tree, and only a green result moves the integration branch. Conflicts and red
+checks go back to the task's own agent (a new attempt that resumes its session), up to
+``max_bounces`` times.
+"""
 
 from __future__ import annotations
 
 import logging
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 from cw import worktrees
-from cw.errors import GitError
+from cw.errors import GitError, NotFound
 from cw.locks import file_lock
 from cw.settings import Settings
-from cw.store import Claim, MergeJob, Store
+from cw.store import Claim, MergeJob, MergeReport, Store
+from cw.verify import Verdict, run_checks
 
 logger = logging.getLogger(__name__)
 
 
-def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeJob | None:
-    """Merge the attempt's branch if it is still ours; the job when it merged.
+@dataclass(frozen=True)
+class MergeResult:
+    merged: MergeJob | None = None  # merged: clean up its worktree once dispatch is done
+    bounced: Claim | None = None  # sent back to its agent: send this new attempt
 
-    The caller dispatches what became ready, then calls :func:`clean_up` (dispatch first:
-    removing the worktree is not on anyone's critical path).
-    """
+
+def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult:
+    """Merge the attempt's branch if it is still ours."""
     job = store.begin_merge(claim)
     if job is None:
         logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))
-        return None
+        return MergeResult()
     try:
         with merge_lock(settings):
-            outcome = _merge(settings, job)
+            report = _merge(settings, job)
     except GitError as exc:
         store.fail_merge(claim, str(exc))
-        return None
+        return MergeResult()
     except Exception as exc:
         # Never leave a task "merging" for ever: record the failure, then let Celery log it.
         store.fail_merge(claim, f"internal error: {exc!r}")
         raise
-    if not outcome.merged:
-        store.finish_merge(
-            claim, sha=None, conflict_files=outcome.conflict_files, output=outcome.output
-        )
+    if report.sha is not None:
+        store.finish_merge(claim, report)
+        return MergeResult(merged=job)
+    intent = _intent(settings, store, job, report.conflict_files)
+    bounced = store.bounce(claim, report, intent=intent, max_bounces=settings.max_bounces)
+    return MergeResult(bounced=bounced)
+
+
+def _merge(settings: Settings, job: MergeJob) -> MergeReport:
+    if job.worktree and Path(job.worktree).is_dir():
+        # The agent may have left work uncommitted; it belongs in the merge.
+        worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
+    verdicts: list[Verdict] = []
+    outcome = worktrees.merge_branch(
+        settings.repo,
+        settings.integration_worktree,
+        settings.integration_branch,
+        job.branch,
+        f"cw: merge {job.key}: {job.name}",
+        check=_checker(settings, job, verdicts),
+    )
+    verdict = verdicts[-1] if verdicts else None
+    return MergeReport(
+        sha=outcome.sha if outcome.merged else None,
+        conflict_files=outcome.conflict_files,
+        output=outcome.output,
+        rejected=outcome.rejected,
+        verify_command=verdict.command if verdict else None,
+        verify_exit_code=verdict.exit_code if verdict else None,
+        verify_output=verdict.output if verdict else None,
+    )
+
+
+def _checker(settings: Settings, job: MergeJob, verdicts: list[Verdict]) -> worktrees.Check | None:
+    commands = [c.strip() for c in (job.verify, settings.verify_command) if c and c.strip()]
+    if not commands:
         return None
-    store.finish_merge(claim, sha=outcome.sha, conflict_files=[], output=outcome.output)
-    return job
+    log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
+
+    def check(tree: Path, _old: str, _new: str) -> bool:
+        verdicts.append(run_checks(commands, tree, settings.verify_timeout, log))
+        return verdicts[-1].ok
+
+    return check
+
+
+def _intent(
+    settings: Settings, store: Store, job: MergeJob, files: list[str]
+) -> list[dict[str, str]]:
+    """What the tasks that changed these files on the integration side set out to do."""
+    head = worktrees.branch_sha(settings.repo, settings.integration_branch)
+    if not (job.base_sha and head):
+        return []
+    intent = []
+    for subject in worktrees.log_subjects(settings.repo, job.base_sha, head, files or ["."]):
+        key = subject.removeprefix("cw: merge ").split(":", 1)[0]
+        try:
+            detail = store.task_detail(store.find_task_id(key))
+        except NotFound:
+            continue
+        intent.append({"task": key, "name": detail["name"], "prompt": detail["prompt"]})
+    return intent[:10]
 
 
 def clean_up(settings: Settings, job: MergeJob) -> None:
     """Remove a merged task's worktree: its branch holds everything (GIT-04)."""
     if job.worktree:
         worktrees.remove_worktree(settings.repo, Path(job.worktree))
-
-
-def _merge(settings: Settings, job: MergeJob) -> worktrees.MergeOutcome:
-    if job.worktree and Path(job.worktree).is_dir():
-        # The agent may have left work uncommitted; it belongs in the merge.
-        worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
-    return worktrees.merge_branch(
-        settings.repo,
-        settings.integration_worktree,
-        settings.integration_branch,
-        job.branch,
-        f"cw: merge {job.key}: {job.name}",
-    )
 
 
 def merge_lock(settings: Settings) -> AbstractContextManager[None]:

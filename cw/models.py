@@ -96,6 +96,8 @@ class Task(Base):
     conflict_files: Mapped[list[str]] = mapped_column(default=list)
     last_error: Mapped[str | None] = mapped_column(Text)
     stop_requested_at: Mapped[float | None] = mapped_column(Float)
+    bounces: Mapped[int] = mapped_column(Integer, default=0)  # times sent back by the merge
+    bounce: Mapped[dict[str, Any]] = mapped_column(default=dict)  # why, for the agent's next go
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[Plan] = relationship()
 
@@ -181,7 +183,8 @@ class Merge(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))
     attempt: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20))  # queued | merging | merged | conflict | failed
+    # queued | merging | merged | conflict | verify_failed | failed
+    state: Mapped[str] = mapped_column(String(20))
     branch: Mapped[str] = mapped_column(String(255))
     base_sha: Mapped[str | None] = mapped_column(String(64))
     result_sha: Mapped[str | None] = mapped_column(String(64))
@@ -190,6 +193,9 @@ class Merge(Base):
     started_at: Mapped[float | None] = mapped_column(Float)
     finished_at: Mapped[float | None] = mapped_column(Float)
     output: Mapped[str | None] = mapped_column(Text)
+    verify_command: Mapped[str | None] = mapped_column(Text)
+    verify_exit_code: Mapped[int | None] = mapped_column(Integer)
+    verify_output: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(Base):

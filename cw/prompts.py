@@ -54,3 +54,34 @@ def resume_prompt(task: TaskBrief, attempt: int) -> str:
         "was committed for you as a WIP commit. Check `git log` and `git status`, finish the "
         "task, commit, and answer with StructuredOutput as before.\n"
     )
+
+
+def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[str]) -> str:
+    """Why the merge sent the work back, and what to do about it."""
+    if bounce.get("kind") == "verify":
+        head = (
+            "Your branch merged cleanly into the integration branch, but the check on the merged "
+            "result failed. cw has merged the integration branch into your worktree. Make the "
+            "check pass without undoing anyone's work."
+        )
+    else:
+        head = (
+            "Your branch conflicts with the integration branch. cw has merged the integration "
+            "branch into your worktree; the conflicts are marked in: "
+            + ", ".join(f"`{f}`" for f in conflicts)
+            + ". Resolve them so that both your task and the work already integrated survive, "
+            "then `git add` the files and `git commit` to conclude the merge."
+        )
+    parts = [f"# Task {task.key}: {task.name} — sent back by the merge", head]
+    output = str(bounce.get("output") or "").strip()
+    if output:
+        parts += ["## What the merge saw", f"```\n{output[-4000:]}\n```"]
+    intent = bounce.get("intent")
+    if isinstance(intent, list) and intent:
+        lines = [f"- {i.get('task')}: {i.get('name')} — {str(i.get('prompt', '')).strip()[:500]}"
+                 for i in intent if isinstance(i, dict)]  # fmt: skip
+        parts += ["## What the other side set out to do", "\n".join(lines)]
+    if task.verify:
+        parts += ["## The check", f"`{task.verify.strip()}` must pass on the result."]
+    parts.append(RULES.format(branch=task.branch))
+    return "\n\n".join(parts) + "\n"

@@ -168,3 +168,11 @@ def task_detail(d: dict[str, Any]) -> None:
             f"  merge {merge['attempt']}: {merge['state']} {merge['result_sha'] or ''} {files}",
             markup=False,
         )
+        if merge["verify_command"]:
+            console.print(
+                f"    verify `{merge['verify_command']}` exited {merge['verify_exit_code']}",
+                markup=False,
+            )
+            if merge["verify_exit_code"] != 0 and merge["verify_output"]:
+                tail = merge["verify_output"].strip().splitlines()[-10:]
+                console.print("      " + "\n      ".join(tail), markup=False)

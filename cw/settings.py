@@ -35,6 +35,9 @@ class Settings:
     heartbeat: float = defaults.HEARTBEAT_SECONDS
     lease: float = defaults.LEASE_SECONDS
     concurrency: int = 2
+    verify_command: str = ""  # project-wide check run on every merged tree
+    verify_timeout: float = 600.0
+    max_bounces: int = 3  # 0: conflicts stop at `conflict` instead of going back to the agent
     claude_binary: str = "claude"
     claude_model: str = ""
     claude_max_turns: int = 0  # 0: the CLI's own limit
@@ -131,7 +134,7 @@ def find_repo(cwd: Path | None = None) -> Path:
 
 
 #: Numeric settings where 0 means "no limit" rather than a mistake.
-_ZERO_MEANS_NONE = frozenset({"claude_max_turns", "claude_max_budget_usd"})
+_ZERO_MEANS_NONE = frozenset({"claude_max_turns", "claude_max_budget_usd", "max_bounces"})
 
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "repo"}
 

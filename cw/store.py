@@ -8,7 +8,7 @@ builds a query.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -65,6 +65,7 @@ class Workspace:
     worktree: str | None
     base_sha: str | None
     agent_cost_usd: float = 0.0
+    bounce: dict[str, Any] = field(default_factory=dict)  # why the merge sent it back
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
 
 
@@ -76,6 +77,21 @@ class MergeJob:
     name: str
     branch: str
     worktree: str | None
+    verify: str | None = None
+    base_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What one merge found."""
+
+    sha: str | None = None  # the new integration sha, when merged
+    conflict_files: list[str] = field(default_factory=list)
+    output: str = ""
+    rejected: bool = False  # merged cleanly but the verify step was red
+    verify_command: str | None = None
+    verify_exit_code: int | None = None
+    verify_output: str | None = None
 
 
 @dataclass
@@ -622,44 +638,84 @@ class Store:
                 .values(state="merging", started_at=time.time())
             )
             return MergeJob(
-                claim.task_id, claim.attempt, task.key, task.name, task.branch or "", task.worktree
-            )
+                claim.task_id, claim.attempt, task.key, task.name, task.branch or "",
+                task.worktree, task.verify, task.base_sha,
+            )  # fmt: skip
 
-    def finish_merge(
-        self, claim: Claim, *, sha: str | None, conflict_files: Sequence[str], output: str
-    ) -> bool:
-        """merging -> done (then promote what became ready) or -> conflict."""
+    def finish_merge(self, claim: Claim, report: MergeReport) -> bool:
+        """merging -> done (then promote what became ready), or -> conflict (no bouncing)."""
         with self._write() as s:
-            if sha is not None:
+            if report.sha is not None:
                 moved = self._move(
-                    s, claim.task_id, [S.MERGING], S.DONE, of_attempt=claim.attempt, merged_sha=sha
-                )
+                    s, claim.task_id, [S.MERGING], S.DONE, of_attempt=claim.attempt,
+                    merged_sha=report.sha, bounce={},
+                )  # fmt: skip
             else:
                 moved = self._move(
-                    s,
-                    claim.task_id,
-                    [S.MERGING],
-                    S.CONFLICT,
-                    of_attempt=claim.attempt,
-                    conflict_files=list(conflict_files),
-                    last_error="merge conflict in " + ", ".join(conflict_files),
-                )
+                    s, claim.task_id, [S.MERGING], S.CONFLICT, of_attempt=claim.attempt,
+                    conflict_files=report.conflict_files,
+                    last_error="merge conflict in " + ", ".join(report.conflict_files),
+                )  # fmt: skip
             if not moved:
                 return False
-            s.execute(
-                update(Merge)
-                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-                .values(
-                    state="merged" if sha else "conflict",
-                    result_sha=sha,
-                    conflict_files=list(conflict_files),
-                    finished_at=time.time(),
-                    output=output[-20_000:],
-                )
-            )
-            if sha is not None:
+            self._record_merge(s, claim, report, "merged" if report.sha else "conflict")
+            if report.sha is not None:
                 self._promote(s)
             return True
+
+    def bounce(
+        self, claim: Claim, report: MergeReport, *, intent: list[dict[str, str]], max_bounces: int
+    ) -> Claim | None:
+        """Send a conflicting or red merge back to its agent as a new attempt.
+
+        Returns the new attempt's claim; None when the task stopped instead: ``conflict`` with
+        bouncing off (``max_bounces`` 0), or ``failed`` with a message to a person once it has
+        bounced ``max_bounces`` times.
+        """
+        if max_bounces == 0 and not report.rejected:
+            self.finish_merge(claim, report)
+            return None
+        with self._write() as s:
+            task = s.get_one(Task, claim.task_id)
+            if task.state != S.MERGING or task.attempt != claim.attempt:
+                return None
+            self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
+            why = _bounce_reason(report)
+            if task.bounces >= max_bounces:
+                self._give_up(s, claim, f"{why}; sent back {task.bounces} times")
+                return None
+            bounce = {"kind": "verify" if report.rejected else "conflict",
+                      "files": report.conflict_files, "output": _bounce_output(report),
+                      "intent": intent}  # fmt: skip
+            self._move(
+                s, claim.task_id, [S.MERGING], S.QUEUED, of_attempt=claim.attempt,
+                attempt=Task.attempt + 1, bounces=Task.bounces + 1, bounce=bounce,
+                conflict_files=report.conflict_files, last_error=why,
+            )  # fmt: skip
+            return Claim(claim.task_id, claim.attempt + 1)
+
+    def _give_up(self, s: Session, claim: Claim, why: str) -> None:
+        self._move(s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt,
+                   last_error=why)  # fmt: skip
+        agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
+        s.add(Message(task_id=claim.task_id, agent_id=agent_id, author="cw",
+                      body=f"This task could not be integrated: {why}. Resolve it by hand on "
+                      "its branch and `cw task retry` it, or cancel what depends on it.",
+                      created_at=time.time()))  # fmt: skip
+        self._block_dependents(s, claim.task_id)
+
+    @staticmethod
+    def _record_merge(s: Session, claim: Claim, report: MergeReport, state: str) -> None:
+        s.execute(
+            update(Merge)
+            .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+            .values(
+                state=state, result_sha=report.sha, conflict_files=report.conflict_files,
+                finished_at=time.time(), output=report.output[-20_000:],
+                verify_command=report.verify_command, verify_exit_code=report.verify_exit_code,
+                verify_output=report.verify_output,
+            )
+        )  # fmt: skip
 
     def fail_merge(self, claim: Claim, error: str) -> bool:
         with self._write() as s:
@@ -872,6 +928,16 @@ def _new_task(
     )
 
 
+def _bounce_reason(report: MergeReport) -> str:
+    if report.rejected:
+        return f"verify failed: `{report.verify_command}` exited {report.verify_exit_code}"
+    return "merge conflict in " + ", ".join(report.conflict_files)
+
+
+def _bounce_output(report: MergeReport) -> str:
+    return (report.verify_output if report.rejected else report.output) or ""
+
+
 def _question(task_id: int, agent_id: int | None, question: dict[str, Any]) -> Message:
     options = question.get("options")
     return Message(
@@ -996,6 +1062,7 @@ def _workspace(s: Session, claim: Claim, previous: tuple[str, int | None] | None
         worktree=task.worktree,
         base_sha=task.base_sha,
         agent_cost_usd=agent.cost_usd,
+        bounce=dict(task.bounce or {}),
         previous=previous,
     )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +46,10 @@ _NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 _DIFF_FLAGS = ("--no-ext-diff", "--no-color")
 
 
+#: ``check(merged_worktree, old_sha, new_sha)``: True lets the integration branch advance.
+Check = Callable[[Path, str, str], bool]
+
+
 @dataclass(frozen=True)
 class MergeOutcome:
     """What :func:`merge_branch` did."""
@@ -54,6 +58,7 @@ class MergeOutcome:
     sha: str | None  # new integration sha when merged
     conflict_files: list[str]  # when not merged because of conflicts
     output: str  # git's output, for the log
+    rejected: bool = False  # merged cleanly, but the check refused the result
 
 
 @dataclass(frozen=True)
@@ -348,12 +353,19 @@ def _worktree_diff(worktree: Path, base: str, fmt: tuple[str, ...]) -> str:
 
 
 def merge_branch(
-    repo: Path, integration_worktree: Path, integration_branch: str, branch: str, message: str
+    repo: Path,
+    integration_worktree: Path,
+    integration_branch: str,
+    branch: str,
+    message: str,
+    check: Check | None = None,
 ) -> MergeOutcome:
     """Merge ``branch`` into ``integration_branch`` inside the detached integration worktree.
 
     The caller runs one merge at a time. The branch ref moves only by a
-    compare-and-set, and the user's own checkout is never touched.
+    compare-and-set, and the user's own checkout is never touched. ``check(worktree, old,
+    new)`` runs on the merged tree before the branch moves; False leaves the branch where it
+    was (``rejected``).
     """
     old = branch_sha(repo, integration_branch)
     if old is None:
@@ -366,6 +378,9 @@ def merge_branch(
     if result.status != 0:
         return _failed_merge(integration_worktree, old, result)
     new = _run(integration_worktree, "rev-parse", "HEAD")
+    if check is not None and not check(integration_worktree, old, new):
+        _reset_worktree(integration_worktree, old)
+        return MergeOutcome(False, None, [], _output(result), rejected=True)
     _advance(repo, integration_branch, old, new)
     logger.info("merged %s into %s: %s", branch, integration_branch, new)
     return MergeOutcome(True, new, [], _output(result))
@@ -446,3 +461,108 @@ def _reset_worktree(worktree: Path, sha: str) -> None:
     _run(worktree, "checkout", "--quiet", "--detach", "--force", sha)
     _run(worktree, "reset", "--quiet", "--hard", sha)
     _run(worktree, "clean", "-ffdxq")
+
+
+def merge_into_worktree(worktree: Path, commit: str, message: str) -> list[str]:
+    """Merge ``commit`` into the worktree's branch (a bounced task catching up).
+
+    A clean merge is committed; on conflicts the merge is left in progress, markers in the
+    files, for the agent to resolve; the conflicting paths are returned.
+    """
+    result = _git(worktree, *_NO_HOOKS, "merge", "--no-ff", "--no-edit", "-m", message, commit,
+                  env=_identity())  # fmt: skip
+    if result.status == 0:
+        return []
+    conflicts = _names(_run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    if not conflicts:
+        raise GitError(_failure(("merge",), result))
+    return conflicts
+
+
+def conflict_markers(worktree: Path) -> list[str]:
+    """Files that still hold conflict markers (unmerged index entries alone do not count:
+    cw's own ``git add -A`` concludes a merge whose files were resolved)."""
+    grep = _git(worktree, "grep", "-l", "-z", "-E", "^(<<<<<<<|>>>>>>>)( |$)", "--", ".")
+    return sorted(_names(grep.out)) if grep.status == 0 else []
+
+
+def log_subjects(repo: Path, base: str, head: str, paths: list[str]) -> list[str]:
+    """Commit subjects in ``base..head`` that touched ``paths`` (first parent only)."""
+    out = _run(repo, "log", "--first-parent", "--format=%s", f"{base}..{head}", "--", *paths)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+# -- housekeeping (cw gc, cw doctor) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorktreeEntry:
+    """A worktree git knows: its path, its branch (None when detached), whether it is main."""
+
+    path: Path
+    branch: str | None
+    main: bool
+
+
+def list_worktrees(repo: Path) -> list[WorktreeEntry]:
+    """Every worktree registered in ``repo``, the main one first (missing directories too)."""
+    return [WorktreeEntry(wt.path, wt.branch, wt.main) for wt in _worktrees(repo)]
+
+
+def list_branches(repo: Path, prefix: str) -> dict[str, str]:
+    """Local branches whose names start with ``prefix``, each with its sha."""
+    pattern = f"refs/heads/{prefix.rstrip('/')}"
+    out = _run(repo, "for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", pattern)
+    pairs = (line.split(" ", 1) for line in out.splitlines() if line.strip())
+    return {name: sha for sha, name in pairs if name.startswith(prefix)}
+
+
+def delete_branch(repo: Path, branch: str, sha: str) -> bool:
+    """Delete ``branch`` only if it still points at ``sha`` and no worktree has it checked out.
+
+    False when it moved or is checked out meanwhile (it is then left alone).
+    """
+    with repo_lock(repo):
+        if any(wt.branch == branch and wt.path.exists() for wt in _worktrees(repo)):
+            return False
+        ref = f"refs/heads/{branch}"
+        result = _git(repo, "update-ref", "-m", "cw gc", "-d", ref, sha)
+    if result.status == 0:
+        logger.info("deleted branch %s at %s", branch, sha)
+        return True
+    if branch_sha(repo, branch) != sha:
+        return False
+    raise GitError(_failure(("update-ref",), result))
+
+
+def prune_worktrees(repo: Path, *, dry_run: bool = False) -> list[str]:
+    """``git worktree prune`` (under the lock): what it pruned, or would, in git's words."""
+    if dry_run:
+        result = _git(repo, "worktree", "prune", "--dry-run", "--verbose")
+    else:
+        with repo_lock(repo):
+            result = _git(repo, "worktree", "prune", "--verbose")
+    if result.status != 0:
+        raise GitError(_failure(("worktree",), result))
+    return [line.strip() for line in f"{result.out}\n{result.err}".splitlines() if line.strip()]
+
+
+def commit_exists(repo: Path, sha: str) -> bool:
+    """Whether ``sha`` names a commit present in ``repo``."""
+    return _rev(repo, sha) is not None
+
+
+def count_commits(repo: Path, head: str, not_in: str) -> int:
+    """How many commits ``head`` has that ``not_in`` has not."""
+    return int(_run(repo, "rev-list", "--count", f"{not_in}..{head}"))
+
+
+def parents(repo: Path, sha: str) -> list[str]:
+    """The parents of commit ``sha``, the first parent first."""
+    return _run(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+
+
+def first_parent_diff(repo: Path, sha: str, *, stat: bool = False) -> str:
+    """What commit ``sha`` changed against its first parent (for a merge: what it brought)."""
+    fmt = ("--stat",) if stat else ()
+    return _run(repo, "diff", *_DIFF_FLAGS, *fmt, f"{sha}^1", sha, "--", strip=False)

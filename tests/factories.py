@@ -8,7 +8,10 @@ HERE = Where("test.yaml", 1)
 
 
 def spec(
-    edges: dict[str, list[str]], name: str = "test", kinds: dict[str, str] | None = None
+    edges: dict[str, list[str]],
+    name: str = "test",
+    kinds: dict[str, str] | None = None,
+    verify: dict[str, str] | None = None,
 ) -> InitiativeSpec:
     """One phase, one plan; ``edges`` maps each task key to the keys it depends on."""
     kinds = kinds or {}
@@ -19,7 +22,7 @@ def spec(
             kind=kinds.get(key, "auto"),
             prompt=f"do {key}",
             files=[],
-            verify=None,
+            verify=(verify or {}).get(key),
             done=None,
             depends_on=deps,
             extra={},

@@ -6,7 +6,7 @@ from typing import Any
 
 from cw import defaults
 from cw.attempts import run_attempt
-from cw.dispatch import dispatch_ready
+from cw.dispatch import dispatch_ready, send
 from cw.errors import LeaseHeld
 from cw.merging import clean_up, merge_attempt
 from cw.store import Claim
@@ -26,10 +26,12 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
 @app.task(name=defaults.MERGE_TASK, bind=True)
 def merge(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
-    merged = merge_attempt(settings, store, Claim(task_id, attempt))
+    result = merge_attempt(settings, store, Claim(task_id, attempt))
     dispatch_ready(store, self.app)
-    if merged is not None:
-        clean_up(settings, merged)
+    if result.bounced is not None:
+        send(self.app, [result.bounced])
+    if result.merged is not None:
+        clean_up(settings, result.merged)
 
 
 @app.task(name=defaults.RECONCILE_TASK, bind=True)

@@ -54,8 +54,8 @@ class District:
             raise AssertionError(f"cw {' '.join(args)} -> {result.returncode}\n{result.stderr}")
         return result
 
-    def submit(self, edges: dict[str, list[str]]) -> None:
-        self.store.submit(spec(edges))
+    def submit(self, edges: dict[str, list[str]], verify: dict[str, str] | None = None) -> None:
+        self.store.submit(spec(edges, verify=verify))
         dispatch_ready(self.store, make_app(self.settings))
 
     def states(self) -> dict[str, str]:

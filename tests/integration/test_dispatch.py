@@ -19,15 +19,13 @@ pytestmark = pytest.mark.redis
 
 
 @pytest.fixture
-def command_district(
-    district: Callable[..., District], tmp_path: Path
-) -> Callable[[str], District]:
+def command_district(district: Callable[..., District], tmp_path: Path) -> Callable[..., District]:
     """A district whose agents run ``agent_script`` with the command adapter, workers up."""
 
-    def make(agent_script: str) -> District:
+    def make(agent_script: str, **env: str) -> District:
         script = tmp_path / "agent.sh"
         script.write_text(agent_script)
-        d = district({"CW_AGENT_COMMAND": f"sh {script}"})
+        d = district({"CW_AGENT_COMMAND": f"sh {script}", **env})
         d.start_workers()
         return d
 
@@ -35,7 +33,7 @@ def command_district(
 
 
 def test_failed_agent_fails_its_task_and_blocks_what_depends_on_it(
-    command_district: Callable[[str], District],
+    command_district: Callable[..., District],
 ) -> None:
     d = command_district(
         '[ "$CW_TASK_KEY" = bad ] && { echo "it broke" >&2; exit 3; }; echo ok > ok.txt\n'
@@ -46,10 +44,10 @@ def test_failed_agent_fails_its_task_and_blocks_what_depends_on_it(
     assert "exit code 3: it broke" in detail["last_error"]
 
 
-def test_conflicting_edits_mark_the_second_task_conflict_with_its_files(
-    command_district: Callable[[str], District],
+def test_with_bouncing_off_a_conflict_stops_at_conflict_with_its_files(
+    command_district: Callable[..., District],
 ) -> None:
-    d = command_district('echo "$CW_TASK_KEY was here" > README.md\n')
+    d = command_district('echo "$CW_TASK_KEY was here" > README.md\n', CW_MAX_BOUNCES="0")
     d.submit({"one": [], "two": []})
     states = d.wait_settled()
     assert sorted(states.values()) == ["conflict", "done"]
@@ -61,7 +59,7 @@ def test_conflicting_edits_mark_the_second_task_conflict_with_its_files(
 
 
 def test_killed_pool_process_loses_nothing_and_the_task_merges_once(
-    command_district: Callable[[str], District],
+    command_district: Callable[..., District],
 ) -> None:
     d = command_district(
         'echo "attempt $CW_ATTEMPT" >> runs.txt\n'

@@ -20,6 +20,7 @@ from cw.worktrees import (
     branch_sha,
     changed_files,
     commit_all,
+    conflict_markers,
     diff,
     ensure_branch,
     exclude_path,
@@ -28,6 +29,7 @@ from cw.worktrees import (
     is_ancestor,
     is_dirty,
     merge_branch,
+    merge_into_worktree,
     prepare_repository,
     remove_worktree,
     repo_lock,
@@ -458,3 +460,40 @@ def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
     assert merge_branch(repo, worktree, INTEGRATION, two, "merge two").merged
     assert git(worktree, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
     git(repo, "switch", "--quiet", INTEGRATION)  # free for the user to check out
+
+
+# -- a bounced task catching up ---------------------------------------------------
+
+
+def test_catching_up_leaves_markers_until_resolved_then_commit_all_concludes_the_merge(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    ours = make_task(repo, tmp_path, "ours", {"README.md": "ours\n"})
+    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
+    make_task(repo, tmp_path, "theirs", {"README.md": "theirs\n"})
+    worktree = tmp_path / "worktrees" / "theirs"
+    head = git(repo, "rev-parse", INTEGRATION)
+    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
+    assert conflict_markers(worktree) == ["README.md"]
+    (worktree / "README.md").write_text("ours\ntheirs\n")
+    assert conflict_markers(worktree) == []
+    commit_all(worktree, "resolved")
+    parents = git(worktree, "log", "-1", "--format=%P").split()
+    assert len(parents) == 2 and head in parents, "the catch-up is a real merge commit"
+
+
+def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    branch = make_task(repo, tmp_path, "checked", {"new.txt": "x\n"})
+    seen: list[Path] = []
+
+    def refuse(tree: Path, old: str, new: str) -> bool:
+        seen.append(tree)
+        return not (tree / "new.txt").exists()
+
+    outcome = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "m", check=refuse)
+    assert outcome.rejected and not outcome.merged and outcome.sha is None
+    assert git(repo, "rev-parse", INTEGRATION) == integration
+    assert seen == [tmp_path / "integration"]
+    assert not (tmp_path / "integration" / "new.txt").exists(), "worktree reset to the old tip"

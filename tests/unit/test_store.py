@@ -15,7 +15,7 @@ from cw import db
 from cw.errors import LeaseHeld, StaleState, UsageError
 from cw.models import Base
 from cw.states import TRANSITIONS, TaskState, check_transition
-from cw.store import AttemptResult, Claim, Store
+from cw.store import AttemptResult, Claim, MergeReport, Store
 from tests.factories import spec
 
 S = TaskState
@@ -41,7 +41,7 @@ def run_to_done(store: Store, claim: Claim) -> None:
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
     assert store.finish_attempt(claim, AttemptResult(outcome="done", head_sha="abc"), "command")
     assert store.begin_merge(claim)
-    assert store.finish_merge(claim, sha="def", conflict_files=[], output="")
+    assert store.finish_merge(claim, MergeReport(sha="def"))
 
 
 def test_migration_creates_exactly_the_models(store: Store) -> None:
@@ -158,7 +158,7 @@ def test_conflict_records_the_files_and_releases_nothing(store: Store) -> None:
     store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
     store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
     store.begin_merge(claim)
-    store.finish_merge(claim, sha=None, conflict_files=["x.py"], output="CONFLICT")
+    store.finish_merge(claim, MergeReport(conflict_files=["x.py"], output="CONFLICT"))
     detail = store.task_detail(claim.task_id)
     assert detail["state"] == S.CONFLICT and detail["conflict_files"] == ["x.py"]
     assert states(store)["b"] == "pending"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-24 05:52:25.882334
+Create Date: 2026-11-24 06:04:47.220842
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ def upgrade() -> None:
         sa.Column("conflict_files", sa.JSON(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("stop_requested_at", sa.Float(), nullable=True),
+        sa.Column("bounces", sa.Integer(), nullable=False),
+        sa.Column("bounce", sa.JSON(), nullable=False),
         sa.Column("extra", sa.JSON(), nullable=False),
         sa.ForeignKeyConstraint(
             ["initiative_id"],
@@ -170,6 +172,9 @@ def upgrade() -> None:
         sa.Column("started_at", sa.Float(), nullable=True),
         sa.Column("finished_at", sa.Float(), nullable=True),
         sa.Column("output", sa.Text(), nullable=True),
+        sa.Column("verify_command", sa.Text(), nullable=True),
+        sa.Column("verify_exit_code", sa.Integer(), nullable=True),
+        sa.Column("verify_output", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["task_id"],
             ["tasks.id"],

@@ -1,0 +1,87 @@
+"""Merge coordination with real workers: conflicts and red checks go back to the agent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import git
+from tests.integration.conftest import District
+
+pytestmark = pytest.mark.redis
+
+# Both tasks rewrite the same line. Sent back with a conflict, the agent keeps both sides;
+# sent back for a red check, it adds what the check wants.
+AGENT = """\
+case "$CW_BOUNCE" in
+  conflict) grep -v -e '^<<<<<<<' -e '^=======' -e '^>>>>>>>' shared.txt > s.tmp
+            mv s.tmp shared.txt ;;
+  verify)   echo fixed > fixed.txt ;;
+  *)        echo "line from $CW_TASK_KEY" > shared.txt ;;
+esac
+"""
+
+
+@pytest.fixture
+def coordinated(district: Callable[..., District], tmp_path: Path) -> Callable[..., District]:
+    def make(**env: str) -> District:
+        (tmp_path / "agent.sh").write_text(AGENT)
+        d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}", **env})
+        (d.repo / "shared.txt").write_text("original line\n")
+        git(d.repo, "add", "shared.txt")
+        git(d.repo, "commit", "-q", "-m", "shared file")
+        git(d.repo, "branch", "-f", "cw/integration", "HEAD")
+        d.start_workers()
+        return d
+
+    return make
+
+
+def test_the_second_of_two_conflicting_tasks_is_resolved_by_its_agent_and_both_survive(
+    coordinated: Callable[..., District],
+) -> None:
+    d = coordinated()
+    d.submit({"one": [], "two": []})
+    assert d.wait_settled() == {"one": "done", "two": "done"}
+    result = git(d.repo, "show", "cw/integration:shared.txt").splitlines()
+    assert sorted(result) == ["line from one", "line from two"]
+    bounced = [k for k in ("one", "two") if d.task(k)["bounces"] == 1]
+    assert len(bounced) == 1, "exactly one task went back to its agent"
+    merges = d.task(bounced[0])["merges"]
+    assert [m["state"] for m in merges] == ["conflict", "merged"]  # type: ignore[index]
+    assert merges[0]["conflict_files"] == ["shared.txt"]  # type: ignore[index]
+    assert d.merged().count(bounced[0]) == 1
+
+
+def test_a_red_verify_never_reaches_the_integration_branch_and_the_fix_does(
+    coordinated: Callable[..., District],
+) -> None:
+    d = coordinated(CW_VERIFY_COMMAND="test -s shared.txt")
+    before = git(d.repo, "rev-parse", "cw/integration")
+    d.submit({"checked": []}, verify={"checked": "test -f fixed.txt"})
+    d.wait_for(lambda: bool(d.task("checked")["merges"]), what="the first merge")
+    assert d.wait_settled() == {"checked": "done"}
+    first, second = d.task("checked")["merges"]  # type: ignore[misc]
+    assert first["state"] == "verify_failed" and first["verify_exit_code"] == 1
+    assert first["verify_command"] == "test -f fixed.txt"
+    assert second["state"] == "merged" and second["verify_exit_code"] == 0
+    assert second["verify_command"] == "test -f fixed.txt && test -s shared.txt"
+    history = git(d.repo, "log", "--format=%H", "cw/integration").splitlines()
+    assert before in history and len(history) == len(set(history))
+    git(d.repo, "cat-file", "-e", "cw/integration:fixed.txt")
+    shown = d.cw("task", "show", "checked").stdout
+    assert "verify" in shown and "test -f fixed.txt" in shown
+
+
+def test_after_too_many_bounces_the_task_fails_and_a_person_is_asked(
+    coordinated: Callable[..., District],
+) -> None:
+    d = coordinated(CW_MAX_BOUNCES="1", CW_VERIFY_COMMAND="false")
+    d.submit({"hopeless": [], "after": ["hopeless"]})
+    assert d.wait_settled() == {"hopeless": "failed", "after": "blocked"}
+    task = d.task("hopeless")
+    assert task["bounces"] == 1 and "sent back 1 times" in str(task["last_error"])
+    (message,) = task["messages"]  # type: ignore[misc]
+    assert message["author"] == "cw" and "could not be integrated" in message["body"]
