@@ -56,6 +56,18 @@ def dispatch_ready(store: Store, app: Celery) -> list[Claim]:
     return claims
 
 
+def send_merges(app: Celery, claims: Iterable[Claim]) -> int:
+    """Send merge messages alone (merges whose worker died half-way)."""
+    sent = 0
+    for claim in claims:
+        args = (claim.task_id, claim.attempt)
+        app.signature(defaults.MERGE_TASK, args=args, queue=defaults.MERGE_QUEUE).apply_async()
+        sent += 1
+    if sent:
+        logger.warning("re-sent %d interrupted merge(s)", sent)
+    return sent
+
+
 def resend_queued(store: Store, app: Celery) -> int:
     """Send again the chains of tasks that are claimed but not started (lost messages)."""
     return send(app, store.queued_claims())

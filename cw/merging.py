@@ -15,7 +15,8 @@ from pathlib import Path
 
 from cw import worktrees
 from cw.errors import GitError, NotFound
-from cw.locks import file_lock
+from cw.integrity import DroppedLine, dropped_lines, merge_base
+from cw.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.store import Claim, MergeJob, MergeReport, Store
 from cw.verify import Verdict, run_checks
@@ -58,14 +59,17 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
         # The agent may have left work uncommitted; it belongs in the merge.
         worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
     verdicts: list[Verdict] = []
+    dropped: list[DroppedLine] = []
     outcome = worktrees.merge_branch(
         settings.repo,
         settings.integration_worktree,
         settings.integration_branch,
         job.branch,
         f"cw: merge {job.key}: {job.name}",
-        check=_checker(settings, job, verdicts),
+        check=_checker(settings, job, verdicts, dropped),
     )
+    if dropped:
+        return _dropped_report(dropped, outcome.output)
     verdict = verdicts[-1] if verdicts else None
     return MergeReport(
         sha=outcome.sha if outcome.merged else None,
@@ -78,17 +82,34 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
     )
 
 
-def _checker(settings: Settings, job: MergeJob, verdicts: list[Verdict]) -> worktrees.Check | None:
+def _checker(
+    settings: Settings, job: MergeJob, verdicts: list[Verdict], dropped: list[DroppedLine]
+) -> worktrees.Check:
+    """Nothing either side added may be lost; then the verify steps must pass."""
     commands = [c.strip() for c in (job.verify, settings.verify_command) if c and c.strip()]
-    if not commands:
-        return None
     log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
 
-    def check(tree: Path, _old: str, _new: str) -> bool:
-        verdicts.append(run_checks(commands, tree, settings.verify_timeout, log))
-        return verdicts[-1].ok
+    def check(tree: Path, old: str, new: str) -> bool:
+        base = merge_base(settings.repo, old, job.branch)
+        if base is not None:
+            dropped.extend(dropped_lines(settings.repo, base, old, job.branch, new))
+        if dropped:
+            return False
+        if commands:
+            verdicts.append(run_checks(commands, tree, settings.verify_timeout, log))
+            return verdicts[-1].ok
+        return True
 
     return check
+
+
+def _dropped_report(dropped: list[DroppedLine], output: str) -> MergeReport:
+    """Lines a side added are missing from the merged result: a conflict, never a merge."""
+    lines = [f"{d.path} ({d.side}): {d.line}" for d in dropped]
+    note = "the merged result lost lines one side added:\n" + "\n".join(lines)
+    return MergeReport(
+        conflict_files=sorted({d.path for d in dropped}), output=f"{output}\n{note}".strip()
+    )
 
 
 def _intent(
@@ -117,7 +138,22 @@ def clean_up(settings: Settings, job: MergeJob) -> None:
 
 def merge_lock(settings: Settings) -> AbstractContextManager[None]:
     """One merge at a time per repository, even with two merge workers."""
-    return file_lock(settings.lock_dir / "merge.lock")
+    return file_lock(_lock_path(settings))
+
+
+def stuck_merges(settings: Settings, store: Store) -> list[Claim]:
+    """Merges begun by a merge worker that died: begun, unfinished, and nobody merging now.
+
+    Merging them again is safe: the integration worktree is reset first, the branch moves
+    only by compare-and-set, and a branch already merged is recognised as such.
+    """
+    if is_held(_lock_path(settings)):
+        return []
+    return store.begun_merges()
+
+
+def _lock_path(settings: Settings) -> Path:
+    return settings.lock_dir / "merge.lock"
 
 
 def _ids(claim: Claim) -> tuple[int, int]:

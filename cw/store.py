@@ -717,6 +717,16 @@ class Store:
             )
         )  # fmt: skip
 
+    def begun_merges(self) -> list[Claim]:
+        """Merges a merge worker began and never finished (it died, or it is still at work)."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Task.id, Task.attempt)
+                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
+                .where(Task.state == S.MERGING, Merge.state == "merging")
+            ).all()
+            return [Claim(task_id, attempt) for task_id, attempt in rows]
+
     def fail_merge(self, claim: Claim, error: str) -> bool:
         with self._write() as s:
             moved = self._move(

@@ -6,9 +6,9 @@ from typing import Any
 
 from cw import defaults
 from cw.attempts import run_attempt
-from cw.dispatch import dispatch_ready, send
+from cw.dispatch import dispatch_ready, send, send_merges
 from cw.errors import LeaseHeld
-from cw.merging import clean_up, merge_attempt
+from cw.merging import clean_up, merge_attempt, stuck_merges
 from cw.store import Claim
 from workers import app, runtime
 
@@ -36,5 +36,6 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
 
 @app.task(name=defaults.RECONCILE_TASK, bind=True)
 def reconcile(self: Any) -> None:
-    _settings, store = runtime()
+    settings, store = runtime()
+    send_merges(self.app, stuck_merges(settings, store))
     dispatch_ready(store, self.app)

@@ -9,8 +9,12 @@ from typing import NoReturn
 import click
 
 from cw import broker, defaults
+from cw.celeryapp import make_app
 from cw.cli.common import load_settings
+from cw.dispatch import send_merges
+from cw.merging import stuck_merges
 from cw.settings import Settings
+from cw.store import Store
 
 
 @click.command()
@@ -27,6 +31,8 @@ def worker(concurrency: int | None, merge: bool, loglevel: str) -> NoReturn:
     """Start a worker in this terminal; start more anywhere to add capacity."""
     settings = load_settings().require_initialized()
     broker.broker_url(settings)  # start the embedded broker before Celery connects
+    if merge:
+        _recover_merges(settings)
     queue = defaults.MERGE_QUEUE if merge else defaults.AGENTS_QUEUE
     count = 1 if merge else (concurrency or settings.concurrency)
     argv = [
@@ -73,6 +79,15 @@ def beat(loglevel: str) -> NoReturn:
         str(schedule),
     ]
     _exec(argv, settings)
+
+
+def _recover_merges(settings: Settings) -> None:
+    """A merge worker that died half-way left its merge begun: send it again."""
+    store = Store.open(settings.db_url)
+    resent = send_merges(make_app(settings), stuck_merges(settings, store))
+    store.close()
+    if resent:
+        click.echo(f"cw: re-sent {resent} merge(s) a previous merge worker left unfinished")
 
 
 def _exec(argv: list[str], settings: Settings) -> NoReturn:

@@ -85,3 +85,26 @@ def test_after_too_many_bounces_the_task_fails_and_a_person_is_asked(
     assert task["bounces"] == 1 and "sent back 1 times" in str(task["last_error"])
     (message,) = task["messages"]  # type: ignore[misc]
     assert message["author"] == "cw" and "could not be integrated" in message["body"]
+
+
+def test_a_merge_driver_that_silently_drops_a_side_is_caught_as_a_conflict(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    (tmp_path / "agent.sh").write_text('echo "added by $CW_TASK_KEY" >> shared.txt\n')
+    d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}", "CW_MAX_BOUNCES": "0"})
+    (d.repo / "shared.txt").write_text("original line\n")
+    git(d.repo, "add", "shared.txt")
+    git(d.repo, "commit", "-q", "-m", "shared file")
+    git(d.repo, "branch", "-f", "cw/integration", "HEAD")
+    # A "clean" merge driver that keeps our side whole: git reports success, a side is lost.
+    git(d.repo, "config", "merge.keepours.driver", "true")
+    (d.repo / ".git" / "info" / "attributes").write_text("shared.txt merge=keepours\n")
+    d.start_workers()
+    d.submit({"one": [], "two": []})
+    states = d.wait_settled()
+    assert sorted(states.values()) == ["conflict", "done"]
+    loser = next(k for k, v in states.items() if v == "conflict")
+    (merge,) = d.task(loser)["merges"]  # type: ignore[misc]
+    assert merge["conflict_files"] == ["shared.txt"]
+    assert f"shared.txt (theirs): added by {loser}" in merge["output"]
+    assert f"added by {loser}" not in git(d.repo, "show", "cw/integration:shared.txt")
