@@ -58,6 +58,9 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
     if job.worktree and Path(job.worktree).is_dir():
         # The agent may have left work uncommitted; it belongs in the merge.
         worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
+    worktrees.set_union_merge(
+        settings.repo, [g.strip() for g in settings.merge_union.split(",") if g.strip()]
+    )
     verdicts: list[Verdict] = []
     dropped: list[DroppedLine] = []
     outcome = worktrees.merge_branch(

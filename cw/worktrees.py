@@ -566,3 +566,27 @@ def first_parent_diff(repo: Path, sha: str, *, stat: bool = False) -> str:
     """What commit ``sha`` changed against its first parent (for a merge: what it brought)."""
     fmt = ("--stat",) if stat else ()
     return _run(repo, "diff", *_DIFF_FLAGS, *fmt, f"{sha}^1", sha, "--", strip=False)
+
+
+UNION_BEGIN = "# cw: union merge (merge_union setting) begin"
+UNION_END = "# cw: union merge end"
+
+
+def set_union_merge(repo: Path, globs: list[str]) -> None:
+    """Merge files matching ``globs`` with git's ``union`` driver (both sides' lines kept).
+
+    Written to ``info/attributes`` in the git common dir, between cw's own markers, so the
+    user's attributes and checkout are untouched and every worktree sees it.
+    """
+    path = git_common_dir(repo) / "info" / "attributes"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if UNION_BEGIN in text:
+        head, _, rest = text.partition(UNION_BEGIN)
+        text = head + rest.partition(UNION_END)[2].lstrip("\n")
+    block = "".join(f"{glob} merge=union\n" for glob in globs)
+    if block:
+        text = text.rstrip("\n") + ("\n" if text.strip() else "")
+        text += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
+    with repo_lock(repo):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")

@@ -108,3 +108,21 @@ def test_a_merge_driver_that_silently_drops_a_side_is_caught_as_a_conflict(
     assert merge["conflict_files"] == ["shared.txt"]
     assert f"shared.txt (theirs): added by {loser}" in merge["output"]
     assert f"added by {loser}" not in git(d.repo, "show", "cw/integration:shared.txt")
+
+
+def test_a_union_rule_merges_changelog_appends_from_both_sides_without_a_bounce(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    (tmp_path / "agent.sh").write_text('echo "- change from $CW_TASK_KEY" >> CHANGELOG.md\n')
+    d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}",
+                  "CW_MERGE_UNION": "CHANGELOG.md"})  # fmt: skip
+    (d.repo / "CHANGELOG.md").write_text("# Changes\n")
+    git(d.repo, "add", "CHANGELOG.md")
+    git(d.repo, "commit", "-q", "-m", "changelog")
+    git(d.repo, "branch", "-f", "cw/integration", "HEAD")
+    d.start_workers()
+    d.submit({"one": [], "two": []})
+    assert d.wait_settled() == {"one": "done", "two": "done"}
+    log = git(d.repo, "show", "cw/integration:CHANGELOG.md").splitlines()
+    assert sorted(log[1:]) == ["- change from one", "- change from two"]
+    assert d.task("one")["bounces"] == d.task("two")["bounces"] == 0
