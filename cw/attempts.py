@@ -62,6 +62,9 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
                              session_id=outcome.session_id, cost_usd=outcome.cost_usd,
                              exited_at=exited_at)  # fmt: skip
     head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
+    if settings.git_hub:
+        # The merge worker may be on another machine: the hub is where it finds the work.
+        worktrees.push_branch(settings.repo, settings.git_hub, branch, branch)
     if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
         worktrees.remove_worktree(settings.repo, worktree)
@@ -159,6 +162,8 @@ def _stop_previous(settings: Settings, ws: Workspace) -> None:
 def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:
     """The task's worktree and branch: created from the integration branch's sha the first
     time, re-created from the branch (work intact) after a stop."""
+    if settings.git_hub:
+        _fetch_from_hub(settings, ws)
     if ws.branch and ws.worktree and ws.base_sha:
         worktree, branch, base = Path(ws.worktree), ws.branch, ws.base_sha
     else:
@@ -169,6 +174,16 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
         store.record_workspace(ws.task_id, branch, str(worktree), base)
     worktrees.add_worktree(settings.repo, worktree, branch, base)
     return worktree, branch
+
+
+def _fetch_from_hub(settings: Settings, ws: Workspace) -> None:
+    """The hub's integration branch, and the task's branch when another host worked on it."""
+    branch = settings.integration_branch
+    worktrees.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
+    if ws.branch and not (ws.worktree and Path(ws.worktree).is_dir()):
+        worktrees.fetch_branch(
+            settings.repo, settings.git_hub, ws.branch, f"refs/heads/{ws.branch}"
+        )
 
 
 def integration_sha(settings: Settings) -> str:

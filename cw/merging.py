@@ -55,9 +55,11 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
 
 
 def _merge(settings: Settings, job: MergeJob) -> MergeReport:
-    if job.worktree and Path(job.worktree).is_dir():
+    source = _fetch_from_hub(settings, job) if settings.git_hub else job.branch
+    if not settings.git_hub and job.worktree and Path(job.worktree).is_dir():
         # The agent may have left work uncommitted; it belongs in the merge.
         worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
+    old = worktrees.branch_sha(settings.repo, settings.integration_branch)
     worktrees.set_union_merge(
         settings.repo, [g.strip() for g in settings.merge_union.split(",") if g.strip()]
     )
@@ -67,12 +69,17 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
         settings.repo,
         settings.integration_worktree,
         settings.integration_branch,
-        job.branch,
+        source,
         f"cw: merge {job.key}: {job.name}",
-        check=_checker(settings, job, verdicts, dropped),
+        check=_checker(settings, source, job, verdicts, dropped),
     )
     if dropped:
         return _dropped_report(dropped, outcome.output)
+    if settings.git_hub and outcome.merged and outcome.sha and outcome.sha != old:
+        # Publish with a lease: the hub moves only if nobody else moved it meanwhile.
+        worktrees.push_branch(
+            settings.repo, settings.git_hub, outcome.sha, settings.integration_branch, expect=old
+        )
     verdict = verdicts[-1] if verdicts else None
     return MergeReport(
         sha=outcome.sha if outcome.merged else None,
@@ -85,17 +92,31 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
     )
 
 
+def _fetch_from_hub(settings: Settings, job: MergeJob) -> str:
+    """Bring the hub's integration branch and the task's branch here; the ref to merge."""
+    branch = settings.integration_branch
+    worktrees.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
+    source = worktrees.hub_ref(job.branch)
+    if not worktrees.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
+        raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
+    return source
+
+
 def _checker(
-    settings: Settings, job: MergeJob, verdicts: list[Verdict], dropped: list[DroppedLine]
+    settings: Settings,
+    source: str,
+    job: MergeJob,
+    verdicts: list[Verdict],
+    dropped: list[DroppedLine],
 ) -> worktrees.Check:
     """Nothing either side added may be lost; then the verify steps must pass."""
     commands = [c.strip() for c in (job.verify, settings.verify_command) if c and c.strip()]
     log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
 
     def check(tree: Path, old: str, new: str) -> bool:
-        base = merge_base(settings.repo, old, job.branch)
+        base = merge_base(settings.repo, old, source)
         if base is not None:
-            dropped.extend(dropped_lines(settings.repo, base, old, job.branch, new))
+            dropped.extend(dropped_lines(settings.repo, base, old, source, new))
         if dropped:
             return False
         if commands:
@@ -134,8 +155,10 @@ def _intent(
 
 
 def clean_up(settings: Settings, job: MergeJob) -> None:
-    """Remove a merged task's worktree: its branch holds everything (GIT-04)."""
-    if job.worktree:
+    """Remove a merged task's worktree: its branch holds everything (GIT-04).
+
+    Only worktrees of this clone: with a hub, another host's are its own `cw gc`'s job."""
+    if job.worktree and Path(job.worktree).parent == settings.worktree_dir:
         worktrees.remove_worktree(settings.repo, Path(job.worktree))
 
 

@@ -38,6 +38,7 @@ class Settings:
     verify_command: str = ""  # project-wide check run on every merged tree
     verify_timeout: float = 600.0
     max_bounces: int = 3  # 0: conflicts stop at `conflict` instead of going back to the agent
+    git_hub: str = ""  # a shared bare repository: workers on other machines meet there
     merge_union: str = ""  # comma-separated globs merged line-wise (e.g. "CHANGELOG.md,*.log")
     claude_binary: str = "claude"
     claude_model: str = ""

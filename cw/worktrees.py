@@ -590,3 +590,31 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
     with repo_lock(repo):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
+
+
+# -- a shared bare repository ("hub") for workers on several machines -------------------
+
+HUB_NAMESPACE = "refs/cw-hub/heads/"
+
+
+def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
+    """Force-fetch ``branch`` from ``hub`` into the ref ``into``; False if the hub lacks it."""
+    result = _git(repo, "fetch", "--no-tags", "--quiet", hub, f"+refs/heads/{branch}:{into}")
+    if result.status == 0:
+        return True
+    if "couldn't find remote ref" in result.err:
+        return False
+    raise GitError(_failure(("fetch",), result))
+
+
+def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | None = None) -> None:
+    """Push ``source`` to the hub's ``branch``; with ``expect``, only if the hub still has it."""
+    lease = [f"--force-with-lease=refs/heads/{branch}:{expect}"] if expect else ["--force"]
+    result = _git(repo, "push", "--quiet", *lease, hub, f"{source}:refs/heads/{branch}")
+    if result.status != 0:
+        raise GitError(_failure(("push",), result))
+
+
+def hub_ref(branch: str) -> str:
+    """Where a merge worker keeps its fetched copy of a task branch."""
+    return HUB_NAMESPACE + branch

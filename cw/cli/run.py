@@ -33,10 +33,19 @@ def init(integration_branch: str | None) -> None:
     worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
     worktrees.prepare_repository(settings.repo)
     sha = worktrees.ensure_branch(settings.repo, branch, head)
+    if settings.git_hub:
+        _meet_at_hub(settings, branch, sha)
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     engine.dispose()
     click.echo(f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]})")
+
+
+def _meet_at_hub(settings: Settings, branch: str, sha: str) -> None:
+    """The hub holds the integration branch every host starts from: publish ours or take its."""
+    ref = f"refs/heads/{branch}"
+    if not worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
+        worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
 
 
 def _integration_branch(settings: Settings, requested: str | None) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cw import render, views, worktrees
+from cw import maintenance, render, views, worktrees
 from cw.cli.common import emit_json, load_settings, open_store
 from cw.errors import CwError
 
@@ -82,11 +82,16 @@ def agent_list(as_json: bool) -> None:
 @click.command("diff")
 @click.argument("ref")
 @click.option("--stat", is_flag=True, help="Files changed, not the changes.")
-def task_diff(ref: str, stat: bool) -> None:
+@click.option("--integrated", is_flag=True, help="What its merge brought into integration.")
+def task_diff(ref: str, stat: bool, integrated: bool) -> None:
     """The task's changes against its base, including a running agent's uncommitted work."""
     settings = load_settings()
     store = open_store(settings)
     detail = store.task_detail(store.find_task_id(ref))
+    if integrated:
+        text = maintenance.integrated_diff(settings, detail, stat)
+        click.echo(text, nl=not text.endswith("\n"))
+        return
     if not detail["base_sha"]:
         raise CwError(f"task {ref} has not started: no changes yet")
     worktree = Path(detail["worktree"]) if detail["worktree"] else None

@@ -1,0 +1,90 @@
+"""Housekeeping commands: gc, doctor, merge status."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from cw import maintenance
+from cw.cli.common import emit_json, load_settings, open_store
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Say what would be removed; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def gc(dry_run: bool, as_json: bool) -> None:
+    """Remove merged task worktrees and branches; never unmerged work."""
+    settings = load_settings()
+    report = maintenance.gc(settings, open_store(settings), dry_run=dry_run)
+    if as_json:
+        emit_json(report.as_json())
+        return
+    for item in report.items:
+        if item.removed:
+            verb = "would remove" if dry_run else "removed"
+        else:
+            verb = "kept"
+        click.echo(f"{verb} {item.kind} {item.target}: {item.reason}")
+    if not report.items:
+        click.echo("cw: nothing to collect")
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json: bool) -> None:
+    """Check the district (integration branch, done tasks, worktrees, schema); exit 1 on a
+    problem."""
+    findings = maintenance.doctor(load_settings().require_initialized())
+    if as_json:
+        emit_json([{"ok": f.ok, "what": f.what, "where": f.where, "fix": f.fix} for f in findings])
+    else:
+        for f in findings:
+            fix = f"  fix: {f.fix}" if f.fix and not f.ok else ""
+            click.echo(f"{'ok' if f.ok else 'problem':<7}  {f.what}  [{f.where}]{fix}")
+    if not all(f.ok for f in findings):
+        sys.exit(1)
+
+
+@click.group()
+def merge() -> None:
+    """The merge queue."""
+
+
+@merge.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def merge_status(as_json: bool) -> None:
+    """Queued merges in order, the one in progress, recent merges, conflicts, failures."""
+    data = maintenance.merge_status(open_store(load_settings()))
+    if as_json:
+        emit_json(data)
+    else:
+        _render_merge_status(data)
+
+
+def _render_merge_status(data: dict[str, Any]) -> None:
+    sections: list[tuple[str, str, Any]] = [
+        ("queued", "queued", lambda e: f"waiting {_age(e['waiting_seconds'])}"),
+        ("in_progress", "in progress", lambda e: f"merging for {_age(e['running_seconds'])}"),
+        ("merged", "recently merged", lambda e: (e["sha"] or "")[:10]),
+        ("conflicts", "conflicts", lambda e: ", ".join(e["files"])),
+        ("failures", "failures", lambda e: f"{e['state']}: {e['error']}"),
+    ]
+    for key, title, describe in sections:
+        entries = data[key]
+        click.echo(f"{title} ({len(entries)}):")
+        for n, e in enumerate(entries, 1):
+            click.echo(f"  {n}. {e['task']} (attempt {e['attempt']})  {describe(e)}")
+    for b in data["bounces"]:
+        click.echo(f"bounced: {b['task']} {b['bounces']} time(s) ({b['merge_attempts']} merges)")
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"

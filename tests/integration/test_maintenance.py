@@ -1,0 +1,284 @@
+"""cw gc, cw doctor, cw merge status and the integrated diff: real git, real SQLite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cw import attempts, maintenance, merging, worktrees
+from cw.errors import UsageError
+from cw.settings import Settings
+from cw.store import Claim, Store
+from tests.conftest import CW, git
+from tests.factories import spec
+
+# Each task writes a file named after itself; a task named "bad*" also fails (its commit stays).
+AGENT = 'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; echo "$CW_TASK_KEY" > shared.txt; '
+AGENT += 'case "$CW_TASK_KEY" in bad*) exit 1;; esac'
+
+
+@dataclass
+class District:
+    repo: Path
+    settings: Settings
+    store: Store
+
+    def cw(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CW, *args], cwd=self.repo, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    def submit(self, *keys: str) -> None:
+        self.store.submit(spec({key: [] for key in keys}))
+
+    def run_agents(self) -> dict[str, Claim]:
+        """Claim every ready task and run its agent; the claims by task key."""
+        claims = {}
+        for claim in self.store.claim_ready_tasks():
+            attempts.run_attempt(self.settings, self.store, claim, worker="w")
+            claims[self.store.task_detail(claim.task_id)["key"]] = claim
+        return claims
+
+    def merge(self, claim: Claim) -> None:
+        merging.merge_attempt(self.settings, self.store, claim)
+
+    def task(self, key: str) -> dict[str, object]:
+        return self.store.task_detail(self.store.find_task_id(key))
+
+    def branches(self) -> dict[str, str]:
+        return worktrees.list_branches(self.repo, "cw/task/")
+
+    def worktree_paths(self) -> set[Path]:
+        return {wt.path.resolve() for wt in worktrees.list_worktrees(self.repo)}
+
+
+@pytest.fixture
+def district(make_repo: Callable[[str], Path]) -> Iterator[Callable[..., District]]:
+    stores: list[Store] = []
+
+    def make(**env: str) -> District:
+        repo = make_repo("repo")
+        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+        settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **env})
+        stores.append(Store.open(settings.db_url))
+        return District(repo, settings, stores[-1])
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def by_target(items: list[dict[str, str]]) -> dict[str, str]:
+    return {item["target"]: item["reason"] for item in items}
+
+
+def test_gc_removes_a_merged_worktree_and_branch_but_keeps_unmerged_work_and_strays(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a", "bad")
+    claims = d.run_agents()
+    d.merge(claims["a"])
+    a, bad = d.task("a"), d.task("bad")
+    assert a["state"].value == "done" and bad["state"].value == "failed"
+    stray = d.settings.worktree_dir / "notes"
+    stray.mkdir()
+    (stray / "mine.txt").write_text("a person's file\n")
+
+    result = d.cw("gc", "--json")
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    removed, kept = by_target(report["removed"]), by_target(report["kept"])
+    assert str(a["worktree"]) in removed and a["branch"] in removed
+    assert "not merged" in kept[str(bad["worktree"])]
+    assert "not in cw/integration" in kept[str(bad["branch"])]
+    assert "person's files" in kept[str(stray)]
+    assert not Path(str(a["worktree"])).exists() and a["branch"] not in d.branches()
+    assert Path(str(bad["worktree"])).is_dir() and bad["branch"] in d.branches()
+    assert (stray / "mine.txt").read_text() == "a person's file\n"
+
+
+def test_gc_keeps_a_merged_branch_that_has_commits_outside_the_integration_branch(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    a = d.task("a")
+    worktree = Path(str(a["worktree"]))
+    (worktree / "later.txt").write_text("after the merge\n")
+    git(worktree, "add", "-A")
+    git(worktree, "commit", "-q", "-m", "later work")
+
+    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+
+    assert "1 commit(s) not in cw/integration" in by_target(report["kept"])[str(a["branch"])]
+    assert git(d.repo, "show", f"{a['branch']}:later.txt") == "after the merge"
+
+
+def test_gc_dry_run_changes_nothing(district: Callable[..., District]) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    a = d.task("a")
+    before = (d.branches(), d.worktree_paths())
+
+    result = d.cw("gc", "--dry-run")
+
+    assert result.returncode == 0, result.stderr
+    assert f"would remove worktree {a['worktree']}" in result.stdout
+    assert f"would remove branch {a['branch']}" in result.stdout
+    assert (d.branches(), d.worktree_paths()) == before
+    assert Path(str(a["worktree"])).is_dir()
+
+
+def test_gc_commits_a_dirty_merged_worktree_before_removing_it_and_keeps_the_branch(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    a = d.task("a")
+    worktree, branch = Path(str(a["worktree"])), str(a["branch"])
+    (worktree / "forgotten.txt").write_text("uncommitted\n")
+
+    dry = maintenance.gc(d.settings, d.store, dry_run=True).as_json()
+    assert "would commit its uncommitted changes" in by_target(dry["removed"])[str(worktree)]
+    assert "holds the uncommitted work" in by_target(dry["kept"])[branch]
+
+    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+
+    assert "committed to" in by_target(report["removed"])[str(worktree)]
+    assert "holds the uncommitted work" in by_target(report["kept"])[branch]
+    assert not worktree.exists()
+    assert git(d.repo, "show", f"{branch}:forgotten.txt") == "uncommitted"
+
+
+def test_gc_never_touches_the_worktree_of_a_task_being_merged(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.run_agents()  # a is now merging: its merge is queued
+    a = d.task("a")
+
+    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+
+    assert by_target(report["kept"])[str(a["worktree"])] == "task a is merging"
+    assert Path(str(a["worktree"])).is_dir() and a["branch"] in d.branches()
+
+
+def test_doctor_is_healthy_on_a_fresh_district(district: Callable[..., District]) -> None:
+    d = district()
+
+    result = d.cw("doctor")
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "problem" not in result.stdout
+    assert "ok" in result.stdout and "schema is current" in result.stdout
+
+
+def test_doctor_is_healthy_after_a_merge(district: Callable[..., District]) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+
+    findings = maintenance.doctor(d.settings)
+
+    assert [f for f in findings if not f.ok] == []
+    assert any("1 done task(s)" in f.what for f in findings)
+
+
+def test_doctor_reports_a_done_task_whose_merge_the_integration_branch_lost(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    merged = str(d.task("a")["merged_sha"])
+    git(d.repo, "update-ref", "refs/heads/cw/integration", f"{merged}^1")
+
+    result = d.cw("doctor")
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem")]
+    assert any(f"merged commit {merged[:10]} is not reachable" in p for p in problems)
+    assert all("fix:" in p for p in problems)
+
+
+def test_doctor_reports_an_orphan_task_branch_with_unmerged_commits(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    git(d.repo, "checkout", "-q", "-b", "cw/task/99-lost")
+    (d.repo / "lost.txt").write_text("lost\n")
+    git(d.repo, "add", "lost.txt")
+    git(d.repo, "commit", "-q", "-m", "lost work")
+    git(d.repo, "checkout", "-q", "main")
+
+    problems = [f for f in maintenance.doctor(d.settings) if not f.ok]
+
+    lost = "branch cw/task/99-lost has 1 commit(s) in no task's record"
+    assert [p.what for p in problems] == [lost]
+
+
+def test_merge_status_lists_queued_merged_and_conflicting_merges(
+    district: Callable[..., District],
+) -> None:
+    d = district(CW_MAX_BOUNCES="0")  # a conflict stays a conflict
+    d.submit("a", "b", "c")
+    claims = d.run_agents()  # all three wrote shared.txt from the same base
+    d.merge(claims["a"])
+    d.merge(claims["b"])
+
+    result = d.cw("merge", "status", "--json")
+
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert [e["task"] for e in status["queued"]] == ["c"]
+    assert [(e["task"], e["sha"]) for e in status["merged"]] == [("a", d.task("a")["merged_sha"])]
+    assert [(e["task"], e["files"]) for e in status["conflicts"]] == [("b", ["shared.txt"])]
+    assert status["in_progress"] == [] and status["failures"] == [] and status["bounces"] == []
+    text = d.cw("merge", "status").stdout
+    assert "queued (1):" in text and "conflicts (1):" in text and "shared.txt" in text
+
+
+def test_merge_status_counts_a_task_sent_back_by_a_conflict_as_a_bounce(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a", "b")
+    claims = d.run_agents()
+    d.merge(claims["a"])
+    d.merge(claims["b"])  # conflicts in shared.txt: back to its agent as attempt 2
+    (again,) = d.store.queued_claims()
+    attempts.run_attempt(d.settings, d.store, again, worker="w")
+    d.merge(again)
+
+    status = maintenance.merge_status(d.store)
+
+    assert status["bounces"] == [{"task": "b", "merge_attempts": 2, "bounces": 1}]
+    assert [e["task"] for e in status["merged"]] == ["b", "a"]
+    assert status["conflicts"] == []  # b's conflict was resolved by its merge
+
+
+def test_the_integrated_diff_of_a_merged_task_shows_what_its_merge_brought(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a", "b")
+    claims = d.run_agents()
+    d.merge(claims["a"])
+
+    diff = maintenance.integrated_diff(d.settings, d.task("a"), stat=False)
+    stat = maintenance.integrated_diff(d.settings, d.task("a"), stat=True)
+
+    assert "+++ b/a.txt" in diff and "+a" in diff.splitlines()
+    assert "a.txt" in stat and "+++" not in stat
+    with pytest.raises(UsageError, match="task b is merging, not merged"):
+        maintenance.integrated_diff(d.settings, d.task("b"), stat=False)
