@@ -27,6 +27,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from bench import rawcelery  # noqa: E402
+from bench.merge import bench_merge  # noqa: E402
 from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import AttemptResult, MergeReport, Store  # noqa: E402
@@ -319,6 +320,7 @@ BENCHES = {
     "makespan": bench_makespan,
     "overhead": bench_overhead,
     "agent_start": bench_agent_start,
+    "merge": bench_merge,
     "submit": bench_submit,
     "queries": bench_queries,
 }

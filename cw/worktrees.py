@@ -12,6 +12,7 @@ worktree, never in the user's checkout.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -141,8 +142,13 @@ def repo_root(path: Path) -> Path:
 
 
 def git_common_dir(repo: Path) -> Path:
-    """The git directory shared by all worktrees of ``repo`` (``.git`` of the main one)."""
-    return Path(_run(repo, "rev-parse", "--path-format=absolute", "--git-common-dir"))
+    """The repository's shared git directory (cached: it never moves while cw runs)."""
+    return _common_dir(str(repo))
+
+
+@functools.lru_cache(maxsize=64)
+def _common_dir(repo: str) -> Path:
+    return Path(_run(Path(repo), "rev-parse", "--path-format=absolute", "--git-common-dir"))
 
 
 @contextmanager
@@ -584,6 +590,8 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
         head, _, rest = text.partition(UNION_BEGIN)
         text = head + rest.partition(UNION_END)[2].lstrip("\n")
     block = "".join(f"{glob} merge=union\n" for glob in globs)
+    if not block and UNION_BEGIN not in (path.read_text(encoding="utf-8") if path.exists() else ""):
+        return  # nothing configured, nothing to undo: the common case costs no write
     if block:
         text = text.rstrip("\n") + ("\n" if text.strip() else "")
         text += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
