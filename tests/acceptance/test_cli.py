@@ -178,7 +178,9 @@ def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes:
         ("02", "02-01", 1),
     ]
     shown = json.loads(run_cw(repo, "task", "show", "01-01-1", "--json").stdout)
-    assert shown["verify"] == 'python -c "import ledger.model"'
+    assert shown["verify"] == "test -s out/01-01-1.txt"
+    (merge,) = shown["merges"]
+    assert merge["verify_command"] == "test -s out/01-01-1.txt" and merge["verify_exit_code"] == 0
     assert shown["dependents"] == ["01-01-2"]
 
 
