@@ -74,6 +74,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         session_id=outcome.session_id,
         cost_usd=outcome.cost_usd,
         turns=outcome.turns,
+        usage=outcome.usage,
+        duration_ms=outcome.duration_ms,
         summary=outcome.summary,
         error=outcome.error,
         head_sha=head or worktrees.branch_sha(settings.repo, branch),

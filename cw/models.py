@@ -148,6 +148,8 @@ class AgentRun(Base):
     exit_code: Mapped[int | None] = mapped_column(Integer)
     cost_usd: Mapped[float | None] = mapped_column(Float)
     turns: Mapped[int | None] = mapped_column(Integer)
+    usage: Mapped[dict[str, Any]] = mapped_column(default=dict)  # tokens, as the CLI reports
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
     summary: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
     stdout_path: Mapped[str | None] = mapped_column(Text)

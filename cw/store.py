@@ -103,6 +103,8 @@ class AttemptResult:
     session_id: str | None = None
     cost_usd: float | None = None
     turns: int | None = None
+    usage: dict[str, Any] = field(default_factory=dict)
+    duration_ms: int | None = None
     summary: str | None = None
     error: str | None = None
     head_sha: str | None = None
@@ -469,6 +471,8 @@ class Store:
                 exit_code=result.exit_code,
                 cost_usd=result.cost_usd,
                 turns=result.turns,
+                usage=result.usage,
+                duration_ms=result.duration_ms,
                 summary=result.summary,
                 error=result.error,
                 stdout_path=result.stdout_path,

@@ -76,6 +76,7 @@ def test_a_claude_agent_edits_commits_and_merges_with_session_and_cost_recorded(
     assert flag(call["argv"], "--permission-mode") == "acceptEdits"
     (run,) = task["runs"]  # type: ignore[misc]
     assert (run["state"], run["summary"], run["cost_usd"]) == ("succeeded", "wrote hello", 0.25)
+    assert run["usage"]["output_tokens"] > 0 and run["duration_ms"] is not None
     status = json.loads(d.cw("status", "--json").stdout)
     assert status["cost_usd"] == 0.25
     assert status["costs"]["plan"] == {"test/01/01-01": 0.25}

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-24 06:04:47.220842
+Create Date: 2026-11-24 07:07:00.308531
 """
 
 from __future__ import annotations
@@ -220,6 +220,8 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("cost_usd", sa.Float(), nullable=True),
         sa.Column("turns", sa.Integer(), nullable=True),
+        sa.Column("usage", sa.JSON(), nullable=False),
+        sa.Column("duration_ms", sa.Integer(), nullable=True),
         sa.Column("summary", sa.Text(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("stdout_path", sa.Text(), nullable=True),
