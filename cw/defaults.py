@@ -13,6 +13,7 @@ REDIS_SOCKET_FILE = "redis.sock"
 REDIS_PID_FILE = "redis.pid"
 REDIS_LOG_FILE = "redis.log"
 BROKER_URL_FILE = "broker.url"
+FSUI_DIR = "cw-district"  # the file-system UI, in the repository, git-ignored
 
 INTEGRATION_BRANCH = "cw/integration"
 TASK_BRANCH_PREFIX = "cw/task/"

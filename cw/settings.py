@@ -51,6 +51,8 @@ class Settings:
     claude_startup_timeout: float = 60.0
     codex_binary: str = "codex"
     codex_model: str = ""
+    notify_command: str = ""  # run on every new message, the message as JSON on stdin
+    fsui_dir: str = defaults.FSUI_DIR  # the file-system UI, relative to the repository
 
     @property
     def state_dir(self) -> Path:

@@ -60,6 +60,8 @@ class LazyGroup(click.Group):
         "merge": "cw.cli.maintenance:merge",
         "beat": "cw.cli.services:beat",
         "broker": "cw.cli.services:broker_group",
+        "message": "cw.cli.messages:message",
+        "fsui": "cw.cli.fsui:fsui",
     },
 )
 @click.version_option(__version__, prog_name="cw")
