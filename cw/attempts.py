@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -12,7 +13,14 @@ from cw import defaults, processes, worktrees
 from cw.adapters import make_adapter
 from cw.agents import AgentOutcome, AgentRequest
 from cw.errors import CwError
-from cw.prompts import TaskBrief, bounce_prompt, first_prompt, resume_prompt
+from cw.prompts import (
+    TaskBrief,
+    answers_prompt,
+    bounce_prompt,
+    first_prompt,
+    resume_prompt,
+    review_prompt,
+)
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store, Workspace
 
@@ -116,12 +124,6 @@ def _request(
         plan_context=ws.plan_context,
     )  # fmt: skip
     resuming = ws.session_id is not None
-    if ws.bounce:
-        prompt = bounce_prompt(brief, ws.bounce, conflicts)
-    elif resuming:
-        prompt = resume_prompt(brief, ws.attempt)
-    else:
-        prompt = first_prompt(brief)
     return AgentRequest(
         task_id=ws.task_id,
         task_key=ws.key,
@@ -129,21 +131,44 @@ def _request(
         task_prompt=ws.prompt,
         attempt=ws.attempt,
         agent_name=ws.agent_name,
-        prompt=prompt,
+        prompt=_prompt(brief, ws, conflicts),
         worktree=worktree,
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
         session_cost_usd=ws.agent_cost_usd,
-        env=_bounce_env(ws.bounce, conflicts),
+        env={**_bounce_env(ws.bounce, conflicts), **_answers_env(ws)},
     )
 
 
+def _prompt(brief: TaskBrief, ws: Workspace, conflicts: list[str]) -> str:
+    """Why this attempt runs decides what the agent hears first."""
+    resuming = ws.session_id is not None
+    if ws.bounce.get("kind") == "review":
+        return review_prompt(brief, ws.bounce, conflicts)
+    if ws.bounce:
+        return bounce_prompt(brief, ws.bounce, conflicts)
+    if ws.answers:
+        return answers_prompt(brief, ws.answers, resuming=resuming)
+    return resume_prompt(brief, ws.attempt) if resuming else first_prompt(brief)
+
+
 def _bounce_env(bounce: dict[str, object], conflicts: list[str]) -> dict[str, str]:
-    """For the command adapter: ``CW_BOUNCE`` (conflict | verify) and the conflicting files."""
+    """For the command adapter: ``CW_BOUNCE`` (conflict | verify | review) and the conflicting
+    files."""
     if not bounce:
         return {}
     return {"CW_BOUNCE": str(bounce.get("kind")), "CW_CONFLICT_FILES": "\n".join(conflicts)}
+
+
+def _answers_env(ws: Workspace) -> dict[str, str]:
+    """For the command adapter: ``CW_ANSWERS``, a JSON list of ``{id, question, options,
+    answer}``; a checkpoint's comments are one such answer."""
+    answers = list(ws.answers)
+    if ws.bounce.get("kind") == "review":
+        answers.append({"id": "", "question": ws.bounce.get("question", ""), "options": [],
+                        "answer": ws.bounce.get("comments", "")})  # fmt: skip
+    return {"CW_ANSWERS": json.dumps(answers)} if answers else {}
 
 
 def first_session_id(settings: Settings, ws: Workspace) -> str:

@@ -347,13 +347,21 @@ def _clean(path: Path, merging: bool) -> Finding:
 
 
 def _done_tasks(settings: Settings, tasks: list[dict[str, Any]], integration: str) -> list[Finding]:
-    done = [t for t in tasks if t["state"] == S.DONE]
+    done = [t for t in tasks if t["state"] == S.DONE and not _passed_checkpoint(t)]
     problems = [p for t in done for p in _done_task(settings, t, integration)]
     if problems:
         return problems
     integ = settings.integration_branch
     what = f"{len(done)} done task(s): merged commits and branch heads are in {integ}"
+    checkpoints = sum(t["state"] == S.DONE and _passed_checkpoint(t) for t in tasks)
+    if checkpoints:
+        what += f"; {checkpoints} checkpoint(s) passed (a person's answer, nothing to merge)"
     return [Finding(True, what, f"refs/heads/{integ}")]
+
+
+def _passed_checkpoint(task: dict[str, Any]) -> bool:
+    """A checkpoint is done when a person answers it: it never has a branch or a merge."""
+    return str(task["kind"]).startswith("checkpoint") and not task["branch"]
 
 
 def _done_task(settings: Settings, task: dict[str, Any], integration: str) -> list[Finding]:

@@ -174,6 +174,8 @@ class Message(Base):
     answer: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     answered_at: Mapped[float | None] = mapped_column(Float)
+    delivered_attempt: Mapped[int | None] = mapped_column(Integer)  # the attempt that heard it
+    notified_at: Mapped[float | None] = mapped_column(Float)  # when the notify hook ran for it
 
 
 class Merge(Base):

@@ -85,3 +85,48 @@ def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[st
         parts += ["## The check", f"`{task.verify.strip()}` must pass on the result."]
     parts.append(RULES.format(branch=task.branch))
     return "\n\n".join(parts) + "\n"
+
+
+def answers_prompt(task: TaskBrief, answers: list[dict[str, object]], *, resuming: bool) -> str:
+    """A person's answers to the agent's questions; the whole brief too for a new session."""
+    lines = []
+    for a in answers:
+        lines.append(f"**Question{_id(a)}:** {str(a.get('question', '')).strip()}")
+        options = a.get("options")
+        if isinstance(options, list) and options:
+            lines.append("Options: " + "; ".join(str(o) for o in options))
+        lines.append(f"**Answer:** {str(a.get('answer', '')).strip()}\n")
+    qa = "\n".join(lines).strip()
+    if not resuming:
+        return first_prompt(task).rstrip("\n") + "\n\n## Answers to your questions\n\n" + qa + "\n"
+    return (
+        f"# Task {task.key}: {task.name} — your questions are answered\n\n"
+        f"A person answered the questions you asked:\n\n{qa}\n\n"
+        "Go on with the task accordingly in this worktree. Commit your work on this branch and "
+        "answer with StructuredOutput as before (`questions` again if something is still open).\n"
+    )
+
+
+def _id(answer: dict[str, object]) -> str:
+    return f" ({answer['id']})" if answer.get("id") else ""
+
+
+def review_prompt(task: TaskBrief, review: dict[str, object], conflicts: list[str]) -> str:
+    """A person checked the merged work at a checkpoint and sent it back with comments."""
+    head = (
+        f"Your work was merged, then a person checked it at checkpoint {review.get('checkpoint')} "
+        "and sent it back with comments. cw has merged the integration branch into your "
+        "worktree, so it holds what is integrated now. Address the comments, commit on this "
+        "branch, and answer with StructuredOutput; your branch is then merged again."
+    )
+    if conflicts:
+        files = ", ".join(f"`{f}`" for f in conflicts)
+        head += f" That merge conflicted in: {files}; resolve them, `git add` the files and "
+        head += "`git commit` to conclude it."
+    parts = [f"# Task {task.key}: {task.name} — sent back by a person", head]
+    parts += ["## What they checked", str(review.get("question") or "").strip()]
+    parts += ["## Their comments", str(review.get("comments") or "").strip()]
+    if task.verify:
+        parts += ["## The check", f"`{task.verify.strip()}` must pass on the result."]
+    parts.append(RULES.format(branch=task.branch))
+    return "\n\n".join(parts) + "\n"

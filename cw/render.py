@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 PIPE_WIDTH = 200
@@ -88,27 +89,36 @@ def status(data: dict[str, Any]) -> None:
         for b in data["blocked"][:50]:
             blocked.add_row(b["task"], _state(b["state"]), ", ".join(b["waits_on"]))
         console.print(blocked)
+    _needs_you(data, console)
+
+
+def _needs_you(data: dict[str, Any], console: Console) -> None:
     for a in data["attention"]:
         console.print(
             f"[bold]needs you:[/] {a['task']} is {_state(a['state'])}: {a['error'] or ''}"
         )
+    if data["messages_pending"]:
+        console.print(
+            f"[bold]messages:[/] {data['messages_pending']} pending: `cw message list --pending`, "
+            "then `cw message answer ID TEXT`"
+        )
+
+
+def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table()
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
 
 
 def task_table(rows: list[dict[str, Any]]) -> None:
-    table = Table()
-    for column in ("id", "key", "name", "plan", "state", "attempt", "agent"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            str(r["id"]),
-            r["key"],
-            r["name"],
-            r["plan"],
-            _state(r["state"]),
-            str(r["attempt"]),
-            r["agent"] or "-",
-        )
-    _console().print(table)
+    _table(
+        ("id", "key", "name", "plan", "state", "attempt", "agent"),
+        [(str(r["id"]), r["key"], r["name"], r["plan"], _state(r["state"]), str(r["attempt"]),
+          r["agent"] or "-") for r in rows],
+    )  # fmt: skip
 
 
 def agent_table(
@@ -176,3 +186,35 @@ def task_detail(d: dict[str, Any]) -> None:
             if merge["verify_exit_code"] != 0 and merge["verify_output"]:
                 tail = merge["verify_output"].strip().splitlines()[-10:]
                 console.print("      " + "\n      ".join(tail), markup=False)
+
+
+def message_table(rows: list[dict[str, Any]]) -> None:
+    _table(
+        ("id", "task", "from", "state", "question", "options", "answer"),
+        [(str(r["id"]), r["task"], r["agent"] or r["author"], _state(r["state"]),
+          escape(_first_line(r["body"])), escape(", ".join(r["options"]) or "-"),
+          escape(_first_line(r["answer"] or "-"))) for r in rows],
+    )  # fmt: skip
+
+
+def message_detail(m: dict[str, Any]) -> None:
+    console = _console()
+    who = f"agent {m['agent']}" if m["agent"] else m["author"]
+    console.print(f"[bold]message {m['id']}[/] from {who} on task {m['task']} "
+                  f"({m['task_name']}, {_state(m['task_state'])})")  # fmt: skip
+    console.print(f"  state     {_state(m['state'])}  asked {_ago(m['created_at'])}")
+    console.print("  " + m["body"].strip().replace("\n", "\n  "), markup=False)
+    if m["options"]:
+        many = " (several: separate them with commas)" if m["multi_select"] else ""
+        console.print(f"  options{many}:")
+        for option in m["options"]:
+            console.print(f"    - {option}", markup=False)
+    if m["answer"] is not None:
+        console.print(f"  answer ({_ago(m['answered_at'])}): {m['answer']}", markup=False)
+    else:
+        console.print(f"  answer it: cw message answer {m['id']} TEXT")
+
+
+def _first_line(text: str, width: int = 60) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= width else line[: width - 1] + "…"

@@ -52,6 +52,7 @@ class Settings:
     codex_binary: str = "codex"
     codex_model: str = ""
     notify_command: str = ""  # run on every new message, the message as JSON on stdin
+    notify_timeout: float = 10.0  # seconds the notify command may take before it is stopped
     fsui_dir: str = defaults.FSUI_DIR  # the file-system UI, relative to the repository
 
     @property

@@ -54,6 +54,10 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.READY, S.CANCELLED): "a person (cw task cancel)",
     (S.FAILED, S.READY): "a person (cw task retry): the next attempt resumes the same branch",
     (S.BLOCKED, S.PENDING): "cw task retry of the dependency that blocked it",
+    (S.WAITING, S.READY): "a person answers its agent's last question: the session resumes",
+    (S.WAITING, S.DONE): "a person approves a checkpoint or picks a decision's option",
+    (S.WAITING, S.PENDING): "a person's comments on a checkpoint send its dependencies back",
+    (S.DONE, S.READY): "a checkpoint's comments reopen a merged task: its agent works again",
 }
 
 #: States in which the task will not move again without a person.

@@ -13,10 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, select, text, update
+from sqlalchemy import Engine, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from cw import db, names
+from cw import answers, db, names
 from cw.errors import LeaseHeld, NotFound, UsageError
 from cw.models import (
     Agent,
@@ -36,6 +36,10 @@ if TYPE_CHECKING:
     from cw.planspec import InitiativeSpec
 
 S = TaskState
+DECISION = "checkpoint:decision"
+HUMAN_ACTION = "checkpoint:human-action"
+#: States of a task nobody has claimed yet: it can still be edited.
+UNSTARTED = (S.PENDING, S.READY, S.BLOCKED)
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,9 @@ class Workspace:
     worktree: str | None
     base_sha: str | None
     agent_cost_usd: float = 0.0
-    bounce: dict[str, Any] = field(default_factory=dict)  # why the merge sent it back
+    bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
+    answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,13 @@ class AttemptResult:
     def ok(self) -> bool:
         return self.outcome == "done"
 
+
+#: What an agent that asks without saying what is asked about gets: a question to answer.
+NO_QUESTION: dict[str, Any] = {
+    "id": "",
+    "text": "The agent stopped to ask a person something but gave no question; see its log "
+    "(`cw agent logs`) and answer here.",
+}
 
 #: Where an attempt's outcome takes its task, and what its run is then called.
 OUTCOMES: dict[str, tuple[TaskState, str]] = {
@@ -329,14 +341,15 @@ class Store:
         task = s.get_one(Task, task_id)
         if self._move(s, task_id, [S.READY], S.WAITING):
             options = [_option_text(o) for o in task.extra.get("options", [])]
-            s.add(
+            self._add_message(
+                s,
                 Message(
                     task_id=task_id,
                     author="checkpoint",
                     body=task.prompt or task.name,
                     options=options,
                     created_at=time.time(),
-                )
+                ),
             )
 
     def queued_claims(self) -> list[Claim]:
@@ -380,7 +393,32 @@ class Store:
             run.started_at = run.heartbeat_at = now
             run.lease_expires_at = now + lease_seconds
             s.flush()
-            return _workspace(s, claim, previous)
+            return _workspace(s, claim, previous, self._deliver_answers(s, claim))
+
+    def _deliver_answers(self, s: Session, claim: Claim) -> list[dict[str, Any]]:
+        """The agent's answered questions this attempt hears (again, when it is taken over)."""
+        heard = s.scalars(
+            select(Message)
+            .where(
+                Message.task_id == claim.task_id,
+                Message.author == "agent",
+                Message.state == "answered",
+                or_(
+                    Message.delivered_attempt.is_(None),
+                    Message.delivered_attempt == claim.attempt,
+                ),
+            )
+            .order_by(Message.id)
+        ).all()
+        for message in heard:
+            if message.delivered_attempt is None:
+                message.delivered_attempt = claim.attempt
+                self._message_event(s, "message.delivered", message, claim.attempt)
+        return [
+            {"id": m.extra_id, "question": m.body, "options": list(m.options),
+             "answer": m.answer or ""}
+            for m in heard
+        ]  # fmt: skip
 
     def record_workspace(self, task_id: int, branch: str, worktree: str, base_sha: str) -> None:
         with self._write() as s:
@@ -457,8 +495,8 @@ class Store:
             self._block_dependents(s, claim.task_id)
         elif result.outcome == "questions":
             agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
-            for question in result.questions:
-                s.add(_question(claim.task_id, agent_id, question))
+            for question in result.questions or [NO_QUESTION]:
+                self._add_message(s, _question(claim.task_id, agent_id, question))
 
     def _close_run(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         now = time.time()
@@ -628,6 +666,157 @@ class Store:
         with self._read() as s:
             return _budget_rows(s)
 
+    # -- messages -------------------------------------------------------------------------
+
+    def _add_message(self, s: Session, message: Message) -> None:
+        s.add(message)
+        s.flush()
+        self._message_event(s, "message.created", message)
+
+    @staticmethod
+    def _message_event(s: Session, kind: str, message: Message, attempt: int | None = None) -> None:
+        s.add(Event(at=time.time(), kind=kind, task_id=message.task_id, attempt=attempt,
+                    data={"message_id": message.id}))  # fmt: skip
+
+    def message_rows(self, *, pending: bool = False) -> list[dict[str, Any]]:
+        """Every message (or the pending ones), oldest first, with its task's key and agent."""
+        stmt = _message_query().order_by(Message.id)
+        if pending:
+            stmt = stmt.where(Message.state == "pending")
+        with self._read() as s:
+            return [_message_row(r._mapping, detail=False) for r in s.execute(stmt)]
+
+    def message_detail(self, message_id: int) -> dict[str, Any]:
+        """One message as in :meth:`message_rows`, plus its task's name and state."""
+        with self._read() as s:
+            row = s.execute(_message_query().where(Message.id == message_id)).first()
+        if row is None:
+            raise NotFound(f"no message {message_id}: see `cw message list`")
+        return _message_row(row._mapping, detail=True)
+
+    def answer_message(self, message_id: int, answer: str) -> str:
+        """Record a person's answer and move what it unblocks; one line saying what happened.
+
+        An agent's last answered question makes its task ready (the session resumes); an
+        approved checkpoint, or a decision's chosen option, is done and its dependents proceed;
+        a checkpoint answered with anything else sends the agents' work it checked back.
+        """
+        with self._write() as s:
+            message = s.get(Message, message_id)
+            if message is None:
+                raise NotFound(f"no message {message_id}: see `cw message list`")
+            task = s.get_one(Task, message.task_id)
+            message.answer = _checked_answer(message, task, answer)
+            message.state, message.answered_at = "answered", time.time()
+            self._message_event(s, "message.answered", message, task.attempt)
+            if message.author == "agent":
+                return self._answered_question(s, task)
+            if message.author == "checkpoint" and task.state == S.WAITING:
+                return self._answered_checkpoint(s, task, message.body, message.answer)
+            return f"answer recorded; task {task.key} is {task.state.value}"
+
+    def _answered_question(self, s: Session, task: Task) -> str:
+        left = s.scalar(
+            select(func.count(Message.id)).where(
+                Message.task_id == task.id, Message.author == "agent", Message.state == "pending"
+            )
+        )
+        if left:
+            are = "questions of task {} are" if left > 1 else "question of task {} is"
+            return f"{left} more {are.format(task.key)} pending"
+        state = task.state.value
+        if not self._move(s, task.id, [S.WAITING], S.READY):
+            return f"answer recorded; task {task.key} is {state}"
+        session = s.scalar(select(Agent.session_id).where(Agent.task_id == task.id))
+        how = "resumes its agent's session" if session else "runs again with your answers"
+        return f"task {task.key} {how}"
+
+    def _answered_checkpoint(self, s: Session, task: Task, question: str, answer: str) -> str:
+        decision = task.kind == DECISION
+        if not (decision or answers.is_approval(answer)):
+            return self._send_back(s, task, question, answer)
+        self._move(s, task.id, [S.WAITING], S.DONE, extra={**task.extra, "answer": answer})
+        self._promote(s)
+        verb = f"decided ({answer})" if decision else "approved"
+        return f"checkpoint {task.key} {verb}: its dependents proceed"
+
+    def _send_back(self, s: Session, task: Task, question: str, comments: str) -> str:
+        """The person did not approve: the agents' work the checkpoint checked goes back."""
+        deps = s.scalars(
+            select(Task)
+            .join(TaskDependency, TaskDependency.depends_on_id == Task.id)
+            .where(TaskDependency.task_id == task.id)
+            .order_by(Task.position)
+        ).all()
+        reopen = [
+            d.id
+            for d in deps
+            if d.state == S.DONE and d.branch and not d.kind.startswith("checkpoint")
+        ]
+        if not reopen:
+            word = "done" if task.kind == HUMAN_ACTION else "approved"
+            raise UsageError(
+                f"checkpoint {task.key}: no agent's work before it to send your comments to; "
+                f"answer `{word}` to let it pass"
+            )
+        bounce = {"kind": "review", "checkpoint": task.key, "question": question,
+                  "comments": comments}  # fmt: skip
+        for dep_id in reopen:
+            self._move(s, dep_id, [S.DONE], S.READY, bounce=bounce, last_error=None)
+        self._move(s, task.id, [S.WAITING], S.PENDING)
+        keys = ", ".join(d.key for d in deps if d.id in reopen)
+        return (
+            f"checkpoint {task.key} sent back to {keys} with your comments; it asks again "
+            "once that work is merged"
+        )
+
+    def unnotified_messages(self) -> list[int]:
+        """Pending messages the notification hook has not run for yet, oldest first."""
+        with self._read() as s:
+            return list(
+                s.scalars(
+                    select(Message.id)
+                    .where(Message.state == "pending", Message.notified_at.is_(None))
+                    .order_by(Message.id)
+                )
+            )
+
+    def mark_notified(self, message_id: int, outcome: str) -> None:
+        """The hook ran for this message (whatever it did): it does not run for it again."""
+        with self._write() as s:
+            message = s.get_one(Message, message_id)
+            message.notified_at = time.time()
+            s.add(Event(at=message.notified_at, kind="message.notified", task_id=message.task_id,
+                        data={"message_id": message_id, "note": outcome}))  # fmt: skip
+
+    def edit_task(
+        self, task_id: int, *, prompt: str | None = None, priority: int | None = None
+    ) -> None:
+        """Change the prompt or priority of a task that has not started yet."""
+        values: dict[str, Any] = {}
+        if prompt is not None:
+            if not prompt.strip():
+                raise UsageError(f"task {task_id}: the prompt would be empty; write what to do")
+            values["prompt"] = prompt
+        if priority is not None:
+            values["priority"] = priority
+        if not values:
+            raise UsageError(f"task {task_id}: nothing to change (a prompt or a priority)")
+        with self._write() as s:
+            if s.get(Task, task_id) is None:
+                raise NotFound(f"no task {task_id}: see `cw task list`")
+            result = s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.state.in_(UNSTARTED), Task.attempt == 0)
+                .values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a task that has not started can "
+                    "be edited"
+                )
+            self._event(s, "task.edited", task_id, 0, sorted(values))
+
     # -- merges ---------------------------------------------------------------------------
 
     def begin_merge(self, claim: Claim) -> MergeJob | None:
@@ -702,10 +891,10 @@ class Store:
         self._move(s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt,
                    last_error=why)  # fmt: skip
         agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
-        s.add(Message(task_id=claim.task_id, agent_id=agent_id, author="cw",
-                      body=f"This task could not be integrated: {why}. Resolve it by hand on "
-                      "its branch and `cw task retry` it, or cancel what depends on it.",
-                      created_at=time.time()))  # fmt: skip
+        self._add_message(s, Message(task_id=claim.task_id, agent_id=agent_id, author="cw",
+                          body=f"This task could not be integrated: {why}. Resolve it by hand "
+                          "on its branch and `cw task retry` it, or cancel what depends on it.",
+                          created_at=time.time()))  # fmt: skip
         self._block_dependents(s, claim.task_id)
 
     @staticmethod
@@ -776,12 +965,12 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def workspaces(self) -> list[dict[str, Any]]:
-        """Every task's git footprint: id, key, state, branch, worktree, base/head/merged sha."""
+        """Every task's git footprint: key, kind, state, branch, worktree, base/head/merged sha."""
         with self._read() as s:
             rows = s.execute(
                 select(
-                    Task.id, Task.key, Task.state, Task.branch, Task.worktree, Task.base_sha,
-                    Task.head_sha, Task.merged_sha,
+                    Task.id, Task.key, Task.kind, Task.state, Task.branch, Task.worktree,
+                    Task.base_sha, Task.head_sha, Task.merged_sha,
                 ).order_by(Task.id)
             ).all()  # fmt: skip
             return [dict(r._mapping) for r in rows]
@@ -966,6 +1155,47 @@ def _question(task_id: int, agent_id: int | None, question: dict[str, Any]) -> M
     )
 
 
+def _checked_answer(message: Message, task: Task, answer: str) -> str:
+    """The answer as recorded (an option's text when it names one); UsageError if unusable."""
+    where = f"message {message.id}"
+    if message.state != "pending":
+        raise UsageError(
+            f"{where} was already answered ({message.answer!r}); see `cw message show {message.id}`"
+        )
+    said = answer.strip()
+    if not said:
+        raise UsageError(f"{where}: the answer is empty; say what you decide")
+    declared = task.extra.get("options") if message.author == "checkpoint" else None
+    options = answers.options_of(list(message.options), declared)
+    chosen = answers.choose(options, said, multi=message.multi_select)
+    if chosen:
+        return ", ".join(o.text for o in chosen)
+    if options and message.author == "checkpoint" and task.kind == DECISION:
+        raise UsageError(f"{where}: answer with one of the options: {answers.listing(options)}")
+    return said
+
+
+def _message_query() -> Any:
+    return (
+        select(
+            Message.id, Message.task_id, Task.key.label("task"), Agent.name.label("agent"),
+            Message.author, Message.body, Message.options, Message.multi_select, Message.state,
+            Message.answer, Message.thread_id, Message.extra_id, Message.created_at,
+            Message.answered_at, Task.name.label("task_name"), Task.state.label("task_state"),
+        )
+        .join(Task, Task.id == Message.task_id)
+        .outerjoin(Agent, Agent.id == Message.agent_id)
+    )  # fmt: skip
+
+
+def _message_row(row: Any, *, detail: bool) -> dict[str, Any]:
+    out = dict(row)
+    task_name, task_state = out.pop("task_name"), out.pop("task_state")
+    if detail:
+        out["task_name"], out["task_state"] = task_name, task_state.value
+    return out
+
+
 def _plan_costs(s: Session) -> Any:
     return (
         select(Task.plan_id, func.coalesce(func.sum(AgentRun.cost_usd), 0.0).label("spent"))
@@ -1055,7 +1285,12 @@ def _running_attempt(s: Session, claim: Claim) -> bool:
     return task is not None and task.state == S.RUNNING and task.attempt == claim.attempt
 
 
-def _workspace(s: Session, claim: Claim, previous: tuple[str, int | None] | None) -> Workspace:
+def _workspace(
+    s: Session,
+    claim: Claim,
+    previous: tuple[str, int | None] | None,
+    heard: list[dict[str, Any]],
+) -> Workspace:
     task = s.get_one(Task, claim.task_id)
     agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
     return Workspace(
@@ -1078,6 +1313,7 @@ def _workspace(s: Session, claim: Claim, previous: tuple[str, int | None] | None
         agent_cost_usd=agent.cost_usd,
         bounce=dict(task.bounce or {}),
         previous=previous,
+        answers=heard,
     )
 
 

@@ -82,6 +82,7 @@ def status(store: Store) -> dict[str, Any]:
             for t in tasks
             if t["state"] in (S.FAILED, S.CONFLICT, S.WAITING, S.STOPPED)
         ],
+        "messages_pending": len(store.message_rows(pending=True)),
     }
 
 

@@ -9,6 +9,7 @@ from cw.attempts import run_attempt
 from cw.dispatch import dispatch_ready, send, send_merges
 from cw.errors import LeaseHeld
 from cw.merging import clean_up, merge_attempt, stuck_merges
+from cw.notify import notify_new_messages
 from cw.store import Claim
 from workers import app, runtime
 
@@ -21,6 +22,7 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
     except LeaseHeld as held:
         # Redelivered while the previous run's lease is live: come back when it expires.
         raise self.retry(countdown=held.seconds_left + 0.5) from held
+    notify_new_messages(settings, store)  # the agent's questions, if it asked any
 
 
 @app.task(name=defaults.MERGE_TASK, bind=True)
@@ -32,6 +34,7 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
         send(self.app, [result.bounced])
     if result.merged is not None:
         clean_up(settings, result.merged)
+    notify_new_messages(settings, store)  # checkpoints the dispatch opened, a failed merge's
 
 
 @app.task(name=defaults.RECONCILE_TASK, bind=True)
@@ -39,3 +42,4 @@ def reconcile(self: Any) -> None:
     settings, store = runtime()
     send_merges(self.app, stuck_merges(settings, store))
     dispatch_ready(store, self.app)
+    notify_new_messages(settings, store)  # anything a crash kept from its notification

@@ -1,0 +1,62 @@
+"""Messages: what agents and checkpoints ask, and a person's answers (``cw message ...``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from cw import render
+from cw.celeryapp import make_app
+from cw.cli.common import emit_json, load_settings, open_store
+from cw.dispatch import dispatch_ready
+from cw.notify import notify_new_messages
+
+
+@click.group()
+def message() -> None:
+    """Questions from agents and checkpoints: list, show, answer."""
+
+
+@message.command("list")
+@click.option("--pending", is_flag=True, help="Only messages waiting for an answer.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def message_list(pending: bool, as_json: bool) -> None:
+    """Every message, oldest first: its task, who asks, the question and the answer."""
+    rows = open_store(load_settings()).message_rows(pending=pending)
+    if as_json:
+        emit_json(rows)
+    elif not rows:
+        click.echo("cw: no pending messages" if pending else "cw: no messages")
+    else:
+        render.message_table(rows)
+
+
+@message.command("show")
+@click.argument("message_id", metavar="ID", type=int)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def message_show(message_id: int, as_json: bool) -> None:
+    """One message: the whole question, its options, its task, and the answer if given."""
+    detail = open_store(load_settings()).message_detail(message_id)
+    if as_json:
+        emit_json(detail)
+    else:
+        render.message_detail(detail)
+
+
+@message.command("answer")
+@click.argument("message_id", metavar="ID", type=int)
+@click.argument("words", metavar="TEXT...", nargs=-1, required=True)
+def message_answer(message_id: int, words: tuple[str, ...]) -> None:
+    """Answer a message; the words are joined, and `-` reads the answer from stdin.
+
+    An option may be given by its id (a, 1, ...) or its text; several, comma-separated, where
+    the question allows several. A checkpoint passes with `approved` (`done` for an action)
+    and sends the work it checked back to its agents with anything else, as your comments.
+    """
+    text = sys.stdin.read() if words == ("-",) else " ".join(words)
+    settings = load_settings()
+    store = open_store(settings)
+    click.echo(f"cw: {store.answer_message(message_id, text)}")
+    dispatch_ready(store, make_app(settings))
+    notify_new_messages(settings, store)
