@@ -46,9 +46,13 @@ def send(app: Celery, claims: Iterable[Claim]) -> int:
     return sent
 
 
-def dispatch_ready(store: Store, app: Celery) -> list[Claim]:
-    """Promote, claim and send everything that can start now."""
-    store.promote_ready()
+def dispatch_ready(store: Store, app: Celery, *, promote: bool = True) -> list[Claim]:
+    """Promote, claim and send everything that can start now.
+
+    ``promote=False`` after a merge: finishing it already promoted the merged task's dependents.
+    """
+    if promote:
+        store.promote_ready()
     claims = store.claim_ready_tasks()
     send(app, claims)
     if claims:

@@ -9,6 +9,9 @@ checks go back to the task's own agent (a new attempt that resumes its session),
 from __future__ import annotations
 
 import logging
+import queue
+import threading
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,7 @@ class MergeResult:
 
 def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult:
     """Merge the attempt's branch if it is still ours."""
+    note_merge()
     job = store.begin_merge(claim)
     if job is None:
         logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))
@@ -55,11 +59,13 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
 
 
 def _merge(settings: Settings, job: MergeJob) -> MergeReport:
+    # The agent worker committed everything the agent left when it finished.
     source = _fetch_from_hub(settings, job) if settings.git_hub else job.branch
-    if not settings.git_hub and job.worktree and Path(job.worktree).is_dir():
-        # The agent may have left work uncommitted; it belongs in the merge.
-        worktrees.commit_all(Path(job.worktree), f"cw: uncommitted work of {job.key}")
-    old = worktrees.branch_sha(settings.repo, settings.integration_branch)
+    old = (
+        worktrees.branch_sha(settings.repo, settings.integration_branch)
+        if settings.git_hub
+        else None
+    )
     worktrees.set_union_merge(
         settings.repo, [g.strip() for g in settings.merge_union.split(",") if g.strip()]
     )
@@ -71,7 +77,8 @@ def _merge(settings: Settings, job: MergeJob) -> MergeReport:
         settings.integration_branch,
         source,
         f"cw: merge {job.key}: {job.name}",
-        check=_checker(settings, source, job, verdicts, dropped),
+        check=_checker(settings, job, verdicts, dropped),
+        rerere=settings.merge_rerere,
     )
     if dropped:
         return _dropped_report(dropped, outcome.output)
@@ -103,23 +110,27 @@ def _fetch_from_hub(settings: Settings, job: MergeJob) -> str:
 
 
 def _checker(
-    settings: Settings,
-    source: str,
-    job: MergeJob,
-    verdicts: list[Verdict],
-    dropped: list[DroppedLine],
+    settings: Settings, job: MergeJob, verdicts: list[Verdict], dropped: list[DroppedLine]
 ) -> worktrees.Check:
-    """Nothing either side added may be lost; then the verify steps must pass."""
+    """Nothing either side added may be lost; then the verify steps must pass on the tree."""
     commands = [c.strip() for c in (job.verify, settings.verify_command) if c and c.strip()]
     log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
 
-    def check(tree: Path, old: str, new: str) -> bool:
-        base = merge_base(settings.repo, old, source)
+    def check(merged: worktrees.MergedTree) -> bool:
+        # Only a file both sides changed can lose a side's lines; none: nothing to check.
+        base = (
+            None
+            if merged.auto_merged == []
+            else merge_base(settings.repo, merged.old, merged.source)
+        )
         if base is not None:
-            dropped.extend(dropped_lines(settings.repo, base, old, source, new))
+            dropped.extend(
+                dropped_lines(settings.repo, base, merged.old, merged.source, merged.new)
+            )
         if dropped:
             return False
         if commands:
+            tree = merged.checkout()
             verdicts.append(run_checks(commands, tree, settings.verify_timeout, log))
             return verdicts[-1].ok
         return True
@@ -157,9 +168,52 @@ def _intent(
 def clean_up(settings: Settings, job: MergeJob) -> None:
     """Remove a merged task's worktree: its branch holds everything (GIT-04).
 
-    Only worktrees of this clone: with a hub, another host's are its own `cw gc`'s job."""
+    Only worktrees of this clone: with a hub, another host's are its own `cw gc`'s job.
+    Anything uncommitted is committed to its branch first, so nothing is ever lost."""
     if job.worktree and Path(job.worktree).parent == settings.worktree_dir:
         worktrees.remove_worktree(settings.repo, Path(job.worktree))
+
+
+class _Cleaner:
+    """Removes merged worktrees in a background thread, only while no merge is running.
+
+    Removal holds the repository lock the next merge needs to move the integration branch, so
+    it waits for a quiet moment (``quiet`` seconds without a merge) instead of slowing merges.
+    A removal lost with the process is harmless: the worktree stays until `cw gc`."""
+
+    def __init__(self, quiet: float = 0.5) -> None:
+        self.quiet = quiet
+        self.jobs: queue.Queue[tuple[Settings, MergeJob]] = queue.Queue()
+        self.last_merge = time.monotonic()
+        threading.Thread(target=self._run, name="cw-clean-up", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            settings, job = self.jobs.get()
+            while (wait := self.last_merge + self.quiet - time.monotonic()) > 0:
+                time.sleep(wait)
+            try:
+                clean_up(settings, job)
+            except Exception:
+                logger.exception("could not remove the worktree of merged task %s", job.key)
+
+
+_cleaner: _Cleaner | None = None  # one per merge worker process, made on first use
+
+
+def clean_up_later(settings: Settings, job: MergeJob) -> None:
+    """:func:`clean_up` once the merge worker has a quiet moment."""
+    global _cleaner
+    if _cleaner is None:
+        _cleaner = _Cleaner()
+    _cleaner.last_merge = time.monotonic()
+    _cleaner.jobs.put((settings, job))
+
+
+def note_merge() -> None:
+    """A merge is starting: background removals wait for it."""
+    if _cleaner is not None:
+        _cleaner.last_merge = time.monotonic()
 
 
 def merge_lock(settings: Settings) -> AbstractContextManager[None]:

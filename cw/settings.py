@@ -40,6 +40,7 @@ class Settings:
     max_bounces: int = 3  # 0: conflicts stop at `conflict` instead of going back to the agent
     git_hub: str = ""  # a shared bare repository: workers on other machines meet there
     merge_union: str = ""  # comma-separated globs merged line-wise (e.g. "CHANGELOG.md,*.log")
+    merge_rerere: bool = False  # replay git's recorded conflict resolutions (git rerere)
     claude_binary: str = "claude"
     claude_model: str = ""
     claude_max_turns: int = 0  # 0: the CLI's own limit
@@ -170,6 +171,9 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, raw in values.items():
         kind: Any = type(_FIELDS[name].default)
+        if kind is bool:
+            out[name] = _boolean(name, raw)
+            continue
         try:
             value = kind(raw)
         except (TypeError, ValueError) as exc:
@@ -180,3 +184,16 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
         out[name] = value
     return out
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _boolean(name: str, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    word = str(raw).strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise ConfigError(f"{ENV_PREFIX}{name.upper()}: expected true or false, got {raw!r}")

@@ -47,10 +47,6 @@ _NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 _DIFF_FLAGS = ("--no-ext-diff", "--no-color")
 
 
-#: ``check(merged_worktree, old_sha, new_sha)``: True lets the integration branch advance.
-Check = Callable[[Path, str, str], bool]
-
-
 @dataclass(frozen=True)
 class MergeOutcome:
     """What :func:`merge_branch` did."""
@@ -358,6 +354,33 @@ def _worktree_diff(worktree: Path, base: str, fmt: tuple[str, ...]) -> str:
 # -- merging -----------------------------------------------------------------
 
 
+@dataclass
+class MergedTree:
+    """A merge commit that no branch points at yet; the check decides whether one will.
+
+    ``checkout()`` puts the merged tree in the integration worktree (detached, spotless) for
+    checks that need files on disk; merges that need no such check never touch a worktree.
+    """
+
+    repo: Path
+    old: str  # the integration branch's tip before the merge
+    source: str  # the commit merged in
+    new: str  # the merge commit
+    worktree: Path
+    auto_merged: list[str] | None = None  # paths git merged line by line; None: not known
+    checked_out: bool = False
+
+    def checkout(self) -> Path:
+        _ensure_detached_worktree(self.repo, self.worktree, self.new)
+        _reset_worktree(self.worktree, self.new)
+        self.checked_out = True
+        return self.worktree
+
+
+#: ``check(merged)``: True lets the integration branch advance to ``merged.new``.
+Check = Callable[[MergedTree], bool]
+
+
 def merge_branch(
     repo: Path,
     integration_worktree: Path,
@@ -365,51 +388,107 @@ def merge_branch(
     branch: str,
     message: str,
     check: Check | None = None,
+    *,
+    rerere: bool = False,
 ) -> MergeOutcome:
-    """Merge ``branch`` into ``integration_branch`` inside the detached integration worktree.
+    """Merge ``branch`` into ``integration_branch`` without touching any checkout.
 
-    The caller runs one merge at a time. The branch ref moves only by a
-    compare-and-set, and the user's own checkout is never touched. ``check(worktree, old,
-    new)`` runs on the merged tree before the branch moves; False leaves the branch where it
-    was (``rejected``).
+    ``git merge-tree --write-tree`` merges in the object database and ``commit-tree`` records
+    the result; ``check`` sees it before the branch moves (False leaves the branch where it
+    was: ``rejected``), and the branch ref moves only by a compare-and-set. The caller runs one
+    merge at a time. With ``rerere``, conflicts are merged again in the detached integration
+    worktree with git's recorded resolutions; what they resolve completely counts as merged.
     """
-    old = branch_sha(repo, integration_branch)
-    if old is None:
-        raise GitError(f"integration branch {integration_branch} does not exist")
-    _ensure_detached_worktree(repo, integration_worktree, old)
-    _reset_worktree(integration_worktree, old)
-    if is_ancestor(repo, branch, old):
+    old, source, old_tree = _merge_inputs(repo, integration_branch, branch)
+    flags = ("--write-tree", "--messages", "--name-only", "-z")
+    result = _git(repo, "merge-tree", *flags, old, source, strip=False)
+    if result.status not in (0, 1):
+        raise GitError(_failure(("merge-tree",), result))
+    done = _parse_merge_tree(result.out)
+    if not done.conflicts and done.tree == old_tree and is_ancestor(repo, source, old):
         return MergeOutcome(True, old, [], f"{branch} is already merged into {integration_branch}")
-    result = _merge(integration_worktree, branch, message)
-    if result.status != 0:
-        return _failed_merge(integration_worktree, old, result)
-    new = _run(integration_worktree, "rev-parse", "HEAD")
-    if check is not None and not check(integration_worktree, old, new):
-        _reset_worktree(integration_worktree, old)
-        return MergeOutcome(False, None, [], _output(result), rejected=True)
-    _advance(repo, integration_branch, old, new)
-    logger.info("merged %s into %s: %s", branch, integration_branch, new)
-    return MergeOutcome(True, new, [], _output(result))
+    merged: MergedTree | None = None
+    if not done.conflicts:
+        new = _commit_tree(repo, done.tree, old, source, message)
+        merged = MergedTree(repo, old, source, new, integration_worktree, done.auto_merged)
+    elif rerere:
+        merged = _rerere_merge(repo, integration_worktree, old, source, message)
+    if merged is None:
+        return MergeOutcome(False, None, done.conflicts, done.messages)
+    if check is not None and not check(merged):
+        if merged.checked_out:
+            _reset_worktree(integration_worktree, old)
+        return MergeOutcome(False, None, [], done.messages, rejected=True)
+    _advance(repo, integration_branch, old, merged.new)
+    logger.info("merged %s into %s: %s", branch, integration_branch, merged.new)
+    return MergeOutcome(True, merged.new, [], done.messages)
 
 
-def _merge(worktree: Path, branch: str, message: str) -> _Result:
-    """Run the merge commit itself, as cw, whatever hooks or signing the user set up."""
-    flags = ("--no-ff", "--no-edit", "--no-verify", "--no-verify-signatures")
-    return _git(worktree, *_NO_HOOKS, "merge", *flags, "-m", message, branch, env=_identity())
+def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str, str, str]:
+    """The integration tip, the commit to merge and the tip's tree, in one git call."""
+    ref = f"refs/heads/{integration_branch}"
+    result = _git(repo, "rev-parse", f"{ref}^{{commit}}", f"{branch}^{{commit}}", f"{ref}^{{tree}}")
+    shas = result.out.split()
+    if result.status == 0 and len(shas) == 3:
+        return shas[0], shas[1], shas[2]
+    if branch_sha(repo, integration_branch) is None:
+        raise GitError(f"integration branch {integration_branch} does not exist")
+    raise GitError(f"nothing to merge: {branch} names no commit")
 
 
-def _output(result: _Result) -> str:
-    return "\n".join(part for part in (result.out.strip(), result.err.strip()) if part)
+@dataclass(frozen=True)
+class _TreeMerge:
+    """What ``git merge-tree --write-tree --messages --name-only -z`` reported."""
+
+    tree: str
+    conflicts: list[str]
+    auto_merged: list[str]  # paths both sides changed, merged line by line
+    messages: str
 
 
-def _failed_merge(worktree: Path, old: str, result: _Result) -> MergeOutcome:
-    """Collect the conflicts, put the worktree back at ``old``, and report."""
-    conflicts = _names(_run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
-    _git(worktree, "merge", "--abort")  # fails harmlessly when no merge was started
+def _parse_merge_tree(out: str) -> _TreeMerge:
+    """``<tree> NUL <conflicted path> NUL ... NUL NUL`` then ``<n> <paths> <type> <message>``s."""
+    fields = out.split("\0")
+    end = fields.index("", 1) if "" in fields[1:] else len(fields)
+    conflicts = sorted(set(fields[1:end]))
+    auto_merged: list[str] = []
+    messages: list[str] = []
+    rest = fields[end + 1 :]
+    while len(rest) > 1 and rest[0].isdigit():
+        count = int(rest[0])
+        paths, kind, message = rest[1 : count + 1], rest[count + 1], rest[count + 2]
+        if kind == "Auto-merging":
+            auto_merged += paths
+        messages.append(message.strip())
+        rest = rest[count + 3 :]
+    return _TreeMerge(fields[0].strip(), conflicts, sorted(set(auto_merged)), "\n".join(messages))
+
+
+def _commit_tree(repo: Path, tree: str, old: str, source: str, message: str) -> str:
+    return _run(repo, "commit-tree", tree, "-p", old, "-p", source, "-m", message, env=_identity())
+
+
+def _rerere_merge(
+    repo: Path, worktree: Path, old: str, source: str, message: str
+) -> MergedTree | None:
+    """Merge in the integration worktree with rerere on; None unless it resolved everything."""
+    _ensure_detached_worktree(repo, worktree, old)
     _reset_worktree(worktree, old)
-    if not conflicts:
-        raise GitError(_failure(("merge",), result))
-    return MergeOutcome(False, None, conflicts, _output(result))
+    rerere = ("-c", "rerere.enabled=true", "-c", "rerere.autoUpdate=true")
+    result = _git(worktree, *rerere, *_NO_HOOKS, "merge", "--no-ff", "--no-commit", source,
+                  env=_identity())  # fmt: skip
+    unresolved = _names(_run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    if result.status != 0 and (unresolved or conflict_markers(worktree)):
+        _git(worktree, "merge", "--abort")
+        _reset_worktree(worktree, old)
+        return None
+    tree = _run(worktree, "write-tree")
+    _git(worktree, "merge", "--abort")
+    new = _commit_tree(repo, tree, old, source, message)
+    merged = MergedTree(repo, old, source, new, worktree)
+    merged.checkout()
+    logger.info("rerere resolved every conflict of merging %s", source)
+    return merged
 
 
 def _advance(repo: Path, branch: str, old: str, new: str) -> None:
@@ -469,20 +548,38 @@ def _reset_worktree(worktree: Path, sha: str) -> None:
     _run(worktree, "clean", "-ffdxq")
 
 
-def merge_into_worktree(worktree: Path, commit: str, message: str) -> list[str]:
+def merge_into_worktree(
+    worktree: Path, commit: str, message: str, *, rerere: bool = False
+) -> list[str]:
     """Merge ``commit`` into the worktree's branch (a bounced task catching up).
 
     A clean merge is committed; on conflicts the merge is left in progress, markers in the
-    files, for the agent to resolve; the conflicting paths are returned.
+    files, for the agent to resolve; the conflicting paths are returned. With ``rerere``, git
+    records the conflicts (and replays resolutions it already knows).
     """
-    result = _git(worktree, *_NO_HOOKS, "merge", "--no-ff", "--no-edit", "-m", message, commit,
-                  env=_identity())  # fmt: skip
+    config = ("-c", "rerere.enabled=true") if rerere else ()
+    result = _git(worktree, *config, *_NO_HOOKS, "merge", "--no-ff", "--no-edit", "-m", message,
+                  commit, env=_identity())  # fmt: skip
     if result.status == 0:
         return []
     conflicts = _names(_run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
     if not conflicts:
         raise GitError(_failure(("merge",), result))
     return conflicts
+
+
+#: For an agent's own git commands when the rerere rule is on: its commit of a resolved
+#: conflict records the resolution in the shared ``rr-cache`` for the merge worker to replay.
+RERERE_ENV = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "rerere.enabled",
+    "GIT_CONFIG_VALUE_0": "true",
+}
+
+
+def record_resolutions(worktree: Path) -> None:
+    """Record the conflicts resolved in ``worktree`` (``git rerere``); a no-op without any."""
+    _git(worktree, "-c", "rerere.enabled=true", "rerere")
 
 
 def conflict_markers(worktree: Path) -> list[str]:

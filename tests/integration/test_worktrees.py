@@ -15,6 +15,7 @@ import cw
 from cw import worktrees
 from cw.errors import GitError, NotAGitRepository
 from cw.worktrees import (
+    MergedTree,
     MergeOutcome,
     add_worktree,
     branch_sha,
@@ -336,6 +337,11 @@ def test_diff_needs_exactly_one_of_worktree_or_branch(repo: Path) -> None:
 # -- merging ---------------------------------------------------------------------
 
 
+def on_disk(merged: MergedTree) -> bool:
+    """A check that needs the merged files on disk, as a verify command does."""
+    return merged.checkout().is_dir()
+
+
 def test_a_clean_merge_advances_the_integration_branch_and_leaves_the_user_checkout_alone(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
@@ -354,7 +360,7 @@ def test_a_clean_merge_advances_the_integration_branch_and_leaves_the_user_check
     ]
     assert git(repo, "show", f"{INTEGRATION}:feature.txt") == "feature"
     assert (git(repo, "symbolic-ref", "HEAD"), head_sha(repo), git(repo, "status", "-s")) == before
-    assert git(tmp_path / "integration", "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
+    assert not (tmp_path / "integration").exists(), "no worktree needed without a check"
 
 
 def test_a_conflicting_merge_reports_the_files_and_changes_nothing(
@@ -370,8 +376,7 @@ def test_a_conflicting_merge_reports_the_files_and_changes_nothing(
     assert outcome.conflict_files == ["README.md"]
     assert "CONFLICT" in outcome.output
     assert branch_sha(repo, INTEGRATION) == merged.sha
-    assert not is_dirty(worktree)
-    assert not (git_common_dir(repo) / "worktrees" / "integration" / "MERGE_HEAD").exists()
+    assert not worktree.exists(), "merging needs no worktree unless a check wants the files"
 
 
 def test_merging_an_already_merged_branch_again_is_a_no_op(
@@ -391,12 +396,12 @@ def test_a_crashed_merge_left_in_the_integration_worktree_is_cleaned_before_the_
     first = make_task(repo, tmp_path, "first", {"README.md": "first\n"})
     clash = make_task(repo, tmp_path, "clash", {"README.md": "clash\n"})
     later = make_task(repo, tmp_path, "later", {"later.txt": "later\n"})
-    merge_branch(repo, worktree, INTEGRATION, first, "merge first")
+    merge_branch(repo, worktree, INTEGRATION, first, "merge first", check=on_disk)
     with pytest.raises(subprocess.CalledProcessError):
         git(worktree, "merge", clash)  # a half merge, conflicts in the tree
     (worktree / "junk.txt").write_text("junk\n")
     (git_common_dir(repo) / "worktrees" / "integration" / "index.lock").write_text("")
-    outcome = merge_branch(repo, worktree, INTEGRATION, later, "merge later")
+    outcome = merge_branch(repo, worktree, INTEGRATION, later, "merge later", check=on_disk)
     assert outcome.merged
     assert git(repo, "ls-tree", "--name-only", INTEGRATION).split() == ["README.md", "later.txt"]
     assert git(repo, "show", f"{INTEGRATION}:README.md") == "first"
@@ -410,9 +415,10 @@ def test_a_deleted_integration_worktree_is_recreated(
     worktree = tmp_path / "integration"
     one = make_task(repo, tmp_path, "one", {"one.txt": "1\n"})
     two = make_task(repo, tmp_path, "two", {"two.txt": "2\n"})
-    merge_branch(repo, worktree, INTEGRATION, one, "merge one")
+    merge_branch(repo, worktree, INTEGRATION, one, "merge one", check=on_disk)
     shutil.rmtree(worktree)
-    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two").merged
+    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two", check=on_disk).merged
+    assert (worktree / "two.txt").exists()
     assert git(repo, "ls-tree", "--name-only", INTEGRATION).split() == [
         "README.md",
         "one.txt",
@@ -454,10 +460,10 @@ def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
 ) -> None:
     worktree = tmp_path / "integration"
     one = make_task(repo, tmp_path, "one", {"one.txt": "1\n"})
-    merge_branch(repo, worktree, INTEGRATION, one, "merge one")
+    merge_branch(repo, worktree, INTEGRATION, one, "merge one", check=on_disk)
     git(worktree, "switch", "--quiet", INTEGRATION)  # someone checked the branch out there
     two = make_task(repo, tmp_path, "two", {"two.txt": "2\n"})
-    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two").merged
+    assert merge_branch(repo, worktree, INTEGRATION, two, "merge two", check=on_disk).merged
     assert git(worktree, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"
     git(repo, "switch", "--quiet", INTEGRATION)  # free for the user to check out
 
@@ -488,7 +494,8 @@ def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(
     branch = make_task(repo, tmp_path, "checked", {"new.txt": "x\n"})
     seen: list[Path] = []
 
-    def refuse(tree: Path, old: str, new: str) -> bool:
+    def refuse(merged: MergedTree) -> bool:
+        tree = merged.checkout()
         seen.append(tree)
         return not (tree / "new.txt").exists()
 
@@ -497,3 +504,47 @@ def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(
     assert git(repo, "rev-parse", INTEGRATION) == integration
     assert seen == [tmp_path / "integration"]
     assert not (tmp_path / "integration" / "new.txt").exists(), "worktree reset to the old tip"
+
+
+# -- the rerere rule -----------------------------------------------------------------
+
+
+def test_rerere_replays_a_resolution_an_agent_recorded_and_the_check_still_sees_it(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    ours = make_task(repo, tmp_path, "ours", {"README.md": "ours\n"})
+    worktree = tmp_path / "integration"
+    merge_branch(repo, worktree, INTEGRATION, ours, "merge ours", rerere=True)
+    theirs = make_task(repo, tmp_path, "theirs", {"README.md": "theirs\n"})
+    # Nothing recorded yet: rerere has nothing to replay, the conflict stands.
+    assert merge_branch(repo, worktree, INTEGRATION, theirs, "m", rerere=True).conflict_files == [
+        "README.md"
+    ]
+    # The bounced agent catches up, resolves, and commits with its own git (rerere on).
+    agent_tree = tmp_path / "worktrees" / "theirs"
+    head = git(repo, "rev-parse", INTEGRATION)
+    assert merge_into_worktree(agent_tree, head, "catch up", rerere=True) == ["README.md"]
+    (agent_tree / "README.md").write_text("ours\ntheirs\n")
+    agent_env = {**os.environ, **worktrees.RERERE_ENV}
+    agent_env |= {"GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "a"}
+    agent_env |= {"GIT_COMMITTER_EMAIL": "a@x"}
+    for args in (["add", "README.md"], ["commit", "-q", "--no-edit"]):
+        subprocess.run(["git", *args], cwd=agent_tree, env=agent_env, check=True)
+
+    # Another branch brings the same conflict: the recorded resolution settles it.
+    again = make_task(repo, tmp_path, "again", {"README.md": "theirs\n", "again.txt": "a\n"})
+    assert merge_branch(repo, worktree, INTEGRATION, again, "m").conflict_files == ["README.md"]
+    seen: list[MergedTree] = []
+
+    def check(merged: MergedTree) -> bool:
+        seen.append(merged)
+        return True
+
+    outcome = merge_branch(repo, worktree, INTEGRATION, again, "merge again", check, rerere=True)
+    assert outcome.merged
+    assert git(repo, "show", f"{INTEGRATION}:README.md") == "ours\ntheirs"
+    assert git(repo, "show", f"{INTEGRATION}:again.txt") == "a"
+    parents = git(repo, "log", "-1", "--format=%P", INTEGRATION).split()
+    assert parents == [head, branch_sha(repo, again)]
+    assert seen and seen[0].auto_merged is None, "a replayed resolution is always checked"
+    assert not is_dirty(worktree)
