@@ -12,11 +12,11 @@ the agent workers are stopped and the two sides are timed, in alternating order 
 
 - **cw**: ``cw worker --merge`` drains the N merge jobs. Timed by the database's own clock,
   from the first merge's ``started_at`` (``store.begin_merge``) to the last ``task.done``
-  event. So it counts, per merge, the Celery hand-off, the commit check of the task's
-  worktree, ``worktrees.merge_branch`` (reset of the integration worktree, ``git merge``,
-  compare-and-set of the branch; no verify command is configured, so no check runs), the
-  database writes, ``dispatch_ready`` and the removal of the task's worktree (all but the
-  last one's); it excludes the worker's start-up.
+  event. So it counts, per merge, the Celery hand-off, ``worktrees.merge_branch``
+  (``merge-tree`` + ``commit-tree``, the nothing-dropped check where both sides changed a
+  file, compare-and-set of the branch; no verify command is configured, so no checkout),
+  the database writes and ``dispatch_ready``; it excludes the worker's start-up. Worktree
+  removal runs in the merge worker's background thread once merges pause, so it is not timed.
 - **plain**: a detached worktree of the same repository at the same base commit, then
   ``git merge --no-ff --no-edit <branch>`` for the same branches in the same order (the
   order the merge queue holds them), timed with ``time.monotonic()``.

@@ -33,11 +33,26 @@ def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
     [
         ({"CW_LEASE": "soon"}, "CW_LEASE: expected float, got 'soon'"),
         ({"CW_CONCURRENCY": "0"}, "CW_CONCURRENCY: must be positive"),
+        ({"CW_MERGE_RERERE": "maybe"}, "CW_MERGE_RERERE: expected true or false, got 'maybe'"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize(
+    ("raw", "value"), [("yes", True), ("TRUE", True), ("0", False), ("off", False)]
+)
+def test_switches_read_the_usual_words(tmp_path: Path, raw: str, value: bool) -> None:
+    assert (
+        Settings.load(env={"CW_REPO": str(tmp_path), "CW_MERGE_RERERE": raw}).merge_rerere is value
+    )
+
+
+def test_a_switch_in_the_config_file_is_a_toml_boolean(tmp_path: Path) -> None:
+    write_config(tmp_path, "merge_rerere = true\n")
+    assert Settings.load(env={"CW_REPO": str(tmp_path)}).merge_rerere is True
 
 
 def test_unknown_config_keys_are_errors_not_silently_ignored(tmp_path: Path) -> None:
