@@ -1,0 +1,330 @@
+"""The mirror's directory on disk: reads that never follow links, atomic writes, kept edits.
+
+Every write goes to a temporary file in the same directory and is then swapped in, so an
+editor never sees half a file. Where Linux's ``renameat2(RENAME_EXCHANGE)`` exists the swap is
+one atomic step that hands back whatever was at the path, so a person's save that lands at the
+very moment cw rewrites the file is still caught. cw records a hash of each file it writes
+(``.cw/fsui-state.json``, written before the files), so its own writes are never mistaken for
+a person's, and edits made while no watcher ran are found at the next start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import functools
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cw.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".cw-tmp-"
+REJECTED_MARK = ".rejected-"
+#: An edit larger than this is not read: it is kept aside, unread.
+MAX_EDIT_BYTES = 1024 * 1024
+#: Hashes remembered per file: the last write and the one before (a crash between the state
+#: file and the file itself leaves either on disk).
+_KNOWN_PER_FILE = 2
+_STATE_VERSION = 1
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@dataclass(frozen=True)
+class Found:
+    """What is at a path. ``kind``: missing, file, oversize, link or other (a directory, ...)."""
+
+    kind: str
+    data: bytes = b""
+    size: int = 0
+    source: Path | None = None  # the entry holding it, for moving it aside unread
+    target: str = ""  # where a link points
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+
+MISSING = Found("missing")
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class MirrorDir:
+    """The directory ``root``; ``state_file`` remembers what cw wrote there."""
+
+    def __init__(self, root: Path, state_file: Path, max_bytes: int = MAX_EDIT_BYTES) -> None:
+        self.root = root
+        self.state_file = state_file
+        self.max_bytes = max_bytes
+        self.known: dict[str, list[str]] = {}
+        self._dirty = False
+        self._checked_dirs: set[str] = set()
+        self._counter = 0
+
+    # -- the record of our writes ----------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directory (refusing a link in its place) and load the record."""
+        if self.root.is_symlink():
+            raise ConfigError(f"{self.root} is a symbolic link; cw does not follow links there")
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.root} exists and is not a directory")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._checked_dirs.clear()
+        self.known = _load_state(self.state_file)
+
+    def is_ours(self, rel: str, data: bytes) -> bool:
+        return digest(data) in self.known.get(rel, ())
+
+    def expect(self, rel: str, text: str) -> None:
+        """Remember that cw is about to write ``text`` to ``rel``."""
+        hashes = self.known.setdefault(rel, [])
+        h = digest(text.encode())
+        if hashes and hashes[-1] == h:
+            return
+        hashes.append(h)
+        del hashes[:-_KNOWN_PER_FILE]
+        self._dirty = True
+
+    def forget(self, rel: str) -> None:
+        if self.known.pop(rel, None) is not None:
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        data = json.dumps({"version": _STATE_VERSION, "files": self.known}, sort_keys=True)
+        _atomic_write(self.state_file, data.encode())
+        self._dirty = False
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def relative(self, path: str | os.PathLike[str]) -> str | None:
+        """``path`` under the root as ``a/b.md``; None outside it, or for the root itself."""
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(self.root))
+        except ValueError:
+            return None
+        return rel.as_posix() if rel.parts else None
+
+    def path(self, rel: str) -> Path:
+        return self.root.joinpath(*rel.split("/"))
+
+    @staticmethod
+    def ignored(rel: str) -> bool:
+        """Our temporary files, kept edits, and hidden files (editors' swap files)."""
+        name = rel.rpartition("/")[2]
+        return name.startswith(".") or REJECTED_MARK in name or name.endswith("~")
+
+    def _ensure_parent(self, rel: str) -> None:
+        """Make each directory above ``rel``; a link or a file in the way is moved aside."""
+        parts = rel.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if sub in self._checked_dirs:
+                continue
+            path = self.path(sub)
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                path.mkdir(exist_ok=True)
+                mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                os.rename(path, _aside(path, ""))
+                logger.warning("moved %s aside: a directory of the mirror belongs there", path)
+                path.mkdir()
+            self._checked_dirs.add(sub)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def read(self, rel: str) -> Found:
+        return read_entry(self.path(rel), self.max_bytes)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(self, rel: str, text: str) -> Found | None:
+        """Put ``text`` at ``rel`` atomically; return what was there if cw did not write it."""
+        self._ensure_parent(rel)
+        path = self.path(rel)
+        tmp = self._temp_beside(path)
+        _write_new(tmp, text.encode())
+        self.expect(rel, text)
+        if _exchange(tmp, path):
+            return self._displaced(rel, tmp)
+        before = read_entry(path, self.max_bytes)  # no atomic exchange here: look first
+        os.replace(tmp, path)
+        return None if before.kind == "missing" or self._mine(rel, before) else before
+
+    def _displaced(self, rel: str, tmp: Path) -> Found | None:
+        old = read_entry(tmp, self.max_bytes)
+        if self._mine(rel, old):
+            _remove(tmp)
+            return None
+        if old.is_file:
+            _remove(tmp)  # its bytes are in hand
+        return old
+
+    def _mine(self, rel: str, found: Found) -> bool:
+        return found.is_file and self.is_ours(rel, found.data)
+
+    def _temp_beside(self, path: Path) -> Path:
+        self._counter += 1
+        return path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{self._counter}-{path.name}")
+
+    def remove(self, rel: str) -> None:
+        _remove(self.path(rel))
+        self.forget(rel)
+
+    def keep_aside(self, rel: str, note: str, found: Found) -> Path:
+        """Keep a refused edit beside ``rel`` as ``<name>.rejected-<time>.md``, the note on top.
+
+        A text edit is copied below the note; anything else (binary, too large, a link, a
+        directory) is moved aside unread as ``<name>.rejected-<time>`` and the note names it.
+        """
+        path = self.path(rel)
+        kept = _aside(path, ".md")
+        if found.kind == "file" and _is_text(found.data):
+            _write_new(kept, (note + found.data.decode("utf-8")).encode())
+            return kept
+        raw = _aside(path, "")
+        source = found.source or path
+        if found.kind == "file" and found.source is None:
+            _write_new(raw, found.data)
+        else:
+            try:
+                os.rename(source, raw)
+            except FileNotFoundError:
+                raw = source  # gone meanwhile: the note still says what it was
+        _write_new(kept, f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n".encode())
+        return kept
+
+
+def read_entry(path: Path, max_bytes: int) -> Found:
+    """What is at ``path``, never following a link and never reading more than ``max_bytes``."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return MISSING
+    if stat.S_ISLNK(st.st_mode):
+        return Found("link", source=path, target=_readlink(path))
+    if not stat.S_ISREG(st.st_mode):
+        return Found("other", source=path)
+    if st.st_size > max_bytes:
+        return Found("oversize", size=st.st_size, source=path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return MISSING
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # it became a link meanwhile
+            return Found("link", source=path, target=_readlink(path))
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        return Found("oversize", size=len(data), source=path)
+    return Found("file", data=data, size=len(data))
+
+
+def decode(data: bytes) -> str | None:
+    """The text of an edit, or None when it is binary (NUL bytes) or not UTF-8."""
+    if b"\0" in data:
+        return None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _is_text(data: bytes) -> bool:
+    return decode(data) is not None
+
+
+def _readlink(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return "?"
+
+
+def _aside(path: Path, suffix: str) -> Path:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+    stem = path.name[:-3] if path.name.endswith(".md") else path.name
+    candidate = path.with_name(f"{stem}{REJECTED_MARK}{stamp}{suffix}")
+    n = 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = path.with_name(f"{stem}{REJECTED_MARK}{stamp}-{n}{suffix}")
+    return candidate
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{TEMP_PREFIX}{os.getpid()}-{path.name}")
+    _remove(tmp)
+    _write_new(tmp, data)
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _load_state(path: Path) -> dict[str, list[str]]:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        logger.warning("%s unreadable (%s): every differing file counts as an edit", path, exc)
+        return {}
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, dict):
+        return {}
+    return {str(k): [str(h) for h in v] for k, v in files.items() if isinstance(v, list)}
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+    function: Callable[..., int] | None = getattr(libc, "renameat2", None)
+    return function
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directory entries atomically; False when ``b`` is missing or it is unsupported."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOENT, errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
