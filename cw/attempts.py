@@ -69,6 +69,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         return AttemptResult(outcome="failed", error="unresolved conflicts in " + ", ".join(left),
                              session_id=outcome.session_id, cost_usd=outcome.cost_usd,
                              exited_at=exited_at)  # fmt: skip
+    if settings.merge_rerere and kind == "done":
+        worktrees.record_resolutions(worktree)  # what the agent resolved but did not commit
     head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
     if settings.git_hub:
         # The merge worker may be on another machine: the hub is where it finds the work.
@@ -112,7 +114,9 @@ def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
     message = f"cw: merge {settings.integration_branch} into {ws.key} (sent back by the merge)"
     if worktrees.conflict_markers(worktree):
         return worktrees.conflict_markers(worktree)  # a retried catch-up still in progress
-    return worktrees.merge_into_worktree(worktree, integration_sha(settings), message)
+    return worktrees.merge_into_worktree(
+        worktree, integration_sha(settings), message, rerere=settings.merge_rerere
+    )
 
 
 def _request(
@@ -137,7 +141,11 @@ def _request(
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
         session_cost_usd=ws.agent_cost_usd,
-        env={**_bounce_env(ws.bounce, conflicts), **_answers_env(ws)},
+        env={
+            **_bounce_env(ws.bounce, conflicts),
+            **_answers_env(ws),
+            **(worktrees.RERERE_ENV if settings.merge_rerere else {}),
+        },
     )
 
 

@@ -7,13 +7,14 @@ builds a query.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, func, insert, or_, select, text, update
+from sqlalchemy import Engine, Select, bindparam, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cw import answers, db, names
@@ -285,20 +286,19 @@ class Store:
         with self._write() as s:
             return len(self._promote(s))
 
-    def _promote(self, s: Session) -> list[int]:
-        dep = aliased(Task)
-        unmerged = (
-            select(TaskDependency.task_id)
-            .join(dep, dep.id == TaskDependency.depends_on_id)
-            .where(dep.state != S.DONE)
-        )
-        ids = s.scalars(
-            select(Task.id).where(Task.state == S.PENDING, Task.id.not_in(unmerged))
-        ).all()
+    def _promote(self, s: Session, after: int | None = None) -> list[int]:
+        """pending -> ready where every dependency is done; ``after``: only its dependents."""
+        stmt = _promotable()
+        if after is not None:
+            stmt = stmt.where(Task.id.in_(_dependents_of().params(after=after)))
+        ids = s.scalars(stmt).all()
         return [i for i in ids if self._move(s, i, [S.PENDING], S.READY)]
 
     def claim_ready_tasks(self, limit: int | None = None) -> list[Claim]:
         """Claim ready agent tasks (ready -> queued, next attempt); checkpoints start waiting."""
+        with self._read() as s:  # the common case, nothing ready, takes no write lock
+            if s.scalar(select(Task.id).where(Task.state == S.READY).limit(1)) is None:
+                return []
         with self._write() as s:
             rows = s.execute(
                 select(Task.id, Task.kind)
@@ -853,7 +853,7 @@ class Store:
                 return False
             self._record_merge(s, claim, report, "merged" if report.sha else "conflict")
             if report.sha is not None:
-                self._promote(s)
+                self._promote(s, after=claim.task_id)
             return True
 
     def bounce(
@@ -1264,6 +1264,23 @@ def _option_text(option: Any) -> str:
         label = option.get("name") or option.get("text") or ""
         return f"{option.get('id', '?')}: {label}".strip()
     return str(option)
+
+
+@functools.cache
+def _promotable() -> Select[Any]:
+    """Pending tasks none of whose dependencies is unfinished (built once: aliasing is slow)."""
+    dep = aliased(Task)
+    unmerged = (
+        select(TaskDependency.task_id)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(dep.state != S.DONE)
+    )
+    return select(Task.id).where(Task.state == S.PENDING, Task.id.not_in(unmerged))
+
+
+@functools.cache
+def _dependents_of() -> Select[Any]:
+    return select(TaskDependency.task_id).where(TaskDependency.depends_on_id == bindparam("after"))
 
 
 def _has_bad_dependency(s: Session, task_id: int) -> bool:

@@ -8,7 +8,7 @@ from cw import defaults
 from cw.attempts import run_attempt
 from cw.dispatch import dispatch_ready, send, send_merges
 from cw.errors import LeaseHeld
-from cw.merging import clean_up, merge_attempt, stuck_merges
+from cw.merging import clean_up_later, merge_attempt, stuck_merges
 from cw.notify import notify_new_messages
 from cw.store import Claim
 from workers import app, runtime
@@ -29,11 +29,11 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
 def merge(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
     result = merge_attempt(settings, store, Claim(task_id, attempt))
-    dispatch_ready(store, self.app)
+    dispatch_ready(store, self.app, promote=False)
     if result.bounced is not None:
         send(self.app, [result.bounced])
     if result.merged is not None:
-        clean_up(settings, result.merged)
+        clean_up_later(settings, result.merged)
     notify_new_messages(settings, store)  # checkpoints the dispatch opened, a failed merge's
 
 
