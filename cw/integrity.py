@@ -57,7 +57,6 @@ _GIT_FLAGS = (
 _DIFF_FLAGS = ("--no-color", "--no-ext-diff", "--no-textconv", "--diff-algorithm=histogram", "-M")
 _BINARY_MARKERS = (b"Binary files ", b"GIT binary patch")
 _BINARY_PROBE_BYTES = 8000  # as much as git itself looks at for a NUL byte
-_SUBMODULE_MODE = "160000"
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,9 @@ class _Changes:
 
 @dataclass(frozen=True)
 class _Entry:
-    """A file in a tree: its mode and object id."""
+    """A file in a tree: its object's kind (``blob``; ``commit`` for a submodule) and id."""
 
-    mode: str
+    kind: str
     oid: str
 
 
@@ -100,6 +99,7 @@ class _Merge:
     """The merge being checked: its base and the trees of base and result at the paths."""
 
     repo: Path
+    objects: git.Git  # reads objects through one persistent `git cat-file --batch`
     base: str
     base_tree: dict[str, _Entry]
     result_tree: dict[str, _Entry]
@@ -161,19 +161,21 @@ def _changed_paths(repo: Path, base: str, rev: str) -> dict[str, str | None]:
     return changed
 
 
-def _tree(repo: Path, rev: str, paths: Iterable[str]) -> dict[str, _Entry]:
-    """The entries of ``rev``'s tree at ``paths`` (those it has)."""
-    wanted = sorted(set(paths))
-    if not wanted:
-        return {}
-    out = _run(repo, "ls-tree", "-r", "-z", "--full-tree", rev, "--", *wanted)
+def _tree(objects: git.Git, rev: str, paths: Iterable[str]) -> dict[str, _Entry]:
+    """The entries of ``rev``'s tree at ``paths`` (those it has), via ``cat-file --batch``."""
     entries: dict[str, _Entry] = {}
-    for record in out.split(b"\0"):
-        if record:
-            info, _, name = record.decode(errors="surrogateescape").partition("\t")
-            mode, _kind, oid = info.split()
-            entries[name] = _Entry(mode, oid)
+    for path in sorted(set(paths)):
+        try:
+            oid, kind, _size = objects.get_object_header(f"{rev}:{path}")
+        except ValueError:  # no such path in rev
+            continue
+        entries[path] = _Entry(_text(kind), _text(oid))
     return entries
+
+
+def _text(value: str | bytes) -> str:
+    """GitPython's object headers are typed as text but come as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _side_changes(merge: _Merge, path: str, side: _Side) -> _Changes:
@@ -202,13 +204,13 @@ def _parse_diff(out: bytes) -> _Changes:
     return _Changes(added, removed, binary)
 
 
-def _lines(repo: Path, entry: _Entry | None) -> Counter[bytes] | None:
+def _lines(objects: git.Git, entry: _Entry | None) -> Counter[bytes] | None:
     """The lines of a blob, counted; empty for no file, None when it is binary."""
     if entry is None:
         return Counter()
-    if entry.mode == _SUBMODULE_MODE:
+    if entry.kind != "blob":
         return None
-    data = _run(repo, "cat-file", "blob", entry.oid)
+    data = objects.get_object_data(entry.oid)[3]
     if b"\0" in data[:_BINARY_PROBE_BYTES]:
         return None
     return Counter(data.split(b"\n"))
@@ -264,8 +266,8 @@ def _check_file(merge: _Merge, path: str, sides: tuple[_Side, _Side]) -> list[Dr
     result_path = next((p for p in candidates if p in merge.result_tree), None)
     if result_path is None:
         return _deleted_file(path, sides, changes)
-    base = _lines(merge.repo, merge.base_tree.get(path))
-    result = _lines(merge.repo, merge.result_tree[result_path])
+    base = _lines(merge.objects, merge.base_tree.get(path))
+    result = _lines(merge.objects, merge.result_tree[result_path])
     if base is None or result is None:
         return None
     ours_lost = _shortfall(changes[0], changes[1], base, result)
@@ -294,8 +296,25 @@ def dropped_lines(
         path: (_Side("ours", ours, ours_paths[path]), _Side("theirs", theirs, theirs_paths[path]))
         for path in both
     }
+    if not pairs:
+        return []
     wanted = [p for path, sides in pairs.items() for p in _result_candidates(path, sides)]
-    merge = _Merge(repo, base, _tree(repo, base, both), _tree(repo, result, wanted))
+    objects = git.Git(str(repo))  # one `cat-file --batch` process serves every object read
+    try:
+        merge = _Merge(
+            repo, objects, base, _tree(objects, base, both), _tree(objects, result, wanted)
+        )
+        found, unchecked = _check_files(merge, pairs, limit)
+    finally:
+        objects.clear_cache()
+    if unchecked:
+        logger.warning("not checkable for dropped lines (binary): %s", ", ".join(unchecked))
+    return found[:limit]
+
+
+def _check_files(
+    merge: _Merge, pairs: dict[str, tuple[_Side, _Side]], limit: int
+) -> tuple[list[DroppedLine], list[str]]:
     found: list[DroppedLine] = []
     unchecked: list[str] = []
     for path, sides in pairs.items():
@@ -305,6 +324,4 @@ def dropped_lines(
         found += lost or []
         if len(found) >= limit:
             break
-    if unchecked:
-        logger.warning("not checkable for dropped lines (binary): %s", ", ".join(unchecked))
-    return found[:limit]
+    return found, unchecked
