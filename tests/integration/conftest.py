@@ -19,6 +19,7 @@ from cw.settings import Settings
 from cw.store import Store
 from tests.conftest import CW, Processes, git
 from tests.factories import spec
+from tests.fakes.fake_claude_script import FAKE_CLAUDE, Run, write_scenario
 
 ACTIVE = {"ready", "queued", "running", "merging"}
 FAST = {"CW_LEASE": "3", "CW_HEARTBEAT": "0.5", "CW_AGENT_KILL_GRACE": "2"}
@@ -101,3 +102,16 @@ def district(
     yield make
     for store in stores:
         store.close()
+
+
+def fake_claude_district(
+    district: Callable[..., District], tmp_path: Path, runs: list[Run], **env: str
+) -> District:
+    """A district (no workers yet) whose agents are the fake `claude` following ``runs``;
+    its invocations are logged to ``tmp_path/invocations.jsonl``."""
+    scenario = write_scenario(tmp_path / "scenario.json", runs)
+    return district(
+        {"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(FAKE_CLAUDE), **env},
+        extra={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario),
+               "FAKE_CLAUDE_LOG": str(tmp_path / "invocations.jsonl")},
+    )  # fmt: skip

@@ -30,7 +30,7 @@ from tests.fakes.fake_claude_script import (
     read_jsonl,
     write_scenario,
 )
-from tests.integration.conftest import District
+from tests.integration.conftest import District, fake_claude_district
 
 pytestmark = pytest.mark.redis
 
@@ -42,12 +42,7 @@ def claude_district(
     """Agents are the fake `claude`, following ``runs``; one worker with 3 agent slots."""
 
     def make(runs: list[Run], agents: int = 3) -> District:
-        scenario = write_scenario(tmp_path / "scenario.json", runs)
-        d = district(
-            {"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(FAKE_CLAUDE)},
-            extra={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario),
-                   "FAKE_CLAUDE_LOG": str(tmp_path / "invocations.jsonl")},
-        )  # fmt: skip
+        d = fake_claude_district(district, tmp_path, runs)
         d.start_workers(agents)
         return d
 

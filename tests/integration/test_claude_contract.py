@@ -68,3 +68,44 @@ def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
     results = [e for e in events(d, agent) if e.get("type") == "result"]
     cumulative = float(results[-1]["total_cost_usd"])  # type: ignore[arg-type]
     assert run1["cost_usd"] + run2["cost_usd"] == pytest.approx(cumulative), "no double count"
+
+
+def test_real_claude_cli_questions_wait_and_the_answer_resumes_the_same_session(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    cli = require_claude_cli()
+    question = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
+    with MockAnthropic() as api:
+        d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(cli)})
+        d.env, d.inherit = offline_env(tmp_path / "home", api.url), False
+        worktree = d.settings.worktree_dir / "1-asks"
+        api.queue(Turn([tool("StructuredOutput", status="questions", questions=[question])]))
+        d.start_workers(1)
+        d.submit({"asks": []})
+        assert d.wait_settled(timeout=90) == {"asks": "waiting"}
+        task = d.task("asks")
+        (message,) = task["messages"]  # type: ignore[misc]
+        assert (message["body"], message["options"]) == (
+            "SQLite or Postgres?",
+            ["sqlite", "postgres"],
+        )
+        session = str(task["session_id"])
+
+        api.queue(
+            Turn([tool("Write", file_path=str(worktree / "db.txt"), content="postgres\n")]),
+            Turn([done("chose postgres")]),
+        )
+        said = d.cw("message", "answer", str(message["id"]), "2").stdout
+        assert said.strip() == "cw: task asks resumes its agent's session"
+        assert d.wait_settled(timeout=90) == {"asks": "done"}
+
+    assert git(d.repo, "show", "cw/integration:db.txt") == "postgres"
+    agent = str(d.task("asks")["agent"])
+    inits = [e for e in events(d, agent) if e.get("subtype") == "init"]
+    assert [e["session_id"] for e in inits] == [session, session], "the same conversation"
+    resumed = json.dumps(api.main_requests()[1]["messages"])
+    assert "SQLite or Postgres?" in resumed, "the resumed run replays the question"
+    assert "**Answer:** postgres" in resumed
+    run1, run2 = d.task("asks")["runs"]  # type: ignore[misc]
+    assert (run1["state"], run2["state"]) == ("asked", "succeeded")
+    assert run2["session_id"] == session and run2["summary"] == "chose postgres"
