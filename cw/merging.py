@@ -21,6 +21,7 @@ from cw.errors import GitError, NotFound
 from cw.integrity import DroppedLine, dropped_lines, merge_base
 from cw.locks import file_lock, is_held
 from cw.settings import Settings
+from cw.states import TaskState
 from cw.store import Claim, MergeJob, MergeReport, Store
 from cw.verify import Verdict, run_checks
 
@@ -183,17 +184,19 @@ class _Cleaner:
 
     def __init__(self, quiet: float = 0.5) -> None:
         self.quiet = quiet
-        self.jobs: queue.Queue[tuple[Settings, MergeJob]] = queue.Queue()
+        self.jobs: queue.Queue[tuple[Settings, Store, MergeJob]] = queue.Queue()
         self.last_merge = time.monotonic()
         threading.Thread(target=self._run, name="cw-clean-up", daemon=True).start()
 
     def _run(self) -> None:
         while True:
-            settings, job = self.jobs.get()
+            settings, store, job = self.jobs.get()
             while (wait := self.last_merge + self.quiet - time.monotonic()) > 0:
                 time.sleep(wait)
             try:
-                clean_up(settings, job)
+                # A checkpoint's comments may have sent the task back to its agent meanwhile.
+                if store.task_state(job.task_id) == TaskState.DONE:
+                    clean_up(settings, job)
             except Exception:
                 logger.exception("could not remove the worktree of merged task %s", job.key)
 
@@ -201,13 +204,13 @@ class _Cleaner:
 _cleaner: _Cleaner | None = None  # one per merge worker process, made on first use
 
 
-def clean_up_later(settings: Settings, job: MergeJob) -> None:
+def clean_up_later(settings: Settings, store: Store, job: MergeJob) -> None:
     """:func:`clean_up` once the merge worker has a quiet moment."""
     global _cleaner
     if _cleaner is None:
         _cleaner = _Cleaner()
     _cleaner.last_merge = time.monotonic()
-    _cleaner.jobs.put((settings, job))
+    _cleaner.jobs.put((settings, store, job))
 
 
 def note_merge() -> None:

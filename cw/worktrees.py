@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
@@ -410,6 +411,7 @@ def merge_branch(
     merged: MergedTree | None = None
     if not done.conflicts:
         new = _commit_tree(repo, done.tree, old, source, message)
+        _remember_tip(new, done.tree)
         merged = MergedTree(repo, old, source, new, integration_worktree, done.auto_merged)
     elif rerere:
         merged = _rerere_merge(repo, integration_worktree, old, source, message)
@@ -424,9 +426,23 @@ def merge_branch(
     return MergeOutcome(True, merged.new, [], done.messages)
 
 
+#: Trees of the merge commits this process made: the next merge's tip needs no git call.
+_TIP_TREES: dict[str, str] = {}
+_TIP_TREES_KEPT = 16
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
 def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str, str, str]:
-    """The integration tip, the commit to merge and the tip's tree, in one git call."""
+    """The integration tip, the commit to merge and the tip's tree.
+
+    Read from the loose ref files when the tip is cw's own last merge (the common case of a
+    merge worker draining its queue); otherwise from one ``git rev-parse``.
+    """
     ref = f"refs/heads/{integration_branch}"
+    old = _loose_ref(repo, ref)
+    source = _loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+    if old is not None and source is not None and old in _TIP_TREES:
+        return old, source, _TIP_TREES[old]
     result = _git(repo, "rev-parse", f"{ref}^{{commit}}", f"{branch}^{{commit}}", f"{ref}^{{tree}}")
     shas = result.out.split()
     if result.status == 0 and len(shas) == 3:
@@ -434,6 +450,23 @@ def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str
     if branch_sha(repo, integration_branch) is None:
         raise GitError(f"integration branch {integration_branch} does not exist")
     raise GitError(f"nothing to merge: {branch} names no commit")
+
+
+def _loose_ref(repo: Path, ref: str) -> str | None:
+    """The sha in a loose ref file; None when the ref is packed, symbolic or absent (ask git).
+
+    Git replaces ref files by rename under a lock, so a read never sees half a sha."""
+    try:
+        text = (git_common_dir(repo) / ref).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _SHA.fullmatch(text) else None
+
+
+def _remember_tip(new: str, tree: str) -> None:
+    if len(_TIP_TREES) >= _TIP_TREES_KEPT:
+        _TIP_TREES.clear()
+    _TIP_TREES[new] = tree
 
 
 @dataclass(frozen=True)

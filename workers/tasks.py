@@ -33,7 +33,7 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
     if result.bounced is not None:
         send(self.app, [result.bounced])
     if result.merged is not None:
-        clean_up_later(settings, result.merged)
+        clean_up_later(settings, store, result.merged)
     notify_new_messages(settings, store)  # checkpoints the dispatch opened, a failed merge's
 
 

@@ -53,6 +53,8 @@ def test_the_second_of_two_conflicting_tasks_is_resolved_by_its_agent_and_both_s
     assert [m["state"] for m in merges] == ["conflict", "merged"]  # type: ignore[index]
     assert merges[0]["conflict_files"] == ["shared.txt"]  # type: ignore[index]
     assert d.merged().count(bounced[0]) == 1
+    worktrees = [Path(str(d.task(k)["worktree"])) for k in ("one", "two")]
+    d.wait_for(lambda: not any(w.exists() for w in worktrees), 10, "merged worktrees removed")
 
 
 def test_a_red_verify_never_reaches_the_integration_branch_and_the_fix_does(
