@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from typing import Any
 
 import click
@@ -108,4 +109,14 @@ def budget() -> None:
 
 
 def main() -> None:
-    cli(prog_name="cw")
+    """Run ``cw``; a usage mistake click catches is one line too, like every other error."""
+    try:
+        code = cli.main(prog_name="cw", standalone_mode=False)
+    except click.ClickException as exc:
+        where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else ""
+        click.echo(f"cw: error: {where}{exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("cw: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

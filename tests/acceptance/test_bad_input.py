@@ -1,0 +1,178 @@
+"""Bad input everywhere a user can type or write: one clear line, exit 2, the database unchanged.
+
+Every case runs the real ``cw`` in a subprocess against an initialised repository that already
+holds a plan, and compares a full dump of the database before and after.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CW, GIT_ID
+
+GOOD_PLAN = (
+    "initiative: good\ntasks:\n  - {id: a, prompt: p}\n  - {id: b, prompt: q, depends_on: [a]}\n"
+)
+
+
+def cw(repo: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CW, *args], cwd=repo, capture_output=True, text=True, timeout=60, input=stdin,
+        env=dict(os.environ),
+    )  # fmt: skip
+
+
+def dump(repo: Path) -> str:
+    with sqlite3.connect(repo / ".cw" / "cw.db") as conn:
+        return "\n".join(conn.iterdump())
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Initialised, with a two-task plan stored; no workers, so nothing moves by itself.
+
+    One repository serves every case: each proves it changed nothing, and the config cases put
+    the file back."""
+    path = tmp_path_factory.mktemp("bad-input") / "repo"
+    path.mkdir()
+    for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "first"]):
+        subprocess.run(["git", *args], cwd=path, check=True, env={**os.environ, **GIT_ID})
+    assert cw(path, "init").returncode == 0
+    (path / "good.yaml").write_text(GOOD_PLAN)
+    assert cw(path, "submit", "plan", "good.yaml").returncode == 0, "the good plan is accepted"
+    yield path
+    cw(path, "broker", "stop")
+
+
+def refused(repo: Path, *args: str, stdin: str | None = None) -> str:
+    """Run ``cw args``; assert exit 2, one line on stderr, the database unchanged."""
+    before = dump(repo)
+    result = cw(repo, *args, stdin=stdin)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert dump(repo) == before, "the database changed"
+    return lines[0]
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+
+PLANS: dict[str, tuple[bytes, str]] = {
+    "cycle": (
+        b"initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [b]}\n"
+        b"  - {id: b, prompt: p, depends_on: [a]}\n",
+        "a -> b -> a",
+    ),
+    "self-dependency": (b"initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [a]}\n", "a"),
+    "path-in-id": (b"initiative: x\ntasks:\n  - {id: ../../etc/passwd, prompt: p}\n", "id"),
+    "unicode-id": (
+        "initiative: x\ntasks:\n  - {id: tâche, prompt: p}\n".encode(),
+        "tâche",
+    ),
+    "binary": (bytes(range(256)) * 64, "plan.yaml"),
+    "not-utf8": (b"initiative: x\ntasks:\n  - {id: a, prompt: \xff\xfe}\n", "plan.yaml"),
+    "empty": (b"", "plan.yaml"),
+    "a-list": (b"- a\n- b\n", "plan.yaml"),
+    "no-tasks": (b"initiative: x\ntasks: []\n", "plan.yaml"),
+    "huge": (
+        b"initiative: x\ntasks:\n" + b"  - {id: a, prompt: " + b"x" * (10 * 1024 * 1024) + b"}\n",
+        "plan.yaml",
+    ),
+    "yaml-bomb": (
+        b'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+        b"b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+        b"f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
+        "plan.yaml",
+    ),
+    "python-tag": (b"initiative: !!python/object/apply:os.system ['true']\ntasks: []\n", "plan"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLANS))
+def test_a_bad_plan_is_refused_whole(repo: Path, case: str) -> None:
+    content, mentions = PLANS[case]
+    (repo / "plan.yaml").write_bytes(content)
+    line = refused(repo, "submit", "plan", "plan.yaml")
+    assert line.startswith("cw: error: ")
+    assert mentions in line
+    assert len(line) < 600, "one readable line, not the file echoed back"
+
+
+def test_a_plan_that_is_not_there_or_a_directory_without_plans_is_refused(repo: Path) -> None:
+    assert "nope.yaml" in refused(repo, "submit", "plan", "nope.yaml")
+    (repo / "empty-dir").mkdir()
+    assert "empty-dir" in refused(repo, "submit", "plan", "empty-dir")
+
+
+def test_submitting_the_same_initiative_twice_is_refused(repo: Path) -> None:
+    assert "good" in refused(repo, "submit", "plan", "good.yaml")
+
+
+# -- command-line arguments ---------------------------------------------------------------------
+
+
+ARGUMENTS = {
+    "unknown-command": ["frobnicate"],
+    "unknown-option": ["status", "--colour"],
+    "unknown-task": ["task", "show", "zz"],
+    "task-id-with-path": ["task", "show", "../../etc"],
+    "retry-a-pending-task": ["task", "retry", "b"],
+    "cancel-an-unknown-task": ["task", "cancel", "nope"],
+    "spawn-a-waiting-task": ["agent", "spawn", "--task", "b"],
+    "stop-an-idle-task": ["agent", "stop", "a"],
+    "unknown-agent-logs": ["agent", "logs", "no-such-agent"],
+    "negative-budget": ["budget", "set", "--plan", "01-01", "--", "-5"],
+    "budget-for-nothing": ["budget", "set", "--plan", "nope", "5"],
+    "budget-for-both": ["budget", "set", "--plan", "01-01", "--initiative", "good", "5"],
+    "zero-concurrency": ["worker", "-c", "0"],
+    "message-id-not-a-number": ["message", "show", "abc"],
+    "unknown-message": ["message", "answer", "999", "yes"],
+    "empty-answer": ["message", "answer", "999", " "],
+    "wait-with-a-bad-timeout": ["wait", "--timeout", "soon"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARGUMENTS))
+def test_a_bad_command_line_is_one_line_and_changes_nothing(repo: Path, case: str) -> None:
+    refused(repo, *ARGUMENTS[case])
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+
+CONFIGS = {
+    "broken-toml": ("agent = [\n", "config.toml"),
+    "unknown-key": ('agent_comand = "typo"\n', "agent_comand"),
+    "wrong-type": ('lease = "soon"\n', "CW_LEASE"),
+    "negative": ("lease = -3\n", "CW_LEASE"),
+    "binary": ("\x00\x01\x02", "config.toml"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFIGS))
+def test_a_bad_config_file_stops_every_command_with_one_line(repo: Path, case: str) -> None:
+    text, mentions = CONFIGS[case]
+    config = repo / ".cw" / "config.toml"
+    saved = config.read_text() if config.exists() else None
+    config.write_text(text)
+    try:
+        for args in (["status"], ["task", "list"], ["submit", "plan", "good.yaml"]):
+            assert mentions in refused(repo, *args)
+    finally:
+        config.unlink()
+        if saved is not None:
+            config.write_text(saved)
+
+
+def test_a_bad_environment_variable_is_named(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CW_MAX_BOUNCES", "many")
+    assert "CW_MAX_BOUNCES" in refused(repo, "status")
