@@ -49,6 +49,7 @@ class Found:
     size: int = 0
     source: Path | None = None  # the entry holding it, for moving it aside unread
     target: str = ""  # where a link points
+    mtime: float = 0.0  # when its content last changed
 
     @property
     def is_file(self) -> bool:
@@ -56,6 +57,9 @@ class Found:
 
 
 MISSING = Found("missing")
+#: What :meth:`MirrorDir.write` returns when a person is writing the file that very moment:
+#: it was left alone, to be looked at once it is quiet.
+BUSY = Found("busy")
 
 
 def digest(data: bytes) -> str:
@@ -65,13 +69,19 @@ def digest(data: bytes) -> str:
 class MirrorDir:
     """The directory ``root``; ``state_file`` remembers what cw wrote there."""
 
-    def __init__(self, root: Path, state_file: Path, max_bytes: int = MAX_EDIT_BYTES) -> None:
+    def __init__(
+        self,
+        root: Path,
+        state_file: Path,
+        max_bytes: int = MAX_EDIT_BYTES,
+        quiet_seconds: float = 0.1,
+    ) -> None:
         self.root = root
         self.state_file = state_file
         self.max_bytes = max_bytes
+        self.quiet_seconds = quiet_seconds
         self.known: dict[str, list[str]] = {}
         self._dirty = False
-        self._checked_dirs: set[str] = set()
         self._counter = 0
 
     # -- the record of our writes ----------------------------------------------------------
@@ -83,7 +93,6 @@ class MirrorDir:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        self._checked_dirs.clear()
         self.known = _load_state(self.state_file)
 
     def is_ours(self, rel: str, data: bytes) -> bool:
@@ -130,49 +139,67 @@ class MirrorDir:
         return name.startswith(".") or REJECTED_MARK in name or name.endswith("~")
 
     def _ensure_parent(self, rel: str) -> None:
-        """Make each directory above ``rel``; a link or a file in the way is moved aside."""
-        parts = rel.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if sub in self._checked_dirs:
-                continue
-            path = self.path(sub)
+        """Make each directory above ``rel``; a link or a file in the way is moved aside.
+
+        Checked before every read and write, so nothing is ever read or written through a
+        link a person put in place of one of the mirror's directories.
+        """
+        path = self.root
+        for part in rel.split("/")[:-1]:
+            path = path / part
             try:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
                 path.mkdir(exist_ok=True)
-                mode = os.lstat(path).st_mode
+                continue
             if not stat.S_ISDIR(mode):
                 os.rename(path, _aside(path, ""))
                 logger.warning("moved %s aside: a directory of the mirror belongs there", path)
                 path.mkdir()
-            self._checked_dirs.add(sub)
 
     # -- reading ---------------------------------------------------------------------------
 
     def read(self, rel: str) -> Found:
+        self._ensure_parent(rel)
         return read_entry(self.path(rel), self.max_bytes)
 
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, rel: str, text: str) -> Found | None:
-        """Put ``text`` at ``rel`` atomically; return what was there if cw did not write it."""
+        """Put ``text`` at ``rel`` atomically; return what was there if cw did not write it.
+
+        A file a person changed within ``quiet_seconds`` is being written right now (an editor
+        that writes in place truncates first): it is left as it is and :data:`BUSY` returned.
+        """
         self._ensure_parent(rel)
         path = self.path(rel)
         tmp = self._temp_beside(path)
         _write_new(tmp, text.encode())
         self.expect(rel, text)
         if _exchange(tmp, path):
-            return self._displaced(rel, tmp)
+            return self._displaced(rel, path, tmp)
         before = read_entry(path, self.max_bytes)  # no atomic exchange here: look first
+        if not self._mine(rel, before) and self.busy(before):
+            _remove(tmp)
+            return BUSY
         os.replace(tmp, path)
         return None if before.kind == "missing" or self._mine(rel, before) else before
 
-    def _displaced(self, rel: str, tmp: Path) -> Found | None:
+    def busy(self, found: Found) -> bool:
+        """Whether a person's file changed so recently that they may still be writing it."""
+        recent = time.time() - found.mtime < self.quiet_seconds
+        return found.kind in ("file", "oversize") and recent
+
+    def _displaced(self, rel: str, path: Path, tmp: Path) -> Found | None:
         old = read_entry(tmp, self.max_bytes)
         if self._mine(rel, old):
             _remove(tmp)
             return None
+        if self.busy(old):  # put it back: its writer may still hold it open
+            if not _exchange(tmp, path):
+                os.rename(tmp, path)
+            _remove(tmp)
+            return BUSY
         if old.is_file:
             _remove(tmp)  # its bytes are in hand
         return old
@@ -197,18 +224,18 @@ class MirrorDir:
         path = self.path(rel)
         kept = _aside(path, ".md")
         if found.kind == "file" and _is_text(found.data):
-            _write_new(kept, (note + found.data.decode("utf-8")).encode())
+            _atomic_write(kept, (note + found.data.decode("utf-8")).encode())
             return kept
         raw = _aside(path, "")
         source = found.source or path
         if found.kind == "file" and found.source is None:
-            _write_new(raw, found.data)
+            _atomic_write(raw, found.data)
         else:
             try:
                 os.rename(source, raw)
             except FileNotFoundError:
                 raw = source  # gone meanwhile: the note still says what it was
-        _write_new(kept, f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n".encode())
+        _atomic_write(kept, f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n".encode())
         return kept
 
 
@@ -223,7 +250,7 @@ def read_entry(path: Path, max_bytes: int) -> Found:
     if not stat.S_ISREG(st.st_mode):
         return Found("other", source=path)
     if st.st_size > max_bytes:
-        return Found("oversize", size=st.st_size, source=path)
+        return Found("oversize", size=st.st_size, source=path, mtime=st.st_mtime)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -234,9 +261,10 @@ def read_entry(path: Path, max_bytes: int) -> Found:
         raise
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(max_bytes + 1)
+        mtime = os.fstat(handle.fileno()).st_mtime
     if len(data) > max_bytes:
-        return Found("oversize", size=len(data), source=path)
-    return Found("file", data=data, size=len(data))
+        return Found("oversize", size=len(data), source=path, mtime=mtime)
+    return Found("file", data=data, size=len(data), mtime=mtime)
 
 
 def decode(data: bytes) -> str | None:

@@ -1,0 +1,69 @@
+"""``cw fsui``: the district as files a person can read and edit (docs/file-ui.md)."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+import click
+
+from cw import watcher
+from cw.celeryapp import make_app
+from cw.cli.common import load_settings, open_store
+from cw.dispatch import dispatch_ready
+from cw.settings import Settings
+from cw.store import Store
+
+
+@click.command()
+@click.option("--once", is_flag=True, help="Write the files and apply pending edits, then exit.")
+def fsui(once: bool) -> None:
+    """Mirror tasks, agents and messages as Markdown files, and apply a person's edits."""
+    settings = load_settings().require_initialized()
+    root = watcher.mirror_root(settings)
+    if once:
+        _once(settings)
+        return
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stopper(stop))
+    watcher.run(
+        settings,
+        stop,
+        dispatch=_dispatcher(settings),
+        ready=lambda w: click.echo(f"cw: mirroring into {root} (Ctrl-C to stop)"),
+    )
+    click.echo("cw: fsui stopped")
+
+
+def _once(settings: Settings) -> None:
+    store = open_store(settings)
+    try:
+        w = watcher.Watcher(settings, store, _dispatcher(settings)(store))
+        w.sync_all()
+    finally:
+        store.close()
+    for line in w.tally.applied:
+        click.echo(f"cw: applied {line}")
+    for path in w.tally.kept:
+        click.echo(f"cw: not applied, kept as {path}", err=True)
+    click.echo(f"cw: {w.dir.root}: {w.tally.written} file(s) written")
+
+
+def _dispatcher(settings: Settings) -> Callable[[Store], Callable[[], object]]:
+    """After an answer or a retry: send whatever became ready, like the CLI commands do."""
+
+    def make(store: Store) -> Callable[[], object]:
+        app = make_app(settings)
+        return lambda: dispatch_ready(store, app)
+
+    return make
+
+
+def _stopper(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
+    def handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    return handler
