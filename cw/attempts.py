@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import socket
 import time
 import uuid
@@ -38,6 +39,10 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     if workspace is None:
         logger.info("task %s attempt %s is not ours any more; skipping", *_ids(claim))
         return False
+    if store.worker_shutting_down(worker, since=processes.parent_started_at()):
+        # Started in the instant its worker began shutting down: leave it for the restart.
+        store.finish_attempt(claim, AttemptResult(outcome="interrupted"), settings.agent)
+        return True
     _stop_previous(settings, workspace)
     try:
         result = _run(settings, store, claim, workspace)
@@ -58,11 +63,11 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     adapter = make_adapter(settings)
     outcome = adapter.run(
         _request(settings, ws, worktree, branch, conflicts),
-        tick=lambda pid: store.record_heartbeat(claim, settings.lease, pid),
+        tick=lambda pid: _heartbeat(settings, store, claim, pid),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()
-    kind = _kind(outcome, stop_requested=not outcome.ok and store.stop_requested(claim))
+    kind = _kind(store, claim, outcome)
     left = worktrees.conflict_markers(worktree) if kind == "done" else []
     if left:
         # Never commit conflict markers: the agent has to finish resolving.
@@ -77,6 +82,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         worktrees.push_branch(settings.repo, settings.git_hub, branch, branch)
     if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
+        # An interrupted task keeps its worktree: the restart continues in it at once.
         worktrees.remove_worktree(settings.repo, worktree)
     return AttemptResult(
         outcome=kind,
@@ -96,16 +102,27 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     )
 
 
-def _kind(outcome: AgentOutcome, *, stop_requested: bool) -> str:
-    # A stop request wins over how the agent ended (a signalled CLI exits with an error),
-    # but never over work it finished.
-    if stop_requested:
+def _heartbeat(settings: Settings, store: Store, claim: Claim, pid: int) -> bool:
+    """Extend the lease; False (the agent stops) on a stop request or a worker shutdown."""
+    return store.record_heartbeat(claim, settings.lease, pid) and not store.shutdown_requested(
+        claim
+    )
+
+
+def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
+    """A stop request wins over how the agent ended (a signalled CLI exits with an error), but
+    never over work it finished; a shutdown turns only a failure into an interruption."""
+    if outcome.ok:
+        return "done"
+    if store.stop_requested(claim):
         return "stopped"
-    return outcome.status if outcome.status in ("done", "questions") else "failed"
+    if outcome.status == "questions":
+        return "questions"
+    return "interrupted" if store.shutdown_requested(claim) else "failed"
 
 
 def _commit_message(ws: Workspace, kind: str) -> str:
-    prefix = "cw: WIP (stopped)" if kind == "stopped" else "cw"
+    prefix = f"cw: WIP ({kind})" if kind in ("stopped", "interrupted") else "cw"
     return f"{prefix}: {ws.key}: {ws.name}"
 
 
@@ -182,6 +199,17 @@ def _answers_env(ws: Workspace) -> dict[str, str]:
 def first_session_id(settings: Settings, ws: Workspace) -> str:
     """Deterministic, so a crashed first attempt's session can be found again."""
     return str(uuid.uuid5(SESSION_NAMESPACE, f"{settings.repo}:{ws.task_id}:{ws.agent_name}"))
+
+
+def interrupt_attempts(store: Store, worker: str) -> int:
+    """``worker`` is shutting down: its agents get SIGTERM now (they run on this host) and
+    their attempts end as interrupted, WIP committed; returns how many were running."""
+    groups = store.request_shutdown(worker)
+    for pgid in groups:
+        processes.signal_group(pgid, signal.SIGTERM)
+    if groups:
+        logger.warning("shutting down: interrupting %d agent(s) of %s", len(groups), worker)
+    return len(groups)
 
 
 def _stop_previous(settings: Settings, ws: Workspace) -> None:

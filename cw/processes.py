@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import psutil
+
 logger = logging.getLogger(__name__)
+
+#: prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+PR_SET_CHILD_SUBREAPER = 36
 
 #: Called every ``tick_seconds`` while the child runs; returning False stops the child.
 Tick = Callable[[int], bool]
@@ -123,7 +129,7 @@ def _supervise(
 
 def terminate_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """SIGTERM to the group, then SIGKILL after ``grace`` seconds."""
-    _signal_group(pgid, signal.SIGTERM)
+    signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and group_alive(pgid):
         if proc is not None and proc.poll() is not None and not group_alive(pgid):
@@ -133,7 +139,7 @@ def terminate_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | Non
 
 
 def kill_group(pgid: int) -> None:
-    _signal_group(pgid, signal.SIGKILL)
+    signal_group(pgid, signal.SIGKILL)
 
 
 def group_alive(pgid: int) -> bool:
@@ -144,8 +150,90 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def signal_pid(pid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to one process that may be gone already."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group that may be gone already."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def start_group(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session (its own process group), output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants this process's children (Linux), so none escapes the tree."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants() -> list[psutil.Process]:
+    """Every process below this one, grandchildren included."""
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """SIGKILL those still running (the same processes: psutil checks their start time)."""
+    killed = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                proc.kill()
+                killed.append(proc)
+        except psutil.Error:
+            pass
+    return killed
+
+
+def reap_adopted(keep: Iterable[int]) -> None:
+    """Collect the exit status of adopted orphans that ended (a subreaper's duty); the
+    children in ``keep`` are waited for by their owners."""
+    own = set(keep)
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        if child.pid in own:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+def parent_started_at() -> float:
+    """When this process's parent started (for a Celery pool process: its worker)."""
+    try:
+        return psutil.Process(os.getppid()).create_time()
+    except psutil.Error:
+        return time.time()

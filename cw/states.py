@@ -42,6 +42,10 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
         S.RUNNING,
         S.STOPPED,
     ): "agent worker: a person asked for a stop; WIP committed, worktree removed",
+    (
+        S.RUNNING,
+        S.READY,
+    ): "agent worker: its worker shut down; WIP committed, the session resumes at restart",
     (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
     (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",

@@ -137,6 +137,7 @@ OUTCOMES: dict[str, tuple[TaskState, str]] = {
     "failed": (TaskState.FAILED, "failed"),
     "questions": (TaskState.WAITING, "asked"),
     "stopped": (TaskState.STOPPED, "stopped"),
+    "interrupted": (TaskState.READY, "interrupted"),  # the worker shut down
 }
 
 
@@ -1070,6 +1071,57 @@ class Store:
     def ping(self) -> None:
         with self._read() as s:
             s.execute(text("SELECT 1"))
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def request_shutdown(self, worker: str) -> list[int]:
+        """``worker`` is shutting down: its running attempts are to end as interrupted.
+
+        Each running attempt of the worker gets an ``agent.shutdown_requested`` event, which its
+        heartbeat reads (:meth:`shutdown_requested`); one that starts after this call finds the
+        worker's ``worker.shutting_down`` event (:meth:`worker_shutting_down`). Returns the
+        process groups of their agents, so the caller can signal them at once.
+        """
+        with self._write() as s:
+            self._event(s, "worker.shutting_down", None, None, worker)
+            rows = s.execute(
+                select(AgentRun.task_id, AgentRun.attempt, AgentRun.pid)
+                .join(Task, (Task.id == AgentRun.task_id) & (Task.attempt == AgentRun.attempt))
+                .where(
+                    AgentRun.worker == worker,
+                    AgentRun.state == "running",
+                    Task.state == S.RUNNING,
+                )
+            ).all()
+            for task_id, attempt, _pid in rows:
+                self._event(s, "agent.shutdown_requested", task_id, attempt, worker)
+            return [pid for _task, _attempt, pid in rows if pid]
+
+    def shutdown_requested(self, claim: Claim) -> bool:
+        """True once the worker running this attempt asked it to end (it is shutting down)."""
+        with self._read() as s:
+            found = s.scalar(
+                select(Event.id)
+                .where(
+                    Event.task_id == claim.task_id,
+                    Event.attempt == claim.attempt,
+                    Event.kind == "agent.shutdown_requested",
+                )
+                .limit(1)
+            )
+            return found is not None
+
+    def worker_shutting_down(self, worker: str, since: float) -> bool:
+        """True when ``worker`` began shutting down at ``since`` or later."""
+        with self._read() as s:
+            notes = s.scalars(
+                select(Event.data).where(
+                    Event.kind == "worker.shutting_down",
+                    Event.task_id.is_(None),
+                    Event.at >= since,
+                )
+            ).all()
+            return any(note.get("note") == worker for note in notes)
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:

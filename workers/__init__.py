@@ -12,7 +12,7 @@ from cw.celeryapp import make_app
 from cw.settings import Settings
 from cw.store import Store
 
-app = make_app(lambda: Settings.load(), include=["workers.tasks"])
+app = make_app(lambda: Settings.load(), include=["workers.tasks", "workers.shutdown"])
 
 _runtime: dict[int, tuple[Settings, Store]] = {}
 
