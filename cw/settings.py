@@ -55,6 +55,7 @@ class Settings:
     notify_command: str = ""  # run on every new message, the message as JSON on stdin
     notify_timeout: float = 10.0  # seconds the notify command may take before it is stopped
     fsui_dir: str = defaults.FSUI_DIR  # the file-system UI, relative to the repository
+    flower_port: int = 5555  # Flower (cw flower, cw server) on 127.0.0.1
 
     @property
     def state_dir(self) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cw import __version__
-from cw.errors import CwError
+from cw.errors import CwError, UsageError
 
 
 class LazyGroup(click.Group):
@@ -63,13 +63,28 @@ class LazyGroup(click.Group):
         "broker": "cw.cli.services:broker_group",
         "message": "cw.cli.messages:message",
         "fsui": "cw.cli.fsui:fsui",
+        "server": "cw.cli.server:server",
+        "flower": "cw.cli.services:flower",
     },
+    invoke_without_command=True,
+    no_args_is_help=True,
 )
 @click.version_option(__version__, prog_name="cw")
 @click.option("-v", "--verbose", is_flag=True, help="Log what cw does to stderr.")
-def cli(verbose: bool) -> None:
+@click.option("--server", "server_mode", is_flag=True, help="Run the district: `cw server start`.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, server_mode: bool) -> None:
     """cw (Codewalk District): many coding agents on one repository, merged in order."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+    if not server_mode:
+        if ctx.invoked_subcommand is None:
+            raise click.UsageError("Missing command.")
+        return
+    if ctx.invoked_subcommand is not None:
+        raise UsageError("--server takes no command: use `cw server ...` for more")
+    server = cli.get_command(ctx, "server")
+    assert isinstance(server, click.Group)
+    ctx.invoke(server.commands["start"])
 
 
 @click.group(

@@ -1,17 +1,19 @@
-"""Long-running processes: agent and merge workers, beat, the embedded broker."""
+"""Long-running processes: agent and merge workers, beat, Flower, the embedded broker."""
 
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from typing import NoReturn
 
 import click
 
-from cw import broker, defaults
+from cw import broker, defaults, monitoring
 from cw.celeryapp import make_app
 from cw.cli.common import load_settings
 from cw.dispatch import send_merges
+from cw.errors import UsageError
 from cw.merging import stuck_merges
 from cw.settings import Settings
 from cw.store import Store
@@ -81,6 +83,40 @@ def beat(loglevel: str) -> NoReturn:
     _exec(argv, settings)
 
 
+@click.command()
+@click.option("--show-credentials", is_flag=True, help="Print user:password and exit.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="Port on 127.0.0.1 (default: settings.flower_port).")  # fmt: skip
+def flower(show_credentials: bool, port: int | None) -> None:
+    """Start Flower (Celery monitoring) on 127.0.0.1, behind a generated password."""
+    settings = load_settings().require_initialized()
+    user, password = monitoring.flower_credentials(settings)
+    if show_credentials:
+        click.echo(f"{user}:{password}")
+        return
+    port = port or settings.flower_port
+    _check_port_free(port)
+    broker.broker_url(settings)
+    argv = [sys.executable, "-m", "celery", "-A", "workers", "flower",
+            "--address=127.0.0.1", f"--port={port}"]  # fmt: skip
+    # In .cw/: Flower reads ./flowerconfig.py, never the repository's. The password goes in
+    # the environment, not on a command line anyone can read with ps.
+    os.chdir(settings.state_dir)
+    _exec(argv, settings, {"FLOWER_BASIC_AUTH": f"{user}:{password}"})
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UsageError(
+                f"port {port} on 127.0.0.1 is taken ({exc.strerror}): set CW_FLOWER_PORT "
+                "or pass --port"
+            ) from exc
+
+
 def _recover_merges(settings: Settings) -> None:
     """A merge worker that died half-way left its merge begun: send it again."""
     store = Store.open(settings.db_url)
@@ -90,8 +126,8 @@ def _recover_merges(settings: Settings) -> None:
         click.echo(f"cw: re-sent {resent} merge(s) a previous merge worker left unfinished")
 
 
-def _exec(argv: list[str], settings: Settings) -> NoReturn:
-    env = {**os.environ, **settings.child_env()}
+def _exec(argv: list[str], settings: Settings, extra: dict[str, str] | None = None) -> NoReturn:
+    env = {**os.environ, **settings.child_env(), **(extra or {})}
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(argv[0], argv, env)

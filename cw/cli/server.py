@@ -1,0 +1,112 @@
+"""``cw server``: the whole district in one command, in the foreground or detached."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from cw import server as district
+from cw.cli.common import emit_json, load_settings
+
+F = Callable[..., Any]
+
+
+_START_OPTIONS = (
+    click.option(
+        "-d", "--detach", is_flag=True, help="Run in the background; log to .cw/logs/server.log."
+    ),
+    click.option(
+        "-w",
+        "--workers",
+        type=click.IntRange(1, 256),
+        default=None,
+        help="Agent processes (default: settings.concurrency).",
+    ),
+    click.option("--no-flower", is_flag=True, help="Without Flower."),
+    click.option("--no-fsui", is_flag=True, help="Without the file-system UI watcher."),
+)
+
+
+def _start_options(command: F) -> F:
+    for option in reversed(_START_OPTIONS):
+        command = option(command)
+    return command
+
+
+@click.group(invoke_without_command=True)
+@_start_options
+@click.pass_context
+def server(ctx: click.Context, /, **options: Any) -> None:
+    """Run the district: workers, merge worker, beat, watcher, Flower (`cw server` = start)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(start, **options)
+
+
+@server.command()
+@_start_options
+def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool) -> None:
+    """Start everything; SIGTERM or Ctrl-C stops it cleanly (twice: at once)."""
+    settings = load_settings().require_initialized()
+    options = district.ServerOptions(workers=workers, flower=not no_flower, fsui=not no_fsui)
+    if detach:
+        pid = district.start_detached(settings, options)
+        click.echo(
+            f"cw: server started (pid {pid}); `cw server status`, `cw server stop`; "
+            f"log: {settings.log_dir / district.LOG_FILE}"
+        )
+        return
+    _log_to_stderr()
+    sys.exit(district.serve(settings, options))
+
+
+@server.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json: bool) -> None:
+    """Is the server running, and is each part of it healthy? Exit 1 if not."""
+    report = district.health(load_settings().require_initialized())
+    if as_json:
+        emit_json(report)
+    else:
+        _render(report)
+    if not report["healthy"]:
+        sys.exit(1)
+
+
+@server.command()
+@click.option("--timeout", type=float, default=900.0, show_default=True,
+              help="Seconds to wait for it to stop.")  # fmt: skip
+@click.option("--force", is_flag=True, help="Signal twice: kill every child now.")
+def stop(timeout: float, force: bool) -> None:
+    """Stop the running server: agents interrupted (their work committed), children stopped."""
+    pid = district.stop_server(load_settings().require_initialized(), timeout=timeout, force=force)
+    click.echo("cw: no server was running" if pid is None else f"cw: server (pid {pid}) stopped")
+
+
+def _render(report: dict[str, Any]) -> None:
+    if not report["running"]:
+        click.echo("server: not running")
+    else:
+        click.echo(f"server: running (pid {report['pid']})")
+    for name, child in report["children"].items():
+        alive = "alive" if child["alive"] else "DEAD"
+        click.echo(f"  {name:<8} pid {child['pid']:<8} {alive:<6} log: {child['log']}")
+    click.echo(f"broker: {'reachable' if report['broker'] else 'NOT reachable'}")
+    click.echo(f"database: {'reachable' if report['database'] else 'NOT reachable'}")
+    if report["flower"]:
+        click.echo(
+            f"flower: {report['flower']} (credentials: {report['flower_credentials']}, "
+            "or `cw flower --show-credentials`)"
+        )
+
+
+def _log_to_stderr() -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s cw server: %(message)s", "%H:%M:%S"))
+    log = logging.getLogger(district.__name__)
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False

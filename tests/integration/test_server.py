@@ -1,0 +1,312 @@
+"""`cw server`: the whole district in one process tree, stopped cleanly and resumed.
+
+Real everything: the `cw server` command in a subprocess with its embedded broker, real Celery
+workers, the command adapter running shell agents in real worktrees.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from cw import attempts
+from cw.settings import Settings
+from cw.store import AttemptResult, Claim, Store
+from tests.conftest import CW, Processes, git
+from tests.factories import spec
+from tests.fakes.fake_claude_script import FAKE_CLAUDE, Done, Run, Sleep, Write, read_jsonl
+from tests.fakes.fake_claude_script import write_scenario as write_claude_scenario
+from tests.integration.conftest import FAST
+
+#: Each attempt appends its number to a file of its own; while the flag file exists the agent
+#: works "for a long time" (and is interrupted), otherwise it finishes at once.
+AGENT = (
+    'echo "$CW_ATTEMPT" >> "attempts-$CW_TASK_KEY.txt"; '
+    'while [ -e "$SLOW_FLAG" ]; do sleep 0.2; done; echo done > "out-$CW_TASK_KEY.txt"'
+)
+#: An agent that ignores SIGTERM: only a forced stop ends it quickly.
+STUBBORN = "trap '' TERM; sleep 120"
+SHUTDOWN_BOUND_SECONDS = 45.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Server:
+    repo: Path
+    env: dict[str, str]
+    processes: Processes
+    store: Store
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        self.proc = self.processes.start([*CW, "server", *args], self.repo, self.env, "server")
+        self.wait_for(lambda: self.status()["healthy"], 60, "a healthy server")
+        return self.proc
+
+    def cw(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CW, *args], cwd=self.repo, env=self.env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+
+    def status(self) -> dict[str, object]:
+        result = self.cw("server", "status", "--json")
+        report: dict[str, object] = json.loads(result.stdout)
+        assert result.returncode == (0 if report["healthy"] else 1), result.stderr
+        return report
+
+    def tree(self) -> list[psutil.Process]:
+        """The server and every process below it, taken now."""
+        assert self.proc is not None
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    def terminate(self) -> float:
+        """SIGTERM to the server; wait for it to exit; the seconds it took."""
+        assert self.proc is not None
+        started = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        assert self.proc.wait(timeout=SHUTDOWN_BOUND_SECONDS) == 0
+        return time.monotonic() - started
+
+    def states(self) -> dict[str, str]:
+        return {t["key"]: t["state"].value for t in self.store.task_rows()}
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}: {self.states()}")
+            time.sleep(0.1)
+
+
+def alive(procs: list[psutil.Process]) -> list[str]:
+    left = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{proc.pid} {' '.join(proc.cmdline())[:80]}")
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+@pytest.fixture
+def server(
+    make_repo: Callable[[str], Path], processes: Processes, tmp_path: Path
+) -> Iterator[Callable[..., Server]]:
+    """An initialised repository with the embedded broker; ``server(agent_command, **CW_*)``."""
+    made: list[Server] = []
+
+    def make(command: str = AGENT, **settings: str) -> Server:
+        repo = make_repo("repo")
+        flag = tmp_path / "slow"
+        flag.touch()
+        env = {**os.environ, **FAST, "CW_REPO": str(repo), "CW_AGENT_COMMAND": command,
+               "CW_FLOWER_PORT": str(free_port()), "SLOW_FLAG": str(flag), **settings}  # fmt: skip
+        subprocess.run([*CW, "init"], cwd=repo, env=env, check=True, capture_output=True)
+        store = Store.open(Settings.load(env=env).db_url)
+        made.append(Server(repo, env, processes, store))
+        return made[-1]
+
+    yield make
+    leftovers = [p for each in made if each.proc and each.proc.poll() is None for p in each.tree()]
+    processes.stop_all()
+    for proc in leftovers:
+        if proc.is_running():
+            proc.kill()
+    for each in made:
+        each.cw("broker", "stop")
+        each.store.close()
+
+
+def integration_subjects(repo: Path) -> list[str]:
+    return git(repo, "log", "--first-parent", "--format=%s", "cw/integration").splitlines()
+
+
+def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_done(
+    server: Callable[..., Server], tmp_path: Path
+) -> None:
+    srv = server()
+    srv.store.submit(spec({"a": [], "b": [], "c": ["a", "b"]}))
+    srv.start("--workers", "2")  # dispatches the ready tasks itself
+    srv.wait_for(lambda: _both_agents_run(srv), 60, "a and b running")
+    tree = srv.tree()
+    names = {" ".join(p.cmdline()) for p in tree}
+    for part in ("-Q merge", "-Q agents", "beat", "cw fsui", "flower", "redis-server", "sleep"):
+        assert any(part in n for n in names), f"{part} is not in the server's tree"
+
+    seconds = srv.terminate()
+
+    assert alive(tree) == [], "every process the server started is gone"
+    assert not (srv.repo / ".cw" / "server.pid").exists()
+    assert srv.cw("server", "status").returncode == 1
+    for key in ("a", "b"):
+        detail = srv.store.task_detail(srv.store.find_task_id(key))
+        assert detail["state"].value in ("ready", "queued"), "resumable, by itself"
+        assert {r["attempt"]: r["state"] for r in detail["runs"]}[1] == "interrupted"
+        branch = str(detail["branch"])
+        assert git(srv.repo, "log", "-1", "--format=%s", branch).startswith(
+            f"cw: WIP (interrupted): {key}"
+        )
+        assert git(srv.repo, "show", f"{branch}:attempts-{key}.txt") == "1"
+    assert srv.states()["c"] == "pending"
+
+    (tmp_path / "slow").unlink()  # the resumed agents finish at once
+    restarted = time.monotonic()
+    srv.start("--workers", "2")
+    srv.wait_for(lambda: srv.states()["c"] != "pending", 60, "a and b merged")
+    resumed = time.monotonic() - restarted
+    srv.wait_for(lambda: set(srv.states().values()) == {"done"}, 60, "the plan done")
+    recovered = time.monotonic() - restarted
+    for key in ("a", "b"):
+        assert git(srv.repo, "show", f"cw/integration:attempts-{key}.txt") == "1\n2"
+    assert git(srv.repo, "show", "cw/integration:attempts-c.txt") == "1"
+    merges = [s for s in integration_subjects(srv.repo) if s.startswith("cw: merge")]
+    assert sorted(merges) == ["cw: merge a: task a", "cw: merge b: task b", "cw: merge c: task c"]
+    srv.terminate()
+    print(
+        f"shutdown {seconds:.1f} s; restart to a, b merged {resumed:.1f} s, to plan done "
+        f"{recovered:.1f} s"
+    )
+
+
+def test_a_claude_agent_interrupted_by_a_shutdown_resumes_its_session_after_the_restart(
+    server: Callable[..., Server], tmp_path: Path
+) -> None:
+    scenario = write_claude_scenario(tmp_path / "scenario.json", [
+        Run([Write("part1.txt", "one\n"), Sleep(60)], Done("never"), attempt=1),
+        Run([Write("part2.txt", "two\n")], Done("finished"), attempt=2),
+    ])  # fmt: skip
+    log = tmp_path / "invocations.jsonl"
+    srv = server(CW_AGENT="claude", CW_CLAUDE_BINARY=str(FAKE_CLAUDE), HOME=str(tmp_path / "home"),
+                 FAKE_CLAUDE_SCENARIO=str(scenario), FAKE_CLAUDE_LOG=str(log))  # fmt: skip
+    srv.store.submit(spec({"a": []}))
+    srv.start("--no-flower", "--no-fsui")
+    task_id = srv.store.find_task_id("a")
+    wip = srv.repo / ".cw" / "worktrees" / f"{task_id}-a" / "part1.txt"
+    srv.wait_for(wip.exists, 60, "the agent's first file")
+    srv.terminate()
+
+    detail = srv.store.task_detail(task_id)
+    assert detail["state"].value in ("ready", "queued")
+    assert git(srv.repo, "show", f"{detail['branch']}:part1.txt") == "one"
+    session = detail["session_id"]
+    assert session, "the session was recorded before the agent was interrupted"
+
+    srv.start("--no-flower", "--no-fsui")
+    srv.wait_for(lambda: srv.states() == {"a": "done"}, 60, "a done")
+    first, second = (call["argv"] for call in read_jsonl(log))
+    assert isinstance(first, list) and isinstance(second, list)
+    assert first[first.index("--session-id") + 1] == session
+    assert second[second.index("--resume") + 1] == session
+    for path in ("part1.txt", "part2.txt"):
+        git(srv.repo, "cat-file", "-e", f"cw/integration:{path}")
+    srv.terminate()
+
+
+def _both_agents_run(srv: Server) -> bool:
+    states = srv.states()
+    if (states["a"], states["b"]) != ("running", "running"):
+        return False
+    return all(r["pid"] for r in srv.store.agent_rows() if r["task"] in ("a", "b"))
+
+
+def test_a_second_server_refuses_in_one_line_and_status_reports_each_part(
+    server: Callable[..., Server],
+) -> None:
+    srv = server()
+    srv.start("--no-flower")
+    report = srv.status()
+    assert report["running"] and report["broker"] and report["database"]
+    children = report["children"]
+    assert isinstance(children, dict)
+    assert sorted(children) == ["agents", "beat", "fsui", "merge"]
+    assert all(c["alive"] for c in children.values())
+
+    for argv in (["server", "start"], ["--server"], ["server", "--detach"]):
+        second = srv.cw(*argv)
+        assert second.returncode == 2, argv
+        assert second.stderr.count("\n") == 1, second.stderr
+        assert second.stderr.startswith("cw: error: a server already runs for this district")
+    assert srv.proc is not None and srv.status()["pid"] == srv.proc.pid
+
+    stopped = srv.cw("server", "stop")
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    assert srv.proc is not None and srv.proc.wait(timeout=5) == 0
+    after = srv.cw("server", "status", "--json")
+    assert after.returncode == 1
+    assert json.loads(after.stdout)["running"] is False
+
+
+def test_a_second_sigterm_during_a_slow_shutdown_forces_it(
+    server: Callable[..., Server],
+) -> None:
+    srv = server(STUBBORN, CW_AGENT_KILL_GRACE="60")
+    srv.store.submit(spec({"a": []}))
+    srv.start("--no-flower", "--no-fsui")
+    srv.wait_for(lambda: srv.states()["a"] == "running", 60, "a running")
+    srv.wait_for(lambda: bool(srv.store.agent_rows()[0]["pid"]), 10, "the agent's pid")
+    tree = srv.tree()
+    assert srv.proc is not None
+    srv.proc.send_signal(signal.SIGTERM)
+    time.sleep(2)
+    assert srv.proc.poll() is None, "the agent ignores SIGTERM: a graceful stop takes a minute"
+    started = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(timeout=15) == 1, "a forced shutdown says so"
+    assert time.monotonic() - started < 10
+    assert alive(tree) == []
+    assert not (srv.repo / ".cw" / "server.pid").exists()
+
+
+def test_the_detached_server_runs_in_its_own_session_and_stops_on_request(
+    server: Callable[..., Server],
+) -> None:
+    srv = server()
+    started = srv.cw("server", "start", "--detach", "--no-flower", "--no-fsui")
+    assert started.returncode == 0, started.stderr
+    report = srv.status()
+    pid = report["pid"]
+    assert isinstance(pid, int) and os.getsid(pid) == pid
+    tree = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    assert srv.cw("server", "stop").returncode == 0
+    assert alive(tree) == []
+    log = (srv.repo / ".cw" / "logs" / "server.log").read_text()
+    assert "stopped (clean)" in log
+
+
+def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
+    make_repo: Callable[[str], Path],
+) -> None:
+    repo = make_repo("repo")
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+    settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "sleep 60"})
+    store = Store.open(settings.db_url)
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    worker = f"cw-agents-{os.getpid()}@host"
+    assert attempts.interrupt_attempts(store, worker) == 0, "nothing of it runs yet"
+    started = time.monotonic()
+    assert attempts.run_attempt(settings, store, claim, worker=worker)
+    assert time.monotonic() - started < 5
+    assert store.task_state(claim.task_id).value == "ready"
+    again = store.claim_ready_tasks()
+    assert again == [Claim(claim.task_id, claim.attempt + 1)]
+    store.start_attempt(again[0], worker="another@host", host="h", lease_seconds=30)
+    assert not store.shutdown_requested(again[0])
+    store.finish_attempt(again[0], AttemptResult(outcome="done"), "command")
+    store.close()
