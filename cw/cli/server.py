@@ -11,6 +11,7 @@ import click
 
 from cw import server as district
 from cw.cli.common import emit_json, load_settings
+from cw.errors import UsageError
 
 F = Callable[..., Any]
 
@@ -44,6 +45,11 @@ def server(ctx: click.Context, /, **options: Any) -> None:
     """Run the district: workers, merge worker, beat, watcher, Flower (`cw server` = start)."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(start, **options)
+    elif any(options.values()):
+        raise UsageError(
+            f"--detach, --workers, --no-flower and --no-fsui go with `cw server [start]`, "
+            f"not with `cw server {ctx.invoked_subcommand}`"
+        )
 
 
 @server.command()

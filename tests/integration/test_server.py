@@ -243,6 +243,8 @@ def test_a_second_server_refuses_in_one_line_and_status_reports_each_part(
         assert second.stderr.count("\n") == 1, second.stderr
         assert second.stderr.startswith("cw: error: a server already runs for this district")
     assert srv.proc is not None and srv.status()["pid"] == srv.proc.pid
+    misplaced = srv.cw("server", "--detach", "status")
+    assert misplaced.returncode == 2 and "go with `cw server [start]`" in misplaced.stderr
 
     stopped = srv.cw("server", "stop")
     assert stopped.returncode == 0 and "stopped" in stopped.stdout
