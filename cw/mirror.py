@@ -22,7 +22,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from cw.snapshot import AgentRow, MessageRow, Overview, TaskRow
@@ -174,7 +174,7 @@ def normal(text: str) -> str:
 
 def revision(row: Any) -> str:
     """A short hash of a row's rendered fields: it changes whenever the database side does."""
-    return _digest(json.dumps(asdict(row), sort_keys=True, default=str, ensure_ascii=False))
+    return _digest(json.dumps(vars(row), sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _digest(text: str) -> str:

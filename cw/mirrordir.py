@@ -2,10 +2,12 @@
 
 Every write goes to a temporary file in the same directory and is then swapped in, so an
 editor never sees half a file. Where Linux's ``renameat2(RENAME_EXCHANGE)`` exists the swap is
-one atomic step that hands back whatever was at the path, so a person's save that lands at the
-very moment cw rewrites the file is still caught. cw records a hash of each file it writes
-(``.cw/fsui-state.json``, written before the files), so its own writes are never mistaken for
-a person's, and edits made while no watcher ran are found at the next start.
+one atomic step that hands back whatever was at the path: a person's save that landed at that
+very moment is swapped back in place, untouched, for the caller to read once it is quiet.
+
+cw records a hash of each file it writes (``.cw/fsui-state.json``, written before the files),
+so its own writes are never mistaken for a person's, and edits made while no watcher ran are
+found at the next start.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ class Found:
     size: int = 0
     source: Path | None = None  # the entry holding it, for moving it aside unread
     target: str = ""  # where a link points
-    mtime: float = 0.0  # when its content last changed
 
     @property
     def is_file(self) -> bool:
@@ -57,9 +58,6 @@ class Found:
 
 
 MISSING = Found("missing")
-#: What :meth:`MirrorDir.write` returns when a person is writing the file that very moment:
-#: it was left alone, to be looked at once it is quiet.
-BUSY = Found("busy")
 
 
 def digest(data: bytes) -> str:
@@ -74,12 +72,10 @@ class MirrorDir:
         root: Path,
         state_file: Path,
         max_bytes: int = MAX_EDIT_BYTES,
-        quiet_seconds: float = 0.1,
     ) -> None:
         self.root = root
         self.state_file = state_file
         self.max_bytes = max_bytes
-        self.quiet_seconds = quiet_seconds
         self.known: dict[str, list[str]] = {}
         self._dirty = False
         self._counter = 0
@@ -97,6 +93,11 @@ class MirrorDir:
 
     def is_ours(self, rel: str, data: bytes) -> bool:
         return digest(data) in self.known.get(rel, ())
+
+    def is_latest(self, rel: str, data: bytes) -> bool:
+        """Whether ``data`` is what cw wrote to ``rel`` last."""
+        hashes = self.known.get(rel, [])
+        return bool(hashes) and hashes[-1] == digest(data)
 
     def expect(self, rel: str, text: str) -> None:
         """Remember that cw is about to write ``text`` to ``rel``."""
@@ -144,18 +145,18 @@ class MirrorDir:
         Checked before every read and write, so nothing is ever read or written through a
         link a person put in place of one of the mirror's directories.
         """
-        path = self.root
+        path = os.fspath(self.root)  # plain strings: this runs for every file
         for part in rel.split("/")[:-1]:
-            path = path / part
+            path = f"{path}/{part}"
             try:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
-                path.mkdir(exist_ok=True)
+                os.makedirs(path, exist_ok=True)
                 continue
             if not stat.S_ISDIR(mode):
-                os.rename(path, _aside(path, ""))
+                os.rename(path, _aside(Path(path), ""))
                 logger.warning("moved %s aside: a directory of the mirror belongs there", path)
-                path.mkdir()
+                os.mkdir(path)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -165,11 +166,12 @@ class MirrorDir:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def write(self, rel: str, text: str) -> Found | None:
-        """Put ``text`` at ``rel`` atomically; return what was there if cw did not write it.
+    def write(self, rel: str, text: str, handled: bytes | None = None) -> bool:
+        """Put ``text`` at ``rel`` atomically, unless a person changed the file meanwhile.
 
-        A file a person changed within ``quiet_seconds`` is being written right now (an editor
-        that writes in place truncates first): it is left as it is and :data:`BUSY` returned.
+        What may be replaced: nothing, a file cw wrote, or ``handled`` (an edit already dealt
+        with). Anything else is a person's change that arrived after the caller looked (maybe
+        still being written in place): it is left where it is and False returned.
         """
         self._ensure_parent(rel)
         path = self.path(rel)
@@ -177,35 +179,23 @@ class MirrorDir:
         _write_new(tmp, text.encode())
         self.expect(rel, text)
         if _exchange(tmp, path):
-            return self._displaced(rel, path, tmp)
-        before = read_entry(path, self.max_bytes)  # no atomic exchange here: look first
-        if not self._mine(rel, before) and self.busy(before):
-            _remove(tmp)
-            return BUSY
-        os.replace(tmp, path)
-        return None if before.kind == "missing" or self._mine(rel, before) else before
-
-    def busy(self, found: Found) -> bool:
-        """Whether a person's file changed so recently that they may still be writing it."""
-        recent = time.time() - found.mtime < self.quiet_seconds
-        return found.kind in ("file", "oversize") and recent
-
-    def _displaced(self, rel: str, path: Path, tmp: Path) -> Found | None:
-        old = read_entry(tmp, self.max_bytes)
-        if self._mine(rel, old):
-            _remove(tmp)
-            return None
-        if self.busy(old):  # put it back: its writer may still hold it open
-            if not _exchange(tmp, path):
+            old = read_entry(tmp, self.max_bytes)
+            if self._replaceable(rel, old, handled):
+                _remove(tmp)
+                return True
+            if not _exchange(tmp, path):  # put it back; its writer may still hold it open
                 os.rename(tmp, path)
             _remove(tmp)
-            return BUSY
-        if old.is_file:
-            _remove(tmp)  # its bytes are in hand
-        return old
+            return False
+        before = read_entry(path, self.max_bytes)  # no atomic exchange here: look first
+        if before.kind != "missing" and not self._replaceable(rel, before, handled):
+            _remove(tmp)
+            return False
+        os.replace(tmp, path)
+        return True
 
-    def _mine(self, rel: str, found: Found) -> bool:
-        return found.is_file and self.is_ours(rel, found.data)
+    def _replaceable(self, rel: str, found: Found, handled: bytes | None) -> bool:
+        return found.is_file and (self.is_ours(rel, found.data) or found.data == handled)
 
     def _temp_beside(self, path: Path) -> Path:
         self._counter += 1
@@ -250,7 +240,7 @@ def read_entry(path: Path, max_bytes: int) -> Found:
     if not stat.S_ISREG(st.st_mode):
         return Found("other", source=path)
     if st.st_size > max_bytes:
-        return Found("oversize", size=st.st_size, source=path, mtime=st.st_mtime)
+        return Found("oversize", size=st.st_size, source=path)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
@@ -261,10 +251,9 @@ def read_entry(path: Path, max_bytes: int) -> Found:
         raise
     with os.fdopen(fd, "rb") as handle:
         data = handle.read(max_bytes + 1)
-        mtime = os.fstat(handle.fileno()).st_mtime
     if len(data) > max_bytes:
-        return Found("oversize", size=len(data), source=path, mtime=mtime)
-    return Found("file", data=data, size=len(data), mtime=mtime)
+        return Found("oversize", size=len(data), source=path)
+    return Found("file", data=data, size=len(data))
 
 
 def decode(data: bytes) -> str | None:

@@ -3,8 +3,9 @@
 One thread does everything, in order: it follows the ``events`` table (every state change
 writes a row) and re-renders the files those rows touch; watchdog's observer thread only
 queues the paths a person changed, which the same loop reads after a short debounce and
-applies through :mod:`cw.edits`. So cw's own writes and a person's edits never interleave,
-and a person's edit found in a file about to be rewritten is always handled first.
+applies through :mod:`cw.edits`. So cw's own writes and a person's edits never interleave: a
+file a person changed is never overwritten before that change has been read (applied, or kept
+aside), even when the database changes the same row meanwhile.
 
 :func:`run` is the loop (``cw fsui`` runs it in the foreground; a server can run it in a
 thread); :class:`Watcher` is its state and single steps, which tests drive directly.
@@ -31,7 +32,7 @@ from watchdog.observers import Observer
 from cw import defaults, edits, mirror, worktrees
 from cw.errors import ConfigError, CwError, UsageError
 from cw.mirror import Doc, Ref
-from cw.mirrordir import BUSY, TEMP_PREFIX, Found, MirrorDir
+from cw.mirrordir import TEMP_PREFIX, Found, MirrorDir
 from cw.settings import Settings
 from cw.snapshot import MessageRow, Snapshot, TaskRow
 from cw.store import Store
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 #: How often the events table is polled for changes to render.
 POLL_SECONDS = 0.2
 #: Quiet time after a person's last change to a path before it is read.
-DEBOUNCE_SECONDS = 0.1
+DEBOUNCE_SECONDS = 0.05
 STATE_FILE = "fsui-state.json"
 LOCK_FILE = "fsui.lock"
 _EDIT_EVENTS = frozenset({"created", "modified", "closed", "moved", "deleted"})
@@ -77,9 +78,7 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.snapshot = Snapshot(store.engine)
-        self.dir = MirrorDir(
-            mirror_root(settings), settings.state_dir / STATE_FILE, quiet_seconds=DEBOUNCE_SECONDS
-        )
+        self.dir = MirrorDir(mirror_root(settings), settings.state_dir / STATE_FILE)
         self.index: dict[str, Ref] = {}
         self.last_event = 0
         self.tally = Tally()
@@ -97,7 +96,7 @@ class Watcher:
         _remove_temp_files(self.dir.root)
         docs = self.render_all()
         self.index = {d.rel: d.ref for d in docs}
-        self._sync(docs)
+        self._sync(docs, settled=None)
         self._forget_gone()
         for rel in _answer_files(self.dir.root):
             self._take_answer_file(rel)
@@ -163,54 +162,53 @@ class Watcher:
     def _status(self) -> Doc:
         return mirror.status_doc(self.snapshot.overview(mirror.OVERVIEW_LIMIT))
 
-    def _sync(self, docs: list[Doc], handled: dict[str, bytes] | None = None) -> None:
-        """Bring these files up to date, taking a person's edit found in one first.
+    def _sync(
+        self,
+        docs: list[Doc],
+        settled: Collection[str] | None = (),
+        handled: dict[str, bytes] | None = None,
+    ) -> None:
+        """Bring these files up to date.
 
-        ``handled``: edits already applied, by path, which the new version simply replaces.
+        A person's change found in one is taken (applied or kept aside) when its path has
+        settled (is in ``settled``; None: every path, as at start); otherwise the file is left
+        alone until it has. ``handled``: edits applied already, which the new version replaces.
         """
         handled = handled or {}
         applied: dict[str, bytes] = {}
-        outdated: list[tuple[Doc, bytes]] = []  # with the edit already dealt with, if any
+        outdated: list[tuple[Doc, bytes | None]] = []
         for doc in docs:
             self.index[doc.rel] = doc.ref
             found = self.dir.read(doc.rel)
             if found.is_file and found.data == doc.text.encode():
                 self.dir.expect(doc.rel, doc.text)
             elif found.kind == "missing" or self._ours(doc.rel, found):
-                outdated.append((doc, b""))
+                outdated.append((doc, None))
             elif found.is_file and handled.get(doc.rel) == found.data:
                 outdated.append((doc, found.data))
-            elif self.dir.busy(found):
+            elif settled is not None and doc.rel not in settled:
                 self._later(doc.rel)
             elif self._take_edit(doc.ref, doc.rel, found):
                 applied[doc.rel] = found.data
             else:
                 outdated.append((doc, found.data))
-        applied.update(self._write(outdated))
+        self._write(outdated)
         if applied:
             refs = {self.index[rel] for rel in applied}
-            self._sync([*self._render(refs), self._status()], applied)
+            self._sync([*self._render(refs), self._status()], (), applied)
 
     def _ours(self, rel: str, found: Found) -> bool:
         return found.is_file and self.dir.is_ours(rel, found.data)
 
-    def _write(self, docs: list[tuple[Doc, bytes]]) -> dict[str, bytes]:
-        """Write the files; edits a person saved at that very moment come back if applied."""
+    def _write(self, docs: list[tuple[Doc, bytes | None]]) -> None:
         for doc, _ in docs:
             self.dir.expect(doc.rel, doc.text)
         self.dir.save()  # before the files: a crash in between leaves nothing unexplained
-        applied: dict[str, bytes] = {}
         for doc, handled in docs:
-            displaced = self.dir.write(doc.rel, doc.text)
-            if displaced is BUSY:
+            if self.dir.write(doc.rel, doc.text, handled):
+                self.tally.written += 1
+            else:  # a person saved it at that very moment
                 self._later(doc.rel)
-                continue
-            self.tally.written += 1
-            if displaced is None or (displaced.is_file and displaced.data == handled):
-                continue
-            if self._take_edit(doc.ref, doc.rel, displaced):
-                applied[doc.rel] = displaced.data
-        return applied
 
     def _later(self, rel: str) -> None:
         """A person is writing ``rel``: look at it again once it has been quiet a while."""
@@ -300,28 +298,31 @@ class Watcher:
     def settle(self, *, force: bool = False) -> int:
         """Look at every path quiet for the debounce time (all of them with ``force``)."""
         now = time.monotonic()
-        ready = [r for r, t in self._due.items() if force or now - t >= DEBOUNCE_SECONDS]
+        ready = sorted(r for r, t in self._due.items() if force or now - t >= DEBOUNCE_SECONDS)
+        refs: set[Ref] = set()
         for rel in ready:
             del self._due[rel]
-        for rel in sorted(ready):
-            self._look_at(rel)
+            if mirror.answer_file_message(rel) is not None:
+                self._take_answer_file(rel)
+            else:
+                refs.update(self._touched(rel))
+        if refs:
+            self._sync(self._render(refs), settled=ready)
         return len(ready)
+
+    def _touched(self, rel: str) -> list[Ref]:
+        """The rows whose files a change at ``rel`` may concern (none: our own last write)."""
+        ref = self.index.get(rel)
+        if ref is None:  # a directory deleted or moved away: the files that were in it
+            return [r for p, r in self.index.items() if p.startswith(rel + "/")]
+        found = self.dir.read(rel)
+        return [] if found.is_file and self.dir.is_latest(rel, found.data) else [ref]
 
     def next_due(self) -> float:
         """Seconds until the next debounced path is due (POLL_SECONDS when none waits)."""
         if not self._due:
             return POLL_SECONDS
         return max(0.0, min(self._due.values()) + DEBOUNCE_SECONDS - time.monotonic())
-
-    def _look_at(self, rel: str) -> None:
-        if mirror.answer_file_message(rel) is not None:
-            self._take_answer_file(rel)
-            return
-        ref = self.index.get(rel)
-        inside = rel + "/"  # a directory deleted or moved away: the files that were in it
-        refs = [ref] if ref else [r for p, r in self.index.items() if p.startswith(inside)]
-        if refs:
-            self._sync(self._render(refs))
 
     def step(self, timeout: float = POLL_SECONDS) -> None:
         """One turn of the loop: wait for changes, apply the settled ones, follow the events."""
@@ -391,8 +392,13 @@ def _observing(watcher: Watcher) -> Iterator[None]:
     try:
         yield
     finally:
+        # Its emitter may log an error about events that arrive while it stops: nothing lost.
+        emitter_log = logging.getLogger("watchdog.observers.inotify")
+        level = emitter_log.level
+        emitter_log.setLevel(logging.CRITICAL)
         observer.stop()
         observer.join(timeout=10)
+        emitter_log.setLevel(level)
 
 
 @contextmanager
