@@ -77,6 +77,7 @@ class MirrorDir:
         self.state_file = state_file
         self.max_bytes = max_bytes
         self.known: dict[str, list[str]] = {}
+        self.identity: tuple[int, int] | None = None  # the root's (device, inode) when opened
         self._dirty = False
         self._counter = 0
 
@@ -90,6 +91,11 @@ class MirrorDir:
             raise ConfigError(f"{self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
         self.known = _load_state(self.state_file)
+        self.identity = _identity(self.root)
+
+    def replaced(self) -> bool:
+        """Whether the root is gone, or is another directory than the one opened."""
+        return _identity(self.root) != self.identity
 
     def is_ours(self, rel: str, data: bytes) -> bool:
         return digest(data) in self.known.get(rel, ())
@@ -151,7 +157,7 @@ class MirrorDir:
             try:
                 mode = os.lstat(path).st_mode
             except FileNotFoundError:
-                os.makedirs(path, exist_ok=True)
+                os.mkdir(path)  # never the root itself: a root gone is the caller's to notice
                 continue
             if not stat.S_ISDIR(mode):
                 os.rename(path, _aside(Path(path), ""))
@@ -227,6 +233,14 @@ class MirrorDir:
                 raw = source  # gone meanwhile: the note still says what it was
         _atomic_write(kept, f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n".encode())
         return kept
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 def read_entry(path: Path, max_bytes: int) -> Found:

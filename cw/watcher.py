@@ -223,7 +223,7 @@ class Watcher:
             row = self._row(ref)
             intent = edits.read(ref, text, row)
             said = edits.apply(self.store, intent)
-        except UsageError as exc:
+        except CwError as exc:  # refused, by the edit's own checks or by the store
             self._keep(rel, str(exc), found)
             return False
         logger.info("%s: %s", rel, said)
@@ -256,7 +256,7 @@ class Watcher:
                 return  # an empty file being created: wait for its text
             intent = edits.Intent(Ref("message", message_id), "answer", answer=answer)
             said = edits.apply(self.store, intent)
-        except UsageError as exc:
+        except CwError as exc:
             self._keep(rel, str(exc), found)
             self.dir.remove(rel)
             return
@@ -324,15 +324,21 @@ class Watcher:
             return POLL_SECONDS
         return max(0.0, min(self._due.values()) + DEBOUNCE_SECONDS - time.monotonic())
 
-    def step(self, timeout: float = POLL_SECONDS) -> None:
-        """One turn of the loop: wait for changes, apply the settled ones, follow the events."""
+    def step(self, timeout: float = POLL_SECONDS) -> bool:
+        """One turn of the loop: wait for changes, apply the settled ones, follow the events.
+
+        False when the directory itself was gone and had to be written again (a new directory
+        needs a new observer).
+        """
         self.wait(min(timeout, self.next_due()))
-        if not self.dir.root.is_dir():
-            logger.warning("%s disappeared: writing it again", self.dir.root)
+        if self.dir.replaced():
+            logger.warning("%s was removed or replaced: writing it again", self.dir.root)
             self.sync_all()
+            return False
         self.settle()
         self.follow()
         self.dir.save()
+        return True
 
 
 class _Handler(FileSystemEventHandler):
@@ -358,27 +364,47 @@ def run(
 ) -> None:
     """Mirror the district until ``stop`` is set. ``dispatch(store)`` makes the function that
     sends what became ready (none: nothing is sent); ``ready`` is called once mirrored."""
-    store = Store.open(settings.require_initialized().db_url)
-    try:
-        with _only_watcher(settings):
-            watcher = Watcher(settings, store, dispatch(store) if dispatch else None)
-            watcher.sync_all()
+    with _watcher(settings, dispatch) as watcher:
+        watcher.sync_all()
+        while not stop.is_set():
             with _observing(watcher):
                 if ready is not None:
                     ready(watcher)
-                while not stop.is_set():
-                    _turn(watcher)
-            watcher.dir.save()
+                    ready = None
+                while not stop.is_set() and _turn(watcher):
+                    pass
+        watcher.dir.save()
+
+
+def once(
+    settings: Settings, dispatch: Callable[[Store], Callable[[], object]] | None = None
+) -> Watcher:
+    """Write the files and apply the edits made meanwhile, then stop (``cw fsui --once``)."""
+    with _watcher(settings, dispatch) as watcher:
+        watcher.sync_all()
+        return watcher
+
+
+@contextmanager
+def _watcher(
+    settings: Settings, dispatch: Callable[[Store], Callable[[], object]] | None
+) -> Iterator[Watcher]:
+    """The district's one watcher, with its own store."""
+    store = Store.open(settings.require_initialized().db_url)
+    try:
+        with _only_watcher(settings):
+            yield Watcher(settings, store, dispatch(store) if dispatch else None)
     finally:
         store.close()
 
 
-def _turn(watcher: Watcher) -> None:
+def _turn(watcher: Watcher) -> bool:
     try:
-        watcher.step()
+        return watcher.step()
     except (OSError, DatabaseBusy) as exc:
         logger.warning("fsui: %s; trying again", exc)
         time.sleep(POLL_SECONDS)
+        return True
 
 
 @contextmanager

@@ -11,7 +11,7 @@ import click
 
 from cw import watcher
 from cw.celeryapp import make_app
-from cw.cli.common import load_settings, open_store
+from cw.cli.common import load_settings
 from cw.dispatch import dispatch_ready
 from cw.settings import Settings
 from cw.store import Store
@@ -39,12 +39,7 @@ def fsui(once: bool) -> None:
 
 
 def _once(settings: Settings) -> None:
-    store = open_store(settings)
-    try:
-        w = watcher.Watcher(settings, store, _dispatcher(settings)(store))
-        w.sync_all()
-    finally:
-        store.close()
+    w = watcher.once(settings, _dispatcher(settings))
     for line in w.tally.applied:
         click.echo(f"cw: applied {line}")
     for path in w.tally.kept:

@@ -429,6 +429,11 @@ def test_a_deleted_file_or_folder_is_written_again(mirrored: Callable[..., Mirro
     wait_for(lambda: m.task_file("b").exists() and path.exists(), "the folder to come back")
     (m.root / "STATUS.md").unlink()
     wait_for(lambda: (m.root / "STATUS.md").exists(), "STATUS.md to come back")
+    subprocess.run(["rm", "-rf", str(m.root)], check=True)
+    wait_for(lambda: path.exists() and path.read_text() == good, "the whole directory back")
+    time.sleep(0.5)  # the new directory settles; then it is watched like the old one
+    edit(path, "priority: 0", "priority: 3")
+    wait_for(lambda: m.store.task_detail(m.id("a"))["priority"] == 3, "the edit to apply")
     assert m.kept() == []
 
 
