@@ -154,22 +154,27 @@ def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
     return summary(samples)
 
 
+def bench_fsui(root: Path) -> dict[str, object]:
+    """All three measures on one 10,000-task district under ``root``."""
+    settings, store = district(root / "fsui")
+    store.submit(big_spec(TASKS, PLANS))
+    ask(store, 2 * ANSWERS)
+    results: dict[str, object] = {"render": bench_render(settings, store)}
+    stop, thread = running(settings)
+    try:
+        results["edit_to_db"] = bench_edits(settings, store)
+        results["db_to_file"] = bench_changes(settings, store)
+    finally:
+        stop.set()
+        thread.join()
+        store.close()
+    return results
+
+
 def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="cwb-fsui-"))
     try:
-        settings, store = district(root)
-        store.submit(big_spec(TASKS, PLANS))
-        ask(store, 2 * ANSWERS)
-        results: dict[str, object] = {"render": bench_render(settings, store)}
-        stop, thread = running(settings)
-        try:
-            results["edit_to_db"] = bench_edits(settings, store)
-            results["db_to_file"] = bench_changes(settings, store)
-        finally:
-            stop.set()
-            thread.join()
-        store.close()
-        print(json.dumps(results, indent=2))
+        print(json.dumps(bench_fsui(root), indent=2))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

@@ -27,6 +27,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from bench import rawcelery  # noqa: E402
+from bench.fsui import bench_fsui  # noqa: E402
 from bench.merge import bench_merge  # noqa: E402
 from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
@@ -323,6 +324,7 @@ BENCHES = {
     "merge": bench_merge,
     "submit": bench_submit,
     "queries": bench_queries,
+    "fsui": bench_fsui,
 }
 
 
