@@ -46,7 +46,7 @@ class AgentRequest:
 
 @dataclass
 class AgentOutcome:
-    """Normalised result of one run: ``done``, ``questions`` or ``failed``."""
+    """Normalised result of one run: ``done``, ``questions``, ``rate_limited`` or ``failed``."""
 
     status: str
     exit_code: int | None = None
@@ -59,6 +59,7 @@ class AgentOutcome:
     usage: dict[str, Any] = field(default_factory=dict)  # tokens, as the CLI reports them
     duration_ms: int | None = None
     stopped: bool = False  # ended because the tick said stop (lease lost, stop requested)
+    resets_at: float | None = None  # status rate_limited: when the usage limit resets
     stdout_path: str | None = None
     stderr_path: str | None = None
 

@@ -94,6 +94,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         duration_ms=outcome.duration_ms,
         summary=outcome.summary,
         error=outcome.error,
+        not_before=outcome.resets_at,
         head_sha=head or worktrees.branch_sha(settings.repo, branch),
         stdout_path=outcome.stdout_path,
         stderr_path=outcome.stderr_path,
@@ -116,8 +117,8 @@ def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
         return "done"
     if store.stop_requested(claim):
         return "stopped"
-    if outcome.status == "questions":
-        return "questions"
+    if outcome.status in ("questions", "rate_limited"):
+        return outcome.status
     return "interrupted" if store.shutdown_requested(claim) else "failed"
 
 

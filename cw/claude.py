@@ -5,7 +5,9 @@ Facts this relies on (see docs/testing-claude.md): ``--output-format stream-json
 whose ``is_error`` (never ``subtype`` alone) says whether the run worked; ``--json-schema``
 makes the final answer a ``structured_output`` object; the default permission mode silently
 refuses writes (they show up in ``permission_denials``); ``--session-id`` fails for an id in
-use, so the first attempt uses a deterministic id and later ones ``--resume`` it.
+use, so the first attempt uses a deterministic id and later ones ``--resume`` it. A usage
+limit ends the run with ``is_error`` after a ``rate_limit_event`` whose status is ``rejected``
+and whose ``resetsAt`` (UNIX seconds) says when the limit resets; the task waits until then.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TextIO
 
+from cw import defaults
 from cw.agents import AgentOutcome, AgentRequest, last_line
 from cw.errors import AgentError
 from cw.processes import Finished, Launch, Tick, run_in_group
@@ -169,6 +172,7 @@ class ClaudeStream:
         self.session_id: str | None = None
         self.result: dict[str, Any] | None = None
         self.lines = 0
+        self.limit_resets_at: float | None = None  # a usage limit refused the run; 0: no time
 
     def mark_attempt(self, attempt: int, resume: str | None) -> None:
         self._log({"type": "cw", "subtype": "attempt", "attempt": attempt, "resume": resume,
@@ -190,11 +194,19 @@ class ClaudeStream:
         elif event.get("type") == "result":
             self.result = event
             self._session(event.get("session_id"))
+        elif event.get("type") == "rate_limit_event":
+            self._rate_limit(event.get("rate_limit_info"))
 
     def _session(self, session_id: object) -> None:
         if isinstance(session_id, str) and session_id and session_id != self.session_id:
             self.session_id = session_id
             self.on_session(session_id)
+
+    def _rate_limit(self, info: object) -> None:
+        # "allowed" and "allowed_warning" are information; only "rejected" refuses the run.
+        if isinstance(info, dict) and info.get("status") == "rejected":
+            resets = info.get("resetsAt")
+            self.limit_resets_at = float(resets) if isinstance(resets, int | float) else 0.0
 
     def _log(self, event: dict[str, Any]) -> None:
         self.events.write(json.dumps(event, separators=(",", ":")) + "\n")
@@ -232,7 +244,10 @@ def judge(stream: ClaudeStream, finished: Finished, request: AgentRequest) -> Ag
         return outcome
     _record_usage(outcome, result, request.session_cost_usd if request.session_id else 0.0)
     if result.get("is_error") or finished.exit_code != 0:
-        outcome.error = _result_error(result)
+        if _rate_limited(stream, result):
+            _park(outcome, stream.limit_resets_at)
+        else:
+            outcome.error = _result_error(result)
         return outcome
     denied = _denied_writes(result)
     if denied:
@@ -269,6 +284,21 @@ def _read_answer(outcome: AgentOutcome, result: dict[str, Any]) -> None:
         outcome.error = f"the agent could not do the task: {answer.get('reason') or 'no reason'}"
     else:
         outcome.status, outcome.summary = "done", str(answer.get("summary") or "")
+
+
+def _rate_limited(stream: ClaudeStream, result: dict[str, Any]) -> bool:
+    return stream.limit_resets_at is not None or result.get("api_error_status") == 429
+
+
+def _park(outcome: AgentOutcome, resets_at: float | None) -> None:
+    """A usage limit is no failure: the task waits until the limit resets, then resumes."""
+    now = time.time()
+    known = resets_at is not None and resets_at > now
+    outcome.status = "rate_limited"
+    outcome.resets_at = resets_at if known else now + defaults.RATE_LIMIT_WAIT_SECONDS
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(outcome.resets_at))
+    why = "when the limit resets" if known else "the CLI named no reset time ahead of now"
+    outcome.error = f"claude hit a usage limit; the task resumes after {when} ({why})"
 
 
 def _result_error(result: dict[str, Any]) -> str:

@@ -33,6 +33,14 @@ AGENT_TIMEOUT_SECONDS = 3600.0
 AGENT_KILL_GRACE_SECONDS = 10.0
 VISIBILITY_TIMEOUT_SECONDS = 4 * 3600
 RECONCILE_SECONDS = 15.0
+#: A key the reconciler keeps in the broker: gone means the broker lost every message.
+BROKER_MARKER_KEY = "cw:broker-marker"
+#: How long a usage-limited agent waits when the CLI does not say when the limit resets.
+RATE_LIMIT_WAIT_SECONDS = 300.0
+#: How many leases a lost message waits before the reconciler re-sends it.
+RESEND_GRACE_LEASES = 2.0
+#: How long a finished task's worktree is left to the merge worker's own clean-up.
+STALE_WORKTREE_SECONDS = 300.0
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 REDIS_START_TIMEOUT_SECONDS = 10.0
 UNIX_SOCKET_PATH_MAX = 100

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,21 @@ def gc(settings: Settings, store: Store, *, dry_run: bool) -> GcReport:
             "not a git worktree; it may hold a person's files: look, then delete it by hand",
         )
     return run.report
+
+
+def clean_finished_worktrees(settings: Settings, store: Store, paths: Iterable[str]) -> GcReport:
+    """gc's worktree pass for the reconciler, on these worktrees of done or cancelled tasks
+    (each task's state is read again just before its worktree goes)."""
+    report = GcReport(dry_run=False)
+    wanted = {Path(p).resolve() for p in paths}
+    if not wanted:
+        return report
+    integration = worktrees.branch_sha(settings.repo, settings.integration_branch) or ""
+    run = _Gc(settings, store, integration, report)
+    for entry in _task_worktrees(settings):
+        if entry.path.resolve() in wanted:
+            _gc_worktree(run, entry)
+    return report
 
 
 def _task_worktrees(settings: Settings) -> list[worktrees.WorktreeEntry]:

@@ -98,6 +98,9 @@ class Task(Base):
     stop_requested_at: Mapped[float | None] = mapped_column(Float)
     bounces: Mapped[int] = mapped_column(Integer, default=0)  # times sent back by the merge
     bounce: Mapped[dict[str, Any]] = mapped_column(default=dict)  # why, for the agent's next go
+    # A ready task is not claimed before this time (its agent hit a usage limit until then).
+    not_before: Mapped[float | None] = mapped_column(Float)
+    resent_at: Mapped[float | None] = mapped_column(Float)  # the reconciler re-sent its message
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[Plan] = relationship()
 

@@ -45,7 +45,8 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (
         S.RUNNING,
         S.READY,
-    ): "agent worker: its worker shut down; WIP committed, the session resumes at restart",
+    ): "agent worker: shut down (WIP committed) or a usage limit (parked until it resets); "
+    "reconciler: the lease expired (the worker died). The next attempt resumes the session",
     (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
     (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",

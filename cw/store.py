@@ -118,6 +118,7 @@ class AttemptResult:
     stderr_path: str | None = None
     questions: list[dict[str, Any]] = field(default_factory=list)
     exited_at: float | None = None  # when the agent process ended
+    not_before: float | None = None  # rate_limited: the task waits until then (a usage limit)
 
     @property
     def ok(self) -> bool:
@@ -138,6 +139,7 @@ OUTCOMES: dict[str, tuple[TaskState, str]] = {
     "questions": (TaskState.WAITING, "asked"),
     "stopped": (TaskState.STOPPED, "stopped"),
     "interrupted": (TaskState.READY, "interrupted"),  # the worker shut down
+    "rate_limited": (TaskState.READY, "rate_limited"),  # parked until the limit resets
 }
 
 
@@ -304,6 +306,7 @@ class Store:
             rows = s.execute(
                 select(Task.id, Task.kind)
                 .where(Task.state == S.READY, Task.plan_id.not_in(_over_budget_plans(s)))
+                .where(or_(Task.not_before.is_(None), Task.not_before <= time.time()))
                 .order_by(Task.priority.desc(), Task.height.desc(), Task.position)
                 .limit(limit)
             ).all()
@@ -381,6 +384,7 @@ class Store:
             if self._move(s, claim.task_id, [S.QUEUED], S.RUNNING, of_attempt=claim.attempt):
                 agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
                 assert agent_id is not None
+                previous = self._lost_before(s, claim)
                 run = AgentRun(task_id=claim.task_id, agent_id=agent_id, attempt=claim.attempt)
                 s.add(run)
             elif _running_attempt(s, claim) and run is not None:
@@ -472,7 +476,7 @@ class Store:
         questions -> waiting (one message per question); stopped -> stopped.
         """
         target, _run_state = OUTCOMES[result.outcome]
-        values: dict[str, Any] = {"head_sha": result.head_sha}
+        values: dict[str, Any] = {"head_sha": result.head_sha, "not_before": result.not_before}
         if result.outcome == "failed":
             values["last_error"] = result.error
         with self._write() as s:
@@ -1122,6 +1126,110 @@ class Store:
                 )
             ).all()
             return any(note.get("note") == worker for note in notes)
+
+    # -- reconciling ----------------------------------------------------------------------
+
+    def release_lost_attempts(self, now: float) -> list[tuple[Claim, tuple[str, int | None]]]:
+        """running -> ready for every attempt whose lease expired before ``now``.
+
+        Its worker stopped renewing the lease (it died, or lost the database): the run is
+        marked ``lost`` and the next claim starts a new attempt that resumes the session. The
+        attempt number fences the old worker: its next heartbeat finds the task gone and stops
+        its agent. Returns each lost attempt with the (host, process group) of its agent.
+        """
+        with self._write() as s:
+            runs = s.scalars(
+                select(AgentRun)
+                .join(Task, (Task.id == AgentRun.task_id) & (Task.attempt == AgentRun.attempt))
+                .where(
+                    Task.state == S.RUNNING,
+                    AgentRun.state == "running",
+                    AgentRun.lease_expires_at < now,
+                )
+                .with_for_update()
+            ).all()
+            lost = []
+            for run in runs:
+                claim = Claim(run.task_id, run.attempt)
+                if not self._move(s, run.task_id, [S.RUNNING], S.READY, of_attempt=run.attempt):
+                    continue
+                run.state, run.finished_at = "lost", now
+                run.error = (
+                    f"lost: its lease expired {now - run.lease_expires_at:.1f} s before the "
+                    f"reconciler looked; worker {run.worker or '?'} stopped renewing it"
+                )
+                self._event(s, "attempt.lost", run.task_id, run.attempt, run.worker)
+                lost.append((claim, (run.host, run.pid)))
+            return lost
+
+    @staticmethod
+    def _lost_before(s: Session, claim: Claim) -> tuple[str, int | None] | None:
+        """The previous attempt's (host, agent pid) when it was lost: its agent may live on."""
+        run = s.scalar(
+            select(AgentRun).where(
+                AgentRun.task_id == claim.task_id,
+                AgentRun.attempt == claim.attempt - 1,
+                AgentRun.state == "lost",
+            )
+        )
+        return (run.host, run.pid) if run is not None else None
+
+    def merges_not_begun(self) -> list[Claim]:
+        """Tasks merging whose merge no merge worker has begun: its message may be lost."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Task.id, Task.attempt)
+                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
+                .where(Task.state == S.MERGING, Merge.state == "queued")
+            ).all()
+            return [Claim(task_id, attempt) for task_id, attempt in rows]
+
+    def take_resends(self, claims: Iterable[Claim], state: TaskState, before: float) -> list[Claim]:
+        """The claims this caller re-sends the message of: still ``state`` under the same
+        attempt, and neither sent nor re-sent after ``before``. Each is marked re-sent now
+        (compare-and-set), so two reconcilers never both re-send one."""
+        taken = []
+        with self._write() as s:
+            now = time.time()
+            for claim in claims:
+                result = s.execute(
+                    update(Task)
+                    .where(
+                        Task.id == claim.task_id,
+                        Task.state == state,
+                        Task.attempt == claim.attempt,
+                        Task.state_changed_at <= before,
+                        or_(Task.resent_at.is_(None), Task.resent_at <= before),
+                    )
+                    .values(resent_at=now)
+                )
+                if result.rowcount == 1:  # type: ignore[attr-defined]
+                    self._event(s, "task.resent", claim.task_id, claim.attempt, state.value)
+                    taken.append(claim)
+        return taken
+
+    def finished_worktrees(self, before: float) -> list[str]:
+        """Worktrees recorded for tasks done or cancelled before ``before`` (gone or not)."""
+        with self._read() as s:
+            return list(
+                s.scalars(
+                    select(Task.worktree).where(
+                        Task.state.in_([S.DONE, S.CANCELLED]),
+                        Task.worktree.is_not(None),
+                        Task.state_changed_at <= before,
+                    )
+                )
+            )
+
+    def parked_count(self, now: float) -> int:
+        """Ready tasks that may not start before a later time (a usage limit resets then)."""
+        with self._read() as s:
+            return (
+                s.scalar(
+                    select(func.count(Task.id)).where(Task.state == S.READY, Task.not_before > now)
+                )
+                or 0
+            )
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:

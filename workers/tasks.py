@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from cw import defaults
+from cw import reconcile as reconciler
 from cw.attempts import run_attempt
-from cw.dispatch import dispatch_ready, send, send_merges
+from cw.dispatch import dispatch_ready, send
 from cw.errors import LeaseHeld
-from cw.merging import clean_up_later, merge_attempt, stuck_merges
+from cw.merging import clean_up_later, merge_attempt
 from cw.notify import notify_new_messages
 from cw.store import Claim
 from workers import app, runtime
@@ -40,6 +41,5 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
 @app.task(name=defaults.RECONCILE_TASK, bind=True)
 def reconcile(self: Any) -> None:
     settings, store = runtime()
-    send_merges(self.app, stuck_merges(settings, store))
-    dispatch_ready(store, self.app)
+    reconciler.reconcile(settings, store, self.app)
     notify_new_messages(settings, store)  # anything a crash kept from its notification
