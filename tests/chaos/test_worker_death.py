@@ -1,0 +1,147 @@
+"""Fault 1: kill -9 of an agent worker's pool process mid-run, and of the whole worker.
+
+The task finishes on another worker process, is merged exactly once, and its Claude session
+is resumed (the fake `claude` of tests/fakes); the first agent is gone before the second starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.chaos.reconciler import start_reconciler
+from tests.conftest import git
+from tests.fakes.fake_claude_script import Done, Run, Sleep, Write, read_jsonl
+from tests.integration.conftest import District, fake_claude_district
+
+pytestmark = pytest.mark.redis
+
+RUNS = [
+    Run([Write("first.txt", "before the crash\n"), Sleep(30)], Done("never"), attempt=1),
+    Run([Write("second.txt", "after the crash\n")], Done("finished"), attempt=2),
+]
+
+
+def invocations(d: District) -> list[dict[str, object]]:
+    return read_jsonl(Path(d.env["FAKE_CLAUDE_LOG"]))
+
+
+def flag(argv: object, name: str) -> str | None:
+    assert isinstance(argv, list)
+    return str(argv[argv.index(name) + 1]) if name in argv else None
+
+
+def running_agent(d: District) -> psutil.Process:
+    """The first attempt's agent, once it is at work and has named its session."""
+
+    def started() -> bool:
+        detail = d.task("t")
+        runs = detail["runs"]
+        assert isinstance(runs, list)
+        return bool(detail["session_id"]) and bool(runs and runs[0]["pid"])
+
+    d.wait_for(started, timeout=30, what="the agent to start")
+    d.wait_for(lambda: (d.repo / ".cw/worktrees/1-t/first.txt").exists(), what="its first edit")
+    runs = d.task("t")["runs"]
+    assert isinstance(runs, list)
+    return psutil.Process(runs[0]["pid"])
+
+
+def gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def check_recovered(d: District, agent: psutil.Process, killed_at: float) -> float:
+    """The task finished once, in a second attempt that resumed the session; returns the
+    seconds from the kill to the second agent's start."""
+    d.wait_for(lambda: len(invocations(d)) >= 2, timeout=30, what="a second agent")
+    assert gone(agent), "the first agent was stopped before the second started"
+    assert d.wait_settled(timeout=30) == {"t": "done"}
+    first, second = invocations(d)
+    session = flag(first["argv"], "--session-id")
+    assert session and flag(second["argv"], "--resume") == session, "the session was resumed"
+    assert d.merged() == ["t"], "merged exactly once"
+    assert git(d.repo, "show", "cw/integration:first.txt") == "before the crash"
+    assert git(d.repo, "show", "cw/integration:second.txt") == "after the crash"
+    assert isinstance(second["time"], float)
+    return second["time"] - killed_at
+
+
+def test_killing_the_pool_process_of_a_running_agent_resumes_its_session_elsewhere(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    d = fake_claude_district(district, tmp_path, RUNS)
+    d.start_workers(agents=2)
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+    d.submit({"t": []})
+    agent = running_agent(d)
+    pool = psutil.Process(agent.ppid())
+
+    pool.kill()
+    killed_at = time.time()
+
+    took = check_recovered(d, agent, killed_at)
+    print(f"RECOVERY pool kill: second agent started after {took:.1f} s")
+    assert took < 15
+
+
+def test_killing_a_whole_worker_mid_run_moves_the_task_to_another_worker(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    d = fake_claude_district(district, tmp_path, RUNS)
+    doomed = d.start_worker("doomed", "-Q", "agents", "-c", "1")
+    d.start_worker("merge", "-Q", "merge", "-c", "1")
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+    d.submit({"t": []})
+    agent = running_agent(d)
+    d.start_worker("survivor", "-Q", "agents", "-c", "1")
+
+    os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool; the agent is orphaned
+    killed_at = time.time()
+
+    took = check_recovered(d, agent, killed_at)
+    print(f"RECOVERY worker kill: second agent started after {took:.1f} s")
+    runs = d.task("t")["runs"]
+    assert isinstance(runs, list)
+    assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "succeeded")]
+    assert runs[0]["worker"].startswith("doomed@") and runs[1]["worker"].startswith("survivor@")
+    assert took < 15
+
+
+def test_killing_a_merge_worker_mid_merge_has_another_merge_it_once(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    marker = tmp_path / "verify-started"
+    d = district({
+        "CW_AGENT_COMMAND": "echo work > work.txt",
+        # The first verify hangs inside the merge (the worst moment to die); the next passes.
+        "CW_VERIFY_COMMAND": f"if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi",
+    })  # fmt: skip
+    before = git(d.repo, "rev-parse", "cw/integration")
+    d.start_worker("agents", "-Q", "agents", "-c", "1")
+    doomed = d.start_worker("doomed", "-Q", "merge", "-c", "1")
+    d.submit({"m": []})
+    d.wait_for(marker.exists, timeout=30, what="the merge to reach its verify step")
+    d.start_worker("survivor", "-Q", "merge", "-c", "1")
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+
+    os.killpg(doomed.pid, signal.SIGKILL)
+    killed_at = time.time()
+    assert git(d.repo, "rev-parse", "cw/integration") == before, "never half-merged"
+
+    assert d.wait_settled(timeout=30) == {"m": "done"}
+    took = float(d.task("m")["state_changed_at"]) - killed_at  # type: ignore[arg-type]
+    print(f"RECOVERY merge worker kill: merged after {took:.1f} s")
+    assert d.merged() == ["m"], "merged exactly once"
+    assert git(d.repo, "show", "cw/integration:work.txt") == "work"
+    log = (d.processes.log_dir / "reconciler.log").read_text()
+    assert '"merges": 1' in log

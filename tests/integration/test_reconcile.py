@@ -1,0 +1,307 @@
+"""The reconciler, one concern at a time: real SQLite, real git, real Redis, the fake claude."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+import redis
+from celery import Celery
+
+from cw import attempts, defaults, merging, reconcile
+from cw.adapters import make_adapter
+from cw.agents import AgentOutcome, AgentRequest
+from cw.celeryapp import make_app
+from cw.dispatch import send
+from cw.settings import Settings
+from cw.store import AttemptResult, Claim, Store
+from tests.chaos.reconciler import start_reconciler
+from tests.conftest import CW, git
+from tests.factories import spec
+from tests.fakes.fake_claude_script import (
+    FAKE_CLAUDE,
+    ApiError,
+    Done,
+    RateLimit,
+    Run,
+    Write,
+    read_jsonl,
+    write_scenario,
+)
+from tests.integration.conftest import District, fake_claude_district
+
+pytestmark = pytest.mark.redis
+
+#: The stand-in agent: task "broken" fails, every other task writes a file.
+AGENT = 'if [ "$CW_TASK_KEY" = broken ]; then exit 1; fi; echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"'
+
+
+@pytest.fixture
+def district_of(
+    make_repo: Callable[[str], Path], redis_url: str
+) -> Iterator[Callable[..., tuple[Settings, Store, Celery]]]:
+    """``district_of(edges)``: an initialised repository with a plan, its store and a Celery
+    app on the test Redis; no workers (tests call the domain functions themselves)."""
+    stores: list[Store] = []
+
+    def make(edges: dict[str, list[str]]) -> tuple[Settings, Store, Celery]:
+        repo = make_repo("repo")
+        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+        settings = Settings.load(env={"CW_REPO": str(repo), "CW_BROKER_URL": redis_url,
+                                      "CW_AGENT_COMMAND": AGENT, "CW_LEASE": "0.5"})  # fmt: skip
+        stores.append(Store.open(settings.db_url))
+        stores[-1].submit(spec(edges))
+        return settings, stores[-1], make_app(settings)
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+def queue_length(app: Celery, queue: str) -> int:
+    return reconcile.waiting(app, queue)
+
+
+def purge(app: Celery, queue: str) -> None:
+    with app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(queue)
+
+
+# -- lost attempts -------------------------------------------------------------------------
+
+
+def test_an_expired_lease_sends_the_task_back_and_fences_the_old_worker(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    _settings, store, _app = district_of({"a": []})
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w1@far", host="far", lease_seconds=30)
+    store.record_session(claim, "session-1")
+    assert store.record_heartbeat(claim, 30, pid=4242)
+
+    assert store.release_lost_attempts(time.time()) == [], "a live lease is left alone"
+    lost = store.release_lost_attempts(time.time() + 31)
+
+    assert lost == [(claim, ("far", 4242))]
+    assert store.task_state(claim.task_id).value == "ready"
+    assert not store.record_heartbeat(claim, 30, pid=4242), "the old worker must stop"
+    assert not store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
+    (second,) = store.claim_ready_tasks()
+    assert second == Claim(claim.task_id, 2)
+    workspace = store.start_attempt(second, worker="w2@near", host="near", lease_seconds=30)
+    assert workspace is not None
+    assert workspace.session_id == "session-1", "the new attempt resumes the session"
+    assert workspace.previous == ("far", 4242), "and stops the old agent on its host"
+    runs = store.task_detail(claim.task_id)["runs"]
+    assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "running")]
+    assert "lease expired" in runs[0]["error"]
+
+
+def test_two_reconcilers_release_a_lost_attempt_once(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    settings, store, _app = district_of({"a": [], "b": [], "c": []})
+    for claim in store.claim_ready_tasks():
+        store.start_attempt(claim, worker="w", host="h", lease_seconds=0.01)
+    time.sleep(0.05)
+    others = [Store.open(settings.db_url) for _ in range(4)]
+    start = threading.Barrier(len(others))
+    released: list[int] = []
+
+    def race(other: Store) -> None:
+        start.wait()
+        released.append(len(other.release_lost_attempts(time.time())))
+
+    threads = [threading.Thread(target=race, args=(other,)) for other in others]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for other in others:
+        other.close()
+
+    assert sum(released) == 3
+    assert [c.attempt for c in store.claim_ready_tasks()] == [2, 2, 2]
+    lost = [e for e in store.events() if e["kind"] == "attempt.lost"]
+    assert sorted(e["task_id"] for e in lost) == [1, 2, 3]
+
+
+# -- lost messages -------------------------------------------------------------------------
+
+
+def test_a_lost_message_is_sent_again_once_its_queue_is_empty_and_once_per_grace(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    settings, store, app = district_of({"a": []})
+    store.claim_ready_tasks()  # claimed, but its message never left (a broker hiccup)
+    grace = defaults.RESEND_GRACE_LEASES * settings.lease
+
+    assert reconcile.resend_lost_messages(settings, store, app) == 0, "it may just be slow"
+    time.sleep(grace + 0.05)
+    assert reconcile.resend_lost_messages(settings, store, app) == 1
+    assert queue_length(app, defaults.AGENTS_QUEUE) == 1
+    purge(app, defaults.AGENTS_QUEUE)
+    assert reconcile.resend_lost_messages(settings, store, app) == 0, "not again at once"
+    time.sleep(grace + 0.05)
+    send(app, [Claim(99, 1)])  # a message waiting for a free worker: no duplicates meanwhile
+    assert reconcile.resend_lost_messages(settings, store, app) == 0
+    purge(app, defaults.AGENTS_QUEUE)
+    assert reconcile.resend_lost_messages(settings, store, app) == 1
+    resent = [e for e in store.events() if e["kind"] == "task.resent"]
+    assert len(resent) == 2
+
+
+def test_a_broker_that_lost_its_memory_has_every_queued_task_sent_again_at_once(
+    district_of: Callable[..., tuple[Settings, Store, Celery]], redis_url: str
+) -> None:
+    settings, store, app = district_of({"a": [], "b": []})
+    assert reconcile.broker_forgot(app), "the first look at a broker counts as a loss"
+    assert not reconcile.broker_forgot(app)
+    send(app, store.claim_ready_tasks())
+    assert queue_length(app, defaults.AGENTS_QUEUE) == 2
+
+    with redis.Redis.from_url(redis_url) as client:
+        client.flushdb()
+    assert queue_length(app, defaults.AGENTS_QUEUE) == 0
+    assert reconcile.resend_lost_messages(settings, store, app) == 0, "within the grace"
+
+    report = reconcile.reconcile(settings, store, app)
+    assert (report.broker_reset, report.resent) == (True, 2)
+    assert queue_length(app, defaults.AGENTS_QUEUE) == 2
+    assert reconcile.reconcile(settings, store, app).resent == 0, "and only once"
+
+
+def test_merges_whose_message_is_gone_or_whose_worker_died_are_sent_again(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    settings, store, app = district_of({"a": [], "b": []})
+    first, second = store.claim_ready_tasks()
+    for claim in (first, second):
+        assert attempts.run_attempt(settings, store, claim, worker="w")
+    assert store.begin_merge(second) is not None  # a merge worker began it, then died
+    time.sleep(defaults.RESEND_GRACE_LEASES * settings.lease + 0.05)
+
+    assert reconcile.resend_merges(settings, store, app) == 2
+    assert queue_length(app, defaults.MERGE_QUEUE) == 2
+    purge(app, defaults.MERGE_QUEUE)
+    assert reconcile.resend_merges(settings, store, app) == 0, "not again at once"
+    merging.merge_attempt(settings, store, first)
+    merging.merge_attempt(settings, store, second)
+    assert {t["key"]: t["state"].value for t in store.task_rows()} == {"a": "done", "b": "done"}
+
+
+# -- worktrees ----------------------------------------------------------------------------
+
+
+def test_worktrees_of_finished_tasks_go_but_never_unmerged_work(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    settings, store, _app = district_of({"done": [], "broken": []})
+    claims = store.claim_ready_tasks()
+    for claim in claims:
+        attempts.run_attempt(settings, store, claim, worker="w")
+    done = next(c for c in claims if store.task_state(c.task_id).value == "merging")
+    merging.merge_attempt(settings, store, done)  # merged; its worktree is still there
+    worktree = settings.worktree_dir / f"{done.task_id}-done"
+    (worktree / "late.txt").write_text("written after the merge\n")
+    failed = next(c for c in claims if c != done)
+    assert store.task_state(failed.task_id).value == "failed"
+
+    assert reconcile.clean_worktrees(settings, store, before=time.time() - 60) == 0, "too new"
+    assert reconcile.clean_worktrees(settings, store, before=time.time()) == 1
+
+    assert not worktree.exists()
+    branch = f"cw/task/{done.task_id}-done"
+    assert git(settings.repo, "show", f"{branch}:late.txt") == "written after the merge"
+    assert (settings.worktree_dir / f"{failed.task_id}-broken").is_dir(), "failed: kept"
+
+
+# -- usage limits -------------------------------------------------------------------------
+
+
+def run_fake_claude(tmp_path: Path, runs: list[Run]) -> AgentOutcome:
+    scenario = write_scenario(tmp_path / "scenario.json", runs)
+    worktree = tmp_path / "wt"
+    worktree.mkdir()
+    settings = Settings.load(
+        env={"CW_REPO": str(tmp_path), "CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(FAKE_CLAUDE)}
+    )
+    request = AgentRequest(
+        task_id=1, task_key="k", task_name="n", task_prompt="p", attempt=1, agent_name="a",
+        prompt="p", worktree=worktree, log_dir=tmp_path / "logs", new_session_id=str(uuid4()),
+        env={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario)},
+    )  # fmt: skip
+    return make_adapter(settings).run(request, lambda _pid: True, lambda _s: None)
+
+
+def test_claude_hitting_its_usage_limit_is_rate_limited_until_the_reset_it_names(
+    tmp_path: Path,
+) -> None:
+    resets = int(time.time()) + 3600
+    outcome = run_fake_claude(tmp_path, [Run(end=RateLimit(resets))])
+    assert (outcome.status, outcome.resets_at) == ("rate_limited", resets)
+    assert "usage limit" in str(outcome.error)
+
+
+def test_an_api_rate_limit_without_a_reset_time_waits_the_default(tmp_path: Path) -> None:
+    outcome = run_fake_claude(tmp_path, [Run(end=ApiError("429 rate_limit_error"))])
+    assert outcome.status == "rate_limited" and outcome.resets_at is not None
+    waited = outcome.resets_at - time.time()
+    assert defaults.RATE_LIMIT_WAIT_SECONDS - 30 < waited <= defaults.RATE_LIMIT_WAIT_SECONDS
+
+
+def test_a_parked_task_is_not_claimed_before_its_time_and_blocks_nothing(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    _settings, store, _app = district_of({"a": [], "b": ["a"]})
+    (claim,) = store.claim_ready_tasks()
+    store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    until = time.time() + 0.5
+    limited = AttemptResult(outcome="rate_limited", not_before=until, error="usage limit")
+    assert store.finish_attempt(claim, limited, "claude")
+
+    detail = store.task_detail(claim.task_id)
+    assert (detail["state"].value, detail["not_before"]) == ("ready", until)
+    assert detail["runs"][0]["state"] == "rate_limited"
+    assert {t["key"]: t["state"].value for t in store.task_rows()}["b"] == "pending"
+    assert store.claim_ready_tasks() == []
+    assert store.parked_count(time.time()) == 1
+    time.sleep(0.6)
+    assert store.claim_ready_tasks() == [Claim(claim.task_id, 2)]
+
+
+def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    d = fake_claude_district(district, tmp_path, [])
+    d.start_workers(agents=1)
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+    resets = int(time.time()) + 3  # once the workers are up: the limit is hit well before
+    write_scenario(tmp_path / "scenario.json", [
+        Run([Write("before.txt", "before the limit\n")], RateLimit(resets), attempt=1,
+            when_prompt_contains="do limited"),
+        Run([Write("after.txt", "after the reset\n")], Done("finished"), attempt=2),
+        Run(end=Done("the next task")),
+    ])  # fmt: skip
+    d.submit({"limited": [], "next": ["limited"]})
+
+    d.wait_for(lambda: bool(d.task("limited")["not_before"]), what="the task to be parked")
+    assert d.states() == {"limited": "ready", "next": "pending"}
+    assert d.task("limited")["not_before"] == resets
+
+    assert d.wait_settled(timeout=40) == {"limited": "done", "next": "done"}
+    calls = read_jsonl(Path(d.env["FAKE_CLAUDE_LOG"]))
+    first, second = (c["argv"] for c in calls[:2])
+    assert calls[1]["time"] >= resets, "not resumed before the limit reset"
+    print(f"RECOVERY usage limit: resumed {calls[1]['time'] - resets:.1f} s after the reset")
+    assert second[second.index("--resume") + 1] == first[first.index("--session-id") + 1]
+    runs = d.task("limited")["runs"]
+    assert [(r["attempt"], r["state"]) for r in runs] == [(1, "rate_limited"), (2, "succeeded")]
+    assert not [e for e in d.store.events() if e["kind"] == "task.failed"]
+    assert git(d.repo, "show", "cw/integration:before.txt") == "before the limit"
+    assert git(d.repo, "show", "cw/integration:after.txt") == "after the reset"
