@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -127,6 +128,12 @@ def ask(store: Store, task_id: int, *questions: str) -> list[int]:
     result = AttemptResult(outcome="questions", questions=asked)
     assert store.finish_attempt(claim, result, "command")
     return [m["id"] for m in store.message_rows() if m["task_id"] == task_id]
+
+
+def dump(m: Mirrored) -> str:
+    """Every row of the district's database, to prove a refused edit changed nothing."""
+    with sqlite3.connect(m.settings.state_dir / "cw.db") as conn:
+        return "\n".join(conn.iterdump())
 
 
 @pytest.fixture
@@ -308,9 +315,11 @@ def test_an_edit_that_does_not_parse_is_kept_aside_with_why(
     m.start()
     path = m.task_file("a")
     good = path.read_bytes()
+    before = dump(m)
     path.write_bytes(content)
     wait_for(lambda: len(m.kept()) == 1, "the edit to be kept aside")
     wait_for(lambda: path.read_bytes() == good, "the file to be rewritten")
+    assert dump(m) == before, "the database is unchanged"
     assert why in m.kept()[0].read_text()
     originals = [p for p in m.root.rglob(f"a{REJECTED_MARK}*") if p.suffix != ".md"]
     if content.startswith(b"---") or content.startswith(b"no"):
@@ -326,9 +335,11 @@ def test_a_50_mb_file_is_moved_aside_unread(mirrored: Callable[..., Mirrored]) -
     path = m.task_file("a")
     good = path.read_bytes()
     inode = path.stat().st_ino
+    before = dump(m)
     with path.open("r+b") as handle:
         handle.truncate(50 * 1024 * 1024)
     wait_for(lambda: len(m.kept()) == 1, "the big file to be moved aside")
+    assert dump(m) == before, "the database is unchanged"
     (big,) = [p for p in path.parent.glob(f"a{REJECTED_MARK}*") if p.suffix != ".md"]
     assert big.stat().st_ino == inode, "moved, not copied"
     assert big.stat().st_size == 50 * 1024 * 1024
