@@ -6,8 +6,11 @@ import json
 import logging
 import signal
 import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cw import defaults, processes, worktrees
@@ -58,8 +61,9 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
 
 
 def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
-    worktree, branch = prepare_worktree(settings, store, ws)
-    conflicts = _catch_up(settings, ws, worktree) if ws.bounce else []
+    with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
+        worktree, branch = prepare_worktree(settings, store, ws)
+        conflicts = _catch_up(settings, ws, worktree) if ws.bounce else []
     adapter = make_adapter(settings)
     outcome = adapter.run(
         _request(settings, ws, worktree, branch, conflicts),
@@ -74,16 +78,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         return AttemptResult(outcome="failed", error="unresolved conflicts in " + ", ".join(left),
                              session_id=outcome.session_id, cost_usd=outcome.cost_usd,
                              exited_at=exited_at)  # fmt: skip
-    if settings.merge_rerere and kind == "done":
-        worktrees.record_resolutions(worktree)  # what the agent resolved but did not commit
-    head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
-    if settings.git_hub:
-        # The merge worker may be on another machine: the hub is where it finds the work.
-        worktrees.push_branch(settings.repo, settings.git_hub, branch, branch)
-    if kind == "stopped":
-        # Everything is on the branch now: the worktree can go, and comes back on resume.
-        # An interrupted task keeps its worktree: the restart continues in it at once.
-        worktrees.remove_worktree(settings.repo, worktree)
+    with _lease_kept(settings, store, claim):
+        head = _save_work(settings, ws, worktree, branch, kind)
     return AttemptResult(
         outcome=kind,
         exit_code=outcome.exit_code,
@@ -101,6 +97,41 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         questions=outcome.questions,
         exited_at=exited_at,
     )
+
+
+def _save_work(
+    settings: Settings, ws: Workspace, worktree: Path, branch: str, kind: str
+) -> str | None:
+    """Commit what the agent left, publish it to the hub, and put a stopped task's worktree away."""
+    if settings.merge_rerere and kind == "done":
+        worktrees.record_resolutions(worktree)  # what the agent resolved but did not commit
+    head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
+    if settings.git_hub:
+        # The merge worker may be on another machine: the hub is where it finds the work.
+        worktrees.push_branch(settings.repo, settings.git_hub, branch, branch)
+    if kind == "stopped":
+        # Everything is on the branch now: the worktree can go, and comes back on resume.
+        # An interrupted task keeps its worktree: the restart continues in it at once.
+        worktrees.remove_worktree(settings.repo, worktree)
+    return head
+
+
+@contextmanager
+def _lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
+    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(settings.heartbeat):
+            store.record_heartbeat(claim, settings.lease)
+
+    thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _heartbeat(settings: Settings, store: Store, claim: Claim, pid: int) -> bool:

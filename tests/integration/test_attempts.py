@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,3 +54,28 @@ def test_a_bug_inside_a_merge_fails_the_task_instead_of_leaving_it_merging(
     with pytest.raises(ZeroDivisionError):
         merging.merge_attempt(settings, store, claim)
     assert store.task_state(claim.task_id).value == "failed"
+
+
+def test_the_lease_is_renewed_while_slow_git_work_runs_before_the_agent(
+    make_repo: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = make_repo("repo")
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "true", "CW_LEASE": "0.6",
+           "CW_HEARTBEAT": "0.1"}  # fmt: skip
+    settings = Settings.load(env=env)
+    store = Store.open(settings.db_url)
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    real_prepare = attempts.prepare_worktree
+    leases: list[float] = []
+
+    def slow_prepare(*args: object) -> object:
+        time.sleep(1.5)  # well past the lease: a big repository's `git worktree add`
+        leases.append(store.agent_rows()[0]["lease_expires_at"] - time.time())
+        return real_prepare(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(attempts, "prepare_worktree", slow_prepare)
+    assert attempts.run_attempt(settings, store, claim, worker="w")
+    assert leases and leases[0] > 0, "the lease was still live after the slow step"
+    assert store.task_state(claim.task_id).value == "merging"
