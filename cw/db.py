@@ -1,13 +1,23 @@
-"""Engines and migrations. SQLite runs in WAL mode, with a busy timeout and BEGIN IMMEDIATE."""
+"""Engines, migrations and cross-process locks.
+
+SQLite runs in WAL mode, with a busy timeout and BEGIN IMMEDIATE: one writer at a time.
+PostgreSQL runs at READ COMMITTED; the few read-then-write paths of the store take row locks
+or a transaction-level advisory lock (:func:`serialize`) instead.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import zlib
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from cw import defaults
+from cw.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; a unit test checks it is Alembic's head.
@@ -16,12 +26,45 @@ SCHEMA_REVISION = "0003"
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; for SQLite, every write transaction is ``BEGIN IMMEDIATE``."""
+    if is_postgres(url):
+        return _postgres_engine(url)
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     engine = create_engine(url, connect_args={"timeout": defaults.SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _sqlite_connect)
     event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql", "postgres:"))
+
+
+def _postgres_engine(url: str) -> Engine:
+    """psycopg 3 at READ COMMITTED: a compare-and-set UPDATE re-checks its WHERE on the row's
+    newest version, so two claimers of one task never both win; see :func:`serialize`."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername == "postgresql+psycopg" and importlib.util.find_spec("psycopg") is None:
+        raise ConfigError(
+            "CW_DATABASE_URL is a PostgreSQL URL but the psycopg driver is not installed: "
+            "pip install 'codewalk-district[postgres]'"
+        )
+    return create_engine(parsed, pool_pre_ping=True, isolation_level="READ COMMITTED")
+
+
+def serialize(s: Session | Connection, name: str) -> None:
+    """Hold the lock ``name`` until this transaction ends (PostgreSQL only: on SQLite every
+    write transaction already holds the one write lock)."""
+    dialect = s.get_bind().dialect if isinstance(s, Session) else s.dialect
+    if dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(name)})
+
+
+def lock_key(name: str) -> int:
+    """A stable advisory lock key for ``name`` (the same in every process)."""
+    return zlib.crc32(f"cw.{name}".encode())
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

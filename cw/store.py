@@ -291,6 +291,8 @@ class Store:
 
     def _promote(self, s: Session, after: int | None = None) -> list[int]:
         """pending -> ready where every dependency is done; ``after``: only its dependents."""
+        # Two dependencies of one task finishing at once must not both miss the other's done.
+        db.serialize(s, "promote")
         stmt = _promotable()
         if after is not None:
             stmt = stmt.where(Task.id.in_(_dependents_of().params(after=after)))
@@ -303,6 +305,7 @@ class Store:
             if s.scalar(select(Task.id).where(Task.state == S.READY).limit(1)) is None:
                 return []
         with self._write() as s:
+            db.serialize(s, "claim")  # a new agent's name comes from a count of agents
             rows = s.execute(
                 select(Task.id, Task.kind)
                 .where(Task.state == S.READY, Task.plan_id.not_in(_over_budget_plans(s)))
@@ -374,6 +377,7 @@ class Store:
         ``Workspace.previous`` so the caller can make sure that process is gone.
         """
         with self._write() as s:
+            _lock_task(s, claim.task_id)  # two deliveries of one attempt take over one at a time
             now = time.time()
             run = s.scalar(
                 select(AgentRun).where(
@@ -442,7 +446,7 @@ class Store:
         """Extend the lease; False when the agent must stop (lost its task, or a stop request)."""
         with self._write() as s:
             now = time.time()
-            task = s.get(Task, claim.task_id)
+            task = _lock_task(s, claim.task_id)  # the reconciler may be releasing it
             if task is None or task.attempt != claim.attempt or task.state != S.RUNNING:
                 return False
             run = s.scalars(
@@ -585,7 +589,9 @@ class Store:
         with self._write() as s:
             if self._move(s, task_id, [S.QUEUED], S.STOPPED):
                 return S.STOPPED, None, None
-            task = s.get_one(Task, task_id)
+            task = _lock_task(s, task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id}: see `cw task list`")
             if task.state != S.RUNNING:
                 raise UsageError(f"task {self._describe(s, task_id)}: its agent is not running")
             task.stop_requested_at = time.time()
@@ -628,6 +634,7 @@ class Store:
     def claim_task(self, task_id: int) -> Claim:
         """Claim one ready task (``cw agent spawn``), ahead of everything else."""
         with self._write() as s:
+            db.serialize(s, "claim")
             kind = s.scalar(select(Task.kind).where(Task.id == task_id))
             if kind and kind.startswith("checkpoint"):
                 raise UsageError(
@@ -710,7 +717,11 @@ class Store:
             message = s.get(Message, message_id)
             if message is None:
                 raise NotFound(f"no message {message_id}: see `cw message list`")
-            task = s.get_one(Task, message.task_id)
+            # Answers to one task's messages go one at a time (the last one moves the task),
+            # locking the task before the message, as every other writer does.
+            task = _lock_task(s, message.task_id)
+            assert task is not None
+            message = s.get_one(Message, message_id, with_for_update=True, populate_existing=True)
             message.answer = _checked_answer(message, task, answer)
             message.state, message.answered_at = "answered", time.time()
             self._message_event(s, "message.answered", message, task.attempt)
@@ -827,7 +838,7 @@ class Store:
     def begin_merge(self, claim: Claim) -> MergeJob | None:
         """Take the queued merge of this attempt (again, after a crash); None if not ours."""
         with self._write() as s:
-            task = s.get(Task, claim.task_id)
+            task = _lock_task(s, claim.task_id)
             if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
                 return None
             s.execute(
@@ -874,8 +885,8 @@ class Store:
             self.finish_merge(claim, report)
             return None
         with self._write() as s:
-            task = s.get_one(Task, claim.task_id)
-            if task.state != S.MERGING or task.attempt != claim.attempt:
+            task = _lock_task(s, claim.task_id)
+            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
                 return None
             self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
             why = _bounce_reason(report)
@@ -1146,7 +1157,7 @@ class Store:
                     AgentRun.state == "running",
                     AgentRun.lease_expires_at < now,
                 )
-                .with_for_update()
+                .with_for_update(of=Task)  # tasks, then runs: the order every writer locks in
             ).all()
             lost = []
             for run in runs:
@@ -1455,6 +1466,11 @@ def _has_bad_dependency(s: Session, task_id: int) -> bool:
         )
     )
     return bool(bad)
+
+
+def _lock_task(s: Session, task_id: int) -> Task | None:
+    """The task, its row locked until the transaction ends (a no-op lock on SQLite)."""
+    return s.get(Task, task_id, with_for_update=True, populate_existing=True)
 
 
 def _running_attempt(s: Session, claim: Claim) -> bool:

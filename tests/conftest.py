@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 import redis
+import sqlalchemy as sa
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REDIS_URL = os.environ.get("CW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+#: Set: every test database is a fresh PostgreSQL database made through this (admin) URL.
+POSTGRES_URL = os.environ.get("CW_TEST_DATABASE_URL", "")
 GIT_ID = {
     "GIT_AUTHOR_NAME": "test",
     "GIT_AUTHOR_EMAIL": "test@localhost",
@@ -28,6 +32,11 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("CW_") and not key.startswith("CW_TEST_"):
             monkeypatch.delenv(key)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
+        pytest.skip("SQLite only (CW_TEST_DATABASE_URL is set)")
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -71,6 +80,56 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[sa.Engine]:
+    """The PostgreSQL server of CW_TEST_DATABASE_URL: skipped (loudly) without it, a failure
+    under CI."""
+    engine = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        if CI:
+            raise
+        pytest.skip(f"NO POSTGRESQL at {POSTGRES_URL}: the PostgreSQL pass did not run ({exc})")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file under ``tmp_path``, or with CW_TEST_DATABASE_URL
+    a new PostgreSQL database, dropped at teardown."""
+    if not POSTGRES_URL:
+        yield f"sqlite:///{tmp_path / 'cw.db'}"
+        return
+    admin: sa.Engine = request.getfixturevalue("postgres_admin")
+    name = f"cw_t_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield admin.url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+def dump_database(engine: sa.Engine) -> list[tuple[str, tuple[object, ...]]]:
+    """Every row of every table, by primary key: what "the database is unchanged" compares,
+    on SQLite and PostgreSQL alike."""
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    with engine.execution_options(cw_readonly=True).connect() as conn:
+        return [
+            (table.name, tuple(row))
+            for table in meta.sorted_tables
+            for row in conn.execute(sa.select(table).order_by(*table.primary_key.columns))
+        ]
+
+
+def database_env(url: str) -> dict[str, str]:
+    """The environment that points cw at ``url`` (nothing for the default SQLite file)."""
+    return {"CW_DATABASE_URL": url} if url.startswith("postgresql") else {}
 
 
 class Processes:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from alembic import context
 
+from cw import db
 from cw.models import Base
 
 engine = context.config.attributes["engine"]
 with engine.begin() as connection:
+    # Several `cw init` at once on one PostgreSQL database: one migrates, the others wait here
+    # and then find the schema current (Alembic reads the version after this lock).
+    db.serialize(connection, "migrate")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

@@ -17,7 +17,7 @@ from cw.celeryapp import make_app
 from cw.dispatch import dispatch_ready
 from cw.settings import Settings
 from cw.store import Store
-from tests.conftest import CW, Processes, git
+from tests.conftest import CW, Processes, database_env, git
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Run, write_scenario
 
@@ -85,14 +85,15 @@ class District:
 
 @pytest.fixture
 def district(
-    make_repo: Callable[[str], Path], redis_url: str, processes: Processes
+    make_repo: Callable[[str], Path], redis_url: str, database_url: str, processes: Processes
 ) -> Iterator[Callable[..., District]]:
-    """``district(env={CW_*...}, extra={...})``: initialised, on the test Redis, no workers yet."""
+    """``district(env={CW_*...}, extra={...})``: initialised, on the test Redis and the test
+    database (``.cw/cw.db``, or a fresh PostgreSQL one), no workers yet."""
     stores: list[Store] = []
 
     def make(env: dict[str, str], extra: dict[str, str] | None = None) -> District:
         repo = make_repo("repo")
-        base = {"CW_REPO": str(repo), "CW_BROKER_URL": redis_url}
+        base = {"CW_REPO": str(repo), "CW_BROKER_URL": redis_url, **database_env(database_url)}
         subprocess.run([*CW, "init"], cwd=repo, env={**os.environ, **base}, check=True,
                        capture_output=True)  # fmt: skip
         settings = Settings.load(env={**base, **FAST, **env})

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +11,7 @@ from cw import answers
 from cw.errors import NotFound, UsageError
 from cw.prompts import TaskBrief, answers_prompt, review_prompt
 from cw.store import AttemptResult, Claim, MergeReport, Store
+from tests.conftest import dump_database
 from tests.factories import spec
 
 ASKS = [
@@ -23,13 +22,8 @@ OPTIONS = [{"id": "a", "name": "Use SQLite"}, {"id": "b", "name": "Use Postgres"
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "cw.db"
-
-
-@pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store.open(f"sqlite:///{db_path}")
+def store(database_url: str) -> Iterator[Store]:
+    s = Store.open(database_url)
     yield s
     s.close()
 
@@ -48,10 +42,8 @@ def states(store: Store) -> dict[str, str]:
     return {t["key"]: t["state"].value for t in store.task_rows()}
 
 
-def dump(db_path: Path) -> list[str]:
-    """Every row of every table: what "the database is unchanged" compares."""
-    with sqlite3.connect(db_path) as conn:
-        return list(conn.iterdump())
+def dump(store: Store) -> list[tuple[str, tuple[object, ...]]]:
+    return dump_database(store.engine)
 
 
 def ask(store: Store, questions: list[dict[str, Any]], session: str | None = "s-1") -> Claim:
@@ -133,47 +125,43 @@ def test_an_agent_that_asks_nothing_still_leaves_a_question_to_answer(store: Sto
     ],
 )
 def test_an_empty_answer_is_refused_and_changes_nothing(
-    store: Store, db_path: Path, answer: str, error: str
+    store: Store, answer: str, error: str
 ) -> None:
     submit(store, {"a": []})
     ask(store, ASKS[:1])
     (message_id,) = pending_ids(store)
-    before = dump(db_path)
+    before = dump(store)
     with pytest.raises(UsageError, match=error.format(id=message_id)):
         store.answer_message(message_id, answer)
-    assert dump(db_path) == before
+    assert dump(store) == before
 
 
-def test_an_unknown_or_answered_message_is_refused_and_changes_nothing(
-    store: Store, db_path: Path
-) -> None:
+def test_an_unknown_or_answered_message_is_refused_and_changes_nothing(store: Store) -> None:
     submit(store, {"a": []})
     ask(store, ASKS[:1])
     (message_id,) = pending_ids(store)
     store.answer_message(message_id, "sqlite")
-    before = dump(db_path)
+    before = dump(store)
     with pytest.raises(NotFound, match="no message 99: see `cw message list`"):
         store.answer_message(99, "yes")
     with pytest.raises(NotFound, match="no message 99"):
         store.message_detail(99)
     with pytest.raises(UsageError, match=f"message {message_id} was already answered \\('sqlite'"):
         store.answer_message(message_id, "postgres")
-    assert dump(db_path) == before
+    assert dump(store) == before
 
 
-def test_a_decision_needs_one_of_its_options_and_records_the_choice(
-    store: Store, db_path: Path
-) -> None:
+def test_a_decision_needs_one_of_its_options_and_records_the_choice(store: Store) -> None:
     key = submit(store, {"pick": [], "build": ["pick"]}, kinds={"pick": "checkpoint:decision"},
                  options={"pick": OPTIONS})  # fmt: skip
     assert store.claim_ready_tasks() == []
     (message,) = store.message_rows(pending=True)
     assert message["options"] == ["a: Use SQLite", "b: Use Postgres"]
-    before = dump(db_path)
+    before = dump(store)
     options = r"one of the options: a \(Use SQLite\), b \(Use Postgres\)"
     with pytest.raises(UsageError, match=options):
         store.answer_message(message["id"], "MySQL")
-    assert dump(db_path) == before
+    assert dump(store) == before
     said = store.answer_message(message["id"], "B")
     assert said == "checkpoint pick decided (b: Use Postgres): its dependents proceed"
     assert states(store) == {"pick": "done", "build": "ready"}
@@ -219,26 +207,24 @@ def test_comments_send_the_checked_work_back_and_the_checkpoint_asks_again(
     assert states(store) == {"build": "done", "check": "done", "next": "ready"}
 
 
-def test_comments_with_no_agent_work_before_the_checkpoint_are_refused(
-    store: Store, db_path: Path
-) -> None:
+def test_comments_with_no_agent_work_before_the_checkpoint_are_refused(store: Store) -> None:
     submit(store, {"act": []}, kinds={"act": "checkpoint:human-action"})
     store.claim_ready_tasks()
     (message_id,) = pending_ids(store)
-    before = dump(db_path)
+    before = dump(store)
     with pytest.raises(UsageError, match=r"no agent's work before it .* answer `done`"):
         store.answer_message(message_id, "not yet")
-    assert dump(db_path) == before
+    assert dump(store) == before
 
 
-def test_a_task_that_has_not_started_can_be_edited(store: Store, db_path: Path) -> None:
+def test_a_task_that_has_not_started_can_be_edited(store: Store) -> None:
     key = submit(store, {"a": [], "b": ["a"]})
     store.edit_task(key["b"], prompt="do b better", priority=5)
     detail = store.task_detail(key["b"])
     assert (detail["prompt"], detail["priority"]) == ("do b better", 5)
     assert store.events(key["b"])[-1]["kind"] == "task.edited"
     store.claim_ready_tasks()
-    before = dump(db_path)
+    before = dump(store)
     with pytest.raises(UsageError, match="task a is queued: only a task that has not started"):
         store.edit_task(key["a"], priority=1)
     with pytest.raises(UsageError, match="the prompt would be empty"):
@@ -247,7 +233,7 @@ def test_a_task_that_has_not_started_can_be_edited(store: Store, db_path: Path) 
         store.edit_task(key["b"])
     with pytest.raises(NotFound, match="no task 99"):
         store.edit_task(99, priority=1)
-    assert dump(db_path) == before
+    assert dump(store) == before
 
 
 def test_only_pending_messages_not_yet_notified_are_due(store: Store) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import yaml
@@ -120,8 +119,8 @@ def test_answer_files_are_recognised_by_name(rel: str, message: int | None) -> N
     assert mirror.answer_file_message(rel) == message
 
 
-def test_the_overview_lists_pending_questions_and_what_needs_a_person(tmp_path: Path) -> None:
-    store = Store.open(f"sqlite:///{tmp_path / 'cw.db'}")
+def test_the_overview_lists_pending_questions_and_what_needs_a_person(database_url: str) -> None:
+    store = Store.open(database_url)
     store.submit(spec({"a": [], "b": ["a"]}, kinds={"a": "checkpoint:human-verify"}))
     store.claim_ready_tasks()
     store.cancel_task(store.find_task_id("b"))

@@ -23,8 +23,8 @@ NON_SERIES_PARALLEL = {"a": [], "b": [], "c": ["a", "b"], "d": ["b"], "e": ["d"]
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store.open(f"sqlite:///{tmp_path / 'cw.db'}")
+def store(database_url: str) -> Store:
+    s = Store.open(database_url)
     yield s
     s.close()
 
@@ -50,6 +50,7 @@ def test_migration_creates_exactly_the_models(store: Store) -> None:
     assert diff == []
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_runs_in_wal_mode(store: Store) -> None:
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -84,9 +85,11 @@ def test_task_waits_until_every_dependency_is_merged(store: Store) -> None:
     assert states(store)["c"] == "ready"
 
 
-def test_a_task_is_claimed_once_by_racing_dispatchers(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'cw.db'}"
-    Store.open(url).submit(spec({f"t{i}": [] for i in range(40)}))
+def test_a_task_is_claimed_once_by_racing_dispatchers(database_url: str) -> None:
+    url = database_url
+    first = Store.open(url)
+    first.submit(spec({f"t{i}": [] for i in range(40)}))
+    first.close()
     results: list[list[Claim]] = []
 
     def dispatcher() -> None:
