@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from cw.errors import ConfigError
 from cw.processes import Launch, Tick, run_in_group
+from cw.secrets import agent_env
 from cw.settings import Settings
 
 
@@ -32,7 +33,7 @@ class AgentRequest:
     session_id: str | None = None  # resume this conversation (it exists already)
     new_session_id: str | None = None  # else start a conversation with this id, if the CLI can
     session_cost_usd: float = 0.0  # what cw has recorded for this session so far
-    env: Mapping[str, str] = field(default_factory=dict)  # added to the inherited environment
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the agent's environment
 
     def log_path(self, stream: str) -> Path:
         """``attempt-N.stdout`` / ``attempt-N.stderr``: this attempt's raw output."""
@@ -103,7 +104,7 @@ class CommandAdapter:
         launch = Launch(
             argv=["/bin/sh", "-c", self.command],
             cwd=request.worktree,
-            env={**os.environ, **request.env, **_task_env(request)},
+            env=agent_env(os.environ, {**request.env, **_task_env(request)}),
             stdin_text=request.task_prompt,
             stdout=stdout,
             stderr=stderr,

@@ -25,6 +25,7 @@ from cw import defaults
 from cw.agents import AgentOutcome, AgentRequest, last_line
 from cw.errors import AgentError
 from cw.processes import Finished, Launch, Tick, run_in_group
+from cw.secrets import agent_env
 from cw.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ class ClaudeAdapter:
         return Launch(
             argv=self.argv(request, resume),
             cwd=request.worktree,
-            env={**os.environ, **request.env},
+            env=agent_env(os.environ, request.env),
             stdin_text=request.prompt if _prompt_on_stdin(request) else "",
             stdout=request.log_path("stdout"),
             stderr=request.log_path("stderr"),

@@ -20,6 +20,7 @@ from typing import IO, Any
 from cw.agents import AgentOutcome, AgentRequest
 from cw.errors import AgentError
 from cw.processes import Finished, Launch, Tick, run_in_group
+from cw.secrets import agent_env
 from cw.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class CodexAdapter:
     def run(
         self, request: AgentRequest, tick: Tick, on_session: Callable[[str], None]
     ) -> AgentOutcome:
-        env = {**os.environ, **request.env}
+        env = agent_env(os.environ, request.env)
         argv = self.argv(self._find_binary(env), request.session_id)
         request.log_dir.mkdir(parents=True, exist_ok=True)
         with EventStream(request.events_path, on_session) as events:

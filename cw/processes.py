@@ -10,11 +10,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import psutil
+
+from cw.secrets import Redactor, redactor
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class Launch:
     grace: float  # between SIGTERM and SIGKILL
     tick_seconds: float
     on_line: Callable[[str], None] | None = None  # each stdout line as it arrives
+    # Output passes through this on its way to the logs: no secret of the worker is written.
+    redact: Redactor = field(default_factory=lambda: redactor(os.environ))
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ class Finished:
 
 
 def run_in_group(launch: Launch, tick: Tick) -> Finished:
-    """Run in a new session with output in files; the whole group is dead on return."""
+    """Run in a new session with output in files (redacted); the whole group is dead on return."""
     launch.stdout.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
@@ -59,11 +63,15 @@ def run_in_group(launch: Launch, tick: Tick) -> Finished:
             cwd=launch.cwd,
             env=dict(launch.env),
             stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE if launch.on_line else out,
-            stderr=err,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        reader = _read_lines(proc, out, launch.on_line) if launch.on_line else None
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            _copy_lines(proc.stdout, out, launch.redact, launch.on_line),
+            _copy_lines(proc.stderr, err, launch.redact, None),
+        ]
         _feed(proc, launch.stdin_text)
         tick(proc.pid)  # record the new process group at once, not one interval later
         deadline = started + launch.timeout
@@ -72,28 +80,33 @@ def run_in_group(launch: Launch, tick: Tick) -> Finished:
             terminate_group(proc.pid, launch.grace, proc)
         code = proc.wait()
         kill_group(proc.pid)  # whatever the child left behind in its group
-        if reader is not None:
+        for reader in readers:
             reader.join(timeout=launch.grace)
     return Finished(code, timed_out, stopped, time.monotonic() - started)
 
 
-def _read_lines(
-    proc: subprocess.Popen[bytes], out: BinaryIO, on_line: Callable[[str], None]
+def _copy_lines(
+    source: IO[bytes],
+    sink: BinaryIO,
+    redact: Redactor,
+    on_line: Callable[[str], None] | None,
 ) -> threading.Thread:
-    """Copy stdout to its file and hand each line to ``on_line`` as soon as it is complete."""
+    """Copy a pipe to its file line by line, redacted, handing each line to ``on_line``."""
 
     def pump() -> None:
-        assert proc.stdout is not None
-        for raw in iter(proc.stdout.readline, b""):
-            out.write(raw)
-            out.flush()
+        for raw in iter(source.readline, b""):
+            line = redact.data(raw)
+            sink.write(line)
+            sink.flush()
+            if on_line is None:
+                continue
             try:
-                on_line(raw.decode(errors="replace").rstrip("\n"))
+                on_line(line.decode(errors="replace").rstrip("\n"))
             except Exception:  # a parser bug must not stop the copy to the log
                 logger.exception("stdout line handler failed")
-        proc.stdout.close()
+        source.close()
 
-    thread = threading.Thread(target=pump, name=f"stdout-{proc.pid}", daemon=True)
+    thread = threading.Thread(target=pump, name=f"copy-{source.fileno()}", daemon=True)
     thread.start()
     return thread
 
