@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from kombu.exceptions import OperationalError
@@ -11,11 +12,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cw import broker
 from cw.celeryapp import make_app
-from cw.errors import CwError
+from cw.errors import ConfigError, CwError
 from cw.settings import Settings
 from cw.store import Store
 
 FLOWER_USER = "cw"
+FLOWER_ADDRESS = "127.0.0.1"
+#: Flower's own variable: ``user:password`` for its basic auth (in a deployment's secret).
+FLOWER_AUTH_VARIABLE = "FLOWER_BASIC_AUTH"
 FLOWER_CREDENTIALS_FILE = "flower.credentials"
 PROBE_TIMEOUT_SECONDS = 2.0
 
@@ -28,8 +32,15 @@ def flower_credentials_path(settings: Settings) -> Path:
     return settings.state_dir / FLOWER_CREDENTIALS_FILE
 
 
-def flower_credentials(settings: Settings) -> tuple[str, str]:
-    """``(user, password)`` for Flower's basic auth: made once, kept in ``.cw/`` (mode 0600)."""
+def flower_credentials(settings: Settings, env: Mapping[str, str]) -> tuple[str, str]:
+    """``(user, password)`` for Flower's basic auth: ``FLOWER_BASIC_AUTH`` when ``env`` has it,
+    else made once and kept in ``.cw/`` (mode 0600)."""
+    given = env.get(FLOWER_AUTH_VARIABLE, "")
+    if given:
+        user, _, password = given.partition(":")
+        if not user or not password or "," in given:
+            raise ConfigError(f"{FLOWER_AUTH_VARIABLE} must be one user:password")
+        return user, password
     path = flower_credentials_path(settings)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import sys
@@ -28,8 +29,16 @@ from cw.store import Store
     help="Agent processes in this worker (default: settings.concurrency).",
 )
 @click.option("--merge", "merge", is_flag=True, help="Run the merge worker (one at a time).")
+@click.option(
+    "-n",
+    "--name",
+    "node",
+    default=None,
+    metavar="NODE",
+    help="Celery node name, e.g. cw-agents-1@%h (default: cw-<queue>-<pid>@%h).",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(concurrency: int | None, merge: bool, loglevel: str) -> NoReturn:
+def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str) -> NoReturn:
     """Start a worker in this terminal; start more anywhere to add capacity."""
     settings = load_settings().require_initialized()
     broker.broker_url(settings)  # start the embedded broker before Celery connects
@@ -52,7 +61,7 @@ def worker(concurrency: int | None, merge: bool, loglevel: str) -> NoReturn:
         "prefork",
         "-E",
         "-n",
-        f"cw-{queue}-{os.getpid()}@%h",
+        node or f"cw-{queue}-{os.getpid()}@%h",
         "--loglevel",
         loglevel,
         "--without-gossip",
@@ -86,33 +95,46 @@ def beat(loglevel: str) -> NoReturn:
 @click.command()
 @click.option("--show-credentials", is_flag=True, help="Print user:password and exit.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port on 127.0.0.1 (default: settings.flower_port).")  # fmt: skip
-def flower(show_credentials: bool, port: int | None) -> None:
-    """Start Flower (Celery monitoring) on 127.0.0.1, behind a generated password."""
-    settings = load_settings().require_initialized()
-    user, password = monitoring.flower_credentials(settings)
+              help="Port (default: settings.flower_port).")  # fmt: skip
+@click.option("--address", default=monitoring.FLOWER_ADDRESS, show_default=True,
+              help="Address to listen on; 0.0.0.0 in a container.")  # fmt: skip
+def flower(show_credentials: bool, port: int | None, address: str) -> None:
+    """Start Flower (Celery monitoring) behind a password.
+
+    The password is FLOWER_BASIC_AUTH (user:password) when set, else one generated and kept in
+    .cw/flower.credentials.
+    """
+    settings = load_settings()
+    if not (settings.broker_url and os.environ.get(monitoring.FLOWER_AUTH_VARIABLE)):
+        settings.require_initialized()  # for the embedded broker or the generated password
+    user, password = monitoring.flower_credentials(settings, os.environ)
     if show_credentials:
         click.echo(f"{user}:{password}")
         return
     port = port or settings.flower_port
-    _check_port_free(port)
+    _check_port_free(address, port)
     broker.broker_url(settings)
     argv = [sys.executable, "-m", "celery", "-A", "workers", "flower",
-            "--address=127.0.0.1", f"--port={port}"]  # fmt: skip
-    # In .cw/: Flower reads ./flowerconfig.py, never the repository's. The password goes in
-    # the environment, not on a command line anyone can read with ps.
-    os.chdir(settings.state_dir)
+            f"--address={address}", f"--port={port}"]  # fmt: skip
+    # In .cw/ (or /, in a container without the repository): Flower reads ./flowerconfig.py,
+    # never the repository's. The password goes in the environment, not on a command line
+    # anyone can read with ps.
+    os.chdir(settings.state_dir if settings.initialized else "/")
     _exec(argv, settings, {"FLOWER_BASIC_AUTH": f"{user}:{password}"})
 
 
-def _check_port_free(port: int) -> None:
+def _check_port_free(address: str, port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((address, port))
         except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UsageError(
+                    f"cannot listen on {address} ({exc.strerror}): pass another --address"
+                ) from exc
             raise UsageError(
-                f"port {port} on 127.0.0.1 is taken ({exc.strerror}): set CW_FLOWER_PORT "
+                f"port {port} on {address} is taken ({exc.strerror}): set CW_FLOWER_PORT "
                 "or pass --port"
             ) from exc
 
