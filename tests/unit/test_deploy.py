@@ -417,17 +417,20 @@ def exec_of(monkeypatch: pytest.MonkeyPatch, args: list[str]) -> tuple[list[str]
     return seen["argv"], seen["env"]
 
 
-def test_the_templated_unit_runs_what_cw_worker_runs_named_after_its_instance(
+def test_the_templated_unit_runs_cw_worker_named_after_its_instance(
     district: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    unit = exec_start(SYSTEMD / "cw-worker@.service", instance="7")
+    words = exec_start(SYSTEMD / "cw-worker@.service", instance="7")[1:]
+    assert words == ["worker", "-n", "cw-agents-7@%h"]
     concurrency = unit_env(SYSTEMD / "cw-worker@.service")["CW_CONCURRENCY"]
     monkeypatch.setenv("CW_CONCURRENCY", concurrency)
-    argv, _env = exec_of(monkeypatch, ["worker"])
-    assert argv[1:3] == ["-m", "celery"]
-    ours, its = unit.index("-n") + 1, argv.index("-n") + 1
-    assert unit[ours] == "cw-agents-7@%h" and argv[its].startswith("cw-agents-")
-    assert unit[1:ours] + unit[ours + 1 :] == argv[3:its] + argv[its + 1 :]
+    named, _env = exec_of(monkeypatch, words)
+    plain, _env = exec_of(monkeypatch, ["worker"])
+    assert named[1:3] == ["-m", "celery"]
+    node = named.index("-n") + 1
+    assert named[node] == "cw-agents-7@%h" and plain[node].startswith("cw-agents-")
+    assert named[:node] + named[node + 1 :] == plain[:node] + plain[node + 1 :]
+    assert named[named.index("-c") + 1] == concurrency
 
 
 def free_port() -> int:
@@ -446,6 +449,31 @@ def test_the_flower_unit_always_asks_for_a_password(
     user, _, password = env["FLOWER_BASIC_AUTH"].partition(":")
     assert user and len(password) >= 16
     assert not any("basic" in word for word in argv)
+
+
+def test_flower_in_a_container_listens_everywhere_with_the_given_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compose and Kubernetes run `cw flower --address 0.0.0.0` without the repository."""
+    monkeypatch.setenv("CW_REPO", str(tmp_path / "not-cloned"))
+    monkeypatch.setenv("CW_BROKER_URL", "redis://:pw@127.0.0.1:1/0")
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:a-long-password")
+    monkeypatch.chdir(tmp_path)
+    words = service_argv(compose()["services"]["flower"])[3:]  # after tini -- cw
+    kube = of_kind("Deployment")["cw-flower"]["spec"]["template"]["spec"]["containers"][0]
+    assert kube["args"] == words and "command" not in kube
+    argv, env = exec_of(monkeypatch, [*words[:-1], str(free_port())])
+    assert "--address=0.0.0.0" in argv and env["FLOWER_BASIC_AUTH"] == "admin:a-long-password"
+    assert not any("basic" in word or "a-long-password" in word for word in argv)
+    assert not (tmp_path / "not-cloned").exists()
+
+
+def test_flower_refuses_a_basic_auth_that_is_not_user_and_password(
+    district: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin")
+    result = CliRunner().invoke(cli, ["flower", "--show-credentials"])
+    assert result.exit_code != 0 and "FLOWER_BASIC_AUTH" in result.output
 
 
 def test_the_broker_url_of_every_host_carries_a_password() -> None:
