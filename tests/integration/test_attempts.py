@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +13,25 @@ import pytest
 from cw import attempts, merging
 from cw.settings import Settings
 from cw.store import Store
-from tests.conftest import CW
+from tests.conftest import CW, database_env
 from tests.factories import spec
 
 
 @pytest.fixture
-def initialised(make_repo: Callable[[str], Path]) -> tuple[Settings, Store]:
+def initialised(
+    make_repo: Callable[[str], Path], database_url: str
+) -> Iterator[tuple[Settings, Store]]:
     repo = make_repo("repo")
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
-    settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo hi > hi.txt"})
+    db_env = database_env(database_url)
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, **db_env})  # fmt: skip
+    settings = Settings.load(
+        env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo hi > hi.txt", **db_env}
+    )
     store = Store.open(settings.db_url)
     store.submit(spec({"a": []}))
-    return settings, store
+    yield settings, store
+    store.close()
 
 
 def test_a_bug_inside_an_attempt_fails_the_task_instead_of_leaving_it_running(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from cw.dispatch import send
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
 from tests.chaos.reconciler import start_reconciler
-from tests.conftest import CW, git
+from tests.conftest import CW, database_env, git
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
@@ -43,7 +44,7 @@ AGENT = 'if [ "$CW_TASK_KEY" = broken ]; then exit 1; fi; echo "$CW_TASK_KEY" > 
 
 @pytest.fixture
 def district_of(
-    make_repo: Callable[[str], Path], redis_url: str
+    make_repo: Callable[[str], Path], redis_url: str, database_url: str
 ) -> Iterator[Callable[..., tuple[Settings, Store, Celery]]]:
     """``district_of(edges)``: an initialised repository with a plan, its store and a Celery
     app on the test Redis; no workers (tests call the domain functions themselves)."""
@@ -51,9 +52,12 @@ def district_of(
 
     def make(edges: dict[str, list[str]]) -> tuple[Settings, Store, Celery]:
         repo = make_repo("repo")
-        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
+        db_env = database_env(database_url)
+        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                       env={**os.environ, **db_env})  # fmt: skip
         settings = Settings.load(env={"CW_REPO": str(repo), "CW_BROKER_URL": redis_url,
-                                      "CW_AGENT_COMMAND": AGENT, "CW_LEASE": "0.5"})  # fmt: skip
+                                      "CW_AGENT_COMMAND": AGENT, "CW_LEASE": "0.5",
+                                      **db_env})  # fmt: skip
         stores.append(Store.open(settings.db_url))
         stores[-1].submit(spec(edges))
         return settings, stores[-1], make_app(settings)
