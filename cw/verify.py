@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.processes import Launch, run_in_group
+from cw.secrets import agent_env
 
 #: How much of a failing check's output is kept in the database and shown to the agent.
 OUTPUT_TAIL_CHARS = 8000
@@ -34,7 +35,7 @@ def _run(command: str, cwd: Path, timeout: float, log: Path) -> Verdict:
     log.write_text(f"$ {command}\n", encoding="utf-8")
     finished = run_in_group(
         Launch(
-            argv=["/bin/sh", "-c", command], cwd=cwd, env=dict(os.environ), stdin_text="",
+            argv=["/bin/sh", "-c", command], cwd=cwd, env=agent_env(os.environ, {}), stdin_text="",
             stdout=log, stderr=log, timeout=timeout, grace=5.0, tick_seconds=timeout,
         ),
         lambda _pid: True,

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from cw.secrets import REDACTED, agent_env, redactor
+from cw.verify import run_checks
 
 WORKER = {
     "PATH": "/usr/bin",
@@ -55,3 +60,16 @@ def test_every_secret_is_redacted_also_as_it_appears_inside_a_url() -> None:
 def test_short_values_are_not_taken_for_secrets() -> None:
     redact = redactor({"DEBUG_TOKEN": "1", "REDIS_PASSWORD": "dev"})
     assert redact("dev build 1") == "dev build 1"
+
+
+def test_a_verify_command_runs_without_cws_connection_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Verify steps run code the agents wrote: they get no more than an agent does."""
+    monkeypatch.setenv("CW_BROKER_URL", "redis://:verify-PLANTED-pw@127.0.0.1:6379/0")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-verify-PLANTED")
+    verdict = run_checks(["env > seen.env"], tmp_path, 30, tmp_path / "verify.log")
+    assert verdict.ok
+    seen = (tmp_path / "seen.env").read_text()
+    assert "verify-PLANTED-pw" not in seen and "CW_BROKER_URL" not in seen
+    assert "PATH=" in seen
