@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from cw import defaults
@@ -87,10 +90,27 @@ def _sqlite_begin(conn: Any) -> None:
 
 def schema_revision(engine: Engine) -> str | None:
     """The migration the database is at (None for an empty database)."""
-    with engine.connect() as conn:
+    with _first_connection(engine) as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextmanager
+def _first_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection; a database server that cannot be reached is one clear line, not a trace."""
+    try:
+        conn = engine.connect()
+    except OperationalError as exc:
+        if engine.dialect.name == "sqlite":
+            raise
+        where = engine.url.render_as_string(hide_password=True)
+        why = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise ConfigError(
+            f"CW_DATABASE_URL: cannot reach the database {where}: {why}; is the server up?"
+        ) from exc
+    with conn:
+        yield conn
 
 
 def migrate(engine: Engine) -> None:

@@ -93,7 +93,8 @@ def postgres_admin() -> Iterator[sa.Engine]:
     except sa.exc.OperationalError as exc:
         if CI:
             raise
-        pytest.skip(f"NO POSTGRESQL at {POSTGRES_URL}: the PostgreSQL pass did not run ({exc})")
+        where = engine.url.render_as_string(hide_password=True)
+        pytest.skip(f"NO POSTGRESQL at {where}: the PostgreSQL pass did not run ({exc})")
     yield engine
     engine.dispose()
 

@@ -54,6 +54,17 @@ def test_a_postgresql_url_without_its_driver_is_a_config_error(
         db.make_engine("postgresql://cw@db.example/cw")
 
 
+def test_an_unreachable_postgresql_server_is_one_line_without_the_password() -> None:
+    engine = db.make_engine("postgresql://cw:hunter2@127.0.0.1:1/cw")
+    with pytest.raises(ConfigError) as caught:
+        db.migrate(engine)
+    said = str(caught.value)
+    assert said.startswith(
+        "CW_DATABASE_URL: cannot reach the database postgresql+psycopg://cw:***@"
+    )
+    assert "hunter2" not in said and "\n" not in said
+
+
 def test_several_opens_of_an_empty_database_migrate_it_once(database_url: str) -> None:
     revisions = race(database_url, [lambda s: db.schema_revision(s.engine)] * 4)
     assert revisions == [db.SCHEMA_REVISION] * 4
