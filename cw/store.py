@@ -211,6 +211,7 @@ class Store:
     def submit(self, spec: InitiativeSpec) -> int:
         """Store a validated plan in one transaction; return the initiative id."""
         with self._write() as s:
+            db.serialize(s, "submit")  # the same plan submitted twice at once: one is refused
             if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
                 raise UsageError(
                     f"{spec.source}: initiative {spec.name!r} was already submitted; "

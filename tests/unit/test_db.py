@@ -121,3 +121,15 @@ def test_two_answers_to_one_question_record_one(database_url: str) -> None:
     assert sorted(s.startswith("refused") for s in said) == [False, True]
     assert store.message_detail(message["id"])["answer"] in ("one", "two")
     store.close()
+
+
+def test_one_plan_submitted_twice_at_once_is_stored_once(database_url: str) -> None:
+    def submit(s: Store) -> str:
+        try:
+            return f"stored {s.submit(spec({'a': [], 'b': ['a']}))}"
+        except UsageError as exc:
+            return f"refused: {exc}"
+
+    said = race(database_url, [submit, submit])
+    assert sorted(s.split()[0] for s in said) == ["refused:", "stored"]
+    assert "already submitted" in min(said)
