@@ -277,7 +277,7 @@ def _schema(settings: Settings) -> Finding:
         revision = db.schema_revision(engine)
     finally:
         engine.dispose()
-    where = settings.db_url
+    where = engine.url.render_as_string(hide_password=True)  # doctor's output is for sharing
     if revision == db.SCHEMA_REVISION:
         return Finding(True, f"database schema is current ({revision})", where)
     if revision is None:
