@@ -233,7 +233,8 @@ def test_cancel_and_retry_through_the_action_field(mirrored: Callable[..., Mirro
     edit(m.task_file("a"), "action: none", "action: retry")
     wait_for(lambda: m.store.task_state(m.id("a")) == "ready", "the retry")
     assert m.store.task_state(m.id("b")) == "pending", "its dependent is unblocked"
-    assert len(m.dispatched) == 1, "what became ready is sent"
+    # The watcher dispatches right after the store's retry: wait for it, do not race it.
+    wait_for(lambda: len(m.dispatched) == 1, "what became ready to be sent")
     wait_for(lambda: fields(m.task_file("a"))["action"] == "none", "the action to reset")
     edit(m.task_file("c"), "action: none", "action: cancel")
     wait_for(lambda: m.store.task_state(m.id("c")) == "cancelled", "the cancel")
@@ -255,7 +256,7 @@ def test_an_answer_in_the_message_file_answers_the_message(
     wait_for(lambda: m.store.message_detail(question)["state"] == "answered", "the answer")
     assert m.store.message_detail(question)["answer"] == "postgres"
     assert m.store.task_state(m.id("a")) == "ready", "the agent's task resumes"
-    assert len(m.dispatched) == 1
+    wait_for(lambda: len(m.dispatched) == 1, "the dispatch after the answer")
     wait_for(lambda: fields(m.message_file(question))["state"] == "answered", "the file")
     assert m.kept() == []
 
