@@ -9,7 +9,7 @@ POSTGRES_TESTS := tests/unit/test_db.py tests/unit/test_store.py tests/unit/test
 	tests/unit/test_mirror.py tests/integration/test_dispatch.py \
 	tests/integration/test_merge_coordination.py tests/integration/test_messages.py \
 	tests/integration/test_attempts.py tests/integration/test_reconcile.py \
-	tests/integration/test_merge_crash.py
+	tests/integration/test_merge_crash.py tests/integration/test_hub.py
 
 .PHONY: install check lint typecheck test test-postgres unit demo bench clean
 

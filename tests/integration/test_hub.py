@@ -37,8 +37,11 @@ def worker(processes: Processes, env: dict[str, str], name: str, *queue: str) ->
 
 
 def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
-    tmp_path: Path, redis_url: str, processes: Processes
+    tmp_path: Path, redis_url: str, processes: Processes, database_url: str
 ) -> None:
+    """Each host needs only the broker URL, the database URL and the hub. On SQLite both share
+    a file on this machine; with CW_TEST_DATABASE_URL (the PostgreSQL pass of `make test`) they
+    share one PostgreSQL database, as real hosts do."""
     hub = tmp_path / "hub.git"
     git(tmp_path, "init", "-q", "--bare", "-b", "main", str(hub))
     seed = tmp_path / "seed"
@@ -52,7 +55,7 @@ def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
         git(tmp_path, "clone", "-q", str(hub), str(host))
     agent = tmp_path / "agent.sh"
     agent.write_text(AGENT)
-    db = f"sqlite:///{host_a / '.cw' / 'cw.db'}"
+    db = database_url
     env_a = host_env(host_a, db, redis_url, hub, agent)
     env_b = host_env(host_b, db, redis_url, hub, agent)
     for env in (env_a, env_b):
