@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from cw.locks import file_lock
 from cw.processes import Launch, run_in_group
@@ -40,6 +41,22 @@ def notify_new_messages(settings: Settings, store: Store) -> int:
     except Exception:  # the hook is a convenience: nothing about it may fail a worker
         logger.exception("the notification hook could not be run")
         return 0
+
+
+_notifier: ThreadPoolExecutor | None = None  # one per merge worker process, made on first use
+
+
+def notify_later(settings: Settings, store: Store) -> None:
+    """:func:`notify_new_messages` in a background thread: a slow hook never holds up a merge.
+
+    One thread per process, so runs never overlap here (the file lock covers other processes);
+    a run lost with the process is made up by the next one, which finds the same messages."""
+    global _notifier
+    if not settings.notify_command.strip():
+        return
+    if _notifier is None:
+        _notifier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cw-notify")
+    _notifier.submit(notify_new_messages, settings, store)
 
 
 def _run_hook(settings: Settings, store: Store, message_id: int) -> str:

@@ -10,7 +10,7 @@ from cw.attempts import run_attempt
 from cw.dispatch import dispatch_ready, send
 from cw.errors import LeaseHeld
 from cw.merging import clean_up_later, merge_attempt
-from cw.notify import notify_new_messages
+from cw.notify import notify_later, notify_new_messages
 from cw.store import Claim
 from workers import app, runtime
 
@@ -35,11 +35,11 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
         send(self.app, [result.bounced])
     if result.merged is not None:
         clean_up_later(settings, store, result.merged)
-    notify_new_messages(settings, store)  # checkpoints the dispatch opened, a failed merge's
+    notify_later(settings, store)  # checkpoints the dispatch opened, a failed merge's
 
 
 @app.task(name=defaults.RECONCILE_TASK, bind=True)
 def reconcile(self: Any) -> None:
     settings, store = runtime()
     reconciler.reconcile(settings, store, self.app)
-    notify_new_messages(settings, store)  # anything a crash kept from its notification
+    notify_later(settings, store)  # anything a crash kept from its notification

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cw import answers
 from cw.errors import NotFound, UsageError
+from cw.notify import notify_later
 from cw.prompts import TaskBrief, answers_prompt, review_prompt
+from cw.settings import Settings
 from cw.store import AttemptResult, Claim, MergeReport, Store
 from tests.conftest import dump_database
 from tests.factories import spec
@@ -273,3 +277,28 @@ def test_the_answers_prompt_carries_each_question_and_answer() -> None:
     review = {"checkpoint": "check", "question": "Is it blue?", "comments": "make it red"}
     text = review_prompt(brief, review, ["a.css"])
     assert "checkpoint check" in text and "make it red" in text and "`a.css`" in text
+
+
+def test_a_slow_hook_runs_in_the_background_and_still_sees_every_message(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The merge worker hands the hook to a thread: a slow hook never holds up the next merge."""
+    (tmp_path / ".cw").mkdir()
+    out = tmp_path / "hook.jsonl"
+    env = {"CW_REPO": str(tmp_path), "CW_DATABASE_URL": database_url,
+           "CW_NOTIFY_COMMAND": f"sleep 1; cat >> '{out}'"}  # fmt: skip
+    settings = Settings.load(env=env)
+    store = Store.open(settings.db_url)
+    try:
+        submit(store, {"a": []})
+        ask(store, ASKS)
+        started = time.monotonic()
+        notify_later(settings, store)
+        assert time.monotonic() - started < 0.5, "the caller does not wait for the hook"
+        deadline = time.monotonic() + 15
+        while store.unnotified_messages() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.unnotified_messages() == []
+        assert len(out.read_text().splitlines()) == 2, "one JSON per message"
+    finally:
+        store.close()
