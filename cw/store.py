@@ -549,7 +549,20 @@ class Store:
                 raise UsageError(
                     f"task {self._describe(s, task_id)}: only a failed task can be retried"
                 )
+            self._close_notices(s, task_id, "retried")
             self._unblock_dependents(s, task_id)
+
+    def _close_notices(self, s: Session, task_id: int, answer: str) -> None:
+        """cw's own pending notices about a task (e.g. "could not be integrated") are settled."""
+        attempt = s.scalar(select(Task.attempt).where(Task.id == task_id))
+        notices = s.scalars(
+            select(Message).where(
+                Message.task_id == task_id, Message.author == "cw", Message.state == "pending"
+            )
+        ).all()
+        for message in notices:
+            message.state, message.answer, message.answered_at = "answered", answer, time.time()
+            self._message_event(s, "message.answered", message, attempt)
 
     def cancel_task(self, task_id: int) -> None:
         """A task that has not started is cancelled; everything downstream is blocked."""

@@ -302,3 +302,24 @@ def test_a_slow_hook_runs_in_the_background_and_still_sees_every_message(
         assert len(out.read_text().splitlines()) == 2, "one JSON per message"
     finally:
         store.close()
+
+
+def test_retrying_a_task_the_merge_gave_up_on_settles_cws_notice(store: Store) -> None:
+    submit(store, {"a": []})
+    (claim,) = store.claim_ready_tasks()
+    conflict = MergeReport(conflict_files=["x.py"], output="CONFLICT (content)")
+    for expect_back in (True, False):  # sent back once, then given up on (max_bounces = 1)
+        assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+        done = AttemptResult(outcome="done", head_sha=f"h{claim.attempt}")
+        assert store.finish_attempt(claim, done, "claude")
+        assert store.begin_merge(claim)
+        back = store.bounce(claim, conflict, intent=[], max_bounces=1)
+        assert (back is not None) is expect_back
+        claim = back or claim
+    assert states(store)["a"] == "failed"
+    (notice,) = store.message_rows(pending=True)
+    assert notice["author"] == "cw"
+    store.retry_task(claim.task_id)
+    assert store.message_detail(notice["id"])["state"] == "answered"
+    assert store.message_detail(notice["id"])["answer"] == "retried"
+    assert store.message_rows(pending=True) == []
