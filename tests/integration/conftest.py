@@ -17,6 +17,7 @@ from cw.celeryapp import make_app
 from cw.dispatch import dispatch_ready
 from cw.settings import Settings
 from cw.store import Store
+from tests.claude.real_cli import offline_env, require_claude_cli
 from tests.conftest import CW, Processes, database_env, git
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Run, write_scenario
@@ -116,3 +117,13 @@ def fake_claude_district(
         extra={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario),
                "FAKE_CLAUDE_LOG": str(tmp_path / "invocations.jsonl")},
     )  # fmt: skip
+
+
+def real_claude_district(
+    district: Callable[..., District], tmp_path: Path, api_url: str, **env: str
+) -> District:
+    """A district (no workers yet) whose agents are the real, pinned Claude Code CLI, offline,
+    talking to the mock Messages API at ``api_url``."""
+    d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(require_claude_cli()), **env})
+    d.env, d.inherit = offline_env(tmp_path / "home", api_url), False
+    return d

@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.claude.mock_api import MockAnthropic, Turn, done, tool
-from tests.claude.real_cli import offline_env, require_claude_cli
 from tests.conftest import git
-from tests.integration.conftest import District
+from tests.integration.conftest import District, real_claude_district
 
 pytestmark = pytest.mark.redis
 
@@ -29,10 +28,8 @@ def events(d: District, agent: str) -> list[dict[str, object]]:
 def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    cli = require_claude_cli()
     with MockAnthropic() as api:
-        d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(cli)})
-        d.env, d.inherit = offline_env(tmp_path / "home", api.url), False
+        d = real_claude_district(district, tmp_path, api.url)
         worktree = d.settings.worktree_dir / "1-real"
         api.queue(
             Turn([tool("Write", file_path=str(worktree / "first.txt"), content="first\n")]),
@@ -73,11 +70,9 @@ def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
 def test_real_claude_cli_questions_wait_and_the_answer_resumes_the_same_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    cli = require_claude_cli()
     question = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
     with MockAnthropic() as api:
-        d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(cli)})
-        d.env, d.inherit = offline_env(tmp_path / "home", api.url), False
+        d = real_claude_district(district, tmp_path, api.url)
         worktree = d.settings.worktree_dir / "1-asks"
         api.queue(Turn([tool("StructuredOutput", status="questions", questions=[question])]))
         d.start_workers(1)

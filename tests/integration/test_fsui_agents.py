@@ -14,7 +14,6 @@ import pytest
 from cw import mirror
 from cw.snapshot import Snapshot
 from tests.claude.mock_api import MockAnthropic, Turn, done, tool
-from tests.claude.real_cli import offline_env, require_claude_cli
 from tests.conftest import CW, git
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
@@ -26,7 +25,7 @@ from tests.fakes.fake_claude_script import (
     read_jsonl,
     write_scenario,
 )
-from tests.integration.conftest import District
+from tests.integration.conftest import District, real_claude_district
 from tests.integration.test_fsui import edit, fields, wait_for
 
 pytestmark = pytest.mark.redis
@@ -92,11 +91,9 @@ def test_an_answer_in_the_message_file_resumes_the_fake_claude_session_and_the_w
 def test_an_answer_file_resumes_the_real_claude_cli_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    cli = require_claude_cli()
     question = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
     with MockAnthropic() as api:
-        d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(cli)})
-        d.env, d.inherit = offline_env(tmp_path / "home", api.url), False
+        d = real_claude_district(district, tmp_path, api.url)
         worktree = d.settings.worktree_dir / "1-asks"
         api.queue(Turn([tool("StructuredOutput", status="questions", questions=[question])]))
         d.start_workers(1)
