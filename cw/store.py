@@ -942,11 +942,19 @@ class Store:
 
     def begun_merges(self) -> list[Claim]:
         """Merges a merge worker began and never finished (it died, or it is still at work)."""
+        return self._merges_in("merging")
+
+    def merges_not_begun(self) -> list[Claim]:
+        """Tasks merging whose merge no merge worker has begun: its message may be lost."""
+        return self._merges_in("queued")
+
+    def _merges_in(self, merge_state: str) -> list[Claim]:
+        """The current attempts of merging tasks whose merge row is in ``merge_state``."""
         with self._read() as s:
             rows = s.execute(
                 select(Task.id, Task.attempt)
                 .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
-                .where(Task.state == S.MERGING, Merge.state == "merging")
+                .where(Task.state == S.MERGING, Merge.state == merge_state)
             ).all()
             return [Claim(task_id, attempt) for task_id, attempt in rows]
 
@@ -1198,16 +1206,6 @@ class Store:
             )
         )
         return (run.host, run.pid) if run is not None else None
-
-    def merges_not_begun(self) -> list[Claim]:
-        """Tasks merging whose merge no merge worker has begun: its message may be lost."""
-        with self._read() as s:
-            rows = s.execute(
-                select(Task.id, Task.attempt)
-                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
-                .where(Task.state == S.MERGING, Merge.state == "queued")
-            ).all()
-            return [Claim(task_id, attempt) for task_id, attempt in rows]
 
     def take_resends(self, claims: Iterable[Claim], state: TaskState, before: float) -> list[Claim]:
         """The claims this caller re-sends the message of: still ``state`` under the same
