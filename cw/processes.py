@@ -156,11 +156,19 @@ def kill_group(pgid: int) -> None:
 
 
 def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies (dead, not yet reaped) do not."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return True
+    return any(_runs_in(proc, pgid) for proc in psutil.process_iter())
+
+
+def _runs_in(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False
 
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:

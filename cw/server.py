@@ -291,7 +291,8 @@ def stop_server(settings: Settings, *, timeout: float, force: bool) -> int | Non
         time.sleep(POLL_SECONDS)
         processes.signal_pid(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pidfile.holder(pid_path(settings)) is not None:
+    # The lock goes with the supervisor's last step; the process exits a moment later.
+    while pidfile.holder(pid_path(settings)) is not None or _alive(pid):
         if time.monotonic() > deadline:
             raise CwError(
                 f"the server (pid {pid}) is still stopping after {timeout:.0f} s: "
