@@ -3,13 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The PostgreSQL pass: the tests that exercise the store, each on a fresh database of this server.
+# Tests run in parallel processes (pytest-xdist); most of their time is spent waiting on git,
+# workers and agents, so more processes than cores pays. Each has its own Redis database.
+TEST_JOBS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
+# The PostgreSQL pass: the whole suite again, each test's store a fresh database of this server.
 POSTGRES_URL ?= postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql
-POSTGRES_TESTS := tests/unit/test_db.py tests/unit/test_store.py tests/unit/test_messages.py \
-	tests/unit/test_mirror.py tests/integration/test_dispatch.py \
-	tests/integration/test_merge_coordination.py tests/integration/test_messages.py \
-	tests/integration/test_attempts.py tests/integration/test_reconcile.py \
-	tests/integration/test_merge_crash.py tests/integration/test_hub.py
 
 .PHONY: install check lint typecheck test test-postgres unit demo bench clean
 
@@ -31,16 +30,16 @@ typecheck: install
 check: lint typecheck
 
 test: check
-	$(BIN)/pytest
+	$(PYTEST)
 	$(MAKE) test-postgres
 
-# Without a reachable server every test of the pass is skipped ("NO POSTGRESQL at ..."); under
-# CI=true that is a failure instead.
+# Without a reachable server every test that needs a store is skipped ("NO POSTGRESQL at ...");
+# under CI=true that is a failure instead.
 test-postgres: install
-	CW_TEST_DATABASE_URL='$(POSTGRES_URL)' $(BIN)/pytest $(POSTGRES_TESTS)
+	CW_TEST_DATABASE_URL='$(POSTGRES_URL)' $(PYTEST)
 
 unit: install
-	$(BIN)/pytest tests/unit -q
+	$(PYTEST) tests/unit -q
 
 demo: install
 	bash scripts/demo.sh

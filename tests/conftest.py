@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -14,8 +15,24 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from cw import defaults
+from cw.settings import Settings
+
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REDIS_URL = os.environ.get("CW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url() -> str:
+    """CW_TEST_REDIS_URL, or database 15 of the machine's Redis; under pytest-xdist each worker
+    (gw0, gw1, ...) takes the next lower database, so parallel tests never flush each other."""
+    url = os.environ.get("CW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return url
+    base, _, db = url.rpartition("/")
+    return f"{base}/{int(db or 0) - int(worker[2:]) - 1}"
+
+
+REDIS_URL = _redis_url()
 #: Set: every test database is a fresh PostgreSQL database made through this (admin) URL.
 POSTGRES_URL = os.environ.get("CW_TEST_DATABASE_URL", "")
 GIT_ID = {
@@ -37,6 +54,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if POSTGRES_URL and item.get_closest_marker("sqlite_only"):
         pytest.skip("SQLite only (CW_TEST_DATABASE_URL is set)")
+
+
+@pytest.fixture(autouse=True)
+def no_sqlite_in_the_postgres_pass(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[None]:
+    """In the PostgreSQL pass a test that quietly made a SQLite store fails: every store a test
+    opens must come from ``database_url`` (or the test is marked ``sqlite_only``)."""
+    yield
+    if POSTGRES_URL and not request.node.get_closest_marker("sqlite_only"):
+        made = sorted(tmp_path.rglob(defaults.DATABASE_FILE))
+        assert not made, f"SQLite stores made in the PostgreSQL pass: {made}"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -103,16 +132,34 @@ def postgres_admin() -> Iterator[sa.Engine]:
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database: a SQLite file under ``tmp_path``, or with CW_TEST_DATABASE_URL
     a new PostgreSQL database, dropped at teardown."""
+    with fresh_database(request, tmp_path) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def fresh_database(request: pytest.FixtureRequest, directory: Path) -> Iterator[str]:
+    """``database_url`` for fixtures of any scope."""
     if not POSTGRES_URL:
-        yield f"sqlite:///{tmp_path / 'cw.db'}"
+        yield f"sqlite:///{directory / defaults.DATABASE_FILE}"
         return
     admin: sa.Engine = request.getfixturevalue("postgres_admin")
     name = f"cw_t_{secrets.token_hex(6)}"
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield admin.url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    try:
+        yield admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+@pytest.fixture
+def cw_database(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``database_url``, exported to every ``cw`` the test starts with ``os.environ`` (nothing
+    is exported for SQLite: cw's default file, ``.cw/cw.db``, is what those tests use)."""
+    for key, value in database_env(database_url).items():
+        monkeypatch.setenv(key, value)
+    return database_url
 
 
 def dump_database(engine: sa.Engine) -> list[tuple[str, tuple[object, ...]]]:
@@ -126,6 +173,20 @@ def dump_database(engine: sa.Engine) -> list[tuple[str, tuple[object, ...]]]:
             for table in meta.sorted_tables
             for row in conn.execute(sa.select(table).order_by(*table.primary_key.columns))
         ]
+
+
+def store_url(repo: Path) -> str:
+    """The database ``cw`` uses in ``repo``, as ``os.environ`` and ``.cw/config.toml`` say."""
+    return Settings.load(env={**os.environ, "CW_REPO": str(repo)}).db_url
+
+
+def dump_store(url: str) -> list[tuple[str, tuple[object, ...]]]:
+    """``dump_database`` of the database at ``url``."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    try:
+        return dump_database(engine)
+    finally:
+        engine.dispose()
 
 
 def database_env(url: str) -> dict[str, str]:

@@ -7,14 +7,13 @@ holds a plan, and compares a full dump of the database before and after.
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CW, GIT_ID
+from tests.conftest import CW, GIT_ID, database_env, dump_store, fresh_database, store_url
 
 GOOD_PLAN = (
     "initiative: good\ntasks:\n  - {id: a, prompt: p}\n  - {id: b, prompt: q, depends_on: [a]}\n"
@@ -28,14 +27,16 @@ def cw(repo: Path, *args: str, stdin: str | None = None) -> subprocess.Completed
     )  # fmt: skip
 
 
-def dump(repo: Path) -> str:
-    with sqlite3.connect(repo / ".cw" / "cw.db") as conn:
-        return "\n".join(conn.iterdump())
+#: The database of each module repository, read once while its config file is good.
+STORES: dict[Path, str] = {}
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Initialised, with a two-task plan stored; no workers, so nothing moves by itself.
+def repo(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """Initialised on the test database, with a two-task plan stored; no workers, so nothing
+    moves by itself. A PostgreSQL database is named in .cw/config.toml, as a user would.
 
     One repository serves every case: each proves it changed nothing, and the config cases put
     the file back."""
@@ -43,7 +44,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path.mkdir()
     for args in (["init", "-q", "-b", "main"], ["commit", "-q", "--allow-empty", "-m", "first"]):
         subprocess.run(["git", *args], cwd=path, check=True, env={**os.environ, **GIT_ID})
-    assert cw(path, "init").returncode == 0
+    with fresh_database(request, path.parent) as url:
+        yield from _initialised(path, url)
+
+
+def _initialised(path: Path, url: str) -> Iterator[Path]:
+    db_env = database_env(url)
+    init = subprocess.run(
+        [*CW, "init"], cwd=path, capture_output=True, env={**os.environ, **db_env}
+    )
+    assert init.returncode == 0, init.stderr
+    with open(path / ".cw" / "config.toml", "a") as config:
+        config.writelines(f'database_url = "{value}"\n' for value in db_env.values())
+    STORES[path] = store_url(path)
     (path / "good.yaml").write_text(GOOD_PLAN)
     assert cw(path, "submit", "plan", "good.yaml").returncode == 0, "the good plan is accepted"
     yield path
@@ -52,13 +65,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def refused(repo: Path, *args: str, stdin: str | None = None) -> str:
     """Run ``cw args``; assert exit 2, one line on stderr, the database unchanged."""
-    before = dump(repo)
+    before = dump_store(STORES[repo])
     result = cw(repo, *args, stdin=stdin)
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
-    assert dump(repo) == before, "the database changed"
+    assert dump_store(STORES[repo]) == before, "the database changed"
     return lines[0]
 
 

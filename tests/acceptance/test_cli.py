@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import CW, Processes, git
+from tests.conftest import CW, Processes, dump_store, git, store_url
 
 # a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` is slow, so d and e must get
 # merged while a still runs: nothing waits for a "wave" to finish.
@@ -42,8 +41,9 @@ def run_cw(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
 
 
 @pytest.fixture
-def district(make_repo: Callable[[str], Path]) -> Iterator[Path]:
-    """An initialised repository whose agents run AGENT; its embedded broker stops after."""
+def district(make_repo: Callable[[str], Path], cw_database: str) -> Iterator[Path]:
+    """An initialised repository whose agents run AGENT, on the test database; its embedded
+    broker stops after."""
     repo = make_repo("repo")
     run_cw(repo, "init")
     (repo / "agent.sh").write_text(AGENT)
@@ -121,11 +121,6 @@ def test_commands_before_init_say_to_run_init(make_repo: Callable[[str], Path]) 
     assert result.returncode == 2 and "run `cw init` first" in result.stderr
 
 
-def dump(repo: Path) -> str:
-    with sqlite3.connect(repo / ".cw" / "cw.db") as conn:
-        return "\n".join(conn.iterdump())
-
-
 @pytest.mark.parametrize(
     ("plan", "message"),
     [
@@ -146,12 +141,12 @@ def test_a_bad_plan_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     repo = district
     (repo / "plan.yaml").write_text(plan)
-    before = dump(repo)
+    before = dump_store(store_url(repo))
     result = run_cw(repo, "submit", "plan", "plan.yaml", check=False)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("cw: error: plan.yaml:") and result.stderr.count("\n") == 1
     assert message in result.stderr
-    assert dump(repo) == before
+    assert dump_store(store_url(repo)) == before
 
 
 def test_unknown_task_is_a_clear_error(district: Path) -> None:
@@ -185,7 +180,7 @@ def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes:
 
 
 def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
-    make_repo: Callable[[str], Path],
+    make_repo: Callable[[str], Path], cw_database: str
 ) -> None:
     repo = make_repo("repo")
     bad = run_cw(repo, "init", "--integration-branch", "no..dots", check=False)

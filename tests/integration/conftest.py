@@ -45,6 +45,11 @@ class District:
         self.start_worker("agents", "-Q", "agents", "-c", str(agents))
         self.start_worker("merge", "-Q", "merge", "-c", "1")
 
+    def wait_for_workers(self, count: int = 2, timeout: float = 60) -> None:
+        """Until ``count`` workers answer a remote-control ping: they consume their queues."""
+        control = make_app(self.settings).control
+        self.wait_for(lambda: len(control.ping(timeout=0.5)) >= count, timeout, "workers up")
+
     def child_env(self) -> dict[str, str]:
         base = dict(os.environ) if self.inherit else {}
         return {**base, **self.env, **self.settings.child_env()}

@@ -65,12 +65,13 @@ def test_a_bug_inside_a_merge_fails_the_task_instead_of_leaving_it_merging(
 
 
 def test_the_lease_is_renewed_while_slow_git_work_runs_before_the_agent(
-    make_repo: Callable[[str], Path], monkeypatch: pytest.MonkeyPatch
+    make_repo: Callable[[str], Path], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = make_repo("repo")
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
     env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "true", "CW_LEASE": "0.6",
-           "CW_HEARTBEAT": "0.1"}  # fmt: skip
+           "CW_HEARTBEAT": "0.1", **database_env(database_url)}  # fmt: skip
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, **env})  # fmt: skip
     settings = Settings.load(env=env)
     store = Store.open(settings.db_url)
     store.submit(spec({"a": []}))
@@ -87,3 +88,4 @@ def test_the_lease_is_renewed_while_slow_git_work_runs_before_the_agent(
     assert attempts.run_attempt(settings, store, claim, worker="w")
     assert leases and leases[0] > 0, "the lease was still live after the slow step"
     assert store.task_state(claim.task_id).value == "merging"
+    store.close()

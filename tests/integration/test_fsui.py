@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -20,7 +19,7 @@ from cw.mirrordir import REJECTED_MARK, TEMP_PREFIX
 from cw.settings import Settings
 from cw.snapshot import Snapshot
 from cw.store import AttemptResult, Store
-from tests.conftest import CW, Processes, git
+from tests.conftest import CW, Processes, database_env, dump_store, git
 from tests.factories import spec
 
 WAIT_SECONDS = 5.0
@@ -130,20 +129,18 @@ def ask(store: Store, task_id: int, *questions: str) -> list[int]:
     return [m["id"] for m in store.message_rows() if m["task_id"] == task_id]
 
 
-def dump(m: Mirrored) -> str:
-    """Every row of the district's database, to prove a refused edit changed nothing."""
-    with sqlite3.connect(m.settings.state_dir / "cw.db") as conn:
-        return "\n".join(conn.iterdump())
-
-
 @pytest.fixture
-def mirrored(make_repo: Callable[[str], Path]) -> Iterator[Callable[..., Mirrored]]:
+def mirrored(
+    make_repo: Callable[[str], Path], cw_database: str
+) -> Iterator[Callable[..., Mirrored]]:
+    """``mirrored(edges, **CW_*)``: a repository with a store on the test database (also named
+    to every ``cw`` the test starts), holding a plan of ``edges``."""
     made: list[Mirrored] = []
 
     def make(edges: dict[str, list[str]] | None = None, **env: str) -> Mirrored:
         repo = make_repo("repo")
         (repo / ".cw").mkdir()
-        settings = Settings.load(env={"CW_REPO": str(repo), **env})
+        settings = Settings.load(env={"CW_REPO": str(repo), **database_env(cw_database), **env})
         store = Store.open(settings.db_url)
         if edges is not None:
             store.submit(spec(edges))
@@ -316,11 +313,11 @@ def test_an_edit_that_does_not_parse_is_kept_aside_with_why(
     m.start()
     path = m.task_file("a")
     good = path.read_bytes()
-    before = dump(m)
+    before = dump_store(m.settings.db_url)
     path.write_bytes(content)
     wait_for(lambda: len(m.kept()) == 1, "the edit to be kept aside")
     wait_for(lambda: path.read_bytes() == good, "the file to be rewritten")
-    assert dump(m) == before, "the database is unchanged"
+    assert dump_store(m.settings.db_url) == before, "the database is unchanged"
     assert why in m.kept()[0].read_text()
     originals = [p for p in m.root.rglob(f"a{REJECTED_MARK}*") if p.suffix != ".md"]
     if content.startswith(b"---") or content.startswith(b"no"):
@@ -336,11 +333,11 @@ def test_a_50_mb_file_is_moved_aside_unread(mirrored: Callable[..., Mirrored]) -
     path = m.task_file("a")
     good = path.read_bytes()
     inode = path.stat().st_ino
-    before = dump(m)
+    before = dump_store(m.settings.db_url)
     with path.open("r+b") as handle:
         handle.truncate(50 * 1024 * 1024)
     wait_for(lambda: len(m.kept()) == 1, "the big file to be moved aside")
-    assert dump(m) == before, "the database is unchanged"
+    assert dump_store(m.settings.db_url) == before, "the database is unchanged"
     (big,) = [p for p in path.parent.glob(f"a{REJECTED_MARK}*") if p.suffix != ".md"]
     assert big.stat().st_ino == inode, "moved, not copied"
     assert big.stat().st_size == 50 * 1024 * 1024

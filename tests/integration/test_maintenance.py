@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from cw import attempts, maintenance, merging, worktrees
 from cw.errors import UsageError
 from cw.settings import Settings
 from cw.store import Claim, Store
-from tests.conftest import CW, git
+from tests.conftest import CW, database_env, git
 from tests.factories import spec
 
 # Each task writes a file named after itself; a task named "bad*" also fails (its commit stays).
@@ -29,7 +30,8 @@ class District:
     store: Store
 
     def cw(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CW, *args], cwd=self.repo, capture_output=True,
+        env = {**os.environ, **self.settings.child_env()}
+        return subprocess.run([*CW, *args], cwd=self.repo, env=env, capture_output=True,
                               text=True, timeout=120)  # fmt: skip
 
     def submit(self, *keys: str) -> None:
@@ -57,13 +59,20 @@ class District:
 
 
 @pytest.fixture
-def district(make_repo: Callable[[str], Path]) -> Iterator[Callable[..., District]]:
+def district(
+    make_repo: Callable[[str], Path], database_url: str
+) -> Iterator[Callable[..., District]]:
+    """``district(**CW_*)``: an initialised repository on the test database; no workers."""
     stores: list[Store] = []
 
     def make(**env: str) -> District:
         repo = make_repo("repo")
-        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
-        settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **env})
+        db_env = database_env(database_url)
+        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                       env={**os.environ, **db_env})  # fmt: skip
+        settings = Settings.load(
+            env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **db_env, **env}
+        )
         stores.append(Store.open(settings.db_url))
         return District(repo, settings, stores[-1])
 

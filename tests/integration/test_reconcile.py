@@ -285,7 +285,8 @@ def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
     d = fake_claude_district(district, tmp_path, [])
     d.start_workers(agents=1)
     start_reconciler(d.processes, d.child_env(), "reconciler")
-    resets = int(time.time()) + 3  # once the workers are up: the limit is hit well before
+    d.wait_for_workers()
+    resets = int(time.time()) + 4  # the workers are up: the limit is hit well before
     write_scenario(tmp_path / "scenario.json", [
         Run([Write("before.txt", "before the limit\n")], RateLimit(resets), attempt=1,
             when_prompt_contains="do limited"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import redis
 from cw.celeryapp import make_app
 from cw.dispatch import dispatch_ready
 from cw.settings import Settings
+from tests.conftest import dump_store
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (
     ApiError,
@@ -108,12 +108,6 @@ def files_under(*roots: Path) -> Iterator[Path]:
         yield from (p for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def table_dump(database: Path) -> str:
-    with sqlite3.connect(database) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return "\n".join(repr(db.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
-
-
 def broker_dump(url: str) -> bytes:
     """Every key and value in the test's Redis database: Celery's messages and bookkeeping."""
     client = redis.Redis.from_url(url)
@@ -170,7 +164,7 @@ def test_agents_get_the_api_key_and_nothing_cw_writes_holds_a_planted_secret(
     named = {str(p.relative_to(d.repo)): p.read_bytes() for p in files_under(state, fsui)}
     logs = d.processes.log_dir  # the workers' own output (their terminals)
     named |= {f"worker {p.name}": p.read_bytes() for p in files_under(logs)}
-    named["tables"] = table_dump(state / "cw.db").encode()
+    named["tables"] = repr(dump_store(d.settings.db_url)).encode()
     named["broker"] = broker_dump(redis_url)
     named |= {name: text.encode() for name, text in command_outputs(d).items()}
     assert leaks(named) == []

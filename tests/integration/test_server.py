@@ -22,7 +22,7 @@ import pytest
 from cw import attempts
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
-from tests.conftest import CW, Processes, git
+from tests.conftest import CW, Processes, database_env, git
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Done, Run, Sleep, Write, read_jsonl
 from tests.fakes.fake_claude_script import write_scenario as write_claude_scenario
@@ -106,7 +106,7 @@ def alive(procs: list[psutil.Process]) -> list[str]:
 
 @pytest.fixture
 def server(
-    make_repo: Callable[[str], Path], processes: Processes, tmp_path: Path
+    make_repo: Callable[[str], Path], processes: Processes, tmp_path: Path, database_url: str
 ) -> Iterator[Callable[..., Server]]:
     """An initialised repository with the embedded broker; ``server(agent_command, **CW_*)``."""
     made: list[Server] = []
@@ -116,7 +116,8 @@ def server(
         flag = tmp_path / "slow"
         flag.touch()
         env = {**os.environ, **FAST, "CW_REPO": str(repo), "CW_AGENT_COMMAND": command,
-               "CW_FLOWER_PORT": str(free_port()), "SLOW_FLAG": str(flag), **settings}  # fmt: skip
+               "CW_FLOWER_PORT": str(free_port()), "SLOW_FLAG": str(flag),
+               **database_env(database_url), **settings}  # fmt: skip
         subprocess.run([*CW, "init"], cwd=repo, env=env, check=True, capture_output=True)
         store = Store.open(Settings.load(env=env).db_url)
         made.append(Server(repo, env, processes, store))
@@ -292,11 +293,13 @@ def test_the_detached_server_runs_in_its_own_session_and_stops_on_request(
 
 
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
-    make_repo: Callable[[str], Path],
+    make_repo: Callable[[str], Path], database_url: str
 ) -> None:
     repo = make_repo("repo")
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True)
-    settings = Settings.load(env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "sleep 60"})
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "sleep 60", **database_env(database_url)}
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, **env})  # fmt: skip
+    settings = Settings.load(env=env)
     store = Store.open(settings.db_url)
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
