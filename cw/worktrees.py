@@ -17,6 +17,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -735,14 +736,29 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
 HUB_NAMESPACE = "refs/cw-hub/heads/"
 
 
+#: A fetch reads every worktree's HEAD, and `git worktree add` writes a placeholder HEAD (the
+#: null id) before the real one: a fetch during another agent's worktree add fails with
+#: "bad object worktrees/<name>/HEAD". That is over in moments, so the fetch is tried again.
+FETCH_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
 def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
     """Force-fetch ``branch`` from ``hub`` into the ref ``into``; False if the hub lacks it."""
-    result = _git(repo, "fetch", "--no-tags", "--quiet", hub, f"+refs/heads/{branch}:{into}")
-    if result.status == 0:
-        return True
-    if "couldn't find remote ref" in result.err:
-        return False
-    raise GitError(_failure(("fetch",), result))
+    pauses = iter(FETCH_RETRY_PAUSES)
+    while True:
+        result = _git(repo, "fetch", "--no-tags", "--quiet", hub, f"+refs/heads/{branch}:{into}")
+        if result.status == 0:
+            return True
+        if "couldn't find remote ref" in result.err:
+            return False
+        pause = next(pauses, None)
+        if pause is None or not _half_made_worktree(result.err):
+            raise GitError(_failure(("fetch",), result))
+        time.sleep(pause)
+
+
+def _half_made_worktree(err: str) -> bool:
+    return "bad object worktrees/" in err and "/HEAD" in err
 
 
 def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | None = None) -> None:

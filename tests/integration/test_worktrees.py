@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -548,3 +549,30 @@ def test_rerere_replays_a_resolution_an_agent_recorded_and_the_check_still_sees_
     assert parents == [head, branch_sha(repo, again)]
     assert seen and seen[0].auto_merged is None, "a replayed resolution is always checked"
     assert not is_dirty(worktree)
+
+
+# -- the hub ---------------------------------------------------------------------
+
+
+def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
+    repo: Path, tmp_path: Path
+) -> None:
+    hub = tmp_path / "hub.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(hub))
+    git(repo, "push", "--quiet", str(hub), "main:refs/heads/cw/task/1-a")
+    worktrees.add_worktree(repo, tmp_path / "wt", "cw/task/2-b", git(repo, "rev-parse", "main"))
+    head = git_common_dir(repo) / "worktrees" / "wt" / "HEAD"
+    real = head.read_text()
+    head.write_text("0" * 40 + "\n")  # what `git worktree add` writes first
+    fixed = threading.Timer(0.5, head.write_text, [real])
+    fixed.start()
+    try:
+        assert worktrees.fetch_branch(repo, str(hub), "cw/task/1-a", "refs/cw-hub/heads/1-a")
+    finally:
+        fixed.join()
+    assert branch_sha(repo, "main") == git(repo, "rev-parse", "refs/cw-hub/heads/1-a")
+
+
+def test_a_fetch_that_fails_for_good_says_why(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(GitError, match="git fetch failed"):
+        worktrees.fetch_branch(repo, str(tmp_path / "nowhere"), "main", "refs/cw-hub/heads/x")
