@@ -322,7 +322,7 @@ def health(settings: Settings) -> dict[str, Any]:
         "broker": monitoring.broker_reachable(settings),
         "database": monitoring.database_reachable(settings),
         "flower": flower,
-        "flower_credentials": str(monitoring.flower_credentials_path(settings)) if flower else None,
+        "flower_credentials": _flower_login(settings) if flower else None,
     }
     report["healthy"] = bool(
         pid
@@ -332,6 +332,12 @@ def health(settings: Settings) -> dict[str, Any]:
         and report["database"]
     )
     return report
+
+
+def _flower_login(settings: Settings) -> str:
+    """Where Flower's login is: the generated file, or the variable that replaced it."""
+    path = monitoring.flower_credentials_path(settings)
+    return str(path) if path.exists() else f"${monitoring.FLOWER_AUTH_VARIABLE}"
 
 
 def _alive(pid: Any) -> bool:

@@ -149,6 +149,9 @@ def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_
     names = {" ".join(p.cmdline()) for p in tree}
     for part in ("-Q merge", "-Q agents", "beat", "cw fsui", "flower", "redis-server", "sleep"):
         assert any(part in n for n in names), f"{part} is not in the server's tree"
+    login = srv.repo / ".cw" / "flower.credentials"
+    srv.wait_for(login.exists, 30, "flower's generated login")
+    assert srv.status()["flower_credentials"] == str(login) and login.stat().st_mode & 0o077 == 0
 
     seconds = srv.terminate()
 
