@@ -22,6 +22,7 @@ from cw.prompts import (
     answers_prompt,
     bounce_prompt,
     first_prompt,
+    lost_session_prompt,
     resume_prompt,
     review_prompt,
 )
@@ -189,7 +190,8 @@ def _request(
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
-        session_cost_usd=ws.agent_cost_usd,
+        fresh_prompt=lost_session_prompt(brief, _prompt(brief, ws, conflicts)) if resuming else "",
+        session_cost_usd=ws.session_cost_usd,
         env={
             **_bounce_env(ws.bounce, conflicts),
             **_answers_env(ws),

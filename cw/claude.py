@@ -18,7 +18,9 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TextIO
 
 from cw import defaults
@@ -56,6 +58,8 @@ ANSWER_SCHEMA: dict[str, Any] = {
 }
 WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 SESSION_IN_USE = "already in use"
+#: What the CLI says when --resume names a conversation this host does not have.
+NO_CONVERSATION = "No conversation found with session ID"
 #: Linux refuses a single argument over 128 KiB; longer briefs go on stdin instead.
 MAX_PROMPT_ARG_BYTES = 100_000
 
@@ -76,6 +80,13 @@ class ClaudeAdapter:
         if outcome.error and SESSION_IN_USE in outcome.error and request.new_session_id:
             # The first attempt created the session but died before cw recorded it.
             outcome = self._attempt(request, tick, on_session, resume=request.new_session_id)
+        elif outcome.error and NO_CONVERSATION in outcome.error and request.fresh_prompt:
+            # Conversations live in ~/.claude of the host that ran them: this one lacks it.
+            logger.warning("%s: session %s is not on this host; starting a new one with the "
+                           "whole brief", request.task_key, request.session_id)  # fmt: skip
+            fresh = replace(request, prompt=request.fresh_prompt, session_id=None,
+                            new_session_id=str(uuid.uuid4()), session_cost_usd=0.0)  # fmt: skip
+            outcome = self._attempt(fresh, tick, on_session, resume=None)
         return outcome
 
     def _check_can_run(self) -> None:

@@ -56,6 +56,17 @@ def resume_prompt(task: TaskBrief, attempt: int) -> str:
     )
 
 
+def lost_session_prompt(task: TaskBrief, since: str) -> str:
+    """For a new conversation in place of one this machine does not have (another host ran
+    the earlier attempts): the whole brief, then what the resumed conversation would hear."""
+    return (
+        first_prompt(task).rstrip("\n") + "\n\n## Where you left off\n\n"
+        "You worked on this task before, in a conversation that is not available here. Your "
+        "worktree holds everything you committed, and anything left uncommitted was committed "
+        "for you as a WIP commit: read `git log` and `git status` first. Since then:\n\n" + since
+    )
+
+
 def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[str]) -> str:
     """Why the merge sent the work back, and what to do about it."""
     if bounce.get("kind") == "verify":

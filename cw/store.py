@@ -69,7 +69,7 @@ class Workspace:
     branch: str | None
     worktree: str | None
     base_sha: str | None
-    agent_cost_usd: float = 0.0
+    session_cost_usd: float = 0.0  # what the agent's current session has cost so far
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
@@ -1490,6 +1490,18 @@ def _running_attempt(s: Session, claim: Claim) -> bool:
     return task is not None and task.state == S.RUNNING and task.attempt == claim.attempt
 
 
+def _session_cost(s: Session, agent: Agent) -> float:
+    """The recorded cost of the runs in the agent's current session."""
+    if agent.session_id is None:
+        return 0.0
+    cost = s.scalar(
+        select(func.sum(AgentRun.cost_usd)).where(
+            AgentRun.task_id == agent.task_id, AgentRun.session_id == agent.session_id
+        )
+    )
+    return float(cost or 0.0)
+
+
 def _workspace(
     s: Session,
     claim: Claim,
@@ -1515,7 +1527,7 @@ def _workspace(
         branch=task.branch,
         worktree=task.worktree,
         base_sha=task.base_sha,
-        agent_cost_usd=agent.cost_usd,
+        session_cost_usd=_session_cost(s, agent),
         bounce=dict(task.bounce or {}),
         previous=previous,
         answers=heard,

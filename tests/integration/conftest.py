@@ -17,6 +17,7 @@ from cw.celeryapp import make_app
 from cw.dispatch import dispatch_ready
 from cw.settings import Settings
 from cw.store import Store
+from tests.claude.mock_api import MockAnthropic, Turn, tool
 from tests.claude.real_cli import offline_env, require_claude_cli
 from tests.conftest import CW, Processes, database_env, git
 from tests.factories import spec
@@ -131,4 +132,25 @@ def real_claude_district(
     talking to the mock Messages API at ``api_url``."""
     d = district({"CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(require_claude_cli()), **env})
     d.env, d.inherit = offline_env(tmp_path / "home", api_url), False
+    return d
+
+
+#: The question the real CLI asks in the answer tests.
+DB_QUESTION = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
+
+
+def real_claude_asking(
+    district: Callable[..., District],
+    tmp_path: Path,
+    api: MockAnthropic,
+    before_submit: Callable[[District], object] = lambda _d: None,
+) -> District:
+    """A real-CLI district with one agent worker whose task ``asks`` asked ``DB_QUESTION`` and
+    now waits for the answer."""
+    d = real_claude_district(district, tmp_path, api.url)
+    api.queue(Turn([tool("StructuredOutput", status="questions", questions=[DB_QUESTION])]))
+    d.start_workers(1)
+    before_submit(d)
+    d.submit({"asks": []})
+    assert d.wait_settled(timeout=90) == {"asks": "waiting"}
     return d

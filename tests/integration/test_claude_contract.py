@@ -8,6 +8,7 @@ and the cost; after a failure, `cw task retry` resumes the same conversation.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.claude.mock_api import MockAnthropic, Turn, done, tool
 from tests.conftest import git
-from tests.integration.conftest import District, real_claude_district
+from tests.integration.conftest import District, real_claude_asking, real_claude_district
 
 pytestmark = pytest.mark.redis
 
@@ -70,14 +71,9 @@ def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
 def test_real_claude_cli_questions_wait_and_the_answer_resumes_the_same_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    question = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
     with MockAnthropic() as api:
-        d = real_claude_district(district, tmp_path, api.url)
+        d = real_claude_asking(district, tmp_path, api)
         worktree = d.settings.worktree_dir / "1-asks"
-        api.queue(Turn([tool("StructuredOutput", status="questions", questions=[question])]))
-        d.start_workers(1)
-        d.submit({"asks": []})
-        assert d.wait_settled(timeout=90) == {"asks": "waiting"}
         task = d.task("asks")
         (message,) = task["messages"]  # type: ignore[misc]
         assert (message["body"], message["options"]) == (
@@ -104,3 +100,37 @@ def test_real_claude_cli_questions_wait_and_the_answer_resumes_the_same_session(
     run1, run2 = d.task("asks")["runs"]  # type: ignore[misc]
     assert (run1["state"], run2["state"]) == ("asked", "succeeded")
     assert run2["session_id"] == session and run2["summary"] == "chose postgres"
+
+
+def test_an_answer_resumed_on_a_host_without_the_session_starts_a_new_one_with_the_brief(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    with MockAnthropic() as api:
+        d = real_claude_asking(district, tmp_path, api)
+        worktree = d.settings.worktree_dir / "1-asks"
+        lost = str(d.task("asks")["session_id"])
+        # Another host answers: its HOME has never seen the conversation.
+        shutil.rmtree(tmp_path / "home" / ".claude" / "projects")
+
+        api.queue(
+            Turn([tool("Write", file_path=str(worktree / "db.txt"), content="postgres\n")]),
+            Turn([done("chose postgres")]),
+        )
+        (message,) = d.task("asks")["messages"]  # type: ignore[misc]
+        d.cw("message", "answer", str(message["id"]), "postgres")
+        assert d.wait_settled(timeout=90) == {"asks": "done"}
+
+    assert git(d.repo, "show", "cw/integration:db.txt") == "postgres"
+    task = d.task("asks")
+    agent, session = str(task["agent"]), str(task["session_id"])
+    inits = [e["session_id"] for e in events(d, agent) if e.get("subtype") == "init"]
+    assert inits == [lost, session] and session != lost, "a new conversation, recorded"
+    brief = json.dumps(api.main_requests()[1]["messages"])
+    for part in ("Task asks", "Where you left off", "SQLite or Postgres?", "**Answer:** postgres"):
+        assert part in brief, part
+    _, run2 = task["runs"]  # type: ignore[misc]
+    assert (run2["state"], run2["session_id"]) == ("succeeded", session)
+    new_session = float(
+        [e for e in events(d, agent) if e.get("type") == "result"][-1]["total_cost_usd"]
+    )  # type: ignore[arg-type]
+    assert run2["cost_usd"] > 0 and run2["cost_usd"] == pytest.approx(new_session), "all of it"

@@ -185,11 +185,17 @@ def test_reusing_a_session_id_fails(home: Path, wt: Path) -> None:
     assert again.stderr.strip() == f"Error: Session ID {session} is already in use."
 
 
-def test_resuming_an_unknown_session_fails(home: Path, wt: Path) -> None:
+def test_resuming_an_unknown_session_fails_with_an_error_result(home: Path, wt: Path) -> None:
     session = str(uuid.uuid4())
     out = claude(wt, home, "-p", "hi", *STREAM, "--resume", session)
-    assert out.returncode == 1 and out.stdout == ""
+    assert out.returncode == 1
     assert out.stderr.strip() == f"No conversation found with session ID: {session}"
+    (result,) = [json.loads(line) for line in out.stdout.splitlines()]
+    assert (result["type"], result["subtype"], result["is_error"]) == (
+        "result", "error_during_execution", True,
+    )  # fmt: skip
+    assert result["errors"] == [f"No conversation found with session ID: {session}"]
+    assert result["session_id"] == session and result["num_turns"] == 0
 
 
 def test_stream_json_without_verbose_fails_like_the_real_cli(home: Path, wt: Path) -> None:

@@ -25,7 +25,7 @@ from tests.fakes.fake_claude_script import (
     read_jsonl,
     write_scenario,
 )
-from tests.integration.conftest import District, real_claude_district
+from tests.integration.conftest import District, real_claude_asking
 from tests.integration.test_fsui import edit, fields, wait_for
 
 pytestmark = pytest.mark.redis
@@ -91,15 +91,9 @@ def test_an_answer_in_the_message_file_resumes_the_fake_claude_session_and_the_w
 def test_an_answer_file_resumes_the_real_claude_cli_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    question = {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
     with MockAnthropic() as api:
-        d = real_claude_district(district, tmp_path, api.url)
+        d = real_claude_asking(district, tmp_path, api, before_submit=watch)
         worktree = d.settings.worktree_dir / "1-asks"
-        api.queue(Turn([tool("StructuredOutput", status="questions", questions=[question])]))
-        d.start_workers(1)
-        watch(d)
-        d.submit({"asks": []})
-        assert d.wait_settled(timeout=90) == {"asks": "waiting"}
         session = str(d.task("asks")["session_id"])
         (message,) = d.task("asks")["messages"]  # type: ignore[misc]
 

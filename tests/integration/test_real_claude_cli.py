@@ -191,6 +191,23 @@ def test_reusing_a_session_id_fails_because_it_is_in_use(
     assert len(api.main_requests()) == 1
 
 
+def test_resuming_a_session_this_home_lacks_fails_with_an_error_result(
+    claude: Claude, api: MockAnthropic
+) -> None:
+    """What a worker on another host sees: the conversation lives in the first host's HOME."""
+    session = str(uuid.uuid4())
+
+    lost = claude("go on", "--resume", session, *_schema())
+
+    assert lost.returncode == 1
+    assert lost.stderr.strip() == f"No conversation found with session ID: {session}"
+    assert [e["type"] for e in lost.events] == ["result"], "no init: no conversation began"
+    assert (lost.result["subtype"], lost.result["is_error"]) == ("error_during_execution", True)
+    assert lost.result["errors"] == [f"No conversation found with session ID: {session}"]
+    assert lost.result["session_id"] == session
+    assert lost.result["num_turns"] == 0 and api.main_requests() == []
+
+
 def test_bash_is_denied_under_accept_edits(claude: Claude, api: MockAnthropic, repo: Path) -> None:
     (repo / "new.txt").write_text("new\n")
     api.queue(Turn([tool("Bash", command=GIT_COMMIT, description="commit")]), Turn([done("no")]))
