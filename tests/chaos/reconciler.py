@@ -12,6 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import redis
+
+from cw import defaults
 from cw.celeryapp import make_app
 from cw.errors import CwError
 from cw.reconcile import reconcile
@@ -20,14 +23,28 @@ from cw.store import Store
 from tests.conftest import Processes
 
 ROOT = Path(__file__).parents[2]
+FIRST_PASS_SECONDS = 30
 
 
 def start_reconciler(
     processes: Processes, env: dict[str, str], name: str, interval: float = 0.3
 ) -> subprocess.Popen[bytes]:
-    """A reconciler in its own process, as beat's task would run it, every ``interval`` s."""
+    """A reconciler in its own process, as beat's task would run it, every ``interval`` s;
+    returns after its first pass.
+
+    A reconciler's first look at a broker counts as a loss and re-sends whatever is queued (a
+    harmless duplicate that a test expecting one exact history would trip over), so tests
+    give it work only after that look: once its marker key is in the broker."""
     argv = [sys.executable, "-m", "tests.chaos.reconciler", str(interval)]
-    return processes.start(argv, ROOT, env, name)
+    proc = processes.start(argv, ROOT, env, name)
+    client = redis.Redis.from_url(env["CW_BROKER_URL"])
+    deadline = time.monotonic() + FIRST_PASS_SECONDS
+    while not client.exists(defaults.BROKER_MARKER_KEY):
+        assert proc.poll() is None, f"the reconciler exited: see {processes.log_dir}/{name}.log"
+        assert time.monotonic() < deadline, "the reconciler made no pass"
+        time.sleep(0.05)
+    client.close()
+    return proc
 
 
 def main(interval: float) -> None:

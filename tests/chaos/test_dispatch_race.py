@@ -73,7 +73,8 @@ def test_two_reconcilers_give_each_lost_attempt_exactly_one_new_attempt(
     keys = ["a", "b", "c"]
     d.submit({k: [] for k in keys})
     d.wait_for(lambda: set(d.states().values()) == {"running"}, what="three agents at work")
-    d.wait_for(lambda: len((tmp_path / "locks" / "runs").read_text().split()) == 3)
+    runs = tmp_path / "locks" / "runs"  # each agent adds its task's key when it starts
+    d.wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 3, what="3 agents")
     for name in ("reconciler-1", "reconciler-2"):
         start_reconciler(d.processes, d.child_env(), name, interval=0.05)
     d.env["PAUSE"] = "0.2"

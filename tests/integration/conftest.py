@@ -76,7 +76,10 @@ class District:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                raise AssertionError(f"timed out waiting for {what}: {self.states()}")
+                errors = {
+                    t["key"]: t["last_error"] for t in self.store.task_rows() if t["last_error"]
+                }
+                raise AssertionError(f"timed out waiting for {what}: {self.states()} {errors}")
             time.sleep(0.1)
 
     def wait_settled(self, timeout: float = 60) -> dict[str, str]:
