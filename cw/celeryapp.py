@@ -29,7 +29,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {
             defaults.RUN_AGENT_TASK: {"queue": defaults.AGENTS_QUEUE},
             defaults.MERGE_TASK: {"queue": defaults.MERGE_QUEUE},
-            defaults.RECONCILE_TASK: {"queue": defaults.MERGE_QUEUE},
+            defaults.RECONCILE_TASK: {"queue": defaults.CONTROL_QUEUE},
         },
         "worker_send_task_events": True,
         "task_send_sent_event": True,
@@ -38,7 +38,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "reconcile": {
                 "task": defaults.RECONCILE_TASK,
                 "schedule": defaults.RECONCILE_SECONDS,
-                "options": {"queue": defaults.MERGE_QUEUE, "expires": defaults.RECONCILE_SECONDS},
+                "options": {"queue": defaults.CONTROL_QUEUE, "expires": defaults.RECONCILE_SECONDS},
             }
         },
     }

@@ -23,6 +23,8 @@ CW_GIT_EMAIL = "cw@localhost"
 
 AGENTS_QUEUE = "agents"
 MERGE_QUEUE = "merge"
+#: The reconciler's queue: a one-slot worker next to each merge worker, never behind a merge.
+CONTROL_QUEUE = "control"
 RUN_AGENT_TASK = "cw.run_agent"
 MERGE_TASK = "cw.merge"
 RECONCILE_TASK = "cw.reconcile"

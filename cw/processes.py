@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 #: prctl(2) option: orphaned descendants are re-parented to this process instead of init.
 PR_SET_CHILD_SUBREAPER = 36
+#: prctl(2) option: the signal this process gets when its parent exits.
+PR_SET_PDEATHSIG = 1
 
 #: Called every ``tick_seconds`` while the child runs; returning False stops the child.
 Tick = Callable[[int], bool]
@@ -202,6 +204,14 @@ def start_group(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM when the parent thread exits (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def become_subreaper() -> bool:

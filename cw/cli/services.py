@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import subprocess
 import sys
 from typing import NoReturn
 
 import click
 
-from cw import broker, defaults, monitoring
+from cw import broker, defaults, monitoring, processes
 from cw.celeryapp import make_app
 from cw.cli.common import load_settings
 from cw.dispatch import send_merges
@@ -44,30 +45,29 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
     broker.broker_url(settings)  # start the embedded broker before Celery connects
     if merge:
         _recover_merges(settings)
+        _start_control_worker(settings, node, loglevel)
     queue = defaults.MERGE_QUEUE if merge else defaults.AGENTS_QUEUE
     count = 1 if merge else (concurrency or settings.concurrency)
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers",
-        "worker",
-        "-Q",
-        queue,
-        "-c",
-        str(count),
-        "-P",
-        "prefork",
-        "-E",
-        "-n",
-        node or f"cw-{queue}-{os.getpid()}@%h",
-        "--loglevel",
-        loglevel,
-        "--without-gossip",
+    _exec(_celery_worker(queue, count, node or f"cw-{queue}-{os.getpid()}@%h", loglevel), settings)
+
+
+def _celery_worker(queue: str, count: int, node: str, loglevel: str) -> list[str]:
+    return [
+        sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", str(count),
+        "-P", "prefork", "-E", "-n", node, "--loglevel", loglevel, "--without-gossip",
         "--without-mingle",
-    ]
-    _exec(argv, settings)
+    ]  # fmt: skip
+
+
+def _start_control_worker(settings: Settings, node: str | None, loglevel: str) -> None:
+    """The reconciler's one-slot worker, beside the merge worker (it reads this host's merge
+    lock and agent processes) but never queued behind a long merge. It gets SIGTERM when the
+    merge worker (this process, after its exec) exits."""
+    name = node.replace("@", "-control@", 1) if node and "@" in node else None
+    argv = _celery_worker(defaults.CONTROL_QUEUE, 1, name or f"cw-control-{os.getpid()}@%h",
+                          loglevel)  # fmt: skip
+    env = {**os.environ, **settings.child_env()}
+    subprocess.Popen(argv, env=env, preexec_fn=processes.die_with_parent)
 
 
 @click.command()

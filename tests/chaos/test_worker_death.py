@@ -6,17 +6,21 @@ is resumed (the fake `claude` of tests/fakes); the first agent is gone before th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from cw import defaults
+from cw.celeryapp import make_app
 from tests.chaos.reconciler import start_reconciler
-from tests.conftest import git
+from tests.conftest import CW, git
 from tests.fakes.fake_claude_script import Done, Run, Sleep, Write, read_jsonl
 from tests.integration.conftest import District, fake_claude_district
 
@@ -145,3 +149,68 @@ def test_killing_a_merge_worker_mid_merge_has_another_merge_it_once(
     assert git(d.repo, "show", "cw/integration:work.txt") == "work"
     log = (d.processes.log_dir / "reconciler.log").read_text()
     assert '"merges": 1' in log
+
+
+def test_a_dead_agent_worker_is_recovered_while_a_long_merge_runs(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    """The reconciler has a worker of its own beside the merge worker: a merge held in a slow
+    verify does not hold recovery up."""
+    hold, verifying = tmp_path / "hold", tmp_path / "verifying"
+    hold.touch()
+    d = district({
+        "CW_AGENT_COMMAND": 'if [ "$CW_TASK_KEY$CW_ATTEMPT" = b1 ]; then sleep 60; fi; '
+                            'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"',
+        "CW_VERIFY_COMMAND": f"touch {verifying}; while [ -e {hold} ]; do sleep 0.1; done",
+    })  # fmt: skip
+    doomed = d.start_worker("doomed", "-Q", "agents", "-c", "2")
+    d.processes.start([*CW, "worker", "--merge"], d.repo, d.child_env(), "merge")
+    d.submit({"a": [], "b": []})
+    d.wait_for(verifying.exists, what="a's merge to hang in its verify step")
+    d.wait_for(lambda: d.states()["b"] == "running", what="b's first attempt")
+    d.start_worker("survivor", "-Q", "agents", "-c", "1")
+    os.killpg(doomed.pid, signal.SIGKILL)
+    killed_at = time.time()
+
+    with beat(d, every=0.5):
+        d.wait_for(lambda: len(d.task("b")["runs"]) == 2, timeout=30, what="b's second attempt")  # type: ignore[arg-type]
+    took = time.time() - killed_at
+    print(f"RECOVERY during a long merge: b's second attempt after {took:.1f} s")
+    assert d.states()["a"] == "merging", "a's merge still hangs: recovery did not wait for it"
+    hold.unlink()
+    assert d.wait_settled(timeout=30) == {"a": "done", "b": "done"}
+    assert sorted(d.merged()) == ["a", "b"]
+
+
+@contextlib.contextmanager
+def beat(d: District, every: float) -> Iterator[None]:
+    """What `cw beat` does, faster: send the reconcile task every ``every`` seconds."""
+    app, stop = make_app(d.settings), threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(every):
+            app.send_task(defaults.RECONCILE_TASK, expires=every * 4)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def test_the_reconcilers_worker_never_outlives_its_merge_worker(
+    district: Callable[..., District],
+) -> None:
+    d = district({})
+    merge = psutil.Process(d.processes.start([*CW, "worker", "--merge"], d.repo,
+                                             d.child_env(), "merge").pid)  # fmt: skip
+
+    def control() -> list[psutil.Process]:
+        return [p for p in merge.children() if "control" in " ".join(p.cmdline())]
+
+    d.wait_for(lambda: bool(control()), what="the control worker")
+    (worker,) = control()
+    merge.kill()  # SIGKILL to the merge worker alone: no shutdown handler runs
+    d.wait_for(lambda: gone(worker), timeout=15, what="the control worker to stop")

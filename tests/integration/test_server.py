@@ -147,7 +147,16 @@ def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_
     srv.wait_for(lambda: _both_agents_run(srv), 60, "a and b running")
     tree = srv.tree()
     names = {" ".join(p.cmdline()) for p in tree}
-    for part in ("-Q merge", "-Q agents", "beat", "cw fsui", "flower", "redis-server", "sleep"):
+    for part in (
+        "-Q merge",
+        "-Q control",
+        "-Q agents",
+        "beat",
+        "cw fsui",
+        "flower",
+        "redis-server",
+        "sleep",
+    ):
         assert any(part in n for n in names), f"{part} is not in the server's tree"
     login = srv.repo / ".cw" / "flower.credentials"
     srv.wait_for(login.exists, 30, "flower's generated login")
