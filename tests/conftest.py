@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from cw import defaults
 from cw.settings import Settings
+from cw.store import Store
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -187,6 +188,15 @@ def dump_store(url: str) -> list[tuple[str, tuple[object, ...]]]:
         return dump_database(engine)
     finally:
         engine.dispose()
+
+
+def init_district(repo: Path, env: dict[str, str]) -> tuple[Settings, Store]:
+    """`cw init` in ``repo`` with ``env`` over ``os.environ``; the settings ``env`` makes (it
+    names CW_REPO) and an open store, which the caller closes."""
+    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, **env})  # fmt: skip
+    settings = Settings.load(env=env)
+    return settings, Store.open(settings.db_url)
 
 
 def database_env(url: str) -> dict[str, str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +11,7 @@ import pytest
 from cw import attempts, merging
 from cw.settings import Settings
 from cw.store import Store
-from tests.conftest import CW, database_env
+from tests.conftest import database_env, init_district
 from tests.factories import spec
 
 
@@ -22,13 +20,8 @@ def initialised(
     make_repo: Callable[[str], Path], database_url: str
 ) -> Iterator[tuple[Settings, Store]]:
     repo = make_repo("repo")
-    db_env = database_env(database_url)
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, **db_env})  # fmt: skip
-    settings = Settings.load(
-        env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo hi > hi.txt", **db_env}
-    )
-    store = Store.open(settings.db_url)
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo hi > hi.txt"}
+    settings, store = init_district(repo, {**env, **database_env(database_url)})
     store.submit(spec({"a": []}))
     yield settings, store
     store.close()
@@ -70,10 +63,7 @@ def test_the_lease_is_renewed_while_slow_git_work_runs_before_the_agent(
     repo = make_repo("repo")
     env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "true", "CW_LEASE": "0.6",
            "CW_HEARTBEAT": "0.1", **database_env(database_url)}  # fmt: skip
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, **env})  # fmt: skip
-    settings = Settings.load(env=env)
-    store = Store.open(settings.db_url)
+    settings, store = init_district(repo, env)
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
     real_prepare = attempts.prepare_worktree

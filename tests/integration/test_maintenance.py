@@ -15,7 +15,7 @@ from cw import attempts, maintenance, merging, worktrees
 from cw.errors import UsageError
 from cw.settings import Settings
 from cw.store import Claim, Store
-from tests.conftest import CW, database_env, git
+from tests.conftest import CW, database_env, git, init_district
 from tests.factories import spec
 
 # Each task writes a file named after itself; a task named "bad*" also fails (its commit stays).
@@ -68,12 +68,10 @@ def district(
     def make(**env: str) -> District:
         repo = make_repo("repo")
         db_env = database_env(database_url)
-        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
-                       env={**os.environ, **db_env})  # fmt: skip
-        settings = Settings.load(
-            env={"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **db_env, **env}
+        settings, store = init_district(
+            repo, {"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **db_env, **env}
         )
-        stores.append(Store.open(settings.db_url))
+        stores.append(store)
         return District(repo, settings, stores[-1])
 
     yield make

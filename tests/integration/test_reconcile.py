@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ from cw.dispatch import send
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
 from tests.chaos.reconciler import start_reconciler
-from tests.conftest import CW, database_env, git
+from tests.conftest import database_env, git, init_district
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
@@ -52,13 +50,11 @@ def district_of(
 
     def make(edges: dict[str, list[str]]) -> tuple[Settings, Store, Celery]:
         repo = make_repo("repo")
-        db_env = database_env(database_url)
-        subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
-                       env={**os.environ, **db_env})  # fmt: skip
-        settings = Settings.load(env={"CW_REPO": str(repo), "CW_BROKER_URL": redis_url,
-                                      "CW_AGENT_COMMAND": AGENT, "CW_LEASE": "0.5",
-                                      **db_env})  # fmt: skip
-        stores.append(Store.open(settings.db_url))
+        settings, store = init_district(repo, {
+            "CW_REPO": str(repo), "CW_BROKER_URL": redis_url, "CW_AGENT_COMMAND": AGENT,
+            "CW_LEASE": "0.5", **database_env(database_url),
+        })  # fmt: skip
+        stores.append(store)
         stores[-1].submit(spec(edges))
         return settings, stores[-1], make_app(settings)
 

@@ -20,9 +20,8 @@ import psutil
 import pytest
 
 from cw import attempts
-from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
-from tests.conftest import CW, Processes, database_env, git
+from tests.conftest import CW, Processes, database_env, git, init_district
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Done, Run, Sleep, Write, read_jsonl
 from tests.fakes.fake_claude_script import write_scenario as write_claude_scenario
@@ -118,8 +117,7 @@ def server(
         env = {**os.environ, **FAST, "CW_REPO": str(repo), "CW_AGENT_COMMAND": command,
                "CW_FLOWER_PORT": str(free_port()), "SLOW_FLAG": str(flag),
                **database_env(database_url), **settings}  # fmt: skip
-        subprocess.run([*CW, "init"], cwd=repo, env=env, check=True, capture_output=True)
-        store = Store.open(Settings.load(env=env).db_url)
+        _, store = init_district(repo, env)
         made.append(Server(repo, env, processes, store))
         return made[-1]
 
@@ -309,10 +307,7 @@ def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
 ) -> None:
     repo = make_repo("repo")
     env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "sleep 60", **database_env(database_url)}
-    subprocess.run([*CW, "init"], cwd=repo, check=True, capture_output=True,
-                   env={**os.environ, **env})  # fmt: skip
-    settings = Settings.load(env=env)
-    store = Store.open(settings.db_url)
+    settings, store = init_district(repo, env)
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
     worker = f"cw-agents-{os.getpid()}@host"
