@@ -178,6 +178,7 @@ def _request(
         plan_context=ws.plan_context,
     )  # fmt: skip
     resuming = ws.session_id is not None
+    prompt = _prompt(brief, ws, conflicts)
     return AgentRequest(
         task_id=ws.task_id,
         task_key=ws.key,
@@ -185,12 +186,12 @@ def _request(
         task_prompt=ws.prompt,
         attempt=ws.attempt,
         agent_name=ws.agent_name,
-        prompt=_prompt(brief, ws, conflicts),
+        prompt=prompt,
         worktree=worktree,
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
         new_session_id=None if resuming else first_session_id(settings, ws),
-        fresh_prompt=lost_session_prompt(brief, _prompt(brief, ws, conflicts)) if resuming else "",
+        fresh_prompt=lost_session_prompt(brief, prompt) if resuming else "",
         session_cost_usd=ws.session_cost_usd,
         env={
             **_bounce_env(ws.bounce, conflicts),

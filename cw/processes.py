@@ -208,17 +208,18 @@ def start_group(
 
 def die_with_parent() -> None:
     """In a child between fork and exec: SIGTERM when the parent thread exits (Linux)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def become_subreaper() -> bool:
     """Make orphaned descendants this process's children (Linux), so none escapes the tree."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) where the C library has it; whether it took."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
 
