@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    case,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from cw.states import TaskState
@@ -103,6 +114,19 @@ class Task(Base):
     resent_at: Mapped[float | None] = mapped_column(Float)  # the reconciler re-sent its message
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[Plan] = relationship()
+
+
+#: 1 for a task that is done though its agent committed nothing (its branch never left its
+#: base), else 0: listings mark it "no changes".
+NO_CHANGES = case(
+    (
+        (Task.state == TaskState.DONE)
+        & Task.base_sha.is_not(None)
+        & (Task.head_sha == Task.base_sha),
+        1,
+    ),
+    else_=0,
+)
 
 
 class TaskDependency(Base):

@@ -69,7 +69,13 @@ def lost_session_prompt(task: TaskBrief, since: str) -> str:
 
 def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[str]) -> str:
     """Why the merge sent the work back, and what to do about it."""
-    if bounce.get("kind") == "verify":
+    if bounce.get("kind") == "verify" and bounce.get("no_changes"):
+        head = (
+            "You committed no changes, and the check fails on the integration branch as it "
+            "stands, so the task is not done. Make the changes the task asks for and commit "
+            "them, so that the check passes."
+        )
+    elif bounce.get("kind") == "verify":
         head = (
             "Your branch merged cleanly into the integration branch, but the check on the merged "
             "result failed. cw has merged the integration branch into your worktree. Make the "

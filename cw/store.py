@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, aliased, sessionmaker
 from cw import answers, db, names
 from cw.errors import LeaseHeld, NotFound, UsageError
 from cw.models import (
+    NO_CHANGES,
     Agent,
     AgentRun,
     Event,
@@ -871,7 +872,7 @@ class Store:
             if report.sha is not None:
                 moved = self._move(
                     s, claim.task_id, [S.MERGING], S.DONE, of_attempt=claim.attempt,
-                    merged_sha=report.sha, bounce={},
+                    merged_sha=report.sha, bounce={}, conflict_files=[], last_error=None,
                 )  # fmt: skip
             else:
                 moved = self._move(
@@ -904,12 +905,17 @@ class Store:
                 return None
             self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
             why = _bounce_reason(report)
-            if task.bounces >= max_bounces:
+            no_changes = task.head_sha is not None and task.head_sha == task.base_sha
+            if task.bounces >= (min(max_bounces, 1) if no_changes else max_bounces):
                 self._give_up(s, claim, f"{why}; sent back {task.bounces} times")
                 return None
-            bounce = {"kind": "verify" if report.rejected else "conflict",
-                      "files": report.conflict_files, "output": _bounce_output(report),
-                      "intent": intent}  # fmt: skip
+            bounce = {
+                "kind": "verify" if report.rejected else "conflict",
+                "files": report.conflict_files,
+                "output": _bounce_output(report),
+                "intent": intent,
+                "no_changes": no_changes,
+            }
             self._move(
                 s, claim.task_id, [S.MERGING], S.QUEUED, of_attempt=claim.attempt,
                 attempt=Task.attempt + 1, bounces=Task.bounces + 1, bounce=bounce,
@@ -993,6 +999,7 @@ class Store:
                     Initiative.name.label("initiative"),
                     Agent.name.label("agent"),
                     func.coalesce(Agent.cost_usd, 0.0).label("cost_usd"),
+                    NO_CHANGES.label("no_changes"),
                 )
                 .join(Plan, Plan.id == Task.plan_id)
                 .join(Phase, Phase.id == Plan.phase_id)
@@ -1084,6 +1091,7 @@ class Store:
             task = s.get_one(Task, task_id)
             detail = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
             detail["plan"] = task.plan.key
+            detail["no_changes"] = bool(s.scalar(select(NO_CHANGES).where(Task.id == task_id)))
             detail["depends_on"] = _keys(
                 s, TaskDependency.depends_on_id, TaskDependency.task_id, task_id
             )

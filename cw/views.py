@@ -20,6 +20,7 @@ def task_list(store: Store, state: str | None = None) -> list[dict[str, Any]]:
 def _task(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["state"] = str(row["state"].value)
+    out["no_changes"] = bool(row["no_changes"])
     return out
 
 
@@ -83,6 +84,7 @@ def status(store: Store) -> dict[str, Any]:
             if t["state"] in (S.FAILED, S.CONFLICT, S.WAITING, S.STOPPED)
         ],
         "messages_pending": len(store.message_rows(pending=True)),
+        "no_changes": [t["key"] for t in tasks if t["no_changes"]],
     }
 
 
