@@ -32,6 +32,7 @@ class AgentRequest:
     log_dir: Path
     session_id: str | None = None  # resume this conversation (it exists already)
     new_session_id: str | None = None  # else start a conversation with this id, if the CLI can
+    new_session_known: bool = False  # an earlier run of this district launched new_session_id
     fresh_prompt: str = ""  # the prompt of a new conversation, if session_id is not on this host
     session_cost_usd: float = 0.0  # what cw has recorded for this session so far
     env: Mapping[str, str] = field(default_factory=dict)  # added to the agent's environment

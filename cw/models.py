@@ -25,6 +25,17 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
 
 
+class District(Base):
+    """The district itself: one row, made with the database at `cw init`. Its random ``uid``
+    keeps a new district in the same repository from meeting the old one's agent sessions."""
+
+    __tablename__ = "district"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
 class Initiative(Base):
     __tablename__ = "initiatives"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,11 +19,13 @@ from sqlalchemy import Engine, Select, bindparam, func, insert, or_, select, tex
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cw import answers, db, names
+from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld, NotFound, UsageError
 from cw.models import (
     NO_CHANGES,
     Agent,
     AgentRun,
+    District,
     Event,
     Initiative,
     Merge,
@@ -74,6 +77,10 @@ class Workspace:
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
+    # A conversation not yet recorded as started (session_id None) starts with this id; known:
+    # an earlier run of this task launched it, so an "already in use" CLI may resume it.
+    new_session_id: str | None = None
+    new_session_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -404,7 +411,9 @@ class Store:
             run.started_at = run.heartbeat_at = now
             run.lease_expires_at = now + lease_seconds
             s.flush()
-            return _workspace(s, claim, previous, self._deliver_answers(s, claim))
+            workspace = _workspace(s, claim, previous, self._deliver_answers(s, claim))
+            run.session_id = workspace.session_id or workspace.new_session_id
+            return workspace
 
     def _deliver_answers(self, s: Session, claim: Claim) -> list[dict[str, Any]]:
         """The agent's answered questions this attempt hears (again, when it is taken over)."""
@@ -1539,7 +1548,23 @@ def _workspace(
         bounce=dict(task.bounce or {}),
         previous=previous,
         answers=heard,
+        **_new_session(s, task, agent),
     )
+
+
+def _new_session(s: Session, task: Task, agent: Agent) -> dict[str, Any]:
+    """The id a new conversation of this agent starts with: derived from the district's own
+    random id, so a district made again in the same repository never meets an old session."""
+    if agent.session_id is not None:
+        return {}
+    district = s.scalar(select(District.uid))
+    session_id = str(uuid.uuid5(SESSION_NAMESPACE, f"{district}:{task.id}:{agent.name}"))
+    known = s.scalar(
+        select(func.count(AgentRun.id)).where(
+            AgentRun.task_id == task.id, AgentRun.session_id == session_id
+        )
+    )
+    return {"new_session_id": session_id, "new_session_known": bool(known)}
 
 
 def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:
