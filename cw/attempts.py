@@ -30,6 +30,7 @@ from cw.store import AttemptResult, Claim, Store, Workspace
 
 logger = logging.getLogger(__name__)
 
+
 def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
     """Run the attempt if it is still ours; False when it was stale or already taken."""
     workspace = store.start_attempt(

@@ -34,6 +34,9 @@ class District(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     uid: Mapped[str] = mapped_column(String(36))
     created_at: Mapped[float] = mapped_column(Float)
+    # When cw first put its marker key in the broker: from then on a missing marker means the
+    # broker lost its messages (before, it only means nothing was ever sent).
+    broker_marked_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Initiative(Base):

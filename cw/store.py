@@ -160,6 +160,7 @@ class Store:
         self._readonly = sessionmaker(
             engine.execution_options(cw_readonly=True), expire_on_commit=False
         )
+        self._broker_marked = False
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -1121,6 +1122,22 @@ class Store:
             stmt = stmt.where(Event.task_id == task_id)
         with self._read() as s:
             return _rows(s, stmt)
+
+    def broker_marked(self) -> bool:
+        """Whether this district has put its marker in the broker (remembered once true)."""
+        if not self._broker_marked:
+            with self._read() as s:
+                self._broker_marked = s.scalar(select(District.broker_marked_at)) is not None
+        return self._broker_marked
+
+    def mark_broker(self) -> None:
+        with self._write() as s:
+            s.execute(
+                update(District)
+                .where(District.broker_marked_at.is_(None))
+                .values(broker_marked_at=time.time())
+            )
+        self._broker_marked = True
 
     def ping(self) -> None:
         with self._read() as s:

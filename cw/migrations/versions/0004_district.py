@@ -1,4 +1,4 @@
-"""district: the district's own random id, which the agents' session ids derive from
+"""district: its own random id (agents' session ids derive from it); when it marked its broker
 
 Revision ID: 0004
 Revises: 0003
@@ -25,6 +25,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("uid", sa.String(length=36), nullable=False),
         sa.Column("created_at", sa.Float(), nullable=False),
+        sa.Column("broker_marked_at", sa.Float(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(district, [{"id": 1, "uid": str(uuid.uuid4()), "created_at": time.time()}])
