@@ -217,15 +217,16 @@ class Store:
 
     # -- submit ---------------------------------------------------------------------------
 
+    def check_new(self, spec: InitiativeSpec) -> None:
+        """Refuse, changing nothing, a plan :meth:`submit` would refuse (before anything starts)."""
+        with self._read() as s:
+            _refuse_known(s, spec)
+
     def submit(self, spec: InitiativeSpec) -> int:
         """Store a validated plan in one transaction; return the initiative id."""
         with self._write() as s:
             db.serialize(s, "submit")  # the same plan submitted twice at once: one is refused
-            if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
-                raise UsageError(
-                    f"{spec.source}: initiative {spec.name!r} was already submitted; "
-                    "rename it or see `cw status`"
-                )
+            _refuse_known(s, spec)
             now = time.time()
             initiative = Initiative(
                 name=spec.name, description=spec.description, source=spec.source, created_at=now
@@ -1287,6 +1288,14 @@ class Store:
                 )
                 or 0
             )
+
+
+def _refuse_known(s: Session, spec: InitiativeSpec) -> None:
+    if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
+        raise UsageError(
+            f"{spec.source}: initiative {spec.name!r} was already submitted; "
+            "rename it or see `cw status`"
+        )
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:

@@ -72,8 +72,9 @@ def submit_plan(path: Path, no_dispatch: bool) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready."""
     settings = load_settings().require_initialized()
     spec = load_plan(path)
-    app = None if no_dispatch else _app(settings, check=True)
     store = open_store(settings)
+    store.check_new(spec)  # a refused plan starts no broker
+    app = None if no_dispatch else _app(settings, check=True)
     initiative_id = store.submit(spec)
     tasks = spec.tasks()
     click.echo(
