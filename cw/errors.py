@@ -70,3 +70,8 @@ class LeaseHeld(CwError):
 
 class AgentError(CwError):
     """An agent adapter could not run its agent (missing program, bad settings)."""
+
+
+class QuestionsFileError(AgentError):
+    """A command agent's questions file (``CW_QUESTIONS_FILE``) is not the JSON cw documents;
+    the message names the file and what is wrong with it."""
