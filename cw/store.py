@@ -140,6 +140,9 @@ NO_QUESTION: dict[str, Any] = {
     "(`cw agent logs`) and answer here.",
 }
 
+#: Run states of an attempt that finished its conversation: the answers it got were heard.
+HEARD_BY = ("succeeded", "asked")
+
 #: Where an attempt's outcome takes its task, and what its run is then called.
 OUTCOMES: dict[str, tuple[TaskState, str]] = {
     "done": (TaskState.MERGING, "succeeded"),
@@ -418,9 +421,17 @@ class Store:
             return workspace
 
     def _deliver_answers(self, s: Session, claim: Claim) -> list[dict[str, Any]]:
-        """The agent's answered questions this attempt hears (again, when it is taken over)."""
+        """The agent's answered questions this attempt hears: new answers, and again those an
+        attempt that never finished heard (taken over, interrupted, stopped, lost: a command
+        agent has no session to remember them in)."""
+        earlier = aliased(AgentRun)
         heard = s.scalars(
             select(Message)
+            .outerjoin(
+                earlier,
+                (earlier.task_id == Message.task_id)
+                & (earlier.attempt == Message.delivered_attempt),
+            )
             .where(
                 Message.task_id == claim.task_id,
                 Message.author == "agent",
@@ -428,12 +439,13 @@ class Store:
                 or_(
                     Message.delivered_attempt.is_(None),
                     Message.delivered_attempt == claim.attempt,
+                    earlier.state.not_in(HEARD_BY),
                 ),
             )
             .order_by(Message.id)
         ).all()
         for message in heard:
-            if message.delivered_attempt is None:
+            if message.delivered_attempt != claim.attempt:
                 message.delivered_attempt = claim.attempt
                 self._message_event(s, "message.delivered", message, claim.attempt)
         return [
