@@ -121,11 +121,25 @@ def _task_state(task: dict[str, Any]) -> str:
 
 
 def task_table(rows: list[dict[str, Any]]) -> None:
+    """One row a task; an initiative column once there are several (keys repeat across them)."""
+    several = len({r["initiative"] for r in rows}) > 1
+    columns = ("id", *(("initiative",) if several else ()), "key", "name", "plan", "state")
     _table(
-        ("id", "key", "name", "plan", "state", "attempt", "agent"),
-        [(str(r["id"]), r["key"], r["name"], r["plan"], _task_state(r), str(r["attempt"]),
-          r["agent"] or "-") for r in rows],
-    )  # fmt: skip
+        (*columns, "attempt", "agent"),
+        [
+            (
+                str(r["id"]),
+                *((r["initiative"],) if several else ()),
+                r["key"],
+                r["name"],
+                r["plan"],
+                _task_state(r),
+                str(r["attempt"]),
+                r["agent"] or "-",
+            )
+            for r in rows
+        ],
+    )
 
 
 def agent_table(
