@@ -33,19 +33,24 @@ def init(integration_branch: str | None) -> None:
     worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
     worktrees.prepare_repository(settings.repo)
     sha = worktrees.ensure_branch(settings.repo, branch, head)
-    if settings.git_hub:
-        _meet_at_hub(settings, branch, sha)
+    where = _meet_at_hub(settings, branch, sha) if settings.git_hub else ""
+    sha = worktrees.branch_sha(settings.repo, branch) or sha
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     engine.dispose()
-    click.echo(f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]})")
+    click.echo(
+        f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]}{where})"
+    )
 
 
-def _meet_at_hub(settings: Settings, branch: str, sha: str) -> None:
-    """The hub holds the integration branch every host starts from: publish ours or take its."""
+def _meet_at_hub(settings: Settings, branch: str, sha: str) -> str:
+    """The hub holds the integration branch every host starts from: publish ours or take its.
+    Says which happened."""
     ref = f"refs/heads/{branch}"
-    if not worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
-        worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
+    if worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
+        return f", taken from the hub {settings.git_hub}"
+    worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
+    return f", published to the hub {settings.git_hub}"
 
 
 def _integration_branch(settings: Settings, requested: str | None) -> str:
@@ -117,8 +122,9 @@ def task_retry(ref: str) -> None:
     store = open_store(settings)
     task_id = store.find_task_id(ref)
     store.retry_task(task_id)
-    claims = dispatch_ready(store, _app(settings, check=True))
-    click.echo(f"cw: task {ref} is ready again; dispatched {len(claims)} task(s)")
+    dispatch_ready(store, _app(settings, check=True))
+    # A worker's or the reconciler's dispatch may have sent it first: say where it is now.
+    click.echo(f"cw: task {ref} retried; it is {store.task_state(task_id).value} now")
 
 
 @click.command("cancel")
