@@ -60,10 +60,11 @@ def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
     env_b = host_env(host_b, db, redis_url, hub, agent)
     git(host_b, "commit", "-q", "--allow-empty", "-m", "a local commit the hub never saw")
     said = [
-        subprocess.run([*CW, "init"], cwd=env["CW_REPO"], env=env, check=True,
-                       capture_output=True, text=True).stdout
+        subprocess.run(
+            [*CW, "init"], cwd=env["CW_REPO"], env=env, check=True, capture_output=True, text=True
+        ).stdout
         for env in (env_a, env_b)
-    ]  # fmt: skip
+    ]
     hub_sha = git(hub, "rev-parse", "cw/integration")
     assert f"at {hub_sha[:10]}, published to the hub" in said[0]
     assert f"at {hub_sha[:10]}, taken from the hub" in said[1], "host B names the hub's sha"
