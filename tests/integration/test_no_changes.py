@@ -51,7 +51,9 @@ def test_a_task_with_no_commit_sent_back_by_its_verify_can_still_do_the_work(
 ) -> None:
     idle.submit({"learns": []}, verify={"learns": "test -f hello.txt"})
     assert idle.wait_settled() == {"learns": "done"}
-    assert idle.task("learns")["no_changes"] is False
+    task = idle.task("learns")
+    assert task["no_changes"] is False and task["bounces"] == 1
+    assert task["last_error"] is None, "a task done after a bounce shows no old error"
     assert "no changes" not in idle.cw("task", "list").stdout
 
 
