@@ -114,9 +114,20 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     tasks = _tasks(text, body_start, sections, key, display)
     objective, context = _section(sections, "objective"), _section(sections, "context")
     name = _plan_name(doc, plan_names, key, objective)
-    extra = _plan_extra(doc, sections)
+    extra = {**_plan_extra(doc, sections), "plan_file": display}
     spec = PlanSpec(key, name, objective, context, extra, tasks, Where(display, 1))
-    return GsdPlan(spec, phase, slug, _depends(doc), doc, warnings)
+    return GsdPlan(spec, phase, slug, _depends(doc), doc, warnings + _unclosed(tasks))
+
+
+def _unclosed(tasks: list[TaskSpec]) -> list[str]:
+    """An ``<automated>`` never closed is not run: say so, rather than guess where it ends."""
+    return [
+        f"{task.where}: verify: task {task.key}: <automated> is never closed, so nothing is "
+        "run at merge; close it with </automated> to make it the merge gate"
+        for task in tasks
+        if "<automated>" in (text := task.extra.get("verify_text", ""))
+        and "</automated>" not in text
+    ]
 
 
 def frontmatter(text: str, display: str, warnings: list[str]) -> tuple[YamlDoc, int]:
