@@ -88,7 +88,7 @@ class _Reading:
     folders: dict[str, str] = field(default_factory=dict)  # folder name -> phase key
     edges: dict[str, list[str]] = field(default_factory=dict)  # plan key -> plan keys
 
-    def skip(self, path: Path, reason: str, refusable: bool = True) -> None:
+    def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
         self.skipped.append(Skipped(str(path), reason, refusable))
 
 
@@ -205,13 +205,14 @@ def _scan(phases: Path, reading: _Reading) -> list[_Folder]:
 
 
 def _scan_folder(folder: _Folder, reading: _Reading) -> _Folder:
-    for entry in _list_dir(folder.path):
+    entries = _list_dir(folder.path)
+    for entry in entries:
         if entry.is_dir() and entry.name == _NESTED_DIR:
             _scan_files(folder, _list_dir(entry), reading)
         elif entry.is_dir():
             reason = "a folder inside a phase folder: GSD reads plans only from the phase folder"
             reading.skip(entry, f"{reason} and its {_NESTED_DIR}/ folder")
-    _scan_files(folder, [e for e in _list_dir(folder.path) if not e.is_dir()], reading)
+    _scan_files(folder, [entry for entry in entries if not entry.is_dir()], reading)
     return folder
 
 
@@ -418,7 +419,7 @@ class _Index:
 def _drop_problems(reading: _Reading) -> None:
     """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one."""
     for problem in reading.problems:
-        reading.skip(Path(f"{problem.file}:{problem.line}"), f"{problem.field}: {problem.problem}")
+        reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
     bad = {problem.file for problem in reading.problems}
     keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
     while True:
@@ -429,7 +430,7 @@ def _drop_problems(reading: _Reading) -> None:
         for plan in waiting:
             missing = ", ".join(k for k in reading.edges[plan.spec.key] if k not in keys)
             reason = f"depends_on: waits for {missing}, which is not stored"
-            reading.skip(Path(f"{plan.spec.where.file}:1"), reason)
+            reading.skip(f"{plan.spec.where.file}:1", reason)
         keep = [plan for plan in keep if plan not in waiting]
     reading.plans = keep
     reading.problems = []
