@@ -9,6 +9,8 @@ import pytest
 
 from cw.errors import PlanError, PlanProblems
 from cw.plans import InitiativeSpec, TaskSpec, load_plan, refuse_skips, submit_report
+from cw.prompts import TaskBrief, first_prompt
+from cw.store import Store
 
 
 def plan(phase: str, number: str, body: str = "", depends: str = "", extra: str = "") -> str:
@@ -300,9 +302,13 @@ def test_a_bare_number_naming_nothing_says_what_a_bare_number_means(tmp_path: Pa
 # --- verify -------------------------------------------------------------------------------
 
 
-def verify_task(tmp_path: Path, verify: str) -> TaskSpec:
+def verify_plan(verify: str) -> str:
     body = f"<tasks><task><name>t</name><action>a</action><verify>{verify}</verify></task></tasks>"
-    root = layout(tmp_path, {"01-x/01-01-PLAN.md": plan("01", "01", body=body)})
+    return plan("01", "01", body=body)
+
+
+def verify_task(tmp_path: Path, verify: str) -> TaskSpec:
+    root = layout(tmp_path, {"01-x/01-01-PLAN.md": verify_plan(verify)})
     (task,) = load_plan(root).tasks()
     return task
 
@@ -341,3 +347,20 @@ def test_an_automated_never_closed_is_not_run_and_the_submit_says_so(tmp_path: P
     assert spec.tasks()[0].verify is None
     (warning,) = spec.warnings
     assert "<automated> is never closed, so nothing is run at merge" in warning
+
+
+def test_the_agent_hears_the_whole_verify_and_the_merge_gets_only_the_command(
+    tmp_path: Path, database_url: str
+) -> None:
+    verify = "Green and documented: <automated>pytest -q</automated>, README says so"
+    store = Store.open(database_url)
+    try:
+        store.submit(load_plan(layout(tmp_path, {"01-x/01-01-PLAN.md": verify_plan(verify)})))
+        (claim,) = store.claim_ready_tasks()
+        workspace = store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    finally:
+        store.close()
+    assert workspace is not None
+    assert (workspace.verify, workspace.check) == ("pytest -q", verify)
+    brief = TaskBrief("01-01-1", "t", "a", "cw/x", verify=workspace.verify, check=workspace.check)
+    assert f"{verify}\n\nThe merge runs `pytest -q`" in first_prompt(brief)
