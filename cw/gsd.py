@@ -107,7 +107,7 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     text = read_plan_text(path, display)
     warnings: list[str] = []
     doc, body_start = frontmatter(text, display, warnings)
-    phase, slug = _phase_of(doc, place, path, warnings)
+    phase, slug = _phase_of(doc, place, warnings)
     key = f"{phase}-{_plan_number(doc, place.name, warnings)}"
     body = text[body_start:]
     sections = list(elements(body, body_start))
@@ -152,7 +152,7 @@ def _frontmatter_by_key(text: str, display: str, warnings: list[str]) -> YamlDoc
     """Frontmatter YAML cannot read as a whole, read key by key: an error in a key cw does not
     use becomes a warning and that key keeps its raw text (GSD's own reader is as lenient)."""
     doc = YamlDoc({}, display)
-    starts = [m for m in _TOP_KEY_RE.finditer(text)]
+    starts = list(_TOP_KEY_RE.finditer(text))
     for match, after in itertools.zip_longest(starts, starts[1:]):
         key, line = match.group(1), text.count("\n", 0, match.start()) + 2
         block = text[match.start() : after.start() if after else len(text)]
@@ -182,7 +182,7 @@ def _merge_key(doc: YamlDoc, part: YamlDoc, key: str, line: int, warnings: list[
         doc.raw.update(part.raw)
 
 
-def _phase_of(doc: YamlDoc, place: Place, path: Path, warnings: list[str]) -> tuple[str, str]:
+def _phase_of(doc: YamlDoc, place: Place, warnings: list[str]) -> tuple[str, str]:
     """The phase key and slug: the folder's, else the frontmatter's, else the file name's."""
     written = _frontmatter_phase(doc, strict=place.phase is None)
     if place.phase is not None:
