@@ -171,7 +171,7 @@ def _request(
     brief = TaskBrief(
         key=ws.key, name=ws.name, prompt=ws.prompt, branch=branch, files=ws.files,
         verify=ws.verify, done_criteria=ws.done_criteria, plan_objective=ws.plan_objective,
-        plan_context=ws.plan_context,
+        plan_context=ws.plan_context, check=ws.check,
     )  # fmt: skip
     resuming = ws.session_id is not None
     prompt = _prompt(brief, ws, conflicts)

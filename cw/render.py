@@ -37,7 +37,7 @@ DETAIL_FIELDS = (
     ("worktree", "worktree"),
     ("base", "base_sha"),
     ("merged", "merged_sha"),
-    ("verify", "verify"),
+    ("verify", "verify_treatment"),
     ("error", "last_error"),
 )
 

@@ -75,6 +75,7 @@ class Workspace:
     base_sha: str | None
     session_cost_usd: float = 0.0  # what the agent's current session has cost so far
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
+    check: str | None = None  # a GSD task's whole <verify> text (``verify`` is only its gate)
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
     # A conversation not yet recorded as started (session_id None) starts with this id; known:
@@ -1572,6 +1573,7 @@ def _workspace(
         prompt=task.prompt,
         files=list(task.files),
         verify=task.verify,
+        check=(task.extra or {}).get("verify_text"),
         done_criteria=task.done_criteria,
         plan_objective=task.plan.objective,
         plan_context=task.plan.context,

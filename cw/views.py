@@ -127,3 +127,19 @@ def progress(store: Store) -> tuple[int, int, int]:
     counts = Counter(t["state"] for t in task_list(store))
     active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))
     return active, counts[S.DONE], sum(counts.values())
+
+
+def verify_treatment(task: dict[str, Any]) -> str | None:
+    """How a task's verify is used: the merge gate it runs, and what the agent is told."""
+    mode, gate = (task.get("extra") or {}).get("verify_mode"), task.get("verify")
+    if mode == "automated":
+        return (
+            f"the merge runs `{gate}` (the <automated> part of the plan's <verify>); "
+            "the whole <verify> text is the agent's check"
+        )
+    if mode == "prose":
+        return (
+            "not run: the plan's <verify> has no <automated> command, so it is the agent's "
+            "check and never a merge gate"
+        )
+    return f"the merge runs `{gate}`" if gate else None

@@ -9,10 +9,10 @@ import click
 
 from cw import db, defaults, worktrees
 from cw.celeryapp import make_app
-from cw.cli.common import load_settings, open_store
+from cw.cli.common import counted, load_settings, open_store
 from cw.dispatch import dispatch_ready, resend_queued
 from cw.errors import BrokerError, UsageError
-from cw.plans import load_plan
+from cw.plans import load_plan, refuse_skips, submit_report
 from cw.settings import Settings
 
 
@@ -73,19 +73,26 @@ def submit() -> None:
 @submit.command("plan")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--no-dispatch", is_flag=True, help="Store the plan but send nothing yet.")
-def submit_plan(path: Path, no_dispatch: bool) -> None:
+@click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
+@click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
+def submit_plan(path: Path, no_dispatch: bool, lenient: bool, strict: bool) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready."""
+    if lenient and strict:
+        raise UsageError("give at most one of --lenient and --strict")
     settings = load_settings().require_initialized()
-    spec = load_plan(path)
+    spec = load_plan(path, lenient=lenient)
+    if strict:
+        refuse_skips(spec)
     store = open_store(settings)
     store.check_new(spec)  # a refused plan starts no broker
     app = None if no_dispatch else _app(settings, check=True)
     initiative_id = store.submit(spec)
-    tasks = spec.tasks()
     click.echo(
-        f"cw: submitted initiative {spec.name!r} (id {initiative_id}): {len(tasks)} tasks in "
-        f"{sum(len(p.plans) for p in spec.phases)} plans"
+        f"cw: submitted initiative {spec.name!r} (id {initiative_id}): "
+        f"{counted(len(spec.tasks()), 'task')} in {counted(len(spec.plans()), 'plan')}"
     )
+    for line in submit_report(spec):
+        click.echo(line)
     if app is not None:
         claims = dispatch_ready(store, app)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")

@@ -174,6 +174,11 @@ def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes:
     ]
     shown = json.loads(run_cw(repo, "task", "show", "01-01-1", "--json").stdout)
     assert shown["verify"] == "test -s out/01-01-1.txt"
+    assert (
+        shown["extra"]["verify_text"]
+        == "The file exists: <automated>test -s out/01-01-1.txt</automated>"
+    )
+    assert shown["verify_treatment"].startswith("the merge runs `test -s out/01-01-1.txt` (the <")
     (merge,) = shown["merges"]
     assert merge["verify_command"] == "test -s out/01-01-1.txt" and merge["verify_exit_code"] == 0
     assert shown["dependents"] == ["01-01-2"]
