@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from cw import planspec
 from cw.snapshot import AgentRow, MessageRow, Overview, TaskRow
 
 TASKS_DIR = "tasks"
@@ -203,8 +204,9 @@ def task_doc(row: TaskRow) -> Doc:
         parts += ["## Last error", _quote(row.last_error)]
     if row.conflict_files:
         parts += ["## Conflicting files", "\n".join(f"- `{_line(f)}`" for f in row.conflict_files)]
-    if row.verify:
-        parts += ["## Check", _quote(row.verify)]
+    if row.verify or row.check:
+        treatment = planspec.verify_treatment(row.verify_mode, row.verify)
+        parts += ["## Check", _quote(row.check or row.verify or ""), f"({treatment})"]
     if row.done_criteria:
         parts += ["## Done when", _quote(row.done_criteria)]
     text = head + "\n" + "\n\n".join(parts) + f"\n\n{PROMPT_HEADING}\n{row.prompt}\n"

@@ -443,3 +443,19 @@ def _cycle_from(root: str, graph: dict[str, list[str]], finished: set[str]) -> l
             on_path.add(child)
             stack.append(iter(graph[child]))
     return None
+
+
+def verify_treatment(mode: str | None, gate: str | None) -> str | None:
+    """How a task's verify is used: the merge gate it runs, and what the agent is told.
+    ``mode``: ``automated`` or ``prose`` for a GSD ``<verify>``, None for a command."""
+    if mode == "automated":
+        return (
+            f"the merge runs `{gate}` (the <automated> part of the plan's <verify>); "
+            "the whole <verify> text is the agent's check"
+        )
+    if mode == "prose":
+        return (
+            "not run: the plan's <verify> has no <automated> command, so it is the agent's "
+            "check and never a merge gate"
+        )
+    return f"the merge runs `{gate}`" if gate else None

@@ -55,6 +55,8 @@ class TaskRow:
     plan: str
     agent: str | None
     no_changes: bool = False  # done, but its agent committed nothing
+    check: str | None = None  # a GSD plan's whole <verify> text, the agent's check
+    verify_mode: str | None = None  # automated | prose for a GSD <verify>; None: a command
     depends_on: list[str] = field(default_factory=list)
 
 
@@ -240,6 +242,8 @@ def _task_query() -> Any:
             Task.state_changed_at, Task.initiative_id, Initiative.name.label("initiative"),
             Phase.key.label("phase"), Plan.key.label("plan"), Agent.name.label("agent"),
             NO_CHANGES.label("no_changes"),
+            Task.extra["verify_text"].as_string().label("check"),
+            Task.extra["verify_mode"].as_string().label("verify_mode"),
         )
         .join(Plan, Plan.id == Task.plan_id)
         .join(Phase, Phase.id == Plan.phase_id)

@@ -6,6 +6,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from cw import planspec
 from cw.states import TaskState
 from cw.store import Store
 
@@ -131,15 +132,6 @@ def progress(store: Store) -> tuple[int, int, int]:
 
 def verify_treatment(task: dict[str, Any]) -> str | None:
     """How a task's verify is used: the merge gate it runs, and what the agent is told."""
-    mode, gate = (task.get("extra") or {}).get("verify_mode"), task.get("verify")
-    if mode == "automated":
-        return (
-            f"the merge runs `{gate}` (the <automated> part of the plan's <verify>); "
-            "the whole <verify> text is the agent's check"
-        )
-    if mode == "prose":
-        return (
-            "not run: the plan's <verify> has no <automated> command, so it is the agent's "
-            "check and never a merge gate"
-        )
-    return f"the merge runs `{gate}`" if gate else None
+    return planspec.verify_treatment(
+        (task.get("extra") or {}).get("verify_mode"), task.get("verify")
+    )

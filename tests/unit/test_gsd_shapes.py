@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from cw.errors import PlanError, PlanProblems
+from cw.mirror import task_doc
 from cw.plans import InitiativeSpec, TaskSpec, load_plan, refuse_skips, submit_report
 from cw.prompts import TaskBrief, first_prompt
+from cw.snapshot import Snapshot
 from cw.store import Store
 
 
@@ -364,3 +366,25 @@ def test_the_agent_hears_the_whole_verify_and_the_merge_gets_only_the_command(
     assert (workspace.verify, workspace.check) == ("pytest -q", verify)
     brief = TaskBrief("01-01-1", "t", "a", "cw/x", verify=workspace.verify, check=workspace.check)
     assert f"{verify}\n\nThe merge runs `pytest -q`" in first_prompt(brief)
+
+
+@pytest.mark.parametrize(
+    ("verify", "said"),
+    [
+        ("Files exist: `ls src/`", "not run: the plan's <verify> has no <automated> command"),
+        ("Green: <automated>pytest -q</automated>", "the merge runs `pytest -q`"),
+    ],
+    ids=["prose", "automated"],
+)
+def test_the_file_ui_shows_the_whole_verify_and_how_it_is_used(
+    tmp_path: Path, database_url: str, verify: str, said: str
+) -> None:
+    store = Store.open(database_url)
+    try:
+        store.submit(load_plan(layout(tmp_path, {"01-x/01-01-PLAN.md": verify_plan(verify)})))
+        (row,) = Snapshot(store.engine).tasks()
+    finally:
+        store.close()
+    text = task_doc(row).text
+    check = text.split("## Check\n", 1)[1]
+    assert check.lstrip("\n").startswith(f"> {verify}") and said in check
