@@ -76,8 +76,8 @@ class RedisServer:
         while not self.answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise RedisServerError(f"{argv[0]} on port {self.port} did not start:\n{tail}")
+                tail = " | ".join(self.log.read_text(errors="replace").splitlines()[-3:])
+                raise RedisServerError(f"{argv[0]} on port {self.port} did not start: {tail}")
             time.sleep(0.05)
 
     def stop(self, kill: bool = False) -> None:
@@ -101,7 +101,7 @@ class RedisServer:
 
     @property
     def log(self) -> Path:
-        return self.workdir / "redis.log"
+        return self.workdir / f"redis-{self.port}.log"
 
     def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.url, socket_timeout=2)

@@ -61,6 +61,7 @@ def seen_on_the_machines_redis(key: str) -> bool:
     return False
 
 
+@pytest.mark.usefixtures("session_redis")  # skipped with the rest when it cannot start
 def test_each_worker_of_a_session_has_its_own_redis_and_stops_it_even_when_a_test_fails(
     tmp_path: Path,
 ) -> None:
