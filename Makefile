@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Tests run in parallel processes (pytest-xdist); most of their time is spent waiting on git,
-# workers and agents, so more processes than cores pays. Each has its own Redis database.
+# workers and agents, so more processes than cores pays. Each starts its own redis-server on a free
+# port (never the machine's 6379), so suites and other Redis users on one machine never collide.
 TEST_JOBS ?= 4
 PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
 # The PostgreSQL pass: the whole suite again, each test's store a fresh database of this server.
