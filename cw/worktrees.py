@@ -299,6 +299,24 @@ def half_made_worktrees(repo: Path, under: Path) -> list[Path]:
     ]
 
 
+def discard_half_made(repo: Path, path: Path) -> bool:
+    """Remove the worktree at ``path`` if its ``git worktree add`` was killed (nothing was ever
+    done in it; its branch stays); False when it is whole (it may have been finished meanwhile)."""
+    with repo_lock(repo):  # every `git worktree add` of cw holds it: none is under way now
+        entry = _find_worktree(repo, path)
+        if entry is None or not _half_made(repo, entry):
+            return False
+        _dismantle(repo, path)
+    logger.info("removed half-made worktree %s", path)
+    return True
+
+
+def empty_trash(repo: Path, parent: Path) -> None:
+    """Delete what killed removals left in ``parent``'s trash."""
+    with repo_lock(repo):
+        _empty_trash(parent)
+
+
 def _dismantle(repo: Path, path: Path) -> None:
     """Take a worktree away so that a kill at any instant leaves either the worktree as it was
     or a directory in the trash: one rename moves it aside, git prunes its entry (its
