@@ -1,0 +1,127 @@
+"""A 20-task plan with dependencies while workers are SIGKILLed again and again.
+
+Each kill lands at a random instant inside one step, in turn: `git worktree add` (a smudge
+filter makes its checkout slow), the agent's run, cw's commit of the agent's work (a clean
+filter makes `git add` slow) and the merge (a verify command). The killed worker is started
+again at once. In the end every task is done, its file is on the integration branch, and
+`cw doctor` finds nothing wrong once `cw doctor --fix` removed what the kills left.
+
+``CW_TEST_CHAOS_KILLS`` sets how many kills (4 in the normal suite; `make chaos` runs 50).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.chaos.reconciler import start_reconciler
+from tests.conftest import git
+from tests.integration.conftest import District
+
+pytestmark = pytest.mark.redis
+
+KILLS = int(os.environ.get("CW_TEST_CHAOS_KILLS", "4"))
+PHASES = ("add", "agent", "commit", "merge")
+#: Four layers of five tasks; each task after the first layer needs two of the layer before.
+LAYERS = [[f"t{layer}{n}" for n in range(5)] for layer in range(4)]
+EDGES = {
+    key: [] if layer == 0 else [LAYERS[layer - 1][n], LAYERS[layer - 1][(n + 1) % 5]]
+    for layer, keys in enumerate(LAYERS)
+    for n, key in enumerate(keys)
+}
+
+
+def slow_steps(repo: Path, marks: Path) -> None:
+    """Filters and a file that make a worktree's checkout and cw's `git add` take a while, each
+    touching a mark when it starts so that the test knows which step is running."""
+    marks.mkdir()
+    scripts = repo.parent / "scripts"
+    scripts.mkdir()
+    (scripts / "smudge").write_text(f"touch {marks}/add; sleep 0.4; cat\n")
+    (scripts / "clean").write_text(f"touch {marks}/commit; sleep 0.3; cat\n")
+    (repo / ".gitattributes").write_text("*.slow filter=slow\n*.txt filter=slowtxt\n")
+    (repo / "big.slow").write_text("checked out slowly\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "slow steps")
+    for key, value in {
+        "filter.slow.smudge": f"sh {scripts}/smudge",
+        "filter.slow.clean": "cat",
+        "filter.slowtxt.smudge": "cat",
+        "filter.slowtxt.clean": f"sh {scripts}/clean",
+    }.items():
+        git(repo, "config", key, value)
+    git(repo, "branch", "-f", "cw/integration", "main")
+
+
+def wait_for_mark(marks: Path, phase: str, d: District, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not finished(d):
+        if (marks / phase).exists():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def finished(d: District) -> bool:
+    return set(d.states().values()) == {"done"}
+
+
+def kill(proc: psutil.Process) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    d = district({
+        "CW_AGENT_COMMAND": f'touch {marks}/agent; sleep 0.5; echo "$CW_TASK_KEY" > '
+                            '"$CW_TASK_KEY.txt"',
+        "CW_VERIFY_COMMAND": f"touch {marks}/merge; sleep 0.3",
+    })  # fmt: skip
+    slow_steps(d.repo, marks)
+    workers = {
+        "agents": d.start_worker("agents0", "-Q", "agents", "-c", "2"),
+        "merge": d.start_worker("merge0", "-Q", "merge", "-c", "1"),
+    }
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    started = time.monotonic()
+    d.submit(EDGES)
+
+    kills: Counter[str] = Counter()
+    while sum(kills.values()) < KILLS and not finished(d):
+        phase = PHASES[sum(kills.values()) % len(PHASES)]
+        for mark in marks.iterdir():
+            mark.unlink()
+        seen = wait_for_mark(marks, phase, d)
+        time.sleep(rng.uniform(0.0, 0.3))
+        victim = "merge" if phase == "merge" else "agents"
+        kill(workers[victim])
+        kills[phase if seen else "anywhere"] += 1
+        n = sum(kills.values())
+        workers[victim] = d.start_worker(f"{victim}{n}", "-Q", victim, "-c",
+                                         "1" if victim == "merge" else "2")  # fmt: skip
+
+    states = d.wait_settled(timeout=300)
+    took = time.monotonic() - started
+    print(f"CHAOS seed {seed}: {sum(kills.values())} kills {dict(kills)}; all done {took:.0f} s")
+    assert states == dict.fromkeys(EDGES, "done")
+    for key in EDGES:
+        assert git(d.repo, "show", f"cw/integration:{key}.txt") == key
+    assert sorted(d.merged()) == sorted(EDGES), "each task merged once"
+    before = d.cw("doctor", check=False).stdout
+    print(before)
+    d.cw("doctor", "--fix", check=False)
+    doctor = d.cw("doctor", check=False)
+    assert doctor.returncode == 0, f"{before}\nafter --fix:\n{doctor.stdout}"
