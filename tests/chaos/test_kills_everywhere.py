@@ -26,9 +26,8 @@ from tests.chaos.reconciler import start_reconciler
 from tests.conftest import git
 from tests.integration.conftest import District
 
-pytestmark = pytest.mark.redis
-
 KILLS = int(os.environ.get("CW_TEST_CHAOS_KILLS", "4"))
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120 + 15 * KILLS)]
 PHASES = ("add", "agent", "commit", "merge")
 #: Four layers of five tasks; each task after the first layer needs two of the layer before.
 LAYERS = [[f"t{layer}{n}" for n in range(5)] for layer in range(4)]
