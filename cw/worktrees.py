@@ -264,7 +264,7 @@ def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
     with repo_lock(repo):
         _run(repo, "worktree", "prune")
         existing = _find_worktree(repo, path)
-        if existing is not None and _half_made(repo, existing):
+        if existing is not None and _half_made(existing, _admin_dir(repo, path)):
             logger.warning("rebuilding %s: its git worktree add was killed", path)
             _dismantle(repo, path)
             existing = None
@@ -282,20 +282,22 @@ def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
     logger.info("worktree %s on %s", path, branch)
 
 
-def _half_made(repo: Path, entry: _Worktree) -> bool:
-    """Whether ``git worktree add`` of this worktree never finished: git keeps a new worktree
-    locked ("initializing") until its checkout is complete, and writes its index last."""
-    admin = _admin_dir(repo, entry.path)
+def _half_made(entry: _Worktree, admin: Path | None) -> bool:
+    """Whether ``git worktree add`` of this worktree (``admin``: its directory in
+    ``.git/worktrees``) never finished: git keeps a new worktree locked ("initializing") until
+    its checkout is complete, and writes its index last."""
     return entry.locked is not None and admin is not None and not (admin / "index").exists()
 
 
 def half_made_worktrees(repo: Path, under: Path) -> list[Path]:
     """The worktrees under ``under`` whose ``git worktree add`` was killed part-way."""
-    root = under.resolve()
+    root, admins = under.resolve(), _admin_dirs(repo)
     return [
         wt.path
         for wt in _worktrees(repo)
-        if not wt.main and wt.path.resolve().is_relative_to(root) and _half_made(repo, wt)
+        if not wt.main
+        and wt.path.resolve().is_relative_to(root)
+        and _half_made(wt, admins.get(wt.path.resolve()))
     ]
 
 
@@ -304,7 +306,7 @@ def discard_half_made(repo: Path, path: Path) -> bool:
     done in it; its branch stays); False when it is whole (it may have been finished meanwhile)."""
     with repo_lock(repo):  # every `git worktree add` of cw holds it: none is under way now
         entry = _find_worktree(repo, path)
-        if entry is None or not _half_made(repo, entry):
+        if entry is None or not _half_made(entry, _admin_dir(repo, path)):
             return False
         _dismantle(repo, path)
     logger.info("removed half-made worktree %s", path)
@@ -344,17 +346,20 @@ def trash_entries(parent: Path) -> list[Path]:
     return sorted(trash.iterdir()) if trash.is_dir() else []
 
 
-def _admin_dir(repo: Path, path: Path) -> Path | None:
-    """The directory in ``.git/worktrees`` of the worktree at ``path`` (its ``gitdir`` file names
-    ``path/.git``); None when git has no entry for it."""
-    wanted = path.resolve() / ".git"
+def _admin_dirs(repo: Path) -> dict[Path, Path]:
+    """Each registered worktree's path (resolved) and its directory in ``.git/worktrees`` (whose
+    ``gitdir`` file names ``<path>/.git``)."""
+    found = {}
     for gitdir in (git_common_dir(repo) / "worktrees").glob("*/gitdir"):
         try:
-            if Path(gitdir.read_text(encoding="utf-8").strip()).resolve() == wanted:
-                return gitdir.parent
+            found[Path(gitdir.read_text(encoding="utf-8").strip()).parent.resolve()] = gitdir.parent
         except OSError:
             continue
-    return None
+    return found
+
+
+def _admin_dir(repo: Path, path: Path) -> Path | None:
+    return _admin_dirs(repo).get(path.resolve())
 
 
 def _admin_locks(repo: Path, path: Path) -> list[Path]:
@@ -369,15 +374,15 @@ def _ref_lock(repo: Path, branch: str) -> Path:
 def git_lock_files(repo: Path, under: Path, branch_prefix: str) -> list[Path]:
     """Git's lock files in cw's part of ``repo``: those of the worktrees under ``under`` and of
     the branches named ``branch_prefix...``."""
-    common = git_common_dir(repo)
     root = under.resolve()
     found = [
         lock
-        for wt in _worktrees(repo)
-        if not wt.main and wt.path.resolve().is_relative_to(root)
-        for lock in _admin_locks(repo, wt.path)
+        for path, admin in _admin_dirs(repo).items()
+        if path.is_relative_to(root)
+        for lock in admin.glob("*.lock")
     ]
-    return sorted({*found, *(common / "refs" / "heads" / branch_prefix).glob("**/*.lock")})
+    refs = git_common_dir(repo) / "refs" / "heads" / branch_prefix
+    return sorted({*found, *refs.glob("**/*.lock")})
 
 
 def stale_locks(locks: list[Path]) -> list[Path]:
@@ -386,7 +391,7 @@ def stale_locks(locks: list[Path]) -> list[Path]:
     now = time.time()
     old = [p for p in locks if _age(p, now) > GIT_LOCK_STALE_SECONDS]
     held = _open_files() if old else set()
-    return [p for p in old if str(p.resolve()) not in held]
+    return [p for p in old if held is not None and str(p.resolve()) not in held]
 
 
 def remove_stale_locks(locks: list[Path]) -> list[Path]:
@@ -406,8 +411,11 @@ def _age(path: Path, now: float) -> float:
         return -1.0  # gone: nothing to remove
 
 
-def _open_files() -> set[str]:
-    """Every file some process on this host has open (the processes this user may look at)."""
+def _open_files() -> set[str] | None:
+    """Every file some process on this host has open (the processes this user may look at);
+    None without ``/proc``, where no lock can be known to be stale."""
+    if not Path("/proc/self/fd").is_dir():
+        return None
     found: set[str] = set()
     for fd_dir in Path("/proc").glob("[0-9]*/fd"):
         try:
@@ -451,7 +459,7 @@ def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: 
         raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
     if entry is None and path.exists():
         raise GitError(f"{path} is not a worktree of {repo}; left in place")
-    if entry is not None and path.exists() and not _half_made(repo, entry):
+    if entry is not None and path.exists() and not _half_made(entry, _admin_dir(repo, path)):
         with repo_lock(repo):
             remove_stale_locks(_admin_locks(repo, path))
         _commit_before_removal(entry, force_commit_message)

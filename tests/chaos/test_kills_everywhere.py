@@ -1,8 +1,9 @@
 """A 20-task plan with dependencies while workers are SIGKILLed again and again.
 
-Each kill lands at a random instant inside one step, in turn: `git worktree add` (a smudge
-filter makes its checkout slow), the agent's run, cw's commit of the agent's work (a clean
-filter makes `git add` slow) and the merge (a verify command). The killed worker is started
+Each kill lands at a random instant inside the step that starts next: `git worktree add` (a
+smudge filter makes its checkout slow), the agent's run, cw's commit of the agent's work (a
+clean filter makes `git add` slow) or the merge (a verify command); of steps that start
+together, the one killed least so far. The killed worker is started
 again at once. In the end every task is done, its file is on the integration branch, and
 `cw doctor` finds nothing wrong once `cw doctor --fix` removed what the kills left.
 
@@ -27,6 +28,8 @@ from tests.conftest import git
 from tests.integration.conftest import District
 
 KILLS = int(os.environ.get("CW_TEST_CHAOS_KILLS", "4"))
+#: Each step is slower for more kills, so that the plan lasts until the last of them.
+SLOW = max(1.0, KILLS / 15)
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120 + 15 * KILLS)]
 PHASES = ("add", "agent", "commit", "merge")
 #: Four layers of five tasks; each task after the first layer needs two of the layer before.
@@ -44,8 +47,13 @@ def slow_steps(repo: Path, marks: Path) -> None:
     marks.mkdir()
     scripts = repo.parent / "scripts"
     scripts.mkdir()
-    (scripts / "smudge").write_text(f"touch {marks}/add; sleep 0.4; cat\n")
-    (scripts / "clean").write_text(f"touch {marks}/commit; sleep 0.3; cat\n")
+    # The merge worker checks files out too, in .cw/integration (for the verify step): not a
+    # `git worktree add` of an agent worker, so no mark.
+    (scripts / "smudge").write_text(
+        f'case "$PWD" in */.cw/integration) ;; *) touch {marks}/add;; esac\n'
+        f"sleep {0.4 * SLOW}; cat\n"
+    )
+    (scripts / "clean").write_text(f"touch {marks}/commit; sleep {0.3 * SLOW}; cat\n")
     (repo / ".gitattributes").write_text("*.slow filter=slow\n*.txt filter=slowtxt\n")
     (repo / "big.slow").write_text("checked out slowly\n")
     git(repo, "add", "-A")
@@ -60,17 +68,26 @@ def slow_steps(repo: Path, marks: Path) -> None:
     git(repo, "branch", "-f", "cw/integration", "main")
 
 
-def wait_for_mark(marks: Path, phase: str, d: District, timeout: float = 20) -> bool:
+def next_phase(marks: Path, d: District, kills: Counter[str], timeout: float = 20) -> str:
+    """The step that starts next (of several at once, the one killed least so far)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not finished(d):
-        if (marks / phase).exists():
-            return True
+        seen = [phase for phase in PHASES if (marks / phase).exists()]
+        if seen:
+            return min(seen, key=lambda phase: kills[phase])
         time.sleep(0.02)
-    return False
+    return "anywhere"
 
 
 def finished(d: District) -> bool:
     return set(d.states().values()) == {"done"}
+
+
+def agents_after_finishing(d: District, key: str) -> list[int]:
+    """Attempts whose agent started after an earlier agent of the task had finished its work."""
+    events = d.store.events(d.store.find_task_id(key))
+    done = min(e["id"] for e in events if e["kind"] == "agent.finished")
+    return [e["attempt"] for e in events if e["kind"] == "agent.started" and e["id"] > done]
 
 
 def kill(proc: psutil.Process) -> None:
@@ -83,9 +100,9 @@ def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
 ) -> None:
     marks = tmp_path / "marks"
     d = district({
-        "CW_AGENT_COMMAND": f'touch {marks}/agent; sleep 0.5; echo "$CW_TASK_KEY" > '
+        "CW_AGENT_COMMAND": f'touch {marks}/agent; sleep {0.5 * SLOW}; echo "$CW_TASK_KEY" > '
                             '"$CW_TASK_KEY.txt"',
-        "CW_VERIFY_COMMAND": f"touch {marks}/merge; sleep 0.3",
+        "CW_VERIFY_COMMAND": f"touch {marks}/merge; sleep {0.3 * SLOW}",
     })  # fmt: skip
     slow_steps(d.repo, marks)
     workers = {
@@ -100,14 +117,13 @@ def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
 
     kills: Counter[str] = Counter()
     while sum(kills.values()) < KILLS and not finished(d):
-        phase = PHASES[sum(kills.values()) % len(PHASES)]
         for mark in marks.iterdir():
             mark.unlink()
-        seen = wait_for_mark(marks, phase, d)
+        phase = next_phase(marks, d, kills)
         time.sleep(rng.uniform(0.0, 0.3))
         victim = "merge" if phase == "merge" else "agents"
         kill(workers[victim])
-        kills[phase if seen else "anywhere"] += 1
+        kills[phase] += 1
         n = sum(kills.values())
         workers[victim] = d.start_worker(f"{victim}{n}", "-Q", victim, "-c",
                                          "1" if victim == "merge" else "2")  # fmt: skip
@@ -119,6 +135,8 @@ def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
     for key in EDGES:
         assert git(d.repo, "show", f"cw/integration:{key}.txt") == key
     assert sorted(d.merged()) == sorted(EDGES), "each task merged once"
+    for key in EDGES:
+        assert not agents_after_finishing(d, key), f"{key}'s agent ran again after it finished"
     before = d.cw("doctor", check=False).stdout
     print(before)
     d.cw("doctor", "--fix", check=False)
