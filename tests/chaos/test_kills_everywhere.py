@@ -1,9 +1,9 @@
 """A 20-task plan with dependencies while workers are SIGKILLed again and again.
 
-Each kill lands at a random instant inside the step that starts next: `git worktree add` (a
-smudge filter makes its checkout slow), the agent's run, cw's commit of the agent's work (a
-clean filter makes `git add` slow) or the merge (a verify command); of steps that start
-together, the one killed least so far. The killed worker is started
+Each kill lands at a random instant inside one step, the one killed least so far when it comes
+soon enough: `git worktree add` (a smudge filter makes its checkout slow), the agent's run,
+cw's commit of the agent's work (a clean filter makes `git add` slow) or the merge (a verify
+command). The killed worker is started
 again at once. In the end every task is done, its file is on the integration branch, and
 `cw doctor` finds nothing wrong once `cw doctor --fix` removed what the kills left.
 
@@ -32,6 +32,7 @@ KILLS = int(os.environ.get("CW_TEST_CHAOS_KILLS", "4"))
 SLOW = max(1.0, KILLS / 15)
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(120 + 15 * KILLS)]
 PHASES = ("add", "agent", "commit", "merge")
+PATIENCE_SECONDS = 8.0
 #: Four layers of five tasks; each task after the first layer needs two of the layer before.
 LAYERS = [[f"t{layer}{n}" for n in range(5)] for layer in range(4)]
 EDGES = {
@@ -68,12 +69,16 @@ def slow_steps(repo: Path, marks: Path) -> None:
     git(repo, "branch", "-f", "cw/integration", "main")
 
 
-def next_phase(marks: Path, d: District, kills: Counter[str], timeout: float = 20) -> str:
-    """The step that starts next (of several at once, the one killed least so far)."""
-    deadline = time.monotonic() + timeout
+def next_phase(marks: Path, d: District, kills: Counter[str]) -> str:
+    """The step killed least so far when it starts within ``PATIENCE_SECONDS``; otherwise the
+    step that starts first (the least killed of several), or "anywhere" after 20 s."""
+    wanted = min(PHASES, key=lambda phase: kills[phase])
+    patient, deadline = time.monotonic() + PATIENCE_SECONDS, time.monotonic() + 20
     while time.monotonic() < deadline and not finished(d):
         seen = [phase for phase in PHASES if (marks / phase).exists()]
-        if seen:
+        if wanted in seen:
+            return wanted
+        if seen and time.monotonic() > patient:
             return min(seen, key=lambda phase: kills[phase])
         time.sleep(0.02)
     return "anywhere"
