@@ -54,3 +54,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
+
+# Outside the suite: submit each real GSD project in ../shared/corpus-real (skipped without it)
+# and compare every plan file on disk with what was stored.
+check-corpora: install
+	$(BIN)/python scripts/check_corpora.py ../shared/corpus-real

@@ -8,7 +8,6 @@ import signal
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -33,9 +32,6 @@ from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store, Workspace
 
 logger = logging.getLogger(__name__)
-
-#: Namespace of the deterministic session id of a task's first attempt.
-SESSION_NAMESPACE = uuid.UUID("5b0c3f3e-6a57-4c1e-9a8e-0c1d2a4b6e70")
 
 
 def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
@@ -201,7 +197,7 @@ def _request(
     brief = TaskBrief(
         key=ws.key, name=ws.name, prompt=ws.prompt, branch=branch, files=ws.files,
         verify=ws.verify, done_criteria=ws.done_criteria, plan_objective=ws.plan_objective,
-        plan_context=ws.plan_context,
+        plan_context=ws.plan_context, check=ws.check,
     )  # fmt: skip
     resuming = ws.session_id is not None
     prompt = _prompt(brief, ws, conflicts)
@@ -216,7 +212,8 @@ def _request(
         worktree=worktree,
         log_dir=settings.log_dir / "agents" / ws.agent_name,
         session_id=ws.session_id,
-        new_session_id=None if resuming else first_session_id(settings, ws),
+        new_session_id=None if resuming else ws.new_session_id,
+        new_session_known=ws.new_session_known,
         fresh_prompt=lost_session_prompt(brief, prompt) if resuming else "",
         session_cost_usd=ws.session_cost_usd,
         env={
@@ -255,11 +252,6 @@ def _answers_env(ws: Workspace) -> dict[str, str]:
         answers.append({"id": "", "question": ws.bounce.get("question", ""), "options": [],
                         "answer": ws.bounce.get("comments", "")})  # fmt: skip
     return {"CW_ANSWERS": json.dumps(answers)} if answers else {}
-
-
-def first_session_id(settings: Settings, ws: Workspace) -> str:
-    """Deterministic, so a crashed first attempt's session can be found again."""
-    return str(uuid.uuid5(SESSION_NAMESPACE, f"{settings.repo}:{ws.task_id}:{ws.agent_name}"))
 
 
 def interrupt_attempts(store: Store, worker: str) -> int:

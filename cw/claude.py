@@ -64,6 +64,38 @@ NO_CONVERSATION = "No conversation found with session ID"
 MAX_PROMPT_ARG_BYTES = 100_000
 
 
+def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | None] | None:
+    """How to run again when the CLI refused the session (and what to resume); None if not."""
+    if SESSION_IN_USE in error and request.new_session_known:
+        # An earlier run of this district launched the session but died before cw heard of it.
+        return request, request.new_session_id
+    if SESSION_IN_USE in error and request.new_session_id:
+        # Not a conversation this district started (one made before in the same repository):
+        # never resume it; start one of its own.
+        logger.warning(
+            "%s: session %s is in use but this district never started it; starting a new one",
+            request.task_key,
+            request.new_session_id,
+        )
+        return replace(request, new_session_id=str(uuid.uuid4())), None
+    if NO_CONVERSATION in error and request.fresh_prompt:
+        # Conversations live in ~/.claude of the host that ran them: this one lacks it.
+        logger.warning(
+            "%s: session %s is not on this host; starting a new one with the whole brief",
+            request.task_key,
+            request.session_id,
+        )
+        fresh = replace(
+            request,
+            prompt=request.fresh_prompt,
+            session_id=None,
+            new_session_id=str(uuid.uuid4()),
+            session_cost_usd=0.0,
+        )
+        return fresh, None
+    return None
+
+
 class ClaudeAdapter:
     """Runs one attempt of a task as ``claude -p`` in the task's worktree."""
 
@@ -77,17 +109,11 @@ class ClaudeAdapter:
     ) -> AgentOutcome:
         self._check_can_run()
         outcome = self._attempt(request, tick, on_session, resume=request.session_id)
-        if outcome.error and SESSION_IN_USE in outcome.error and request.new_session_id:
-            # The first attempt created the session but died before cw recorded it.
-            outcome = self._attempt(request, tick, on_session, resume=request.new_session_id)
-        elif outcome.error and NO_CONVERSATION in outcome.error and request.fresh_prompt:
-            # Conversations live in ~/.claude of the host that ran them: this one lacks it.
-            logger.warning("%s: session %s is not on this host; starting a new one with the "
-                           "whole brief", request.task_key, request.session_id)  # fmt: skip
-            fresh = replace(request, prompt=request.fresh_prompt, session_id=None,
-                            new_session_id=str(uuid.uuid4()), session_cost_usd=0.0)  # fmt: skip
-            outcome = self._attempt(fresh, tick, on_session, resume=None)
-        return outcome
+        again = _second_try(request, outcome.error or "")
+        if again is None:
+            return outcome
+        retry, resume = again
+        return self._attempt(retry, tick, on_session, resume=resume)
 
     def _check_can_run(self) -> None:
         if shutil.which(self.settings.claude_binary) is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 STATE_DIR = ".cw"
 DATABASE_FILE = "cw.db"
 CONFIG_FILE = "config.toml"
@@ -60,3 +62,9 @@ UNIX_SOCKET_PATH_MAX = 100
 
 MAX_PLAN_FILE_BYTES = 4 * 1024 * 1024
 KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+#: Namespace of the session id a task's agent starts its first conversation with (uuid5 of the
+#: district's random id, the task and the agent), so a crashed first run can be found again.
+SESSION_NAMESPACE = uuid.UUID("5b0c3f3e-6a57-4c1e-9a8e-0c1d2a4b6e70")
+#: How long a merge worker waits for its control worker to end when it shuts down.
+CONTROL_STOP_SECONDS = 20.0

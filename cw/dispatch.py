@@ -9,6 +9,7 @@ calls :func:`dispatch_ready` again, so a task starts as soon as its own dependen
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from celery import Celery, chain
@@ -46,6 +47,17 @@ def send(app: Celery, claims: Iterable[Claim]) -> int:
     return sent
 
 
+def mark_broker(store: Store, app: Celery) -> bool:
+    """Put the marker key in the broker before the district's first message; True when it was
+    missing. A flush or an empty restart takes it away: the reconciler's sign of lost messages.
+    """
+    with app.connection_for_write() as conn:
+        client = conn.default_channel.client
+        missing = bool(client.set(defaults.BROKER_MARKER_KEY, str(time.time()), nx=True))
+    store.mark_broker()
+    return missing
+
+
 def dispatch_ready(store: Store, app: Celery, *, promote: bool = True) -> list[Claim]:
     """Promote, claim and send everything that can start now.
 
@@ -54,6 +66,8 @@ def dispatch_ready(store: Store, app: Celery, *, promote: bool = True) -> list[C
     if promote:
         store.promote_ready()
     claims = store.claim_ready_tasks()
+    if claims and not store.broker_marked():
+        mark_broker(store, app)
     send(app, claims)
     if claims:
         logger.info("dispatched %s", ", ".join(f"{c.task_id}#{c.attempt}" for c in claims))

@@ -42,6 +42,17 @@ class PlanError(UsageError):
         super().__init__(f"{file}:{line}: {field}: {problem}")
 
 
+class PlanProblems(PlanError):
+    """A plan has several problems; each is one ``FILE:LINE: FIELD: problem`` line."""
+
+    def __init__(self, problems: list[PlanError]) -> None:
+        first = problems[0]
+        super().__init__(first.file, first.line, first.field, first.problem)
+        self.problems = problems
+        lines = "\n".join(str(problem) for problem in problems)
+        self.args = (f"{len(problems)} problems, nothing stored:\n{lines}",)
+
+
 class GitError(CwError):
     """A git operation failed; the message carries git's own words."""
 
@@ -70,3 +81,8 @@ class LeaseHeld(CwError):
 
 class AgentError(CwError):
     """An agent adapter could not run its agent (missing program, bad settings)."""
+
+
+class QuestionsFileError(AgentError):
+    """A command agent's questions file (``CW_QUESTIONS_FILE``) is not the JSON cw documents;
+    the message names the file and what is wrong with it."""

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from cw import planspec
 from cw.snapshot import AgentRow, MessageRow, Overview, TaskRow
 
 TASKS_DIR = "tasks"
@@ -203,8 +204,9 @@ def task_doc(row: TaskRow) -> Doc:
         parts += ["## Last error", _quote(row.last_error)]
     if row.conflict_files:
         parts += ["## Conflicting files", "\n".join(f"- `{_line(f)}`" for f in row.conflict_files)]
-    if row.verify:
-        parts += ["## Check", _quote(row.verify)]
+    if row.verify or row.check:
+        treatment = planspec.verify_treatment(row.verify_mode, row.verify)
+        parts += ["## Check", _quote(row.check or row.verify or ""), f"({treatment})"]
     if row.done_criteria:
         parts += ["## Done when", _quote(row.done_criteria)]
     text = head + "\n" + "\n\n".join(parts) + f"\n\n{PROMPT_HEADING}\n{row.prompt}\n"
@@ -214,10 +216,10 @@ def task_doc(row: TaskRow) -> Doc:
 def _task_summary(row: TaskRow) -> str:
     deps = ", ".join(row.depends_on) or "nothing"
     agent = f" Agent: [{row.agent}](../../../../{agent_rel(row.agent)})." if row.agent else ""
-    return (
-        f"**{row.state}**, attempt {row.attempt}, priority {row.priority}. "
-        f"Depends on {deps}.{agent}"
+    state = (
+        f"{row.state} (no changes: its agent committed nothing)" if row.no_changes else row.state
     )
+    return f"**{state}**, attempt {row.attempt}, priority {row.priority}. Depends on {deps}.{agent}"
 
 
 def agent_doc(row: AgentRow) -> Doc:
@@ -270,6 +272,8 @@ def status_doc(view: Overview) -> Doc:
     total = sum(view.counts.values())
     counts = ", ".join(f"{n} {s}" for s, n in sorted(view.counts.items(), key=lambda i: -i[1]))
     parts = ["# cw district", f"{total} tasks: {counts or 'none yet'}."]
+    if view.no_changes:
+        parts[-1] += f" {view.no_changes} done with no changes (their agents committed nothing)."
     parts += _status_pending(view) + _status_running(view) + _status_attention(view)
     parts += _status_plans(view)
     text = "\n\n".join(parts) + "\n"

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    case,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from cw.states import TaskState
@@ -12,6 +23,20 @@ from cw.states import TaskState
 
 class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class District(Base):
+    """The district itself: one row, made with the database at `cw init`. Its random ``uid``
+    keeps a new district in the same repository from meeting the old one's agent sessions."""
+
+    __tablename__ = "district"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    uid: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[float] = mapped_column(Float)
+    # When cw first put its marker key in the broker: from then on a missing marker means the
+    # broker lost its messages (before, it only means nothing was ever sent).
+    broker_marked_at: Mapped[float | None] = mapped_column(Float)
 
 
 class Initiative(Base):
@@ -103,6 +128,19 @@ class Task(Base):
     resent_at: Mapped[float | None] = mapped_column(Float)  # the reconciler re-sent its message
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[Plan] = relationship()
+
+
+#: 1 for a task that is done though its agent committed nothing (its branch never left its
+#: base), else 0: listings mark it "no changes".
+NO_CHANGES = case(
+    (
+        (Task.state == TaskState.DONE)
+        & Task.base_sha.is_not(None)
+        & (Task.head_sha == Task.base_sha),
+        1,
+    ),
+    else_=0,
+)
 
 
 class TaskDependency(Base):

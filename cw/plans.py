@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from cw.gsd import load_plan_file, load_planning_dir
+from cw.gsddir import load_plan_file, load_planning_dir
 from cw.planspec import (
     InitiativeSpec,
     PhaseSpec,
@@ -15,6 +15,7 @@ from cw.planspec import (
     TaskSpec,
     Where,
     plan_error,
+    plan_problems,
     validate,
 )
 from cw.yamlplan import load_yaml_plan
@@ -34,10 +35,14 @@ logger = logging.getLogger(__name__)
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def load_plan(path: Path) -> InitiativeSpec:
-    """Read and validate the plan at ``path``; raises PlanError (never anything else)."""
+def load_plan(path: Path, lenient: bool = False) -> InitiativeSpec:
+    """Read and validate the plan at ``path``; raises PlanError (never anything else).
+
+    A ``.planning/`` directory reports all its problems at once; with ``lenient`` the plans
+    they touch are listed in ``spec.skipped`` instead and the rest is read.
+    """
     try:
-        spec = _read(path)
+        spec = _read(path, lenient)
         validate(spec)
     except RecursionError:
         # Deeply nested input can exhaust the stack in a parser we do not control.
@@ -46,9 +51,9 @@ def load_plan(path: Path) -> InitiativeSpec:
     return spec
 
 
-def _read(path: Path) -> InitiativeSpec:
+def _read(path: Path, lenient: bool) -> InitiativeSpec:
     if _is_dir(path):
-        return load_planning_dir(path)
+        return load_planning_dir(path, lenient)
     suffix = path.suffix.lower()
     if suffix == ".md":
         return load_plan_file(path)
@@ -72,3 +77,21 @@ def _exists(path: Path) -> bool:
         return path.exists()
     except OSError:
         return True  # it may be there; reading it says what is wrong
+
+
+def submit_report(spec: InitiativeSpec) -> list[str]:
+    """What the submit summary says beyond the counts: each thing not stored, each warning."""
+    lines = [f"cw: skipped {item}" for item in spec.skipped if item.refusable]
+    lines += [f"cw: not a plan: {item}" for item in spec.skipped if not item.refusable]
+    return lines + [f"cw: warning: {warning}" for warning in spec.warnings]
+
+
+def refuse_skips(spec: InitiativeSpec) -> None:
+    """``--strict``: anything skipped (other than GSD's own documents) refuses the submission."""
+    problems = [
+        plan_error(item.path, 1, "strict", f"{item.reason} (--strict refuses what is skipped)")
+        for item in spec.skipped
+        if item.refusable
+    ]
+    if problems:
+        raise plan_problems(problems)

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from cw.defaults import KEY_PATTERN, MAX_PLAN_FILE_BYTES
-from cw.errors import PlanError
+from cw.errors import PlanError, PlanProblems
 
 # The pure-Python loader on purpose: libyaml's composer recurses in C and segfaults on deeply
 # nested input ("[" * 100_000), where Python's raises RecursionError. Plans are small; 4 MB
@@ -84,6 +84,22 @@ class PhaseSpec:
     where: Where
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder of a plan directory that did not become a plan, and why.
+
+    ``refusable`` is False for GSD's own documents (summaries, research ...): they are listed
+    but never a reason to refuse; anything else is refused under ``--strict``.
+    """
+
+    path: str
+    reason: str
+    refusable: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
 @dataclass
 class InitiativeSpec:
     name: str
@@ -91,6 +107,8 @@ class InitiativeSpec:
     phases: list[PhaseSpec]
     source: str
     extra: dict[str, Any] = field(default_factory=dict)
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def plans(self) -> list[PlanSpec]:
         return [plan for phase in self.phases for plan in phase.plans]
@@ -105,6 +123,11 @@ class InitiativeSpec:
 def plan_error(file: str, line: int, field: str, problem: str) -> PlanError:
     """A PlanError whose message is one line whatever the user's file names and ids hold."""
     return PlanError(_one_line(file), max(line, 1), _one_line(field), _one_line(problem))
+
+
+def plan_problems(problems: list[PlanError]) -> PlanError:
+    """One error for all ``problems``: the problem itself when there is only one."""
+    return problems[0] if len(problems) == 1 else PlanProblems(problems)
 
 
 def _one_line(text: str) -> str:
@@ -420,3 +443,19 @@ def _cycle_from(root: str, graph: dict[str, list[str]], finished: set[str]) -> l
             on_path.add(child)
             stack.append(iter(graph[child]))
     return None
+
+
+def verify_treatment(mode: str | None, gate: str | None) -> str | None:
+    """How a task's verify is used: the merge gate it runs, and what the agent is told.
+    ``mode``: ``automated`` or ``prose`` for a GSD ``<verify>``, None for a command."""
+    if mode == "automated":
+        return (
+            f"the merge runs `{gate}` (the <automated> part of the plan's <verify>); "
+            "the whole <verify> text is the agent's check"
+        )
+    if mode == "prose":
+        return (
+            "not run: the plan's <verify> has no <automated> command, so it is the agent's "
+            "check and never a merge gate"
+        )
+    return f"the merge runs `{gate}`" if gate else None

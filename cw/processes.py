@@ -245,6 +245,18 @@ def kill_alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
     return killed
 
 
+def stop_processes(procs: list[psutil.Process], grace: float) -> None:
+    """SIGTERM each, wait up to ``grace`` seconds for all of them to end, SIGKILL the rest."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    kill_alive(alive)
+    psutil.wait_procs(alive, timeout=grace)
+
+
 def reap_adopted(keep: Iterable[int]) -> None:
     """Collect the exit status of adopted orphans that ended (a subreaper's duty); the
     children in ``keep`` are waited for by their owners."""

@@ -23,7 +23,8 @@ class TaskBrief:
     prompt: str
     branch: str
     files: list[str] = field(default_factory=list)
-    verify: str | None = None
+    verify: str | None = None  # the merge gate: a command, or None
+    check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
     done_criteria: str | None = None
     plan_objective: str = ""
     plan_context: str = ""
@@ -34,8 +35,7 @@ def first_prompt(task: TaskBrief) -> str:
     parts = [f"# Task {task.key}: {task.name}", "## What to do", task.prompt.strip()]
     if task.files:
         parts += ["## Files", "\n".join(f"- {f}" for f in task.files)]
-    if task.verify:
-        parts += ["## How it is checked", f"This must pass: `{task.verify.strip()}`"]
+    parts += _how_checked(task)
     if task.done_criteria:
         parts += ["## Done when", task.done_criteria.strip()]
     if task.plan_objective.strip():
@@ -44,6 +44,22 @@ def first_prompt(task: TaskBrief) -> str:
         parts += ["## Context to read first", task.plan_context.strip()]
     parts.append(RULES.format(branch=task.branch))
     return "\n\n".join(parts) + "\n"
+
+
+def _how_checked(task: TaskBrief) -> list[str]:
+    """The check the agent is given, and whether the merge runs it as a command."""
+    if not task.check:
+        return (
+            ["## How it is checked", f"This must pass: `{task.verify.strip()}`"]
+            if task.verify
+            else []
+        )
+    gate = (
+        f"The merge runs `{task.verify.strip()}` on the merged result; it must pass."
+        if task.verify
+        else "None of this is run as a command by the merge: check it yourself before you finish."
+    )
+    return ["## How it is checked", task.check.strip(), gate]
 
 
 def resume_prompt(task: TaskBrief, attempt: int) -> str:
@@ -69,7 +85,13 @@ def lost_session_prompt(task: TaskBrief, since: str) -> str:
 
 def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[str]) -> str:
     """Why the merge sent the work back, and what to do about it."""
-    if bounce.get("kind") == "verify":
+    if bounce.get("kind") == "verify" and bounce.get("no_changes"):
+        head = (
+            "You committed no changes, and the check fails on the integration branch as it "
+            "stands, so the task is not done. Make the changes the task asks for and commit "
+            "them, so that the check passes."
+        )
+    elif bounce.get("kind") == "verify":
         head = (
             "Your branch merged cleanly into the integration branch, but the check on the merged "
             "result failed. cw has merged the integration branch into your worktree. Make the "

@@ -31,7 +31,7 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 
 from cw import defaults, maintenance, processes, worktrees
-from cw.dispatch import dispatch_ready, send, send_merges
+from cw.dispatch import dispatch_ready, mark_broker, send, send_merges
 from cw.errors import CwError
 from cw.merging import stuck_merges
 from cw.settings import Settings
@@ -62,7 +62,7 @@ def reconcile(settings: Settings, store: Store, app: Celery) -> Report:
     """One pass over every concern; returns what it did."""
     now = time.time()
     report = Report()
-    report.broker_reset = broker_forgot(app)
+    report.broker_reset = broker_forgot(store, app)
     report.lost = release_lost_attempts(settings, store, now)
     report.resent = resend_lost_messages(settings, store, app, everything=report.broker_reset)
     report.merges = resend_merges(settings, store, app, everything=report.broker_reset)
@@ -75,18 +75,17 @@ def reconcile(settings: Settings, store: Store, app: Celery) -> Report:
     return report
 
 
-def broker_forgot(app: Celery) -> bool:
+def broker_forgot(store: Store, app: Celery) -> bool:
     """True when the broker lost its memory since the last look.
 
-    The reconciler keeps a marker key in the broker: a FLUSHALL, or a restart without
-    persistence, takes it away with every message. (Celery sends a task straight to the list
-    named after its queue, so no binding needs declaring again.) The first look at a new broker
-    counts as a loss too: whatever that re-sends is a harmless duplicate.
+    The district keeps a marker key in the broker, put there before its first message: a
+    FLUSHALL, or a restart without persistence, takes it away with every message. (Celery
+    sends a task straight to the list named after its queue, so no binding needs declaring
+    again.) A marker missing before the district ever sent anything is no loss.
     """
-    with app.connection_for_write() as conn:
-        client = conn.default_channel.client
-        if not client.set(defaults.BROKER_MARKER_KEY, str(time.time()), nx=True):
-            return False
+    sent_before = store.broker_marked()
+    if not mark_broker(store, app) or not sent_before:
+        return False
     logger.warning("the broker has lost its messages (flushed or restarted empty); re-sending")
     return True
 

@@ -38,7 +38,7 @@ DETAIL_FIELDS = (
     ("worktree", "worktree"),
     ("base", "base_sha"),
     ("merged", "merged_sha"),
-    ("verify", "verify"),
+    ("verify", "verify_treatment"),
     ("error", "last_error"),
 )
 
@@ -101,6 +101,9 @@ def status(data: dict[str, Any]) -> None:
 
 
 def _needs_you(data: dict[str, Any], console: Console) -> None:
+    if data["no_changes"]:
+        keys = ", ".join(data["no_changes"][:20])
+        console.print(f"done with no changes (their agents committed nothing): {keys}")
     for a in data["attention"]:
         console.print(
             f"[bold]needs you:[/] {a['task']} is {_state(a['state'])}: {a['error'] or ''}"
@@ -121,12 +124,30 @@ def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     _console().print(table)
 
 
+def _task_state(task: dict[str, Any]) -> str:
+    return _state(task["state"]) + (" (no changes)" if task.get("no_changes") else "")
+
+
 def task_table(rows: list[dict[str, Any]]) -> None:
+    """One row a task; an initiative column once there are several (keys repeat across them)."""
+    several = len({r["initiative"] for r in rows}) > 1
+    columns = ("id", *(("initiative",) if several else ()), "key", "name", "plan", "state")
     _table(
-        ("id", "key", "name", "plan", "state", "attempt", "agent"),
-        [(str(r["id"]), r["key"], r["name"], r["plan"], _state(r["state"]), str(r["attempt"]),
-          r["agent"] or "-") for r in rows],
-    )  # fmt: skip
+        (*columns, "attempt", "agent"),
+        [
+            (
+                str(r["id"]),
+                *((r["initiative"],) if several else ()),
+                r["key"],
+                r["name"],
+                r["plan"],
+                _task_state(r),
+                str(r["attempt"]),
+                r["agent"] or "-",
+            )
+            for r in rows
+        ],
+    )
 
 
 def agent_table(
@@ -164,6 +185,8 @@ def agent_table(
 def task_detail(d: dict[str, Any]) -> None:
     console = _console()
     console.print(f"[bold]{d['key']}[/] (id {d['id']}): {d['name']}")
+    if d.get("no_changes"):
+        console.print("  no changes: its agent committed nothing; the check passed without them")
     for label, key in DETAIL_FIELDS:
         value = worktree(d[key]) if key == "worktree" and d.get(key) else d.get(key)
         if value not in (None, "", []):

@@ -5,9 +5,10 @@ starts the embedded broker, dispatches whatever is ready (interrupted tasks resu
 then starts each child in its own process group: the merge worker, the agent worker, beat,
 the file-system UI watcher and Flower. A child that dies is started again.
 
-SIGTERM or SIGINT stops them in order: beat first (no more dispatching), then the agent
-worker (its running agents are interrupted: work committed, tasks ready to resume), the merge
-worker (its merge in progress finishes), the watcher, Flower, and the embedded broker last.
+SIGTERM or SIGINT stops them side by side, signalled in order: beat first (no more
+dispatching), the agent worker (its running agents are interrupted: work committed, tasks ready
+to resume), the merge worker (its merge in progress finishes), the watcher and Flower; the
+embedded broker once they are all gone.
 A second signal kills every child's group at once. Nothing the server started survives it:
 it adopts orphaned descendants (a subreaper) and kills whatever is left in its tree.
 """
@@ -194,9 +195,11 @@ class Supervisor:
         """Stop the children in order, then the broker; make sure nothing is left."""
         started = time.monotonic()
         tree = processes.descendants()  # before anything ends: orphans may leave the tree
-        for name in STOP_ORDER:
-            if name in self.children:
-                self._stop(self.children[name])
+        order = [self.children[name] for name in STOP_ORDER if name in self.children]
+        for child in order:  # all at once, in order: none waits for another to finish
+            self._signal(child)
+        for child in order:
+            self._stop(child)
         if not self.settings.broker_url:
             broker.stop_embedded(self.settings)
         processes.reap_adopted(())
@@ -209,20 +212,29 @@ class Supervisor:
         logger.info("stopped (%s) in %.1f s", how, time.monotonic() - started)
         return 1 if self.forced else 0
 
+    def _signal(self, child: Child) -> None:
+        """SIGTERM: a Celery worker's main process alone (it finishes its work, then its pool),
+        anything else's whole group."""
+        if child.proc.poll() is None and not self.forced:
+            logger.info("stopping %s (%s)", child.spec.name, child.proc.pid)
+            if child.spec.warm:
+                processes.signal_pid(child.proc.pid, signal.SIGTERM)
+            else:
+                processes.signal_group(child.proc.pid, signal.SIGTERM)
+
     def _stop(self, child: Child) -> None:
+        """Wait for a signalled child to end within its time; kill what is left of it."""
         proc = child.proc
         if proc.poll() is None and not self.forced:
-            logger.info("stopping %s (%s)", child.spec.name, proc.pid)
-            if child.spec.warm:
-                processes.signal_pid(proc.pid, signal.SIGTERM)
-            else:
-                processes.signal_group(proc.pid, signal.SIGTERM)
             deadline = time.monotonic() + child.spec.stop_seconds
             while proc.poll() is None and not self.forced and time.monotonic() < deadline:
                 time.sleep(POLL_SECONDS / 2)
             if proc.poll() is None and not self.forced:
                 logger.warning("%s did not stop in %.0f s: killing it", child.spec.name,
                                child.spec.stop_seconds)  # fmt: skip
+            else:
+                waited = child.spec.stop_seconds - (deadline - time.monotonic())
+                logger.info("%s stopped after %.1f s", child.spec.name, waited)
         processes.kill_group(proc.pid)
         proc.wait()
 

@@ -16,7 +16,18 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select
 from sqlalchemy.orm import aliased
 
-from cw.models import Agent, AgentRun, Event, Initiative, Message, Phase, Plan, Task, TaskDependency
+from cw.models import (
+    NO_CHANGES,
+    Agent,
+    AgentRun,
+    Event,
+    Initiative,
+    Message,
+    Phase,
+    Plan,
+    Task,
+    TaskDependency,
+)
 from cw.states import TaskState
 
 #: Bound parameters per ``IN (...)``: well under SQLite's limit.
@@ -43,6 +54,9 @@ class TaskRow:
     phase: str
     plan: str
     agent: str | None
+    no_changes: bool = False  # done, but its agent committed nothing
+    check: str | None = None  # a GSD plan's whole <verify> text, the agent's check
+    verify_mode: str | None = None  # automated | prose for a GSD <verify>; None: a command
     depends_on: list[str] = field(default_factory=list)
 
 
@@ -110,6 +124,7 @@ class Overview:
     running: list[AgentRow]
     attention: list[TaskRow]
     attention_total: int
+    no_changes: int = 0  # done tasks whose agent committed nothing
 
 
 #: Task states a person should look at, shown on the overview.
@@ -180,6 +195,7 @@ class Snapshot:
             attention = conn.execute(
                 _task_query().where(Task.state.in_(ATTENTION)).limit(limit)
             ).all()
+            no_changes = conn.execute(select(func.sum(NO_CHANGES))).scalar_one()
         return Overview(
             counts=dict(counts),
             plans=plans,
@@ -188,6 +204,7 @@ class Snapshot:
             running=[_agent_row(r._mapping) for r in running],
             attention=[_task_row(r._mapping, []) for r in attention],
             attention_total=sum(counts.get(str(s.value), 0) for s in ATTENTION),
+            no_changes=int(no_changes or 0),
         )
 
     def events_after(self, event_id: int, limit: int = 10_000) -> list[EventRow]:
@@ -224,6 +241,9 @@ def _task_query() -> Any:
             Task.prompt, Task.verify, Task.done_criteria, Task.last_error, Task.conflict_files,
             Task.state_changed_at, Task.initiative_id, Initiative.name.label("initiative"),
             Phase.key.label("phase"), Plan.key.label("plan"), Agent.name.label("agent"),
+            NO_CHANGES.label("no_changes"),
+            Task.extra["verify_text"].as_string().label("check"),
+            Task.extra["verify_mode"].as_string().label("verify_mode"),
         )
         .join(Plan, Plan.id == Task.plan_id)
         .join(Phase, Phase.id == Plan.phase_id)
@@ -237,6 +257,7 @@ def _task_row(r: Any, depends_on: list[str]) -> TaskRow:
     values = dict(r)
     values["state"] = str(r["state"].value)
     values["conflict_files"] = list(r["conflict_files"] or [])
+    values["no_changes"] = bool(r["no_changes"])
     return TaskRow(**values, depends_on=depends_on)
 
 

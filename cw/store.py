@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -18,10 +19,13 @@ from sqlalchemy import Engine, Select, bindparam, func, insert, or_, select, tex
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cw import answers, db, names
+from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld, NotFound, UsageError
 from cw.models import (
+    NO_CHANGES,
     Agent,
     AgentRun,
+    District,
     Event,
     Initiative,
     Merge,
@@ -71,8 +75,13 @@ class Workspace:
     base_sha: str | None
     session_cost_usd: float = 0.0  # what the agent's current session has cost so far
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
+    check: str | None = None  # a GSD task's whole <verify> text (``verify`` is only its gate)
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
+    # A conversation not yet recorded as started (session_id None) starts with this id; known:
+    # an earlier run of this task launched it, so an "already in use" CLI may resume it.
+    new_session_id: str | None = None
+    new_session_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,8 @@ MACHINERY_RETRIES = "machinery_retries"
 #: Run states of attempts that ended without a result of their own: a previous attempt's
 #: finished agent still stands after them (:meth:`Store.finished_agent`).
 NO_RESULT = ("lost", "retried")
+#: Run states of an attempt that finished its conversation: the answers it got were heard.
+HEARD_BY = ("succeeded", "asked")
 
 #: Where an attempt's outcome takes its task, and what its run is then called.
 OUTCOMES: dict[str, tuple[TaskState, str]] = {
@@ -159,6 +170,7 @@ class Store:
         self._readonly = sessionmaker(
             engine.execution_options(cw_readonly=True), expire_on_commit=False
         )
+        self._broker_marked = False
 
     @classmethod
     def open(cls, url: str) -> Store:
@@ -215,15 +227,16 @@ class Store:
 
     # -- submit ---------------------------------------------------------------------------
 
+    def check_new(self, spec: InitiativeSpec) -> None:
+        """Refuse, changing nothing, a plan :meth:`submit` would refuse (before anything starts)."""
+        with self._read() as s:
+            _refuse_known(s, spec)
+
     def submit(self, spec: InitiativeSpec) -> int:
         """Store a validated plan in one transaction; return the initiative id."""
         with self._write() as s:
             db.serialize(s, "submit")  # the same plan submitted twice at once: one is refused
-            if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
-                raise UsageError(
-                    f"{spec.source}: initiative {spec.name!r} was already submitted; "
-                    "rename it or see `cw status`"
-                )
+            _refuse_known(s, spec)
             now = time.time()
             initiative = Initiative(
                 name=spec.name, description=spec.description, source=spec.source, created_at=now
@@ -410,12 +423,22 @@ class Store:
             run.started_at = run.heartbeat_at = now
             run.lease_expires_at = now + lease_seconds
             s.flush()
-            return _workspace(s, claim, previous, self._deliver_answers(s, claim))
+            workspace = _workspace(s, claim, previous, self._deliver_answers(s, claim))
+            run.session_id = workspace.session_id or workspace.new_session_id
+            return workspace
 
     def _deliver_answers(self, s: Session, claim: Claim) -> list[dict[str, Any]]:
-        """The agent's answered questions this attempt hears (again, when it is taken over)."""
+        """The agent's answered questions this attempt hears: new answers, and again those an
+        attempt that never finished heard (taken over, interrupted, stopped, lost: a command
+        agent has no session to remember them in)."""
+        earlier = aliased(AgentRun)
         heard = s.scalars(
             select(Message)
+            .outerjoin(
+                earlier,
+                (earlier.task_id == Message.task_id)
+                & (earlier.attempt == Message.delivered_attempt),
+            )
             .where(
                 Message.task_id == claim.task_id,
                 Message.author == "agent",
@@ -423,12 +446,13 @@ class Store:
                 or_(
                     Message.delivered_attempt.is_(None),
                     Message.delivered_attempt == claim.attempt,
+                    earlier.state.not_in(HEARD_BY),
                 ),
             )
             .order_by(Message.id)
         ).all()
         for message in heard:
-            if message.delivered_attempt is None:
+            if message.delivered_attempt != claim.attempt:
                 message.delivered_attempt = claim.attempt
                 self._message_event(s, "message.delivered", message, claim.attempt)
         return [
@@ -964,7 +988,7 @@ class Store:
             if report.sha is not None:
                 moved = self._move(
                     s, claim.task_id, [S.MERGING], S.DONE, of_attempt=claim.attempt,
-                    merged_sha=report.sha, bounce={},
+                    merged_sha=report.sha, bounce={}, conflict_files=[], last_error=None,
                 )  # fmt: skip
             else:
                 moved = self._move(
@@ -997,12 +1021,17 @@ class Store:
                 return None
             self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
             why = _bounce_reason(report)
-            if task.bounces >= max_bounces:
+            no_changes = task.head_sha is not None and task.head_sha == task.base_sha
+            if task.bounces >= (min(max_bounces, 1) if no_changes else max_bounces):
                 self._give_up(s, claim, f"{why}; sent back {task.bounces} times")
                 return None
-            bounce = {"kind": "verify" if report.rejected else "conflict",
-                      "files": report.conflict_files, "output": _bounce_output(report),
-                      "intent": intent}  # fmt: skip
+            bounce = {
+                "kind": "verify" if report.rejected else "conflict",
+                "files": report.conflict_files,
+                "output": _bounce_output(report),
+                "intent": intent,
+                "no_changes": no_changes,
+            }
             self._move(
                 s, claim.task_id, [S.MERGING], S.QUEUED, of_attempt=claim.attempt,
                 attempt=Task.attempt + 1, bounces=Task.bounces + 1, bounce=bounce,
@@ -1086,6 +1115,7 @@ class Store:
                     Initiative.name.label("initiative"),
                     Agent.name.label("agent"),
                     func.coalesce(Agent.cost_usd, 0.0).label("cost_usd"),
+                    NO_CHANGES.label("no_changes"),
                 )
                 .join(Plan, Plan.id == Task.plan_id)
                 .join(Phase, Phase.id == Plan.phase_id)
@@ -1177,6 +1207,7 @@ class Store:
             task = s.get_one(Task, task_id)
             detail = {c.name: getattr(task, c.name) for c in Task.__table__.columns}
             detail["plan"] = task.plan.key
+            detail["no_changes"] = bool(s.scalar(select(NO_CHANGES).where(Task.id == task_id)))
             detail["depends_on"] = _keys(
                 s, TaskDependency.depends_on_id, TaskDependency.task_id, task_id
             )
@@ -1197,6 +1228,22 @@ class Store:
             stmt = stmt.where(Event.task_id == task_id)
         with self._read() as s:
             return _rows(s, stmt)
+
+    def broker_marked(self) -> bool:
+        """Whether this district has put its marker in the broker (remembered once true)."""
+        if not self._broker_marked:
+            with self._read() as s:
+                self._broker_marked = s.scalar(select(District.broker_marked_at)) is not None
+        return self._broker_marked
+
+    def mark_broker(self) -> None:
+        with self._write() as s:
+            s.execute(
+                update(District)
+                .where(District.broker_marked_at.is_(None))
+                .values(broker_marked_at=time.time())
+            )
+        self._broker_marked = True
 
     def ping(self) -> None:
         with self._read() as s:
@@ -1346,6 +1393,14 @@ class Store:
                 )
                 or 0
             )
+
+
+def _refuse_known(s: Session, spec: InitiativeSpec) -> None:
+    if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
+        raise UsageError(
+            f"{spec.source}: initiative {spec.name!r} was already submitted; "
+            "rename it or see `cw status`"
+        )
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:
@@ -1610,6 +1665,7 @@ def _workspace(
         prompt=task.prompt,
         files=list(task.files),
         verify=task.verify,
+        check=(task.extra or {}).get("verify_text"),
         done_criteria=task.done_criteria,
         plan_objective=task.plan.objective,
         plan_context=task.plan.context,
@@ -1624,7 +1680,23 @@ def _workspace(
         bounce=dict(task.bounce or {}),
         previous=previous,
         answers=heard,
+        **_new_session(s, task, agent),
     )
+
+
+def _new_session(s: Session, task: Task, agent: Agent) -> dict[str, Any]:
+    """The id a new conversation of this agent starts with: derived from the district's own
+    random id, so a district made again in the same repository never meets an old session."""
+    if agent.session_id is not None:
+        return {}
+    district = s.scalar(select(District.uid))
+    session_id = str(uuid.uuid5(SESSION_NAMESPACE, f"{district}:{task.id}:{agent.name}"))
+    known = s.scalar(
+        select(func.count(AgentRun.id)).where(
+            AgentRun.task_id == task.id, AgentRun.session_id == session_id
+        )
+    )
+    return {"new_session_id": session_id, "new_session_known": bool(known)}
 
 
 def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:

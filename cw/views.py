@@ -6,6 +6,7 @@ import time
 from collections import Counter, defaultdict
 from typing import Any
 
+from cw import planspec
 from cw.states import TaskState
 from cw.store import Store
 
@@ -20,6 +21,7 @@ def task_list(store: Store, state: str | None = None) -> list[dict[str, Any]]:
 def _task(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["state"] = str(row["state"].value)
+    out["no_changes"] = bool(row["no_changes"])
     return out
 
 
@@ -83,6 +85,7 @@ def status(store: Store) -> dict[str, Any]:
             if t["state"] in (S.FAILED, S.CONFLICT, S.WAITING, S.STOPPED)
         ],
         "messages_pending": len(store.message_rows(pending=True)),
+        "no_changes": [t["key"] for t in tasks if t["no_changes"]],
     }
 
 
@@ -125,3 +128,10 @@ def progress(store: Store) -> tuple[int, int, int]:
     counts = Counter(t["state"] for t in task_list(store))
     active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))
     return active, counts[S.DONE], sum(counts.values())
+
+
+def verify_treatment(task: dict[str, Any]) -> str | None:
+    """How a task's verify is used: the merge gate it runs, and what the agent is told."""
+    return planspec.verify_treatment(
+        (task.get("extra") or {}).get("verify_mode"), task.get("verify")
+    )

@@ -275,6 +275,16 @@ class Watcher:
 
     # -- the loop --------------------------------------------------------------------------
 
+    def catch_up(self) -> None:
+        """Queue every file that differs from what cw last wrote (or is gone), and every answer
+        file: an edit saved between the first sync and the observer's start is not missed."""
+        for rel in list(self.dir.known):
+            found = self.dir.read(rel)
+            if not (found.is_file and self.dir.is_latest(rel, found.data)):
+                self.changes.put(rel)
+        for rel in _answer_files(self.dir.root):
+            self.changes.put(rel)
+
     def notice(self, path: str) -> None:
         """A path changed (any thread): queue it if it is one of ours to look at."""
         rel = self.dir.relative(path)
@@ -368,6 +378,7 @@ def run(
         watcher.sync_all()
         while not stop.is_set():
             with _observing(watcher):
+                watcher.catch_up()
                 if ready is not None:
                     ready(watcher)
                     ready = None

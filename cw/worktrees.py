@@ -65,6 +65,7 @@ class MergeOutcome:
     conflict_files: list[str]  # when not merged because of conflicts
     output: str  # git's output, for the log
     rejected: bool = False  # merged cleanly, but the check refused the result
+    already_merged: bool = False  # the branch brought nothing new: no merge commit was made
 
 
 @dataclass(frozen=True)
@@ -578,7 +579,9 @@ def merge_branch(
         raise GitError(_failure(("merge-tree",), result))
     done = _parse_merge_tree(result.out)
     if not done.conflicts and done.tree == old_tree and is_ancestor(repo, source, old):
-        return MergeOutcome(True, old, [], f"{branch} is already merged into {integration_branch}")
+        note = f"{branch} is already merged into {integration_branch}"
+        unchanged = MergedTree(repo, old, source, old, integration_worktree, [])
+        return _already_merged(unchanged, check, note)
     merged: MergedTree | None = None
     if not done.conflicts:
         new = _commit_tree(repo, done.tree, old, source, message)
@@ -589,12 +592,25 @@ def merge_branch(
     if merged is None:
         return MergeOutcome(False, None, done.conflicts, done.messages)
     if check is not None and not check(merged):
-        if merged.checked_out:
-            _reset_worktree(integration_worktree, old)
-        return MergeOutcome(False, None, [], done.messages, rejected=True)
+        return _rejected(integration_worktree, merged, done.messages)
     _advance(repo, integration_branch, old, merged.new)
     logger.info("merged %s into %s: %s", branch, integration_branch, merged.new)
     return MergeOutcome(True, merged.new, [], done.messages)
+
+
+def _already_merged(merged: MergedTree, check: Check | None, note: str) -> MergeOutcome:
+    """Nothing to merge (the agent committed nothing, or a crashed merge already moved the
+    branch): the check still decides, on the integration branch as it stands."""
+    if check is not None and not check(merged):
+        return _rejected(merged.worktree, merged, note)
+    return MergeOutcome(True, merged.old, [], note, already_merged=True)
+
+
+def _rejected(worktree: Path, merged: MergedTree, messages: str) -> MergeOutcome:
+    """The check refused the result: the branch stays where it was, the worktree too."""
+    if merged.checked_out:
+        _reset_worktree(worktree, merged.old)
+    return MergeOutcome(False, None, [], messages, rejected=True)
 
 
 #: Trees of the merge commits this process made: the next merge's tip needs no git call.

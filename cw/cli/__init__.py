@@ -128,10 +128,15 @@ def main() -> None:
     try:
         code = cli.main(prog_name="cw", standalone_mode=False)
     except click.ClickException as exc:
-        where = f"{exc.ctx.command_path}: " if isinstance(exc, click.UsageError) and exc.ctx else ""
-        click.echo(f"cw: error: {where}{exc.format_message()}", err=True)
+        click.echo(f"cw: error: {_where(exc)}{exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("cw: interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _where(exc: click.ClickException) -> str:
+    """The subcommand a usage mistake is in ("cw worker: "); nothing for the root command."""
+    ctx = exc.ctx if isinstance(exc, click.UsageError) else None
+    return f"{ctx.command_path}: " if ctx is not None and ctx.parent is not None else ""

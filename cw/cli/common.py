@@ -21,3 +21,8 @@ def open_store(settings: Settings) -> Store:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 plan``, ``3 plans``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

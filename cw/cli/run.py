@@ -9,10 +9,10 @@ import click
 
 from cw import db, defaults, worktrees
 from cw.celeryapp import make_app
-from cw.cli.common import load_settings, open_store
+from cw.cli.common import counted, load_settings, open_store
 from cw.dispatch import dispatch_ready, resend_queued
 from cw.errors import BrokerError, UsageError
-from cw.plans import load_plan
+from cw.plans import load_plan, refuse_skips, submit_report
 from cw.settings import Settings
 
 
@@ -33,19 +33,24 @@ def init(integration_branch: str | None) -> None:
     worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
     worktrees.prepare_repository(settings.repo)
     sha = worktrees.ensure_branch(settings.repo, branch, head)
-    if settings.git_hub:
-        _meet_at_hub(settings, branch, sha)
+    where = _meet_at_hub(settings, branch, sha) if settings.git_hub else ""
+    sha = worktrees.branch_sha(settings.repo, branch) or sha
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     engine.dispose()
-    click.echo(f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]})")
+    click.echo(
+        f"cw: initialised {settings.state_dir} (integration branch {branch} at {sha[:10]}{where})"
+    )
 
 
-def _meet_at_hub(settings: Settings, branch: str, sha: str) -> None:
-    """The hub holds the integration branch every host starts from: publish ours or take its."""
+def _meet_at_hub(settings: Settings, branch: str, sha: str) -> str:
+    """The hub holds the integration branch every host starts from: publish ours or take its.
+    Says which happened."""
     ref = f"refs/heads/{branch}"
-    if not worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
-        worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
+    if worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
+        return f", taken from the hub {settings.git_hub}"
+    worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
+    return f", published to the hub {settings.git_hub}"
 
 
 def _integration_branch(settings: Settings, requested: str | None) -> str:
@@ -68,18 +73,26 @@ def submit() -> None:
 @submit.command("plan")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--no-dispatch", is_flag=True, help="Store the plan but send nothing yet.")
-def submit_plan(path: Path, no_dispatch: bool) -> None:
+@click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
+@click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
+def submit_plan(path: Path, no_dispatch: bool, lenient: bool, strict: bool) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready."""
+    if lenient and strict:
+        raise UsageError("give at most one of --lenient and --strict")
     settings = load_settings().require_initialized()
-    spec = load_plan(path)
-    app = None if no_dispatch else _app(settings, check=True)
+    spec = load_plan(path, lenient=lenient)
+    if strict:
+        refuse_skips(spec)
     store = open_store(settings)
+    store.check_new(spec)  # a refused plan starts no broker
+    app = None if no_dispatch else _app(settings, check=True)
     initiative_id = store.submit(spec)
-    tasks = spec.tasks()
     click.echo(
-        f"cw: submitted initiative {spec.name!r} (id {initiative_id}): {len(tasks)} tasks in "
-        f"{sum(len(p.plans) for p in spec.phases)} plans"
+        f"cw: submitted initiative {spec.name!r} (id {initiative_id}): "
+        f"{counted(len(spec.tasks()), 'task')} in {counted(len(spec.plans()), 'plan')}"
     )
+    for line in submit_report(spec):
+        click.echo(line)
     if app is not None:
         claims = dispatch_ready(store, app)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
@@ -116,8 +129,9 @@ def task_retry(ref: str) -> None:
     store = open_store(settings)
     task_id = store.find_task_id(ref)
     store.retry_task(task_id)
-    claims = dispatch_ready(store, _app(settings, check=True))
-    click.echo(f"cw: task {ref} is ready again; dispatched {len(claims)} task(s)")
+    dispatch_ready(store, _app(settings, check=True))
+    # A worker's or the reconciler's dispatch may have sent it first: say where it is now.
+    click.echo(f"cw: task {ref} retried; it is {store.task_state(task_id).value} now")
 
 
 @click.command("cancel")

@@ -62,6 +62,7 @@ def task_show(ref: str, as_json: bool) -> None:
     """One task by id or key: prompt, dependencies, attempts, merges."""
     store = open_store(load_settings())
     detail = store.task_detail(store.find_task_id(ref))
+    detail["verify_treatment"] = views.verify_treatment(detail)
     if as_json:
         emit_json(detail)
     else:

@@ -70,6 +70,7 @@ def refused(repo: Path, *args: str, stdin: str | None = None) -> str:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("cw: error: ") and not lines[0].startswith("cw: error: cw: ")
     assert "Traceback" not in result.stderr
     assert dump_store(STORES[repo]) == before, "the database changed"
     return lines[0]
@@ -126,8 +127,12 @@ def test_a_plan_that_is_not_there_or_a_directory_without_plans_is_refused(repo: 
     assert "empty-dir" in refused(repo, "submit", "plan", "empty-dir")
 
 
-def test_submitting_the_same_initiative_twice_is_refused(repo: Path) -> None:
+def test_submitting_the_same_initiative_twice_is_refused_and_starts_no_broker(
+    repo: Path,
+) -> None:
+    cw(repo, "broker", "stop")
     assert "good" in refused(repo, "submit", "plan", "good.yaml")
+    assert "(stopped)" in cw(repo, "broker", "status").stdout, "the refused submit started Redis"
 
 
 # -- command-line arguments ---------------------------------------------------------------------

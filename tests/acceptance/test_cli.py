@@ -174,6 +174,11 @@ def test_a_gsd_planning_directory_runs_phase_by_phase(district: Path, processes:
     ]
     shown = json.loads(run_cw(repo, "task", "show", "01-01-1", "--json").stdout)
     assert shown["verify"] == "test -s out/01-01-1.txt"
+    assert (
+        shown["extra"]["verify_text"]
+        == "The file exists: <automated>test -s out/01-01-1.txt</automated>"
+    )
+    assert shown["verify_treatment"].startswith("the merge runs `test -s out/01-01-1.txt` (the <")
     (merge,) = shown["merges"]
     assert merge["verify_command"] == "test -s out/01-01-1.txt" and merge["verify_exit_code"] == 0
     assert shown["dependents"] == ["01-01-2"]
@@ -217,3 +222,16 @@ def test_spawn_starts_a_ready_task_and_refuses_one_that_waits(
                 if a["task"] == "first"]  # fmt: skip
     logs = run_cw(repo, "agent", "logs", first["name"], "-f").stdout
     assert "=== attempt-1.stdout" in logs, "logs -f of a finished agent prints and returns"
+
+
+def test_task_list_names_the_initiative_once_there_are_several(district: Path) -> None:
+    repo = district
+    (repo / "one.yaml").write_text("initiative: alpha\ntasks:\n  - {id: a, prompt: p}\n")
+    (repo / "two.yaml").write_text("initiative: beta\ntasks:\n  - {id: a, prompt: p}\n")
+    run_cw(repo, "submit", "plan", "one.yaml", "--no-dispatch")
+    header = run_cw(repo, "task", "list").stdout.splitlines()[1]
+    assert "initiative" not in header
+    run_cw(repo, "submit", "plan", "two.yaml", "--no-dispatch")
+    listing = run_cw(repo, "task", "list").stdout
+    assert "initiative" in listing.splitlines()[1]
+    assert "alpha" in listing and "beta" in listing

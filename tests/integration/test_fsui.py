@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -256,6 +257,26 @@ def test_an_answer_in_the_message_file_answers_the_message(
     wait_for(lambda: len(m.dispatched) == 1, "the dispatch after the answer")
     wait_for(lambda: fields(m.message_file(question))["state"] == "answered", "the file")
     assert m.kept() == []
+
+
+def test_an_answer_saved_just_before_the_watch_begins_is_not_missed(
+    mirrored: Callable[..., Mirrored], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = mirrored({"a": []})
+    (question,) = ask(m.store, m.id("a"), "SQLite or Postgres?")
+    observing = watcher._observing
+
+    @contextlib.contextmanager
+    def after_an_edit(w: watcher.Watcher) -> Iterator[None]:
+        # The files are written; the observer is not watching yet.
+        edit(m.message_file(question), 'answer: ""', "answer: postgres")
+        with observing(w):
+            yield
+
+    monkeypatch.setattr(watcher, "_observing", after_an_edit)
+    m.start()
+    wait_for(lambda: m.store.message_detail(question)["state"] == "answered", "the answer")
+    assert m.store.message_detail(question)["answer"] == "postgres"
 
 
 def test_an_answer_file_answers_its_message_and_goes_away(

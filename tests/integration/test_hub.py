@@ -58,8 +58,16 @@ def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
     db = database_url
     env_a = host_env(host_a, db, redis_url, hub, agent)
     env_b = host_env(host_b, db, redis_url, hub, agent)
-    for env in (env_a, env_b):
-        subprocess.run([*CW, "init"], cwd=env["CW_REPO"], env=env, check=True, capture_output=True)
+    git(host_b, "commit", "-q", "--allow-empty", "-m", "a local commit the hub never saw")
+    said = [
+        subprocess.run(
+            [*CW, "init"], cwd=env["CW_REPO"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+        for env in (env_a, env_b)
+    ]
+    hub_sha = git(hub, "rev-parse", "cw/integration")
+    assert f"at {hub_sha[:10]}, published to the hub" in said[0]
+    assert f"at {hub_sha[:10]}, taken from the hub" in said[1], "host B names the hub's sha"
     worker(processes, env_a, "agents-a", "-Q", "agents", "-c", "1")
     worker(processes, env_b, "agents-b", "-Q", "agents", "-c", "1")
     worker(processes, env_a, "merge-a", "-Q", "merge", "-c", "1")

@@ -16,7 +16,7 @@ from cw import attempts, defaults, merging, reconcile
 from cw.adapters import make_adapter
 from cw.agents import AgentOutcome, AgentRequest
 from cw.celeryapp import make_app
-from cw.dispatch import send
+from cw.dispatch import dispatch_ready, send
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
 from tests.chaos.reconciler import start_reconciler
@@ -160,8 +160,8 @@ def test_a_broker_that_lost_its_memory_has_every_queued_task_sent_again_at_once(
     district_of: Callable[..., tuple[Settings, Store, Celery]], redis_url: str
 ) -> None:
     settings, store, app = district_of({"a": [], "b": []})
-    assert reconcile.broker_forgot(app), "the first look at a broker counts as a loss"
-    assert not reconcile.broker_forgot(app)
+    assert not reconcile.broker_forgot(store, app), "nothing was ever sent: nothing lost"
+    assert not reconcile.broker_forgot(store, app)
     send(app, store.claim_ready_tasks())
     assert queue_length(app, defaults.AGENTS_QUEUE) == 2
 
@@ -174,6 +174,21 @@ def test_a_broker_that_lost_its_memory_has_every_queued_task_sent_again_at_once(
     assert (report.broker_reset, report.resent) == (True, 2)
     assert queue_length(app, defaults.AGENTS_QUEUE) == 2
     assert reconcile.reconcile(settings, store, app).resent == 0, "and only once"
+
+
+def test_the_first_reconcile_of_a_new_district_sends_nothing_twice(
+    district_of: Callable[..., tuple[Settings, Store, Celery]], redis_url: str
+) -> None:
+    settings, store, app = district_of({"a": [], "b": []})
+    assert len(dispatch_ready(store, app)) == 2  # the district's first messages
+    with redis.Redis.from_url(redis_url) as client:
+        assert client.exists(defaults.BROKER_MARKER_KEY), "marked before the first message"
+
+    report = reconcile.reconcile(settings, store, app)
+
+    assert (report.broker_reset, report.resent) == (False, 0)
+    assert queue_length(app, defaults.AGENTS_QUEUE) == 2, "each message sent once"
+    assert not [e for e in store.events() if e["kind"] == "task.resent"]
 
 
 def test_merges_whose_message_is_gone_or_whose_worker_died_are_sent_again(

@@ -322,3 +322,22 @@ def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     assert not store.shutdown_requested(again[0])
     store.finish_attempt(again[0], AttemptResult(outcome="done"), "command")
     store.close()
+
+
+def test_the_merge_worker_returns_only_once_its_control_worker_is_gone(
+    server: Callable[..., Server], processes: Processes
+) -> None:
+    srv = server()
+    proc = processes.start([*CW, "worker", "--merge"], srv.repo, srv.env, "merge")
+    merge = psutil.Process(proc.pid)
+
+    def control() -> list[psutil.Process]:
+        return [p for p in merge.children() if "control" in " ".join(p.cmdline())]
+
+    srv.wait_for(lambda: bool(control()), 60, "the control worker")
+    (worker,) = control()
+    log = processes.log_dir / "merge.log"
+    srv.wait_for(lambda: log.read_text().count(" ready.") == 2, 60, "both workers ready")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert alive([worker]) == [], "cw worker --merge returned before its control worker ended"

@@ -386,8 +386,24 @@ def test_merging_an_already_merged_branch_again_is_a_no_op(
     branch = make_task(repo, tmp_path, "twice", {"feature.txt": "feature\n"})
     first = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
     again = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
-    assert again == MergeOutcome(True, first.sha, [], again.output)
+    assert again == MergeOutcome(True, first.sha, [], again.output, already_merged=True)
     assert branch_sha(repo, INTEGRATION) == first.sha
+
+
+def test_a_branch_with_nothing_new_still_passes_the_check_before_it_counts_as_merged(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    idle = make_task(repo, tmp_path, "idle", {})
+    seen: list[str] = []
+
+    def check(merged: MergedTree) -> bool:
+        seen.append(merged.new)
+        return (merged.checkout() / "hello.txt").exists()
+
+    outcome = merge_branch(repo, tmp_path / "integration", INTEGRATION, idle, "merge", check)
+    assert outcome == MergeOutcome(False, None, [], outcome.output, rejected=True)
+    assert seen == [integration], "the check ran on the integration branch as it stands"
+    assert branch_sha(repo, INTEGRATION) == integration
 
 
 def test_a_crashed_merge_left_in_the_integration_worktree_is_cleaned_before_the_next(

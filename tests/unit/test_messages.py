@@ -104,13 +104,26 @@ def test_the_last_answer_resumes_the_session_with_every_answer(store: Store) -> 
     assert [(a["id"], a["answer"]) for a in ws.answers] == [("db", "postgres"), ("name", "ledger")]
     taken = store.start_attempt(claim, worker="w2", host="h", lease_seconds=30)
     assert taken is not None and taken.answers == ws.answers, "a take-over hears them again"
-    store.finish_attempt(claim, AttemptResult(outcome="failed", error="x"), "claude")
-    store.retry_task(key["a"])
+    store.finish_attempt(claim, AttemptResult(outcome="interrupted"), "command")
     (later,) = store.claim_ready_tasks()
     again = store.start_attempt(later, worker="w", host="h", lease_seconds=30)
-    assert again is not None and again.answers == [], "delivered once per attempt"
+    assert again is not None and again.answers == ws.answers, "an unfinished run's, again"
+    store.finish_attempt(later, AttemptResult(outcome="failed", error="x"), "command")
+    store.retry_task(key["a"])
+    (last,) = store.claim_ready_tasks()
+    retried = store.start_attempt(last, worker="w", host="h", lease_seconds=30)
+    assert retried is not None and retried.answers == ws.answers, "a failed run's, again"
+    store.finish_attempt(last, AttemptResult(outcome="questions", questions=ASKS[:1]), "command")
+    q3 = pending_ids(store)[-1]
+    store.answer_message(q3, "1")
+    (after,) = store.claim_ready_tasks()
+    heard = store.start_attempt(after, worker="w", host="h", lease_seconds=30)
+    assert heard is not None and [a["answer"] for a in heard.answers] == ["sqlite"], (
+        "answers an attempt heard to its end are not heard again"
+    )
     kinds = [e["kind"] for e in store.events(key["a"]) if e["kind"].startswith("message.")]
-    assert kinds == ["message.created"] * 2 + ["message.answered"] * 2 + ["message.delivered"] * 2
+    first_round = ["message.created"] * 2 + ["message.answered"] * 2 + ["message.delivered"] * 6
+    assert kinds == [*first_round, "message.created", "message.answered", "message.delivered"]
 
 
 def test_an_agent_that_asks_nothing_still_leaves_a_question_to_answer(store: Store) -> None:
