@@ -453,8 +453,8 @@ def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: 
     """Remove the worktree at ``path`` after committing any uncommitted work to its branch.
 
     A kill part-way leaves the worktree whole, or its copy in the trash (never a half-deleted
-    worktree that a later attempt would take for its work); ``add_worktree`` and ``cw gc``
-    empty the trash."""
+    worktree that a later attempt would take for its work); ``add_worktree`` and
+    ``cw doctor --fix`` empty the trash."""
     entry = _find_worktree(repo, path)
     if entry is not None and entry.main:
         raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
