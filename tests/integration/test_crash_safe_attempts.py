@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -133,3 +135,27 @@ def test_an_attempt_lost_after_its_agent_finished_goes_straight_to_merge(
     assert git(settings.repo, "show", f"{branch}:hi.txt") == "hi"
     subjects = git(settings.repo, "log", "--format=%s", f"main..{branch}").splitlines()
     assert subjects == ["cw: a: task a"], "one agent commit"
+
+
+def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_starts(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, store = district
+    first = claim(store)
+    workspace = store.start_attempt(first, worker="w1", host=socket.gethostname(), lease_seconds=1)
+    assert workspace is not None
+    worktree, _branch = attempts.prepare_worktree(settings, store, workspace)
+    orphan = subprocess.Popen(["sleep", "60"], cwd=worktree, start_new_session=True)
+    try:
+        store.record_heartbeat(first, 1, orphan.pid)  # its worker dies: the agent lives on
+        store.release_lost_attempts(time.time() + 2)
+        second = claim(store)  # lost too, before it started an agent
+        assert store.start_attempt(second, worker="w2", host=socket.gethostname(), lease_seconds=1)
+        store.release_lost_attempts(time.time() + 2)
+
+        assert attempts.run_attempt(settings, store, claim(store), worker="w3")
+
+        assert orphan.wait(timeout=5) is not None, "the first attempt's agent was stopped"
+    finally:
+        orphan.kill()
+        orphan.wait()
