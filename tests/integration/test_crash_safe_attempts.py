@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cw import attempts, defaults, worktrees
+from cw import attempts, defaults, reconcile, worktrees
 from cw.settings import Settings
 from cw.store import MACHINERY_RETRIES, Claim, Store
 from tests.conftest import database_env, git, init_district
@@ -159,3 +160,16 @@ def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_star
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_the_reconciler_removes_a_stale_lock_on_the_integration_branch(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, _store = district
+    lock = worktrees.git_common_dir(settings.repo) / "refs/heads/cw/integration.lock"
+    lock.touch()
+    assert reconcile.clear_stale_locks(settings) == 0, "fresh: git may be about to rename it"
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+
+    assert reconcile.clear_stale_locks(settings) == 1
+    assert not lock.exists()
