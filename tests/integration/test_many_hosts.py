@@ -201,3 +201,42 @@ def test_a_dead_host_costs_no_task_and_no_commit_and_leaves_nothing_behind(
         doctor = cw(env, "doctor")
         assert doctor.returncode == 0, doctor.stdout
     store.close()
+
+
+def test_a_host_without_the_merge_worker_removes_its_own_finished_worktrees(
+    tmp_path: Path, redis_url: str, processes: Processes, database_url: str
+) -> None:
+    """The merge worker removes only its own host's worktrees; an agent worker elsewhere
+    removes its host's once their tasks have been done ``stale_worktree_seconds``."""
+    hub = tmp_path / "hub.git"
+    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(hub))
+    merge_host, agent_host = tmp_path / "merge-host", tmp_path / "agent-host"
+    git(tmp_path, "init", "-q", "-b", "main", str(merge_host))
+    (merge_host / "README.md").write_text("shared\n")
+    git(merge_host, "add", "-A")
+    git(merge_host, "commit", "-q", "-m", "first")
+    git(merge_host, "push", "-q", str(hub), "main")
+    git(tmp_path, "clone", "-q", str(hub), str(agent_host))
+    agent = tmp_path / "agent.sh"
+    agent.write_text('echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"\n')
+    env_m = host_env(merge_host, "merge-host", database_url, redis_url, hub, agent)
+    env_w = host_env(agent_host, "agent-host", database_url, redis_url, hub, agent)
+    env_w["CW_STALE_WORKTREE_SECONDS"] = "1"
+    for env in (env_m, env_w):
+        assert cw(env, "init").returncode == 0
+    start_worker(processes, env_m, "merge-m", "merge")
+    start_worker(processes, env_w, "agents-w", "agents")
+    settings = Settings.load(env={k: v for k, v in env_m.items() if k.startswith("CW_")})
+    store = Store.open(settings.db_url)
+    app = make_app(settings)
+    wait(lambda: len(app.control.ping(timeout=0.5)) >= 2, 60, "two workers")
+    store.submit(spec({"x": [], "y": ["x"]}))
+    dispatch_ready(store, app)
+    wait(lambda: {t["state"].value for t in store.task_rows()} == {"done"}, 60, "the plan")
+    for key in ("x", "y"):
+        runs = store.task_detail(store.find_task_id(key))["runs"]
+        assert [Path(r["worktree"]).parent for r in runs] == [agent_host / ".cw" / "worktrees"]
+    worktrees = agent_host / ".cw" / "worktrees"
+    wait(lambda: not any(worktrees.glob("[0-9]*")), 15, "the agent host's worktrees to go")
+    assert git(agent_host, "worktree", "list", "--porcelain").count("\nworktree ") == 0
+    store.close()
