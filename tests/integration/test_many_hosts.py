@@ -191,6 +191,9 @@ def test_a_dead_host_costs_no_task_and_no_commit_and_leaves_nothing_behind(
         assert (runs[-1]["host"], runs[-1]["state"]) == ("host-a", "succeeded")
         assert Path(runs[-1]["worktree"]).parent == host_a / ".cw" / "worktrees"
         assert detail["worktree"] == runs[-1]["worktree"], "the task shows host A's worktree"
+        shown = cw(env_b, "task", "show", key).stdout
+        assert f"(host host-b, {host_b / '.cw' / 'worktrees'}" in shown
+        assert f"(host host-a, {runs[-1]['worktree']})" in shown
 
     said = {host: cw(env, "gc") for host, env in (("a", env_a), ("b", env_b))}
     assert all(r.returncode == 0 for r in said.values()), said
