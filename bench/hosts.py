@@ -38,17 +38,11 @@ import redis
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
+from bench.merge import _CW, _ENV  # noqa: E402
 from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import Store  # noqa: E402
 
-_CW = [sys.executable, "-m", "cw"]
-_ENV = {k: v for k, v in os.environ.items() if not k.startswith("CW_")} | {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "b@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "b@localhost",
-}
 # Host A's agent notes when it starts; host B's works until it is killed.
 _AGENT = """\
 if [ "$CW_HOST" = host-a ]; then date +%s.%N > "$BENCH_STARTED"; fi
@@ -65,6 +59,14 @@ _TIMEOUT_SECONDS = 180.0
 def _git(cwd: Path, *args: str) -> str:
     out = subprocess.run(["git", *args], cwd=cwd, env=_ENV, check=True, capture_output=True)
     return out.stdout.decode().strip()
+
+
+def _subject(repo: Path, ref: str) -> str:
+    """The subject of ``ref``'s commit; empty while ``ref`` does not exist."""
+    out = subprocess.run(
+        ["git", "log", "-1", "--format=%s", ref, "--"], cwd=repo, capture_output=True, text=True
+    )
+    return out.stdout.strip() if out.returncode == 0 else ""
 
 
 def _wait(predicate: Callable[[], object], what: str) -> None:
@@ -156,10 +158,7 @@ def _one_run(top: Path, redis_url: str) -> dict[str, float]:
             capture_output=True,
         )
         branch = "refs/heads/cw/task/1-t"
-        _wait(
-            lambda: "first step" in _git(d.hub, "log", "-1", "--format=%s", branch, "--"),
-            "host B's first step on the hub",
-        )
+        _wait(lambda: "first step" in _subject(d.hub, branch), "host B's first step on the hub")
         d.start("host-a", "worker", "--concurrency", "1")
         settings = Settings.load(env={k: v for k, v in env_a.items() if k.startswith("CW_")})
         store = Store.open(settings.db_url)
@@ -171,6 +170,8 @@ def _one_run(top: Path, redis_url: str) -> dict[str, float]:
             agent = float(d.started.read_text())
             _wait(lambda: store.task_state(1).value == "done", "the task merged")
             first, second = sorted(store.task_detail(1)["runs"], key=lambda r: r["attempt"])
+            merged = _git(d.hub, "log", "--format=%s", "cw/integration")
+            assert "first step on host-b" in merged, "the dead agent's commit was merged"
         finally:
             store.close()
     finally:

@@ -25,7 +25,7 @@ from cw.store import Store
 from tests.chaos.reconciler import start_reconciler
 from tests.conftest import CW, GIT_ID, Processes, git
 from tests.factories import spec
-from tests.integration.conftest import FAST
+from tests.integration.conftest import FAST, seeded_hub
 
 pytestmark = pytest.mark.redis
 
@@ -143,14 +143,7 @@ def leftovers(clone: Path) -> list[str]:
 def test_a_dead_host_costs_no_task_and_no_commit_and_leaves_nothing_behind(
     tmp_path: Path, redis_url: str, processes: Processes, database_url: str
 ) -> None:
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(hub))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    (seed / "README.md").write_text("shared\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "first")
-    git(seed, "push", "-q", str(hub), "main")
+    hub = seeded_hub(tmp_path)
     host_a, host_b = tmp_path / "first" / "clone", tmp_path / "second-machine" / "work"
     for clone in (host_a, host_b):
         clone.parent.mkdir()
@@ -211,15 +204,10 @@ def test_a_host_without_the_merge_worker_removes_its_own_finished_worktrees(
 ) -> None:
     """The merge worker removes only its own host's worktrees; an agent worker elsewhere
     removes its host's once their tasks have been done ``stale_worktree_seconds``."""
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(hub))
+    hub = seeded_hub(tmp_path)
     merge_host, agent_host = tmp_path / "merge-host", tmp_path / "agent-host"
-    git(tmp_path, "init", "-q", "-b", "main", str(merge_host))
-    (merge_host / "README.md").write_text("shared\n")
-    git(merge_host, "add", "-A")
-    git(merge_host, "commit", "-q", "-m", "first")
-    git(merge_host, "push", "-q", str(hub), "main")
-    git(tmp_path, "clone", "-q", str(hub), str(agent_host))
+    for clone in (merge_host, agent_host):
+        git(tmp_path, "clone", "-q", str(hub), str(clone))
     agent = tmp_path / "agent.sh"
     agent.write_text('echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"\n')
     env_m = host_env(merge_host, "merge-host", database_url, redis_url, hub, agent)
