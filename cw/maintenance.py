@@ -270,12 +270,15 @@ def _gc_hub(run: _Gc) -> None:
 def _gc_ref(
     run: _Gc, kind: str, target: str, reason: str | None, delete: Callable[[], bool]
 ) -> None:
-    if reason is None:
-        if run.report.dry_run or delete():
-            why = f"merged into {run.settings.integration_branch} and its task is done"
-            run.report.add(kind, target, True, why)
-            return
-        reason = "it moved while gc ran"
+    try:
+        if reason is None:
+            if run.report.dry_run or delete():
+                why = f"merged into {run.settings.integration_branch} and its task is done"
+                run.report.add(kind, target, True, why)
+                return
+            reason = "it moved (or went) while gc ran"
+    except GitError as exc:
+        reason = f"could not delete it: {exc}"
     run.report.add(kind, target, False, reason)
 
 

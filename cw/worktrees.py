@@ -1015,8 +1015,8 @@ def delete_hub_branch(repo: Path, hub: str, branch: str, sha: str) -> bool:
     if result.status == 0:
         logger.info("deleted the hub's branch %s at %s", branch, sha)
         return True
-    if "stale info" in result.err or "rejected" in result.err:
-        return False
+    if any(word in result.err for word in ("stale info", "rejected", "does not exist")):
+        return False  # it moved, or another host's gc deleted it first
     raise GitError(_failure(("push",), result))
 
 
