@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import psutil
 from cw import defaults, processes, worktrees
 from cw.adapters import make_adapter
 from cw.agents import AgentOutcome, AgentRequest
-from cw.errors import AgentError, CwError, UsageError
+from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.prompts import (
     TaskBrief,
     answers_prompt,
@@ -37,7 +36,7 @@ logger = logging.getLogger(__name__)
 def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
     """Run the attempt if it is still ours; False when it was stale or already taken."""
     workspace = store.start_attempt(
-        claim, worker=worker, host=socket.gethostname(), lease_seconds=settings.lease
+        claim, worker=worker, host=settings.hostname, lease_seconds=settings.lease
     )
     if workspace is None:
         logger.info("task %s attempt %s is not ours any more; skipping", *_ids(claim))
@@ -82,7 +81,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         logger.info("task %s: an earlier agent finished; straight to merge", ws.key)
         result = finished
     else:
-        result = _agent(settings, store, claim, _request(settings, ws, worktree, branch, conflicts))
+        request = _request(settings, ws, worktree, branch, conflicts)
+        result = _agent(settings, store, claim, request, _Publisher(settings, branch))
         left = worktrees.conflict_markers(worktree) if result.ok else []
         if left:
             # Never commit conflict markers: the agent has to finish resolving.
@@ -96,11 +96,13 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     return replace(result, head_sha=head or worktrees.branch_sha(settings.repo, branch))
 
 
-def _agent(settings: Settings, store: Store, claim: Claim, request: AgentRequest) -> AttemptResult:
+def _agent(
+    settings: Settings, store: Store, claim: Claim, request: AgentRequest, publish: _Publisher
+) -> AttemptResult:
     """Run the agent; what came of it (nothing committed yet)."""
     outcome = make_adapter(settings).run(
         request,
-        tick=lambda pid: _heartbeat(settings, store, claim, pid),
+        tick=lambda pid: _heartbeat(settings, store, claim, pid, publish),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()
@@ -157,11 +159,37 @@ def _lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None
         thread.join()
 
 
-def _heartbeat(settings: Settings, store: Store, claim: Claim, pid: int) -> bool:
-    """Extend the lease; False (the agent stops) on a stop request or a worker shutdown."""
-    return store.record_heartbeat(claim, settings.lease, pid) and not store.shutdown_requested(
-        claim
-    )
+def _heartbeat(
+    settings: Settings, store: Store, claim: Claim, pid: int, publish: _Publisher
+) -> bool:
+    """Extend the lease and publish the agent's new commits; False (the agent stops) on a stop
+    request or a worker shutdown."""
+    if not store.record_heartbeat(claim, settings.lease, pid):
+        return False  # the attempt is not ours any more: its branch is another's to push
+    publish()
+    return not store.shutdown_requested(claim)
+
+
+class _Publisher:
+    """Pushes the task branch to the hub whenever it moved (a commit the agent made), so a
+    host that dies strands none of its agent's commits: the next attempt, on any host,
+    starts from them. A failed push is logged; the next heartbeat tries again."""
+
+    def __init__(self, settings: Settings, branch: str) -> None:
+        self.settings, self.branch = settings, branch
+        self.pushed = worktrees.branch_sha(settings.repo, branch) if settings.git_hub else None
+
+    def __call__(self) -> None:
+        repo, hub = self.settings.repo, self.settings.git_hub
+        if not hub:
+            return
+        try:
+            sha = worktrees.branch_sha(repo, self.branch)
+            if sha is not None and sha != self.pushed:
+                worktrees.push_branch(repo, hub, sha, self.branch)
+                self.pushed = sha
+        except GitError as exc:
+            logger.warning("could not push %s to the hub: %s", self.branch, exc)
 
 
 def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
@@ -268,12 +296,13 @@ def interrupt_attempts(store: Store, worker: str) -> int:
 def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     """Agents of earlier attempts of the task may still run (their worker died; each agent has
     its own process group): end them before a new agent starts in the same worktree."""
-    host = socket.gethostname()
+    host = settings.hostname
     groups = set(store.lost_agents(ws.task_id, host))
     if ws.previous is not None and ws.previous[0] == host and ws.previous[1]:
         groups.add(ws.previous[1])
+    worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
     for pgid in sorted(groups):
-        if processes.group_alive(pgid) and _works_in(pgid, ws.worktree):
+        if processes.group_alive(pgid) and _works_in(pgid, worktree):
             logger.warning("stopping the agent group %s left by a dead worker", pgid)
             processes.terminate_group(pgid, settings.agent_kill_grace)
 
@@ -288,12 +317,19 @@ def _works_in(pgid: int, worktree: str | None) -> bool:
 
 
 def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:
-    """The task's worktree and branch: created from the integration branch's sha the first
-    time, re-created from the branch (work intact) after a stop."""
+    """The task's worktree and branch on this host: created from the integration branch's sha
+    the first time; later from the task's branch (work intact), taken from the hub when
+    another host worked on it. The path is always this host's own (the attempt records it)."""
     if settings.git_hub:
-        _fetch_from_hub(settings, ws)
-    if ws.branch and ws.worktree and ws.base_sha:
-        worktree, branch, base = Path(ws.worktree), ws.branch, ws.base_sha
+        branch = settings.integration_branch
+        worktrees.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
+    if ws.branch and ws.base_sha:
+        branch, base = ws.branch, ws.base_sha
+        worktree = _own_worktree(settings, branch)
+        if settings.git_hub:
+            worktrees.take_hub_branch(settings.repo, settings.git_hub, branch, worktree)
+        if str(worktree) != ws.worktree:
+            store.record_worktree(Claim(ws.task_id, ws.attempt), str(worktree))
     else:
         slug = f"{ws.task_id}-{ws.key}"
         worktree = settings.worktree_dir / slug
@@ -304,14 +340,8 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
     return worktree, branch
 
 
-def _fetch_from_hub(settings: Settings, ws: Workspace) -> None:
-    """The hub's integration branch, and the task's branch when another host worked on it."""
-    branch = settings.integration_branch
-    worktrees.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
-    if ws.branch and not (ws.worktree and Path(ws.worktree).is_dir()):
-        worktrees.fetch_branch(
-            settings.repo, settings.git_hub, ws.branch, f"refs/heads/{ws.branch}"
-        )
+def _own_worktree(settings: Settings, branch: str) -> Path:
+    return worktrees.task_worktree(settings.worktree_dir, branch, defaults.TASK_BRANCH_PREFIX)
 
 
 def integration_sha(settings: Settings) -> str:

@@ -54,8 +54,11 @@ RESEND_GRACE_LEASES = 2.0
 #: the next failure fails the task. The agent's own failures are never retried this way.
 MACHINERY_RETRIES = 5
 MACHINERY_RETRY_SECONDS = 2.0
-#: How long a finished task's worktree is left to the merge worker's own clean-up.
+#: How long a finished task's worktree is left to the merge worker's own clean-up before its
+#: host's worker (or the reconciler, on the merge host) removes it.
 STALE_WORKTREE_SECONDS = 300.0
+#: How often an agent worker looks for its host's worktrees of finished tasks (at most).
+HOUSEKEEPING_SECONDS = 60.0
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 REDIS_START_TIMEOUT_SECONDS = 10.0
 UNIX_SOCKET_PATH_MAX = 100

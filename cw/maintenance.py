@@ -7,10 +7,11 @@ and says how to fix what is broken. Neither ever deletes a file a person may hav
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,17 +81,20 @@ class _Gc:
 def gc(settings: Settings, store: Store, *, dry_run: bool) -> GcReport:
     """Remove merged or finished task worktrees, merged branches of done tasks, stale
     worktree entries; report stray directories. ``dry_run`` changes nothing."""
-    integration = worktrees.branch_sha(settings.repo, settings.integration_branch)
+    integration = current_integration(settings)
     if integration is None:
         raise GitError(
-            f"the integration branch {settings.integration_branch} does not exist, so nothing "
-            "can be called merged; see `cw doctor`"
+            f"the integration branch {settings.integration_branch} does not exist"
+            f"{' on the hub' if settings.git_hub else ''}, so nothing can be called merged; "
+            "see `cw doctor`"
         )
     run = _Gc(settings, store, integration, GcReport(dry_run))
     for entry in _task_worktrees(settings):
         _gc_worktree(run, entry)
     for branch, sha in sorted(worktrees.list_branches(settings.repo, PREFIX).items()):
         _gc_branch(run, branch, sha)
+    if settings.git_hub:
+        _gc_hub(run)
     for line in worktrees.prune_worktrees(settings.repo, dry_run=dry_run):
         target, _, why = line.removeprefix("Removing ").partition(": ")
         run.report.add("entry", target, True, f"git worktree prune: {why or line}")
@@ -102,6 +106,26 @@ def gc(settings: Settings, store: Store, *, dry_run: bool) -> GcReport:
             "not a git worktree; it may hold a person's files: look, then delete it by hand",
         )
     return run.report
+
+
+def current_integration(settings: Settings) -> str | None:
+    """The integration branch's sha as the district knows it: with a hub, the hub's (fetched
+    into cw's hub namespace; on a host without the merge worker the local branch is stale)."""
+    branch, hub = settings.integration_branch, settings.git_hub
+    if not hub:
+        return worktrees.branch_sha(settings.repo, branch)
+    if not worktrees.fetch_branch(settings.repo, hub, branch, worktrees.hub_ref(branch)):
+        return None
+    return worktrees.ref_sha(settings.repo, worktrees.hub_ref(branch))
+
+
+def clean_host_worktrees(settings: Settings, store: Store, before: float) -> GcReport:
+    """This host's worktrees of tasks done or cancelled before ``before``, removed as gc
+    removes them. Each is matched to its task by branch: the path a task records may be
+    another host's."""
+    finished = store.finished_branches(before)
+    left = [str(wt.path) for wt in _task_worktrees(settings) if wt.branch in finished]
+    return clean_finished_worktrees(settings, store, left)
 
 
 def clean_finished_worktrees(settings: Settings, store: Store, paths: Iterable[str]) -> GcReport:
@@ -228,6 +252,49 @@ def _why_keep_branch(run: _Gc, branch: str, sha: str) -> str | None:
     return None
 
 
+def _gc_hub(run: _Gc) -> None:
+    """The hub's task branches, and the copies of them fetched here, of done tasks whose
+    commits are all in the integration branch: deleted (the hub's only if it did not move)."""
+    hub, repo = run.settings.git_hub, run.repo
+    tasks = {t["branch"]: t for t in run.store.workspaces() if t["branch"]}
+    for branch, sha in sorted(worktrees.hub_branches(repo, hub, PREFIX).items()):
+        reason = _why_keep_merged(run, tasks.get(branch), sha)
+        delete = functools.partial(worktrees.delete_hub_branch, repo, hub, branch, sha)
+        _gc_ref(run, "hub branch", branch, reason, delete)
+    for branch, sha in sorted(worktrees.hub_copies(repo, PREFIX).items()):
+        reason = _why_keep_merged(run, tasks.get(branch), sha)
+        delete = functools.partial(worktrees.delete_hub_copy, repo, branch, sha)
+        _gc_ref(run, "hub copy", worktrees.hub_ref(branch), reason, delete)
+
+
+def _gc_ref(
+    run: _Gc, kind: str, target: str, reason: str | None, delete: Callable[[], bool]
+) -> None:
+    try:
+        if reason is None:
+            if run.report.dry_run or delete():
+                why = f"merged into {run.settings.integration_branch} and its task is done"
+                run.report.add(kind, target, True, why)
+                return
+            reason = "it moved (or went) while gc ran"
+    except GitError as exc:
+        reason = f"could not delete it: {exc}"
+    run.report.add(kind, target, False, reason)
+
+
+def _why_keep_merged(run: _Gc, task: dict[str, Any] | None, sha: str) -> str | None:
+    """Why a copy of a task branch must stay, or None when deleting it loses nothing."""
+    integ = run.settings.integration_branch
+    if task is None:
+        return "no task records it (cw deletes only branches of done tasks)"
+    if task["state"] != S.DONE:
+        return f"task {task['key']} is {task['state']}: its branch is its work"
+    merged = worktrees.commit_exists(run.repo, sha) and worktrees.is_ancestor(
+        run.repo, sha, run.integration
+    )
+    return None if merged else f"holds commits not in {integ}"
+
+
 def _strays(settings: Settings) -> list[Path]:
     """Directories under the worktree directory that git does not know as worktrees."""
     if not settings.worktree_dir.is_dir():
@@ -253,7 +320,9 @@ class Finding:
 
 
 def doctor(settings: Settings) -> list[Finding]:
-    """Check the district; change nothing (the database is not even migrated)."""
+    """Check the district; change nothing (the database is not even migrated). With a hub,
+    what is merged is checked against the hub's integration branch, fetched into cw's hub
+    namespace (``refs/cw-hub/``), never into a branch."""
     schema = _schema(settings)
     findings = [schema]
     integration, finding = _integration_branch(settings)
@@ -297,8 +366,20 @@ def _schema(settings: Settings) -> Finding:
 
 def _integration_branch(settings: Settings) -> tuple[str | None, Finding]:
     branch = settings.integration_branch
-    sha = worktrees.branch_sha(settings.repo, branch)
+    sha = current_integration(settings)
     where = f"refs/heads/{branch}"
+    if settings.git_hub:
+        # The hub's is the district's: the local branch moves only on the merge host.
+        where = f"{settings.git_hub} {where}"
+        if sha is not None:
+            what = f"integration branch {branch} on the hub at {sha[:10]}"
+            return sha, Finding(True, what, where)
+        return None, Finding(
+            False,
+            f"the hub has no integration branch {branch}",
+            where,
+            f"on the merge host, `git push {settings.git_hub} {branch}`",
+        )
     if sha is not None:
         return sha, Finding(True, f"integration branch {branch} exists at {sha[:10]}", where)
     return None, Finding(
@@ -388,6 +469,11 @@ def _passed_checkpoint(task: dict[str, Any]) -> bool:
 def _done_task(settings: Settings, task: dict[str, Any], integration: str) -> list[Finding]:
     repo, integ, key = settings.repo, settings.integration_branch, task["key"]
     restore = f"`git reflog {integ}`, then `git update-ref refs/heads/{integ} <newest merge>`"
+    if settings.git_hub:
+        restore = (
+            f"on the merge host, find the newest merge in `git reflog {integ}` and push it to "
+            f"the hub's {integ}"
+        )
     found = []
     for label, sha in (("merged commit", task["merged_sha"]), ("branch head", task["head_sha"])):
         where = f"task {key}"
@@ -444,18 +530,29 @@ def _commits_after_merge(
 
 def _unfinished_tasks(settings: Settings, tasks: list[dict[str, Any]]) -> list[Finding]:
     started = [t for t in tasks if t["state"] != S.DONE and (t["worktree"] or t["branch"])]
-    problems = [f for t in started if (f := _recoverable(settings, t)) is not None]
+    on_hub = _hub_branch_names(settings) if started else set()
+    problems = [f for t in started if (f := _recoverable(settings, t, on_hub)) is not None]
     if problems:
         return problems
     what = f"{len(started)} unfinished task(s) with work: each has its worktree or branch"
+    if settings.git_hub:
+        what += " (here or on the hub)"
     return [Finding(True, what, str(settings.worktree_dir))]
 
 
-def _recoverable(settings: Settings, task: dict[str, Any]) -> Finding | None:
+def _hub_branch_names(settings: Settings) -> set[str]:
+    if not settings.git_hub:
+        return set()
+    return set(worktrees.hub_branches(settings.repo, settings.git_hub, PREFIX))
+
+
+def _recoverable(settings: Settings, task: dict[str, Any], on_hub: set[str]) -> Finding | None:
+    """Its work is somewhere a next attempt finds it: its worktree or branch here, or (its
+    worktree on another host) its branch on the hub."""
     worktree, branch = task["worktree"], task["branch"]
     if worktree and Path(worktree).is_dir():
         return None
-    if branch and worktrees.branch_sha(settings.repo, branch) is not None:
+    if branch and (branch in on_hub or worktrees.branch_sha(settings.repo, branch) is not None):
         return None
     sha = task["head_sha"] or task["base_sha"] or "<sha>"
     return Finding(
@@ -524,7 +621,7 @@ def _leftovers(settings: Settings, tasks: list[dict[str, Any]]) -> list[Finding]
         Finding(False, f"worktree of {t['state']} task {t['key']} is still there", t["worktree"],
                 f"{FIX} or `cw gc` removes it (uncommitted changes are committed to "
                 f"{t['branch']} first)")
-        for t in _finished_worktrees(tasks)
+        for t in _finished_worktrees(settings, tasks)
     ]  # fmt: skip
     return found or [Finding(True, "nothing left behind by a crash", where)]
 
@@ -534,11 +631,14 @@ def _cw_locks(settings: Settings) -> list[Path]:
     return worktrees.stale_locks(locks)
 
 
-def _finished_worktrees(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _finished_worktrees(settings: Settings, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Finished tasks with a worktree on this host (found by branch: the recorded path may be
+    another host's), each with ``worktree`` this host's path."""
+    finished = {t["branch"]: t for t in tasks if t["state"] in FINISHED and t["branch"]}
     return [
-        t
-        for t in tasks
-        if t["state"] in FINISHED and t["worktree"] and Path(t["worktree"]).exists()
+        {**finished[wt.branch], "worktree": str(wt.path)}
+        for wt in _task_worktrees(settings)
+        if wt.branch in finished and wt.path.exists()
     ]
 
 
@@ -556,14 +656,14 @@ def repair(settings: Settings, store: Store) -> list[str]:
         f"removed stale git lock {lock}"
         for lock in worktrees.remove_stale_locks(_cw_locks(settings))
     ]
-    finished = [t["worktree"] for t in _finished_worktrees(store.workspaces())]
+    finished = [t["worktree"] for t in _finished_worktrees(settings, store.workspaces())]
     report = clean_finished_worktrees(settings, store, finished)
     done += [f"removed worktree {i.target}: {i.reason}" for i in report.items if i.removed]
     return done + _delete_merged_orphans(settings, store)
 
 
 def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:
-    integration = worktrees.branch_sha(settings.repo, settings.integration_branch)
+    integration = current_integration(settings)
     if integration is None:
         return []
     recorded = {t["branch"] for t in store.workspaces() if t["branch"]}

@@ -12,8 +12,8 @@ store. Each concern is one function:
   in its queue and it has sat for ``2 x lease`` (:func:`resend_lost_messages`);
 - a merge begun by a merge worker that died is sent again (:func:`resend_merges`);
 - ready tasks are dispatched, parked ones (a usage limit) once their time has come;
-- worktrees of tasks done or cancelled ``STALE_WORKTREE_SECONDS`` ago are removed, never
-  unmerged work (:func:`clean_worktrees`);
+- this host's worktrees of tasks done or cancelled ``stale_worktree_seconds`` ago are removed,
+  never unmerged work (:func:`clean_worktrees`; each agent worker does the same on its host);
 - git lock files a killed git left in cw's part of the repository are removed
   (:func:`clear_stale_locks`).
 """
@@ -21,10 +21,8 @@ store. Each concern is one function:
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -68,7 +66,7 @@ def reconcile(settings: Settings, store: Store, app: Celery) -> Report:
     report.merges = resend_merges(settings, store, app, everything=report.broker_reset)
     report.dispatched = len(dispatch_ready(store, app))
     report.parked = store.parked_count(time.time())
-    report.worktrees = clean_worktrees(settings, store, now - defaults.STALE_WORKTREE_SECONDS)
+    report.worktrees = clean_worktrees(settings, store, now - settings.stale_worktree_seconds)
     report.locks = clear_stale_locks(settings)
     if any(v for k, v in report.as_dict().items() if k not in ("dispatched", "parked")):
         logger.warning("reconciled: %s", report.as_dict())
@@ -96,7 +94,7 @@ def release_lost_attempts(settings: Settings, store: Store, now: float) -> int:
     lost = store.release_lost_attempts(now)
     for claim, (host, pid) in lost:
         logger.warning("task %s attempt %s lost its worker; a new attempt resumes it", *_ids(claim))
-        if pid and host == socket.gethostname() and processes.group_alive(pid):
+        if pid and host == settings.hostname and processes.group_alive(pid):
             processes.terminate_group(pid, settings.agent_kill_grace)
     return len(lost)
 
@@ -135,11 +133,10 @@ def resend_merges(
 
 
 def clean_worktrees(settings: Settings, store: Store, before: float) -> int:
-    """Remove worktrees of tasks done or cancelled before ``before`` that are still there (a
-    merge worker died before its clean-up); uncommitted changes go to the task's branch."""
-    left = [p for p in store.finished_worktrees(before) if Path(p).is_dir()]
+    """Remove this host's worktrees of tasks done or cancelled before ``before`` that are still
+    there (a merge worker died before its clean-up); uncommitted changes go to the branch."""
     try:
-        report = maintenance.clean_finished_worktrees(settings, store, left)
+        report = maintenance.clean_host_worktrees(settings, store, before)
     except CwError as exc:
         logger.warning("could not look at the worktrees: %s", exc)
         return 0

@@ -162,6 +162,7 @@ def agent_table(
         "runtime",
         "last activity",
         "cost",
+        "host",
         "worktree",
         "session",
     ):
@@ -176,6 +177,7 @@ def agent_table(
             "-" if runtime is None else f"{runtime:.1f}s",
             _ago(r["last_activity_at"]),
             f"${r['cost_usd']:.2f}",
+            r["host"] or "-",
             worktree(r["worktree"]),
             r["session_id"] or "-",
         )
@@ -200,6 +202,7 @@ def task_detail(d: dict[str, Any]) -> None:
     for run in d["runs"]:
         console.print(
             f"  attempt {run['attempt']}: {run['state']} on {run['worker'] or '?'}"
+            f" (host {run['host'] or '?'}, {run['worktree'] or 'no worktree'})"
             f" exit={run['exit_code']} {run['error'] or ''}",
             markup=False,
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,8 @@ class Settings:
     verify_timeout: float = 600.0
     max_bounces: int = 3  # 0: conflicts stop at `conflict` instead of going back to the agent
     git_hub: str = ""  # a shared bare repository: workers on other machines meet there
+    host: str = ""  # this host's name in the district; empty: the machine's hostname
+    stale_worktree_seconds: float = defaults.STALE_WORKTREE_SECONDS  # finished: then removed
     merge_union: str = ""  # comma-separated globs merged line-wise (e.g. "CHANGELOG.md,*.log")
     merge_rerere: bool = False  # replay git's recorded conflict resolutions (git rerere)
     claude_binary: str = "claude"
@@ -56,6 +59,11 @@ class Settings:
     notify_timeout: float = 10.0  # seconds the notify command may take before it is stopped
     fsui_dir: str = defaults.FSUI_DIR  # the file-system UI, relative to the repository
     flower_port: int = 5555  # Flower (cw flower, cw server) on 127.0.0.1
+
+    @property
+    def hostname(self) -> str:
+        """This host's name, as runs record it and as it is compared with theirs."""
+        return self.host or socket.gethostname()
 
     @property
     def state_dir(self) -> Path:

@@ -474,6 +474,17 @@ class Store:
                 .values(worktree=worktree)
             )
 
+    def record_worktree(self, claim: Claim, worktree: str) -> None:
+        """Where this attempt keeps the task's worktree: a path on its own host (the run
+        records the host), which the task shows until another host takes it over."""
+        with self._write() as s:
+            s.execute(update(Task).where(Task.id == claim.task_id).values(worktree=worktree))
+            s.execute(
+                update(AgentRun)
+                .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
+                .values(worktree=worktree)
+            )
+
     def record_heartbeat(self, claim: Claim, lease_seconds: float, pid: int | None = None) -> bool:
         """Extend the lease; False when the agent must stop (lost its task, or a stop request)."""
         with self._write() as s:
@@ -1178,6 +1189,7 @@ class Store:
                     run.state.label("run_state"),
                     run.attempt,
                     run.worker,
+                    run.host,
                     run.pid,
                     run.started_at,
                     run.finished_at,
@@ -1371,14 +1383,15 @@ class Store:
                     taken.append(claim)
         return taken
 
-    def finished_worktrees(self, before: float) -> list[str]:
-        """Worktrees recorded for tasks done or cancelled before ``before`` (gone or not)."""
+    def finished_branches(self, before: float) -> set[str]:
+        """Branches of tasks done or cancelled before ``before``: every host removes its own
+        worktrees of them."""
         with self._read() as s:
-            return list(
+            return set(
                 s.scalars(
-                    select(Task.worktree).where(
+                    select(Task.branch).where(
                         Task.state.in_([S.DONE, S.CANCELLED]),
-                        Task.worktree.is_not(None),
+                        Task.branch.is_not(None),
                         Task.state_changed_at <= before,
                     )
                 )

@@ -42,6 +42,7 @@ def agent_list(store: Store) -> list[dict[str, Any]]:
                 "worktree": row["worktree"],
                 "session_id": row["session_id"],
                 "worker": row["worker"],
+                "host": row["host"],
                 "pid": row["pid"] if state == "running" else None,
                 "runtime_seconds": round((finished or now) - started, 1) if started else None,
                 "last_activity_at": row["last_activity_at"],

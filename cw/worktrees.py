@@ -958,3 +958,80 @@ def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | No
 def hub_ref(branch: str) -> str:
     """Where a merge worker keeps its fetched copy of a task branch."""
     return HUB_NAMESPACE + branch
+
+
+def ref_sha(repo: Path, ref: str) -> str | None:
+    """The commit sha of a full ref name (``refs/...``), or None if it names nothing."""
+    return _rev(repo, ref)
+
+
+def task_worktree(worktree_dir: Path, branch: str, prefix: str) -> Path:
+    """This host's path for a task branch's worktree: a path is one clone's own business, so
+    another host's record of where it kept the worktree is never used here."""
+    return worktree_dir / branch.removeprefix(prefix).replace("/", "-")
+
+
+def take_hub_branch(repo: Path, hub: str, branch: str, worktree: Path) -> str | None:
+    """Bring the hub's copy of a task branch here when it is ahead of the local one (another
+    host worked on the task since): the local branch, or the clean worktree at ``worktree``
+    that has it checked out, moves forward to it. Local commits the hub lacks are never
+    dropped (both moved: the local branch stays). Returns the hub's sha; None when the hub
+    has no such branch."""
+    copy = hub_ref(branch)
+    if not fetch_branch(repo, hub, branch, copy):
+        return None
+    theirs, ours = _rev(repo, copy), branch_sha(repo, branch)
+    if theirs is None or ours == theirs:
+        return theirs
+    if ours is not None and not is_ancestor(repo, ours, theirs):
+        if not is_ancestor(repo, theirs, ours):
+            logger.warning("%s moved here and on the hub; the local branch stays", branch)
+        return theirs
+    entry = _find_worktree(repo, worktree)
+    if entry is not None and entry.branch == branch and worktree.is_dir():
+        if is_dirty(worktree):
+            logger.warning("%s has uncommitted work: not moved to the hub's %s", worktree, branch)
+        else:
+            _run(worktree, "merge", "--ff-only", "--quiet", theirs)
+        return theirs
+    with repo_lock(repo):
+        ref = f"refs/heads/{branch}"
+        _run(repo, "update-ref", "-m", "cw: from the hub", ref, theirs, ours or "")
+    return theirs
+
+
+def hub_branches(repo: Path, hub: str, prefix: str) -> dict[str, str]:
+    """The hub's branches whose names start with ``prefix``, each with its sha."""
+    out = _run(repo, "ls-remote", "--heads", hub, f"refs/heads/{prefix}*")
+    pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    found = {ref.removeprefix("refs/heads/"): sha for sha, ref in pairs}
+    return {name: sha for name, sha in found.items() if name.startswith(prefix)}
+
+
+def delete_hub_branch(repo: Path, hub: str, branch: str, sha: str) -> bool:
+    """Delete the hub's ``branch`` only if it still points at ``sha``; False when it moved."""
+    lease = f"--force-with-lease=refs/heads/{branch}:{sha}"
+    result = _git(repo, "push", "--quiet", lease, hub, f":refs/heads/{branch}")
+    if result.status == 0:
+        logger.info("deleted the hub's branch %s at %s", branch, sha)
+        return True
+    if any(word in result.err for word in ("stale info", "rejected", "does not exist")):
+        return False  # it moved, or another host's gc deleted it first
+    raise GitError(_failure(("push",), result))
+
+
+def hub_copies(repo: Path, prefix: str) -> dict[str, str]:
+    """Fetched copies of the hub's branches named ``prefix...`` kept here (:func:`hub_ref`),
+    by branch name, each with its sha."""
+    pattern = HUB_NAMESPACE + prefix.rstrip("/")
+    out = _run(repo, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
+    pairs = (line.split(" ", 1) for line in out.splitlines() if line.strip())
+    found = {ref.removeprefix(HUB_NAMESPACE): sha for sha, ref in pairs}
+    return {name: sha for name, sha in found.items() if name.startswith(prefix)}
+
+
+def delete_hub_copy(repo: Path, branch: str, sha: str) -> bool:
+    """Delete the fetched copy of the hub's ``branch`` if it still points at ``sha``."""
+    with repo_lock(repo):
+        result = _git(repo, "update-ref", "-m", "cw gc", "-d", hub_ref(branch), sha)
+    return result.status == 0

@@ -12,7 +12,10 @@ from cw.celeryapp import make_app
 from cw.settings import Settings
 from cw.store import Store
 
-app = make_app(lambda: Settings.load(), include=["workers.tasks", "workers.shutdown"])
+app = make_app(
+    lambda: Settings.load(),
+    include=["workers.tasks", "workers.shutdown", "workers.housekeeping"],
+)
 
 _runtime: dict[int, tuple[Settings, Store]] = {}
 

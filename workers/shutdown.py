@@ -41,12 +41,12 @@ def wait_for_control_worker(**_: Any) -> None:
 
 def _control_workers() -> list[psutil.Process]:
     me = psutil.Process()
-    if not _serves(me, defaults.MERGE_QUEUE):
+    if not serves(me, defaults.MERGE_QUEUE):
         return []
-    return [child for child in me.children() if _serves(child, defaults.CONTROL_QUEUE)]
+    return [child for child in me.children() if serves(child, defaults.CONTROL_QUEUE)]
 
 
-def _serves(proc: psutil.Process, queue: str) -> bool:
+def serves(proc: psutil.Process, queue: str) -> bool:
     """Whether ``proc`` is a Celery worker of ``queue`` (``-Q queue`` on its command line)."""
     try:
         argv = proc.cmdline()

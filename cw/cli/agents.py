@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,7 +54,7 @@ def stop_and_wait(settings: Settings, store: Store, task_id: int, timeout: float
     state, host, pid = store.request_stop(task_id)
     if state == TaskState.STOPPED:
         return
-    if host == socket.gethostname() and pid:
+    if host == settings.hostname and pid:
         # Same machine: signal at once instead of waiting for the worker's next heartbeat.
         try:
             os.killpg(pid, signal.SIGTERM)

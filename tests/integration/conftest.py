@@ -27,6 +27,19 @@ ACTIVE = {"ready", "queued", "running", "merging"}
 FAST = {"CW_LEASE": "3", "CW_HEARTBEAT": "0.5", "CW_AGENT_KILL_GRACE": "2"}
 
 
+def seeded_hub(directory: Path) -> Path:
+    """A bare hub in ``directory`` whose ``main`` has one commit, as hosts' clones start."""
+    hub = directory / "hub.git"
+    git(directory, "init", "-q", "--bare", "-b", "main", str(hub))
+    seed = directory / "seed"
+    git(directory, "init", "-q", "-b", "main", str(seed))
+    (seed / "README.md").write_text("shared\n")
+    git(seed, "add", "-A")
+    git(seed, "commit", "-q", "-m", "first")
+    git(seed, "push", "-q", str(hub), "main")
+    return hub
+
+
 @dataclass
 class District:
     repo: Path

@@ -16,6 +16,7 @@ from cw.settings import Settings
 from cw.store import Store
 from tests.conftest import CW, GIT_ID, Processes, git
 from tests.factories import spec
+from tests.integration.conftest import seeded_hub
 
 pytestmark = pytest.mark.redis
 
@@ -42,14 +43,7 @@ def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
     """Each host needs only the broker URL, the database URL and the hub. On SQLite both share
     a file on this machine; with CW_TEST_DATABASE_URL (the PostgreSQL pass of `make test`) they
     share one PostgreSQL database, as real hosts do."""
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "init", "-q", "--bare", "-b", "main", str(hub))
-    seed = tmp_path / "seed"
-    git(tmp_path, "init", "-q", "-b", "main", str(seed))
-    (seed / "README.md").write_text("shared\n")
-    git(seed, "add", "-A")
-    git(seed, "commit", "-q", "-m", "first")
-    git(seed, "push", "-q", str(hub), "main")
+    hub = seeded_hub(tmp_path)
     host_a, host_b = tmp_path / "host-a", tmp_path / "host-b"
     for host in (host_a, host_b):
         git(tmp_path, "clone", "-q", str(hub), str(host))

@@ -1,0 +1,93 @@
+"""A task branch between a host's clone and the hub: taken only forward, deleted only unmoved."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cw import worktrees
+from tests.conftest import git
+from tests.integration.conftest import seeded_hub
+
+BRANCH = "cw/task/1-t"
+
+
+def clones(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The hub and two clones of it; ``BRANCH`` on the hub at one commit of the first."""
+    hub = seeded_hub(tmp_path)
+    here, there = tmp_path / "here", tmp_path / "there"
+    for clone in (here, there):
+        git(tmp_path, "clone", "-q", str(hub), str(clone))
+    commit(there, "one")
+    git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
+    return hub, here, there
+
+
+def commit(clone: Path, name: str) -> str:
+    (clone / f"{name}.txt").write_text(name)
+    git(clone, "add", "-A")
+    git(clone, "commit", "-q", "-m", name)
+    return git(clone, "rev-parse", "HEAD")
+
+
+def test_a_host_without_the_branch_takes_the_hubs(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    sha = git(there, "rev-parse", "HEAD")
+    assert worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt") == sha
+    assert worktrees.branch_sha(here, BRANCH) == sha
+
+
+def test_a_clean_worktree_moves_forward_to_the_hubs_newer_commits(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
+    newer = commit(there, "two")
+    git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert worktrees.branch_sha(here, BRANCH) == newer
+    assert (here / "wt" / "two.txt").read_text() == "two", "the worktree's files moved too"
+
+
+def test_local_commits_the_hub_lacks_are_never_dropped(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
+    mine = commit(here / "wt", "mine")
+    assert worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt") != mine
+    assert worktrees.branch_sha(here, BRANCH) == mine, "ahead of the hub: stays"
+    commit(there, "theirs")
+    git(there, "push", "-q", "--force", str(hub), f"HEAD:refs/heads/{BRANCH}")
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert worktrees.branch_sha(here, BRANCH) == mine, "both moved: the local branch stays"
+
+
+def test_uncommitted_work_keeps_its_worktree_where_it_is(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
+    before = worktrees.branch_sha(here, BRANCH)
+    (here / "wt" / "draft.txt").write_text("draft")
+    commit(there, "two")
+    git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
+    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert worktrees.branch_sha(here, BRANCH) == before
+    assert (here / "wt" / "draft.txt").read_text() == "draft"
+
+
+def test_the_hubs_branch_is_deleted_only_where_it_was_seen(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    seen = worktrees.hub_branches(here, str(hub), "cw/task/")
+    assert seen == {BRANCH: git(there, "rev-parse", "HEAD")}
+    commit(there, "two")
+    git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
+    assert not worktrees.delete_hub_branch(here, str(hub), BRANCH, seen[BRANCH]), "it moved"
+    assert worktrees.hub_branches(here, str(hub), "cw/task/") != {}
+    now = worktrees.hub_branches(here, str(hub), "cw/task/")[BRANCH]
+    assert worktrees.delete_hub_branch(here, str(hub), BRANCH, now)
+    assert worktrees.hub_branches(here, str(hub), "cw/task/") == {}
+
+
+def test_a_branch_another_gc_deleted_first_is_no_error(tmp_path: Path) -> None:
+    hub, here, there = clones(tmp_path)
+    sha = worktrees.hub_branches(here, str(hub), "cw/task/")[BRANCH]
+    assert worktrees.delete_hub_branch(there, str(hub), BRANCH, sha)
+    assert not worktrees.delete_hub_branch(here, str(hub), BRANCH, sha)

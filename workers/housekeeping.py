@@ -1,0 +1,53 @@
+"""Each agent worker keeps its own host tidy: its worktrees of tasks done or cancelled more than
+``stale_worktree_seconds`` ago are removed (uncommitted changes committed to the task's branch
+first), as ``cw gc`` removes them. On a host without the merge worker nothing else would: the
+merge worker removes only its own host's. Loaded with the worker (the app's ``include``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import psutil
+from celery import signals
+
+from cw import defaults, maintenance
+from cw.errors import CwError
+from cw.settings import Settings
+from cw.store import Store
+from workers import runtime
+from workers.shutdown import serves
+
+logger = logging.getLogger(__name__)
+
+
+def start_housekeeping(**_: Any) -> None:
+    """Runs in an agent worker's main process once it is ready: a daemon thread, so it ends
+    with the worker."""
+    if not serves(psutil.Process(), defaults.AGENTS_QUEUE):
+        return
+    settings, store = runtime()
+    thread = threading.Thread(
+        target=_keep_tidy, args=(settings, store), name="cw-housekeeping", daemon=True
+    )
+    thread.start()
+
+
+def _keep_tidy(settings: Settings, store: Store) -> None:
+    pause = min(defaults.HOUSEKEEPING_SECONDS, settings.stale_worktree_seconds)
+    while True:
+        time.sleep(pause)
+        try:
+            before = time.time() - settings.stale_worktree_seconds
+            report = maintenance.clean_host_worktrees(settings, store, before)
+        except (CwError, OSError) as exc:
+            logger.warning("housekeeping: could not look at this host's worktrees: %s", exc)
+            continue
+        for item in report.items:
+            if item.removed:
+                logger.info("housekeeping: removed worktree %s: %s", item.target, item.reason)
+
+
+signals.worker_ready.connect(start_housekeeping)
