@@ -15,7 +15,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Select, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cw import answers, db, names
@@ -32,13 +43,28 @@ from cw.models import (
     Message,
     Phase,
     Plan,
+    PlanVersion,
     Task,
     TaskDependency,
+)
+from cw.plandiff import (
+    BAD,
+    CHANGED,
+    PlanDiff,
+    Prints,
+    Stored,
+    StoredPlan,
+    StoredTask,
+    compare,
+    known_plans,
+    merged_order,
+    prints,
+    row_prints,
 )
 from cw.states import TaskState, check_transition
 
 if TYPE_CHECKING:
-    from cw.planspec import InitiativeSpec
+    from cw.planspec import InitiativeSpec, KnownPlan, PhaseSpec, PlanSpec, TaskSpec
 
 S = TaskState
 DECISION = "checkpoint:decision"
@@ -221,81 +247,108 @@ class Store:
 
     # -- submit ---------------------------------------------------------------------------
 
-    def check_new(self, spec: InitiativeSpec) -> None:
-        """Refuse, changing nothing, a plan :meth:`submit` would refuse (before anything starts)."""
+    def preview(self, spec: InitiativeSpec) -> PlanDiff:
+        """What :meth:`submit` would do with ``spec``, refusals included; changes nothing."""
         with self._read() as s:
-            _refuse_known(s, spec)
+            return compare(spec, _stored(s, spec.name))
 
-    def submit(self, spec: InitiativeSpec) -> int:
-        """Store a validated plan in one transaction; return the initiative id."""
+    def known_plans(self, initiative: str) -> list[KnownPlan]:
+        """The plans held of ``initiative``, as plan readers resolve ``depends_on`` against."""
+        with self._read() as s:
+            stored = _stored(s, initiative)
+        return known_plans(stored) if stored else []
+
+    def submit(self, spec: InitiativeSpec) -> PlanDiff:
+        """Reconcile a validated plan with what the district holds, in one transaction: add
+        what is new, update in place the changed plans none of whose tasks started. A refusal
+        raises UsageError and stores nothing."""
         with self._write() as s:
-            db.serialize(s, "submit")  # the same plan submitted twice at once: one is refused
-            _refuse_known(s, spec)
+            db.serialize(s, "submit")  # two submits at once: the second sees the first's rows
+            stored = _stored(s, spec.name)
+            diff = compare(spec, stored)
+            diff.check()
+            if diff.nothing_new:
+                return diff
             now = time.time()
-            initiative = Initiative(
-                name=spec.name, description=spec.description, source=spec.source, created_at=now
-            )
-            s.add(initiative)
-            s.flush()
-            keys = self._add_hierarchy(s, initiative.id, spec, now, _heights(spec))
-            self._add_dependencies(s, spec, keys)
-            self._event(s, "initiative.submitted", None, None, spec.name)
-            return initiative.id
+            if stored is None:
+                stored = self._new_initiative(s, spec, now)
+                diff.initiative_id = stored.initiative_id
+            self._apply(s, spec, stored, diff, now)
+            return diff
 
-    def _add_hierarchy(
+    def _new_initiative(self, s: Session, spec: InitiativeSpec, now: float) -> Stored:
+        initiative = Initiative(
+            name=spec.name, description=spec.description, source=spec.source, created_at=now
+        )
+        s.add(initiative)
+        s.flush()
+        self._event(s, "initiative.submitted", None, None, spec.name)
+        return Stored(initiative.id, {}, {}, {}, set())
+
+    def _apply(
+        self, s: Session, spec: InitiativeSpec, stored: Stored, diff: PlanDiff, now: float
+    ) -> None:
+        phases = _add_phases(s, spec, stored)
+        plans = {plan.key: plan for plan in spec.plans()}
+        plan_ids = {key: plan.id for key, plan in stored.plans.items()}
+        for change in diff.of(CHANGED):
+            _update_plan(s, plans[change.key], stored, now)
+        for phase in spec.phases:
+            plan_ids.update(_add_plans(s, phase, phases[phase.key], stored))
+        keys = {key: task.id for key, task in stored.tasks.items()}
+        keys.update(self._add_tasks(s, spec, stored, diff, plan_ids, now))
+        _add_edges(s, diff, keys)
+        if len(stored.tasks):
+            self._block_waiting_on_bad(s, spec, stored, diff, keys)
+            self._promote(s)
+            self._event(s, "initiative.resubmitted", None, None, spec.name)
+
+    def _add_tasks(
         self,
         s: Session,
-        initiative_id: int,
         spec: InitiativeSpec,
+        stored: Stored,
+        diff: PlanDiff,
+        plan_ids: dict[str, int],
         now: float,
-        heights: dict[str, int],
     ) -> dict[str, int]:
-        keys: dict[str, int] = {}
-        position = 0
-        for p_index, phase_spec in enumerate(spec.phases):
-            phase = Phase(
-                initiative_id=initiative_id,
-                key=phase_spec.key,
-                name=phase_spec.name,
-                position=p_index,
-                extra=phase_spec.extra,
+        new = set(diff.new_tasks)
+        heights = _heights(spec)
+        first = s.scalar(
+            select(func.max(Task.position)).where(Task.initiative_id == stored.initiative_id)
+        )
+        position = 0 if first is None else first + 1
+        tasks = [
+            _new_task(
+                stored.initiative_id, plan_ids[plan.key], position + i, t, now, heights[t.key]
             )
-            s.add(phase)
+            for i, (plan, t) in enumerate(
+                (plan, t) for plan in spec.plans() for t in plan.tasks if t.key in new
+            )
+        ]
+        for chunk in range(0, len(tasks), 1000):
+            s.add_all(tasks[chunk : chunk + 1000])
             s.flush()
-            for l_index, plan_spec in enumerate(phase_spec.plans):
-                plan = Plan(
-                    phase_id=phase.id,
-                    key=plan_spec.key,
-                    name=plan_spec.name,
-                    objective=plan_spec.objective,
-                    context=plan_spec.context,
-                    position=l_index,
-                    extra=plan_spec.extra,
-                )
-                s.add(plan)
-                s.flush()
-                tasks = [
-                    _new_task(initiative_id, plan.id, position + i, t, now, heights[t.key])
-                    for i, t in enumerate(plan_spec.tasks)
-                ]
-                position += len(tasks)
-                s.add_all(tasks)
-                s.flush()
-                keys.update((t.key, t.id) for t in tasks)
+        keys = {t.key: t.id for t in tasks}
+        waiting = {task for task, _dep in diff.new_edges}
+        roots = [keys[k] for k in keys if k not in waiting]
+        for ids in _chunks(roots, 500):
+            s.execute(update(Task).where(Task.id.in_(ids)).values(state=S.READY))
         return keys
 
-    @staticmethod
-    def _add_dependencies(s: Session, spec: InitiativeSpec, keys: dict[str, int]) -> None:
-        edges = [
-            {"task_id": keys[t.key], "depends_on_id": keys[d]}
-            for t in spec.tasks()
-            for d in dict.fromkeys(t.depends_on)
-        ]
-        if edges:
-            s.execute(insert(TaskDependency), edges)
-        roots = [keys[t.key] for t in spec.tasks() if not t.depends_on]
-        for chunk in _chunks(roots, 500):
-            s.execute(update(Task).where(Task.id.in_(chunk)).values(state=S.READY))
+    def _block_waiting_on_bad(
+        self, s: Session, spec: InitiativeSpec, stored: Stored, diff: PlanDiff, keys: dict[str, int]
+    ) -> None:
+        """A task that now waits on a failed, cancelled or blocked task can never start."""
+        bad = {k for k, t in stored.tasks.items() if t.state in BAD}
+        deps: dict[str, list[str]] = {}
+        for task, dep in diff.new_edges:
+            deps.setdefault(task, []).append(dep)
+        for key in _topological(spec):
+            if any(d in bad for d in deps.get(key, [])) and self._move(
+                s, keys[key], [S.PENDING], S.BLOCKED
+            ):
+                bad.add(key)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -1303,12 +1356,162 @@ class Store:
             )
 
 
-def _refuse_known(s: Session, spec: InitiativeSpec) -> None:
-    if s.scalar(select(Initiative.id).where(Initiative.name == spec.name)) is not None:
-        raise UsageError(
-            f"{spec.source}: initiative {spec.name!r} was already submitted; "
-            "rename it or see `cw status`"
+def _stored(s: Session, name: str) -> Stored | None:
+    """What the district holds of the initiative ``name`` (None if it was never submitted)."""
+    initiative_id = s.scalar(select(Initiative.id).where(Initiative.name == name))
+    if initiative_id is None:
+        return None
+    phases = s.execute(
+        select(Phase.key, Phase.id)
+        .where(Phase.initiative_id == initiative_id)
+        .order_by(Phase.position, Phase.id)
+    ).all()
+    plans = s.execute(
+        select(Plan.id, Plan.key, Phase.key, Plan.version, Plan.prints)
+        .join(Phase, Phase.id == Plan.phase_id)
+        .where(Phase.initiative_id == initiative_id)
+        .order_by(Phase.position, Plan.position, Plan.id)
+    ).all()
+    plan_keys = {row[0]: row[1] for row in plans}
+    rows = s.execute(
+        select(Task.id, Task.key, Task.plan_id, Task.state, Task.attempt)
+        .where(Task.initiative_id == initiative_id)
+        .order_by(Task.position)
+    ).all()
+    tasks = {r.key: StoredTask(r.id, r.key, plan_keys[r.plan_id], r.state, r.attempt) for r in rows}
+    stored = Stored(
+        initiative_id, {k: i for k, i in phases}, {}, tasks, _stored_edges(s, initiative_id)
+    )
+    by_plan: dict[str, list[str]] = {}
+    for task in tasks.values():
+        by_plan.setdefault(task.plan_key, []).append(task.key)
+    for plan_id, key, phase_key, version, held in plans:
+        held = held or _row_prints(s, plan_id, stored.edges)
+        stored.plans[key] = StoredPlan(plan_id, key, phase_key, version, held, by_plan.get(key, []))
+    return stored
+
+
+def _stored_edges(s: Session, initiative_id: int) -> set[tuple[str, str]]:
+    task, dep = aliased(Task), aliased(Task)
+    rows = s.execute(
+        select(task.key, dep.key)
+        .select_from(TaskDependency)
+        .join(task, task.id == TaskDependency.task_id)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(task.initiative_id == initiative_id)
+    ).all()
+    return {(a, b) for a, b in rows}
+
+
+def _plan_content(s: Session, plan_id: int, edges: set[tuple[str, str]]) -> dict[str, Any]:
+    """A stored plan's content as rows: what :func:`row_prints` reads and a version keeps."""
+    plan = s.get_one(Plan, plan_id)
+    tasks = s.scalars(select(Task).where(Task.plan_id == plan_id).order_by(Task.position)).all()
+    own = {t.key for t in tasks}
+    return {
+        "version": plan.version,
+        "name": plan.name,
+        "objective": plan.objective,
+        "context": plan.context,
+        "extra": plan.extra,
+        "tasks": [
+            {
+                **{c: getattr(t, c) for c in ("key", "name", "kind", "prompt", "files", "verify")},
+                **{"done_criteria": t.done_criteria, "extra": t.extra},
+                "after": sorted(d for k, d in edges if k == t.key and d in own),
+            }
+            for t in tasks
+        ],
+    }
+
+
+def _row_prints(s: Session, plan_id: int, edges: set[tuple[str, str]]) -> Prints:
+    """The prints of a plan stored before plans had them, made from its rows."""
+    content = _plan_content(s, plan_id, edges)
+    return row_prints(content, content["tasks"])
+
+
+def _add_phases(s: Session, spec: InitiativeSpec, stored: Stored) -> dict[str, int]:
+    """The id of every phase of ``spec``, adding the new ones in GSD's order among the others."""
+    phases = dict(stored.phases)
+    new = [phase for phase in spec.phases if phase.key not in phases]
+    for phase in new:
+        row = Phase(
+            initiative_id=stored.initiative_id,
+            key=phase.key,
+            name=phase.name,
+            position=0,
+            extra=phase.extra,
         )
+        s.add(row)
+        s.flush()
+        phases[phase.key] = row.id
+    if new:
+        order = merged_order([p.key for p in spec.phases], list(stored.phases))
+        _renumber(s, Phase, [phases[key] for key in order])
+    return phases
+
+
+def _add_plans(s: Session, phase: PhaseSpec, phase_id: int, stored: Stored) -> dict[str, int]:
+    new = [plan for plan in phase.plans if plan.key not in stored.plans]
+    ids: dict[str, int] = {}
+    for plan in new:
+        row = Plan(phase_id=phase_id, key=plan.key, position=0, **_plan_values(plan))
+        s.add(row)
+        s.flush()
+        ids[plan.key] = row.id
+    if new:
+        held = [p.key for p in stored.plans.values() if p.phase_key == phase.key]
+        order = merged_order([p.key for p in phase.plans], held)
+        _renumber(s, Plan, [ids.get(key) or stored.plans[key].id for key in order])
+    return ids
+
+
+def _renumber(s: Session, model: type[Phase] | type[Plan], ids: list[int]) -> None:
+    for position, row_id in enumerate(ids):
+        s.execute(update(model).where(model.id == row_id).values(position=position))
+
+
+def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> None:
+    """Keep the plan's content as its previous version; update the plan and its tasks."""
+    held = stored.plans[plan.key]
+    content = _plan_content(s, held.id, stored.edges)
+    s.add(PlanVersion(plan_id=held.id, version=held.version, content=content, replaced_at=now))
+    values = {**_plan_values(plan), "version": held.version + 1}
+    s.execute(update(Plan).where(Plan.id == held.id).values(**values))
+    on_disk = {t.key: t for t in plan.tasks}
+    gone = [stored.tasks[k].id for k in held.tasks if k not in on_disk]
+    if gone:
+        edges = or_(TaskDependency.task_id.in_(gone), TaskDependency.depends_on_id.in_(gone))
+        s.execute(delete(TaskDependency).where(edges))
+        s.execute(delete(Task).where(Task.id.in_(gone)))
+    for key in held.tasks:
+        if key in on_disk:
+            task_id = stored.tasks[key].id
+            s.execute(update(Task).where(Task.id == task_id).values(**_task_values(on_disk[key])))
+
+
+def _plan_values(plan: PlanSpec) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "objective": plan.objective,
+        "context": plan.context,
+        "extra": plan.extra,
+        "prints": prints(plan),
+    }
+
+
+def _add_edges(s: Session, diff: PlanDiff, keys: dict[str, int]) -> None:
+    if diff.dropped_edges:
+        for task, dep in diff.dropped_edges:
+            s.execute(
+                delete(TaskDependency).where(
+                    TaskDependency.task_id == keys[task], TaskDependency.depends_on_id == keys[dep]
+                )
+            )
+    edges = [{"task_id": keys[t], "depends_on_id": keys[d]} for t, d in diff.new_edges]
+    if edges:
+        s.execute(insert(TaskDependency), edges)
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:
@@ -1316,7 +1519,8 @@ def _heights(spec: InitiativeSpec) -> dict[str, int]:
     dependents: dict[str, list[str]] = {t.key: [] for t in spec.tasks()}
     for t in spec.tasks():
         for d in t.depends_on:
-            dependents[d].append(t.key)
+            if d in dependents:  # else a stored task the plan waits for
+                dependents[d].append(t.key)
     heights: dict[str, int] = {}
     for key in reversed(_topological(spec)):
         heights[key] = 1 + max((heights[d] for d in dependents[key]), default=0)
@@ -1328,6 +1532,7 @@ def _topological(spec: InitiativeSpec) -> list[str]:
     order: list[str] = []
     seen: set[str] = set()
     deps = {t.key: t.depends_on for t in spec.tasks()}
+    deps = {key: [d for d in after if d in deps] for key, after in deps.items()}
     for root in deps:
         stack = [(root, iter(deps[root]))]
         if root in seen:
@@ -1346,28 +1551,35 @@ def _topological(spec: InitiativeSpec) -> list[str]:
 
 
 def _new_task(
-    initiative_id: int, plan_id: int, position: int, spec: Any, now: float, height: int
+    initiative_id: int, plan_id: int, position: int, spec: TaskSpec, now: float, height: int
 ) -> Task:
-    extra = dict(spec.extra)
-    priority = extra.get("priority", 0)
     return Task(
         initiative_id=initiative_id,
         plan_id=plan_id,
         key=spec.key,
-        name=spec.name,
-        kind=spec.kind,
-        prompt=spec.prompt,
-        files=list(spec.files),
-        verify=spec.verify,
-        done_criteria=spec.done,
-        priority=priority if isinstance(priority, int) else 0,
         height=height,
         position=position,
         state=S.PENDING,
         state_changed_at=now,
         created_at=now,
-        extra=extra,
+        **_task_values(spec),
     )
+
+
+def _task_values(spec: TaskSpec) -> dict[str, Any]:
+    """The columns a task's plan decides (and a plan updated in place changes)."""
+    extra = dict(spec.extra)
+    priority = extra.get("priority", 0)
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "prompt": spec.prompt,
+        "files": list(spec.files),
+        "verify": spec.verify,
+        "done_criteria": spec.done,
+        "priority": priority if isinstance(priority, int) else 0,
+        "extra": extra,
+    }
 
 
 def _bounce_reason(report: MergeReport) -> str:

@@ -1,0 +1,368 @@
+"""What a submit changes: a plan read from disk compared with what the district holds.
+
+Pure: :func:`compare` takes the parsed spec and a :class:`Stored` snapshot of the initiative
+(the store reads it) and says, plan by plan, what is added, changed, unchanged, refused or
+missing on disk, and which dependency edges are new. :meth:`cw.store.Store.submit` applies the
+result in one transaction. Plans are compared by their :func:`prints`, made from the parsed
+plan with whitespace runs collapsed, so re-wrapping a paragraph or touching a file is no change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from cw.errors import UsageError
+from cw.planspec import InitiativeSpec, KnownPlan, PlanSpec, TaskSpec
+from cw.states import TaskState
+
+S = TaskState
+#: A task in one of these states has not started: its plan may still be updated in place.
+UNSTARTED = frozenset({S.PENDING, S.READY, S.BLOCKED})
+#: A new task waiting on a task in one of these states can never start: it is blocked.
+BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})
+#: Plan extra that says where the plan was read, not what it asks for.
+_WHERE_KEYS = frozenset({"plan_file"})
+
+Prints = dict[str, Any]  # {"plan": digest, "tasks": [[key, digest], ...]}
+
+
+# --- prints ---------------------------------------------------------------------------------
+
+
+def prints(plan: PlanSpec) -> Prints:
+    """A digest of the plan's own fields and of each task, in order."""
+    own = {t.key for t in plan.tasks}
+    return {
+        "plan": _digest(plan_fields(plan.objective, plan.context, plan.extra)),
+        "tasks": [[t.key, _digest(task_fields(t, own))] for t in plan.tasks],
+    }
+
+
+def row_prints(plan: dict[str, Any], tasks: list[dict[str, Any]]) -> Prints:
+    """:func:`prints` of a stored plan (rows as dicts, tasks in order, each with ``after``: the
+    keys of the tasks of its own plan it depends on)."""
+    fields = plan_fields(plan["objective"], plan["context"], plan["extra"])
+    return {
+        "plan": _digest(fields),
+        "tasks": [[t["key"], _digest(_task_row_fields(t))] for t in tasks],
+    }
+
+
+def plan_fields(objective: str, context: str, extra: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in extra.items() if k not in _WHERE_KEYS}
+    return {"objective": objective, "context": context, "extra": kept}
+
+
+def task_fields(task: TaskSpec, own: set[str]) -> dict[str, Any]:
+    """A task's content; of its dependencies only those inside its own plan (edges to other
+    plans follow the plans around it, which may grow without this plan changing)."""
+    return {
+        "name": task.name,
+        "kind": task.kind,
+        "prompt": task.prompt,
+        "files": task.files,
+        "verify": task.verify,
+        "done": task.done,
+        "extra": task.extra,
+        "after": sorted(d for d in task.depends_on if d in own),
+    }
+
+
+def _task_row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    names = ("name", "kind", "prompt", "files", "verify", "extra", "after")
+    return {**{n: row[n] for n in names}, "done": row["done_criteria"]}
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(_normal(value), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _normal(value: Any) -> Any:
+    if isinstance(value, str):
+        return " ".join(value.split())
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _normal(v) for k, v in value.items()}
+    return value
+
+
+# --- what the district holds -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    id: int
+    key: str
+    plan_key: str
+    state: TaskState
+    attempt: int
+
+    @property
+    def started(self) -> bool:
+        """Claimed at least once: a retried task is ready again, but it has a history."""
+        return self.state not in UNSTARTED or self.attempt > 0
+
+
+@dataclass
+class StoredPlan:
+    id: int
+    key: str
+    phase_key: str
+    version: int
+    prints: Prints
+    tasks: list[str]  # keys, in order
+
+    def started(self, tasks: dict[str, StoredTask]) -> bool:
+        return any(tasks[key].started for key in self.tasks)
+
+
+@dataclass
+class Stored:
+    initiative_id: int
+    phases: dict[str, int]  # key -> id, in position order
+    plans: dict[str, StoredPlan]
+    tasks: dict[str, StoredTask]
+    edges: set[tuple[str, str]]  # (task key, key of the task it depends on)
+
+
+# --- the difference ---------------------------------------------------------------------------
+
+ADDED, CHANGED, UNCHANGED, REFUSED, MISSING = "added", "changed", "unchanged", "refused", "missing"
+
+
+@dataclass
+class TaskChanges:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
+    plan_fields: bool = False
+
+    def __str__(self) -> str:
+        parts = [
+            f"{len(keys)} task{'s' * (len(keys) != 1)} {what} ({', '.join(keys)})"
+            for what, keys in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("edited", self.edited),
+            )
+            if keys
+        ]
+        if self.plan_fields:
+            parts.append("its objective, context or frontmatter edited")
+        return ", ".join(parts)
+
+
+@dataclass
+class PlanChange:
+    key: str
+    status: str
+    tasks: int  # on disk (stored, for a plan missing on disk)
+    where: str = ""
+    changes: TaskChanges | None = None
+    waits_for: list[str] = field(default_factory=list)  # plans it newly waits for
+    conflict: str = ""  # why an added or changed plan cannot be stored
+
+    def line(self, width: int = 0) -> str:
+        """One line for the summary: what happens to this plan (its status padded to ``width``,
+        so that a column of them lines up)."""
+        tasks = f"{self.tasks} task{'s' * (self.tasks != 1)}"
+        text = f"{self.status:<{width}} {self.key}: {tasks}"
+        if self.changes:
+            text += f": {self.changes}"
+        if self.status == REFUSED:
+            text += f": {self.refusal()}"
+        if self.waits_for:
+            text += f"; waits for {', '.join(self.waits_for)}"
+        if self.status == MISSING:
+            text += ": missing on disk (kept as stored)"
+        return text
+
+    def refusal(self) -> str:
+        if self.conflict:
+            return self.conflict
+        return (
+            "its tasks have started, so it cannot change; to change finished work, add a new "
+            "plan (the GSD way, e.g. a gap-closure plan) instead of editing this one"
+        )
+
+
+@dataclass
+class PlanDiff:
+    initiative: str
+    initiative_id: int | None
+    plans: list[PlanChange]
+    new_tasks: list[str]  # keys of tasks to add
+    new_edges: list[tuple[str, str]]  # (task key, dependency key) to add
+    dropped_edges: list[tuple[str, str]]  # of tasks of updated plans, no longer wanted
+    late_edges: list[tuple[str, str]]  # wanted by a task that has started: not added
+
+    def of(self, status: str) -> list[PlanChange]:
+        return [p for p in self.plans if p.status == status]
+
+    @property
+    def nothing_new(self) -> bool:
+        return not (self.of(ADDED) or self.of(CHANGED) or self.new_edges)
+
+    def check(self) -> None:
+        """Raise the refusal, one line per refused plan, if the submit cannot be stored."""
+        refused = self.of(REFUSED)
+        if not refused:
+            return
+        lines = [_refusal_line(p) for p in refused]
+        if len(lines) == 1:
+            raise UsageError(f"{lines[0]}; nothing stored")
+        raise UsageError(f"{len(lines)} plans refused, nothing stored:\n" + "\n".join(lines))
+
+
+def _refusal_line(plan: PlanChange) -> str:
+    changed = f"{plan.changes}: " if plan.changes else ""
+    return f"plan {plan.key} ({plan.where}): {changed}{plan.refusal()}"
+
+
+def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
+    """What submitting ``spec`` changes in ``stored`` (None: the initiative is new)."""
+    held = stored or Stored(0, {}, {}, {}, set())
+    changes = [_plan_change(plan, held) for plan in spec.plans()]
+    on_disk = {plan.key for plan in spec.plans()}
+    if spec.whole:
+        changes += [
+            PlanChange(key, MISSING, len(plan.tasks))
+            for key, plan in held.plans.items()
+            if key not in on_disk
+        ]
+    by_key = {p.key: p for p in changes}
+    fresh = {p.key for p in changes if p.status in (ADDED, CHANGED)}
+    new_tasks = [
+        t.key
+        for plan in spec.plans()
+        if plan.key in fresh
+        for t in plan.tasks
+        if t.key not in held.tasks
+    ]
+    diff = PlanDiff(
+        spec.name, stored.initiative_id if stored else None, changes, new_tasks, [], [], []
+    )
+    _edges(spec, held, fresh, diff)
+    _waits(spec, held, by_key, diff)
+    return diff
+
+
+def _plan_change(plan: PlanSpec, held: Stored) -> PlanChange:
+    where = str(plan.extra.get("plan_file") or plan.where.file)
+    old = held.plans.get(plan.key)
+    new = prints(plan)
+    if old is None:
+        change = PlanChange(plan.key, ADDED, len(plan.tasks), where)
+    elif old.prints == new:
+        return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where)
+    else:
+        status = REFUSED if old.started(held.tasks) else CHANGED
+        change = PlanChange(
+            plan.key, status, len(plan.tasks), where, _task_changes(old.prints, new)
+        )
+    taken = [t.key for t in plan.tasks if _owner(held, t.key) not in (None, plan.key)]
+    if taken and change.status != REFUSED:
+        change.status = REFUSED
+        owner = held.tasks[taken[0]].plan_key
+        change.conflict = (
+            f"task {taken[0]} already belongs to plan {owner}: give the task a new id, "
+            "a task cannot move between plans"
+        )
+    return change
+
+
+def _owner(held: Stored, task: str) -> str | None:
+    stored = held.tasks.get(task)
+    return stored.plan_key if stored else None
+
+
+def _task_changes(old: Prints, new: Prints) -> TaskChanges:
+    before, after = dict(map(tuple, old["tasks"])), dict(map(tuple, new["tasks"]))
+    return TaskChanges(
+        added=[k for k in after if k not in before],
+        removed=[k for k in before if k not in after],
+        edited=[k for k in after if k in before and before[k] != after[k]],
+        plan_fields=old["plan"] != new["plan"],
+    )
+
+
+def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) -> None:
+    """Edges to add: all of new and updated tasks; those an unchanged plan's task newly has
+    (a plan or phase added before it), when that task still waits or the dependency is done."""
+    wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
+    updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
+    for task, dep in sorted(wanted - held.edges):
+        if task not in held.tasks or _may_wait(held, task, dep):
+            diff.new_edges.append((task, dep))
+        else:
+            diff.late_edges.append((task, dep))
+    diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
+
+
+def _may_wait(held: Stored, task: str, dep: str) -> bool:
+    """A stored task gets a new dependency only while it waits anyway, or if it is done."""
+    if held.tasks[task].state in (S.PENDING, S.BLOCKED):
+        return True
+    return dep in held.tasks and held.tasks[dep].state == S.DONE
+
+
+def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d: PlanDiff) -> None:
+    plan_of = {t.key: plan.key for plan in spec.plans() for t in plan.tasks}
+    plan_of.update({k: t.plan_key for k, t in held.tasks.items() if k not in plan_of})
+    for task, dep in d.new_edges:
+        mine, theirs = plan_of[task], plan_of[dep]
+        waits = by_key[mine].waits_for
+        if theirs != mine and theirs not in waits:
+            waits.append(theirs)
+
+
+def known_plans(stored: Stored) -> list[KnownPlan]:
+    """The stored plans as a plan reader needs them (see :class:`cw.planspec.KnownPlan`)."""
+    plan_of = {key: task.plan_key for key, task in stored.tasks.items()}
+    after: dict[str, dict[str, None]] = {key: {} for key in stored.plans}
+    needed: set[str] = set()
+    for task, dep in stored.edges:
+        mine, theirs = plan_of[task], plan_of[dep]
+        if mine == theirs:
+            needed.add(dep)
+        else:
+            after[mine][theirs] = None
+    return [
+        KnownPlan(
+            key=plan.key,
+            phase=plan.phase_key,
+            tasks=tuple(plan.tasks),
+            last=tuple(k for k in plan.tasks if k not in needed),
+            after=tuple(after[plan.key]),
+        )
+        for plan in stored.plans.values()
+    ]
+
+
+def merged_order(on_disk: list[str], stored: list[str]) -> list[str]:
+    """Keys on disk in their order, each stored key missing on disk after the one it followed."""
+    order = list(on_disk)
+    for index, key in enumerate(stored):
+        if key not in order:
+            before = stored[index - 1] if index else None
+            order.insert(order.index(before) + 1 if before in order else 0, key)
+    return order
+
+
+def rollup(states: list[str]) -> str:
+    """One word for a plan's or phase's tasks: done, failed, cancelled, not started, running."""
+    kinds = set(states)
+    if kinds <= {S.DONE.value}:
+        return "done"
+    if kinds & {S.FAILED.value, S.CONFLICT.value}:
+        return "failed"
+    if kinds <= {S.CANCELLED.value, S.BLOCKED.value}:
+        return "cancelled" if S.CANCELLED.value in kinds else "blocked"
+    if kinds <= {s.value for s in UNSTARTED}:
+        return "not started"
+    return "running"
