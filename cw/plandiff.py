@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cw.errors import UsageError
+from cw.gsdnames import is_phase_number, phase_order
 from cw.planspec import InitiativeSpec, KnownPlan, PlanSpec, TaskSpec
 from cw.states import TaskState
 
@@ -351,6 +352,15 @@ def merged_order(on_disk: list[str], stored: list[str]) -> list[str]:
         if key not in order:
             before = stored[index - 1] if index else None
             order.insert(order.index(before) + 1 if before in order else 0, key)
+    return order
+
+
+def phase_order_of(on_disk: list[str], stored: list[str]) -> list[str]:
+    """Phases in the order they run: GSD's order when every key is a GSD phase number (a
+    decimal phase inserted later goes between its neighbours), else :func:`merged_order`."""
+    order = merged_order(on_disk, stored)
+    if all(is_phase_number(key) for key in order):
+        order.sort(key=phase_order)
     return order
 
 

@@ -58,7 +58,9 @@ from cw.plandiff import (
     compare,
     known_plans,
     merged_order,
+    phase_order_of,
     prints,
+    rollup,
     row_prints,
 )
 from cw.states import TaskState, check_transition
@@ -349,6 +351,81 @@ class Store:
                 s, keys[key], [S.PENDING], S.BLOCKED
             ):
                 bad.add(key)
+
+    # -- plans ------------------------------------------------------------------------------
+
+    def plan_rows(self, plan_id: int | None = None) -> list[dict[str, Any]]:
+        """Every plan (or one) with its phase, version, where it came from and its tasks'
+        states rolled up, in initiative, phase and plan order."""
+        stmt = (
+            select(Plan, Phase.key, Phase.name, Initiative.name, Initiative.source)
+            .join(Phase, Phase.id == Plan.phase_id)
+            .join(Initiative, Initiative.id == Phase.initiative_id)
+            .order_by(Initiative.id, Phase.position, Plan.position)
+        )
+        counts = select(Task.plan_id, Task.state, func.count()).group_by(Task.plan_id, Task.state)
+        if plan_id is not None:
+            stmt, counts = stmt.where(Plan.id == plan_id), counts.where(Task.plan_id == plan_id)
+        with self._read() as s:
+            states: dict[int, dict[str, int]] = {}
+            for pid, state, n in s.execute(counts).all():
+                states.setdefault(pid, {})[state.value] = n
+            return [
+                _plan_row(plan, phase, phase_name, initiative, source, states.get(plan.id, {}))
+                for plan, phase, phase_name, initiative, source in s.execute(stmt).all()
+            ]
+
+    def plan_detail(self, plan_id: int) -> dict[str, Any]:
+        """A plan's row, its tasks and the versions a submit replaced."""
+        (detail,) = self.plan_rows(plan_id)
+        with self._read() as s:
+            plan = s.get_one(Plan, plan_id)
+            detail["objective"] = plan.objective
+            tasks = select(Task.id, Task.key, Task.name, Task.state).where(Task.plan_id == plan_id)
+            detail["task_rows"] = [
+                {"id": i, "key": k, "name": n, "state": st.value}
+                for i, k, n, st in s.execute(tasks.order_by(Task.position)).all()
+            ]
+            versions = select(PlanVersion).where(PlanVersion.plan_id == plan_id)
+            detail["versions"] = [
+                _version_row(v) for v in s.scalars(versions.order_by(PlanVersion.version))
+            ]
+        return detail
+
+    def find_plan_id(self, ref: str) -> int:
+        """A plan by id (``3``) or key (``02-01``); NotFound / ambiguous as a clear error."""
+        with self._read() as s:
+            if ref.isdigit() and s.get(Plan, int(ref)) is not None:
+                return int(ref)
+            ids = s.scalars(select(Plan.id).where(Plan.key == ref)).all()
+        if not ids:
+            raise NotFound(f"no plan {ref!r}: see `cw plan list`")
+        if len(ids) > 1:
+            raise NotFound(f"plan key {ref!r} is in several initiatives; use its id: {ids}")
+        return ids[0]
+
+    def cancel_plan(self, plan_id: int) -> int:
+        """Cancel every task of a plan none of whose tasks has started; what depends on them is
+        blocked. Returns how many tasks were cancelled."""
+        with self._write() as s:
+            plan = s.get_one(Plan, plan_id)
+            tasks = s.scalars(select(Task).where(Task.plan_id == plan_id)).all()
+            started = [t for t in tasks if t.state not in UNSTARTED or t.attempt > 0]
+            if started:
+                raise UsageError(
+                    f"plan {plan.key}: task {started[0].key} is {started[0].state.value}: only a "
+                    "plan none of whose tasks has started can be cancelled (cw task cancel "
+                    "cancels one task that has not)"
+                )
+            live = [t.id for t in tasks if t.state != S.CANCELLED]
+            for task_id in live:
+                if not self._move(s, task_id, UNSTARTED, S.CANCELLED):
+                    raise UsageError(
+                        f"plan {plan.key}: a task started meanwhile; nothing cancelled"
+                    )
+            for task_id in live:
+                self._block_dependents(s, task_id)
+            return len(live)
 
     # -- dispatch -------------------------------------------------------------------------
 
@@ -1447,7 +1524,7 @@ def _add_phases(s: Session, spec: InitiativeSpec, stored: Stored) -> dict[str, i
         s.flush()
         phases[phase.key] = row.id
     if new:
-        order = merged_order([p.key for p in spec.phases], list(stored.phases))
+        order = phase_order_of([p.key for p in spec.phases], list(stored.phases))
         _renumber(s, Phase, [phases[key] for key in order])
     return phases
 
@@ -1512,6 +1589,36 @@ def _add_edges(s: Session, diff: PlanDiff, keys: dict[str, int]) -> None:
     edges = [{"task_id": keys[t], "depends_on_id": keys[d]} for t, d in diff.new_edges]
     if edges:
         s.execute(insert(TaskDependency), edges)
+
+
+def _plan_row(
+    plan: Plan, phase: str, phase_name: str, initiative: str, source: str, states: dict[str, int]
+) -> dict[str, Any]:
+    return {
+        "id": plan.id,
+        "initiative": initiative,
+        "phase": phase,
+        "phase_name": phase_name,
+        "plan": plan.key,
+        "name": plan.name,
+        "version": plan.version,
+        "source": str(plan.extra.get("plan_file") or source),
+        "tasks": sum(states.values()),
+        "done": states.get(S.DONE.value, 0),
+        "states": states,
+        "state": rollup(list(states)),
+    }
+
+
+def _version_row(version: PlanVersion) -> dict[str, Any]:
+    content = version.content
+    return {
+        "version": version.version,
+        "replaced_at": version.replaced_at,
+        "source": str(content.get("extra", {}).get("plan_file", "")),
+        "tasks": [task["key"] for task in content.get("tasks", [])],
+        "content": content,
+    }
 
 
 def _heights(spec: InitiativeSpec) -> dict[str, int]:
