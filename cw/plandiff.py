@@ -195,12 +195,13 @@ class PlanChange:
 @dataclass
 class PlanDiff:
     initiative: str
-    initiative_id: int | None
+    initiative_id: int | None  # None until a new initiative is stored
+    created: bool  # the initiative is new
     plans: list[PlanChange]
     new_tasks: list[str]  # keys of tasks to add
-    new_edges: list[tuple[str, str]]  # (task key, dependency key) to add
-    dropped_edges: list[tuple[str, str]]  # of tasks of updated plans, no longer wanted
-    late_edges: list[tuple[str, str]]  # wanted by a task that has started: not added
+    new_edges: list[tuple[str, str]] = field(default_factory=list)  # (task, dependency) to add
+    dropped_edges: list[tuple[str, str]] = field(default_factory=list)  # of updated plans' tasks
+    late_edges: list[tuple[str, str]] = field(default_factory=list)  # a started task's: not added
 
     def of(self, status: str) -> list[PlanChange]:
         return [p for p in self.plans if p.status == status]
@@ -245,9 +246,8 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
         for t in plan.tasks
         if t.key not in held.tasks
     ]
-    diff = PlanDiff(
-        spec.name, stored.initiative_id if stored else None, changes, new_tasks, [], [], []
-    )
+    initiative_id = stored.initiative_id if stored else None
+    diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
     _edges(spec, held, fresh, diff)
     _waits(spec, held, by_key, diff)
     return diff
@@ -293,23 +293,21 @@ def _task_changes(old: Prints, new: Prints) -> TaskChanges:
 
 
 def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) -> None:
-    """Edges to add: all of new and updated tasks; those an unchanged plan's task newly has
-    (a plan or phase added before it), when that task still waits or the dependency is done."""
+    """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
+    before it, a plan updated) while it still waits. A task that has left pending cannot be
+    made to wait: those edges are noted, while the dependency is unfinished."""
     wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
     updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
     for task, dep in sorted(wanted - held.edges):
-        if task not in held.tasks or _may_wait(held, task, dep):
+        if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
             diff.new_edges.append((task, dep))
-        else:
+        elif not _done(held, dep):  # a finished dependency: the order held anyway
             diff.late_edges.append((task, dep))
     diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
 
 
-def _may_wait(held: Stored, task: str, dep: str) -> bool:
-    """A stored task gets a new dependency only while it waits anyway, or if it is done."""
-    if held.tasks[task].state in (S.PENDING, S.BLOCKED):
-        return True
-    return dep in held.tasks and held.tasks[dep].state == S.DONE
+def _done(held: Stored, task: str) -> bool:
+    return task in held.tasks and held.tasks[task].state == S.DONE
 
 
 def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d: PlanDiff) -> None:

@@ -113,7 +113,7 @@ def _echo_lines(lines: list[str]) -> None:
 
 def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
     name = f"initiative {diff.initiative!r} (id {diff.initiative_id})"
-    if all(change.status == ADDED for change in diff.plans):
+    if diff.created:
         tasks, plans = counted(len(spec.tasks()), "task"), counted(len(spec.plans()), "plan")
         return [f"cw: submitted {name}: {tasks} in {plans}"]
     counts = [
