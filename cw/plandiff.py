@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,28 +28,50 @@ BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})
 #: Plan extra that says where the plan was read, not what it asks for.
 _WHERE_KEYS = frozenset({"plan_file"})
 
-Prints = dict[str, Any]  # {"plan": digest, "tasks": [[key, digest], ...]}
+#: {"v": PRINTS_VERSION, "all": digest, "plan": digest, "tasks": [[key, digest], ...]}
+Prints = dict[str, Any]
+#: Changes when :func:`prints` reads a plan differently: older prints are made again from rows.
+PRINTS_VERSION = 1
+
+
+def current(held: Prints | None) -> bool:
+    """Stored prints made the way :func:`prints` makes them now."""
+    return held is not None and held.get("v") == PRINTS_VERSION
 
 
 # --- prints ---------------------------------------------------------------------------------
 
 
 def prints(plan: PlanSpec) -> Prints:
-    """A digest of the plan's own fields and of each task, in order."""
-    own = {t.key for t in plan.tasks}
-    return {
-        "plan": _digest(plan_fields(plan.objective, plan.context, plan.extra)),
-        "tasks": [[t.key, _digest(task_fields(t, own))] for t in plan.tasks],
-    }
+    """Digests of the plan as a whole (``all``), of its own fields, and of each task in order."""
+    fields, tasks = _fields(plan)
+    return _prints(fields, tasks)
+
+
+def digest(plan: PlanSpec) -> str:
+    """``prints(plan)["all"]`` alone: what telling an unchanged plan apart needs."""
+    return _digest(list(_fields(plan)))
 
 
 def row_prints(plan: dict[str, Any], tasks: list[dict[str, Any]]) -> Prints:
     """:func:`prints` of a stored plan (rows as dicts, tasks in order, each with ``after``: the
     keys of the tasks of its own plan it depends on)."""
     fields = plan_fields(plan["objective"], plan["context"], plan["extra"])
+    return _prints(fields, [(t["key"], _task_row_fields(t)) for t in tasks])
+
+
+def _fields(plan: PlanSpec) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    own = {t.key for t in plan.tasks}
+    fields = plan_fields(plan.objective, plan.context, plan.extra)
+    return fields, [(t.key, task_fields(t, own)) for t in plan.tasks]
+
+
+def _prints(fields: dict[str, Any], tasks: list[tuple[str, dict[str, Any]]]) -> Prints:
     return {
+        "v": PRINTS_VERSION,
+        "all": _digest([fields, tasks]),
         "plan": _digest(fields),
-        "tasks": [[t["key"], _digest(_task_row_fields(t))] for t in tasks],
+        "tasks": [[key, _digest(task)] for key, task in tasks],
     }
 
 
@@ -78,18 +101,13 @@ def _task_row_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _digest(value: Any) -> str:
-    text = json.dumps(_normal(value), sort_keys=True, separators=(",", ":"), default=str)
+    """A digest of ``value`` with every run of whitespace in its text collapsed to one space
+    and none next to a quote: wrapping text differently does not change it."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    for escape in ("\\n", "\\t", "\\r"):  # whitespace as JSON writes it inside strings
+        text = text.replace(escape, " ")
+    text = " ".join(text.split()).replace('" ', '"').replace(' "', '"')
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _normal(value: Any) -> Any:
-    if isinstance(value, str):
-        return " ".join(value.split())
-    if isinstance(value, list | tuple):
-        return [_normal(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _normal(v) for k, v in value.items()}
-    return value
 
 
 # --- what the district holds -----------------------------------------------------------------
@@ -256,16 +274,14 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
 def _plan_change(plan: PlanSpec, held: Stored) -> PlanChange:
     where = str(plan.extra.get("plan_file") or plan.where.file)
     old = held.plans.get(plan.key)
-    new = prints(plan)
     if old is None:
         change = PlanChange(plan.key, ADDED, len(plan.tasks), where)
-    elif old.prints == new:
+    elif old.prints["all"] == digest(plan):
         return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where)
     else:
         status = REFUSED if old.started(held.tasks) else CHANGED
-        change = PlanChange(
-            plan.key, status, len(plan.tasks), where, _task_changes(old.prints, new)
-        )
+        changes = _task_changes(old.prints, prints(plan))
+        change = PlanChange(plan.key, status, len(plan.tasks), where, changes)
     taken = [t.key for t in plan.tasks if _owner(held, t.key) not in (None, plan.key)]
     if taken and change.status != REFUSED:
         change.status = REFUSED
@@ -318,6 +334,24 @@ def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d:
         waits = by_key[mine].waits_for
         if theirs != mine and theirs not in waits:
             waits.append(theirs)
+
+
+class Held:
+    """What the district holds of an initiative, read once for a whole command: the plan
+    reader asks for it by name (:meth:`known`), the comparison after it (:meth:`get`)."""
+
+    def __init__(self, read: Callable[[str], Stored | None]) -> None:
+        self.read = read
+        self.seen: dict[str, Stored | None] = {}
+
+    def get(self, name: str) -> Stored | None:
+        if name not in self.seen:
+            self.seen[name] = self.read(name)
+        return self.seen[name]
+
+    def known(self, name: str) -> list[KnownPlan]:
+        held = self.get(name)
+        return known_plans(held) if held else []
 
 
 def known_plans(stored: Stored) -> list[KnownPlan]:

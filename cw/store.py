@@ -56,7 +56,7 @@ from cw.plandiff import (
     StoredPlan,
     StoredTask,
     compare,
-    known_plans,
+    current,
     merged_order,
     phase_order_of,
     prints,
@@ -66,7 +66,7 @@ from cw.plandiff import (
 from cw.states import TaskState, check_transition
 
 if TYPE_CHECKING:
-    from cw.planspec import InitiativeSpec, KnownPlan, PhaseSpec, PlanSpec, TaskSpec
+    from cw.planspec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec
 
 S = TaskState
 DECISION = "checkpoint:decision"
@@ -249,16 +249,11 @@ class Store:
 
     # -- submit ---------------------------------------------------------------------------
 
-    def preview(self, spec: InitiativeSpec) -> PlanDiff:
-        """What :meth:`submit` would do with ``spec``, refusals included; changes nothing."""
+    def held(self, initiative: str) -> Stored | None:
+        """What the district holds of ``initiative`` (None if it was never submitted), for
+        :func:`cw.plandiff.compare`: what a submit would change, changing nothing."""
         with self._read() as s:
-            return compare(spec, _stored(s, spec.name))
-
-    def known_plans(self, initiative: str) -> list[KnownPlan]:
-        """The plans held of ``initiative``, as plan readers resolve ``depends_on`` against."""
-        with self._read() as s:
-            stored = _stored(s, initiative)
-        return known_plans(stored) if stored else []
+            return _stored(s, initiative)
 
     def submit(self, spec: InitiativeSpec) -> PlanDiff:
         """Reconcile a validated plan with what the district holds, in one transaction: add
@@ -302,8 +297,16 @@ class Store:
         _add_edges(s, diff, keys)
         if len(stored.tasks):
             self._block_waiting_on_bad(s, spec, stored, diff, keys)
-            self._promote(s)
+            touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
+            self._promote_some(s, [keys[key] for key in touched])
             self._event(s, "initiative.resubmitted", None, None, spec.name)
+
+    def _promote_some(self, s: Session, task_ids: list[int]) -> None:
+        """:meth:`_promote` of these tasks only: new ones may wait only for done tasks."""
+        db.serialize(s, "promote")
+        for chunk in _chunks(task_ids, 500):
+            for task_id in s.scalars(_promotable().where(Task.id.in_(chunk))).all():
+                self._move(s, task_id, [S.PENDING], S.READY)
 
     def _add_tasks(
         self,
@@ -1457,27 +1460,27 @@ def _stored(s: Session, name: str) -> Stored | None:
     ).all()
     tasks = {r.key: StoredTask(r.id, r.key, plan_keys[r.plan_id], r.state, r.attempt) for r in rows}
     stored = Stored(
-        initiative_id, {k: i for k, i in phases}, {}, tasks, _stored_edges(s, initiative_id)
+        initiative_id, {k: i for k, i in phases}, {}, tasks, _stored_edges(s, initiative_id, tasks)
     )
     by_plan: dict[str, list[str]] = {}
     for task in tasks.values():
         by_plan.setdefault(task.plan_key, []).append(task.key)
     for plan_id, key, phase_key, version, held in plans:
-        held = held or _row_prints(s, plan_id, stored.edges)
+        held = held if current(held) else _row_prints(s, plan_id, stored.edges)
         stored.plans[key] = StoredPlan(plan_id, key, phase_key, version, held, by_plan.get(key, []))
     return stored
 
 
-def _stored_edges(s: Session, initiative_id: int) -> set[tuple[str, str]]:
-    task, dep = aliased(Task), aliased(Task)
+def _stored_edges(
+    s: Session, initiative_id: int, tasks: dict[str, StoredTask]
+) -> set[tuple[str, str]]:
+    keys = {task.id: task.key for task in tasks.values()}
     rows = s.execute(
-        select(task.key, dep.key)
-        .select_from(TaskDependency)
-        .join(task, task.id == TaskDependency.task_id)
-        .join(dep, dep.id == TaskDependency.depends_on_id)
-        .where(task.initiative_id == initiative_id)
+        select(TaskDependency.task_id, TaskDependency.depends_on_id)
+        .join(Task, Task.id == TaskDependency.task_id)
+        .where(Task.initiative_id == initiative_id)
     ).all()
-    return {(a, b) for a, b in rows}
+    return {(keys[a], keys[b]) for a, b in rows}
 
 
 def _plan_content(s: Session, plan_id: int, edges: set[tuple[str, str]]) -> dict[str, Any]:
@@ -1639,7 +1642,6 @@ def _topological(spec: InitiativeSpec) -> list[str]:
     order: list[str] = []
     seen: set[str] = set()
     deps = {t.key: t.depends_on for t in spec.tasks()}
-    deps = {key: [d for d in after if d in deps] for key, after in deps.items()}
     for root in deps:
         stack = [(root, iter(deps[root]))]
         if root in seen:
@@ -1647,7 +1649,8 @@ def _topological(spec: InitiativeSpec) -> list[str]:
         seen.add(root)
         while stack:
             key, children = stack[-1]
-            child = next((c for c in children if c not in seen), None)
+            # A dependency outside the spec is a stored task: it is not ordered here.
+            child = next((c for c in children if c not in seen and c in deps), None)
             if child is None:
                 order.append(key)
                 stack.pop()

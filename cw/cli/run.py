@@ -12,7 +12,7 @@ from cw.celeryapp import make_app
 from cw.cli.common import counted, load_settings, open_store
 from cw.dispatch import dispatch_ready, resend_queued
 from cw.errors import BrokerError, UsageError
-from cw.plandiff import ADDED, CHANGED, REFUSED, UNCHANGED, PlanDiff
+from cw.plandiff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
 from cw.plans import InitiativeSpec, load_plan, refuse_skips, submit_report
 from cw.settings import Settings
 
@@ -89,10 +89,11 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
         raise UsageError("give at most one of --lenient and --strict")
     settings = load_settings().require_initialized()
     store = open_store(settings)
-    spec = load_plan(path, lenient=lenient, known=store.known_plans)
+    held = Held(store.held)  # read once: for the plan reader, then to compare
+    spec = load_plan(path, lenient=lenient, known=held.known)
     if strict:
         refuse_skips(spec)
-    diff = store.preview(spec)  # a refusal, a dry run or nothing new starts no broker
+    diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
     if dry_run:
         _echo_lines(_dry_run(diff) + submit_report(spec))
         diff.check()
