@@ -397,15 +397,7 @@ class Store:
 
     def find_plan_id(self, ref: str) -> int:
         """A plan by id (``3``) or key (``02-01``); NotFound / ambiguous as a clear error."""
-        with self._read() as s:
-            if ref.isdigit() and s.get(Plan, int(ref)) is not None:
-                return int(ref)
-            ids = s.scalars(select(Plan.id).where(Plan.key == ref)).all()
-        if not ids:
-            raise NotFound(f"no plan {ref!r}: see `cw plan list`")
-        if len(ids) > 1:
-            raise NotFound(f"plan key {ref!r} is in several initiatives; use its id: {ids}")
-        return ids[0]
+        return self._find(Plan, ref)
 
     def cancel_plan(self, plan_id: int) -> int:
         """Cancel every task of a plan none of whose tasks has started; what depends on them is
@@ -1233,14 +1225,18 @@ class Store:
 
     def find_task_id(self, ref: str) -> int:
         """A task by id (``12``) or key (``02-03-1``); NotFound / ambiguous as a clear error."""
+        return self._find(Task, ref)
+
+    def _find(self, model: type[Task] | type[Plan], ref: str) -> int:
+        what = model.__tablename__.rstrip("s")
         with self._read() as s:
-            if ref.isdigit() and s.get(Task, int(ref)) is not None:
+            if ref.isdigit() and s.get(model, int(ref)) is not None:
                 return int(ref)
-            ids = s.scalars(select(Task.id).where(Task.key == ref)).all()
+            ids = s.scalars(select(model.id).where(model.key == ref)).all()
         if not ids:
-            raise NotFound(f"no task {ref!r}: see `cw task list`")
+            raise NotFound(f"no {what} {ref!r}: see `cw {what} list`")
         if len(ids) > 1:
-            raise NotFound(f"task key {ref!r} is in several initiatives; use its id: {ids}")
+            raise NotFound(f"{what} key {ref!r} is in several initiatives; use its id: {ids}")
         return ids[0]
 
     def task_detail(self, task_id: int) -> dict[str, Any]:

@@ -7,18 +7,21 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import CW, Processes, dump_store, git, store_url
+from tests.acceptance.test_cli import district, merge_order
+from tests.conftest import CW, Processes, dump_store, store_url
+
+__all__ = ["district"]  # the fixture this module's own builds on
 
 AGENT = """\
 mkdir -p out
 echo "$CW_TASK_KEY" > "out/$CW_TASK_KEY.txt"
-if [ "$CW_TASK_KEY" = 02-01-1 ]; then sleep 5; else sleep 0.2; fi
+if [ "$CW_TASK_KEY" = 02-01-1 ]; then sleep 8; else sleep 0.2; fi
 """
 TASK = '<task type="auto"><name>{name}</name><action>{action}</action></task>'
 
@@ -43,7 +46,7 @@ def cw(
         cwd=repo,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=200,
         env={**os.environ, **(env or {})},
     )
 
@@ -79,24 +82,13 @@ def state_of(repo: Path, key: str) -> str:
 
 
 @pytest.fixture
-def repo(make_repo: Callable[[str], Path], cw_database: str) -> Iterator[Path]:
-    path = make_repo("repo")
-    assert cw(path, "init").returncode == 0
-    (path / "agent.sh").write_text(AGENT)
-    git(path, "add", "agent.sh")
-    git(path, "commit", "-q", "-m", "agent script")
-    with open(path / ".cw" / "config.toml", "a") as config:
-        config.write(f'agent_command = "sh {path / "agent.sh"}"\nheartbeat = 1.0\n')
-    yield path
-    cw(path, "broker", "stop")
+def repo(district: Path) -> Path:
+    """test_cli's district, with an agent that is slow where a test needs a running task."""
+    (district / "agent.sh").write_text(AGENT)
+    return district
 
 
-def merge_order(repo: Path) -> list[str]:
-    subjects = git(repo, "log", "--first-parent", "--reverse", "--format=%s", "cw/integration")
-    return [s.split()[2].rstrip(":") for s in subjects.splitlines() if s.startswith("cw: merge")]
-
-
-def wait_until(check: Callable[[], bool], seconds: float = 60) -> None:
+def wait_until(check: Callable[[], bool], seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while not check():
         assert time.monotonic() < deadline, "timed out"
@@ -128,7 +120,7 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
 
     write(repo, PHASE_1)  # 1: phase 1 planned and executed
     assert "3 tasks in 2 plans" in ok(repo, "submit", "plan", ".planning")[0]
-    ok(repo, "wait", "--timeout", "60")
+    ok(repo, "wait", "--timeout", "150")
 
     write(repo, PHASE_2)  # 2: phase 2, after phase 1 by order and by depends_on
     lines = ok(repo, "submit", "plan", ".planning")
@@ -144,12 +136,12 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
     assert lines[0].startswith("cw: initiative 'repo' (id 1): 1 task added, 1 plan new")
     assert "cw: added 01.1-01: 1 task; waits for 01-01, 01-02" in lines
     assert "cw: note: task 02-01-1 has started, so it does not wait for 01.1-01-1" in lines
-    ok(repo, "wait", "--timeout", "60")
+    ok(repo, "wait", "--timeout", "150")
 
     write(repo, GAPS)  # 4: a gap-closure plan at the end
     lines = ok(repo, "submit", "plan", ".planning")
     assert "cw: added 02-03: 1 task; waits for 02-01" in lines
-    ok(repo, "wait", "--timeout", "60")
+    ok(repo, "wait", "--timeout", "150")
 
     assert sorted(task_keys(repo)) == sorted(
         ["01-01-1", "01-01-2", "01-02-1", "02-01-1", "02-01-2", "02-02-1", "01.1-01-1", "02-03-1"]
