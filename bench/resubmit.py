@@ -76,7 +76,7 @@ def in_process(store: Store, repo: Path) -> tuple[float, float]:
     read = time.monotonic() - start
     start = time.monotonic()
     if not compare(spec, held.get(spec.name)).nothing_new:
-        store.submit(spec)
+        store.submit(spec, held.get(spec.name))
     return read, reconcile + time.monotonic() - start
 
 

@@ -167,7 +167,10 @@ def _add_known(reading: _Reading, known: list[KnownPlan]) -> None:
         tasks = [TaskSpec(k, k, "auto", "", [], None, None, [], {}, where) for k in plan.last]
         spec = PlanSpec(plan.key, plan.key, "", "", {}, tasks, where)
         reading.known.append(GsdPlan(spec, plan.phase, "", [], YamlDoc({}, "(stored)")))
-        reading.edges[plan.key] = list(plan.after)
+    keys = read | {plan.spec.key for plan in reading.known}
+    for plan in known:
+        if plan.key not in read and plan.key in keys:
+            reading.edges[plan.key] = [key for key in plan.after if key in keys]
 
 
 def _read_one(reading: _Reading, file: Path, place: Place, project: _Project) -> None:

@@ -48,6 +48,8 @@ class Initiative(Base):
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     budget_usd: Mapped[float | None] = mapped_column(Float)  # no new work once spent
+    # + 1 by every submit that changes the initiative: a snapshot read before is still whole.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     phases: Mapped[list[Phase]] = relationship(
         back_populates="initiative", order_by="Phase.position"
     )

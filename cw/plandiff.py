@@ -143,6 +143,7 @@ class StoredPlan:
 @dataclass
 class Stored:
     initiative_id: int
+    revision: int  # the initiative's: every submit that changes it adds one
     phases: dict[str, int]  # key -> id, in position order
     plans: dict[str, StoredPlan]
     tasks: dict[str, StoredTask]
@@ -246,7 +247,7 @@ def _refusal_line(plan: PlanChange) -> str:
 
 def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     """What submitting ``spec`` changes in ``stored`` (None: the initiative is new)."""
-    held = stored or Stored(0, {}, {}, {}, set())
+    held = stored or Stored(0, 0, {}, {}, {}, set())
     changes = [_plan_change(plan, held) for plan in spec.plans()]
     on_disk = {plan.key for plan in spec.plans()}
     if spec.whole:

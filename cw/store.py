@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -255,13 +255,14 @@ class Store:
         with self._read() as s:
             return _stored(s, initiative)
 
-    def submit(self, spec: InitiativeSpec) -> PlanDiff:
+    def submit(self, spec: InitiativeSpec, held: Stored | None = None) -> PlanDiff:
         """Reconcile a validated plan with what the district holds, in one transaction: add
         what is new, update in place the changed plans none of whose tasks started. A refusal
-        raises UsageError and stores nothing."""
+        raises UsageError and stores nothing. ``held``: :meth:`held` read moments ago, used
+        again if no submit changed the initiative since (its tasks' states are read anew)."""
         with self._write() as s:
             db.serialize(s, "submit")  # two submits at once: the second sees the first's rows
-            stored = _stored(s, spec.name)
+            stored = _still_held(s, held) or _stored(s, spec.name)
             diff = compare(spec, stored)
             diff.check()
             if diff.nothing_new:
@@ -280,7 +281,7 @@ class Store:
         s.add(initiative)
         s.flush()
         self._event(s, "initiative.submitted", None, None, spec.name)
-        return Stored(initiative.id, {}, {}, {}, set())
+        return Stored(initiative.id, 0, {}, {}, {}, set())
 
     def _apply(
         self, s: Session, spec: InitiativeSpec, stored: Stored, diff: PlanDiff, now: float
@@ -300,6 +301,11 @@ class Store:
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
             self._promote_some(s, [keys[key] for key in touched])
             self._event(s, "initiative.resubmitted", None, None, spec.name)
+        s.execute(
+            update(Initiative)
+            .where(Initiative.id == stored.initiative_id)
+            .values(revision=Initiative.revision + 1)
+        )
 
     def _promote_some(self, s: Session, task_ids: list[int]) -> None:
         """:meth:`_promote` of these tasks only: new ones may wait only for done tasks."""
@@ -318,7 +324,8 @@ class Store:
         now: float,
     ) -> dict[str, int]:
         new = set(diff.new_tasks)
-        heights = _heights(spec)
+        added = [(plan, t) for plan in spec.plans() for t in plan.tasks if t.key in new]
+        heights = _heights([t for _plan, t in added])
         first = s.scalar(
             select(func.max(Task.position)).where(Task.initiative_id == stored.initiative_id)
         )
@@ -327,9 +334,7 @@ class Store:
             _new_task(
                 stored.initiative_id, plan_ids[plan.key], position + i, t, now, heights[t.key]
             )
-            for i, (plan, t) in enumerate(
-                (plan, t) for plan in spec.plans() for t in plan.tasks if t.key in new
-            )
+            for i, (plan, t) in enumerate(added)
         ]
         for chunk in range(0, len(tasks), 1000):
             s.add_all(tasks[chunk : chunk + 1000])
@@ -349,7 +354,7 @@ class Store:
         deps: dict[str, list[str]] = {}
         for task, dep in diff.new_edges:
             deps.setdefault(task, []).append(dep)
-        for key in _topological(spec):
+        for key in _topological([t for t in spec.tasks() if t.key in deps]):
             if any(d in bad for d in deps.get(key, [])) and self._move(
                 s, keys[key], [S.PENDING], S.BLOCKED
             ):
@@ -1434,7 +1439,8 @@ class Store:
 
 def _stored(s: Session, name: str) -> Stored | None:
     """What the district holds of the initiative ``name`` (None if it was never submitted)."""
-    initiative_id = s.scalar(select(Initiative.id).where(Initiative.name == name))
+    row = s.execute(select(Initiative.id, Initiative.revision).where(Initiative.name == name))
+    initiative_id, revision = row.one_or_none() or (None, 0)
     if initiative_id is None:
         return None
     phases = s.execute(
@@ -1455,9 +1461,8 @@ def _stored(s: Session, name: str) -> Stored | None:
         .order_by(Task.position)
     ).all()
     tasks = {r.key: StoredTask(r.id, r.key, plan_keys[r.plan_id], r.state, r.attempt) for r in rows}
-    stored = Stored(
-        initiative_id, {k: i for k, i in phases}, {}, tasks, _stored_edges(s, initiative_id, tasks)
-    )
+    edges = _stored_edges(s, initiative_id, tasks)
+    stored = Stored(initiative_id, revision, {k: i for k, i in phases}, {}, tasks, edges)
     by_plan: dict[str, list[str]] = {}
     for task in tasks.values():
         by_plan.setdefault(task.plan_key, []).append(task.key)
@@ -1465,6 +1470,25 @@ def _stored(s: Session, name: str) -> Stored | None:
         held = held if current(held) else _row_prints(s, plan_id, stored.edges)
         stored.plans[key] = StoredPlan(plan_id, key, phase_key, version, held, by_plan.get(key, []))
     return stored
+
+
+def _still_held(s: Session, held: Stored | None) -> Stored | None:
+    """``held`` with its tasks' states read anew, if no submit changed its initiative since it
+    was read (only a submit adds or changes phases, plans, tasks and edges)."""
+    if held is None:
+        return None
+    revision = s.scalar(select(Initiative.revision).where(Initiative.id == held.initiative_id))
+    if revision != held.revision:
+        return None
+    rows = s.execute(
+        select(Task.key, Task.state, Task.attempt).where(Task.initiative_id == held.initiative_id)
+    ).all()
+    if {key for key, _state, _attempt in rows} != set(held.tasks):
+        return None
+    tasks = {
+        key: replace(held.tasks[key], state=state, attempt=attempt) for key, state, attempt in rows
+    }
+    return replace(held, tasks=tasks)
 
 
 def _stored_edges(
@@ -1551,6 +1575,12 @@ def _renumber(s: Session, model: type[Phase] | type[Plan], ids: list[int]) -> No
 def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> None:
     """Keep the plan's content as its previous version; update the plan and its tasks."""
     held = stored.plans[plan.key]
+    # Lock its tasks: a claim waits for this update, and one made just before is seen here.
+    rows = s.execute(
+        select(Task.state, Task.attempt).where(Task.plan_id == held.id).with_for_update()
+    ).all()
+    if any(state not in UNSTARTED or attempt > 0 for state, attempt in rows):
+        raise UsageError(f"plan {plan.key}: a task of it started just now; nothing stored")
     content = _plan_content(s, held.id, stored.edges)
     s.add(PlanVersion(plan_id=held.id, version=held.version, content=content, replaced_at=now))
     values = {**_plan_values(plan), "version": held.version + 1}
@@ -1620,24 +1650,25 @@ def _version_row(version: PlanVersion) -> dict[str, Any]:
     }
 
 
-def _heights(spec: InitiativeSpec) -> dict[str, int]:
-    """For each task, the number of tasks on the longest chain from it to a sink."""
-    dependents: dict[str, list[str]] = {t.key: [] for t in spec.tasks()}
-    for t in spec.tasks():
+def _heights(tasks: list[TaskSpec]) -> dict[str, int]:
+    """For each task, the number of tasks on the longest chain from it to a sink (among
+    ``tasks``: those a submit adds)."""
+    dependents: dict[str, list[str]] = {t.key: [] for t in tasks}
+    for t in tasks:
         for d in t.depends_on:
-            if d in dependents:  # else a stored task the plan waits for
+            if d in dependents:  # else a stored task
                 dependents[d].append(t.key)
     heights: dict[str, int] = {}
-    for key in reversed(_topological(spec)):
+    for key in reversed(_topological(tasks)):
         heights[key] = 1 + max((heights[d] for d in dependents[key]), default=0)
     return heights
 
 
-def _topological(spec: InitiativeSpec) -> list[str]:
+def _topological(tasks: list[TaskSpec]) -> list[str]:
     """Task keys, every task after its dependencies (the plan is validated: no cycles)."""
     order: list[str] = []
     seen: set[str] = set()
-    deps = {t.key: t.depends_on for t in spec.tasks()}
+    deps = {t.key: t.depends_on for t in tasks}
     for root in deps:
         stack = [(root, iter(deps[root]))]
         if root in seen:
@@ -1645,7 +1676,7 @@ def _topological(spec: InitiativeSpec) -> list[str]:
         seen.add(root)
         while stack:
             key, children = stack[-1]
-            # A dependency outside the spec is a stored task: it is not ordered here.
+            # A dependency outside ``tasks`` is a stored task: it is not ordered here.
             child = next((c for c in children if c not in seen and c in deps), None)
             if child is None:
                 order.append(key)

@@ -100,7 +100,7 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
         return
     diff.check()
     app = None if no_dispatch or diff.nothing_new else _app(settings, check=True)
-    diff = store.submit(spec)
+    diff = store.submit(spec, held.get(spec.name))
     _echo_lines(_summary(diff, spec) + submit_report(spec))
     if app is not None:
         claims = dispatch_ready(store, app)

@@ -1,4 +1,5 @@
-"""plans that evolve: each plan's version and content prints; the versions it replaced
+"""plans that evolve: each plan's version and content prints; the versions it replaced; each
+initiative's revision
 
 Revision ID: 0005
 Revises: 0004
@@ -17,6 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("initiatives", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("revision", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("plans", schema=None) as batch_op:
         batch_op.add_column(sa.Column("version", sa.Integer(), nullable=False, server_default="1"))
         batch_op.add_column(sa.Column("prints", sa.JSON(), nullable=True))
@@ -38,3 +41,5 @@ def downgrade() -> None:
     with op.batch_alter_table("plans", schema=None) as batch_op:
         batch_op.drop_column("prints")
         batch_op.drop_column("version")
+    with op.batch_alter_table("initiatives", schema=None) as batch_op:
+        batch_op.drop_column("revision")
