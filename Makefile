@@ -4,13 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Tests run in parallel processes (pytest-xdist); most of their time is spent waiting on git,
-# workers and agents, so more processes than cores pays. Each has its own Redis database.
+# workers and agents, so more processes than cores pays. Each starts its own redis-server on a free
+# port (never the machine's 6379), so suites and other Redis users on one machine never collide.
 TEST_JOBS ?= 4
 PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
 # The PostgreSQL pass: the whole suite again, each test's store a fresh database of this server.
 POSTGRES_URL ?= postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql
 
-.PHONY: install check lint typecheck test test-postgres unit demo bench clean
+.PHONY: install check lint typecheck test test-postgres unit chaos demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cw needs Python 3.11+")'
@@ -40,6 +41,11 @@ test-postgres: install
 
 unit: install
 	$(PYTEST) tests/unit -q
+
+# The long fault-injection run: a 20-task plan while workers are SIGKILLed 50 times in
+# `git worktree add`, the agent, the commit and the merge (`make test` runs 4 such kills).
+chaos: install
+	CW_TEST_CHAOS_KILLS=50 $(BIN)/pytest tests/chaos/test_kills_everywhere.py -s -q
 
 demo: install
 	bash scripts/demo.sh

@@ -10,12 +10,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+
+import psutil
 
 from cw import defaults, processes, worktrees
 from cw.adapters import make_adapter
 from cw.agents import AgentOutcome, AgentRequest
-from cw.errors import CwError
+from cw.errors import AgentError, CwError, UsageError
 from cw.prompts import (
     TaskBrief,
     answers_prompt,
@@ -43,11 +46,14 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         # Started in the instant its worker began shutting down: leave it for the restart.
         store.finish_attempt(claim, AttemptResult(outcome="interrupted"), settings.agent)
         return True
-    _stop_previous(settings, workspace)
     try:
+        _stop_previous(settings, store, workspace)
         result = _run(settings, store, claim, workspace)
-    except CwError as exc:
+    except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
+    except CwError as exc:
+        _machinery_failed(store, claim, exc)
+        return True
     except Exception as exc:
         # A bug must not leave the task "running" for ever: record it, then let Celery log it.
         failed = AttemptResult(outcome="failed", error=f"internal error: {exc!r}")
@@ -57,28 +63,49 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     return True
 
 
+def _machinery_failed(store: Store, claim: Claim, exc: CwError) -> None:
+    """git or the file system failed around the agent: a new attempt, not a failed task."""
+    retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+    if store.retry_machinery(claim, str(exc), retries, pause):
+        logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)
+    else:
+        logger.error("task %s attempt %s: %s; failed", *_ids(claim), exc)
+
+
 def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
+    finished = store.finished_agent(claim)
     with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
         worktree, branch = prepare_worktree(settings, store, ws)
-        conflicts = _catch_up(settings, ws, worktree) if ws.bounce else []
-    adapter = make_adapter(settings)
-    outcome = adapter.run(
-        _request(settings, ws, worktree, branch, conflicts),
+        conflicts = _catch_up(settings, ws, worktree) if ws.bounce and not finished else []
+    if finished is not None:
+        # Its agent finished before a crash took the attempt: its work is what gets merged.
+        logger.info("task %s: an earlier agent finished; straight to merge", ws.key)
+        result = finished
+    else:
+        result = _agent(settings, store, claim, _request(settings, ws, worktree, branch, conflicts))
+        left = worktrees.conflict_markers(worktree) if result.ok else []
+        if left:
+            # Never commit conflict markers: the agent has to finish resolving.
+            return replace(
+                result, outcome="failed", error="unresolved conflicts in " + ", ".join(left)
+            )
+        if result.ok:
+            store.record_agent_finished(claim, result)
+    with _lease_kept(settings, store, claim):
+        head = _save_work(settings, ws, worktree, branch, result.outcome)
+    return replace(result, head_sha=head or worktrees.branch_sha(settings.repo, branch))
+
+
+def _agent(settings: Settings, store: Store, claim: Claim, request: AgentRequest) -> AttemptResult:
+    """Run the agent; what came of it (nothing committed yet)."""
+    outcome = make_adapter(settings).run(
+        request,
         tick=lambda pid: _heartbeat(settings, store, claim, pid),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()
-    kind = _kind(store, claim, outcome)
-    left = worktrees.conflict_markers(worktree) if kind == "done" else []
-    if left:
-        # Never commit conflict markers: the agent has to finish resolving.
-        return AttemptResult(outcome="failed", error="unresolved conflicts in " + ", ".join(left),
-                             session_id=outcome.session_id, cost_usd=outcome.cost_usd,
-                             exited_at=exited_at)  # fmt: skip
-    with _lease_kept(settings, store, claim):
-        head = _save_work(settings, ws, worktree, branch, kind)
     return AttemptResult(
-        outcome=kind,
+        outcome=_kind(store, claim, outcome),
         exit_code=outcome.exit_code,
         session_id=outcome.session_id,
         cost_usd=outcome.cost_usd,
@@ -88,7 +115,6 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         summary=outcome.summary,
         error=outcome.error,
         not_before=outcome.resets_at,
-        head_sha=head or worktrees.branch_sha(settings.repo, branch),
         stdout_path=outcome.stdout_path,
         stderr_path=outcome.stderr_path,
         questions=outcome.questions,
@@ -239,14 +265,26 @@ def interrupt_attempts(store: Store, worker: str) -> int:
     return len(groups)
 
 
-def _stop_previous(settings: Settings, ws: Workspace) -> None:
-    """A run taken over may have left its agent running (its worker died): end that group."""
-    if ws.previous is None:
-        return
-    host, pid = ws.previous
-    if pid and host == socket.gethostname() and processes.group_alive(pid):
-        logger.warning("stopping the agent group %s left by a dead worker", pid)
-        processes.terminate_group(pid, settings.agent_kill_grace)
+def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
+    """Agents of earlier attempts of the task may still run (their worker died; each agent has
+    its own process group): end them before a new agent starts in the same worktree."""
+    host = socket.gethostname()
+    groups = set(store.lost_agents(ws.task_id, host))
+    if ws.previous is not None and ws.previous[0] == host and ws.previous[1]:
+        groups.add(ws.previous[1])
+    for pgid in sorted(groups):
+        if processes.group_alive(pgid) and _works_in(pgid, ws.worktree):
+            logger.warning("stopping the agent group %s left by a dead worker", pgid)
+            processes.terminate_group(pgid, settings.agent_kill_grace)
+
+
+def _works_in(pgid: int, worktree: str | None) -> bool:
+    """Whether the group's leader runs in ``worktree`` (a recycled pid is someone else's)."""
+    try:
+        cwd = Path(psutil.Process(pgid).cwd())
+    except psutil.Error:
+        return True  # a zombie leader, or no access: the group is the agent's as recorded
+    return worktree is None or cwd.is_relative_to(Path(worktree).resolve())
 
 
 def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:

@@ -20,6 +20,12 @@ FSUI_DIR = "cw-district"  # the file-system UI, in the repository, git-ignored
 INTEGRATION_BRANCH = "cw/integration"
 TASK_BRANCH_PREFIX = "cw/task/"
 GIT_LOCK_FILE = "cw-repo.lock"
+#: A git lock file (index.lock, HEAD.lock, a ref's .lock) open in no process and older than
+#: this was left by a git that was killed: cw removes it.
+GIT_LOCK_STALE_SECONDS = 2.0
+#: Beside the task worktrees: a worktree being removed is moved here first (one rename), so a
+#: kill part-way never leaves a half-deleted worktree at a task's path.
+WORKTREE_TRASH_DIR = ".removing"
 CW_GIT_NAME = "cw"
 CW_GIT_EMAIL = "cw@localhost"
 
@@ -43,6 +49,11 @@ BROKER_MARKER_KEY = "cw:broker-marker"
 RATE_LIMIT_WAIT_SECONDS = 300.0
 #: How many leases a lost message waits before the reconciler re-sends it.
 RESEND_GRACE_LEASES = 2.0
+#: A failure of cw's own machinery (git, the file system) sends the attempt's task back to
+#: ready this many times, waiting MACHINERY_RETRY_SECONDS x 2^(n-1) before the n-th retry;
+#: the next failure fails the task. The agent's own failures are never retried this way.
+MACHINERY_RETRIES = 5
+MACHINERY_RETRY_SECONDS = 2.0
 #: How long a finished task's worktree is left to the merge worker's own clean-up.
 STALE_WORKTREE_SECONDS = 300.0
 SQLITE_BUSY_TIMEOUT_MS = 30_000

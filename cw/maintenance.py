@@ -233,7 +233,10 @@ def _strays(settings: Settings) -> list[Path]:
     if not settings.worktree_dir.is_dir():
         return []
     known = {wt.path.resolve() for wt in worktrees.list_worktrees(settings.repo)}
-    return sorted(p for p in settings.worktree_dir.iterdir() if p.resolve() not in known)
+    trash = settings.worktree_dir / defaults.WORKTREE_TRASH_DIR  # doctor's business: leftovers
+    return sorted(
+        p for p in settings.worktree_dir.iterdir() if p.resolve() not in known and p != trash
+    )
 
 
 # -- doctor ------------------------------------------------------------------------------
@@ -268,6 +271,7 @@ def doctor(settings: Settings) -> list[Finding]:
         findings += _done_tasks(settings, tasks, integration)
     findings += _unfinished_tasks(settings, tasks)
     findings += _orphans(settings, tasks, integration)
+    findings += _leftovers(settings, tasks)
     return findings
 
 
@@ -315,7 +319,8 @@ def _integration_worktree(settings: Settings, *, merging: bool) -> list[Finding]
         None,
     )
     if entry is None and not path.exists():
-        return [Finding(True, "integration worktree not created yet (the first merge does)", where)]
+        # Merges happen in the object database; only a verify step checks files out there.
+        return [Finding(True, "integration worktree not needed so far (no verify step ran)", where)]
     if entry is None:
         return [
             Finding(
@@ -473,9 +478,10 @@ def _orphans(
         if integration is not None and worktrees.is_ancestor(settings.repo, sha, integration):
             found.append(
                 Finding(
-                    True,
-                    f"branch {branch} is in no task's record but fully merged into {integ}",
+                    False,
+                    f"branch {branch} is in no task's record (fully merged into {integ})",
                     branch,
+                    f"`cw doctor --fix` deletes it: all of it is in {integ}",
                 )
             )
             continue
@@ -491,6 +497,83 @@ def _orphans(
             )
         )
     return found or [Finding(True, "no orphan task branches", f"refs/heads/{PREFIX}*")]
+
+
+# -- what crashes leave behind -----------------------------------------------------------
+
+FIX = "`cw doctor --fix`"
+
+
+def _leftovers(settings: Settings, tasks: list[dict[str, Any]]) -> list[Finding]:
+    """Half-made worktrees, half-removed ones, stale git locks, worktrees of finished tasks."""
+    repo, where = settings.repo, str(settings.worktree_dir)
+    found = [
+        Finding(False, "half-made worktree: its `git worktree add` was killed", str(path),
+                f"{FIX} removes it (nothing was done in it); its task's next attempt makes it "
+                "again")
+        for path in worktrees.half_made_worktrees(repo, settings.worktree_dir)
+    ] + [
+        Finding(False, "half-removed worktree: its removal was killed", str(path),
+                f"{FIX} deletes it (its work is on its branch)")
+        for path in worktrees.trash_entries(settings.worktree_dir)
+    ] + [
+        Finding(False, "stale git lock: left by a git that was killed, held by no process",
+                str(lock), f"{FIX} removes it")
+        for lock in _cw_locks(settings)
+    ] + [
+        Finding(False, f"worktree of {t['state']} task {t['key']} is still there", t["worktree"],
+                f"{FIX} or `cw gc` removes it (uncommitted changes are committed to "
+                f"{t['branch']} first)")
+        for t in _finished_worktrees(tasks)
+    ]  # fmt: skip
+    return found or [Finding(True, "nothing left behind by a crash", where)]
+
+
+def _cw_locks(settings: Settings) -> list[Path]:
+    locks = worktrees.git_lock_files(settings.repo, settings.state_dir, "cw/")
+    return worktrees.stale_locks(locks)
+
+
+def _finished_worktrees(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        t
+        for t in tasks
+        if t["state"] in FINISHED and t["worktree"] and Path(t["worktree"]).exists()
+    ]
+
+
+def repair(settings: Settings, store: Store) -> list[str]:
+    """``cw doctor --fix``: remove what crashes left (see :func:`_leftovers`) and orphan
+    branches fully merged; never unmerged work. Returns what it did, one line each."""
+    repo, done = settings.repo, []
+    if worktrees.trash_entries(settings.worktree_dir):
+        worktrees.empty_trash(repo, settings.worktree_dir)
+        done.append(f"emptied {settings.worktree_dir / defaults.WORKTREE_TRASH_DIR}")
+    for path in worktrees.half_made_worktrees(repo, settings.worktree_dir):
+        if worktrees.discard_half_made(repo, path):
+            done.append(f"removed half-made worktree {path}")
+    done += [
+        f"removed stale git lock {lock}"
+        for lock in worktrees.remove_stale_locks(_cw_locks(settings))
+    ]
+    finished = [t["worktree"] for t in _finished_worktrees(store.workspaces())]
+    report = clean_finished_worktrees(settings, store, finished)
+    done += [f"removed worktree {i.target}: {i.reason}" for i in report.items if i.removed]
+    return done + _delete_merged_orphans(settings, store)
+
+
+def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:
+    integration = worktrees.branch_sha(settings.repo, settings.integration_branch)
+    if integration is None:
+        return []
+    recorded = {t["branch"] for t in store.workspaces() if t["branch"]}
+    return [
+        f"deleted branch {branch} (in no task's record, all of it merged)"
+        for branch, sha in sorted(worktrees.list_branches(settings.repo, PREFIX).items())
+        if branch not in recorded
+        and worktrees.is_ancestor(settings.repo, sha, integration)
+        and worktrees.delete_branch(settings.repo, branch, sha)
+    ]
 
 
 # -- merge status ------------------------------------------------------------------------

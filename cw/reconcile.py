@@ -13,7 +13,9 @@ store. Each concern is one function:
 - a merge begun by a merge worker that died is sent again (:func:`resend_merges`);
 - ready tasks are dispatched, parked ones (a usage limit) once their time has come;
 - worktrees of tasks done or cancelled ``STALE_WORKTREE_SECONDS`` ago are removed, never
-  unmerged work (:func:`clean_worktrees`).
+  unmerged work (:func:`clean_worktrees`);
+- git lock files a killed git left in cw's part of the repository are removed
+  (:func:`clear_stale_locks`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from typing import Any
 from celery import Celery
 from kombu.exceptions import ChannelError
 
-from cw import defaults, maintenance, processes
+from cw import defaults, maintenance, processes, worktrees
 from cw.dispatch import dispatch_ready, mark_broker, send, send_merges
 from cw.errors import CwError
 from cw.merging import stuck_merges
@@ -50,6 +52,7 @@ class Report:
     dispatched: int = 0  # ready tasks claimed and sent
     parked: int = 0  # ready tasks waiting for a usage limit to reset
     worktrees: int = 0  # worktrees of finished tasks removed
+    locks: int = 0  # stale git lock files removed (a killed git left them)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +69,7 @@ def reconcile(settings: Settings, store: Store, app: Celery) -> Report:
     report.dispatched = len(dispatch_ready(store, app))
     report.parked = store.parked_count(time.time())
     report.worktrees = clean_worktrees(settings, store, now - defaults.STALE_WORKTREE_SECONDS)
+    report.locks = clear_stale_locks(settings)
     if any(v for k, v in report.as_dict().items() if k not in ("dispatched", "parked")):
         logger.warning("reconciled: %s", report.as_dict())
     return report
@@ -140,6 +144,18 @@ def clean_worktrees(settings: Settings, store: Store, before: float) -> int:
         logger.warning("could not look at the worktrees: %s", exc)
         return 0
     return sum(1 for item in report.items if item.removed)
+
+
+def clear_stale_locks(settings: Settings) -> int:
+    """Remove the lock files a killed git left on cw's branches and worktrees (the next merge
+    would fail on the integration branch's, an attempt on its worktree's): only those older
+    than ``GIT_LOCK_STALE_SECONDS`` that no process holds open."""
+    try:
+        locks = worktrees.git_lock_files(settings.repo, settings.state_dir, "cw/")
+        return len(worktrees.remove_stale_locks(locks))
+    except (CwError, OSError) as exc:
+        logger.warning("could not look for stale git locks: %s", exc)
+        return 0
 
 
 def waiting(app: Celery, queue: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -51,6 +52,13 @@ def _console() -> Console:
 def _state(state: str) -> str:
     style = STATE_STYLE.get(state)
     return f"[{style}]{state}[/]" if style else state
+
+
+def worktree(path: str | None) -> str:
+    """A worktree's path, and whether it is gone (removed after a merge, a stop or `cw gc`)."""
+    if not path:
+        return "-"
+    return path if Path(path).exists() else f"{path} (removed)"
 
 
 def _ago(at: float | None) -> str:
@@ -168,7 +176,7 @@ def agent_table(
             "-" if runtime is None else f"{runtime:.1f}s",
             _ago(r["last_activity_at"]),
             f"${r['cost_usd']:.2f}",
-            r["worktree"] or "-",
+            worktree(r["worktree"]),
             r["session_id"] or "-",
         )
     (console or _console()).print(table)
@@ -180,7 +188,7 @@ def task_detail(d: dict[str, Any]) -> None:
     if d.get("no_changes"):
         console.print("  no changes: its agent committed nothing; the check passed without them")
     for label, key in DETAIL_FIELDS:
-        value = d.get(key)
+        value = worktree(d[key]) if key == "worktree" and d.get(key) else d.get(key)
         if value not in (None, "", []):
             console.print(f"  {label:<9} {getattr(value, 'value', value)}")
     console.print(f"  {'needs':<9} {', '.join(d['depends_on']) or '-'}")

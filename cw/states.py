@@ -36,7 +36,11 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.READY, S.WAITING): "dispatcher: a checkpoint task asks its person instead",
     (S.QUEUED, S.RUNNING): "agent worker: starts the attempt and takes the lease",
     (S.RUNNING, S.MERGING): "agent worker: the agent succeeded; work committed",
-    (S.RUNNING, S.FAILED): "agent worker: the agent failed or timed out",
+    (
+        S.RUNNING,
+        S.FAILED,
+    ): "agent worker: the agent failed or timed out, or cw's machinery failed more often than it "
+    "retries",
     (S.RUNNING, S.WAITING): "agent worker: the agent asked questions (messages); no slot held",
     (
         S.RUNNING,
@@ -45,8 +49,9 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (
         S.RUNNING,
         S.READY,
-    ): "agent worker: shut down (WIP committed) or a usage limit (parked until it resets); "
-    "reconciler: the lease expired (the worker died). The next attempt resumes the session",
+    ): "agent worker: shut down (WIP committed), a usage limit (parked until it resets) or a "
+    "failure of cw's machinery (retried after a back-off); reconciler: the lease expired (the "
+    "worker died). The next attempt resumes the session",
     (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
     (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",

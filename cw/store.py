@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -169,6 +169,12 @@ NO_QUESTION: dict[str, Any] = {
     "(`cw agent logs`) and answer here.",
 }
 
+#: ``tasks.extra`` key: how many times cw's own machinery failed this task's attempts since a
+#: person last retried it (:meth:`Store.retry_machinery`).
+MACHINERY_RETRIES = "machinery_retries"
+#: Run states of attempts that ended without a result of their own: a previous attempt's
+#: finished agent still stands after them (:meth:`Store.finished_agent`).
+NO_RESULT = ("lost", "retried")
 #: Run states of an attempt that finished its conversation: the answers it got were heard.
 HEARD_BY = ("succeeded", "asked")
 
@@ -651,6 +657,89 @@ class Store:
             self._after_attempt(s, claim, result)
             return True
 
+    def record_agent_finished(self, claim: Claim, result: AttemptResult) -> bool:
+        """The attempt's agent finished its work (event ``agent.finished`` with the result),
+        before cw commits it and hands it to the merge: a later attempt, if this one is lost
+        first, goes straight to merge instead of running the agent again. False if stale."""
+        with self._write() as s:
+            task = _lock_task(s, claim.task_id)
+            if task is None or task.state != S.RUNNING or task.attempt != claim.attempt:
+                return False
+            s.add(Event(at=time.time(), kind="agent.finished", task_id=claim.task_id,
+                        attempt=claim.attempt, data={"result": asdict(result)}))  # fmt: skip
+            return True
+
+    def finished_agent(self, claim: Claim) -> AttemptResult | None:
+        """The result of an earlier agent of the task that finished but whose attempt never
+        handed its work on (every attempt since was lost, or failed in cw's machinery)."""
+        with self._read() as s:
+            event = s.scalar(
+                select(Event)
+                .where(
+                    Event.task_id == claim.task_id,
+                    Event.kind == "agent.finished",
+                    Event.attempt <= claim.attempt,
+                )
+                .order_by(Event.id.desc())
+                .limit(1)
+            )
+            if event is None or event.attempt is None:
+                return None
+            since = s.scalars(
+                select(AgentRun.state).where(
+                    AgentRun.task_id == claim.task_id,
+                    AgentRun.attempt >= event.attempt,
+                    AgentRun.attempt < claim.attempt,
+                )
+            ).all()
+            if any(state not in NO_RESULT for state in since):
+                return None
+            return AttemptResult(**event.data["result"])
+
+    def retry_machinery(self, claim: Claim, error: str, retries: int, pause: float) -> bool:
+        """cw's machinery (git, the file system) failed the attempt, not its agent: the task goes
+        back to ready for a new attempt after ``pause x 2^(n-1)`` seconds (the run is
+        ``retried``), ``retries`` times; after that it fails with ``error``. True if retried."""
+        with self._write() as s:
+            task = _lock_task(s, claim.task_id)
+            if task is None or task.state != S.RUNNING or task.attempt != claim.attempt:
+                return False
+            count = int(task.extra.get(MACHINERY_RETRIES, 0)) + 1
+            retried = count <= retries
+            if retried:
+                self._move(s, claim.task_id, [S.RUNNING], S.READY, of_attempt=claim.attempt,
+                           not_before=time.time() + pause * 2 ** (count - 1),
+                           extra={**task.extra, MACHINERY_RETRIES: count})  # fmt: skip
+            else:
+                error = f"{error} (cw's machinery failed {count} times; see docs/reliability.md)"
+                self._move(s, claim.task_id, [S.RUNNING], S.FAILED, of_attempt=claim.attempt,
+                           last_error=error)  # fmt: skip
+                self._block_dependents(s, claim.task_id)
+            s.execute(
+                update(AgentRun)
+                .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
+                .values(
+                    state="retried" if retried else "failed", finished_at=time.time(), error=error
+                )
+            )
+            self._event(s, "attempt.retried" if retried else "attempt.failed", claim.task_id,
+                        claim.attempt, error)  # fmt: skip
+            return retried
+
+    def lost_agents(self, task_id: int, host: str) -> list[int]:
+        """Process groups of this task's agents on ``host`` whose attempts were lost: a worker
+        that died may have left them running."""
+        with self._read() as s:
+            pids = s.scalars(
+                select(AgentRun.pid).where(
+                    AgentRun.task_id == task_id,
+                    AgentRun.host == host,
+                    AgentRun.state == "lost",
+                    AgentRun.pid.is_not(None),
+                )
+            ).all()
+            return [pid for pid in pids if pid is not None]
+
     def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult) -> None:
         if result.outcome == "done":
             branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""
@@ -700,7 +789,10 @@ class Store:
     def retry_task(self, task_id: int) -> None:
         """failed -> ready (a new attempt on the same branch); unblock what waited on it."""
         with self._write() as s:
-            if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None):
+            extra = {
+                k: v for k, v in s.get_one(Task, task_id).extra.items() if k != MACHINERY_RETRIES
+            }
+            if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None, extra=extra):
                 raise UsageError(
                     f"task {self._describe(s, task_id)}: only a failed task can be retried"
                 )

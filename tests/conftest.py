@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean environment, real git repositories, real Redis, the real `cw`."""
+"""Shared fixtures: a clean environment, real git repositories, the tests' own Redis, the real
+`cw`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,22 +20,14 @@ import sqlalchemy as sa
 from cw import defaults
 from cw.settings import Settings
 from cw.store import Store
+from tests.redis_server import RedisServer, RedisServerError
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def _redis_url() -> str:
-    """CW_TEST_REDIS_URL, or database 15 of the machine's Redis; under pytest-xdist each worker
-    (gw0, gw1, ...) takes the next lower database, so parallel tests never flush each other."""
-    url = os.environ.get("CW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    if not worker.startswith("gw"):
-        return url
-    base, _, db = url.rpartition("/")
-    return f"{base}/{int(db or 0) - int(worker[2:]) - 1}"
-
-
-REDIS_URL = _redis_url()
+#: An external Redis for the tests instead of their own redis-server: its database N, or N + K
+#: for pytest-xdist worker gwK (they flush their database before every test).
+EXTERNAL_REDIS_URL = os.environ.get("CW_TEST_REDIS_URL", "")
 #: Set: every test database is a fresh PostgreSQL database made through this (admin) URL.
 POSTGRES_URL = os.environ.get("CW_TEST_DATABASE_URL", "")
 GIT_ID = {
@@ -97,19 +91,49 @@ def make_repo(tmp_path: Path) -> Callable[[str], Path]:
     return make
 
 
-@pytest.fixture
-def redis_url() -> str:
-    """A real, empty Redis database: skipped on a laptop without Redis, a failure under CI."""
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2)
+@pytest.fixture(scope="session")
+def session_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of this test process's own redis-server (one per pytest-xdist worker, on a free
+    port, stopped at the end of the session), or CW_TEST_REDIS_URL's database. Without it the
+    tests that need Redis are skipped loudly; under CI they fail."""
+    if EXTERNAL_REDIS_URL:
+        yield external_redis(EXTERNAL_REDIS_URL)
+        return
     try:
-        client.ping()
+        server = RedisServer.launch(tmp_path_factory.mktemp("redis"))
+    except RedisServerError as exc:
+        if CI:
+            raise
+        pytest.skip(f"NO REDIS: the tests' own redis-server did not start ({exc})")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def external_redis(url: str) -> str:
+    """This worker's database of the server at ``url``, which must answer."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        parts = urllib.parse.urlsplit(url)
+        database = int(parts.path.strip("/") or 0) + int(worker[2:])
+        url = parts._replace(path=f"/{database}").geturl()
+    try:
+        with redis.Redis.from_url(url, socket_timeout=2) as client:
+            client.ping()
     except redis.RedisError as exc:
         if CI:
             raise
-        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
-    client.flushdb()
-    client.close()
-    return REDIS_URL
+        pytest.skip(f"NO REDIS at CW_TEST_REDIS_URL ({url}): {exc}")
+    return url
+
+
+@pytest.fixture
+def redis_url(session_redis: str) -> str:
+    """An empty database of the tests' Redis."""
+    with redis.Redis.from_url(session_redis, socket_timeout=2) as client:
+        client.flushdb()
+    return session_redis
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -32,17 +33,23 @@ def gc(dry_run: bool, as_json: bool) -> None:
 
 
 @click.command()
+@click.option("--fix", is_flag=True, help="First remove what crashes left behind.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(as_json: bool) -> None:
-    """Check the district (integration branch, done tasks, worktrees, schema); exit 1 on a
-    problem."""
-    findings = maintenance.doctor(load_settings().require_initialized())
+def doctor(fix: bool, as_json: bool) -> None:
+    """Check the district (integration branch, done tasks, worktrees, leftovers of crashes,
+    schema); exit 1 on a problem. With --fix, repair what crashes left first."""
+    settings = load_settings().require_initialized()
+    fixed = maintenance.repair(settings, open_store(settings)) if fix else []
+    findings = maintenance.doctor(settings)
     if as_json:
-        emit_json([{"ok": f.ok, "what": f.what, "where": f.where, "fix": f.fix} for f in findings])
+        emit_json({"fixed": fixed, "findings": [asdict(f) for f in findings]} if fix
+                  else [asdict(f) for f in findings])  # fmt: skip
     else:
+        for line in fixed:
+            click.echo(f"fixed    {line}")
         for f in findings:
-            fix = f"  fix: {f.fix}" if f.fix and not f.ok else ""
-            click.echo(f"{'ok' if f.ok else 'problem':<7}  {f.what}  [{f.where}]{fix}")
+            fix_hint = f"  fix: {f.fix}" if f.fix and not f.ok else ""
+            click.echo(f"{'ok' if f.ok else 'problem':<7}  {f.what}  [{f.where}]{fix_hint}")
     if not all(f.ok for f in findings):
         sys.exit(1)
 

@@ -98,8 +98,12 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
     worktree = Path(detail["worktree"]) if detail["worktree"] else None
     if worktree is not None and worktree.is_dir():
         text = worktrees.diff(settings.repo, detail["base_sha"], worktree=worktree, stat=stat)
-    else:
+    elif detail["branch"] and worktrees.branch_sha(settings.repo, detail["branch"]):
         text = worktrees.diff(settings.repo, detail["base_sha"], branch=detail["branch"], stat=stat)
+    elif detail["merged_sha"]:  # `cw gc` deleted the merged branch: its merge holds the changes
+        text = maintenance.integrated_diff(settings, detail, stat)
+    else:
+        raise CwError(f"task {ref}: its branch {detail['branch']} and worktree are gone")
     click.echo(text, nl=not text.endswith("\n"))
 
 

@@ -32,9 +32,8 @@ def start_reconciler(
     """A reconciler in its own process, as beat's task would run it, every ``interval`` s;
     returns after its first pass.
 
-    A reconciler's first look at a broker counts as a loss and re-sends whatever is queued (a
-    harmless duplicate that a test expecting one exact history would trip over), so tests
-    give it work only after that look: once its marker key is in the broker."""
+    Its first pass puts the district's marker key in the broker (when no dispatch did yet);
+    tests give it work only after that pass, so every test starts from one known history."""
     argv = [sys.executable, "-m", "tests.chaos.reconciler", str(interval)]
     proc = processes.start(argv, ROOT, env, name)
     client = redis.Redis.from_url(env["CW_BROKER_URL"])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import PrivateRedis
 from tests.chaos.reconciler import start_reconciler
 from tests.integration.conftest import District
+from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -32,7 +32,7 @@ rmdir "$LOCKS/$CW_TASK_KEY"
 
 
 def broker_district(
-    district: Callable[..., District], tmp_path: Path, broker: PrivateRedis
+    district: Callable[..., District], tmp_path: Path, broker: RedisServer
 ) -> District:
     locks = tmp_path / "agent" / "locks"
     locks.mkdir(parents=True)
@@ -71,7 +71,7 @@ def in_flight(d: District) -> bool:
 
 @pytest.mark.parametrize("fault", ["flushall", "restart"])
 def test_a_broker_that_loses_everything_mid_plan_loses_no_work_and_runs_nothing_twice(
-    district: Callable[..., District], tmp_path: Path, private_redis: PrivateRedis, fault: str
+    district: Callable[..., District], tmp_path: Path, private_redis: RedisServer, fault: str
 ) -> None:
     """FLUSHALL, or a restart of a Redis without persistence (the workers reconnect)."""
     d = broker_district(district, tmp_path, private_redis)

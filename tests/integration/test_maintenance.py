@@ -14,7 +14,7 @@ import pytest
 from cw import attempts, maintenance, merging, worktrees
 from cw.errors import UsageError
 from cw.settings import Settings
-from cw.store import Claim, Store
+from cw.store import Claim, MergeJob, Store
 from tests.conftest import CW, database_env, git, init_district
 from tests.factories import spec
 
@@ -194,11 +194,94 @@ def test_doctor_is_healthy_after_a_merge(district: Callable[..., District]) -> N
     d = district()
     d.submit("a")
     d.merge(d.run_agents()["a"])
+    merging.clean_up(d.settings, job_of(d, "a"))  # as the merge worker does after a merge
 
     findings = maintenance.doctor(d.settings)
 
     assert [f for f in findings if not f.ok] == []
     assert any("1 done task(s)" in f.what for f in findings)
+    assert not any("not created yet" in f.what for f in findings), "merges need no worktree"
+
+
+def job_of(d: District, key: str) -> MergeJob:
+    """What the merge worker's clean-up gets for a merged task."""
+    task = d.task(key)
+    return MergeJob(int(str(task["id"])), 1, key, key, str(task["branch"]), str(task["worktree"]))
+
+
+def a_killed_worktree_add(d: District, name: str) -> Path:
+    """What SIGKILL in `git worktree add` leaves: an entry locked "initializing", no index."""
+    path = d.settings.worktree_dir / name
+    git(d.repo, "worktree", "add", "-q", "--detach", str(path), "main")
+    admin = worktrees.git_common_dir(d.repo) / "worktrees" / name
+    (admin / "locked").write_text("initializing")
+    (admin / "index").unlink()
+    (admin / "index.lock").touch()
+    return path
+
+
+def test_doctor_reports_every_leftover_of_a_crash_and_fix_repairs_them(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])  # its worktree stays: the merge worker's clean-up never ran
+    half_made = a_killed_worktree_add(d, "2-b")
+    trash = d.settings.worktree_dir / ".removing" / "3-c.1.2"
+    trash.mkdir(parents=True)
+    (trash / "left.txt").write_text("half deleted\n")
+    lock = worktrees.git_common_dir(d.repo) / "refs/heads/cw/integration.lock"
+    lock.touch()
+    os.utime(lock, (1.0, 1.0))
+    git(d.repo, "branch", "cw/task/99-old", "main")  # merged, in no task's record
+
+    result = d.cw("doctor")
+
+    assert result.returncode == 1, result.stdout
+    problems = [line for line in result.stdout.splitlines() if line.startswith("problem")]
+    for expected in (
+        "half-made worktree",
+        "half-removed worktree",
+        f"held by no process  [{lock}]",
+        "worktree of done task a",
+        "branch cw/task/99-old is in no task's record",
+    ):
+        assert any(expected in p for p in problems), (expected, result.stdout)  # fmt: skip
+    assert str(half_made) in result.stdout and "stale git lock" in result.stdout
+
+    fixed = d.cw("doctor", "--fix")
+
+    assert fixed.returncode == 0, fixed.stdout
+    assert fixed.stdout.count("fixed ") == 5, fixed.stdout
+    assert not half_made.exists() and not trash.exists() and not lock.exists()
+    assert not Path(str(d.task("a")["worktree"])).exists()
+    assert d.cw("doctor").returncode == 0
+
+
+def test_task_diff_after_gc_shows_what_the_merge_brought(district: Callable[..., District]) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    assert d.cw("gc").returncode == 0
+
+    result = d.cw("task", "diff", "a")
+
+    assert result.returncode == 0, result.stderr
+    assert "+a" in result.stdout and "a.txt" in result.stdout
+
+
+def test_agent_list_and_task_show_say_a_worktree_was_removed(
+    district: Callable[..., District],
+) -> None:
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    worktree = str(d.task("a")["worktree"])
+    assert worktree + " (removed)" not in d.cw("task", "show", "a").stdout
+    assert d.cw("gc").returncode == 0
+
+    assert worktree + " (removed)" in d.cw("task", "show", "a").stdout
+    assert "(removed)" in d.cw("agent", "list").stdout
 
 
 def test_doctor_reports_a_done_task_whose_merge_the_integration_branch_lost(

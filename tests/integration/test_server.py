@@ -332,7 +332,14 @@ def test_the_merge_worker_returns_only_once_its_control_worker_is_gone(
     merge = psutil.Process(proc.pid)
 
     def control() -> list[psutil.Process]:
-        return [p for p in merge.children() if "control" in " ".join(p.cmdline())]
+        found = []
+        for child in merge.children():
+            try:
+                if "control" in " ".join(child.cmdline()):
+                    found.append(child)
+            except psutil.Error:  # a process that ends as we look (a zombie, say)
+                continue
+        return found
 
     srv.wait_for(lambda: bool(control()), 60, "the control worker")
     (worker,) = control()

@@ -1,0 +1,175 @@
+"""Attempts and cw's own failures: machinery retried apart from the agent, finished work kept."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from cw import attempts, defaults, reconcile, worktrees
+from cw.settings import Settings
+from cw.store import MACHINERY_RETRIES, Claim, Store
+from tests.conftest import database_env, git, init_district
+from tests.factories import spec
+
+
+@pytest.fixture
+def district(
+    make_repo: Callable[[str], Path], database_url: str, tmp_path: Path
+) -> Iterator[tuple[Settings, Store]]:
+    repo = make_repo("repo")
+    runs = tmp_path / "agent-runs"
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": f"echo run >> {runs}; echo hi > hi.txt"}
+    settings, store = init_district(repo, {**env, **database_env(database_url)})
+    store.submit(spec({"a": [], "b": ["a"]}))
+    yield settings, store
+    store.close()
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(defaults, "MACHINERY_RETRY_SECONDS", 0.0)
+
+
+def claim(store: Store) -> Claim:
+    (one,) = store.claim_ready_tasks()
+    return one
+
+
+def block_the_worktree(settings: Settings) -> Path:
+    """A file where the task's worktree goes: `git worktree add` fails ("already exists")."""
+    settings.worktree_dir.mkdir(parents=True, exist_ok=True)
+    blocker = settings.worktree_dir / "1-a"
+    blocker.write_text("in the way\n")
+    return blocker
+
+
+def test_a_git_failure_sends_the_task_back_to_ready_instead_of_failing_it(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store = district
+    monkeypatch.setattr(defaults, "MACHINERY_RETRY_SECONDS", 1.0)
+    blocker = block_the_worktree(settings)
+    first = claim(store)
+
+    assert attempts.run_attempt(settings, store, first, worker="w")
+
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "ready" and detail["last_error"] is None
+    assert detail["not_before"] > time.time() + 0.5, "backs off before the next attempt"
+    assert detail["extra"][MACHINERY_RETRIES] == 1
+    (run,) = detail["runs"]
+    assert run["state"] == "retried" and "already exists" in run["error"]
+    assert store.claim_ready_tasks() == [], "not before its back-off"
+    assert store.task_detail(store.find_task_id("b"))["state"].value == "pending"
+    blocker.unlink()
+    time.sleep(detail["not_before"] - time.time())
+    second = claim(store)
+    assert attempts.run_attempt(settings, store, second, worker="w")
+    assert store.task_state(first.task_id).value == "merging"
+
+
+def test_the_machinery_fails_a_task_only_after_its_retries_and_says_why(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, store = district
+    block_the_worktree(settings)
+    for _ in range(defaults.MACHINERY_RETRIES + 1):
+        attempts.run_attempt(settings, store, claim(store), worker="w")
+    detail = store.task_detail(store.find_task_id("a"))
+    assert detail["state"].value == "failed"
+    assert "already exists" in detail["last_error"]
+    assert f"failed {defaults.MACHINERY_RETRIES + 1} times" in detail["last_error"]
+    assert store.task_detail(store.find_task_id("b"))["state"].value == "blocked"
+
+    store.retry_task(store.find_task_id("a"))  # a person's retry starts the count again
+    attempts.run_attempt(settings, store, claim(store), worker="w")
+    assert store.task_state(store.find_task_id("a")).value == "ready"
+
+
+def test_an_agent_failure_still_fails_the_task_at_once(
+    make_repo: Callable[[str], Path], database_url: str
+) -> None:
+    repo = make_repo("repo")
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "exit 3", **database_env(database_url)}
+    settings, store = init_district(repo, env)
+    store.submit(spec({"a": []}))
+    attempts.run_attempt(settings, store, claim(store), worker="w")
+    assert store.task_state(store.find_task_id("a")).value == "failed"
+    store.close()
+
+
+class Killed(BaseException):
+    """The worker dies here (nothing in cw catches it)."""
+
+
+def test_an_attempt_lost_after_its_agent_finished_goes_straight_to_merge(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings, store = district
+    real_commit = worktrees.commit_all
+
+    def killed(*_args: object, **_kw: object) -> None:
+        raise Killed
+
+    monkeypatch.setattr(worktrees, "commit_all", killed)  # dies as it commits the agent's work
+    first = claim(store)
+    with pytest.raises(Killed):
+        attempts.run_attempt(settings, store, first, worker="w")
+    monkeypatch.setattr(worktrees, "commit_all", real_commit)
+    (lost,) = store.release_lost_attempts(time.time() + settings.lease + 1)
+    assert lost[0] == first
+
+    second = claim(store)
+    assert attempts.run_attempt(settings, store, second, worker="w")
+
+    assert (tmp_path / "agent-runs").read_text() == "run\n", "the agent ran once"
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "merging"
+    assert [r["state"] for r in detail["runs"]] == ["lost", "succeeded"]
+    branch = str(detail["branch"])
+    assert git(settings.repo, "show", f"{branch}:hi.txt") == "hi"
+    subjects = git(settings.repo, "log", "--format=%s", f"main..{branch}").splitlines()
+    assert subjects == ["cw: a: task a"], "one agent commit"
+
+
+def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_starts(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, store = district
+    first = claim(store)
+    workspace = store.start_attempt(first, worker="w1", host=socket.gethostname(), lease_seconds=1)
+    assert workspace is not None
+    worktree, _branch = attempts.prepare_worktree(settings, store, workspace)
+    orphan = subprocess.Popen(["sleep", "60"], cwd=worktree, start_new_session=True)
+    try:
+        store.record_heartbeat(first, 1, orphan.pid)  # its worker dies: the agent lives on
+        store.release_lost_attempts(time.time() + 2)
+        second = claim(store)  # lost too, before it started an agent
+        assert store.start_attempt(second, worker="w2", host=socket.gethostname(), lease_seconds=1)
+        store.release_lost_attempts(time.time() + 2)
+
+        assert attempts.run_attempt(settings, store, claim(store), worker="w3")
+
+        assert orphan.wait(timeout=5) is not None, "the first attempt's agent was stopped"
+    finally:
+        orphan.kill()
+        orphan.wait()
+
+
+def test_the_reconciler_removes_a_stale_lock_on_the_integration_branch(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, _store = district
+    lock = worktrees.git_common_dir(settings.repo) / "refs/heads/cw/integration.lock"
+    lock.touch()
+    assert reconcile.clear_stale_locks(settings) == 0, "fresh: git may be about to rename it"
+    os.utime(lock, (time.time() - 60, time.time() - 60))
+
+    assert reconcile.clear_stale_locks(settings) == 1
+    assert not lock.exists()
