@@ -185,7 +185,7 @@ class PlanChange:
     where: str = ""
     changes: TaskChanges | None = None
     waits_for: list[str] = field(default_factory=list)  # plans it newly waits for
-    conflict: str = ""  # why an added or changed plan cannot be stored
+    conflict: str = ""  # why an added or changed plan cannot be stored; a missing one's hint
 
     def line(self, width: int = 0) -> str:
         """One line for the summary: what happens to this plan (its status padded to ``width``,
@@ -199,7 +199,7 @@ class PlanChange:
         if self.waits_for:
             text += f"; waits for {', '.join(self.waits_for)}"
         if self.status == MISSING:
-            text += ": missing on disk (kept as stored)"
+            text += f": missing on disk (kept as stored{self.conflict})"
         return text
 
     def refusal(self) -> str:
@@ -240,6 +240,15 @@ class PlanDiff:
         raise UsageError(f"{len(lines)} plans refused, nothing stored:\n" + "\n".join(lines))
 
 
+def _missing(plan: StoredPlan, held: Stored) -> PlanChange:
+    """A stored plan not on disk: kept; one that has not started still runs unless cancelled."""
+    waiting = not plan.started(held.tasks) and any(
+        held.tasks[key].state != S.CANCELLED for key in plan.tasks
+    )
+    hint = f"; it still runs: `cw plan cancel {plan.key}` stops it" if waiting else ""
+    return PlanChange(plan.key, MISSING, len(plan.tasks), conflict=hint)
+
+
 def _refusal_line(plan: PlanChange) -> str:
     changed = f"{plan.changes}: " if plan.changes else ""
     return f"plan {plan.key} ({plan.where}): {changed}{plan.refusal()}"
@@ -251,11 +260,7 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     changes = [_plan_change(plan, held) for plan in spec.plans()]
     on_disk = {plan.key for plan in spec.plans()}
     if spec.whole:
-        changes += [
-            PlanChange(key, MISSING, len(plan.tasks))
-            for key, plan in held.plans.items()
-            if key not in on_disk
-        ]
+        changes += [_missing(plan, held) for key, plan in held.plans.items() if key not in on_disk]
     by_key = {p.key: p for p in changes}
     fresh = {p.key for p in changes if p.status in (ADDED, CHANGED)}
     new_tasks = [

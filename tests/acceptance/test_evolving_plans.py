@@ -268,7 +268,10 @@ def test_a_plan_gone_from_disk_is_kept_and_new_plans_may_wait_for_it(repo: Path)
     (repo / ".planning" / "phases" / "01-core" / "01-01-PLAN.md").unlink()
     write(repo, PHASE_2)
     lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
-    assert "cw: missing 01-01: 2 tasks: missing on disk (kept as stored)" in lines
+    assert (
+        "cw: missing 01-01: 2 tasks: missing on disk (kept as stored; it still runs: "
+        "`cw plan cancel 01-01` stops it)"
+    ) in lines
     assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
     assert depends_on(repo, "02-02-1") == ["01-01-2"]
     assert "01-01-1" in task_keys(repo)
