@@ -230,14 +230,14 @@ class PlanDiff:
         return not (self.of(ADDED) or self.of(CHANGED) or self.new_edges)
 
     def check(self) -> None:
-        """Raise the refusal, one line per refused plan, if the submit cannot be stored."""
+        """Raise the refusal (one line, each refused plan in it) if the submit cannot be stored."""
         refused = self.of(REFUSED)
         if not refused:
             return
         lines = [_refusal_line(p) for p in refused]
         if len(lines) == 1:
             raise UsageError(f"{lines[0]}; nothing stored")
-        raise UsageError(f"{len(lines)} plans refused, nothing stored:\n" + "\n".join(lines))
+        raise UsageError(f"{len(lines)} plans refused, nothing stored: " + "; ".join(lines))
 
 
 def _missing(plan: StoredPlan, held: Stored) -> PlanChange:

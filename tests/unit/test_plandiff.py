@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from sqlalchemy import update
 
 from cw import db
+from cw.errors import UsageError
 from cw.models import Plan
 from cw.plandiff import CHANGED, digest, merged_order, phase_order_of, prints, rollup
+from cw.planspec import InitiativeSpec, PhaseSpec
 from cw.store import Store
-from tests.factories import spec
+from tests.factories import HERE, spec
 
 
 def test_whitespace_and_the_plan_file_are_no_change_but_a_word_is() -> None:
@@ -62,4 +65,28 @@ def test_a_plan_stored_before_prints_existed_is_compared_by_its_rows(database_ur
     ]
     (row,) = store.plan_rows()
     assert row["version"] == 2 and row["tasks"] == 2
+    store.close()
+
+
+def test_several_refused_plans_are_one_line_and_nothing_is_stored(database_url: str) -> None:
+    def two_plans(prompt: str) -> InitiativeSpec:
+        plans = spec({"a": []}).plans() + spec({"b": []}).plans()
+        plans[1].key = "01-02"
+        for plan in plans:
+            plan.tasks[0].prompt = f"{prompt} {plan.key}"
+        return InitiativeSpec("two", "", [PhaseSpec("01", "phase", plans, {}, HERE)], "t.yaml")
+
+    store = Store.open(database_url)
+    store.submit(two_plans("do"))
+    assert len(store.claim_ready_tasks()) == 2  # both plans have started
+    before = store.task_rows()
+    with pytest.raises(UsageError) as refused:
+        store.submit(two_plans("redo"))
+    assert str(refused.value).startswith(
+        "2 plans refused, nothing stored: plan 01-01 (test.yaml): 1 task edited (a): its tasks "
+        "have started"
+    )
+    assert "; plan 01-02 (test.yaml): 1 task edited (b)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert store.task_rows() == before
     store.close()
