@@ -220,7 +220,8 @@ class PlanDiff:
     new_tasks: list[str]  # keys of tasks to add
     new_edges: list[tuple[str, str]] = field(default_factory=list)  # (task, dependency) to add
     dropped_edges: list[tuple[str, str]] = field(default_factory=list)  # of updated plans' tasks
-    late_edges: list[tuple[str, str]] = field(default_factory=list)  # a started task's: not added
+    #: (task, dependency, the task's state): wanted by a task past pending, so not added
+    late_edges: list[tuple[str, str, str]] = field(default_factory=list)
 
     def of(self, status: str) -> list[PlanChange]:
         return [p for p in self.plans if p.status == status]
@@ -324,7 +325,7 @@ def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) 
         if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
             diff.new_edges.append((task, dep))
         elif not _done(held, dep):  # a finished dependency: the order held anyway
-            diff.late_edges.append((task, dep))
+            diff.late_edges.append((task, dep, held.tasks[task].state.value))
     diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
 
 

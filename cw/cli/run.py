@@ -144,13 +144,13 @@ def _dry_run(diff: PlanDiff) -> list[str]:
 
 
 def _late(diff: PlanDiff) -> list[str]:
-    """Edges a started task would need but cannot take: said, never silently dropped."""
-    waits: dict[str, list[str]] = {}
-    for task, dep in diff.late_edges:
-        waits.setdefault(task, []).append(dep)
+    """Edges a task past pending would need but cannot take: said, never silently dropped."""
+    waits: dict[tuple[str, str], list[str]] = {}
+    for task, dep, state in diff.late_edges:
+        waits.setdefault((task, state), []).append(dep)
     return [
-        f"cw: note: task {task} has started, so it does not wait for {', '.join(deps)}"
-        for task, deps in waits.items()
+        f"cw: note: task {task} is {state} already, so it does not wait for {', '.join(deps)}"
+        for (task, state), deps in waits.items()
     ]
 
 

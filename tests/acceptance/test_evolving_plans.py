@@ -135,7 +135,7 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
     lines = ok(repo, "submit", "plan", ".planning")
     assert lines[0].startswith("cw: initiative 'repo' (id 1): 1 task added, 1 plan new")
     assert "cw: added 01.1-01: 1 task; waits for 01-01, 01-02" in lines
-    assert "cw: note: task 02-01-1 has started, so it does not wait for 01.1-01-1" in lines
+    assert "cw: note: task 02-01-1 is running already, so it does not wait for 01.1-01-1" in lines
     ok(repo, "wait", "--timeout", "150")
 
     write(repo, GAPS)  # 4: a gap-closure plan at the end
