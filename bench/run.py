@@ -1,7 +1,7 @@
 """Benchmarks for docs/benchmarks.md, measured side by side in one run.
 
     make bench                 # all of them (about 5 minutes on 2 cores)
-    .venv/bin/python bench/run.py makespan overhead submit queries
+    .venv/bin/python bench/run.py makespan overhead submit resubmit queries
 
 Prints a Markdown report; raw numbers go to build/bench.json.
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, str(TOP))
 from bench import rawcelery  # noqa: E402
 from bench.fsui import bench_fsui  # noqa: E402
 from bench.merge import bench_merge  # noqa: E402
+from bench.resubmit import bench_resubmit  # noqa: E402
 from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import AttemptResult, MergeReport, Store  # noqa: E402
@@ -323,6 +324,7 @@ BENCHES = {
     "agent_start": bench_agent_start,
     "merge": bench_merge,
     "submit": bench_submit,
+    "resubmit": bench_resubmit,
     "queries": bench_queries,
     "fsui": bench_fsui,
 }

@@ -18,6 +18,7 @@ from cw.gsd import Dependency, GsdPlan, Place, clean, read_plan
 from cw.gsdnames import (
     PHASE_NUMBER,
     PlanName,
+    is_phase_number,
     phase_folder,
     phase_key,
     phase_order,
@@ -27,10 +28,15 @@ from cw.gsdnames import (
 )
 from cw.planspec import (
     InitiativeSpec,
+    Known,
+    KnownPlan,
     PhaseSpec,
     PlanSpec,
     Skipped,
+    TaskSpec,
     Where,
+    YamlDoc,
+    nothing_known,
     plan_error,
     plan_problems,
     read_plan_text,
@@ -87,6 +93,7 @@ class _Reading:
     warnings: list[str] = field(default_factory=list)
     folders: dict[str, str] = field(default_factory=dict)  # folder name -> phase key
     edges: dict[str, list[str]] = field(default_factory=dict)  # plan key -> plan keys
+    known: list[GsdPlan] = field(default_factory=list)  # stored plans not in the submission
 
     def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
         self.skipped.append(Skipped(str(path), reason, refusable))
@@ -95,11 +102,14 @@ class _Reading:
 # --- entry points -------------------------------------------------------------------------
 
 
-def load_planning_dir(path: Path, lenient: bool = False) -> InitiativeSpec:
+def load_planning_dir(
+    path: Path, lenient: bool = False, known: Known = nothing_known
+) -> InitiativeSpec:
     """Read ``path`` (a ``.planning`` directory, or a directory holding one).
 
     Every problem is collected; with ``lenient`` the plans they touch are skipped (and so are
-    the plans that depend on them), otherwise they are raised together.
+    the plans that depend on them), otherwise they are raised together. ``known`` gives the
+    plans the district holds: ``depends_on`` and the order between phases reach them too.
     """
     planning = _planning_dir(path)
     project = _read_project(planning)
@@ -108,6 +118,7 @@ def load_planning_dir(path: Path, lenient: bool = False) -> InitiativeSpec:
         for file, name in folder.files:
             _read_one(reading, file, Place(folder.key, folder.slug, name), project)
     _check_unique(reading)
+    _add_known(reading, known(project.name))
     _resolve_all(reading)
     if reading.problems:
         if not lenient:
@@ -119,8 +130,9 @@ def load_planning_dir(path: Path, lenient: bool = False) -> InitiativeSpec:
     return _initiative(path, project, reading)
 
 
-def load_plan_file(path: Path) -> InitiativeSpec:
-    """Read one PLAN.md on its own: it has no other plans and no previous phase."""
+def load_plan_file(path: Path, known: Known = nothing_known) -> InitiativeSpec:
+    """Read one PLAN.md on its own: the other plans it may wait for are those the district
+    holds (``known``); those it holds are not missing on disk."""
     planning = next((p for p in path.parents if p.name == ".planning"), None)
     project = _read_project(planning) if planning else _Project()
     name, folder = plan_name(path.name), phase_folder(path.parent.name)
@@ -130,15 +142,35 @@ def load_plan_file(path: Path) -> InitiativeSpec:
     plan = read_plan(path, str(path), Place(None, folder[1] if folder else "", name), {})
     reading.plans.append(plan)
     reading.warnings += plan.warnings
-    _resolve_all(reading)
-    if reading.problems:
-        raise plan_problems(reading.problems)
     initiative = plan.doc.data.get("initiative")
     if isinstance(initiative, str) and initiative.strip():
         project.name = initiative.strip()
     elif not planning:
         project.name = path.absolute().parent.name or path.stem
-    return _initiative(path, project, reading)
+    _add_known(reading, known(project.name))
+    _resolve_all(reading)
+    if reading.problems:
+        raise plan_problems(reading.problems)
+    spec = _initiative(path, project, reading)
+    spec.whole = False
+    return spec
+
+
+def _add_known(reading: _Reading, known: list[KnownPlan]) -> None:
+    """Stored plans not read now join the index and the phase order (never the spec)."""
+    read = {plan.spec.key for plan in reading.plans}
+    for plan in known:
+        number = plan.key.rsplit("-", 1)[-1]
+        if plan.key in read or not (is_phase_number(plan.phase) and number.isdigit()):
+            continue
+        where = Where("(stored)", 1)
+        tasks = [TaskSpec(k, k, "auto", "", [], None, None, [], {}, where) for k in plan.last]
+        spec = PlanSpec(plan.key, plan.key, "", "", {}, tasks, where)
+        reading.known.append(GsdPlan(spec, plan.phase, "", [], YamlDoc({}, "(stored)")))
+    keys = read | {plan.spec.key for plan in reading.known}
+    for plan in known:
+        if plan.key not in read and plan.key in keys:
+            reading.edges[plan.key] = [key for key in plan.after if key in keys]
 
 
 def _read_one(reading: _Reading, file: Path, place: Place, project: _Project) -> None:
@@ -153,13 +185,16 @@ def _read_one(reading: _Reading, file: Path, place: Place, project: _Project) ->
 
 def _initiative(source: Path, project: _Project, reading: _Reading) -> InitiativeSpec:
     phases: dict[str, list[GsdPlan]] = {}
-    for plan in sorted(reading.plans, key=_plan_order):
+    for plan in sorted(reading.plans + reading.known, key=_plan_order):
         phases.setdefault(plan.phase, []).append(plan)
     ordered = sorted(phases.items(), key=lambda item: phase_order(item[0]))
     _link([plans for _key, plans in ordered], reading.edges)
-    specs = [_phase_spec(key, plans, project) for key, plans in ordered]
+    stored = {id(plan) for plan in reading.known}
+    read = [(key, [p for p in plans if id(p) not in stored]) for key, plans in ordered]
+    specs = [_phase_spec(key, plans, project) for key, plans in read if plans]
     spec = InitiativeSpec(project.name, project.description, specs, str(source))
     spec.skipped, spec.warnings = reading.skipped, reading.warnings
+    spec.stored_tasks = {task.key for plan in reading.known for task in plan.spec.tasks}
     return spec
 
 
@@ -341,7 +376,7 @@ class _Index:
     def __init__(self, reading: _Reading) -> None:
         self.plans: dict[PlanKey, str] = {}
         self.phases: dict[tuple[int, str, tuple[int, ...]], list[str]] = {}
-        for plan in reading.plans:
+        for plan in reading.plans + reading.known:
             self.plans[_plan_order(plan)] = plan.spec.key
             self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
         self.folders = {name: phase_order(key) for name, key in reading.folders.items()}
@@ -422,8 +457,9 @@ def _drop_problems(reading: _Reading) -> None:
         reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
     bad = {problem.file for problem in reading.problems}
     keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
+    stored = {plan.spec.key for plan in reading.known}
     while True:
-        keys = {plan.spec.key for plan in keep}
+        keys = {plan.spec.key for plan in keep} | stored
         waiting = [p for p in keep if any(k not in keys for k in reading.edges[p.spec.key])]
         if not waiting:
             break

@@ -48,6 +48,8 @@ class Initiative(Base):
     source: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     budget_usd: Mapped[float | None] = mapped_column(Float)  # no new work once spent
+    # + 1 by every submit that changes the initiative: a snapshot read before is still whole.
+    revision: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     phases: Mapped[list[Phase]] = relationship(
         back_populates="initiative", order_by="Phase.position"
     )
@@ -80,7 +82,25 @@ class Plan(Base):
     position: Mapped[int] = mapped_column(Integer)
     budget_usd: Mapped[float | None] = mapped_column(Float)  # no new work once spent
     extra: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # 1, then + 1 each time a submit updates the plan in place (its old content: PlanVersion).
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # What the plan held when stored, as :func:`cw.plandiff.prints` says: a submit compares
+    # these, not bytes. None for plans stored before versions existed (computed from the rows).
+    prints: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     phase: Mapped[Phase] = relationship(back_populates="plans")
+
+
+class PlanVersion(Base):
+    """A plan's content before a submit updated it in place: kept for `cw plan show`."""
+
+    __tablename__ = "plan_versions"
+    __table_args__ = (UniqueConstraint("plan_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("plans.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[dict[str, Any]] = mapped_column()
+    replaced_at: Mapped[float] = mapped_column(Float)
 
 
 class Task(Base):

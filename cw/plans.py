@@ -10,10 +10,12 @@ from pathlib import Path
 from cw.gsddir import load_plan_file, load_planning_dir
 from cw.planspec import (
     InitiativeSpec,
+    Known,
     PhaseSpec,
     PlanSpec,
     TaskSpec,
     Where,
+    nothing_known,
     plan_error,
     plan_problems,
     validate,
@@ -35,14 +37,15 @@ logger = logging.getLogger(__name__)
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def load_plan(path: Path, lenient: bool = False) -> InitiativeSpec:
+def load_plan(path: Path, lenient: bool = False, known: Known = nothing_known) -> InitiativeSpec:
     """Read and validate the plan at ``path``; raises PlanError (never anything else).
 
     A ``.planning/`` directory reports all its problems at once; with ``lenient`` the plans
-    they touch are listed in ``spec.skipped`` instead and the rest is read.
+    they touch are listed in ``spec.skipped`` instead and the rest is read. ``known`` gives
+    the plans the district already holds, which ``depends_on`` may name.
     """
     try:
-        spec = _read(path, lenient)
+        spec = _read(path, lenient, known)
         validate(spec)
     except RecursionError:
         # Deeply nested input can exhaust the stack in a parser we do not control.
@@ -51,14 +54,14 @@ def load_plan(path: Path, lenient: bool = False) -> InitiativeSpec:
     return spec
 
 
-def _read(path: Path, lenient: bool) -> InitiativeSpec:
+def _read(path: Path, lenient: bool, known: Known) -> InitiativeSpec:
     if _is_dir(path):
-        return load_planning_dir(path, lenient)
+        return load_planning_dir(path, lenient, known)
     suffix = path.suffix.lower()
     if suffix == ".md":
-        return load_plan_file(path)
+        return load_plan_file(path, known)
     if suffix in _YAML_SUFFIXES:
-        return load_yaml_plan(path)
+        return load_yaml_plan(path, known)
     if not _exists(path):
         raise plan_error(str(path), 1, "file", "no such file or directory")
     problem = "not a plan: give a .planning directory, a PLAN.md or a .yaml/.yml file"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,26 @@ class Skipped:
         return f"{self.path}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class KnownPlan:
+    """A plan the district already holds, as a reader needs it to resolve ``depends_on`` and
+    the order between phases when the plan's file is not part of the submission."""
+
+    key: str
+    phase: str
+    tasks: tuple[str, ...]  # task keys, in order
+    last: tuple[str, ...]  # its tasks none of its others waits for: these stand for the plan
+    after: tuple[str, ...]  # keys of the plans it waits for
+
+
+#: The plans the district holds of the initiative with the given name (none if it is new).
+Known = Callable[[str], list[KnownPlan]]
+
+
+def nothing_known(_name: str) -> list[KnownPlan]:
+    return []
+
+
 @dataclass
 class InitiativeSpec:
     name: str
@@ -109,6 +129,10 @@ class InitiativeSpec:
     extra: dict[str, Any] = field(default_factory=dict)
     skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: Task keys the plans depend on that are stored already and not part of this submission.
+    stored_tasks: set[str] = field(default_factory=set)
+    #: False for one PLAN.md: the district's other plans are not "missing on disk".
+    whole: bool = True
 
     def plans(self) -> list[PlanSpec]:
         return [plan for phase in self.phases for plan in phase.plans]
@@ -346,7 +370,7 @@ def validate(spec: InitiativeSpec) -> None:
     unique(((plan.key, plan.where) for plan in spec.plans()), "plan")
     tasks = {task.key: task for task in spec.tasks()}
     unique(((task.key, task.where) for task in spec.tasks()), "task")
-    check_dependencies_exist(tasks)
+    check_dependencies_exist(tasks, spec.stored_tasks)
     check_acyclic(tasks)
 
 
@@ -396,10 +420,10 @@ def unique(items: Iterable[tuple[str, Where]], what: str) -> dict[str, Where]:
     return seen
 
 
-def check_dependencies_exist(tasks: dict[str, TaskSpec]) -> None:
+def check_dependencies_exist(tasks: dict[str, TaskSpec], stored: set[str]) -> None:
     for task in tasks.values():
         for dep in task.depends_on:
-            if dep not in tasks:
+            if dep not in tasks and dep not in stored:
                 problem = f"task {show(task.key)} depends on unknown task {show(dep)}"
                 raise plan_error(task.where.file, task.where.line, "depends_on", problem)
 

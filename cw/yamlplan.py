@@ -17,6 +17,8 @@ from jsonschema import Draft202012Validator, ValidationError
 
 from cw.planspec import (
     InitiativeSpec,
+    Known,
+    KnownPlan,
     PhaseSpec,
     PlanSpec,
     TaskSpec,
@@ -25,6 +27,7 @@ from cw.planspec import (
     YamlPath,
     key_problem,
     load_yaml,
+    nothing_known,
     plan_error,
     read_plan_text,
     show,
@@ -47,12 +50,13 @@ _JSON_TYPES = {
 }
 
 
-def load_yaml_plan(path: Path) -> InitiativeSpec:
-    """Read and check a cw YAML plan; dependencies are linked, ``validate`` is the caller's."""
+def load_yaml_plan(path: Path, known: Known = nothing_known) -> InitiativeSpec:
+    """Read and check a cw YAML plan; dependencies are linked, ``validate`` is the caller's.
+    ``depends_on`` may name tasks and plans the district holds (``known``)."""
     display = str(path)
     doc = load_yaml(read_plan_text(path, display), display)
     check_schema(doc)
-    return _Builder(doc).initiative()
+    return _Builder(doc, known).initiative()
 
 
 @functools.cache
@@ -158,8 +162,8 @@ def field_name(path: YamlPath) -> str:
 class _Builder:
     """Builds specs from checked data, then turns plan-level ``depends_on`` into task edges."""
 
-    def __init__(self, doc: YamlDoc) -> None:
-        self.doc = doc
+    def __init__(self, doc: YamlDoc, known: Known) -> None:
+        self.doc, self.known = doc, known
         self.plan_refs: list[tuple[PlanSpec, YamlPath, list[str]]] = []
         self.task_refs: list[tuple[TaskSpec, YamlPath]] = []
 
@@ -229,9 +233,10 @@ class _Builder:
     def link(self, spec: InitiativeSpec) -> None:
         """Check references at the line that makes them, then add plan-level edges."""
         tasks = unique(((task.key, task.where) for task in spec.tasks()), "task")
+        stored = self.stored(spec, tasks)
         for task, path in self.task_refs:
             for index, dep in enumerate(task.depends_on):
-                if dep not in tasks:
+                if dep not in tasks and dep not in spec.stored_tasks:
                     problem = f"task {show(task.key)} depends on unknown task {show(dep)}"
                     where = (*path, "depends_on", index)
                     raise plan_error(
@@ -241,24 +246,36 @@ class _Builder:
         unique(((plan.key, plan.where) for plan in spec.plans()), "plan")
         for plan, path, deps in self.plan_refs:
             for index, dep in enumerate(deps):
-                if dep not in plans:
+                if dep not in plans and dep not in stored:
                     problem = f"plan {show(plan.key)} depends on unknown plan {show(dep)}"
                     where = (*path, "depends_on", index)
                     raise plan_error(
                         self.doc.file, self.doc.line(where), field_name(where), problem
                     )
-                _after_plan(plan, plans[dep])
+                last = _last(plans[dep]) if dep in plans else list(stored[dep].last)
+                _after_plan(plan, last)
+
+    def stored(self, spec: InitiativeSpec, tasks: dict[str, Where]) -> dict[str, KnownPlan]:
+        """The stored plans the file does not hold, asked for only when a reference needs it."""
+        plans = {plan.key for plan in spec.plans()}
+        named = {d for task, _path in self.task_refs for d in task.depends_on}
+        named |= {d for _plan, _path, deps in self.plan_refs for d in deps}
+        if named <= plans | set(tasks):
+            return {}
+        known = {plan.key: plan for plan in self.known(spec.name) if plan.key not in plans}
+        spec.stored_tasks = {key for plan in known.values() for key in plan.tasks} - set(tasks)
+        return known
 
 
-def _after_plan(plan: PlanSpec, before: PlanSpec) -> None:
-    """Tasks of ``plan`` that wait for nothing inside it now wait for ``before``'s last tasks.
+def _last(plan: PlanSpec) -> list[str]:
+    """The tasks no other task of ``plan`` depends on: every other task comes before one."""
+    inside = {task.key for task in plan.tasks}
+    needed = {dep for task in plan.tasks for dep in task.depends_on if dep in inside}
+    return [task.key for task in plan.tasks if task.key not in needed]
 
-    The last tasks (those no task of ``before`` depends on) stand for the whole plan: every
-    other task of it comes before one of them.
-    """
-    inside = {task.key for task in before.tasks}
-    needed = {dep for task in before.tasks for dep in task.depends_on if dep in inside}
-    last = [task.key for task in before.tasks if task.key not in needed]
+
+def _after_plan(plan: PlanSpec, last: list[str]) -> None:
+    """Tasks of ``plan`` that wait for nothing inside it now wait for another plan's ``last``."""
     own = {task.key for task in plan.tasks}
     for task in plan.tasks:
         if not own.intersection(task.depends_on):

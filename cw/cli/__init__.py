@@ -53,6 +53,7 @@ class LazyGroup(click.Group):
         "status": "cw.cli.show:status",
         "wait": "cw.cli.show:wait",
         "task": "cw.cli:task",
+        "plan": "cw.cli.plans:plan",
         "agent": "cw.cli:agent",
         "worker": "cw.cli.services:worker",
         "budget": "cw.cli:budget",

@@ -127,12 +127,18 @@ def test_a_plan_that_is_not_there_or_a_directory_without_plans_is_refused(repo: 
     assert "empty-dir" in refused(repo, "submit", "plan", "empty-dir")
 
 
-def test_submitting_the_same_initiative_twice_is_refused_and_starts_no_broker(
+def test_submitting_the_same_plan_twice_stores_nothing_and_starts_no_broker(
     repo: Path,
 ) -> None:
     cw(repo, "broker", "stop")
-    assert "good" in refused(repo, "submit", "plan", "good.yaml")
-    assert "(stopped)" in cw(repo, "broker", "status").stdout, "the refused submit started Redis"
+    before = dump_store(STORES[repo])
+    again = cw(repo, "submit", "plan", "good.yaml")
+    assert (again.returncode, again.stdout) == (
+        0,
+        "cw: initiative 'good' (id 1): nothing new; 1 plan unchanged\n",
+    )
+    assert dump_store(STORES[repo]) == before
+    assert "(stopped)" in cw(repo, "broker", "status").stdout, "a submit of nothing started Redis"
 
 
 # -- command-line arguments ---------------------------------------------------------------------
@@ -145,6 +151,8 @@ ARGUMENTS = {
     "task-id-with-path": ["task", "show", "../../etc"],
     "retry-a-pending-task": ["task", "retry", "b"],
     "cancel-an-unknown-task": ["task", "cancel", "nope"],
+    "show-an-unknown-plan": ["plan", "show", "zz"],
+    "cancel-an-unknown-plan": ["plan", "cancel", "nope"],
     "spawn-a-waiting-task": ["agent", "spawn", "--task", "b"],
     "stop-an-idle-task": ["agent", "stop", "a"],
     "unknown-agent-logs": ["agent", "logs", "no-such-agent"],

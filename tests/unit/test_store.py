@@ -67,10 +67,12 @@ def test_roots_are_ready_and_the_rest_pending_after_submit(store: Store) -> None
     }
 
 
-def test_same_initiative_twice_is_refused(store: Store) -> None:
-    store.submit(spec({"a": []}))
-    with pytest.raises(UsageError, match="already submitted"):
-        store.submit(spec({"a": []}))
+def test_the_same_plan_submitted_twice_adds_nothing_the_second_time(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"]}))
+    before = store.task_rows()
+    again = store.submit(spec({"a": [], "b": ["a"]}))
+    assert again.nothing_new and again.new_tasks == []
+    assert store.task_rows() == before
 
 
 def test_task_waits_until_every_dependency_is_merged(store: Store) -> None:

@@ -1,0 +1,374 @@
+"""Plans that grow: the real ``cw submit plan`` run again and again on one district adds what
+is new, leaves what is the same, updates what has not started and refuses the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.acceptance.test_cli import district, merge_order
+from tests.conftest import CW, Processes, dump_store, store_url
+
+__all__ = ["district"]  # the fixture this module's own builds on
+
+AGENT = """\
+mkdir -p out
+echo "$CW_TASK_KEY" > "out/$CW_TASK_KEY.txt"
+if [ "$CW_TASK_KEY" = 02-01-1 ]; then sleep 8; else sleep 0.2; fi
+"""
+TASK = '<task type="auto"><name>{name}</name><action>{action}</action></task>'
+
+
+def plan(phase: str, number: str, *actions: str, front: str = "") -> str:
+    tasks = "".join(TASK.format(name=f"step {i}", action=a) for i, a in enumerate(actions, 1))
+    return f"---\nphase: {phase}\nplan: {number}\n{front}---\n<tasks>{tasks}</tasks>\n"
+
+
+def write(repo: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = repo / ".planning" / "phases" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def cw(
+    repo: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CW, *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(repo: Path, *args: str) -> list[str]:
+    out = cw(repo, *args)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
+def refused(repo: Path, *args: str) -> str:
+    """Runs a submit that must be refused: exit 2, one line, and the database unchanged."""
+    before = dump_store(store_url(repo))
+    out = cw(repo, *args)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert len(out.stderr.splitlines()) == 1, out.stderr
+    assert dump_store(store_url(repo)) == before
+    return out.stderr.strip()
+
+
+def task_keys(repo: Path) -> list[str]:
+    return [row["key"] for row in json.loads(cw(repo, "task", "list", "--json").stdout)]
+
+
+def depends_on(repo: Path, key: str) -> list[str]:
+    shown: list[str] = json.loads(cw(repo, "task", "show", key, "--json").stdout)["depends_on"]
+    return sorted(shown)
+
+
+def state_of(repo: Path, key: str) -> str:
+    state: str = json.loads(cw(repo, "task", "show", key, "--json").stdout)["state"]
+    return state
+
+
+@pytest.fixture
+def repo(district: Path) -> Path:
+    """test_cli's district, with an agent that is slow where a test needs a running task."""
+    (district / "agent.sh").write_text(AGENT)
+    return district
+
+
+def wait_until(check: Callable[[], bool], seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+PHASE_1 = {
+    "01-core/01-01-PLAN.md": plan("01", "01", "Make the core.", "Test the core."),
+    "01-core/01-02-PLAN.md": plan("01", "02", "Write the docs."),
+}
+PHASE_2 = {
+    "02-api/02-01-PLAN.md": plan("02", "01", "Serve it.", "Test serving."),
+    "02-api/02-02-PLAN.md": plan("02", "02", "Add a client.", front="depends_on: ['01-01']\n"),
+}
+HOTFIX = {"01.1-hotfix/01.1-01-PLAN.md": plan("01.1", "01", "Fix the core.")}
+GAPS = {
+    "02-api/02-03-PLAN.md": plan(
+        "02", "03", "Close the gap.", front="depends_on: ['02-01']\ngap_closure: true\n"
+    )
+}
+
+
+def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_order(
+    repo: Path, processes: Processes
+) -> None:
+    env = dict(os.environ)
+    processes.start([*CW, "worker", "-c", "2"], repo, env, "worker")
+    processes.start([*CW, "worker", "--merge"], repo, env, "merge-worker")
+
+    write(repo, PHASE_1)  # 1: phase 1 planned and executed
+    assert "3 tasks in 2 plans" in ok(repo, "submit", "plan", ".planning")[0]
+    ok(repo, "wait", "--timeout", "150")
+
+    write(repo, PHASE_2)  # 2: phase 2, after phase 1 by order and by depends_on
+    lines = ok(repo, "submit", "plan", ".planning")
+    assert lines[0] == "cw: initiative 'repo' (id 1): 3 tasks added, 2 plans new, 2 plans unchanged"
+    assert lines[1:3] == [
+        "cw: added 02-01: 2 tasks; waits for 01-01, 01-02",
+        "cw: added 02-02: 1 task; waits for 01-01",
+    ]
+    wait_until(lambda: state_of(repo, "02-01-1") == "running")
+
+    write(repo, HOTFIX)  # 3: a decimal phase inserted while phase 2 runs
+    lines = ok(repo, "submit", "plan", ".planning")
+    assert lines[0].startswith("cw: initiative 'repo' (id 1): 1 task added, 1 plan new")
+    assert "cw: added 01.1-01: 1 task; waits for 01-01, 01-02" in lines
+    assert "cw: note: task 02-01-1 is running already, so it does not wait for 01.1-01-1" in lines
+    ok(repo, "wait", "--timeout", "150")
+
+    write(repo, GAPS)  # 4: a gap-closure plan at the end
+    lines = ok(repo, "submit", "plan", ".planning")
+    assert "cw: added 02-03: 1 task; waits for 02-01" in lines
+    ok(repo, "wait", "--timeout", "150")
+
+    assert sorted(task_keys(repo)) == sorted(
+        ["01-01-1", "01-01-2", "01-02-1", "02-01-1", "02-01-2", "02-02-1", "01.1-01-1", "02-03-1"]
+    )
+    edges = {
+        "02-01-1": ["01-01-2", "01-02-1"],
+        "02-02-1": ["01-01-2"],
+        "01.1-01-1": ["01-01-2", "01-02-1"],
+        "02-03-1": ["02-01-2"],
+    }
+    order = merge_order(repo)
+    assert sorted(order) == sorted(task_keys(repo)), "every task merged once"
+    for task, deps in edges.items():
+        assert depends_on(repo, task) == deps
+        assert all(order.index(dep) < order.index(task) for dep in deps), order
+    again = ok(repo, "submit", "plan", ".planning")
+    assert again == ["cw: initiative 'repo' (id 1): nothing new; 6 plans unchanged"]
+
+
+def test_a_dry_run_changes_neither_the_database_nor_the_broker(repo: Path, redis_url: str) -> None:
+    broker = {"CW_BROKER_URL": redis_url}
+    write(repo, {**PHASE_1, **PHASE_2})
+    assert cw(repo, "submit", "plan", ".planning", env=broker).returncode == 0
+    client = redis.Redis.from_url(redis_url)
+    queued = {key: client.dump(key) for key in client.keys()}
+    assert queued, "the ready tasks were sent"
+    before = dump_store(store_url(repo))
+    write(repo, {**HOTFIX, "02-api/02-02-PLAN.md": plan("02", "02", "Add a better client.")})
+
+    out = cw(repo, "submit", "plan", ".planning", "--dry-run", env=broker)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "cw: dry run, nothing stored: initiative 'repo' (id 1): would change; 1 task to add",
+        "  unchanged 01-01: 2 tasks",
+        "  unchanged 01-02: 1 task",
+        "  added     01.1-01: 1 task; waits for 01-01, 01-02",
+        "  unchanged 02-01: 2 tasks; waits for 01.1-01",
+        "  changed   02-02: 1 task: 1 task edited (02-02-1); waits for 01.1-01",
+    ]
+    assert dump_store(store_url(repo)) == before
+    assert {key: client.dump(key) for key in client.keys()} == queued
+    client.close()
+
+
+def test_a_dry_run_that_would_be_refused_exits_2_and_starts_no_broker(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ok(repo, "task", "cancel", "01-02-1")  # finished work: a plan of it cannot change
+    write(repo, {"01-core/01-02-PLAN.md": plan("01", "02", "Write other docs.")})
+    line = refused(repo, "submit", "plan", ".planning", "--dry-run")
+    assert line.startswith("cw: error: plan 01-02 (.planning/phases/01-core/01-02-PLAN.md): ")
+    assert not (repo / ".cw" / "redis.sock").exists(), "no broker was started"
+
+
+def test_resubmitting_the_same_files_is_a_no_op_and_rewrapping_is_no_change(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    before = dump_store(store_url(repo))
+    rewrapped = plan("01", "02", "Write\n   the\n\n docs.").replace("<tasks>", "\n\n<tasks>\n")
+    write(repo, {"01-core/01-02-PLAN.md": rewrapped})
+    lines = ok(repo, "submit", "plan", ".planning")  # would start a broker if anything were new
+    assert lines == ["cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged"]
+    assert dump_store(store_url(repo)) == before
+    assert not (repo / ".cw" / "redis.sock").exists()
+
+
+def test_a_changed_plan_that_has_not_started_is_updated_and_keeps_its_old_version(
+    repo: Path,
+) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ids = {row["key"]: row["id"] for row in json.loads(cw(repo, "task", "list", "--json").stdout)}
+    write(
+        repo,
+        {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.", "Test it well.", "Ship.")},
+    )
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert lines[1] == "cw: changed 01-01: 3 tasks: 1 task added (01-01-3), 1 task edited (01-01-2)"
+    rows = {r["key"]: r for r in json.loads(cw(repo, "task", "list", "--json").stdout)}
+    assert rows["01-01-2"]["id"] == ids["01-01-2"], "updated in place"
+    assert depends_on(repo, "01-01-3") == ["01-01-2"]
+    shown = json.loads(cw(repo, "plan", "show", "01-01", "--json").stdout)
+    assert shown["version"] == 2
+    (old,) = shown["versions"]
+    assert old["version"] == 1 and old["tasks"] == ["01-01-1", "01-01-2"]
+    assert [t["prompt"] for t in old["content"]["tasks"]] == ["Make the core.", "Test the core."]
+    text = "\n".join(ok(repo, "plan", "show", "01-01"))
+    assert "version 1: replaced" in text and ".planning/phases/01-core/01-01-PLAN.md" in text
+
+    write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.")})  # fewer tasks
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert sorted(task_keys(repo)) == ["01-01-1", "01-02-1"]
+    assert json.loads(cw(repo, "plan", "show", "01-01", "--json").stdout)["version"] == 3
+
+
+def test_a_changed_plan_whose_tasks_started_is_refused_in_one_line(
+    repo: Path, redis_url: str
+) -> None:
+    write(repo, PHASE_1)
+    assert cw(repo, "submit", "plan", ".planning", env={"CW_BROKER_URL": redis_url}).returncode == 0
+    write(
+        repo,
+        {
+            "01-core/01-01-PLAN.md": plan(
+                "01", "01", "Make another core.", "Test the core.", "More."
+            )
+        },
+    )
+    assert refused(repo, "submit", "plan", ".planning") == (
+        "cw: error: plan 01-01 (.planning/phases/01-core/01-01-PLAN.md): 1 task added (01-01-3), "
+        "1 task edited (01-01-1): its tasks have started, so it cannot change; to change finished "
+        "work, add a new plan (the GSD way, e.g. a gap-closure plan) instead of editing this one; "
+        "nothing stored"
+    )
+    assert refused(repo, "plan", "cancel", "01-01") == (
+        "cw: error: plan 01-01: task 01-01-1 is queued: only a plan none of whose tasks has "
+        "started can be cancelled (cw task cancel cancels one task that has not)"
+    )
+
+
+def test_a_plan_gone_from_disk_is_kept_and_new_plans_may_wait_for_it(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    (repo / ".planning" / "phases" / "01-core" / "01-01-PLAN.md").unlink()
+    write(repo, PHASE_2)
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert (
+        "cw: missing 01-01: 2 tasks: missing on disk (kept as stored; it still runs: "
+        "`cw plan cancel 01-01` stops it)"
+    ) in lines
+    assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
+    assert depends_on(repo, "02-02-1") == ["01-01-2"]
+    assert "01-01-1" in task_keys(repo)
+
+
+def test_one_new_plan_md_may_depend_on_plans_submitted_before(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    write(repo, PHASE_2)
+    lines = ok(repo, "submit", "plan", ".planning/phases/02-api/02-02-PLAN.md", "--no-dispatch")
+    assert lines == [
+        "cw: initiative 'repo' (id 1): 1 task added, 1 plan new, 0 plans unchanged",
+        "cw: added 02-02: 1 task; waits for 01-01",
+    ]
+    lines = ok(repo, "submit", "plan", ".planning/phases/02-api/02-01-PLAN.md", "--no-dispatch")
+    assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]  # phase order reaches them
+
+
+def test_cancelling_a_plan_blocks_what_waits_for_it(repo: Path) -> None:
+    write(repo, {**PHASE_1, **PHASE_2})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert ok(repo, "plan", "cancel", "01-02") == ["cw: plan 01-02 cancelled (1 task)"]
+    assert state_of(repo, "01-02-1") == "cancelled" and state_of(repo, "02-01-1") == "blocked"
+    listed = {p["plan"]: p["state"] for p in json.loads(cw(repo, "plan", "list", "--json").stdout)}
+    assert listed == {
+        "01-01": "not started",
+        "01-02": "cancelled",
+        "02-01": "blocked",
+        "02-02": "not started",
+    }
+    assert (
+        refused(repo, "plan", "cancel", "09-09") == "cw: error: no plan '09-09': see `cw plan list`"
+    )
+
+
+YAML_V1 = """\
+initiative: payments
+phases:
+  - id: "01"
+    plans:
+      - id: ledger
+        tasks:
+          - {id: schema, prompt: Create the schema.}
+          - {id: repo, prompt: Write the repository., depends_on: [schema]}
+"""
+YAML_V2 = (
+    YAML_V1
+    + """\
+      - id: api
+        depends_on: [ledger]
+        tasks:
+          - {id: routes, prompt: Serve the ledger.}
+"""
+)
+
+
+def test_a_yaml_plan_grows_the_same_way(repo: Path) -> None:
+    (repo / "plan.yaml").write_text(YAML_V1)
+    ok(repo, "submit", "plan", "plan.yaml", "--no-dispatch")
+    assert ok(repo, "submit", "plan", "plan.yaml", "--no-dispatch") == [
+        "cw: initiative 'payments' (id 1): nothing new; 1 plan unchanged"
+    ]
+    (repo / "plan.yaml").write_text(YAML_V2)
+    assert ok(repo, "submit", "plan", "plan.yaml", "--no-dispatch") == [
+        "cw: initiative 'payments' (id 1): 1 task added, 1 plan new, 1 plan unchanged",
+        "cw: added api: 1 task; waits for ledger",
+    ]
+    assert depends_on(repo, "routes") == ["repo"]
+    moved = YAML_V2.replace("{id: routes, prompt: Serve the ledger.}", "{id: repo, prompt: X.}")
+    (repo / "plan.yaml").write_text(
+        moved.replace(
+            "          - {id: repo, prompt: Write the repository., depends_on: [schema]}\n", ""
+        )
+    )
+    line = refused(repo, "submit", "plan", "plan.yaml", "--no-dispatch")
+    assert line == (
+        "cw: error: plan api (plan.yaml): 1 task added (repo), 1 task removed (routes): task repo "
+        "already belongs to plan ledger: give the task a new id, a task cannot move between "
+        "plans; nothing stored"
+    )
+
+
+def test_two_submits_at_once_store_each_task_once(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    write(repo, {**PHASE_2, **HOTFIX, **GAPS})
+    argv = [*CW, "submit", "plan", ".planning", "--no-dispatch"]
+    running = [
+        subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    said = [proc.communicate(timeout=120) for proc in running]
+    assert [proc.returncode for proc in running] == [0, 0], said
+    heads = sorted(out.splitlines()[0] for out, _err in said)
+    assert heads == [
+        "cw: initiative 'repo' (id 1): 5 tasks added, 4 plans new, 2 plans unchanged",
+        "cw: initiative 'repo' (id 1): nothing new; 6 plans unchanged",
+    ]
+    keys = task_keys(repo)
+    assert len(keys) == len(set(keys)) == 8
