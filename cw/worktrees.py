@@ -342,9 +342,25 @@ def _empty_trash(parent: Path) -> None:
 
 
 def trash_entries(parent: Path) -> list[Path]:
-    """Worktrees a killed removal left half-deleted in ``parent``'s trash."""
+    """Worktrees a killed removal left half-deleted in ``parent``'s trash (not those a live
+    process is deleting right now: each entry's name carries its remover's pid)."""
     trash = parent / WORKTREE_TRASH_DIR
-    return sorted(trash.iterdir()) if trash.is_dir() else []
+    entries = sorted(trash.iterdir()) if trash.is_dir() else []
+    return [entry for entry in entries if not _remover_alive(entry.name)]
+
+
+def _remover_alive(name: str) -> bool:
+    """Whether the process named in a trash entry ``<worktree>.<pid>.<ns>`` still runs."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _admin_dirs(repo: Path) -> dict[Path, Path]:

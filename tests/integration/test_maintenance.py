@@ -227,9 +227,13 @@ def test_doctor_reports_every_leftover_of_a_crash_and_fix_repairs_them(
     d.submit("a")
     d.merge(d.run_agents()["a"])  # its worktree stays: the merge worker's clean-up never ran
     half_made = a_killed_worktree_add(d, "2-b")
-    trash = d.settings.worktree_dir / ".removing" / "3-c.1.2"
+    dead_pid = subprocess.Popen(["true"])  # its remover: a process that has ended
+    dead_pid.wait()
+    trash = d.settings.worktree_dir / ".removing" / f"3-c.{dead_pid.pid}.2"
     trash.mkdir(parents=True)
     (trash / "left.txt").write_text("half deleted\n")
+    busy = d.settings.worktree_dir / ".removing" / f"4-d.{os.getpid()}.3"  # being deleted now
+    busy.mkdir()
     lock = worktrees.git_common_dir(d.repo) / "refs/heads/cw/integration.lock"
     lock.touch()
     os.utime(lock, (1.0, 1.0))
@@ -248,6 +252,7 @@ def test_doctor_reports_every_leftover_of_a_crash_and_fix_repairs_them(
     ):
         assert any(expected in p for p in problems), (expected, result.stdout)  # fmt: skip
     assert str(half_made) in result.stdout and "stale git lock" in result.stdout
+    assert str(busy) not in result.stdout, "a removal in progress is no leftover"
 
     fixed = d.cw("doctor", "--fix")
 
