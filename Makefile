@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.installed
 # workers and agents, so more processes than cores pays. Each starts its own redis-server on a free
 # port (never the machine's 6379), so suites and other Redis users on one machine never collide.
 TEST_JOBS ?= 4
-PYTEST := $(BIN)/pytest -n $(TEST_JOBS) -m 'not hosts'
-# The PostgreSQL pass: the whole suite again, each test's store a fresh database of this server.
+PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
+# The local PostgreSQL server for the PostgreSQL passes (docs/postgres.md).
 POSTGRES_URL ?= postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql
 
-.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench clean
+.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench bench-stop bench-hosts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cw needs Python 3.11+")'
@@ -32,23 +32,22 @@ check: lint typecheck
 
 test: check
 	$(PYTEST)
-	$(MAKE) test-postgres
 
-# Without a reachable server every test that needs a store is skipped ("NO POSTGRESQL at ...");
-# under CI=true that is a failure instead.
+# The whole suite again on PostgreSQL (CI runs it after `make test`): each test's store a fresh
+# database of this server. Without a reachable server every test that needs a store is skipped
+# ("NO POSTGRESQL at ..."); under CI=true that is a failure instead.
 test-postgres: install
 	CW_TEST_DATABASE_URL='$(POSTGRES_URL)' $(PYTEST)
 
 unit: install
 	$(PYTEST) tests/unit -q
 
+# The two-host tests alone (also part of `make test`).
+hosts: install
+	$(BIN)/pytest tests/integration/test_many_hosts.py -q
+
 # The long fault-injection run: a 20-task plan while workers are SIGKILLed 50 times in
 # `git worktree add`, the agent, the commit and the merge (`make test` runs 4 such kills).
-# The two-host kill test (issue 19): it failed once in two full runs; kept out of `make test`
-# until the cause is found.
-hosts: install
-	$(BIN)/pytest -m hosts tests/integration/test_many_hosts.py -q
-
 chaos: install
 	CW_TEST_CHAOS_KILLS=50 $(BIN)/pytest tests/chaos/test_kills_everywhere.py -s -q
 
@@ -57,6 +56,14 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# `cw server stop` on an idle district (docs/benchmarks.md): five runs, about 15 s each.
+bench-stop: install
+	$(BIN)/python bench/stop.py 5
+
+# Recovery after a host dies (docs/benchmarks.md): five runs, about a minute each.
+bench-hosts: install
+	$(BIN)/python bench/hosts.py 5
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

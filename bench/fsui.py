@@ -1,4 +1,4 @@
-"""Benchmarks of the file-system UI (cw/watcher.py), printed as JSON.
+"""Benchmarks of the file-system UI (cw/fsui/watcher.py), printed as JSON.
 
     .venv/bin/python bench/fsui.py
 
@@ -27,11 +27,11 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from cw import mirror, watcher  # noqa: E402
-from cw.planspec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where  # noqa: E402
+from cw.fsui import mirror, watcher  # noqa: E402
+from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where  # noqa: E402
 from cw.settings import Settings  # noqa: E402
-from cw.snapshot import Snapshot  # noqa: E402
 from cw.store import AttemptResult, Store  # noqa: E402
+from cw.store.snapshot import Snapshot  # noqa: E402
 
 HERE = Where("bench.yaml", 1)
 TASKS = 10_000

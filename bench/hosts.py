@@ -39,9 +39,9 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from bench.merge import _CW, _ENV  # noqa: E402
-from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import Store  # noqa: E402
+from cw.transport.celeryapp import make_app  # noqa: E402
 
 # Host A's agent notes when it starts; host B's works until it is killed.
 _AGENT = """\

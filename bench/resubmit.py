@@ -1,4 +1,4 @@
-"""Re-submitting a grown GSD ``.planning/`` directory (cw/plandiff.py), printed as JSON.
+"""Re-submitting a grown GSD ``.planning/`` directory (cw/plans/diff.py), printed as JSON.
 
     .venv/bin/python bench/run.py resubmit
 
@@ -25,8 +25,8 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from cw.plandiff import Held, compare  # noqa: E402
-from cw.plans import load_plan  # noqa: E402
+from cw.plans.diff import Held, compare  # noqa: E402
+from cw.plans.load import load_plan  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import Store  # noqa: E402
 

@@ -30,9 +30,9 @@ from bench import rawcelery  # noqa: E402
 from bench.fsui import bench_fsui  # noqa: E402
 from bench.merge import bench_merge  # noqa: E402
 from bench.resubmit import bench_resubmit  # noqa: E402
-from cw.celeryapp import make_app  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import AttemptResult, MergeReport, Store  # noqa: E402
+from cw.transport.celeryapp import make_app  # noqa: E402
 
 CW = [sys.executable, "-m", "cw"]
 GIT_ID = {

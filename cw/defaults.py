@@ -33,6 +33,14 @@ AGENTS_QUEUE = "agents"
 MERGE_QUEUE = "merge"
 #: The reconciler's queue: a one-slot worker next to each merge worker, never behind a merge.
 CONTROL_QUEUE = "control"
+QUEUES = (AGENTS_QUEUE, MERGE_QUEUE, CONTROL_QUEUE)
+#: How dispatch treats ready tasks that declare the files of work in flight (cw.store.overlap).
+#: The agent CLIs cw can run (cw.agents.registry maps each to its adapter).
+ADAPTER_NAMES = ("claude", "codex", "command")
+OVERLAP_MODES = ("prefer", "strict", "ignore")
+OVERLAP = "prefer"
+REVIEW_MODES = ("auto", "manual")
+REVIEW = "auto"
 RUN_AGENT_TASK = "cw.run_agent"
 MERGE_TASK = "cw.merge"
 RECONCILE_TASK = "cw.reconcile"
@@ -43,10 +51,14 @@ AGENT_TIMEOUT_SECONDS = 3600.0
 AGENT_KILL_GRACE_SECONDS = 10.0
 VISIBILITY_TIMEOUT_SECONDS = 4 * 3600
 RECONCILE_SECONDS = 15.0
+LEASE_PASS_MARGIN_SECONDS = 0.5  # an extra reconcile pass runs this long after a lease ends
 #: A key the reconciler keeps in the broker: gone means the broker lost every message.
 BROKER_MARKER_KEY = "cw:broker-marker"
 #: How long a usage-limited agent waits when the CLI does not say when the limit resets.
 RATE_LIMIT_WAIT_SECONDS = 300.0
+#: A usage limit's pause ends this much (at random) after its reset: the district's workers
+#: do not all start their agents in the same second.
+LIMIT_JITTER_SECONDS = 2.0
 #: How many leases a lost message waits before the reconciler re-sends it.
 RESEND_GRACE_LEASES = 2.0
 #: A failure of cw's own machinery (git, the file system) sends the attempt's task back to
@@ -69,5 +81,8 @@ KEY_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 #: Namespace of the session id a task's agent starts its first conversation with (uuid5 of the
 #: district's random id, the task and the agent), so a crashed first run can be found again.
 SESSION_NAMESPACE = uuid.UUID("5b0c3f3e-6a57-4c1e-9a8e-0c1d2a4b6e70")
-#: How long a merge worker waits for its control worker to end when it shuts down.
-CONTROL_STOP_SECONDS = 20.0
+#: How long a merge worker waits for its control worker to end when it shuts down, then kills
+#: it. Short: the control worker runs only reconcile passes, which are safe to cut short (each
+#: step is a transaction or crash-safe git work; the next pass redoes what was left). An idle
+#: control worker was once seen to hang in Celery's warm shutdown right after it started.
+CONTROL_STOP_SECONDS = 3.0

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,20 @@ class Settings:
     notify_timeout: float = 10.0  # seconds the notify command may take before it is stopped
     fsui_dir: str = defaults.FSUI_DIR  # the file-system UI, relative to the repository
     flower_port: int = 5555  # Flower (cw flower, cw server) on 127.0.0.1
+    web_port: int = 8765  # the district's page (cw web, cw server) on 127.0.0.1
+    # Tasks declaring the same files: prefer | strict | ignore (cw.store.overlap)
+    overlap: str = defaults.OVERLAP
+    # auto: finished work merges at once; manual: it waits in `review` for a person (per plan
+    # or initiative: cw review mode)
+    review: str = defaults.REVIEW
+    # At most this many agents of an adapter at once, district-wide (config table
+    # [max_running], claude = 4; or CW_MAX_RUNNING_CLAUDE=4); an adapter not named: no cap.
+    max_running: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def running_cap(self) -> int | None:
+        """How many agents of this district's adapter may run at once; None: no cap."""
+        return self.max_running.get(self.agent)
 
     @property
     def hostname(self) -> str:
@@ -112,8 +126,10 @@ class Settings:
         env = {"CW_REPO": str(self.repo)}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name != "repo" and value != f.default:
+            if f.name not in ("repo", CAPS) and value != f.default:
                 env[ENV_PREFIX + f.name.upper()] = str(value)
+        for adapter, cap in self.max_running.items():
+            env[f"{CAPS_PREFIX}{adapter.upper()}"] = str(cap)
         return env
 
     @classmethod
@@ -122,9 +138,12 @@ class Settings:
         env = os.environ if env is None else env
         repo = Path(env["CW_REPO"]).resolve() if env.get("CW_REPO") else find_repo(cwd)
         values: dict[str, Any] = {}
-        values.update(_read_config(repo / defaults.STATE_DIR / defaults.CONFIG_FILE))
+        config = _read_config(repo / defaults.STATE_DIR / defaults.CONFIG_FILE)
+        caps = _caps(config.pop(CAPS, {}), f"{defaults.CONFIG_FILE} [{CAPS}]", "")
+        caps.update(_caps(_env_caps(env), "", CAPS_PREFIX))
+        values.update(config)
         values.update(_read_env(env))
-        return cls(repo=repo, **_coerce(values))
+        return cls(repo=repo, max_running=caps, **_coerce(values))
 
 
 def find_repo(cwd: Path | None = None) -> Path:
@@ -151,7 +170,12 @@ def find_repo(cwd: Path | None = None) -> Path:
 #: Numeric settings where 0 means "no limit" rather than a mistake.
 _ZERO_MEANS_NONE = frozenset({"claude_max_turns", "claude_max_budget_usd", "max_bounces"})
 
-_FIELDS = {f.name: f for f in fields(Settings) if f.name != "repo"}
+CAPS = "max_running"
+CAPS_PREFIX = f"{ENV_PREFIX}{CAPS.upper()}_"
+_FIELDS = {f.name: f for f in fields(Settings) if f.name not in ("repo", CAPS)}
+
+#: Settings that take one of a few words.
+_CHOICES = {"overlap": defaults.OVERLAP_MODES, "review": defaults.REVIEW_MODES}
 
 
 def _read_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -163,6 +187,33 @@ def _read_env(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _env_caps(env: Mapping[str, str]) -> dict[str, Any]:
+    """``CW_MAX_RUNNING_CLAUDE=4`` as ``{"claude": "4"}``."""
+    return {
+        k.removeprefix(CAPS_PREFIX).lower(): v for k, v in env.items() if k.startswith(CAPS_PREFIX)
+    }
+
+
+def _caps(raw: Any, where: str, prefix: str) -> dict[str, int]:
+    """Per-adapter caps, each a known adapter and a positive whole number; ``where`` and
+    ``prefix`` name a wrong one as the person wrote it (a config table, or the variable)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table of adapter = count, got {raw!r}")
+    caps = {}
+    for adapter, value in raw.items():
+        name = f"{prefix}{adapter.upper()}" if prefix else f"{where} {adapter}"
+        if adapter not in defaults.ADAPTER_NAMES:
+            known = ", ".join(defaults.ADAPTER_NAMES)
+            raise ConfigError(f"{name}: no adapter {adapter!r}; known: {known}")
+        try:
+            caps[adapter] = int(value)
+        except (TypeError, ValueError):
+            caps[adapter] = 0
+        if isinstance(value, bool | float) or caps[adapter] <= 0:
+            raise ConfigError(f"{name}: expected a positive whole number of agents, got {value!r}")
+    return caps
+
+
 def _read_config(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
@@ -170,7 +221,7 @@ def _read_config(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    unknown = sorted(set(data) - set(_FIELDS))
+    unknown = sorted(set(data) - set(_FIELDS) - {CAPS})
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(_FIELDS)}")
     return data
@@ -189,6 +240,11 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(
                 f"{ENV_PREFIX}{name.upper()}: expected {kind.__name__}, got {raw!r}"
             ) from exc
+        if name in _CHOICES and value not in _CHOICES[name]:
+            raise ConfigError(
+                f"{ENV_PREFIX}{name.upper()}: expected one of {', '.join(_CHOICES[name])}, "
+                f"got {raw!r}"
+            )
         if kind in (int, float) and (value < 0 or (value == 0 and name not in _ZERO_MEANS_NONE)):
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
         out[name] = value

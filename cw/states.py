@@ -25,6 +25,7 @@ class TaskState(enum.StrEnum):
     BLOCKED = "blocked"  # a dependency failed or was cancelled
     CANCELLED = "cancelled"  # a person cancelled it
     STOPPED = "stopped"  # a person stopped its agent; work is on its branch; resumable
+    REVIEW = "review"  # done and checked in its worktree; a person approves or rejects it
 
 
 S = TaskState
@@ -56,8 +57,15 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",
     (S.MERGING, S.QUEUED): "merge worker: conflicts or a red verify go back to the agent",
+    (S.MERGING, S.READY): "merge worker: sent back as to queued, but max_running agents run: "
+    "it waits for a slot",
     (S.MERGING, S.CONFLICT): "merge worker: conflicts, with bouncing off (max_bounces = 0)",
     (S.MERGING, S.FAILED): "merge worker: bounced too often, or the merge itself failed",
+    (S.RUNNING, S.REVIEW): "agent worker: review is manual, the agent succeeded and its "
+    "verify passed in its worktree; no slot held",
+    (S.REVIEW, S.MERGING): "a person approves it (cw review approve): into the merge queue",
+    (S.REVIEW, S.READY): "a person rejects it with feedback (cw review reject): the same "
+    "session resumes in the same worktree",
     (S.PENDING, S.BLOCKED): "whoever fails or cancels a task this one depends on",
     (S.BLOCKED, S.CANCELLED): "a person (cw task cancel)",
     (S.PENDING, S.CANCELLED): "a person (cw task cancel)",

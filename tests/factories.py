@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cw.planspec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where
+from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where
 
 HERE = Where("test.yaml", 1)
 
@@ -12,6 +12,7 @@ def spec(
     name: str = "test",
     kinds: dict[str, str] | None = None,
     verify: dict[str, str] | None = None,
+    files: dict[str, list[str]] | None = None,
 ) -> InitiativeSpec:
     """One phase, one plan; ``edges`` maps each task key to the keys it depends on."""
     kinds = kinds or {}
@@ -21,7 +22,7 @@ def spec(
             name=f"task {key}",
             kind=kinds.get(key, "auto"),
             prompt=f"do {key}",
-            files=[],
+            files=(files or {}).get(key, []),
             verify=(verify or {}).get(key),
             done=None,
             depends_on=deps,

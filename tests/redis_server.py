@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from cw.processes import die_with_parent
+from cw.host.processes import die_with_parent
 
 START_SECONDS = 10
 STOP_SECONDS = 10

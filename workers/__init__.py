@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 
-from cw.celeryapp import make_app
 from cw.settings import Settings
 from cw.store import Store
+from cw.transport.celeryapp import make_app
 
 app = make_app(
     lambda: Settings.load(),

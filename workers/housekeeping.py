@@ -13,8 +13,9 @@ from typing import Any
 import psutil
 from celery import signals
 
-from cw import defaults, maintenance
+from cw import defaults
 from cw.errors import CwError
+from cw.maintenance.gc import clean_host_worktrees
 from cw.settings import Settings
 from cw.store import Store
 from workers import runtime
@@ -41,7 +42,7 @@ def _keep_tidy(settings: Settings, store: Store) -> None:
         time.sleep(pause)
         try:
             before = time.time() - settings.stale_worktree_seconds
-            report = maintenance.clean_host_worktrees(settings, store, before)
+            report = clean_host_worktrees(settings, store, before)
         except (CwError, OSError) as exc:
             logger.warning("housekeeping: could not look at this host's worktrees: %s", exc)
             continue

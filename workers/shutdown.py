@@ -9,21 +9,23 @@ app's ``include``), never by a plain import of :mod:`workers`.
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
 import psutil
 from celery import signals
 
-from cw import defaults, processes
-from cw.attempts import interrupt_attempts
+from cw import defaults
+from cw.agents.attempts import interrupt_attempts
+from cw.host import processes
 from workers import runtime
 
 
 def interrupt_agents(sender: Any = None, **_: Any) -> None:
     """Runs in the worker's main process; ``sender`` is the worker's node name."""
     _settings, store = runtime()
-    interrupt_attempts(store, worker=str(sender))
+    interrupt_attempts(store, worker=str(sender), pid=os.getpid())
 
 
 def stop_control_worker(**_: Any) -> None:
@@ -37,6 +39,23 @@ def wait_for_control_worker(**_: Any) -> None:
     """The merge worker's last act: its control worker is gone first, so `cw worker --merge`
     returns only once both are."""
     processes.stop_processes(_control_workers(), defaults.CONTROL_STOP_SECONDS)
+
+
+def end_pool_process_at_once(exitcode: int | None = 0, **_: Any) -> None:
+    """Runs in a pool process as it ends cleanly, which cw's workers do only when the worker
+    stops (no task limit is set): billiard would keep the process a second longer after telling
+    the worker it ends, so an idle worker took over a second to stop. The worker needs nothing
+    more from it: it sees the process end, and the process has no task in hand."""
+    if not exitcode:
+        os._exit(0)
+
+
+def exit_at_once(sender: Any = None, **_: Any) -> None:
+    """The worker's last act, once it has stopped consuming, finished its tasks, ended its pool
+    and closed its broker connection: it exits at once (:func:`processes.exit_now`). Only in a
+    Celery worker serving one of cw's queues, never in a process that merely loaded this."""
+    if any(serves(psutil.Process(), queue) for queue in defaults.QUEUES):
+        processes.exit_now(getattr(sender, "exitcode", None) or 0)
 
 
 def _control_workers() -> list[psutil.Process]:
@@ -58,3 +77,5 @@ def serves(proc: psutil.Process, queue: str) -> bool:
 signals.worker_shutting_down.connect(interrupt_agents)
 signals.worker_shutting_down.connect(stop_control_worker)
 signals.worker_shutdown.connect(wait_for_control_worker)
+signals.worker_shutdown.connect(exit_at_once)  # after the wait above: receivers run in order
+signals.worker_process_shutdown.connect(end_pool_process_at_once)

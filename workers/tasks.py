@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cw import defaults
-from cw import reconcile as reconciler
-from cw.attempts import run_attempt
-from cw.dispatch import dispatch_ready, send
+from cw.agents.attempts import run_attempt
 from cw.errors import LeaseHeld
-from cw.merging import clean_up_later, merge_attempt
-from cw.notify import notify_later, notify_new_messages
+from cw.git.merging import clean_up_later, merge_attempt
+from cw.service import reconcile as reconciler
+from cw.service.notify import notify_later, notify_new_messages
 from cw.store import Claim
+from cw.transport.dispatch import dispatch_ready, send
 from workers import app, runtime
 
 
@@ -23,6 +24,8 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
     except LeaseHeld as held:
         # Redelivered while the previous run's lease is live: come back when it expires.
         raise self.retry(countdown=held.seconds_left + 0.5) from held
+    if settings.running_cap is not None:  # its slot under max_running is free: fill it
+        dispatch_ready(store, self.app, settings, promote=False)
     notify_new_messages(settings, store)  # the agent's questions, if it asked any
 
 
@@ -30,7 +33,7 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
 def merge(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
     result = merge_attempt(settings, store, Claim(task_id, attempt))
-    dispatch_ready(store, self.app, promote=False)
+    dispatch_ready(store, self.app, settings, promote=False)
     if result.bounced is not None:
         send(self.app, [result.bounced])
     if result.merged is not None:
@@ -42,4 +45,7 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
 def reconcile(self: Any) -> None:
     settings, store = runtime()
     reconciler.reconcile(settings, store, self.app)
+    delay = reconciler.next_pass_in(store, time.time())
+    if delay is not None:
+        self.apply_async(countdown=delay, queue=defaults.CONTROL_QUEUE, expires=delay + 60)
     notify_later(settings, store)  # anything a crash kept from its notification

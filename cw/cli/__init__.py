@@ -57,6 +57,8 @@ class LazyGroup(click.Group):
         "agent": "cw.cli:agent",
         "worker": "cw.cli.services:worker",
         "budget": "cw.cli:budget",
+        "limits": "cw.cli:limits",
+        "review": "cw.cli:review",
         "gc": "cw.cli.maintenance:gc",
         "doctor": "cw.cli.maintenance:doctor",
         "merge": "cw.cli.maintenance:merge",
@@ -66,6 +68,7 @@ class LazyGroup(click.Group):
         "fsui": "cw.cli.fsui:fsui",
         "server": "cw.cli.server:server",
         "flower": "cw.cli.services:flower",
+        "web": "cw.cli.web:web",
     },
     invoke_without_command=True,
     no_args_is_help=True,
@@ -122,6 +125,27 @@ def agent() -> None:
 )
 def budget() -> None:
     """Cost limits per plan or initiative: no new work starts there once spent."""
+
+
+@click.group(
+    cls=LazyGroup, lazy={"list": "cw.cli.show:limits_list", "resume": "cw.cli.run:limits_resume"}
+)
+def limits() -> None:
+    """Usage limits: one agent hitting its account's limit pauses new starts for all."""
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy={
+        "list": "cw.cli.review:review_list",
+        "show": "cw.cli.review:review_show",
+        "approve": "cw.cli.review:review_approve",
+        "reject": "cw.cli.review:review_reject",
+        "mode": "cw.cli.review:review_mode",
+    },
+)
+def review() -> None:
+    """Review before merge: list, show, approve, reject; a plan's review mode."""
 
 
 def main() -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from dataclasses import asdict, is_dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from cw.errors import UsageError
 from cw.settings import Settings
-from cw.store import Store
+
+if TYPE_CHECKING:
+    from cw.store import Store
+
+T = TypeVar("T")
 
 
 def load_settings() -> Settings:
@@ -16,13 +23,49 @@ def load_settings() -> Settings:
 
 
 def open_store(settings: Settings) -> Store:
+    from cw.store import Store  # SQLAlchemy: only for commands that read or write the store
+
     return Store.open(settings.require_initialized().db_url)
 
 
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as indented JSON: read rows (dataclasses) as objects of their fields."""
+    click.echo(json.dumps(data, indent=2, default=_plain))
+
+
+def show(data: T, as_json: bool, human: Callable[[T], object]) -> None:
+    """``data`` as JSON with ``--json``, else as ``human`` writes it for people."""
+    if as_json:
+        emit_json(data)
+    else:
+        human(data)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return str(value)
 
 
 def counted(n: int, noun: str) -> str:
     """``1 plan``, ``3 plans``."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+#: Suffixes of a token count: ``2M`` is two million.
+_MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
+
+
+def token_count(text: str, what: str) -> int:
+    """``2M``, ``500k``, ``1.5m`` or ``2000000`` as a whole number of tokens; anything else is
+    one clear line naming ``what``."""
+    number, suffix = text.strip(), ""
+    if number[-1:].lower() in ("k", "m", "g"):
+        number, suffix = number[:-1], number[-1].lower()
+    try:
+        value = float(number) * _MULTIPLIERS[suffix]
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise UsageError(f"{what}: {text!r} is no token count (e.g. 2M, 500k, 1500000)")
+    return int(value)

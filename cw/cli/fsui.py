@@ -9,12 +9,12 @@ from types import FrameType
 
 import click
 
-from cw import watcher
-from cw.celeryapp import make_app
 from cw.cli.common import load_settings
-from cw.dispatch import dispatch_ready
+from cw.fsui import watcher
 from cw.settings import Settings
 from cw.store import Store
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready
 
 
 @click.command()
@@ -52,7 +52,7 @@ def _dispatcher(settings: Settings) -> Callable[[Store], Callable[[], object]]:
 
     def make(store: Store) -> Callable[[], object]:
         app = make_app(settings)
-        return lambda: dispatch_ready(store, app)
+        return lambda: dispatch_ready(store, app, settings)
 
     return make
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any
+from typing import TypeVar
 
 import click
 
-from cw import maintenance
-from cw.cli.common import emit_json, load_settings, open_store
+from cw.cli.common import emit_json, load_settings, open_store, show
+from cw.maintenance import doctor as checks
+from cw.maintenance import gc as collect
+from cw.maintenance import merges, repairs
+from cw.store.read import MergeStatus, QueueEntry
+
+E = TypeVar("E", bound=QueueEntry)
 
 
 @click.command()
@@ -18,7 +24,7 @@ from cw.cli.common import emit_json, load_settings, open_store
 def gc(dry_run: bool, as_json: bool) -> None:
     """Remove merged task worktrees and branches; never unmerged work."""
     settings = load_settings()
-    report = maintenance.gc(settings, open_store(settings), dry_run=dry_run)
+    report = collect.gc(settings, open_store(settings), dry_run=dry_run)
     if as_json:
         emit_json(report.as_json())
         return
@@ -39,11 +45,14 @@ def doctor(fix: bool, as_json: bool) -> None:
     """Check the district (integration branch, done tasks, worktrees, leftovers of crashes,
     schema); exit 1 on a problem. With --fix, repair what crashes left first."""
     settings = load_settings().require_initialized()
-    fixed = maintenance.repair(settings, open_store(settings)) if fix else []
-    findings = maintenance.doctor(settings)
+    fixed = repairs.repair(settings, open_store(settings)) if fix else []
+    findings = checks.doctor(settings)
     if as_json:
-        emit_json({"fixed": fixed, "findings": [asdict(f) for f in findings]} if fix
-                  else [asdict(f) for f in findings])  # fmt: skip
+        emit_json(
+            {"fixed": fixed, "findings": [asdict(f) for f in findings]}
+            if fix
+            else [asdict(f) for f in findings]
+        )
     else:
         for line in fixed:
             click.echo(f"fixed    {line}")
@@ -63,28 +72,25 @@ def merge() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def merge_status(as_json: bool) -> None:
     """Queued merges in order, the one in progress, recent merges, conflicts, failures."""
-    data = maintenance.merge_status(open_store(load_settings()))
-    if as_json:
-        emit_json(data)
-    else:
-        _render_merge_status(data)
+    data = merges.merge_status(open_store(load_settings()))
+    show(data, as_json, _render_merge_status)
 
 
-def _render_merge_status(data: dict[str, Any]) -> None:
-    sections: list[tuple[str, str, Any]] = [
-        ("queued", "queued", lambda e: f"waiting {_age(e['waiting_seconds'])}"),
-        ("in_progress", "in progress", lambda e: f"merging for {_age(e['running_seconds'])}"),
-        ("merged", "recently merged", lambda e: (e["sha"] or "")[:10]),
-        ("conflicts", "conflicts", lambda e: ", ".join(e["files"])),
-        ("failures", "failures", lambda e: f"{e['state']}: {e['error']}"),
-    ]
-    for key, title, describe in sections:
-        entries = data[key]
-        click.echo(f"{title} ({len(entries)}):")
-        for n, e in enumerate(entries, 1):
-            click.echo(f"  {n}. {e['task']} (attempt {e['attempt']})  {describe(e)}")
-    for b in data["bounces"]:
-        click.echo(f"bounced: {b['task']} {b['bounces']} time(s) ({b['merge_attempts']} merges)")
+def _render_merge_status(data: MergeStatus) -> None:
+    _section("queued", data.queued, lambda e: f"waiting {_age(e.waiting_seconds)}")
+    _section("in progress", data.in_progress, lambda e: f"merging for {_age(e.running_seconds)}")
+    _section("recently merged", data.merged, lambda e: (e.sha or "")[:10])
+    _section("conflicts", data.conflicts, lambda e: ", ".join(e.files))
+    _section("failures", data.failures, lambda e: f"{e.state}: {e.error}")
+    for b in data.bounces:
+        click.echo(f"bounced: {b.task} {b.bounces} time(s) ({b.merge_attempts} merges)")
+
+
+def _section(title: str, entries: list[E], describe: Callable[[E], str]) -> None:
+    """One section of ``cw merge status``: its title, then each entry and what ``describe`` says."""
+    click.echo(f"{title} ({len(entries)}):")
+    for n, e in enumerate(entries, 1):
+        click.echo(f"  {n}. {e.task} (attempt {e.attempt})  {describe(e)}")
 
 
 def _age(seconds: float | None) -> str:

@@ -6,11 +6,10 @@ import sys
 
 import click
 
-from cw import render
-from cw.celeryapp import make_app
-from cw.cli.common import emit_json, load_settings, open_store
-from cw.dispatch import dispatch_ready
-from cw.notify import notify_new_messages
+from cw.cli import render
+from cw.cli.common import emit_json, load_settings, open_store, show
+from cw.district import District
+from cw.service.notify import notify_new_messages
 
 
 @click.group()
@@ -38,10 +37,7 @@ def message_list(pending: bool, as_json: bool) -> None:
 def message_show(message_id: int, as_json: bool) -> None:
     """One message: the whole question, its options, its task, and the answer if given."""
     detail = open_store(load_settings()).message_detail(message_id)
-    if as_json:
-        emit_json(detail)
-    else:
-        render.message_detail(detail)
+    show(detail, as_json, render.message_detail)
 
 
 @message.command("answer")
@@ -56,7 +52,6 @@ def message_answer(message_id: int, words: tuple[str, ...]) -> None:
     """
     text = sys.stdin.read() if words == ("-",) else " ".join(words)
     settings = load_settings()
-    store = open_store(settings)
-    click.echo(f"cw: {store.answer_message(message_id, text)}")
-    dispatch_ready(store, make_app(settings))
-    notify_new_messages(settings, store)
+    district = District.open(settings)
+    click.echo(f"cw: {district.answer(message_id, text)}")
+    notify_new_messages(settings, district.store)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import click
 
 from cw.cli.common import emit_json, load_settings, open_store
-from cw.plandiff import rollup
+from cw.district import District
+from cw.plans.diff import rollup
+from cw.store.read import PlanListing
 
 
 @click.group()
@@ -29,29 +30,27 @@ def plan_list(as_json: bool) -> None:
         return
     phase = None
     for row in rows:
-        if (row["initiative"], row["phase"]) != phase:
-            phase = (row["initiative"], row["phase"])
-            click.echo(
-                _phase_line(row, [r for r in rows if (r["initiative"], r["phase"]) == phase])
-            )
+        if (row.initiative, row.phase) != phase:
+            phase = (row.initiative, row.phase)
+            click.echo(_phase_line(row, [r for r in rows if (r.initiative, r.phase) == phase]))
         click.echo(
-            f"  {row['id']:>4}  {row['plan']:<10} {row['state']:<12} {_done(row):>7}  "
-            f"v{row['version']}  {row['source']}"
+            f"  {row.id:>4}  {row.plan:<10} {row.state:<12} {_done(row):>7}  "
+            f"v{row.version}  {row.source}"
         )
 
 
-def _phase_line(first: dict[str, Any], plans: list[dict[str, Any]]) -> str:
-    done, tasks = sum(p["done"] for p in plans), sum(p["tasks"] for p in plans)
-    states = [state for p in plans for state, n in p["states"].items() if n]
-    name = f" {first['phase_name']}" if first["phase_name"] != first["phase"] else ""
+def _phase_line(first: PlanListing, plans: list[PlanListing]) -> str:
+    done, tasks = sum(p.done for p in plans), sum(p.tasks for p in plans)
+    states = [state for p in plans for state, n in p.states.items() if n]
+    name = f" {first.phase_name}" if first.phase_name != first.phase else ""
     return (
-        f"{first['initiative']}: phase {first['phase']}{name}: {rollup(states)}, "
+        f"{first.initiative}: phase {first.phase}{name}: {rollup(states)}, "
         f"{done}/{tasks} tasks done"
     )
 
 
-def _done(row: dict[str, Any]) -> str:
-    return f"{row['done']}/{row['tasks']}"
+def _done(row: PlanListing) -> str:
+    return f"{row.done}/{row.tasks}"
 
 
 @plan.command("show")
@@ -64,18 +63,18 @@ def plan_show(ref: str, as_json: bool) -> None:
     if as_json:
         emit_json(detail)
         return
-    click.echo(f"plan {detail['plan']} (id {detail['id']}): {detail['name']}")
-    click.echo(f"  initiative  {detail['initiative']}, phase {detail['phase']}")
-    click.echo(f"  state       {detail['state']}, {_done(detail)} tasks done")
-    click.echo(f"  version     {detail['version']}, from {detail['source']}")
+    click.echo(f"plan {detail.plan} (id {detail.id}): {detail.name}")
+    click.echo(f"  initiative  {detail.initiative}, phase {detail.phase}")
+    click.echo(f"  state       {detail.state}, {_done(detail)} tasks done")
+    click.echo(f"  version     {detail.version}, from {detail.source}")
     click.echo("  tasks")
-    for task in detail["task_rows"]:
-        click.echo(f"    {task['id']:>4}  {task['key']:<14} {task['state']:<10} {task['name']}")
-    for version in reversed(detail["versions"]):
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version["replaced_at"]))
+    for task in detail.task_rows:
+        click.echo(f"    {task.id:>4}  {task.key:<14} {task.state:<10} {task.name}")
+    for version in reversed(detail.versions):
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(version.replaced_at))
         click.echo(
-            f"  version {version['version']}: replaced {when}; tasks "
-            f"{', '.join(version['tasks'])}; from {version['source'] or '-'}"
+            f"  version {version.version}: replaced {when}; tasks "
+            f"{', '.join(version.tasks)}; from {version.source or '-'}"
         )
 
 
@@ -83,6 +82,6 @@ def plan_show(ref: str, as_json: bool) -> None:
 @click.argument("ref")
 def plan_cancel(ref: str) -> None:
     """Cancel a plan none of whose tasks has started; what depends on it is blocked."""
-    store = open_store(load_settings())
-    count = store.cancel_plan(store.find_plan_id(ref))
+    district = District.open(load_settings())
+    count = district.cancel_plan(district.store.find_plan_id(ref))
     click.echo(f"cw: plan {ref} cancelled ({count} task{'s' * (count != 1)})")

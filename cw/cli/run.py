@@ -7,14 +7,19 @@ from typing import Any
 
 import click
 
-from cw import db, defaults, worktrees
-from cw.celeryapp import make_app
-from cw.cli.common import counted, load_settings, open_store
-from cw.dispatch import dispatch_ready, resend_queued
-from cw.errors import BrokerError, UsageError
-from cw.plandiff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
-from cw.plans import InitiativeSpec, load_plan, refuse_skips, submit_report
+from cw import defaults
+from cw.cli.common import counted, load_settings, open_store, token_count
+from cw.district import District
+from cw.errors import UsageError
+from cw.git import branches, hub, runner, worktrees
+from cw.plans.diff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
+from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
 from cw.settings import Settings
+from cw.store import db
+from cw.store.read import short_count
+from cw.store.records import Scope
+from cw.transport.celeryapp import connected_app, make_app
+from cw.transport.dispatch import dispatch_ready, resend_queued
 
 
 @click.command()
@@ -22,7 +27,7 @@ from cw.settings import Settings
 def init(integration_branch: str | None) -> None:
     """Set up cw in the current git repository (.cw/, database, integration branch)."""
     settings = load_settings()
-    head = worktrees.head_sha(settings.repo)
+    head = branches.head_sha(settings.repo)
     if head is None:
         raise UsageError(f"{settings.repo} has no commits yet: make a first commit, then cw init")
     branch = _integration_branch(settings, integration_branch)
@@ -32,10 +37,10 @@ def init(integration_branch: str | None) -> None:
     if not config.exists():
         config.write_text(f'integration_branch = "{branch}"\n', encoding="utf-8")
     worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
-    worktrees.prepare_repository(settings.repo)
-    sha = worktrees.ensure_branch(settings.repo, branch, head)
+    runner.prepare_repository(settings.repo)
+    sha = branches.ensure_branch(settings.repo, branch, head)
     where = _meet_at_hub(settings, branch, sha) if settings.git_hub else ""
-    sha = worktrees.branch_sha(settings.repo, branch) or sha
+    sha = branches.branch_sha(settings.repo, branch) or sha
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     engine.dispose()
@@ -48,9 +53,9 @@ def _meet_at_hub(settings: Settings, branch: str, sha: str) -> str:
     """The hub holds the integration branch every host starts from: publish ours or take its.
     Says which happened."""
     ref = f"refs/heads/{branch}"
-    if worktrees.fetch_branch(settings.repo, settings.git_hub, branch, ref):
+    if hub.fetch_branch(settings.repo, settings.git_hub, branch, ref):
         return f", taken from the hub {settings.git_hub}"
-    worktrees.push_branch(settings.repo, settings.git_hub, sha, branch)
+    hub.push_branch(settings.repo, settings.git_hub, sha, branch)
     return f", published to the hub {settings.git_hub}"
 
 
@@ -61,7 +66,7 @@ def _integration_branch(settings: Settings, requested: str | None) -> str:
             f"already initialised with integration branch {settings.integration_branch!r}; "
             f"to change it, edit {settings.state_dir / defaults.CONFIG_FILE}"
         )
-    if not worktrees.is_valid_branch_name(settings.repo, branch):
+    if not branches.is_valid_branch_name(settings.repo, branch):
         raise UsageError(f"--integration-branch: {branch!r} is not a valid git branch name")
     return branch
 
@@ -103,7 +108,7 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
     diff = store.submit(spec, held.get(spec.name))
     _echo_lines(_summary(diff, spec) + submit_report(spec))
     if app is not None:
-        claims = dispatch_ready(store, app)
+        claims = dispatch_ready(store, app, settings)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
 
 
@@ -155,14 +160,7 @@ def _late(diff: PlanDiff) -> list[str]:
 
 
 def _app(settings: Settings, check: bool = False) -> Any:
-    app = make_app(settings)
-    if check:
-        try:
-            with app.connection_for_write() as conn:
-                conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.2)
-        except Exception as exc:  # kombu raises transport-specific errors
-            raise BrokerError(f"cannot reach the broker {app.conf.broker_url}: {exc}") from exc
-    return app
+    return connected_app(settings) if check else make_app(settings)
 
 
 @click.command()
@@ -172,7 +170,7 @@ def dispatch(resend: bool) -> None:
     settings = load_settings()
     store = open_store(settings)
     app = _app(settings, check=True)
-    claims = dispatch_ready(store, app)
+    claims = dispatch_ready(store, app, settings)
     resent = resend_queued(store, app) if resend else 0
     click.echo(f"cw: dispatched {len(claims)} task(s), resent {resent}")
 
@@ -181,31 +179,45 @@ def dispatch(resend: bool) -> None:
 @click.argument("ref")
 def task_retry(ref: str) -> None:
     """Give a failed task a new attempt (same branch and worktree) and dispatch it."""
-    settings = load_settings()
-    store = open_store(settings)
-    task_id = store.find_task_id(ref)
-    store.retry_task(task_id)
-    dispatch_ready(store, _app(settings, check=True))
+    district = District.open(load_settings())
+    state = district.retry(district.store.find_task_id(ref))
     # A worker's or the reconciler's dispatch may have sent it first: say where it is now.
-    click.echo(f"cw: task {ref} retried; it is {store.task_state(task_id).value} now")
+    click.echo(f"cw: task {ref} retried; it is {state.value} now")
 
 
 @click.command("cancel")
 @click.argument("ref")
 def task_cancel(ref: str) -> None:
     """Cancel a task that has not started; what depends on it is blocked."""
-    store = open_store(load_settings())
-    store.cancel_task(store.find_task_id(ref))
+    district = District.open(load_settings())
+    district.cancel(district.store.find_task_id(ref))
     click.echo(f"cw: task {ref} cancelled")
 
 
 @click.command("set")
-@click.argument("usd", type=click.FloatRange(min=0))
+@click.argument("usd", type=click.FloatRange(min=0), required=False)
+@click.option("--tokens", default=None, help="A cap in tokens: 2M, 500k, 1500000.")
 @click.option("--plan", "plan", default=None, help="Plan key, e.g. 02-03.")
 @click.option("--initiative", "initiative", default=None, help="Initiative name.")
-def budget_set(usd: float, plan: str | None, initiative: str | None) -> None:
-    """Cap a plan's or an initiative's cost in USD."""
-    if (plan is None) == (initiative is None):
-        raise UsageError("give exactly one of --plan KEY or --initiative NAME")
-    open_store(load_settings()).set_budget(plan=plan, initiative=initiative, usd=usd)
-    click.echo(f"cw: budget of {plan or initiative} set to ${usd:.2f}")
+def budget_set(
+    usd: float | None, tokens: str | None, plan: str | None, initiative: str | None
+) -> None:
+    """Cap a plan's or an initiative's cost in USD, in tokens (--tokens), or both."""
+    scope = Scope(plan, initiative)
+    if usd is None and tokens is None:
+        raise UsageError("give a cap: USD, --tokens COUNT, or both")
+    cap = None if tokens is None else token_count(tokens, "--tokens")
+    District.open(load_settings()).set_budget(scope, usd=usd, tokens=cap)
+    caps = [f"${usd:.2f}"] if usd is not None else []
+    caps += [f"{short_count(cap)} tokens"] if cap is not None else []
+    click.echo(f"cw: budget of {scope.name} set to {' and '.join(caps)}")
+
+
+@click.command("resume")
+@click.argument("adapter", required=False)
+def limits_resume(adapter: str | None) -> None:
+    """Start agents again now, though a usage limit paused them (e.g. the plan was upgraded)."""
+    lifted = District.open(load_settings()).resume_limits(adapter)
+    if not lifted:
+        raise UsageError(f"no {adapter + ' ' if adapter else ''}usage-limit pause is in force")
+    click.echo(f"cw: {', '.join(lifted)} resumed: new agents start again")

@@ -9,9 +9,10 @@ from typing import Any
 
 import click
 
-from cw import server as district
-from cw.cli.common import emit_json, load_settings
+from cw.cli.common import load_settings, show
 from cw.errors import UsageError
+from cw.host import processes
+from cw.service import serverctl
 
 F = Callable[..., Any]
 
@@ -29,6 +30,7 @@ _START_OPTIONS = (
     ),
     click.option("--no-flower", is_flag=True, help="Without Flower."),
     click.option("--no-fsui", is_flag=True, help="Without the file-system UI watcher."),
+    click.option("--no-web", is_flag=True, help="Without the district's web page (cw web)."),
 )
 
 
@@ -47,17 +49,21 @@ def server(ctx: click.Context, /, **options: Any) -> None:
         ctx.invoke(start, **options)
     elif any(options.values()):
         raise UsageError(
-            f"--detach, --workers, --no-flower and --no-fsui go with `cw server [start]`, "
-            f"not with `cw server {ctx.invoked_subcommand}`"
+            "--detach, --workers, --no-flower, --no-fsui and --no-web go with "
+            f"`cw server [start]`, not with `cw server {ctx.invoked_subcommand}`"
         )
 
 
 @server.command()
 @_start_options
-def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool) -> None:
+def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool, no_web: bool) -> None:
     """Start everything; SIGTERM or Ctrl-C stops it cleanly (twice: at once)."""
+    from cw.service import server as district  # Celery and the store: not for `cw server stop`
+
     settings = load_settings().require_initialized()
-    options = district.ServerOptions(workers=workers, flower=not no_flower, fsui=not no_fsui)
+    options = district.ServerOptions(
+        workers=workers, flower=not no_flower, fsui=not no_fsui, web=not no_web
+    )
     if detach:
         pid = district.start_detached(settings, options)
         click.echo(
@@ -66,29 +72,33 @@ def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool) -> 
         )
         return
     _log_to_stderr()
-    sys.exit(district.serve(settings, options))
+    processes.exit_now(district.serve(settings, options))  # everything it started is gone
 
 
 @server.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Is the server running, and is each part of it healthy? Exit 1 if not."""
+    from cw.service import server as district
+
     report = district.health(load_settings().require_initialized())
-    if as_json:
-        emit_json(report)
-    else:
-        _render(report)
+    show(report, as_json, _render)
     if not report["healthy"]:
         sys.exit(1)
 
 
 @server.command()
-@click.option("--timeout", type=float, default=900.0, show_default=True,
-              help="Seconds to wait for it to stop.")  # fmt: skip
+@click.option(
+    "--timeout",
+    type=float,
+    default=900.0,
+    show_default=True,
+    help="Seconds to wait for it to stop.",
+)
 @click.option("--force", is_flag=True, help="Signal twice: kill every child now.")
 def stop(timeout: float, force: bool) -> None:
     """Stop the running server: agents interrupted (their work committed), children stopped."""
-    pid = district.stop_server(load_settings().require_initialized(), timeout=timeout, force=force)
+    pid = serverctl.stop_server(load_settings().require_initialized(), timeout=timeout, force=force)
     click.echo("cw: no server was running" if pid is None else f"cw: server (pid {pid}) stopped")
 
 
@@ -102,6 +112,8 @@ def _render(report: dict[str, Any]) -> None:
         click.echo(f"  {name:<8} pid {child['pid']:<8} {alive:<6} log: {child['log']}")
     click.echo(f"broker: {'reachable' if report['broker'] else 'NOT reachable'}")
     click.echo(f"database: {'reachable' if report['database'] else 'NOT reachable'}")
+    if report.get("web"):
+        click.echo(f"web: {report['web']}")
     if report["flower"]:
         click.echo(
             f"flower: {report['flower']} (credentials: {report['flower_credentials']}, "
@@ -112,7 +124,7 @@ def _render(report: dict[str, Any]) -> None:
 def _log_to_stderr() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s cw server: %(message)s", "%H:%M:%S"))
-    log = logging.getLogger(district.__name__)
+    log = logging.getLogger("cw.service.server")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

@@ -11,14 +11,17 @@ from typing import NoReturn
 
 import click
 
-from cw import broker, defaults, monitoring, processes
-from cw.celeryapp import make_app
+from cw import defaults
 from cw.cli.common import load_settings
-from cw.dispatch import send_merges
 from cw.errors import UsageError
-from cw.merging import stuck_merges
+from cw.git.merging import stuck_merges
+from cw.host import processes
+from cw.service import monitoring
 from cw.settings import Settings
 from cw.store import Store
+from cw.transport import broker
+from cw.transport.celeryapp import make_app, worker_argv
+from cw.transport.dispatch import send_merges
 
 
 @click.command()
@@ -48,15 +51,7 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
         _start_control_worker(settings, node, loglevel)
     queue = defaults.MERGE_QUEUE if merge else defaults.AGENTS_QUEUE
     count = 1 if merge else (concurrency or settings.concurrency)
-    _exec(_celery_worker(queue, count, node or f"cw-{queue}-{os.getpid()}@%h", loglevel), settings)
-
-
-def _celery_worker(queue: str, count: int, node: str, loglevel: str) -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "-A", "workers", "worker", "-Q", queue, "-c", str(count),
-        "-P", "prefork", "-E", "-n", node, "--loglevel", loglevel, "--without-gossip",
-        "--without-mingle",
-    ]  # fmt: skip
+    _exec(worker_argv(queue, count, node or f"cw-{queue}-{os.getpid()}@%h", loglevel), settings)
 
 
 def _start_control_worker(settings: Settings, node: str | None, loglevel: str) -> None:
@@ -64,8 +59,7 @@ def _start_control_worker(settings: Settings, node: str | None, loglevel: str) -
     lock and agent processes) but never queued behind a long merge. It gets SIGTERM when the
     merge worker (this process, after its exec) exits."""
     name = node.replace("@", "-control@", 1) if node and "@" in node else None
-    argv = _celery_worker(defaults.CONTROL_QUEUE, 1, name or f"cw-control-{os.getpid()}@%h",
-                          loglevel)  # fmt: skip
+    argv = worker_argv(defaults.CONTROL_QUEUE, 1, name or f"cw-control-{os.getpid()}@%h", loglevel)
     env = {**os.environ, **settings.child_env()}
     subprocess.Popen(argv, env=env, preexec_fn=processes.die_with_parent)
 
@@ -94,10 +88,18 @@ def beat(loglevel: str) -> NoReturn:
 
 @click.command()
 @click.option("--show-credentials", is_flag=True, help="Print user:password and exit.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None,
-              help="Port (default: settings.flower_port).")  # fmt: skip
-@click.option("--address", default=monitoring.FLOWER_ADDRESS, show_default=True,
-              help="Address to listen on; 0.0.0.0 in a container.")  # fmt: skip
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Port (default: settings.flower_port).",
+)
+@click.option(
+    "--address",
+    default=monitoring.FLOWER_ADDRESS,
+    show_default=True,
+    help="Address to listen on; 0.0.0.0 in a container.",
+)
 def flower(show_credentials: bool, port: int | None, address: str) -> None:
     """Start Flower (Celery monitoring) behind a password.
 
@@ -113,9 +115,23 @@ def flower(show_credentials: bool, port: int | None, address: str) -> None:
         return
     port = port or settings.flower_port
     _check_port_free(address, port)
+    if address not in ("127.0.0.1", "::1", "localhost"):
+        click.echo(
+            f"cw: warning: Flower's /metrics answers without the password; on {address} anyone "
+            "who reaches the port reads it (docs/server.md: a local scrape, or a proxy)",
+            err=True,
+        )
     broker.broker_url(settings)
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "flower",
-            f"--address={address}", f"--port={port}"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "flower",
+        f"--address={address}",
+        f"--port={port}",
+    ]
     # In .cw/ (or /, in a container without the repository): Flower reads ./flowerconfig.py,
     # never the repository's. The password goes in the environment, not on a command line
     # anyone can read with ps.

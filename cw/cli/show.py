@@ -2,26 +2,42 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import click
 
-from cw import maintenance, render, views, worktrees
-from cw.cli.common import emit_json, load_settings, open_store
-from cw.errors import CwError
+from cw.cli import render
+from cw.cli.common import emit_json, load_settings, open_store, show
+from cw.errors import CwError, UsageError
+from cw.git import branches
+from cw.maintenance.merges import integrated_diff
+from cw.store import views
 
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(as_json: bool) -> None:
+@click.option(
+    "--watch", "every", type=click.FloatRange(min=0.2), is_flag=False, flag_value=1.0,
+    default=None, help="Redraw in place every N seconds (1 if not given) until Ctrl-C.",
+)  # fmt: skip
+def status(as_json: bool, every: float | None) -> None:
     """All tasks at a glance: per-plan progress, counts, running agents, what waits on what."""
-    data = views.status(open_store(load_settings()))
-    if as_json:
-        emit_json(data)
-    else:
-        render.status(data)
+    settings = load_settings()
+    store = open_store(settings)
+    if every is not None:
+        if as_json:
+            raise UsageError("--watch redraws for people; --json is for a single read")
+        from cw.cli import top  # the page's board: only for a watch
+        from cw.web import board
+
+        with contextlib.suppress(KeyboardInterrupt):
+            top.watch(lambda: board.read(store, settings), every)
+        return
+    show(views.status(store), as_json, partial(render.status, here=settings.hostname))
 
 
 @click.command()
@@ -49,10 +65,7 @@ def wait(timeout: float | None, interval: float) -> None:
 def task_list(state: str | None, as_json: bool) -> None:
     """Every task with its state, plan and agent."""
     rows = views.task_list(open_store(load_settings()), state)
-    if as_json:
-        emit_json(rows)
-    else:
-        render.task_table(rows)
+    show(rows, as_json, render.task_table)
 
 
 @click.command("show")
@@ -60,24 +73,19 @@ def task_list(state: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def task_show(ref: str, as_json: bool) -> None:
     """One task by id or key: prompt, dependencies, attempts, merges."""
-    store = open_store(load_settings())
+    settings = load_settings()
+    store = open_store(settings)
     detail = store.task_detail(store.find_task_id(ref))
-    detail["verify_treatment"] = views.verify_treatment(detail)
-    if as_json:
-        emit_json(detail)
-    else:
-        render.task_detail(detail)
+    show(detail, as_json, partial(render.task_detail, here=settings.hostname))
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def agent_list(as_json: bool) -> None:
     """Every agent: task, state, worktree, session, runtime, last activity, cost."""
-    rows = views.agent_list(open_store(load_settings()))
-    if as_json:
-        emit_json(rows)
-    else:
-        render.agent_table(rows)
+    settings = load_settings()
+    rows = views.agent_list(open_store(settings))
+    show(rows, as_json, partial(render.agent_table, here=settings.hostname))
 
 
 @click.command("diff")
@@ -90,20 +98,20 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
     store = open_store(settings)
     detail = store.task_detail(store.find_task_id(ref))
     if integrated:
-        text = maintenance.integrated_diff(settings, detail, stat)
+        text = integrated_diff(settings, detail, stat)
         click.echo(text, nl=not text.endswith("\n"))
         return
-    if not detail["base_sha"]:
+    if not detail.base_sha:
         raise CwError(f"task {ref} has not started: no changes yet")
-    worktree = Path(detail["worktree"]) if detail["worktree"] else None
+    worktree = Path(detail.worktree) if detail.worktree else None
     if worktree is not None and worktree.is_dir():
-        text = worktrees.diff(settings.repo, detail["base_sha"], worktree=worktree, stat=stat)
-    elif detail["branch"] and worktrees.branch_sha(settings.repo, detail["branch"]):
-        text = worktrees.diff(settings.repo, detail["base_sha"], branch=detail["branch"], stat=stat)
-    elif detail["merged_sha"]:  # `cw gc` deleted the merged branch: its merge holds the changes
-        text = maintenance.integrated_diff(settings, detail, stat)
+        text = branches.diff(settings.repo, detail.base_sha, worktree=worktree, stat=stat)
+    elif detail.branch and branches.branch_sha(settings.repo, detail.branch):
+        text = branches.diff(settings.repo, detail.base_sha, branch=detail.branch, stat=stat)
+    elif detail.merged_sha:  # `cw gc` deleted the merged branch: its merge holds the changes
+        text = integrated_diff(settings, detail, stat)
     else:
-        raise CwError(f"task {ref}: its branch {detail['branch']} and worktree are gone")
+        raise CwError(f"task {ref}: its branch {detail.branch} and worktree are gone")
     click.echo(text, nl=not text.endswith("\n"))
 
 
@@ -116,7 +124,19 @@ def budget_list(as_json: bool) -> None:
         emit_json(rows)
         return
     for r in rows:
-        flag = "  (spent: no new work starts)" if r["exhausted"] else ""
-        click.echo(
-            f"{r['kind']} {r['name']}: ${r['spent_usd']:.2f} of ${r['budget_usd']:.2f}{flag}"
-        )
+        flag = "  (spent: no new work starts)" if r.exhausted else ""
+        click.echo(f"{r.describe()}{flag}")
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def limits_list(as_json: bool) -> None:
+    """Adapters paused by a usage limit, and until when."""
+    rows = open_store(load_settings()).pauses()
+    if as_json:
+        emit_json(rows)
+        return
+    for pause in rows:
+        click.echo(pause.describe())
+    if not rows:
+        click.echo("no usage limit in force: agents start as slots free up")

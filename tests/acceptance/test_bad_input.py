@@ -159,6 +159,15 @@ ARGUMENTS = {
     "negative-budget": ["budget", "set", "--plan", "01-01", "--", "-5"],
     "budget-for-nothing": ["budget", "set", "--plan", "nope", "5"],
     "budget-for-both": ["budget", "set", "--plan", "01-01", "--initiative", "good", "5"],
+    "budget-of-nothing": ["budget", "set", "--plan", "01-01"],
+    "budget-in-odd-tokens": ["budget", "set", "--plan", "01-01", "--tokens", "2Q"],
+    "budget-in-negative-tokens": ["budget", "set", "--plan", "01-01", "--tokens=-5k"],
+    "approve-a-task-not-in-review": ["review", "approve", "a"],
+    "reject-without-feedback": ["review", "reject", "a", "-m", " "],
+    "review-mode-of-no-plan": ["review", "mode", "manual", "--plan", "nope"],
+    "review-mode-unknown": ["review", "mode", "sometimes", "--plan", "01-01"],
+    "review-mode-of-nothing": ["review", "mode", "manual"],
+    "show-a-review-of-a-pending-task": ["review", "show", "b"],
     "zero-concurrency": ["worker", "-c", "0"],
     "message-id-not-a-number": ["message", "show", "abc"],
     "unknown-message": ["message", "answer", "999", "yes"],
@@ -181,6 +190,8 @@ CONFIGS = {
     "wrong-type": ('lease = "soon"\n', "CW_LEASE"),
     "negative": ("lease = -3\n", "CW_LEASE"),
     "binary": ("\x00\x01\x02", "config.toml"),
+    "negative-agent-cap": ("[max_running]\nclaude = -2\n", "[max_running] claude"),
+    "cap-of-no-adapter": ("[max_running]\ngpt = 2\n", "no adapter 'gpt'"),
 }
 
 

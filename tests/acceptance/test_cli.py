@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -235,3 +239,52 @@ def test_task_list_names_the_initiative_once_there_are_several(district: Path) -
     listing = run_cw(repo, "task", "list").stdout
     assert "initiative" in listing.splitlines()[1]
     assert "alpha" in listing and "beta" in listing
+
+
+def test_a_budget_caps_dollars_tokens_or_both_and_lists_what_is_spent(district: Path) -> None:
+    (district / "plan.yaml").write_text(NSP_PLAN)
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    said = run_cw(district, "budget", "set", "--tokens", "2M", "--initiative", "nsp").stdout
+    assert said == "cw: budget of nsp set to 2M tokens\n"
+    said = run_cw(district, "budget", "set", "5", "--initiative", "nsp").stdout
+    assert said == "cw: budget of nsp set to $5.00\n"
+    assert run_cw(district, "budget", "list").stdout == (
+        "initiative nsp: $0.00 of $5.00, 0 of 2M tokens\n"
+    )
+    (row,) = json.loads(run_cw(district, "budget", "list", "--json").stdout)
+    assert (row["budget_usd"], row["budget_tokens"], row["exhausted"]) == (5.0, 2_000_000, False)
+    status = json.loads(run_cw(district, "status", "--json").stdout)
+    assert (status["tokens"], status["token_counts"]["initiative"]) == (0, {"nsp": 0})
+
+
+def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None:
+    """In a terminal (a pseudo-terminal here) the status is drawn again as the district moves."""
+    primary, secondary = pty.openpty()
+    proc = subprocess.Popen([*CW, "status", "--watch", "0.3"], cwd=district, stdin=secondary,
+                            stdout=secondary, stderr=secondary, env=dict(os.environ))  # fmt: skip
+    os.close(secondary)
+    seen = b""
+
+    def read_until(text: bytes, seconds: float = 30) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + seconds
+        while text not in seen:
+            assert time.monotonic() < deadline, f"{text!r} never drawn: {seen[-500:]!r}"
+            if select.select([primary], [], [], 0.2)[0]:
+                seen += os.read(primary, 65536)
+
+    try:
+        read_until(b"0 tasks")
+        (district / "plan.yaml").write_text(NSP_PLAN)
+        run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+        read_until(b"5 tasks")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        os.close(primary)
+
+
+def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
+    refused = run_cw(district, "status", "--watch", "--json", check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr

@@ -18,11 +18,15 @@ from tests.conftest import CW, Processes, dump_store, store_url
 
 __all__ = ["district"]  # the fixture this module's own builds on
 
+#: Task 02-01-1 runs until the test creates RELEASE in the repository (at most 60 s).
 AGENT = """\
 mkdir -p out
 echo "$CW_TASK_KEY" > "out/$CW_TASK_KEY.txt"
-if [ "$CW_TASK_KEY" = 02-01-1 ]; then sleep 8; else sleep 0.2; fi
+if [ "$CW_TASK_KEY" = 02-01-1 ]; then
+  for _ in $(seq 600); do [ -f {release} ] && break; sleep 0.1; done
+else sleep 0.2; fi
 """
+RELEASE = "release-02-01-1"
 TASK = '<task type="auto"><name>{name}</name><action>{action}</action></task>'
 
 
@@ -84,7 +88,7 @@ def state_of(repo: Path, key: str) -> str:
 @pytest.fixture
 def repo(district: Path) -> Path:
     """test_cli's district, with an agent that is slow where a test needs a running task."""
-    (district / "agent.sh").write_text(AGENT)
+    (district / "agent.sh").write_text(AGENT.format(release=district / RELEASE))
     return district
 
 
@@ -136,6 +140,7 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
     assert lines[0].startswith("cw: initiative 'repo' (id 1): 1 task added, 1 plan new")
     assert "cw: added 01.1-01: 1 task; waits for 01-01, 01-02" in lines
     assert "cw: note: task 02-01-1 is running already, so it does not wait for 01.1-01-1" in lines
+    (repo / RELEASE).touch()
     ok(repo, "wait", "--timeout", "150")
 
     write(repo, GAPS)  # 4: a gap-closure plan at the end

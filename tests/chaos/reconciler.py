@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 import redis
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
 from cw import defaults
-from cw.celeryapp import make_app
 from cw.errors import CwError
-from cw.reconcile import reconcile
+from cw.service.reconcile import reconcile
 from cw.settings import Settings
 from cw.store import Store
+from cw.transport.celeryapp import make_app
 from tests.conftest import Processes
 
 ROOT = Path(__file__).parents[2]
@@ -53,7 +55,8 @@ def main(interval: float) -> None:
     while True:
         try:
             report = reconcile(settings, store, app).as_dict()
-        except (CwError, OSError) as exc:  # a broker on its way back: try again next pass
+        except (CwError, OSError, KombuError, RedisError) as exc:  # a broker on its way back
+            # (as beat does: a failed pass is logged, the next one tries again)
             report = {"error": str(exc)}
         if any(report.values()):
             print(json.dumps({"at": time.time(), **report}), flush=True)

@@ -68,8 +68,8 @@ def test_two_reconcilers_give_each_lost_attempt_exactly_one_new_attempt(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
     d = racing_district(district, tmp_path, pause="8")
-    doomed = d.start_worker("doomed", "-Q", "agents", "-c", "3")
-    d.start_worker("merge", "-Q", "merge", "-c", "1")
+    doomed = d.start_worker("doomed", "agents", 3)
+    d.start_worker("merge", "merge")
     keys = ["a", "b", "c"]
     d.submit({k: [] for k in keys})
     d.wait_for(lambda: set(d.states().values()) == {"running"}, what="three agents at work")
@@ -78,7 +78,7 @@ def test_two_reconcilers_give_each_lost_attempt_exactly_one_new_attempt(
     for name in ("reconciler-1", "reconciler-2"):
         start_reconciler(d.processes, d.child_env(), name, interval=0.05)
     d.env["PAUSE"] = "0.2"
-    d.start_worker("survivor", "-Q", "agents", "-c", "3")
+    d.start_worker("survivor", "agents", 3)
 
     os.killpg(doomed.pid, signal.SIGKILL)
     killed_at = time.time()

@@ -111,8 +111,8 @@ def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
     })  # fmt: skip
     slow_steps(d.repo, marks)
     workers = {
-        "agents": d.start_worker("agents0", "-Q", "agents", "-c", "2"),
-        "merge": d.start_worker("merge0", "-Q", "merge", "-c", "1"),
+        "agents": d.start_worker("agents0", "agents", 2),
+        "merge": d.start_worker("merge0", "merge"),
     }
     start_reconciler(d.processes, d.child_env(), "reconciler")
     seed = random.randrange(1 << 32)
@@ -130,8 +130,7 @@ def test_workers_killed_in_every_step_lose_no_task_and_leave_nothing_behind(
         kill(workers[victim])
         kills[phase] += 1
         n = sum(kills.values())
-        workers[victim] = d.start_worker(f"{victim}{n}", "-Q", victim, "-c",
-                                         "1" if victim == "merge" else "2")  # fmt: skip
+        workers[victim] = d.start_worker(f"{victim}{n}", victim, 1 if victim == "merge" else 2)
 
     states = d.wait_settled(timeout=300)
     took = time.monotonic() - started

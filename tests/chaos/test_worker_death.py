@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from cw import defaults
-from cw.celeryapp import make_app
+from cw.transport.celeryapp import make_app
 from tests.chaos.reconciler import start_reconciler
 from tests.conftest import CW, git
 from tests.fakes.fake_claude_script import Done, Run, Sleep, Write, read_jsonl
@@ -102,12 +102,12 @@ def test_killing_a_whole_worker_mid_run_moves_the_task_to_another_worker(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
     d = fake_claude_district(district, tmp_path, RUNS)
-    doomed = d.start_worker("doomed", "-Q", "agents", "-c", "1")
-    d.start_worker("merge", "-Q", "merge", "-c", "1")
+    doomed = d.start_worker("doomed", "agents")
+    d.start_worker("merge", "merge")
     start_reconciler(d.processes, d.child_env(), "reconciler")
     d.submit({"t": []})
     agent = running_agent(d)
-    d.start_worker("survivor", "-Q", "agents", "-c", "1")
+    d.start_worker("survivor", "agents")
 
     os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool; the agent is orphaned
     killed_at = time.time()
@@ -131,11 +131,11 @@ def test_killing_a_merge_worker_mid_merge_has_another_merge_it_once(
         "CW_VERIFY_COMMAND": f"if [ ! -e {marker} ]; then touch {marker}; sleep 60; fi",
     })  # fmt: skip
     before = git(d.repo, "rev-parse", "cw/integration")
-    d.start_worker("agents", "-Q", "agents", "-c", "1")
-    doomed = d.start_worker("doomed", "-Q", "merge", "-c", "1")
+    d.start_worker("agents", "agents")
+    doomed = d.start_worker("doomed", "merge")
     d.submit({"m": []})
     d.wait_for(marker.exists, timeout=30, what="the merge to reach its verify step")
-    d.start_worker("survivor", "-Q", "merge", "-c", "1")
+    d.start_worker("survivor", "merge")
     start_reconciler(d.processes, d.child_env(), "reconciler")
 
     os.killpg(doomed.pid, signal.SIGKILL)
@@ -163,12 +163,12 @@ def test_a_dead_agent_worker_is_recovered_while_a_long_merge_runs(
                             'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"',
         "CW_VERIFY_COMMAND": f"touch {verifying}; while [ -e {hold} ]; do sleep 0.1; done",
     })  # fmt: skip
-    doomed = d.start_worker("doomed", "-Q", "agents", "-c", "2")
+    doomed = d.start_worker("doomed", "agents", 2)
     d.processes.start([*CW, "worker", "--merge"], d.repo, d.child_env(), "merge")
     d.submit({"a": [], "b": []})
     d.wait_for(verifying.exists, what="a's merge to hang in its verify step")
     d.wait_for(lambda: d.states()["b"] == "running", what="b's first attempt")
-    d.start_worker("survivor", "-Q", "agents", "-c", "1")
+    d.start_worker("survivor", "agents")
     os.killpg(doomed.pid, signal.SIGKILL)
     killed_at = time.time()
 
@@ -200,6 +200,14 @@ def beat(d: District, every: float) -> Iterator[None]:
         thread.join()
 
 
+def command_line(process: psutil.Process) -> list[str]:
+    """A process's command line; none for one that has just ended (a finished git, say)."""
+    try:
+        return process.cmdline()
+    except psutil.Error:  # gone, or a zombie its parent has not reaped yet
+        return []
+
+
 def test_the_reconcilers_worker_never_outlives_its_merge_worker(
     district: Callable[..., District],
 ) -> None:
@@ -208,7 +216,7 @@ def test_the_reconcilers_worker_never_outlives_its_merge_worker(
                                              d.child_env(), "merge").pid)  # fmt: skip
 
     def control() -> list[psutil.Process]:
-        return [p for p in merge.children() if "control" in " ".join(p.cmdline())]
+        return [p for p in merge.children() if "control" in " ".join(command_line(p))]
 
     d.wait_for(lambda: bool(control()), what="the control worker")
     (worker,) = control()

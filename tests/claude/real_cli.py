@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cw.locks import file_lock
+from cw.host.locks import file_lock
 
 # Newest 2.x on npm when pinned (`npm view @anthropic-ai/claude-code versions --json`).
 CLAUDE_CODE_VERSION = "2.1.330"

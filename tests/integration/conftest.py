@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -13,10 +12,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready
 from cw.settings import Settings
 from cw.store import Store
+from cw.transport.celeryapp import make_app, worker_argv
+from cw.transport.dispatch import dispatch_ready
+from tests.chaos.reconciler import start_reconciler
 from tests.claude.mock_api import MockAnthropic, Turn, tool
 from tests.claude.real_cli import offline_env, require_claude_cli
 from tests.conftest import CW, Processes, database_env, git
@@ -49,15 +49,15 @@ class District:
     env: dict[str, str] = field(default_factory=dict)  # extra environment for workers and cw
     inherit: bool = True  # start from os.environ (False: ``env`` is the whole environment)
 
-    def start_worker(self, name: str, *args: str) -> psutil.Process:
-        argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "prefork",
-                "--without-gossip", "--without-mingle", "-n", f"{name}@%h", *args]  # fmt: skip
+    def start_worker(self, name: str, queue: str, count: int = 1) -> psutil.Process:
+        """A worker exactly as ``cw worker`` starts it, named ``name``."""
+        argv = worker_argv(queue, count, f"{name}@%h")
         proc = self.processes.start(argv, self.repo, self.child_env(), name)
         return psutil.Process(proc.pid)
 
     def start_workers(self, agents: int = 2) -> None:
-        self.start_worker("agents", "-Q", "agents", "-c", str(agents))
-        self.start_worker("merge", "-Q", "merge", "-c", "1")
+        self.start_worker("agents", "agents", agents)
+        self.start_worker("merge", "merge")
 
     def wait_for_workers(self, count: int = 2, timeout: float = 60) -> None:
         """Until ``count`` workers answer a remote-control ping: they consume their queues."""
@@ -77,7 +77,7 @@ class District:
 
     def submit(self, edges: dict[str, list[str]], verify: dict[str, str] | None = None) -> None:
         self.store.submit(spec(edges, verify=verify))
-        dispatch_ready(self.store, make_app(self.settings))
+        dispatch_ready(self.store, make_app(self.settings), self.settings)
 
     def states(self) -> dict[str, str]:
         return {t["key"]: t["state"].value for t in self.store.task_rows()}
@@ -139,6 +139,16 @@ def fake_claude_district(
         extra={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario),
                "FAKE_CLAUDE_LOG": str(tmp_path / "invocations.jsonl")},
     )  # fmt: skip
+
+
+def fake_claude_running(district: Callable[..., District], tmp_path: Path) -> District:
+    """A fake-claude district (scenario still empty) with one agent slot, a merge worker and
+    a reconciler, all up: a test writes its scenario, then submits."""
+    d = fake_claude_district(district, tmp_path, [])
+    d.start_workers(agents=1)
+    start_reconciler(d.processes, d.child_env(), "reconciler")
+    d.wait_for_workers()
+    return d
 
 
 def real_claude_district(

@@ -9,8 +9,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cw.adapters import make_adapter
-from cw.agents import AgentRequest, CommandAdapter
+from cw.agents.command import CommandAdapter
+from cw.agents.protocol import AgentRequest
+from cw.agents.registry import make_adapter
 from cw.errors import ConfigError
 from cw.settings import Settings
 

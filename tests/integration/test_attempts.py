@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cw import attempts, merging
+from cw.agents import attempts
+from cw.git import merging
 from cw.settings import Settings
 from cw.store import Store
 from tests.conftest import database_env, init_district

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import redis
 
-from cw import broker
 from cw.settings import Settings
+from cw.transport import broker
 
 
 def test_embedded_redis_starts_once_answers_and_stops(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from uuid import uuid4
 import psutil
 import pytest
 
-from cw.adapters import make_adapter
-from cw.agents import AgentRequest
+from cw.agents.protocol import AgentRequest
+from cw.agents.registry import make_adapter
 from cw.store import AttemptResult, Claim
 from tests.conftest import git
 from tests.fakes.fake_claude_script import (

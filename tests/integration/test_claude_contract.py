@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cw.store.records import Tokens
 from tests.claude.mock_api import MockAnthropic, Turn, done, tool
 from tests.conftest import git
 from tests.integration.conftest import District, real_claude_asking, real_claude_district
@@ -66,6 +67,11 @@ def test_real_claude_cli_edits_through_cw_and_a_retry_resumes_its_session(
     results = [e for e in events(d, agent) if e.get("type") == "result"]
     cumulative = float(results[-1]["total_cost_usd"])  # type: ignore[arg-type]
     assert run1["cost_usd"] + run2["cost_usd"] == pytest.approx(cumulative), "no double count"
+    # Tokens, per run as each run's result reports them (its own, not the session's).
+    tokens = [Tokens.of(e["usage"]).total for e in results]  # type: ignore[arg-type]
+    assert [run1["tokens"], run2["tokens"]] == tokens and min(tokens) > 0
+    (listed,) = json.loads(d.cw("agent", "list", "--json").stdout)
+    assert listed["tokens"] == sum(tokens)
 
 
 def test_real_claude_cli_questions_wait_and_the_answer_resumes_the_same_session(

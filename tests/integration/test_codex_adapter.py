@@ -50,8 +50,8 @@ from typing import Any
 import psutil
 import pytest
 
-from cw.agents import AgentOutcome, AgentRequest
-from cw.codex import CodexAdapter
+from cw.agents.codex import CodexAdapter
+from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.errors import AgentError
 from cw.settings import Settings
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cw.agents import AgentOutcome, AgentRequest
+from cw.agents.protocol import AgentOutcome, AgentRequest
 from tests.integration.test_agents import adapter, always, request
 
 ASK = """cat > "$CW_QUESTIONS_FILE" <<'EOF'

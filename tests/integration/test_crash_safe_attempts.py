@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from cw import attempts, defaults, reconcile, worktrees
+from cw import defaults
+from cw.agents import attempts
+from cw.git import runner, worktrees
+from cw.service import reconcile
 from cw.settings import Settings
 from cw.store import MACHINERY_RETRIES, Claim, Store
 from tests.conftest import database_env, git, init_district
@@ -166,7 +169,7 @@ def test_the_reconciler_removes_a_stale_lock_on_the_integration_branch(
     district: tuple[Settings, Store],
 ) -> None:
     settings, _store = district
-    lock = worktrees.git_common_dir(settings.repo) / "refs/heads/cw/integration.lock"
+    lock = runner.git_common_dir(settings.repo) / "refs/heads/cw/integration.lock"
     lock.touch()
     assert reconcile.clear_stale_locks(settings) == 0, "fresh: git may be about to rename it"
     os.utime(lock, (time.time() - 60, time.time() - 60))

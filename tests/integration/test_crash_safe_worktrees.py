@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cw import worktrees
-from cw.worktrees import add_worktree, commit_all, git_common_dir, remove_worktree
+from cw.git import worktrees
+from cw.git.runner import git_common_dir
+from cw.git.worktrees import add_worktree, commit_all, remove_worktree
 
 BRANCH = "cw/task/1-a"
 
@@ -59,7 +60,7 @@ def test_a_worktree_add_killed_mid_checkout_is_rebuilt_and_usable(tmp_path: Path
     path, base = tmp_path / "worktrees" / "1-a", git(repo, "rev-parse", "main").strip()
     lock = git_common_dir(repo) / "worktrees" / "1-a" / "index.lock"
     proc = in_own_group(
-        f"from pathlib import Path; from cw.worktrees import add_worktree; "
+        f"from pathlib import Path; from cw.git.worktrees import add_worktree; "
         f"add_worktree(Path({str(repo)!r}), Path({str(path)!r}), {BRANCH!r}, {base!r})"
     )
     kill_when(proc, lock.exists)  # inside the checkout: the smudge filter is sleeping
@@ -128,7 +129,7 @@ def test_a_removal_killed_at_any_instant_never_leaves_a_half_deleted_worktree(
     commit_all(path, "many files")
     for delay in (0.05, 0.1, 0.15, 0.2, 0.3):
         proc = in_own_group(
-            f"from pathlib import Path; from cw.worktrees import remove_worktree; "
+            f"from pathlib import Path; from cw.git.worktrees import remove_worktree; "
             f"remove_worktree(Path({str(repo)!r}), Path({str(path)!r}))"
         )
         time.sleep(delay)

@@ -12,7 +12,11 @@ import urllib.request
 from collections.abc import Callable
 
 import psutil
+import redis
 
+from cw import defaults
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import send_merge
 from tests.conftest import CW
 from tests.integration.conftest import District
 
@@ -50,7 +54,7 @@ def test_flower_answers_with_its_credentials_refuses_without_and_serves_metrics(
 ) -> None:
     port = free_port()
     d = district({"CW_FLOWER_PORT": str(port)})
-    d.start_worker("agents", "-Q", "agents", "-c", "1", "-E")
+    d.start_worker("agents", "agents")
     credentials = d.cw("flower", "--show-credentials").stdout.strip()
     assert credentials == d.cw("flower", "--show-credentials").stdout.strip(), "made once"
     assert credentials.startswith("cw:") and len(credentials) > 20
@@ -82,6 +86,9 @@ def test_flower_answers_with_its_credentials_refuses_without_and_serves_metrics(
     code, metrics = get(f"{base}/metrics", credentials)
     assert code == 200
     assert "# TYPE flower_" in metrics
+    # Flower serves /metrics to anyone who reaches it (docs/server.md says so, and why the
+    # loopback is the default): this pins the fact the docs rely on.
+    assert get(f"{base}/metrics")[0] == 200
 
 
 def test_flower_on_a_taken_port_says_so_in_one_line(district: Callable[..., District]) -> None:
@@ -96,3 +103,31 @@ def test_flower_on_a_taken_port_says_so_in_one_line(district: Callable[..., Dist
         f"cw: error: port {port} on 127.0.0.1 is taken (Address already in use): "
         "set CW_FLOWER_PORT or pass --port\n"
     )
+
+
+def waiting_headers(d: District, queue: str) -> list[dict[str, object]]:
+    """The headers of the messages waiting in ``queue`` (no worker consumes it)."""
+    client = redis.Redis.from_url(d.settings.broker_url)
+    try:
+        return [json.loads(raw)["headers"] for raw in client.lrange(queue, 0, -1)]
+    finally:
+        client.close()
+
+
+def test_flower_shows_each_message_as_its_task_agent_and_attempt(
+    district: Callable[..., District],
+) -> None:
+    d = district({})
+    d.submit({"a": []})  # no worker: the message waits in the agents queue
+    agent = d.task("a")["agent"]
+    task_id = d.store.find_task_id("a")
+    (run,) = waiting_headers(d, defaults.AGENTS_QUEUE)
+    assert (run["task"], run["shadow"]) == (defaults.RUN_AGENT_TASK, f"agent a {agent} #1")
+    assert run["argsrepr"] == f"(task {task_id} = a, attempt 1; cw web: /agents/{agent})"
+    assert run["id"] == f"cw-{task_id}-1-agent", "an id the page can link to"
+    claim = d.store.queued_claims()[0]
+    assert claim.label() == f"a {agent} #1", "a re-send names it the same way"
+    send_merge(make_app(d.settings), claim)
+    (merge,) = waiting_headers(d, defaults.MERGE_QUEUE)
+    assert (merge["task"], merge["shadow"]) == (defaults.MERGE_TASK, f"merge a {agent} #1")
+    assert merge["id"] == f"cw-{task_id}-1-merge"

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from cw import mirror
-from cw.snapshot import Snapshot
+from cw.fsui import mirror
+from cw.store.snapshot import Snapshot
 from tests.claude.mock_api import MockAnthropic, Turn, done, tool
-from tests.conftest import CW, git
+from tests.conftest import git
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
     Done,
@@ -26,16 +26,14 @@ from tests.fakes.fake_claude_script import (
     write_scenario,
 )
 from tests.integration.conftest import District, real_claude_asking
-from tests.integration.test_fsui import edit, fields, wait_for
+from tests.integration.test_fsui import cw_fsui, edit, fields, wait_for
 
 pytestmark = pytest.mark.redis
 
 
 def watch(d: District) -> subprocess.Popen[bytes]:
     """`cw fsui` in the district, once it has written the mirror."""
-    proc = d.processes.start([*CW, "fsui"], d.repo, d.child_env(), "fsui")
-    wait_for(lambda: (d.repo / "cw-district" / "STATUS.md").exists(), "cw fsui to write")
-    return proc
+    return cw_fsui(d.repo, d.child_env(), d.processes)
 
 
 def message_file(d: District, key: str) -> Path:

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready
+from cw.agents.attempts import run_attempt
 from cw.settings import Settings
 from cw.store import Store
-from tests.conftest import CW, GIT_ID, Processes, git
+from cw.transport.celeryapp import make_app, worker_argv
+from cw.transport.dispatch import dispatch_ready
+from tests.conftest import CW, GIT_ID, Processes, database_env, git, init_district
 from tests.factories import spec
 from tests.integration.conftest import seeded_hub
 
@@ -31,10 +32,8 @@ def host_env(clone: Path, db: str, redis_url: str, hub: Path, agent: Path) -> di
     }  # fmt: skip
 
 
-def worker(processes: Processes, env: dict[str, str], name: str, *queue: str) -> None:
-    argv = [sys.executable, "-m", "celery", "-A", "workers", "worker", "-P", "prefork",
-            "--without-gossip", "--without-mingle", "-n", f"{name}@%h", *queue]  # fmt: skip
-    processes.start(argv, Path(env["CW_REPO"]), env, name)
+def worker(processes: Processes, env: dict[str, str], name: str, queue: str) -> None:
+    processes.start(worker_argv(queue, 1, f"{name}@%h"), Path(env["CW_REPO"]), env, name)
 
 
 def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
@@ -62,9 +61,9 @@ def test_two_hosts_share_a_plan_through_the_hub_and_every_task_merges(
     hub_sha = git(hub, "rev-parse", "cw/integration")
     assert f"at {hub_sha[:10]}, published to the hub" in said[0]
     assert f"at {hub_sha[:10]}, taken from the hub" in said[1], "host B names the hub's sha"
-    worker(processes, env_a, "agents-a", "-Q", "agents", "-c", "1")
-    worker(processes, env_b, "agents-b", "-Q", "agents", "-c", "1")
-    worker(processes, env_a, "merge-a", "-Q", "merge", "-c", "1")
+    worker(processes, env_a, "agents-a", "agents")
+    worker(processes, env_b, "agents-b", "agents")
+    worker(processes, env_a, "merge-a", "merge")
 
     settings = Settings.load(env={k: v for k, v in env_a.items() if k.startswith("CW_")})
     store = Store.open(settings.db_url)
@@ -92,3 +91,46 @@ def _wait_done(store: Store, total: int, timeout: float = 90) -> None:
             raise AssertionError(f"a task did not merge: {store.task_rows()}")
         time.sleep(0.2)
     raise AssertionError(f"not done after {timeout}s: {[t['state'] for t in store.task_rows()]}")
+
+
+def test_an_attempt_lost_while_its_agent_ran_leaves_the_hubs_branch_to_its_successor(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    """A stalled worker's attempt was released, and the next attempt (here: another clone)
+    pushed the task branch: the stalled attempt's own end must not overwrite it."""
+    hub = seeded_hub(tmp_path)
+    here, there = tmp_path / "here", tmp_path / "there"
+    for clone in (here, there):
+        git(tmp_path, "clone", "-q", str(hub), str(clone))
+    agent = "echo one > one.txt && git add -A && git commit -qm one && sleep 30"
+    settings, store = init_district(here, {
+        **GIT_ID, "CW_REPO": str(here), "CW_BROKER_URL": redis_url, "CW_GIT_HUB": str(hub),
+        "CW_AGENT_COMMAND": agent, "CW_HEARTBEAT": "0.2", **database_env(database_url),
+    })  # fmt: skip
+    try:
+        store.submit(spec({"a": []}))
+        (claim,) = store.claim_ready_tasks()
+        runner = threading.Thread(target=run_attempt, args=(settings, store, claim, "w1@here"))
+        runner.start()
+        branch = _wait_for_hub_branch(hub)  # the agent's commit, published at a heartbeat
+        assert store.release_lost_attempts(time.time() + 60), "its lease ran out"
+        git(there, "fetch", "-q", "origin", branch)
+        git(there, "checkout", "-q", "-b", "successor", "FETCH_HEAD")
+        git(there, "commit", "-q", "--allow-empty", "-m", "the next attempt's work")
+        successor = git(there, "rev-parse", "HEAD")
+        git(there, "push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+        runner.join(timeout=60)
+        assert not runner.is_alive(), "the agent of a lost attempt is stopped"
+        assert git(hub, "rev-parse", branch) == successor
+    finally:
+        store.close()
+
+
+def _wait_for_hub_branch(hub: Path) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        refs = git(hub, "for-each-ref", "--format=%(refname:short)", "refs/heads/cw/task")
+        if refs:
+            return refs.splitlines()[0]
+        time.sleep(0.1)
+    raise AssertionError("the task branch never reached the hub")

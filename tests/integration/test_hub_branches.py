@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
-from cw import worktrees
+import pytest
+
+from cw.errors import GitError
+from cw.git import branches, worktrees
+from cw.git.hub import delete_hub_branch, hub_branches, push_branch, take_hub_branch
 from tests.conftest import git
 from tests.integration.conftest import seeded_hub
 
@@ -32,62 +38,98 @@ def commit(clone: Path, name: str) -> str:
 def test_a_host_without_the_branch_takes_the_hubs(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
     sha = git(there, "rev-parse", "HEAD")
-    assert worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt") == sha
-    assert worktrees.branch_sha(here, BRANCH) == sha
+    assert take_hub_branch(here, str(hub), BRANCH, here / "wt") == sha
+    assert branches.branch_sha(here, BRANCH) == sha
 
 
 def test_a_clean_worktree_moves_forward_to_the_hubs_newer_commits(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
     worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
     newer = commit(there, "two")
     git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
-    assert worktrees.branch_sha(here, BRANCH) == newer
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert branches.branch_sha(here, BRANCH) == newer
     assert (here / "wt" / "two.txt").read_text() == "two", "the worktree's files moved too"
 
 
 def test_local_commits_the_hub_lacks_are_never_dropped(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
     worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
     mine = commit(here / "wt", "mine")
-    assert worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt") != mine
-    assert worktrees.branch_sha(here, BRANCH) == mine, "ahead of the hub: stays"
+    assert take_hub_branch(here, str(hub), BRANCH, here / "wt") != mine
+    assert branches.branch_sha(here, BRANCH) == mine, "ahead of the hub: stays"
     commit(there, "theirs")
     git(there, "push", "-q", "--force", str(hub), f"HEAD:refs/heads/{BRANCH}")
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
-    assert worktrees.branch_sha(here, BRANCH) == mine, "both moved: the local branch stays"
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert branches.branch_sha(here, BRANCH) == mine, "both moved: the local branch stays"
 
 
 def test_uncommitted_work_keeps_its_worktree_where_it_is(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
     worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
-    before = worktrees.branch_sha(here, BRANCH)
+    before = branches.branch_sha(here, BRANCH)
     (here / "wt" / "draft.txt").write_text("draft")
     commit(there, "two")
     git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
-    worktrees.take_hub_branch(here, str(hub), BRANCH, here / "wt")
-    assert worktrees.branch_sha(here, BRANCH) == before
+    take_hub_branch(here, str(hub), BRANCH, here / "wt")
+    assert branches.branch_sha(here, BRANCH) == before
     assert (here / "wt" / "draft.txt").read_text() == "draft"
 
 
 def test_the_hubs_branch_is_deleted_only_where_it_was_seen(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
-    seen = worktrees.hub_branches(here, str(hub), "cw/task/")
+    seen = hub_branches(here, str(hub), "cw/task/")
     assert seen == {BRANCH: git(there, "rev-parse", "HEAD")}
     commit(there, "two")
     git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
-    assert not worktrees.delete_hub_branch(here, str(hub), BRANCH, seen[BRANCH]), "it moved"
-    assert worktrees.hub_branches(here, str(hub), "cw/task/") != {}
-    now = worktrees.hub_branches(here, str(hub), "cw/task/")[BRANCH]
-    assert worktrees.delete_hub_branch(here, str(hub), BRANCH, now)
-    assert worktrees.hub_branches(here, str(hub), "cw/task/") == {}
+    assert not delete_hub_branch(here, str(hub), BRANCH, seen[BRANCH]), "it moved"
+    assert hub_branches(here, str(hub), "cw/task/") != {}
+    now = hub_branches(here, str(hub), "cw/task/")[BRANCH]
+    assert delete_hub_branch(here, str(hub), BRANCH, now)
+    assert hub_branches(here, str(hub), "cw/task/") == {}
 
 
 def test_a_branch_another_gc_deleted_first_is_no_error(tmp_path: Path) -> None:
     hub, here, there = clones(tmp_path)
-    sha = worktrees.hub_branches(here, str(hub), "cw/task/")[BRANCH]
-    assert worktrees.delete_hub_branch(there, str(hub), BRANCH, sha)
-    assert not worktrees.delete_hub_branch(here, str(hub), BRANCH, sha)
+    sha = hub_branches(here, str(hub), "cw/task/")[BRANCH]
+    assert delete_hub_branch(there, str(hub), BRANCH, sha)
+    assert not delete_hub_branch(here, str(hub), BRANCH, sha)
+
+
+def left_lock(hub: Path, age: float) -> Path:
+    """The ref lock a receive-pack killed mid-push leaves on the hub, ``age`` seconds old."""
+    lock = hub / "refs" / "heads" / f"{BRANCH}.lock"
+    lock.write_text("")
+    then = time.time() - age
+    os.utime(lock, (then, then))
+    return lock
+
+
+def test_a_ref_lock_a_killed_push_left_on_the_hub_is_removed(tmp_path: Path) -> None:
+    hub, _, there = clones(tmp_path)
+    newer = commit(there, "two")
+    lock = left_lock(hub, age=60)
+    push_branch(there, str(hub), newer, BRANCH)
+    assert hub_branches(there, str(hub), "cw/task/")[BRANCH] == newer
+    assert not lock.exists()
+
+
+def test_a_fresh_ref_lock_on_the_hub_is_left_to_its_push(tmp_path: Path) -> None:
+    hub, _, there = clones(tmp_path)
+    newer = commit(there, "two")
+    lock = left_lock(hub, age=0)
+    with pytest.raises(GitError, match="cannot lock ref"):
+        push_branch(there, str(hub), newer, BRANCH)
+    assert lock.exists(), "a push may be running: its lock stays"
+
+
+def test_a_hub_lock_held_open_by_a_live_process_stays(tmp_path: Path) -> None:
+    hub, _, there = clones(tmp_path)
+    newer = commit(there, "two")
+    lock = left_lock(hub, age=60)
+    with lock.open("a"), pytest.raises(GitError, match="cannot lock ref"):
+        push_branch(there, str(hub), newer, BRANCH)
+    assert lock.exists()

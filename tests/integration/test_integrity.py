@@ -1,4 +1,4 @@
-"""cw.integrity against real merges in real git repositories in tmp_path."""
+"""cw.git.integrity against real merges in real git repositories in tmp_path."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cw.errors import GitError
-from cw.integrity import DroppedLine, dropped_lines, merge_base
+from cw.git.integrity import DroppedLine, dropped_lines, merge_base
 from tests.conftest import git
 
 Files = dict[str, str | bytes | None]  # None deletes the file
@@ -236,7 +236,7 @@ def test_a_binary_file_is_skipped_without_error(
         {"image.bin": blob + b"\0theirs"},
     )
     result = s.merge("-X", "ours")
-    with caplog.at_level(logging.WARNING, logger="cw.integrity"):
+    with caplog.at_level(logging.WARNING, logger="cw.git.integrity"):
         assert s.dropped(result) == []
     assert "image.bin" in caplog.text
 

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from cw import attempts, maintenance, merging, worktrees
+from cw.agents import attempts
 from cw.errors import UsageError
+from cw.git import branches, merging, runner, worktrees
+from cw.maintenance.doctor import doctor
+from cw.maintenance.gc import gc
+from cw.maintenance.merges import integrated_diff, merge_status
 from cw.settings import Settings
 from cw.store import Claim, MergeJob, Store
 from tests.conftest import CW, database_env, git, init_district
@@ -52,7 +56,7 @@ class District:
         return self.store.task_detail(self.store.find_task_id(key))
 
     def branches(self) -> dict[str, str]:
-        return worktrees.list_branches(self.repo, "cw/task/")
+        return branches.list_branches(self.repo, "cw/task/")
 
     def worktree_paths(self) -> set[Path]:
         return {wt.path.resolve() for wt in worktrees.list_worktrees(self.repo)}
@@ -122,7 +126,7 @@ def test_gc_keeps_a_merged_branch_that_has_commits_outside_the_integration_branc
     git(worktree, "add", "-A")
     git(worktree, "commit", "-q", "-m", "later work")
 
-    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+    report = gc(d.settings, d.store, dry_run=False).as_json()
 
     assert "1 commit(s) not in cw/integration" in by_target(report["kept"])[str(a["branch"])]
     assert git(d.repo, "show", f"{a['branch']}:later.txt") == "after the merge"
@@ -154,11 +158,11 @@ def test_gc_commits_a_dirty_merged_worktree_before_removing_it_and_keeps_the_bra
     worktree, branch = Path(str(a["worktree"])), str(a["branch"])
     (worktree / "forgotten.txt").write_text("uncommitted\n")
 
-    dry = maintenance.gc(d.settings, d.store, dry_run=True).as_json()
+    dry = gc(d.settings, d.store, dry_run=True).as_json()
     assert "would commit its uncommitted changes" in by_target(dry["removed"])[str(worktree)]
     assert "holds the uncommitted work" in by_target(dry["kept"])[branch]
 
-    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+    report = gc(d.settings, d.store, dry_run=False).as_json()
 
     assert "committed to" in by_target(report["removed"])[str(worktree)]
     assert "holds the uncommitted work" in by_target(report["kept"])[branch]
@@ -174,7 +178,7 @@ def test_gc_never_touches_the_worktree_of_a_task_being_merged(
     d.run_agents()  # a is now merging: its merge is queued
     a = d.task("a")
 
-    report = maintenance.gc(d.settings, d.store, dry_run=False).as_json()
+    report = gc(d.settings, d.store, dry_run=False).as_json()
 
     assert by_target(report["kept"])[str(a["worktree"])] == "task a is merging"
     assert Path(str(a["worktree"])).is_dir() and a["branch"] in d.branches()
@@ -196,7 +200,7 @@ def test_doctor_is_healthy_after_a_merge(district: Callable[..., District]) -> N
     d.merge(d.run_agents()["a"])
     merging.clean_up(d.settings, job_of(d, "a"))  # as the merge worker does after a merge
 
-    findings = maintenance.doctor(d.settings)
+    findings = doctor(d.settings)
 
     assert [f for f in findings if not f.ok] == []
     assert any("1 done task(s)" in f.what for f in findings)
@@ -213,7 +217,7 @@ def a_killed_worktree_add(d: District, name: str) -> Path:
     """What SIGKILL in `git worktree add` leaves: an entry locked "initializing", no index."""
     path = d.settings.worktree_dir / name
     git(d.repo, "worktree", "add", "-q", "--detach", str(path), "main")
-    admin = worktrees.git_common_dir(d.repo) / "worktrees" / name
+    admin = runner.git_common_dir(d.repo) / "worktrees" / name
     (admin / "locked").write_text("initializing")
     (admin / "index").unlink()
     (admin / "index.lock").touch()
@@ -234,7 +238,7 @@ def test_doctor_reports_every_leftover_of_a_crash_and_fix_repairs_them(
     (trash / "left.txt").write_text("half deleted\n")
     busy = d.settings.worktree_dir / ".removing" / f"4-d.{os.getpid()}.3"  # being deleted now
     busy.mkdir()
-    lock = worktrees.git_common_dir(d.repo) / "refs/heads/cw/integration.lock"
+    lock = runner.git_common_dir(d.repo) / "refs/heads/cw/integration.lock"
     lock.touch()
     os.utime(lock, (1.0, 1.0))
     git(d.repo, "branch", "cw/task/99-old", "main")  # merged, in no task's record
@@ -316,7 +320,7 @@ def test_doctor_reports_an_orphan_task_branch_with_unmerged_commits(
     git(d.repo, "commit", "-q", "-m", "lost work")
     git(d.repo, "checkout", "-q", "main")
 
-    problems = [f for f in maintenance.doctor(d.settings) if not f.ok]
+    problems = [f for f in doctor(d.settings) if not f.ok]
 
     lost = "branch cw/task/99-lost has 1 commit(s) in no task's record"
     assert [p.what for p in problems] == [lost]
@@ -355,7 +359,7 @@ def test_merge_status_counts_a_task_sent_back_by_a_conflict_as_a_bounce(
     attempts.run_attempt(d.settings, d.store, again, worker="w")
     d.merge(again)
 
-    status = maintenance.merge_status(d.store)
+    status = merge_status(d.store)
 
     assert status["bounces"] == [{"task": "b", "merge_attempts": 2, "bounces": 1}]
     assert [e["task"] for e in status["merged"]] == ["b", "a"]
@@ -370,10 +374,10 @@ def test_the_integrated_diff_of_a_merged_task_shows_what_its_merge_brought(
     claims = d.run_agents()
     d.merge(claims["a"])
 
-    diff = maintenance.integrated_diff(d.settings, d.task("a"), stat=False)
-    stat = maintenance.integrated_diff(d.settings, d.task("a"), stat=True)
+    diff = integrated_diff(d.settings, d.task("a"), stat=False)
+    stat = integrated_diff(d.settings, d.task("a"), stat=True)
 
     assert "+++ b/a.txt" in diff and "+a" in diff.splitlines()
     assert "a.txt" in stat and "+++" not in stat
     with pytest.raises(UsageError, match="task b is merging, not merged"):
-        maintenance.integrated_diff(d.settings, d.task("b"), stat=False)
+        integrated_diff(d.settings, d.task("b"), stat=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cw import worktrees
+from cw.git import worktrees
 from tests.conftest import CW, git
 from tests.integration.conftest import District
 
@@ -28,8 +28,8 @@ def test_killing_the_merge_worker_mid_merge_never_half_merges_and_merges_once_on
         "CW_VERIFY_COMMAND": f"touch {marker}; sleep 4",
     })  # fmt: skip
     before = git(d.repo, "rev-parse", "cw/integration")
-    d.start_worker("agents", "-Q", "agents", "-c", "1")
-    merge_worker = d.start_worker("merge", "-Q", "merge", "-c", "1")
+    d.start_worker("agents", "agents")
+    merge_worker = d.start_worker("merge", "merge")
     d.submit({"crashy": []})
     d.wait_for(marker.exists, timeout=60, what="the merge to reach its verify step")
 

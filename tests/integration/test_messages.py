@@ -10,18 +10,11 @@ from typing import Any
 
 import pytest
 
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready
 from tests.conftest import CW, git
 from tests.factories import spec
-from tests.fakes.fake_claude_script import (
-    Done,
-    Question,
-    Questions,
-    Run,
-    Write,
-    read_jsonl,
-)
+from tests.fakes.fake_claude_script import Done, Question, Questions, Run, Write, read_jsonl
 from tests.integration.conftest import District, fake_claude_district
 
 pytestmark = pytest.mark.redis

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cw.mirror import status_doc, task_doc
-from cw.snapshot import Snapshot
+from cw.fsui.mirror import status_doc, task_doc
+from cw.store.snapshot import Snapshot
 from tests.integration.conftest import District
 
 pytestmark = pytest.mark.redis

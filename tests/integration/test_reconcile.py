@@ -12,14 +12,16 @@ import pytest
 import redis
 from celery import Celery
 
-from cw import attempts, defaults, merging, reconcile
-from cw.adapters import make_adapter
-from cw.agents import AgentOutcome, AgentRequest
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready, send
+from cw import defaults
+from cw.agents import attempts
+from cw.agents.protocol import AgentOutcome, AgentRequest
+from cw.agents.registry import make_adapter
+from cw.git import merging
+from cw.service import reconcile
 from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
-from tests.chaos.reconciler import start_reconciler
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready, send
 from tests.conftest import database_env, git, init_district
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (
@@ -32,7 +34,7 @@ from tests.fakes.fake_claude_script import (
     read_jsonl,
     write_scenario,
 )
-from tests.integration.conftest import District, fake_claude_district
+from tests.integration.conftest import District, fake_claude_running
 
 pytestmark = pytest.mark.redis
 
@@ -48,11 +50,11 @@ def district_of(
     app on the test Redis; no workers (tests call the domain functions themselves)."""
     stores: list[Store] = []
 
-    def make(edges: dict[str, list[str]]) -> tuple[Settings, Store, Celery]:
+    def make(edges: dict[str, list[str]], lease: str = "0.5") -> tuple[Settings, Store, Celery]:
         repo = make_repo("repo")
         settings, store = init_district(repo, {
             "CW_REPO": str(repo), "CW_BROKER_URL": redis_url, "CW_AGENT_COMMAND": AGENT,
-            "CW_LEASE": "0.5", **database_env(database_url),
+            "CW_LEASE": lease, **database_env(database_url),
         })  # fmt: skip
         stores.append(store)
         stores[-1].submit(spec(edges))
@@ -102,6 +104,25 @@ def test_an_expired_lease_sends_the_task_back_and_fences_the_old_worker(
     assert "lease expired" in runs[0]["error"]
 
 
+def test_an_extra_pass_is_booked_for_just_after_a_lease_that_ends_before_the_next_pass(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    _settings, store, _app = district_of({"a": [], "b": []})
+    now = time.time()
+    assert reconcile.next_pass_in(store, now) is None, "nothing runs: the regular pass will do"
+    first, second = store.claim_ready_tasks()
+    assert store.start_attempt(first, worker="w1@far", host="far", lease_seconds=30)
+    assert reconcile.next_pass_in(store, now) is None, "a fresh lease outlasts the next pass"
+    assert store.start_attempt(second, worker="w2@far", host="far", lease_seconds=30)
+    assert store.record_heartbeat(second, 4, pid=4242)  # its worker went quiet 26 s ago
+
+    delay = reconcile.next_pass_in(store, time.time())
+
+    assert delay is not None
+    assert 4 - 1 < delay <= 4 + defaults.LEASE_PASS_MARGIN_SECONDS
+    assert reconcile.next_pass_in(store, time.time() + 10) == defaults.LEASE_PASS_MARGIN_SECONDS
+
+
 def test_two_reconcilers_release_a_lost_attempt_once(
     district_of: Callable[..., tuple[Settings, Store, Celery]],
 ) -> None:
@@ -137,7 +158,7 @@ def test_two_reconcilers_release_a_lost_attempt_once(
 def test_a_lost_message_is_sent_again_once_its_queue_is_empty_and_once_per_grace(
     district_of: Callable[..., tuple[Settings, Store, Celery]],
 ) -> None:
-    settings, store, app = district_of({"a": []})
+    settings, store, app = district_of({"a": []}, lease="1.5")  # "at once": within 3 s
     store.claim_ready_tasks()  # claimed, but its message never left (a broker hiccup)
     grace = defaults.RESEND_GRACE_LEASES * settings.lease
 
@@ -194,7 +215,7 @@ def test_the_first_reconcile_of_a_new_district_sends_nothing_twice(
 def test_merges_whose_message_is_gone_or_whose_worker_died_are_sent_again(
     district_of: Callable[..., tuple[Settings, Store, Celery]],
 ) -> None:
-    settings, store, app = district_of({"a": [], "b": []})
+    settings, store, app = district_of({"a": [], "b": []}, lease="1.5")
     first, second = store.claim_ready_tasks()
     for claim in (first, second):
         assert attempts.run_attempt(settings, store, claim, worker="w")
@@ -286,17 +307,15 @@ def test_a_parked_task_is_not_claimed_before_its_time_and_blocks_nothing(
     assert {t["key"]: t["state"].value for t in store.task_rows()}["b"] == "pending"
     assert store.claim_ready_tasks() == []
     assert store.parked_count(time.time()) == 1
-    time.sleep(max(0.0, until - time.time()) + 0.1)
+    ends = max([until, *(pause.until for pause in store.pauses())])  # the account's pause
+    time.sleep(max(0.0, ends - time.time()) + 0.1)
     assert store.claim_ready_tasks() == [Claim(claim.task_id, 2)]
 
 
 def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    d = fake_claude_district(district, tmp_path, [])
-    d.start_workers(agents=1)
-    start_reconciler(d.processes, d.child_env(), "reconciler")
-    d.wait_for_workers()
+    d = fake_claude_running(district, tmp_path)
     resets = int(time.time()) + 4  # the workers are up: the limit is hit well before
     write_scenario(tmp_path / "scenario.json", [
         Run([Write("before.txt", "before the limit\n")], RateLimit(resets), attempt=1,

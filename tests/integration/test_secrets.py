@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from cw.celeryapp import make_app
-from cw.dispatch import dispatch_ready
 from cw.settings import Settings
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready
 from tests.conftest import dump_store
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cw import attempts
+from cw.agents import attempts
 from cw.store import AttemptResult, Claim, Store
 from tests.conftest import CW, Processes, database_env, git, init_district
 from tests.factories import spec
@@ -115,7 +115,8 @@ def server(
         flag = tmp_path / "slow"
         flag.touch()
         env = {**os.environ, **FAST, "CW_REPO": str(repo), "CW_AGENT_COMMAND": command,
-               "CW_FLOWER_PORT": str(free_port()), "SLOW_FLAG": str(flag),
+               "CW_FLOWER_PORT": str(free_port()), "CW_WEB_PORT": str(free_port()),
+               "SLOW_FLAG": str(flag),
                **database_env(database_url), **settings}  # fmt: skip
         _, store = init_district(repo, env)
         made.append(Server(repo, env, processes, store))
@@ -152,6 +153,7 @@ def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_
         "beat",
         "cw fsui",
         "flower",
+        "cw web",
         "redis-server",
         "sleep",
     ):
@@ -245,8 +247,10 @@ def test_a_second_server_refuses_in_one_line_and_status_reports_each_part(
     assert report["running"] and report["broker"] and report["database"]
     children = report["children"]
     assert isinstance(children, dict)
-    assert sorted(children) == ["agents", "beat", "fsui", "merge"]
+    assert sorted(children) == ["agents", "beat", "fsui", "merge", "web"]
     assert all(c["alive"] for c in children.values())
+    assert report["web"] == f"http://127.0.0.1:{srv.env['CW_WEB_PORT']}/"
+    assert f"web: {report['web']}" in srv.cw("server", "status").stdout
 
     for argv in (["server", "start"], ["--server"], ["server", "--detach"]):
         second = srv.cw(*argv)
@@ -263,6 +267,34 @@ def test_a_second_server_refuses_in_one_line_and_status_reports_each_part(
     after = srv.cw("server", "status", "--json")
     assert after.returncode == 1
     assert json.loads(after.stdout)["running"] is False
+
+
+#: An idle district stops in about 1.4 s on a quiet 2-core machine (docs/benchmarks.md); the
+#: margin is for one running the suite 4-wide (4.2 s seen). It took 7-8.5 s before its workers
+#: stopped at once.
+IDLE_STOP_BOUND_SECONDS = 6.0
+
+
+def test_an_idle_district_stops_in_seconds_by_ctrl_c_and_by_cw_server_stop(
+    server: Callable[..., Server],
+) -> None:
+    srv = server()
+    proc = srv.start()
+    time.sleep(2)  # the workers' first heartbeats, beat's first tick
+    tree = srv.tree()
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the server alone: children have groups
+    assert proc.wait(timeout=SHUTDOWN_BOUND_SECONDS) == 0
+    assert time.monotonic() - started < IDLE_STOP_BOUND_SECONDS
+    assert alive(tree) == []
+
+    srv.start()
+    time.sleep(2)
+    tree = srv.tree()
+    started = time.monotonic()
+    assert srv.cw("server", "stop").returncode == 0
+    assert time.monotonic() - started < IDLE_STOP_BOUND_SECONDS
+    assert alive(tree) == []
 
 
 def test_a_second_sigterm_during_a_slow_shutdown_forces_it(
@@ -311,7 +343,8 @@ def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
     worker = f"cw-agents-{os.getpid()}@host"
-    assert attempts.interrupt_attempts(store, worker) == 0, "nothing of it runs yet"
+    # run_attempt runs here, as in a pool process: its worker is this process's parent
+    assert attempts.interrupt_attempts(store, worker, os.getppid()) == 0, "nothing runs yet"
     started = time.monotonic()
     assert attempts.run_attempt(settings, store, claim, worker=worker)
     assert time.monotonic() - started < 5
@@ -348,3 +381,24 @@ def test_the_merge_worker_returns_only_once_its_control_worker_is_gone(
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert alive([worker]) == [], "cw worker --merge returned before its control worker ended"
+
+
+def test_a_worker_restarted_under_its_old_name_in_the_same_second_runs_its_attempts(
+    make_repo: Callable[[str], Path], database_url: str
+) -> None:
+    """A worker's start time is known to a second at best: the shutdown of the worker it
+    replaces (same name, another main process) must not read as its own."""
+    repo = make_repo("repo")
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": "echo done > done.txt",
+           **database_env(database_url)}  # fmt: skip
+    settings, store = init_district(repo, env)
+    try:
+        store.submit(spec({"a": []}))
+        worker, old = "agents@host", os.getppid() + 100_000  # the old worker's main process
+        attempts.interrupt_attempts(store, worker, pid=old)
+        assert store.worker_shutting_down(worker, old, since=time.time() - 5)
+        (claim,) = store.claim_ready_tasks()
+        assert attempts.run_attempt(settings, store, claim, worker=worker)
+        assert store.task_state(claim.task_id).value == "merging", "it ran, not interrupted"
+    finally:
+        store.close()

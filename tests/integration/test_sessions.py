@@ -10,9 +10,9 @@ from uuid import uuid4
 
 import pytest
 
-from cw import attempts
-from cw.adapters import make_adapter
-from cw.agents import AgentRequest
+from cw.agents import attempts
+from cw.agents.protocol import AgentRequest
+from cw.agents.registry import make_adapter
 from cw.settings import Settings
 from cw.store import Store
 from tests.conftest import database_env, fresh_database, init_district

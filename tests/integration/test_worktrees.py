@@ -1,4 +1,4 @@
-"""cw.worktrees against real git repositories in tmp_path."""
+"""cw.git.worktrees against real git repositories in tmp_path."""
 
 from __future__ import annotations
 
@@ -13,30 +13,19 @@ from pathlib import Path
 import pytest
 
 import cw
-from cw import worktrees
 from cw.errors import GitError, NotAGitRepository
-from cw.worktrees import (
+from cw.git import treemerge, worktrees
+from cw.git.branches import branch_sha, changed_files, diff, ensure_branch, head_sha, is_ancestor
+from cw.git.hub import fetch_branch
+from cw.git.runner import git_common_dir, prepare_repository, repo_lock, repo_root
+from cw.git.treemerge import (
     MergedTree,
     MergeOutcome,
-    add_worktree,
-    branch_sha,
-    changed_files,
-    commit_all,
     conflict_markers,
-    diff,
-    ensure_branch,
-    exclude_path,
-    git_common_dir,
-    head_sha,
-    is_ancestor,
-    is_dirty,
     merge_branch,
     merge_into_worktree,
-    prepare_repository,
-    remove_worktree,
-    repo_lock,
-    repo_root,
 )
+from cw.git.worktrees import add_worktree, commit_all, exclude_path, is_dirty, remove_worktree
 
 INTEGRATION = "cw/integration"
 
@@ -184,7 +173,7 @@ def test_add_worktree_recreates_a_deleted_worktree_from_its_branch_with_the_work
 _ADD_IN_A_PROCESS = """
 import sys, time
 from pathlib import Path
-from cw.worktrees import add_worktree
+from cw.git.worktrees import add_worktree
 repo, path, branch, sha, ready, go = sys.argv[1:]
 Path(ready).touch()
 while not Path(go).exists():
@@ -460,13 +449,13 @@ def test_merge_refuses_to_advance_an_integration_branch_that_moved(
 ) -> None:
     branch = make_task(repo, tmp_path, "raced", {"feature.txt": "feature\n"})
     elsewhere = make_task(repo, tmp_path, "elsewhere", {"x.txt": "x\n"})
-    real_advance = worktrees._advance
+    real_advance = treemerge._advance
 
     def someone_moves_it_first(repo: Path, name: str, old: str, new: str) -> None:
         git(repo, "update-ref", f"refs/heads/{name}", git(repo, "rev-parse", elsewhere))
         real_advance(repo, name, old, new)
 
-    monkeypatch.setattr(worktrees, "_advance", someone_moves_it_first)
+    monkeypatch.setattr(treemerge, "_advance", someone_moves_it_first)
     with pytest.raises(GitError, match="moved"):
         merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
     assert branch_sha(repo, INTEGRATION) == branch_sha(repo, elsewhere)
@@ -542,7 +531,7 @@ def test_rerere_replays_a_resolution_an_agent_recorded_and_the_check_still_sees_
     head = git(repo, "rev-parse", INTEGRATION)
     assert merge_into_worktree(agent_tree, head, "catch up", rerere=True) == ["README.md"]
     (agent_tree / "README.md").write_text("ours\ntheirs\n")
-    agent_env = {**os.environ, **worktrees.RERERE_ENV}
+    agent_env = {**os.environ, **treemerge.RERERE_ENV}
     agent_env |= {"GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@x", "GIT_COMMITTER_NAME": "a"}
     agent_env |= {"GIT_COMMITTER_EMAIL": "a@x"}
     for args in (["add", "README.md"], ["commit", "-q", "--no-edit"]):
@@ -583,7 +572,7 @@ def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
     fixed = threading.Timer(0.5, head.write_text, [real])
     fixed.start()
     try:
-        assert worktrees.fetch_branch(repo, str(hub), "cw/task/1-a", "refs/cw-hub/heads/1-a")
+        assert fetch_branch(repo, str(hub), "cw/task/1-a", "refs/cw-hub/heads/1-a")
     finally:
         fixed.join()
     assert branch_sha(repo, "main") == git(repo, "rev-parse", "refs/cw-hub/heads/1-a")
@@ -591,4 +580,4 @@ def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
 
 def test_a_fetch_that_fails_for_good_says_why(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(GitError, match="git fetch failed"):
-        worktrees.fetch_branch(repo, str(tmp_path / "nowhere"), "main", "refs/cw-hub/heads/x")
+        fetch_branch(repo, str(tmp_path / "nowhere"), "main", "refs/cw-hub/heads/x")

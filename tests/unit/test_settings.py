@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cw import defaults
+from cw.agents.registry import ADAPTERS
 from cw.errors import ConfigError, NotAGitRepository
 from cw.settings import Settings, find_repo
 
@@ -34,6 +36,8 @@ def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
         ({"CW_LEASE": "soon"}, "CW_LEASE: expected float, got 'soon'"),
         ({"CW_CONCURRENCY": "0"}, "CW_CONCURRENCY: must be positive"),
         ({"CW_MERGE_RERERE": "maybe"}, "CW_MERGE_RERERE: expected true or false, got 'maybe'"),
+        ({"CW_REVIEW": "sometimes"}, "CW_REVIEW: expected one of auto, manual, got 'sometimes'"),
+        ({"CW_OVERLAP": "often"}, "CW_OVERLAP: expected one of prefer, strict, ignore, got 'of"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -82,3 +86,37 @@ def test_a_socket_path_too_long_for_the_os_moves_to_tmp(tmp_path: Path) -> None:
 def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
     with pytest.raises(NotAGitRepository, match="not inside a git repository"):
         find_repo(tmp_path)
+
+
+def test_agent_caps_come_from_a_config_table_and_the_environment_wins(tmp_path: Path) -> None:
+    write_config(tmp_path, "agent = 'claude'\n[max_running]\nclaude = 4\ncodex = 2\n")
+    s = Settings.load(env={"CW_REPO": str(tmp_path), "CW_MAX_RUNNING_CLAUDE": "3"})
+    assert dict(s.max_running) == {"claude": 3, "codex": 2}
+    assert s.running_cap == 3, "the district's adapter's cap"
+    assert s.child_env()["CW_MAX_RUNNING_CODEX"] == "2"
+    assert Settings.load(env=s.child_env()).max_running == s.max_running
+    assert Settings.load(env={"CW_REPO": str(tmp_path), "CW_AGENT": "command"}).running_cap is None
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        ("", {"CW_MAX_RUNNING_CLAUDE": "-1"}, "CW_MAX_RUNNING_CLAUDE: expected a positive whole"),
+        ("", {"CW_MAX_RUNNING_CLAUDE": "four"}, "CW_MAX_RUNNING_CLAUDE: expected a positive"),
+        ("", {"CW_MAX_RUNNING_GPT": "2"}, "CW_MAX_RUNNING_GPT: no adapter 'gpt'; known: claude"),
+        ("[max_running]\nclaude = 0\n", {}, r"\[max_running\] claude: expected a positive"),
+        ("[max_running]\nclaude = 2.5\n", {}, r"\[max_running\] claude: expected a positive"),
+        ("[max_running]\nclade = 2\n", {}, r"\[max_running\] clade: no adapter 'clade'"),
+        ("max_running = 4\n", {}, r"\[max_running\]: expected a table of adapter = count"),
+    ],
+)
+def test_a_bad_agent_cap_names_the_setting(
+    tmp_path: Path, config: str, env: dict[str, str], message: str
+) -> None:
+    write_config(tmp_path, config)
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+def test_every_adapter_cw_runs_may_be_capped() -> None:
+    assert sorted(ADAPTERS) == sorted(defaults.ADAPTER_NAMES)

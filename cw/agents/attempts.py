@@ -1,0 +1,414 @@
+"""One attempt of an agent at its task: worktree, agent process, heartbeat, commit, outcome."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import psutil
+
+from cw import defaults
+from cw.agents.prompts import (
+    TaskBrief,
+    answers_prompt,
+    bounce_prompt,
+    first_prompt,
+    lost_session_prompt,
+    rejected_prompt,
+    resume_prompt,
+    review_prompt,
+)
+from cw.agents.protocol import AgentOutcome, AgentRequest
+from cw.agents.registry import make_adapter
+from cw.errors import AgentError, CwError, GitError, UsageError
+from cw.git import branches, hub, treemerge, worktrees
+from cw.git.verify import run_checks
+from cw.host import processes
+from cw.settings import Settings
+from cw.store import AttemptResult, Claim, Store, Workspace
+from cw.store.records import REJECTED
+
+logger = logging.getLogger(__name__)
+
+
+def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
+    """Run the attempt if it is still ours; False when it was stale or already taken."""
+    workspace = store.start_attempt(
+        claim, worker=worker, host=settings.hostname, lease_seconds=settings.lease
+    )
+    if workspace is None:
+        logger.info("task %s attempt %s is not ours any more; skipping", *_ids(claim))
+        return False
+    if store.worker_shutting_down(worker, os.getppid(), since=processes.parent_started_at()):
+        # Started in the instant its worker began shutting down: leave it for the restart.
+        store.finish_attempt(claim, AttemptResult(outcome="interrupted"), settings.agent)
+        return True
+    try:
+        _stop_previous(settings, store, workspace)
+        result = _run(settings, store, claim, workspace)
+    except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
+        result = AttemptResult(outcome="failed", error=str(exc))
+    except CwError as exc:
+        _machinery_failed(store, claim, exc)
+        return True
+    except Exception as exc:
+        # A bug must not leave the task "running" for ever: record it, then let Celery log it.
+        failed = AttemptResult(outcome="failed", error=f"internal error: {exc!r}")
+        store.finish_attempt(claim, failed, settings.agent)
+        raise
+    store.finish_attempt(claim, result, settings.agent)
+    return True
+
+
+def _machinery_failed(store: Store, claim: Claim, exc: CwError) -> None:
+    """git or the file system failed around the agent: a new attempt, not a failed task."""
+    retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+    if store.retry_machinery(claim, str(exc), retries, pause):
+        logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)
+    else:
+        logger.error("task %s attempt %s: %s; failed", *_ids(claim), exc)
+
+
+def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
+    finished = store.finished_agent(claim)
+    if finished is None and (until := store.paused_until(settings.agent)) is not None:
+        return _paused(settings, ws, until)
+    with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
+        worktree, branch = prepare_worktree(settings, store, ws)
+        catch_up = ws.bounce.get("kind") not in (None, REJECTED) and not finished
+        conflicts = _catch_up(settings, ws, worktree) if catch_up else []
+    if finished is not None:
+        # Its agent finished before a crash took the attempt: its work is what gets merged.
+        logger.info("task %s: an earlier agent finished; straight to merge", ws.key)
+        result = finished
+    else:
+        request = _request(settings, ws, worktree, branch, conflicts)
+        result = _agent(settings, store, claim, request, _Publisher(settings, branch))
+        left = treemerge.conflict_markers(worktree) if result.ok else []
+        if left:
+            # Never commit conflict markers: the agent has to finish resolving.
+            return replace(
+                result, outcome="failed", error="unresolved conflicts in " + ", ".join(left)
+            )
+        if result.ok:
+            store.record_agent_finished(claim, result)
+    with _lease_kept(settings, store, claim):
+        head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
+        result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
+        return _review_gate(settings, ws, worktree, result)
+
+
+def _review_gate(
+    settings: Settings, ws: Workspace, worktree: Path, result: AttemptResult
+) -> AttemptResult:
+    """Under manual review, finished work whose checks pass in its worktree waits for a person
+    (outcome ``review``); work whose checks fail goes to the merge as usual, and its red verify
+    sends it back to the agent before anyone is asked to look at it."""
+    if not result.ok or (ws.review or settings.review) != "manual":
+        return result
+    commands = [c for c in (ws.verify, settings.verify_command) if c]
+    log = settings.log_dir / "agents" / ws.agent_name / f"review-check-{ws.attempt}.log"
+    verdict = run_checks(commands, worktree, settings.verify_timeout, log)
+    if not verdict.ok:
+        logger.info(
+            "task %s: its check failed in its worktree; to the merge, not to review", ws.key
+        )
+        return result
+    check = {"command": verdict.command, "exit_code": verdict.exit_code, "output": verdict.output}
+    return replace(result, outcome="review", review_check=check)
+
+
+def _agent(
+    settings: Settings, store: Store, claim: Claim, request: AgentRequest, publish: _Publisher
+) -> AttemptResult:
+    """Run the agent; what came of it (nothing committed yet)."""
+    outcome = make_adapter(settings).run(
+        request,
+        tick=lambda pid: _heartbeat(settings, store, claim, pid, publish),
+        on_session=lambda session_id: store.record_session(claim, session_id),
+    )
+    exited_at = time.time()
+    return AttemptResult(
+        outcome=_kind(store, claim, outcome),
+        not_before=outcome.resets_at,
+        exited_at=exited_at,
+        **outcome.facts(),
+    )
+
+
+def _paused(settings: Settings, ws: Workspace, until: float) -> AttemptResult:
+    """The account's usage limit is in force (another agent hit it): the task waits for the
+    reset without starting an agent that would hit it again."""
+    when = time.strftime("%H:%M:%S UTC", time.gmtime(until))
+    error = f"{settings.agent} paused by a usage limit until {when}"
+    logger.info("task %s waits: %s", ws.key, error)
+    head = branches.branch_sha(settings.repo, ws.branch) if ws.branch else None
+    return AttemptResult(outcome="rate_limited", not_before=until, error=error, head_sha=head)
+
+
+def _save_work(
+    settings: Settings,
+    store: Store,
+    claim: Claim,
+    ws: Workspace,
+    worktree: Path,
+    branch: str,
+    kind: str,
+) -> str | None:
+    """Commit what the agent left, publish it to the hub while the attempt is still ours, and
+    put a stopped task's worktree away."""
+    if settings.merge_rerere and kind == "done":
+        treemerge.record_resolutions(worktree)  # what the agent resolved but did not commit
+    head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
+    if settings.git_hub and store.record_heartbeat(claim, settings.lease):
+        # The merge worker may be on another machine: the hub is where it finds the work. An
+        # attempt that was lost meanwhile (a stalled worker) leaves the hub's branch to the
+        # attempt that took over: its commits stay on this host's branch.
+        hub.push_branch(settings.repo, settings.git_hub, branch, branch)
+    if kind == "stopped":
+        # Everything is on the branch now: the worktree can go, and comes back on resume.
+        # An interrupted task keeps its worktree: the restart continues in it at once.
+        worktrees.remove_worktree(settings.repo, worktree)
+    return head
+
+
+@contextmanager
+def _lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
+    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(settings.heartbeat):
+            store.record_heartbeat(claim, settings.lease)
+
+    thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _heartbeat(
+    settings: Settings, store: Store, claim: Claim, pid: int, publish: _Publisher
+) -> bool:
+    """Extend the lease and publish the agent's new commits; False (the agent stops) on a stop
+    request or a worker shutdown."""
+    if not store.record_heartbeat(claim, settings.lease, pid):
+        return False  # the attempt is not ours any more: its branch is another's to push
+    publish()
+    return not store.shutdown_requested(claim)
+
+
+class _Publisher:
+    """Pushes the task branch to the hub whenever it moved (a commit the agent made), so a
+    host that dies strands none of its agent's commits: the next attempt, on any host,
+    starts from them. A failed push is logged; the next heartbeat tries again."""
+
+    def __init__(self, settings: Settings, branch: str) -> None:
+        self.settings, self.branch = settings, branch
+        self.pushed = branches.branch_sha(settings.repo, branch) if settings.git_hub else None
+
+    def __call__(self) -> None:
+        repo, hub_url = self.settings.repo, self.settings.git_hub
+        if not hub_url:
+            return
+        try:
+            sha = branches.branch_sha(repo, self.branch)
+            if sha is not None and sha != self.pushed:
+                hub.push_branch(repo, hub_url, sha, self.branch)
+                self.pushed = sha
+        except GitError as exc:
+            logger.warning("could not push %s to the hub: %s", self.branch, exc)
+
+
+def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
+    """A stop request wins over how the agent ended (a signalled CLI exits with an error), but
+    never over work it finished; a shutdown turns only a failure into an interruption."""
+    if outcome.ok:
+        return "done"
+    if store.stop_requested(claim):
+        return "stopped"
+    if outcome.status in ("questions", "rate_limited"):
+        return outcome.status
+    return "interrupted" if store.shutdown_requested(claim) else "failed"
+
+
+def _commit_message(ws: Workspace, kind: str) -> str:
+    prefix = f"cw: WIP ({kind})" if kind in ("stopped", "interrupted") else "cw"
+    return f"{prefix}: {ws.key}: {ws.name}"
+
+
+def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
+    """A bounced task merges the integration branch into its own; conflicts stay marked."""
+    message = f"cw: merge {settings.integration_branch} into {ws.key} (sent back by the merge)"
+    if treemerge.conflict_markers(worktree):
+        return treemerge.conflict_markers(worktree)  # a retried catch-up still in progress
+    return treemerge.merge_into_worktree(
+        worktree, integration_sha(settings), message, rerere=settings.merge_rerere
+    )
+
+
+def _request(
+    settings: Settings, ws: Workspace, worktree: Path, branch: str, conflicts: list[str]
+) -> AgentRequest:
+    brief = TaskBrief(
+        key=ws.key,
+        name=ws.name,
+        prompt=ws.prompt,
+        branch=branch,
+        files=ws.files,
+        verify=ws.verify,
+        done_criteria=ws.done_criteria,
+        plan_objective=ws.plan_objective,
+        plan_context=ws.plan_context,
+        check=ws.check,
+    )
+    resuming = ws.session_id is not None
+    prompt = _prompt(brief, ws, conflicts)
+    return AgentRequest(
+        task_id=ws.task_id,
+        task_key=ws.key,
+        task_name=ws.name,
+        task_prompt=ws.prompt,
+        attempt=ws.attempt,
+        agent_name=ws.agent_name,
+        prompt=prompt,
+        worktree=worktree,
+        log_dir=settings.log_dir / "agents" / ws.agent_name,
+        session_id=ws.session_id,
+        new_session_id=None if resuming else ws.new_session_id,
+        new_session_known=ws.new_session_known,
+        fresh_prompt=lost_session_prompt(brief, prompt) if resuming else "",
+        session_cost_usd=ws.session_cost_usd,
+        env={
+            **_bounce_env(ws.bounce, conflicts),
+            **_answers_env(ws),
+            **(treemerge.RERERE_ENV if settings.merge_rerere else {}),
+        },
+    )
+
+
+def _prompt(brief: TaskBrief, ws: Workspace, conflicts: list[str]) -> str:
+    """Why this attempt runs decides what the agent hears first."""
+    resuming = ws.session_id is not None
+    if ws.bounce.get("kind") == "review":
+        return review_prompt(brief, ws.bounce, conflicts)
+    if ws.bounce.get("kind") == REJECTED:
+        return rejected_prompt(brief, str(ws.bounce.get("feedback") or ""))
+    if ws.bounce:
+        return bounce_prompt(brief, ws.bounce, conflicts)
+    if ws.answers:
+        return answers_prompt(brief, ws.answers, resuming=resuming)
+    return resume_prompt(brief, ws.attempt) if resuming else first_prompt(brief)
+
+
+def _bounce_env(bounce: dict[str, object], conflicts: list[str]) -> dict[str, str]:
+    """For the command adapter: ``CW_BOUNCE`` (conflict | verify | review | rejected) and the
+    conflicting files, or a person's feedback on rejected work (``CW_REVIEW_FEEDBACK``)."""
+    if not bounce:
+        return {}
+    if bounce.get("kind") == REJECTED:
+        return {"CW_BOUNCE": REJECTED, "CW_REVIEW_FEEDBACK": str(bounce.get("feedback") or "")}
+    return {"CW_BOUNCE": str(bounce.get("kind")), "CW_CONFLICT_FILES": "\n".join(conflicts)}
+
+
+def _answers_env(ws: Workspace) -> dict[str, str]:
+    """For the command adapter: ``CW_ANSWERS``, a JSON list of ``{id, question, options,
+    answer}``; a checkpoint's comments are one such answer."""
+    answers = list(ws.answers)
+    if ws.bounce.get("kind") == "review":
+        answers.append(
+            {
+                "id": "",
+                "question": ws.bounce.get("question", ""),
+                "options": [],
+                "answer": ws.bounce.get("comments", ""),
+            }
+        )
+    return {"CW_ANSWERS": json.dumps(answers)} if answers else {}
+
+
+def interrupt_attempts(store: Store, worker: str, pid: int) -> int:
+    """``worker`` (its main process ``pid``) is shutting down: its agents get SIGTERM now (they
+    run on this host) and their attempts end as interrupted, WIP committed; returns how many
+    were running."""
+    groups = store.request_shutdown(worker, pid)
+    for pgid in groups:
+        processes.signal_group(pgid, signal.SIGTERM)
+    if groups:
+        logger.warning("shutting down: interrupting %d agent(s) of %s", len(groups), worker)
+    return len(groups)
+
+
+def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
+    """Agents of earlier attempts of the task may still run (their worker died; each agent has
+    its own process group): end them before a new agent starts in the same worktree."""
+    host = settings.hostname
+    groups = set(store.lost_agents(ws.task_id, host))
+    if ws.previous is not None and ws.previous[0] == host and ws.previous[1]:
+        groups.add(ws.previous[1])
+    worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
+    for pgid in sorted(groups):
+        if processes.group_alive(pgid) and _works_in(pgid, worktree):
+            logger.warning("stopping the agent group %s left by a dead worker", pgid)
+            processes.terminate_group(pgid, settings.agent_kill_grace)
+
+
+def _works_in(pgid: int, worktree: str | None) -> bool:
+    """Whether the group's leader runs in ``worktree`` (a recycled pid is someone else's)."""
+    try:
+        cwd = Path(psutil.Process(pgid).cwd())
+    except psutil.Error:
+        return True  # a zombie leader, or no access: the group is the agent's as recorded
+    return worktree is None or cwd.is_relative_to(Path(worktree).resolve())
+
+
+def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:
+    """The task's worktree and branch on this host: created from the integration branch's sha
+    the first time; later from the task's branch (work intact), taken from the hub when
+    another host worked on it. The path is always this host's own (the attempt records it)."""
+    if settings.git_hub:
+        branch = settings.integration_branch
+        hub.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
+    if ws.branch and ws.base_sha:
+        branch, base = ws.branch, ws.base_sha
+        worktree = _own_worktree(settings, branch)
+        if settings.git_hub:
+            hub.take_hub_branch(settings.repo, settings.git_hub, branch, worktree)
+        if str(worktree) != ws.worktree:
+            store.record_worktree(Claim(ws.task_id, ws.attempt), str(worktree))
+    else:
+        slug = f"{ws.task_id}-{ws.key}"
+        worktree = settings.worktree_dir / slug
+        branch = defaults.TASK_BRANCH_PREFIX + slug
+        base = integration_sha(settings)
+        store.record_workspace(ws.task_id, branch, str(worktree), base)
+    worktrees.add_worktree(settings.repo, worktree, branch, base)
+    return worktree, branch
+
+
+def _own_worktree(settings: Settings, branch: str) -> Path:
+    return worktrees.task_worktree(settings.worktree_dir, branch, defaults.TASK_BRANCH_PREFIX)
+
+
+def integration_sha(settings: Settings) -> str:
+    sha = branches.branch_sha(settings.repo, settings.integration_branch)
+    if sha is None:
+        raise CwError(
+            f"the integration branch {settings.integration_branch!r} is gone; run `cw init` again"
+        )
+    return sha
+
+
+def _ids(claim: Claim) -> tuple[int, int]:
+    return claim.task_id, claim.attempt

@@ -1,0 +1,70 @@
+"""``cw status --watch``: the web page's board in the terminal, redrawn in place (rich Live),
+grouped the same way: what needs a person first, then what runs, what waits, what is done."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from cw.store.read import short_count
+from cw.web.board import Board
+from cw.web.render import ago, money, seconds
+
+#: Rows each section shows; the rest is counted.
+ROWS = 8
+
+
+def watch(read: Callable[[], Board], every: float) -> None:
+    """Redraw the board every ``every`` seconds until Ctrl-C."""
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
+        while True:
+            live.update(draw(read()), refresh=True)
+            time.sleep(every)
+
+
+def draw(board: Board) -> RenderableType:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(board.counts.items()))
+    head = Text(
+        f"cw, {time.strftime('%H:%M:%S')}: {board.total} tasks: {counts or 'none'}; "
+        f"spent {money(board.cost_usd)}, {short_count(board.tokens)} tokens  (Ctrl-C to stop)"
+    )
+    parts: list[RenderableType] = [head]
+    parts += [Text(f"paused: {p.describe()}", style="bold yellow") for p in board.paused]
+    parts += [
+        _section("Needs input", ("message", "task", "question"),
+                 [(str(m.id), m.task, m.body.splitlines()[0] if m.body else "")
+                  for m in board.needs_input]),
+        _section("Review", ("task", "agent", "changes", "waiting"),
+                 [(r.key, r.agent, board.diffstats.get(r.key, ""), ago(r.since))
+                  for r in board.review]),
+        _section("Failed", ("task", "state", "error"),
+                 [(t.key, str(t.state), (t.last_error or "").splitlines()[0] if t.last_error
+                   else "") for t in board.failed]),
+        _section("Running", ("agent", "task", "elapsed", "cost", "tokens"),
+                 [(a.name, a.task, seconds(a.runtime_seconds), money(a.cost_usd),
+                   short_count(a.tokens)) for a in board.running]),
+        _section("Waiting / blocked", ("task", "state", "waits on"),
+                 [(t.key, str(t.state), ", ".join(board.waits_on.get(t.key, [])))
+                  for t in board.waiting]),
+        _section("Done", ("task", "agent", "finished"),
+                 [(t.key, t.agent or "-", ago(t.state_changed_at)) for t in board.done]),
+    ]  # fmt: skip
+    return Group(*parts)
+
+
+def _section(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
+    table = Table(title=f"{title} ({len(rows)})", title_justify="left", expand=False)
+    for column in columns:
+        table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
+    for row in rows[:ROWS]:
+        table.add_row(*(Text(cell) for cell in row))  # Text: nobody's words read as markup
+    if len(rows) > ROWS:
+        table.add_row(Text(f"... and {len(rows) - ROWS} more"), *[""] * (len(columns) - 1))
+    return table

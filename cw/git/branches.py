@@ -1,0 +1,142 @@
+"""Branches, commits and diffs: reading and naming history."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from cw.errors import GitError
+from cw.git.runner import DIFF_FLAGS, call, failure, nul_split, repo_lock, rev, run
+
+logger = logging.getLogger(__name__)
+
+
+def head_sha(repo: Path) -> str | None:
+    """The sha of HEAD, or None for an unborn HEAD (a repository with no commits)."""
+    return rev(repo, "HEAD")
+
+
+def branch_sha(repo: Path, branch: str) -> str | None:
+    """The sha of ``refs/heads/<branch>``, or None if the branch does not exist."""
+    return rev(repo, f"refs/heads/{branch}")
+
+
+def ensure_branch(repo: Path, branch: str, start: str) -> str:
+    """Create ``branch`` at ``start`` (a sha or ref) unless it exists; return its sha."""
+    with repo_lock(repo):
+        existing = branch_sha(repo, branch)
+        if existing is not None:
+            return existing
+        sha = run(repo, "rev-parse", "--verify", f"{start}^{{commit}}")
+        run(repo, "branch", "--no-track", branch, sha)
+        logger.info("created branch %s at %s", branch, sha)
+        return sha
+
+
+def is_valid_branch_name(repo: Path, name: str) -> bool:
+    """What git accepts as a new branch name (``git check-ref-format --branch``)."""
+    return call(repo, "check-ref-format", "--branch", name).status == 0
+
+
+def is_ancestor(repo: Path, commit: str, of: str) -> bool:
+    """Whether ``commit`` is ``of`` or one of its ancestors."""
+    result = call(repo, "merge-base", "--is-ancestor", commit, of)
+    if result.status in (0, 1):
+        return result.status == 0
+    raise GitError(failure(("merge-base",), result))
+
+
+def list_branches(repo: Path, prefix: str) -> dict[str, str]:
+    """Local branches whose names start with ``prefix``, each with its sha."""
+    pattern = f"refs/heads/{prefix.rstrip('/')}"
+    out = run(repo, "for-each-ref", "--format=%(objectname) %(refname:lstrip=2)", pattern)
+    pairs = (line.split(" ", 1) for line in out.splitlines() if line.strip())
+    return {name: sha for sha, name in pairs if name.startswith(prefix)}
+
+
+def commit_exists(repo: Path, sha: str) -> bool:
+    """Whether ``sha`` names a commit present in ``repo``."""
+    return rev(repo, sha) is not None
+
+
+def count_commits(repo: Path, head: str, not_in: str) -> int:
+    """How many commits ``head`` has that ``not_in`` has not."""
+    return int(run(repo, "rev-list", "--count", f"{not_in}..{head}"))
+
+
+def parents(repo: Path, sha: str) -> list[str]:
+    """The parents of commit ``sha``, the first parent first."""
+    return run(repo, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+
+
+def first_parent_diff(repo: Path, sha: str, *, stat: bool = False) -> str:
+    """What commit ``sha`` changed against its first parent (for a merge: what it brought)."""
+    fmt = ("--stat",) if stat else ()
+    return run(repo, "diff", *DIFF_FLAGS, *fmt, f"{sha}^1", sha, "--", strip=False)
+
+
+def ref_sha(repo: Path, ref: str) -> str | None:
+    """The commit sha of a full ref name (``refs/...``), or None if it names nothing."""
+    return rev(repo, ref)
+
+
+def log_subjects(repo: Path, base: str, head: str, paths: list[str]) -> list[str]:
+    """Commit subjects in ``base..head`` that touched ``paths`` (first parent only)."""
+    out = run(repo, "log", "--first-parent", "--format=%s", f"{base}..{head}", "--", *paths)
+    return [line for line in out.splitlines() if line.strip()]
+
+
+def changed_files(repo: Path, base: str, head: str) -> list[str]:
+    """The files ``head`` changes since its merge base with ``base``."""
+    return nul_split(run(repo, "diff", *DIFF_FLAGS, "--name-only", "-z", f"{base}...{head}", "--"))
+
+
+def diff(
+    repo: Path,
+    base: str,
+    *,
+    worktree: Path | None = None,
+    branch: str | None = None,
+    stat: bool = False,
+) -> str:
+    """A task's changes against ``base``: of a worktree (uncommitted work included) or a branch.
+
+    Both compare against the merge base of ``base`` and the task's commit, so
+    work merged into the integration branch meanwhile does not show reversed.
+    """
+    fmt = ("--stat",) if stat else ()
+    if worktree is not None and branch is None:
+        return _worktree_diff(worktree, base, fmt)
+    if branch is not None and worktree is None:
+        return run(repo, "diff", *DIFF_FLAGS, *fmt, f"{base}...{branch}", "--", strip=False)
+    raise ValueError("diff needs exactly one of worktree= or branch=")
+
+
+def diffstat(repo: Path, base: str, branch: str | None) -> str:
+    """The last line of ``git diff --stat`` of ``branch`` against ``base`` (``1 file changed,
+    2 insertions(+)``), "no changes", "(branch not on this host)", or "-" for no branch."""
+    if not branch:
+        return "-"
+    try:
+        lines = diff(repo, base, branch=branch, stat=True).strip().splitlines()
+    except GitError:
+        return "(branch not on this host)"
+    return lines[-1].strip() if lines else "no changes"
+
+
+def _worktree_diff(worktree: Path, base: str, fmt: tuple[str, ...]) -> str:
+    """Diff ``base`` against the working tree, staging into a throwaway index."""
+    merge_base = call(worktree, "merge-base", base, "HEAD")
+    start = merge_base.out if merge_base.status == 0 else base
+    real_index = Path(run(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index"))
+    with tempfile.TemporaryDirectory(prefix="cw-index-") as tmp:
+        index = Path(tmp) / "index"
+        if real_index.exists():
+            shutil.copyfile(real_index, index)  # its stat data saves re-hashing files
+        env = {"GIT_INDEX_FILE": str(index)}
+        run(worktree, "add", "-A", env=env)
+        return run(
+            worktree, "diff", "--cached", *DIFF_FLAGS, *fmt, start, "--", env=env, strip=False
+        )

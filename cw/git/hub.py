@@ -1,0 +1,138 @@
+"""The hub: a shared bare repository that carries task branches between hosts."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from pathlib import Path
+
+from cw.errors import GitError
+from cw.git import worktrees
+from cw.git.branches import branch_sha, is_ancestor
+from cw.git.runner import Result, call, failure, repo_lock, rev, run
+from cw.git.worktrees import find_worktree, is_dirty
+
+logger = logging.getLogger(__name__)
+
+
+HUB_NAMESPACE = "refs/cw-hub/heads/"
+
+
+#: A fetch reads every worktree's HEAD, and `git worktree add` writes a placeholder HEAD (the
+#: null id) before the real one: a fetch during another agent's worktree add fails with
+#: "bad object worktrees/<name>/HEAD". That is over in moments, so the fetch is tried again.
+FETCH_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
+    """Force-fetch ``branch`` from ``hub`` into the ref ``into``; False if the hub lacks it."""
+    pauses = iter(FETCH_RETRY_PAUSES)
+    while True:
+        result = call(repo, "fetch", "--no-tags", "--quiet", hub, f"+refs/heads/{branch}:{into}")
+        if result.status == 0:
+            return True
+        if "couldn't find remote ref" in result.err:
+            return False
+        pause = next(pauses, None)
+        if pause is None or not _half_made_worktree(result.err):
+            raise GitError(failure(("fetch",), result))
+        time.sleep(pause)
+
+
+def _half_made_worktree(err: str) -> bool:
+    return "bad object worktrees/" in err and "/HEAD" in err
+
+
+def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | None = None) -> None:
+    """Push ``source`` to the hub's ``branch``; with ``expect``, only if the hub still has it."""
+    lease = f"--force-with-lease=refs/heads/{branch}:{expect}" if expect else "--force"
+    result = _push(repo, lease, hub, f"{source}:refs/heads/{branch}")
+    if result.status != 0:
+        raise GitError(failure(("push",), result))
+
+
+#: How a hub's git says a lock file is in the way: "Unable to create '<path>.lock': File exists".
+LOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
+
+
+def _push(repo: Path, *args: str) -> Result:
+    """``git push --quiet ARGS``; a hub on this file system whose ref lock a killed git left
+    behind (a host that died mid-push, with its receive-pack) gets that lock removed, once it
+    is stale, and the push is tried again. A live push's lock is left alone."""
+    result = call(repo, "push", "--quiet", *args)
+    locks = [Path(found) for found in LOCKED.findall(result.err)]
+    if result.status == 0 or not locks or not worktrees.remove_stale_locks(locks):
+        return result
+    return call(repo, "push", "--quiet", *args)
+
+
+def hub_ref(branch: str) -> str:
+    """Where a merge worker keeps its fetched copy of a task branch."""
+    return HUB_NAMESPACE + branch
+
+
+def take_hub_branch(repo: Path, hub: str, branch: str, worktree: Path) -> str | None:
+    """Bring the hub's copy of a task branch here when it is ahead of the local one (another
+    host worked on the task since): the local branch, or the clean worktree at ``worktree``
+    that has it checked out, moves forward to it. Local commits the hub lacks are never
+    dropped (both moved: the local branch stays). Returns the hub's sha; None when the hub
+    has no such branch."""
+    copy = hub_ref(branch)
+    if not fetch_branch(repo, hub, branch, copy):
+        return None
+    theirs, ours = rev(repo, copy), branch_sha(repo, branch)
+    if theirs is None or ours == theirs:
+        return theirs
+    if ours is not None and not is_ancestor(repo, ours, theirs):
+        if not is_ancestor(repo, theirs, ours):
+            logger.warning("%s moved here and on the hub; the local branch stays", branch)
+        return theirs
+    entry = find_worktree(repo, worktree)
+    if entry is not None and entry.branch == branch and worktree.is_dir():
+        if is_dirty(worktree):
+            logger.warning("%s has uncommitted work: not moved to the hub's %s", worktree, branch)
+        else:
+            run(worktree, "merge", "--ff-only", "--quiet", theirs)
+        return theirs
+    with repo_lock(repo):
+        ref = f"refs/heads/{branch}"
+        run(repo, "update-ref", "-m", "cw: from the hub", ref, theirs, ours or "")
+    return theirs
+
+
+def hub_branches(repo: Path, hub: str, prefix: str) -> dict[str, str]:
+    """The hub's branches whose names start with ``prefix``, each with its sha."""
+    out = run(repo, "ls-remote", "--heads", hub, f"refs/heads/{prefix}*")
+    pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    found = {ref.removeprefix("refs/heads/"): sha for sha, ref in pairs}
+    return {name: sha for name, sha in found.items() if name.startswith(prefix)}
+
+
+def delete_hub_branch(repo: Path, hub: str, branch: str, sha: str) -> bool:
+    """Delete the hub's ``branch`` only if it still points at ``sha``; False when it moved."""
+    lease = f"--force-with-lease=refs/heads/{branch}:{sha}"
+    result = _push(repo, lease, hub, f":refs/heads/{branch}")
+    if result.status == 0:
+        logger.info("deleted the hub's branch %s at %s", branch, sha)
+        return True
+    if any(word in result.err for word in ("stale info", "rejected", "does not exist")):
+        return False  # it moved, or another host's gc deleted it first
+    raise GitError(failure(("push",), result))
+
+
+def hub_copies(repo: Path, prefix: str) -> dict[str, str]:
+    """Fetched copies of the hub's branches named ``prefix...`` kept here (:func:`hub_ref`),
+    by branch name, each with its sha."""
+    pattern = HUB_NAMESPACE + prefix.rstrip("/")
+    out = run(repo, "for-each-ref", "--format=%(objectname) %(refname)", pattern)
+    pairs = (line.split(" ", 1) for line in out.splitlines() if line.strip())
+    found = {ref.removeprefix(HUB_NAMESPACE): sha for sha, ref in pairs}
+    return {name: sha for name, sha in found.items() if name.startswith(prefix)}
+
+
+def delete_hub_copy(repo: Path, branch: str, sha: str) -> bool:
+    """Delete the fetched copy of the hub's ``branch`` if it still points at ``sha``."""
+    with repo_lock(repo):
+        result = call(repo, "update-ref", "-m", "cw gc", "-d", hub_ref(branch), sha)
+    return result.status == 0

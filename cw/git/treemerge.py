@@ -1,0 +1,368 @@
+"""Merging a branch into the integration branch.
+
+The merge is made in the object database (``git merge-tree --write-tree`` and ``commit-tree``);
+a check may look at the merged tree in a detached integration worktree, never in the user's
+checkout; a compare-and-set ``update-ref`` advances the branch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cw.errors import GitError
+from cw.git.branches import branch_sha, is_ancestor
+from cw.git.runner import (
+    NO_HOOKS,
+    call,
+    failure,
+    git_common_dir,
+    identity,
+    nul_split,
+    repo_lock,
+    run,
+)
+from cw.git.worktrees import find_worktree
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """What :func:`merge_branch` did."""
+
+    merged: bool
+    sha: str | None  # new integration sha when merged
+    conflict_files: list[str]  # when not merged because of conflicts
+    output: str  # git's output, for the log
+    rejected: bool = False  # merged cleanly, but the check refused the result
+    already_merged: bool = False  # the branch brought nothing new: no merge commit was made
+
+
+@dataclass
+class MergedTree:
+    """A merge commit that no branch points at yet; the check decides whether one will.
+
+    ``checkout()`` puts the merged tree in the integration worktree (detached, spotless) for
+    checks that need files on disk; merges that need no such check never touch a worktree.
+    """
+
+    repo: Path
+    old: str  # the integration branch's tip before the merge
+    source: str  # the commit merged in
+    new: str  # the merge commit
+    worktree: Path
+    auto_merged: list[str] | None = None  # paths git merged line by line; None: not known
+    checked_out: bool = False
+
+    def checkout(self) -> Path:
+        _ensure_detached_worktree(self.repo, self.worktree, self.new)
+        _reset_worktree(self.worktree, self.new)
+        self.checked_out = True
+        return self.worktree
+
+
+#: ``check(merged)``: True lets the integration branch advance to ``merged.new``.
+Check = Callable[[MergedTree], bool]
+
+
+def merge_branch(
+    repo: Path,
+    integration_worktree: Path,
+    integration_branch: str,
+    branch: str,
+    message: str,
+    check: Check | None = None,
+    *,
+    rerere: bool = False,
+) -> MergeOutcome:
+    """Merge ``branch`` into ``integration_branch`` without touching any checkout.
+
+    ``git merge-tree --write-tree`` merges in the object database and ``commit-tree`` records
+    the result; ``check`` sees it before the branch moves (False leaves the branch where it
+    was: ``rejected``), and the branch ref moves only by a compare-and-set. The caller runs one
+    merge at a time. With ``rerere``, conflicts are merged again in the detached integration
+    worktree with git's recorded resolutions; what they resolve completely counts as merged.
+    """
+    old, source, old_tree = _merge_inputs(repo, integration_branch, branch)
+    flags = ("--write-tree", "--messages", "--name-only", "-z")
+    result = call(repo, "merge-tree", *flags, old, source, strip=False)
+    if result.status not in (0, 1):
+        raise GitError(failure(("merge-tree",), result))
+    done = _parse_merge_tree(result.out)
+    if not done.conflicts and done.tree == old_tree and is_ancestor(repo, source, old):
+        note = f"{branch} is already merged into {integration_branch}"
+        unchanged = MergedTree(repo, old, source, old, integration_worktree, [])
+        return _already_merged(unchanged, check, note)
+    merged: MergedTree | None = None
+    if not done.conflicts:
+        new = _commit_tree(repo, done.tree, old, source, message)
+        _remember_tip(new, done.tree)
+        merged = MergedTree(repo, old, source, new, integration_worktree, done.auto_merged)
+    elif rerere:
+        merged = _rerere_merge(repo, integration_worktree, old, source, message)
+    if merged is None:
+        return MergeOutcome(False, None, done.conflicts, done.messages)
+    if check is not None and not check(merged):
+        return _rejected(integration_worktree, merged, done.messages)
+    _advance(repo, integration_branch, old, merged.new)
+    logger.info("merged %s into %s: %s", branch, integration_branch, merged.new)
+    return MergeOutcome(True, merged.new, [], done.messages)
+
+
+def _already_merged(merged: MergedTree, check: Check | None, note: str) -> MergeOutcome:
+    """Nothing to merge (the agent committed nothing, or a crashed merge already moved the
+    branch): the check still decides, on the integration branch as it stands."""
+    if check is not None and not check(merged):
+        return _rejected(merged.worktree, merged, note)
+    return MergeOutcome(True, merged.old, [], note, already_merged=True)
+
+
+def _rejected(worktree: Path, merged: MergedTree, messages: str) -> MergeOutcome:
+    """The check refused the result: the branch stays where it was, the worktree too."""
+    if merged.checked_out:
+        _reset_worktree(worktree, merged.old)
+    return MergeOutcome(False, None, [], messages, rejected=True)
+
+
+#: Trees of the merge commits this process made: the next merge's tip needs no git call.
+_TIP_TREES: dict[str, str] = {}
+
+
+_TIP_TREES_KEPT = 16
+
+
+_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
+
+
+def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str, str, str]:
+    """The integration tip, the commit to merge and the tip's tree.
+
+    Read from the loose ref files when the tip is cw's own last merge (the common case of a
+    merge worker draining its queue); otherwise from one ``git rev-parse``.
+    """
+    ref = f"refs/heads/{integration_branch}"
+    old = _loose_ref(repo, ref)
+    source = _loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+    if old is not None and source is not None and old in _TIP_TREES:
+        return old, source, _TIP_TREES[old]
+    result = call(repo, "rev-parse", f"{ref}^{{commit}}", f"{branch}^{{commit}}", f"{ref}^{{tree}}")
+    shas = result.out.split()
+    if result.status == 0 and len(shas) == 3:
+        return shas[0], shas[1], shas[2]
+    if branch_sha(repo, integration_branch) is None:
+        raise GitError(f"integration branch {integration_branch} does not exist")
+    raise GitError(f"nothing to merge: {branch} names no commit")
+
+
+def _loose_ref(repo: Path, ref: str) -> str | None:
+    """The sha in a loose ref file; None when the ref is packed, symbolic or absent (ask git).
+
+    Git replaces ref files by rename under a lock, so a read never sees half a sha."""
+    try:
+        text = (git_common_dir(repo) / ref).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if _SHA.fullmatch(text) else None
+
+
+def _remember_tip(new: str, tree: str) -> None:
+    if len(_TIP_TREES) >= _TIP_TREES_KEPT:
+        _TIP_TREES.clear()
+    _TIP_TREES[new] = tree
+
+
+@dataclass(frozen=True)
+class _TreeMerge:
+    """What ``git merge-tree --write-tree --messages --name-only -z`` reported."""
+
+    tree: str
+    conflicts: list[str]
+    auto_merged: list[str]  # paths both sides changed, merged line by line
+    messages: str
+
+
+def _parse_merge_tree(out: str) -> _TreeMerge:
+    """``<tree> NUL <conflicted path> NUL ... NUL NUL`` then ``<n> <paths> <type> <message>``s."""
+    fields = out.split("\0")
+    end = fields.index("", 1) if "" in fields[1:] else len(fields)
+    conflicts = sorted(set(fields[1:end]))
+    auto_merged: list[str] = []
+    messages: list[str] = []
+    rest = fields[end + 1 :]
+    while len(rest) > 1 and rest[0].isdigit():
+        count = int(rest[0])
+        paths, kind, message = rest[1 : count + 1], rest[count + 1], rest[count + 2]
+        if kind == "Auto-merging":
+            auto_merged += paths
+        messages.append(message.strip())
+        rest = rest[count + 3 :]
+    return _TreeMerge(fields[0].strip(), conflicts, sorted(set(auto_merged)), "\n".join(messages))
+
+
+def _commit_tree(repo: Path, tree: str, old: str, source: str, message: str) -> str:
+    return run(repo, "commit-tree", tree, "-p", old, "-p", source, "-m", message, env=identity())
+
+
+def _rerere_merge(
+    repo: Path, worktree: Path, old: str, source: str, message: str
+) -> MergedTree | None:
+    """Merge in the integration worktree with rerere on; None unless it resolved everything."""
+    _ensure_detached_worktree(repo, worktree, old)
+    _reset_worktree(worktree, old)
+    rerere = ("-c", "rerere.enabled=true", "-c", "rerere.autoUpdate=true")
+    result = call(
+        worktree, *rerere, *NO_HOOKS, "merge", "--no-ff", "--no-commit", source, env=identity()
+    )
+    unresolved = nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    if result.status != 0 and (unresolved or conflict_markers(worktree)):
+        call(worktree, "merge", "--abort")
+        _reset_worktree(worktree, old)
+        return None
+    tree = run(worktree, "write-tree")
+    call(worktree, "merge", "--abort")
+    new = _commit_tree(repo, tree, old, source, message)
+    merged = MergedTree(repo, old, source, new, worktree)
+    merged.checkout()
+    logger.info("rerere resolved every conflict of merging %s", source)
+    return merged
+
+
+def _advance(repo: Path, branch: str, old: str, new: str) -> None:
+    """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile."""
+    with repo_lock(repo):
+        ref = f"refs/heads/{branch}"
+        result = call(repo, "update-ref", "-m", f"cw: merge into {branch}", ref, new, old)
+    if result.status != 0:
+        now = branch_sha(repo, branch)
+        raise GitError(
+            f"{branch} moved from {old} to {now} during the merge, so it was not advanced "
+            f"to {new}; merge again ({failure(('update-ref',), result)})"
+        )
+
+
+def _is_worktree_top(path: Path) -> bool:
+    """Whether ``path`` is itself the top of a working tree (not a directory inside one)."""
+    if not path.is_dir():
+        return False
+    result = call(path, "rev-parse", "--show-toplevel")
+    return result.status == 0 and Path(result.out).resolve() == path.resolve()
+
+
+def _ensure_detached_worktree(repo: Path, path: Path, sha: str) -> None:
+    """Make ``path`` a usable worktree of ``repo``, adding it detached at ``sha`` if needed."""
+    entry = find_worktree(repo, path)
+    if entry is not None and entry.main:
+        raise GitError(f"{path} is the main worktree of {repo}; cw merges only in its own")
+    if entry is not None and _is_worktree_top(path):
+        return
+    with repo_lock(repo):
+        _discard_leftover(path, registered=entry is not None)
+        run(repo, "worktree", "prune")
+        run(repo, "worktree", "add", "--detach", str(path), sha)
+    logger.info("created integration worktree %s at %s", path, sha)
+
+
+def _discard_leftover(path: Path, *, registered: bool) -> None:
+    """Delete the remains of a broken integration worktree; refuse anything else."""
+    if not path.exists():
+        return
+    leftover = registered or (path / ".git").is_file() or not any(path.iterdir())
+    if not leftover:
+        raise GitError(f"{path} exists and is not a worktree; move it away")
+    logger.warning("discarding broken integration worktree %s", path)
+    shutil.rmtree(path)
+
+
+def _reset_worktree(worktree: Path, sha: str) -> None:
+    """Put ``worktree`` at ``sha``, detached and spotless, whatever a crash left behind."""
+    lock = Path(run(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index.lock"))
+    if lock.exists():  # merges are serialised, so this lock outlived a crashed merge
+        logger.warning("removing stale %s", lock)
+        lock.unlink()
+    run(worktree, "checkout", "--quiet", "--detach", "--force", sha)
+    run(worktree, "reset", "--quiet", "--hard", sha)
+    run(worktree, "clean", "-ffdxq")
+
+
+def merge_into_worktree(
+    worktree: Path, commit: str, message: str, *, rerere: bool = False
+) -> list[str]:
+    """Merge ``commit`` into the worktree's branch (a bounced task catching up).
+
+    A clean merge is committed; on conflicts the merge is left in progress, markers in the
+    files, for the agent to resolve; the conflicting paths are returned. With ``rerere``, git
+    records the conflicts (and replays resolutions it already knows).
+    """
+    config = ("-c", "rerere.enabled=true") if rerere else ()
+    result = call(
+        worktree,
+        *config,
+        *NO_HOOKS,
+        "merge",
+        "--no-ff",
+        "--no-edit",
+        "-m",
+        message,
+        commit,
+        env=identity(),
+    )
+    if result.status == 0:
+        return []
+    conflicts = nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    if not conflicts:
+        raise GitError(failure(("merge",), result))
+    return conflicts
+
+
+#: For an agent's own git commands when the rerere rule is on: its commit of a resolved
+#: conflict records the resolution in the shared ``rr-cache`` for the merge worker to replay.
+RERERE_ENV = {
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "rerere.enabled",
+    "GIT_CONFIG_VALUE_0": "true",
+}
+
+
+def record_resolutions(worktree: Path) -> None:
+    """Record the conflicts resolved in ``worktree`` (``git rerere``); a no-op without any."""
+    call(worktree, "-c", "rerere.enabled=true", "rerere")
+
+
+def conflict_markers(worktree: Path) -> list[str]:
+    """Files that still hold conflict markers (unmerged index entries alone do not count:
+    cw's own ``git add -A`` concludes a merge whose files were resolved)."""
+    grep = call(worktree, "grep", "-l", "-z", "-E", "^(<<<<<<<|>>>>>>>)( |$)", "--", ".")
+    return sorted(nul_split(grep.out)) if grep.status == 0 else []
+
+
+UNION_BEGIN = "# cw: union merge (merge_union setting) begin"
+
+
+UNION_END = "# cw: union merge end"
+
+
+def set_union_merge(repo: Path, globs: list[str]) -> None:
+    """Merge files matching ``globs`` with git's ``union`` driver (both sides' lines kept).
+
+    Written to ``info/attributes`` in the git common dir, between cw's own markers, so the
+    user's attributes and checkout are untouched and every worktree sees it.
+    """
+    path = git_common_dir(repo) / "info" / "attributes"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if UNION_BEGIN in text:
+        head, _, rest = text.partition(UNION_BEGIN)
+        text = head + rest.partition(UNION_END)[2].lstrip("\n")
+    block = "".join(f"{glob} merge=union\n" for glob in globs)
+    if not block and UNION_BEGIN not in (path.read_text(encoding="utf-8") if path.exists() else ""):
+        return  # nothing configured, nothing to undo: the common case costs no write
+    if block:
+        text = text.rstrip("\n") + ("\n" if text.strip() else "")
+        text += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
+    with repo_lock(repo):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")

@@ -1,0 +1,356 @@
+"""Task worktrees: added, committed, removed, and cleaned up after a crash.
+
+No work is ever lost: a worktree is removed only after its uncommitted changes are committed to
+its branch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cw.defaults import GIT_LOCK_STALE_SECONDS, WORKTREE_TRASH_DIR
+from cw.errors import GitError
+from cw.git.branches import branch_sha
+from cw.git.runner import NO_HOOKS, call, failure, git_common_dir, identity, repo_lock, run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Worktree:
+    path: Path
+    branch: str | None  # short branch name; None when detached
+    main: bool
+    locked: str | None = None  # the lock's reason ("" without one); None when unlocked
+
+
+def _worktrees(repo: Path) -> list[_Worktree]:
+    """The worktrees registered in ``repo``, the main one first."""
+    found: list[_Worktree] = []
+    path: Path | None = None
+    branch: str | None = None
+    locked: str | None = None
+    for line in [*run(repo, "worktree", "list", "--porcelain", "-z").split("\0"), ""]:
+        if line.startswith("worktree "):
+            path = Path(line.removeprefix("worktree "))
+        elif line.startswith("branch "):
+            branch = line.removeprefix("branch ").removeprefix("refs/heads/")
+        elif line == "locked" or line.startswith("locked "):
+            locked = line.removeprefix("locked").strip()
+        elif not line and path is not None:
+            found.append(_Worktree(path, branch, main=not found, locked=locked))
+            path, branch, locked = None, None, None
+    return found
+
+
+def find_worktree(repo: Path, path: Path) -> _Worktree | None:
+    wanted = path.resolve()
+    return next((wt for wt in _worktrees(repo) if wt.path.resolve() == wanted), None)
+
+
+def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    """Check ``branch`` out at ``path``, creating the branch at ``base_sha`` if it is new.
+
+    Idempotent; a worktree whose directory was deleted is re-created from its
+    branch, so a resumed task finds its committed work. What a killed git left is repaired
+    first: a half-made worktree is rebuilt from its branch, stale lock files are removed.
+    """
+    with repo_lock(repo):
+        run(repo, "worktree", "prune")
+        existing = find_worktree(repo, path)
+        if existing is not None and _half_made(existing, _admin_dir(repo, path)):
+            logger.warning("rebuilding %s: its git worktree add was killed", path)
+            _dismantle(repo, path)
+            existing = None
+        _empty_trash(path.parent)
+        remove_stale_locks([*_admin_locks(repo, path), _ref_lock(repo, branch)])
+        if existing is not None:
+            if existing.branch == branch:
+                return
+            on = existing.branch or "a detached HEAD"
+            raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
+        if branch_sha(repo, branch) is not None:
+            run(repo, "worktree", "add", str(path), branch)
+        else:
+            run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+    logger.info("worktree %s on %s", path, branch)
+
+
+def _half_made(entry: _Worktree, admin: Path | None) -> bool:
+    """Whether ``git worktree add`` of this worktree (``admin``: its directory in
+    ``.git/worktrees``) never finished: git keeps a new worktree locked ("initializing") until
+    its checkout is complete, and writes its index last."""
+    return entry.locked is not None and admin is not None and not (admin / "index").exists()
+
+
+def half_made_worktrees(repo: Path, under: Path) -> list[Path]:
+    """The worktrees under ``under`` whose ``git worktree add`` was killed part-way."""
+    root, admins = under.resolve(), _admin_dirs(repo)
+    return [
+        wt.path
+        for wt in _worktrees(repo)
+        if not wt.main
+        and wt.path.resolve().is_relative_to(root)
+        and _half_made(wt, admins.get(wt.path.resolve()))
+    ]
+
+
+def discard_half_made(repo: Path, path: Path) -> bool:
+    """Remove the worktree at ``path`` if its ``git worktree add`` was killed (nothing was ever
+    done in it; its branch stays); False when it is whole (it may have been finished meanwhile)."""
+    with repo_lock(repo):  # every `git worktree add` of cw holds it: none is under way now
+        entry = find_worktree(repo, path)
+        if entry is None or not _half_made(entry, _admin_dir(repo, path)):
+            return False
+        _dismantle(repo, path)
+    logger.info("removed half-made worktree %s", path)
+    return True
+
+
+def empty_trash(repo: Path, parent: Path) -> None:
+    """Delete what killed removals left in ``parent``'s trash."""
+    with repo_lock(repo):
+        _empty_trash(parent)
+
+
+def _dismantle(repo: Path, path: Path) -> None:
+    """Take a worktree away so that a kill at any instant leaves either the worktree as it was
+    or a directory in the trash: one rename moves it aside, git prunes its entry (its
+    directory is gone), then the copy in the trash is deleted. Hold :func:`repo_lock`."""
+    call(repo, "worktree", "unlock", str(path))
+    if path.exists():
+        trash = path.parent / WORKTREE_TRASH_DIR
+        trash.mkdir(exist_ok=True)
+        path.rename(trash / f"{path.name}.{os.getpid()}.{time.time_ns()}")
+    run(repo, "worktree", "prune")
+    _empty_trash(path.parent)
+
+
+def _empty_trash(parent: Path) -> None:
+    """Delete what removals of worktrees in ``parent`` left in its trash (their work is
+    committed: only a worktree already on its branch is ever moved there)."""
+    trash = parent / WORKTREE_TRASH_DIR
+    if trash.is_dir():
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def trash_entries(parent: Path) -> list[Path]:
+    """Worktrees a killed removal left half-deleted in ``parent``'s trash (not those a live
+    process is deleting right now: each entry's name carries its remover's pid)."""
+    trash = parent / WORKTREE_TRASH_DIR
+    entries = sorted(trash.iterdir()) if trash.is_dir() else []
+    return [entry for entry in entries if not _remover_alive(entry.name)]
+
+
+def _remover_alive(name: str) -> bool:
+    """Whether the process named in a trash entry ``<worktree>.<pid>.<ns>`` still runs."""
+    parts = name.rsplit(".", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _admin_dirs(repo: Path) -> dict[Path, Path]:
+    """Each registered worktree's path (resolved) and its directory in ``.git/worktrees`` (whose
+    ``gitdir`` file names ``<path>/.git``)."""
+    found = {}
+    for gitdir in (git_common_dir(repo) / "worktrees").glob("*/gitdir"):
+        try:
+            found[Path(gitdir.read_text(encoding="utf-8").strip()).parent.resolve()] = gitdir.parent
+        except OSError:
+            continue
+    return found
+
+
+def _admin_dir(repo: Path, path: Path) -> Path | None:
+    return _admin_dirs(repo).get(path.resolve())
+
+
+def _admin_locks(repo: Path, path: Path) -> list[Path]:
+    admin = _admin_dir(repo, path)
+    return sorted(admin.glob("*.lock")) if admin is not None else []
+
+
+def _ref_lock(repo: Path, branch: str) -> Path:
+    return git_common_dir(repo) / "refs" / "heads" / f"{branch}.lock"
+
+
+def git_lock_files(repo: Path, under: Path, branch_prefix: str) -> list[Path]:
+    """Git's lock files in cw's part of ``repo``: those of the worktrees under ``under`` and of
+    the branches named ``branch_prefix...``."""
+    root = under.resolve()
+    found = [
+        lock
+        for path, admin in _admin_dirs(repo).items()
+        if path.is_relative_to(root)
+        for lock in admin.glob("*.lock")
+    ]
+    refs = git_common_dir(repo) / "refs" / "heads" / branch_prefix
+    return sorted({*found, *refs.glob("**/*.lock")})
+
+
+def stale_locks(locks: list[Path]) -> list[Path]:
+    """The lock files of ``locks`` a killed git left: older than ``GIT_LOCK_STALE_SECONDS`` (git
+    closes a lock file just before it renames it) and open in no process."""
+    now = time.time()
+    old = [p for p in locks if _age(p, now) > GIT_LOCK_STALE_SECONDS]
+    held = _open_files() if old else set()
+    return [p for p in old if held is not None and str(p.resolve()) not in held]
+
+
+def remove_stale_locks(locks: list[Path]) -> list[Path]:
+    """Delete the stale ones of ``locks`` (:func:`stale_locks`); return what was deleted."""
+    removed = []
+    for lock in stale_locks(locks):
+        logger.warning("removing %s: left by a git that was killed", lock)
+        lock.unlink(missing_ok=True)
+        removed.append(lock)
+    return removed
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.stat().st_mtime
+    except OSError:
+        return -1.0  # gone: nothing to remove
+
+
+def _open_files() -> set[str] | None:
+    """Every file some process on this host has open (the processes this user may look at);
+    None without ``/proc``, where no lock can be known to be stale."""
+    if not Path("/proc/self/fd").is_dir():
+        return None
+    found: set[str] = set()
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            fds = list(fd_dir.iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                found.add(os.readlink(fd))
+            except OSError:
+                continue
+    return found
+
+
+def is_dirty(worktree: Path) -> bool:
+    """Whether ``worktree`` has uncommitted changes, untracked files included."""
+    return bool(run(worktree, "status", "--porcelain", "--untracked-files=all"))
+
+
+def commit_all(worktree: Path, message: str, author: str | None = None) -> str | None:
+    """Commit everything in ``worktree``; return the new sha, or None if it was clean."""
+    run(worktree, "add", "-A")
+    staged = call(worktree, "diff", "--cached", "--quiet")
+    if staged.status == 0:
+        return None
+    if staged.status != 1:
+        raise GitError(failure(("diff",), staged))
+    env = identity(author)
+    run(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
+    return run(worktree, "rev-parse", "HEAD")
+
+
+def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: WIP") -> None:
+    """Remove the worktree at ``path`` after committing any uncommitted work to its branch.
+
+    A kill part-way leaves the worktree whole, or its copy in the trash (never a half-deleted
+    worktree that a later attempt would take for its work); ``add_worktree`` and
+    ``cw doctor --fix`` empty the trash."""
+    entry = find_worktree(repo, path)
+    if entry is not None and entry.main:
+        raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
+    if entry is None and path.exists():
+        raise GitError(f"{path} is not a worktree of {repo}; left in place")
+    if entry is not None and path.exists() and not _half_made(entry, _admin_dir(repo, path)):
+        with repo_lock(repo):
+            remove_stale_locks(_admin_locks(repo, path))
+        _commit_before_removal(entry, force_commit_message)
+    with repo_lock(repo):
+        _dismantle(repo, path)
+    logger.info("removed worktree %s", path)
+
+
+def _commit_before_removal(entry: _Worktree, message: str) -> None:
+    if not is_dirty(entry.path):
+        return
+    sha = commit_all(entry.path, message)
+    if entry.branch is None:
+        logger.warning("committed work in detached worktree %s as %s", entry.path, sha)
+    else:
+        logger.info("committed work in %s to %s as %s", entry.path, entry.branch, sha)
+
+
+@dataclass(frozen=True)
+class WorktreeEntry:
+    """A worktree git knows: its path, its branch (None when detached), whether it is main."""
+
+    path: Path
+    branch: str | None
+    main: bool
+
+
+def list_worktrees(repo: Path) -> list[WorktreeEntry]:
+    """Every worktree registered in ``repo``, the main one first (missing directories too)."""
+    return [WorktreeEntry(wt.path, wt.branch, wt.main) for wt in _worktrees(repo)]
+
+
+def delete_branch(repo: Path, branch: str, sha: str) -> bool:
+    """Delete ``branch`` only if it still points at ``sha`` and no worktree has it checked out.
+
+    False when it moved or is checked out meanwhile (it is then left alone).
+    """
+    with repo_lock(repo):
+        if any(wt.branch == branch and wt.path.exists() for wt in _worktrees(repo)):
+            return False
+        ref = f"refs/heads/{branch}"
+        result = call(repo, "update-ref", "-m", "cw gc", "-d", ref, sha)
+    if result.status == 0:
+        logger.info("deleted branch %s at %s", branch, sha)
+        return True
+    if branch_sha(repo, branch) != sha:
+        return False
+    raise GitError(failure(("update-ref",), result))
+
+
+def prune_worktrees(repo: Path, *, dry_run: bool = False) -> list[str]:
+    """``git worktree prune`` (under the lock): what it pruned, or would, in git's words."""
+    if dry_run:
+        result = call(repo, "worktree", "prune", "--dry-run", "--verbose")
+    else:
+        with repo_lock(repo):
+            result = call(repo, "worktree", "prune", "--verbose")
+    if result.status != 0:
+        raise GitError(failure(("worktree",), result))
+    return [line.strip() for line in f"{result.out}\n{result.err}".splitlines() if line.strip()]
+
+
+def task_worktree(worktree_dir: Path, branch: str, prefix: str) -> Path:
+    """This host's path for a task branch's worktree: a path is one clone's own business, so
+    another host's record of where it kept the worktree is never used here."""
+    return worktree_dir / branch.removeprefix(prefix).replace("/", "-")
+
+
+def exclude_path(repo: Path, pattern: str) -> None:
+    """Git-ignore ``pattern`` through ``info/exclude``, leaving the user's .gitignore alone."""
+    with repo_lock(repo):
+        exclude = git_common_dir(repo) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if pattern in text.splitlines():
+            return
+        separator = "" if not text or text.endswith("\n") else "\n"
+        with exclude.open("a", encoding="utf-8") as handle:
+            handle.write(f"{separator}{pattern}\n")

@@ -1,0 +1,294 @@
+"""Child processes that never outlive their owner: own process group, logs, timeouts."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import psutil
+
+from cw.host.secrets import Redactor, redactor
+
+logger = logging.getLogger(__name__)
+
+#: prctl(2) option: orphaned descendants are re-parented to this process instead of init.
+PR_SET_CHILD_SUBREAPER = 36
+#: prctl(2) option: the signal this process gets when its parent exits.
+PR_SET_PDEATHSIG = 1
+
+#: Called every ``tick_seconds`` while the child runs; returning False stops the child.
+Tick = Callable[[int], bool]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How to run one agent process."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    stdin_text: str
+    stdout: Path
+    stderr: Path
+    timeout: float  # wall clock, seconds
+    grace: float  # between SIGTERM and SIGKILL
+    tick_seconds: float
+    on_line: Callable[[str], None] | None = None  # each stdout line as it arrives
+    # Output passes through this on its way to the logs: no secret of the worker is written.
+    redact: Redactor = field(default_factory=lambda: redactor(os.environ))
+
+
+@dataclass(frozen=True)
+class Finished:
+    exit_code: int
+    timed_out: bool
+    stopped: bool  # the tick callback asked for a stop
+    seconds: float
+
+
+def run_in_group(launch: Launch, tick: Tick) -> Finished:
+    """Run in a new session with output in files (redacted); the whole group is dead on return."""
+    launch.stdout.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(launch.stdout, "ab") as out, open(launch.stderr, "ab") as err:
+        proc = subprocess.Popen(
+            list(launch.argv),
+            cwd=launch.cwd,
+            env=dict(launch.env),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = [
+            _copy_lines(proc.stdout, out, launch.redact, launch.on_line),
+            _copy_lines(proc.stderr, err, launch.redact, None),
+        ]
+        _feed(proc, launch.stdin_text)
+        tick(proc.pid)  # record the new process group at once, not one interval later
+        deadline = started + launch.timeout
+        timed_out, stopped = _supervise(proc, deadline, tick, launch.tick_seconds)
+        if timed_out or stopped:
+            terminate_group(proc.pid, launch.grace, proc)
+        code = proc.wait()
+        kill_group(proc.pid)  # whatever the child left behind in its group
+        for reader in readers:
+            reader.join(timeout=launch.grace)
+    return Finished(code, timed_out, stopped, time.monotonic() - started)
+
+
+def _copy_lines(
+    source: IO[bytes],
+    sink: BinaryIO,
+    redact: Redactor,
+    on_line: Callable[[str], None] | None,
+) -> threading.Thread:
+    """Copy a pipe to its file line by line, redacted, handing each line to ``on_line``."""
+
+    def pump() -> None:
+        for raw in iter(source.readline, b""):
+            line = redact.data(raw)
+            sink.write(line)
+            sink.flush()
+            if on_line is None:
+                continue
+            try:
+                on_line(line.decode(errors="replace").rstrip("\n"))
+            except Exception:  # a parser bug must not stop the copy to the log
+                logger.exception("stdout line handler failed")
+        source.close()
+
+    thread = threading.Thread(target=pump, name=f"copy-{source.fileno()}", daemon=True)
+    thread.start()
+    return thread
+
+
+def _feed(proc: subprocess.Popen[bytes], text: str) -> None:
+    # A writer thread: a child that never reads stdin must not block us on a full pipe.
+    def write() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(text.encode())
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+
+
+def _supervise(
+    proc: subprocess.Popen[bytes], deadline: float, tick: Tick, tick_seconds: float
+) -> tuple[bool, bool]:
+    while True:
+        wait = min(tick_seconds, max(deadline - time.monotonic(), 0.0))
+        try:
+            proc.wait(timeout=wait)
+            return False, False
+        except subprocess.TimeoutExpired:
+            pass
+        if time.monotonic() >= deadline:
+            return True, False
+        if not tick(proc.pid):
+            return False, True
+
+
+def terminate_group(pgid: int, grace: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """SIGTERM to the group, then SIGKILL after ``grace`` seconds."""
+    signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and group_alive(pgid):
+        if proc is not None and proc.poll() is not None and not group_alive(pgid):
+            return
+        time.sleep(0.05)
+    kill_group(pgid)
+
+
+def kill_group(pgid: int) -> None:
+    signal_group(pgid, signal.SIGKILL)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group still runs; zombies (dead, not yet reaped) do not."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return any(_runs_in(proc, pgid) for proc in psutil.process_iter())
+
+
+def _runs_in(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False
+
+
+def signal_pid(pid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to one process that may be gone already."""
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send ``sig`` to a process group that may be gone already."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def start_group(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session (its own process group), output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def die_with_parent() -> None:
+    """In a child between fork and exec: SIGTERM when the parent thread exits (Linux)."""
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def become_subreaper() -> bool:
+    """Make orphaned descendants this process's children (Linux), so none escapes the tree."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def _prctl(option: int, value: int) -> bool:
+    """prctl(2) where the C library has it; whether it took."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def descendants() -> list[psutil.Process]:
+    """Every process below this one, grandchildren included."""
+    try:
+        return psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def kill_alive(procs: Iterable[psutil.Process]) -> list[psutil.Process]:
+    """SIGKILL those still running (the same processes: psutil checks their start time)."""
+    killed = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                proc.kill()
+                killed.append(proc)
+        except psutil.Error:
+            pass
+    return killed
+
+
+def stop_processes(procs: list[psutil.Process], grace: float) -> None:
+    """SIGTERM each, wait up to ``grace`` seconds for all of them to end, SIGKILL the rest."""
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    kill_alive(alive)
+    psutil.wait_procs(alive, timeout=grace)
+
+
+def reap_adopted(keep: Iterable[int]) -> None:
+    """Collect the exit status of adopted orphans that ended (a subreaper's duty); the
+    children in ``keep`` are waited for by their owners."""
+    own = set(keep)
+    try:
+        children = psutil.Process().children()
+    except psutil.Error:
+        return
+    for child in children:
+        if child.pid in own:
+            continue
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+def exit_now(code: int) -> None:
+    """End a long-running process whose work is over (a stopped worker or server): logs and
+    output flushed, then out at once, without tearing Celery and SQLAlchemy down object by
+    object (over half a second on a small machine)."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+def parent_started_at() -> float:
+    """When this process's parent started (for a Celery pool process: its worker)."""
+    try:
+        return psutil.Process(os.getppid()).create_time()
+    except psutil.Error:
+        return time.time()

@@ -1,0 +1,48 @@
+"""``cw doctor --fix``: the repairs that are always safe."""
+
+from __future__ import annotations
+
+import logging
+
+from cw import defaults
+from cw.git import branches, worktrees
+from cw.maintenance.doctor import cw_locks, finished_worktrees
+from cw.maintenance.gc import PREFIX, clean_finished_worktrees, current_integration
+from cw.settings import Settings
+from cw.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+def repair(settings: Settings, store: Store) -> list[str]:
+    """``cw doctor --fix``: remove what crashes left (see :func:`_leftovers`) and orphan
+    branches fully merged; never unmerged work. Returns what it did, one line each."""
+    repo, done = settings.repo, []
+    if worktrees.trash_entries(settings.worktree_dir):
+        worktrees.empty_trash(repo, settings.worktree_dir)
+        done.append(f"emptied {settings.worktree_dir / defaults.WORKTREE_TRASH_DIR}")
+    for path in worktrees.half_made_worktrees(repo, settings.worktree_dir):
+        if worktrees.discard_half_made(repo, path):
+            done.append(f"removed half-made worktree {path}")
+    done += [
+        f"removed stale git lock {lock}"
+        for lock in worktrees.remove_stale_locks(cw_locks(settings))
+    ]
+    finished = [path for _, path in finished_worktrees(settings, store.workspaces())]
+    report = clean_finished_worktrees(settings, store, finished)
+    done += [f"removed worktree {i.target}: {i.reason}" for i in report.items if i.removed]
+    return done + _delete_merged_orphans(settings, store)
+
+
+def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:
+    integration = current_integration(settings)
+    if integration is None:
+        return []
+    recorded = {t.branch for t in store.workspaces() if t.branch}
+    return [
+        f"deleted branch {branch} (in no task's record, all of it merged)"
+        for branch, sha in sorted(branches.list_branches(settings.repo, PREFIX).items())
+        if branch not in recorded
+        and branches.is_ancestor(settings.repo, sha, integration)
+        and worktrees.delete_branch(settings.repo, branch, sha)
+    ]

@@ -1,0 +1,417 @@
+"""What a submit changes: a plan read from disk compared with what the district holds.
+
+Pure: :func:`compare` takes the parsed spec and a :class:`Stored` snapshot of the initiative
+(the store reads it) and says, plan by plan, what is added, changed, unchanged, refused or
+missing on disk, and which dependency edges are new. :meth:`cw.store.Store.submit` applies the
+result in one transaction. Plans are compared by their :func:`prints`, made from the parsed
+plan with whitespace runs collapsed, so re-wrapping a paragraph or touching a file is no change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cw.errors import UsageError
+from cw.plans.gsdnames import is_phase_number, phase_order
+from cw.plans.spec import InitiativeSpec, KnownPlan, PlanSpec, TaskSpec
+from cw.states import TaskState
+
+S = TaskState
+#: A task in one of these states has not started: its plan may still be updated in place.
+UNSTARTED = frozenset({S.PENDING, S.READY, S.BLOCKED})
+#: A new task waiting on a task in one of these states can never start: it is blocked.
+BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})
+#: Plan extra that says where the plan was read, not what it asks for.
+_WHERE_KEYS = frozenset({"plan_file"})
+
+#: {"v": PRINTS_VERSION, "all": digest, "plan": digest, "tasks": [[key, digest], ...]}
+Prints = dict[str, Any]
+#: Changes when :func:`prints` reads a plan differently: older prints are made again from rows.
+PRINTS_VERSION = 1
+
+
+def current(held: Prints | None) -> bool:
+    """Stored prints made the way :func:`prints` makes them now."""
+    return held is not None and held.get("v") == PRINTS_VERSION
+
+
+# --- prints ---------------------------------------------------------------------------------
+
+
+def prints(plan: PlanSpec) -> Prints:
+    """Digests of the plan as a whole (``all``), of its own fields, and of each task in order."""
+    fields, tasks = _fields(plan)
+    return _prints(fields, tasks)
+
+
+def digest(plan: PlanSpec) -> str:
+    """``prints(plan)["all"]`` alone: what telling an unchanged plan apart needs."""
+    return _digest(list(_fields(plan)))
+
+
+def row_prints(plan: dict[str, Any], tasks: list[dict[str, Any]]) -> Prints:
+    """:func:`prints` of a stored plan (rows as dicts, tasks in order, each with ``after``: the
+    keys of the tasks of its own plan it depends on)."""
+    fields = plan_fields(plan["objective"], plan["context"], plan["extra"])
+    return _prints(fields, [(t["key"], _task_row_fields(t)) for t in tasks])
+
+
+def _fields(plan: PlanSpec) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    own = {t.key for t in plan.tasks}
+    fields = plan_fields(plan.objective, plan.context, plan.extra)
+    return fields, [(t.key, task_fields(t, own)) for t in plan.tasks]
+
+
+def _prints(fields: dict[str, Any], tasks: list[tuple[str, dict[str, Any]]]) -> Prints:
+    return {
+        "v": PRINTS_VERSION,
+        "all": _digest([fields, tasks]),
+        "plan": _digest(fields),
+        "tasks": [[key, _digest(task)] for key, task in tasks],
+    }
+
+
+def plan_fields(objective: str, context: str, extra: dict[str, Any]) -> dict[str, Any]:
+    kept = {k: v for k, v in extra.items() if k not in _WHERE_KEYS}
+    return {"objective": objective, "context": context, "extra": kept}
+
+
+def task_fields(task: TaskSpec, own: set[str]) -> dict[str, Any]:
+    """A task's content; of its dependencies only those inside its own plan (edges to other
+    plans follow the plans around it, which may grow without this plan changing)."""
+    return {
+        "name": task.name,
+        "kind": task.kind,
+        "prompt": task.prompt,
+        "files": task.files,
+        "verify": task.verify,
+        "done": task.done,
+        "extra": task.extra,
+        "after": sorted(d for d in task.depends_on if d in own),
+    }
+
+
+def _task_row_fields(row: dict[str, Any]) -> dict[str, Any]:
+    names = ("name", "kind", "prompt", "files", "verify", "extra", "after")
+    return {**{n: row[n] for n in names}, "done": row["done_criteria"]}
+
+
+def _digest(value: Any) -> str:
+    """A digest of ``value`` with every run of whitespace in its text collapsed to one space
+    and none next to a quote: wrapping text differently does not change it."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    for escape in ("\\n", "\\t", "\\r"):  # whitespace as JSON writes it inside strings
+        text = text.replace(escape, " ")
+    text = " ".join(text.split()).replace('" ', '"').replace(' "', '"')
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# --- what the district holds -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredTask:
+    id: int
+    key: str
+    plan_key: str
+    state: TaskState
+    attempt: int
+
+    @property
+    def started(self) -> bool:
+        """Claimed at least once: a retried task is ready again, but it has a history."""
+        return self.state not in UNSTARTED or self.attempt > 0
+
+
+@dataclass
+class StoredPlan:
+    id: int
+    key: str
+    phase_key: str
+    version: int
+    prints: Prints
+    tasks: list[str]  # keys, in order
+
+    def started(self, tasks: dict[str, StoredTask]) -> bool:
+        return any(tasks[key].started for key in self.tasks)
+
+
+@dataclass
+class Stored:
+    initiative_id: int
+    revision: int  # the initiative's: every submit that changes it adds one
+    phases: dict[str, int]  # key -> id, in position order
+    plans: dict[str, StoredPlan]
+    tasks: dict[str, StoredTask]
+    edges: set[tuple[str, str]]  # (task key, key of the task it depends on)
+
+
+# --- the difference ---------------------------------------------------------------------------
+
+ADDED, CHANGED, UNCHANGED, REFUSED, MISSING = "added", "changed", "unchanged", "refused", "missing"
+
+
+@dataclass
+class TaskChanges:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
+    plan_fields: bool = False
+
+    def __str__(self) -> str:
+        parts = [
+            f"{len(keys)} task{'s' * (len(keys) != 1)} {what} ({', '.join(keys)})"
+            for what, keys in (
+                ("added", self.added),
+                ("removed", self.removed),
+                ("edited", self.edited),
+            )
+            if keys
+        ]
+        if self.plan_fields:
+            parts.append("its objective, context or frontmatter edited")
+        return ", ".join(parts)
+
+
+@dataclass
+class PlanChange:
+    key: str
+    status: str
+    tasks: int  # on disk (stored, for a plan missing on disk)
+    where: str = ""
+    changes: TaskChanges | None = None
+    waits_for: list[str] = field(default_factory=list)  # plans it newly waits for
+    conflict: str = ""  # why an added or changed plan cannot be stored; a missing one's hint
+
+    def line(self, width: int = 0) -> str:
+        """One line for the summary: what happens to this plan (its status padded to ``width``,
+        so that a column of them lines up)."""
+        tasks = f"{self.tasks} task{'s' * (self.tasks != 1)}"
+        text = f"{self.status:<{width}} {self.key}: {tasks}"
+        if self.changes:
+            text += f": {self.changes}"
+        if self.status == REFUSED:
+            text += f": {self.refusal()}"
+        if self.waits_for:
+            text += f"; waits for {', '.join(self.waits_for)}"
+        if self.status == MISSING:
+            text += f": missing on disk (kept as stored{self.conflict})"
+        return text
+
+    def refusal(self) -> str:
+        if self.conflict:
+            return self.conflict
+        return (
+            "its tasks have started, so it cannot change; to change finished work, add a new "
+            "plan (the GSD way, e.g. a gap-closure plan) instead of editing this one"
+        )
+
+
+@dataclass
+class PlanDiff:
+    initiative: str
+    initiative_id: int | None  # None until a new initiative is stored
+    created: bool  # the initiative is new
+    plans: list[PlanChange]
+    new_tasks: list[str]  # keys of tasks to add
+    new_edges: list[tuple[str, str]] = field(default_factory=list)  # (task, dependency) to add
+    dropped_edges: list[tuple[str, str]] = field(default_factory=list)  # of updated plans' tasks
+    #: (task, dependency, the task's state): wanted by a task past pending, so not added
+    late_edges: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def of(self, status: str) -> list[PlanChange]:
+        return [p for p in self.plans if p.status == status]
+
+    @property
+    def nothing_new(self) -> bool:
+        return not (self.of(ADDED) or self.of(CHANGED) or self.new_edges)
+
+    def check(self) -> None:
+        """Raise the refusal (one line, each refused plan in it) if the submit cannot be stored."""
+        refused = self.of(REFUSED)
+        if not refused:
+            return
+        lines = [_refusal_line(p) for p in refused]
+        if len(lines) == 1:
+            raise UsageError(f"{lines[0]}; nothing stored")
+        raise UsageError(f"{len(lines)} plans refused, nothing stored: " + "; ".join(lines))
+
+
+def _missing(plan: StoredPlan, held: Stored) -> PlanChange:
+    """A stored plan not on disk: kept; one that has not started still runs unless cancelled."""
+    waiting = not plan.started(held.tasks) and any(
+        held.tasks[key].state != S.CANCELLED for key in plan.tasks
+    )
+    hint = f"; it still runs: `cw plan cancel {plan.key}` stops it" if waiting else ""
+    return PlanChange(plan.key, MISSING, len(plan.tasks), conflict=hint)
+
+
+def _refusal_line(plan: PlanChange) -> str:
+    changed = f"{plan.changes}: " if plan.changes else ""
+    return f"plan {plan.key} ({plan.where}): {changed}{plan.refusal()}"
+
+
+def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
+    """What submitting ``spec`` changes in ``stored`` (None: the initiative is new)."""
+    held = stored or Stored(0, 0, {}, {}, {}, set())
+    changes = [_plan_change(plan, held) for plan in spec.plans()]
+    on_disk = {plan.key for plan in spec.plans()}
+    if spec.whole:
+        changes += [_missing(plan, held) for key, plan in held.plans.items() if key not in on_disk]
+    by_key = {p.key: p for p in changes}
+    fresh = {p.key for p in changes if p.status in (ADDED, CHANGED)}
+    new_tasks = [
+        t.key
+        for plan in spec.plans()
+        if plan.key in fresh
+        for t in plan.tasks
+        if t.key not in held.tasks
+    ]
+    initiative_id = stored.initiative_id if stored else None
+    diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
+    _edges(spec, held, fresh, diff)
+    _waits(spec, held, by_key, diff)
+    return diff
+
+
+def _plan_change(plan: PlanSpec, held: Stored) -> PlanChange:
+    where = str(plan.extra.get("plan_file") or plan.where.file)
+    old = held.plans.get(plan.key)
+    if old is None:
+        change = PlanChange(plan.key, ADDED, len(plan.tasks), where)
+    elif old.prints["all"] == digest(plan):
+        return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where)
+    else:
+        status = REFUSED if old.started(held.tasks) else CHANGED
+        changes = _task_changes(old.prints, prints(plan))
+        change = PlanChange(plan.key, status, len(plan.tasks), where, changes)
+    taken = [t.key for t in plan.tasks if _owner(held, t.key) not in (None, plan.key)]
+    if taken and change.status != REFUSED:
+        change.status = REFUSED
+        owner = held.tasks[taken[0]].plan_key
+        change.conflict = (
+            f"task {taken[0]} already belongs to plan {owner}: give the task a new id, "
+            "a task cannot move between plans"
+        )
+    return change
+
+
+def _owner(held: Stored, task: str) -> str | None:
+    stored = held.tasks.get(task)
+    return stored.plan_key if stored else None
+
+
+def _task_changes(old: Prints, new: Prints) -> TaskChanges:
+    before, after = dict(map(tuple, old["tasks"])), dict(map(tuple, new["tasks"]))
+    return TaskChanges(
+        added=[k for k in after if k not in before],
+        removed=[k for k in before if k not in after],
+        edited=[k for k in after if k in before and before[k] != after[k]],
+        plan_fields=old["plan"] != new["plan"],
+    )
+
+
+def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) -> None:
+    """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
+    before it, a plan updated) while it still waits. A task that has left pending cannot be
+    made to wait: those edges are noted, while the dependency is unfinished."""
+    wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
+    updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
+    for task, dep in sorted(wanted - held.edges):
+        if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
+            diff.new_edges.append((task, dep))
+        elif not _done(held, dep):  # a finished dependency: the order held anyway
+            diff.late_edges.append((task, dep, held.tasks[task].state.value))
+    diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
+
+
+def _done(held: Stored, task: str) -> bool:
+    return task in held.tasks and held.tasks[task].state == S.DONE
+
+
+def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d: PlanDiff) -> None:
+    plan_of = {t.key: plan.key for plan in spec.plans() for t in plan.tasks}
+    plan_of.update({k: t.plan_key for k, t in held.tasks.items() if k not in plan_of})
+    for task, dep in d.new_edges:
+        mine, theirs = plan_of[task], plan_of[dep]
+        waits = by_key[mine].waits_for
+        if theirs != mine and theirs not in waits:
+            waits.append(theirs)
+
+
+class Held:
+    """What the district holds of an initiative, read once for a whole command: the plan
+    reader asks for it by name (:meth:`known`), the comparison after it (:meth:`get`)."""
+
+    def __init__(self, read: Callable[[str], Stored | None]) -> None:
+        self.read = read
+        self.seen: dict[str, Stored | None] = {}
+
+    def get(self, name: str) -> Stored | None:
+        if name not in self.seen:
+            self.seen[name] = self.read(name)
+        return self.seen[name]
+
+    def known(self, name: str) -> list[KnownPlan]:
+        held = self.get(name)
+        return known_plans(held) if held else []
+
+
+def known_plans(stored: Stored) -> list[KnownPlan]:
+    """The stored plans as a plan reader needs them (see :class:`cw.plans.spec.KnownPlan`)."""
+    plan_of = {key: task.plan_key for key, task in stored.tasks.items()}
+    after: dict[str, dict[str, None]] = {key: {} for key in stored.plans}
+    needed: set[str] = set()
+    for task, dep in stored.edges:
+        mine, theirs = plan_of[task], plan_of[dep]
+        if mine == theirs:
+            needed.add(dep)
+        else:
+            after[mine][theirs] = None
+    return [
+        KnownPlan(
+            key=plan.key,
+            phase=plan.phase_key,
+            tasks=tuple(plan.tasks),
+            last=tuple(k for k in plan.tasks if k not in needed),
+            after=tuple(after[plan.key]),
+        )
+        for plan in stored.plans.values()
+    ]
+
+
+def merged_order(on_disk: list[str], stored: list[str]) -> list[str]:
+    """Keys on disk in their order, each stored key missing on disk after the one it followed."""
+    order = list(on_disk)
+    for index, key in enumerate(stored):
+        if key not in order:
+            before = stored[index - 1] if index else None
+            order.insert(order.index(before) + 1 if before in order else 0, key)
+    return order
+
+
+def phase_order_of(on_disk: list[str], stored: list[str]) -> list[str]:
+    """Phases in the order they run: GSD's order when every key is a GSD phase number (a
+    decimal phase inserted later goes between its neighbours), else :func:`merged_order`."""
+    order = merged_order(on_disk, stored)
+    if all(is_phase_number(key) for key in order):
+        order.sort(key=phase_order)
+    return order
+
+
+def rollup(states: list[str]) -> str:
+    """One word for a plan's or phase's tasks: done, failed, cancelled, not started, running."""
+    kinds = set(states)
+    if kinds <= {S.DONE.value}:
+        return "done"
+    if kinds & {S.FAILED.value, S.CONFLICT.value}:
+        return "failed"
+    if kinds <= {S.CANCELLED.value, S.BLOCKED.value}:
+        return "cancelled" if S.CANCELLED.value in kinds else "blocked"
+    if kinds <= {s.value for s in UNSTARTED}:
+        return "not started"
+    return "running"

@@ -1,0 +1,417 @@
+"""Read a GSD ``.planning/`` directory (or one PLAN.md) the way GSD's own tooling reads it.
+
+Phase folders and plan files are found and numbered by :mod:`cw.plans.gsdnames`; each plan file is
+read by :mod:`cw.plans.gsd`. Every file or folder under ``phases/`` that does not become a plan is
+listed with the reason, and every problem is collected, so that one run reports them all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cw.errors import PlanError
+from cw.plans.gsd import Dependency, GsdPlan, Place, read_plan
+from cw.plans.gsdnames import (
+    PHASE_NUMBER,
+    PlanName,
+    is_phase_number,
+    phase_folder,
+    phase_key,
+    phase_order,
+    plan_name,
+    plan_number,
+    why_not_a_plan,
+)
+from cw.plans.gsdproject import Project, read_project
+from cw.plans.spec import (
+    InitiativeSpec,
+    Known,
+    KnownPlan,
+    PhaseSpec,
+    PlanSpec,
+    Skipped,
+    TaskSpec,
+    Where,
+    YamlDoc,
+    nothing_known,
+    plan_error,
+    plan_problems,
+    show,
+)
+
+logger = logging.getLogger(__name__)
+
+_PLAN_REF_RE = re.compile(rf"({PHASE_NUMBER})-(\d{{1,6}})", re.A)
+_PHASE_REF_RE = re.compile(rf"({PHASE_NUMBER})(?:-.*)?", re.S | re.A)
+_PLAN_SUFFIX_RE = re.compile(r"(?:-PLAN)?(?:\.md)?$", re.I)
+_NESTED_DIR = "plans"
+PlanKey = tuple[tuple[int, str, tuple[int, ...]], int]
+
+
+@dataclass
+class _Folder:
+    """A phase folder and the plan files GSD reads in it."""
+
+    key: str
+    slug: str
+    path: Path
+    files: list[tuple[Path, PlanName]] = field(default_factory=list)
+
+
+@dataclass
+class _Reading:
+    """Everything one submission finds: plans, problems, what was skipped, warnings."""
+
+    plans: list[GsdPlan] = field(default_factory=list)
+    problems: list[PlanError] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    folders: dict[str, str] = field(default_factory=dict)  # folder name -> phase key
+    edges: dict[str, list[str]] = field(default_factory=dict)  # plan key -> plan keys
+    known: list[GsdPlan] = field(default_factory=list)  # stored plans not in the submission
+
+    def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
+        self.skipped.append(Skipped(str(path), reason, refusable))
+
+
+def load_planning_dir(
+    path: Path, lenient: bool = False, known: Known = nothing_known
+) -> InitiativeSpec:
+    """Read ``path`` (a ``.planning`` directory, or a directory holding one).
+
+    Every problem is collected; with ``lenient`` the plans they touch are skipped (and so are
+    the plans that depend on them), otherwise they are raised together. ``known`` gives the
+    plans the district holds: ``depends_on`` and the order between phases reach them too.
+    """
+    planning = _planning_dir(path)
+    project = read_project(planning)
+    reading = _Reading()
+    for folder in _scan(planning / "phases", reading):
+        for file, name in folder.files:
+            _read_one(reading, file, Place(folder.key, folder.slug, name), project)
+    _check_unique(reading)
+    _add_known(reading, known(project.name))
+    _resolve_all(reading)
+    if reading.problems:
+        if not lenient:
+            raise plan_problems(reading.problems)
+        _drop_problems(reading)
+    if not reading.plans:
+        problem = f"no plans (*-PLAN.md or PLAN.md) in {planning / 'phases'}/*/"
+        raise plan_error(str(path), 1, "phases", problem)
+    return _initiative(path, project, reading)
+
+
+def load_plan_file(path: Path, known: Known = nothing_known) -> InitiativeSpec:
+    """Read one PLAN.md on its own: the other plans it may wait for are those the district
+    holds (``known``); those it holds are not missing on disk."""
+    planning = next((p for p in path.parents if p.name == ".planning"), None)
+    project = read_project(planning) if planning else Project()
+    name, folder = plan_name(path.name), phase_folder(path.parent.name)
+    if folder and not (name and name.phase):
+        name = PlanName(folder[0], name.plan if name else None)
+    reading = _Reading()
+    plan = read_plan(path, str(path), Place(None, folder[1] if folder else "", name), {})
+    reading.plans.append(plan)
+    reading.warnings += plan.warnings
+    initiative = plan.doc.data.get("initiative")
+    if isinstance(initiative, str) and initiative.strip():
+        project.name = initiative.strip()
+    elif not planning:
+        project.name = path.absolute().parent.name or path.stem
+    _add_known(reading, known(project.name))
+    _resolve_all(reading)
+    if reading.problems:
+        raise plan_problems(reading.problems)
+    spec = _initiative(path, project, reading)
+    spec.whole = False
+    return spec
+
+
+def _add_known(reading: _Reading, known: list[KnownPlan]) -> None:
+    """Stored plans not read now join the index and the phase order (never the spec)."""
+    read = {plan.spec.key for plan in reading.plans}
+    for plan in known:
+        number = plan.key.rsplit("-", 1)[-1]
+        if plan.key in read or not (is_phase_number(plan.phase) and number.isdigit()):
+            continue
+        where = Where("(stored)", 1)
+        tasks = [TaskSpec(k, k, "auto", "", [], None, None, [], {}, where) for k in plan.last]
+        spec = PlanSpec(plan.key, plan.key, "", "", {}, tasks, where)
+        reading.known.append(GsdPlan(spec, plan.phase, "", [], YamlDoc({}, "(stored)")))
+    keys = read | {plan.spec.key for plan in reading.known}
+    for plan in known:
+        if plan.key not in read and plan.key in keys:
+            reading.edges[plan.key] = [key for key in plan.after if key in keys]
+
+
+def _read_one(reading: _Reading, file: Path, place: Place, project: Project) -> None:
+    try:
+        plan = read_plan(file, str(file), place, project.plan_names)
+    except PlanError as exc:
+        reading.problems.append(exc)
+        return
+    reading.plans.append(plan)
+    reading.warnings += plan.warnings
+
+
+def _initiative(source: Path, project: Project, reading: _Reading) -> InitiativeSpec:
+    phases: dict[str, list[GsdPlan]] = {}
+    for plan in sorted(reading.plans + reading.known, key=_plan_order):
+        phases.setdefault(plan.phase, []).append(plan)
+    ordered = sorted(phases.items(), key=lambda item: phase_order(item[0]))
+    _link([plans for _key, plans in ordered], reading.edges)
+    stored = {id(plan) for plan in reading.known}
+    read = [(key, [p for p in plans if id(p) not in stored]) for key, plans in ordered]
+    specs = [_phase_spec(key, plans, project) for key, plans in read if plans]
+    spec = InitiativeSpec(project.name, project.description, specs, str(source))
+    spec.skipped, spec.warnings = reading.skipped, reading.warnings
+    spec.stored_tasks = {task.key for plan in reading.known for task in plan.spec.tasks}
+    return spec
+
+
+def _plan_order(plan: GsdPlan) -> tuple[tuple[int, str, tuple[int, ...]], int]:
+    return phase_order(plan.phase), int(plan.spec.key.rsplit("-", 1)[1])
+
+
+def _phase_spec(key: str, plans: list[GsdPlan], project: Project) -> PhaseSpec:
+    slug = next((plan.slug for plan in plans if plan.slug), "")
+    name, goal = project.phases.get(key, (slug or key, ""))
+    extra = {"goal": goal} if goal else {}
+    where = Where(str(Path(plans[0].spec.where.file).parent), 1)
+    return PhaseSpec(key, name, [plan.spec for plan in plans], extra, where)
+
+
+def _planning_dir(path: Path) -> Path:
+    if (path / ".planning").is_dir():
+        return path / ".planning"
+    if path.name == ".planning" or (path / "phases").is_dir():
+        return path
+    problem = "no .planning/ directory here (expected .planning/phases/NN-name/NN-MM-PLAN.md)"
+    raise plan_error(str(path), 1, "directory", problem)
+
+
+def _scan(phases: Path, reading: _Reading) -> list[_Folder]:
+    """The phase folders, ordered as GSD orders phases; everything else is listed as skipped."""
+    if not phases.is_dir():
+        return []
+    folders: list[_Folder] = []
+    for entry in _list_dir(phases):
+        found = phase_folder(entry.name) if entry.is_dir() else None
+        if found:
+            folders.append(_scan_folder(_Folder(found[0], found[1], entry), reading))
+        elif entry.is_dir():
+            reading.skip(entry, "not a phase folder: GSD names them NN-name (03-api, 20A-ui)")
+        else:
+            reading.skip(entry, "a file directly in phases/: GSD reads plans in phase folders only")
+    folders.sort(key=lambda folder: (phase_order(folder.key), folder.path.name))
+    return _one_folder_per_phase(folders, reading)
+
+
+def _scan_folder(folder: _Folder, reading: _Reading) -> _Folder:
+    entries = _list_dir(folder.path)
+    for entry in entries:
+        if entry.is_dir() and entry.name == _NESTED_DIR:
+            _scan_files(folder, _list_dir(entry), reading)
+        elif entry.is_dir():
+            reason = "a folder inside a phase folder: GSD reads plans only from the phase folder"
+            reading.skip(entry, f"{reason} and its {_NESTED_DIR}/ folder")
+    _scan_files(folder, [entry for entry in entries if not entry.is_dir()], reading)
+    return folder
+
+
+def _scan_files(folder: _Folder, entries: list[Path], reading: _Reading) -> None:
+    for entry in entries:
+        name = plan_name(entry.name) if not entry.is_dir() else None
+        if name:
+            folder.files.append((entry, name))
+        elif entry.is_dir():
+            reading.skip(entry, "a folder inside plans/: not read")
+        else:
+            reason, document = why_not_a_plan(entry.name)
+            reading.skip(entry, reason, refusable=not document)
+
+
+def _one_folder_per_phase(folders: list[_Folder], reading: _Reading) -> list[_Folder]:
+    """GSD finds a phase by its number, so of two folders with one number it sees the first."""
+    kept: dict[tuple[int, str, tuple[int, ...]], _Folder] = {}
+    for folder in folders:
+        first = kept.setdefault(phase_order(folder.key), folder)
+        if first is not folder:
+            problem = (
+                f"phase {folder.key} has a second folder (the first is {first.path.name}; GSD "
+                f"finds only one folder per phase number): give this one its own number, "
+                f"e.g. {folder.key}.1-{folder.slug or 'name'}"
+            )
+            reading.problems.append(plan_error(str(folder.path), 1, "phase", problem))
+    for folder in kept.values():
+        reading.folders[folder.path.name] = folder.key
+    return list(kept.values())
+
+
+def _list_dir(directory: Path) -> list[Path]:
+    try:
+        return sorted(directory.iterdir())
+    except OSError as exc:
+        problem = f"cannot read directory: {exc.strerror or exc}"
+        raise plan_error(str(directory), 1, "directory", problem) from None
+
+
+def _check_unique(reading: _Reading) -> None:
+    seen: dict[str, Where] = {}
+    kept: list[GsdPlan] = []
+    for plan in reading.plans:
+        first = seen.setdefault(plan.spec.key, plan.spec.where)
+        if first is plan.spec.where:
+            kept.append(plan)
+            continue
+        problem = f"duplicate plan id {show(plan.spec.key)} (also defined at {first})"
+        reading.problems.append(plan_error(plan.spec.where.file, 1, "plan id", problem))
+    reading.plans = kept
+
+
+def _resolve_all(reading: _Reading) -> None:
+    """Turn each plan's ``depends_on`` into plan keys; what cannot be resolved is a problem."""
+    index = _Index(reading)
+    for plan in reading.plans:
+        try:
+            keys = [key for dep in plan.depends for key in index.resolve(plan, dep)]
+        except PlanError as exc:
+            reading.problems.append(exc)
+            continue
+        reading.edges[plan.spec.key] = list(dict.fromkeys(keys))
+
+
+class _Index:
+    """Plans by number and phases by number or folder name, to resolve ``depends_on``."""
+
+    def __init__(self, reading: _Reading) -> None:
+        self.plans: dict[PlanKey, str] = {}
+        self.phases: dict[tuple[int, str, tuple[int, ...]], list[str]] = {}
+        for plan in reading.plans + reading.known:
+            self.plans[_plan_order(plan)] = plan.spec.key
+            self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
+        self.folders = {name: phase_order(key) for name, key in reading.folders.items()}
+        self.warnings = reading.warnings
+
+    def resolve(self, plan: GsdPlan, dep: Dependency) -> list[str]:
+        text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
+        if "/" in text:
+            return self._in_phase(plan, dep, *text.rsplit("/", 1))
+        if text.isdigit() and len(text) <= 6:
+            return self._short(plan, dep, text)
+        full = _PLAN_REF_RE.fullmatch(text)
+        if full and text not in self.folders:
+            found = self.plans.get((phase_order(phase_key(full.group(1))), int(full.group(2))))
+            if found:
+                return [found]
+            return self._unknown(plan, dep, f"unknown plan {show(text)}")
+        return self._phase(plan, dep, text)
+
+    def _short(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
+        """A bare number names a plan of the same phase; failing that, a phase."""
+        found = self.plans.get((phase_order(plan.phase), int(text)))
+        if found:
+            return [found]
+        order = phase_order(phase_key(text))
+        if order in self.phases and order != phase_order(plan.phase):
+            self.warnings.append(
+                f"{plan.spec.where.file}:{dep.line}: depends_on: phase {plan.phase} has no plan "
+                f"{text}, so {text} is read as phase {text} (all of its plans)"
+            )
+            return self.phases[order]
+        own = f"{plan.phase}-{plan_number(text)}"
+        hint = (
+            f"a bare number names a plan of this phase ({plan.phase}); for another phase write "
+            f"'NN-MM' or the phase folder's name"
+        )
+        return self._unknown(plan, dep, f"unknown plan {show(own)}: {hint}")
+
+    def _in_phase(self, plan: GsdPlan, dep: Dependency, phase: str, number: str) -> list[str]:
+        order = self._phase_order(phase)
+        digits = _PLAN_REF_RE.fullmatch(number)
+        number = digits.group(2) if digits else number
+        if order is not None and number.isdigit() and len(number) <= 6:
+            found = self.plans.get((order, int(number)))
+            if found:
+                return [found]
+        return self._unknown(plan, dep, f"unknown plan {show(dep.text)}")
+
+    def _phase(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
+        order = self._phase_order(text)
+        if order is None:
+            problem = (
+                f"cannot read dependency {show(dep.text)}: expected a plan like '02-01' or "
+                "'01', or a phase folder like '02-storage'"
+            )
+            raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
+        if order == phase_order(plan.phase):
+            problem = f"plan {plan.spec.key} depends on its own phase {show(dep.text)}"
+            raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
+        if order not in self.phases:
+            return self._unknown(plan, dep, f"phase {show(dep.text)}, which has no readable plans")
+        return self.phases[order]
+
+    def _phase_order(self, text: str) -> tuple[int, str, tuple[int, ...]] | None:
+        if text in self.folders:
+            return self.folders[text]
+        match = _PHASE_REF_RE.fullmatch(text)
+        return phase_order(phase_key(match.group(1))) if match else None
+
+    def _unknown(self, plan: GsdPlan, dep: Dependency, what: str) -> list[str]:
+        problem = f"plan {plan.spec.key} depends on {what}"
+        raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
+
+
+def _drop_problems(reading: _Reading) -> None:
+    """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one."""
+    for problem in reading.problems:
+        reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
+    bad = {problem.file for problem in reading.problems}
+    keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
+    stored = {plan.spec.key for plan in reading.known}
+    while True:
+        keys = {plan.spec.key for plan in keep} | stored
+        waiting = [p for p in keep if any(k not in keys for k in reading.edges[p.spec.key])]
+        if not waiting:
+            break
+        for plan in waiting:
+            missing = ", ".join(k for k in reading.edges[plan.spec.key] if k not in keys)
+            reason = f"depends_on: waits for {missing}, which is not stored"
+            reading.skip(f"{plan.spec.where.file}:1", reason)
+        keep = [plan for plan in keep if plan not in waiting]
+    reading.plans = keep
+    reading.problems = []
+
+
+def _link(phases: list[list[GsdPlan]], edges: dict[str, list[str]]) -> None:
+    """Turn plan-level order into task edges (tasks inside a plan are already chained)."""
+    by_key = {plan.spec.key: plan.spec for plans in phases for plan in plans}
+    for plans in phases:
+        for plan in plans:
+            _after(plan.spec, [by_key[key] for key in edges.get(plan.spec.key, [])])
+    for previous, plans in itertools.pairwise(phases):
+        terminals = _terminal_plans(previous, edges)
+        for plan in plans:
+            if not edges.get(plan.spec.key):
+                _after(plan.spec, terminals)
+
+
+def _terminal_plans(plans: list[GsdPlan], edges: dict[str, list[str]]) -> list[PlanSpec]:
+    """The plans of a phase that no other plan of that phase depends on."""
+    needed = {key for plan in plans for key in edges.get(plan.spec.key, [])}
+    return [plan.spec for plan in plans if plan.spec.key not in needed]
+
+
+def _after(plan: PlanSpec, before: list[PlanSpec]) -> None:
+    """Make ``plan``'s first task wait for the last task of each plan in ``before``."""
+    if not plan.tasks:
+        return
+    first = plan.tasks[0]
+    for other in before:
+        if other.tasks and other.tasks[-1].key not in first.depends_on:
+            first.depends_on.append(other.tasks[-1].key)

@@ -1,0 +1,100 @@
+"""Load a plan from whatever the user points at: a GSD ``.planning/`` directory, one GSD
+``PLAN.md``, or a cw YAML file. The result is validated; any problem is one PlanError line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from cw.plans.gsddir import load_plan_file, load_planning_dir
+from cw.plans.spec import (
+    InitiativeSpec,
+    Known,
+    PhaseSpec,
+    PlanSpec,
+    TaskSpec,
+    Where,
+    nothing_known,
+    plan_error,
+    plan_problems,
+    validate,
+)
+from cw.plans.yamlplan import load_yaml_plan
+
+__all__ = [
+    "InitiativeSpec",
+    "PhaseSpec",
+    "PlanSpec",
+    "TaskSpec",
+    "Where",
+    "load_plan",
+    "validate",
+]
+
+logger = logging.getLogger(__name__)
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def load_plan(path: Path, lenient: bool = False, known: Known = nothing_known) -> InitiativeSpec:
+    """Read and validate the plan at ``path``; raises PlanError (never anything else).
+
+    A ``.planning/`` directory reports all its problems at once; with ``lenient`` the plans
+    they touch are listed in ``spec.skipped`` instead and the rest is read. ``known`` gives
+    the plans the district already holds, which ``depends_on`` may name.
+    """
+    try:
+        spec = _read(path, lenient, known)
+        validate(spec)
+    except RecursionError:
+        # Deeply nested input can exhaust the stack in a parser we do not control.
+        raise plan_error(str(path), 1, "file", "nested too deeply to read") from None
+    logger.debug("loaded %s: %d tasks", path, len(spec.tasks()))
+    return spec
+
+
+def _read(path: Path, lenient: bool, known: Known) -> InitiativeSpec:
+    if _is_dir(path):
+        return load_planning_dir(path, lenient, known)
+    suffix = path.suffix.lower()
+    if suffix == ".md":
+        return load_plan_file(path, known)
+    if suffix in _YAML_SUFFIXES:
+        return load_yaml_plan(path, known)
+    if not _exists(path):
+        raise plan_error(str(path), 1, "file", "no such file or directory")
+    problem = "not a plan: give a .planning directory, a PLAN.md or a .yaml/.yml file"
+    raise plan_error(str(path), 1, "file", problem)
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # e.g. a parent directory we may not enter; reading reports it properly
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return True  # it may be there; reading it says what is wrong
+
+
+def submit_report(spec: InitiativeSpec) -> list[str]:
+    """What the submit summary says beyond the counts: each thing not stored, each warning."""
+    lines = [f"cw: skipped {item}" for item in spec.skipped if item.refusable]
+    lines += [f"cw: not a plan: {item}" for item in spec.skipped if not item.refusable]
+    return lines + [f"cw: warning: {warning}" for warning in spec.warnings]
+
+
+def refuse_skips(spec: InitiativeSpec) -> None:
+    """``--strict``: anything skipped (other than GSD's own documents) refuses the submission."""
+    problems = [
+        plan_error(item.path, 1, "strict", f"{item.reason} (--strict refuses what is skipped)")
+        for item in spec.skipped
+        if item.refusable
+    ]
+    if problems:
+        raise plan_problems(problems)

@@ -1,0 +1,1 @@
+"""Long-running services: ``cw server``, the reconciler, monitoring and the notification hook."""

@@ -1,0 +1,25 @@
+"""The database: the schema, its migrations and every read and write, behind :class:`Store`.
+
+SQLite (or PostgreSQL on several hosts) is the truth; each change is a short transaction
+through one of :class:`Store`'s intent-named methods.
+"""
+
+from cw.store.records import (
+    MACHINERY_RETRIES,
+    AttemptResult,
+    Claim,
+    MergeJob,
+    MergeReport,
+    Workspace,
+)
+from cw.store.store import Store
+
+__all__ = [
+    "MACHINERY_RETRIES",
+    "AttemptResult",
+    "Claim",
+    "MergeJob",
+    "MergeReport",
+    "Store",
+    "Workspace",
+]

@@ -1,0 +1,249 @@
+"""The store's core: sessions, the compare-and-set state move and the event log, and the
+few steps every concern shares (promoting, blocking dependents, claiming, adding messages).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Self
+
+from sqlalchemy import Engine, Select, bindparam, func, select, update
+from sqlalchemy.orm import Session, aliased, sessionmaker
+
+from cw.errors import NotFound
+from cw.states import TaskState, check_transition
+from cw.store import db, names
+from cw.store.models import (
+    Agent,
+    AgentRun,
+    Event,
+    Initiative,
+    Message,
+    Plan,
+    Task,
+    TaskDependency,
+)
+from cw.store.records import Claim, S, Scope
+
+
+class StoreBase:
+    """Sessions, state moves and the steps every part of :class:`~cw.store.Store` shares."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._readonly = sessionmaker(db.reading(engine), expire_on_commit=False)
+        self._broker_marked = False
+
+    @classmethod
+    def open(cls, url: str) -> Self:
+        engine = db.make_engine(url)
+        db.migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._readonly.begin() as session:
+            yield session
+
+    def _move(
+        self,
+        s: Session,
+        task_id: int,
+        old: Iterable[TaskState],
+        new: TaskState,
+        *,
+        of_attempt: int | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set one task's state; write the event. False if someone moved it first."""
+        old = tuple(old)
+        for state in old:
+            check_transition(state, new)
+        now = time.time()
+        stmt = update(Task).where(Task.id == task_id, Task.state.in_(old))
+        if of_attempt is not None:
+            stmt = stmt.where(Task.attempt == of_attempt)
+        result = s.execute(stmt.values(state=new, state_changed_at=now, **values))
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        attempt = values["attempt"] if isinstance(values.get("attempt"), int) else of_attempt
+        self._event(s, f"task.{new.value}", task_id, attempt, values.get("last_error"))
+        return True
+
+    def _set_on_scope(self, s: Session, scope: Scope, kind: str, **values: Any) -> None:
+        """Set columns of the plan or initiative ``scope`` names (NotFound if none), with an
+        event ``kind`` saying what was set."""
+        model: Any = Plan if scope.plan else Initiative
+        column = Plan.key if scope.plan else Initiative.name
+        result = s.execute(update(model).where(column == scope.name).values(**values))
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            raise NotFound(f"no {scope.describe()}: see `cw plan list`")
+        said = ", ".join(f"{name} {value}" for name, value in values.items())
+        self._event(s, kind, None, None, f"{scope.name}: {said}")
+
+    @staticmethod
+    def _event(
+        s: Session, kind: str, task_id: int | None, attempt: int | None, note: Any = None
+    ) -> None:
+        data = {"note": note} if note else {}
+        s.add(Event(at=time.time(), kind=kind, task_id=task_id, attempt=attempt, data=data))
+
+    def _promote(self, s: Session, after: int | None = None) -> list[int]:
+        """pending -> ready where every dependency is done; ``after``: only its dependents."""
+        # Two dependencies of one task finishing at once must not both miss the other's done.
+        db.serialize(s, "promote")
+        stmt = promotable()
+        if after is not None:
+            stmt = stmt.where(Task.id.in_(dependents_of().params(after=after)))
+        ids = s.scalars(stmt).all()
+        return [i for i in ids if self._move(s, i, [S.PENDING], S.READY)]
+
+    def _block_dependents(self, s: Session, task_id: int) -> None:
+        frontier = [task_id]
+        while frontier:
+            dependents = s.scalars(
+                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
+            ).all()
+            frontier = [d for d in dependents if self._move(s, d, [S.PENDING], S.BLOCKED)]
+
+    def _claim(self, s: Session, task_id: int) -> Claim | None:
+        if not self._move(s, task_id, [S.READY], S.QUEUED, attempt=Task.attempt + 1):
+            return None
+        self._ensure_agent(s, task_id)
+        return labelled(s, task_id)
+
+    def _ensure_agent(self, s: Session, task_id: int) -> None:
+        if s.scalar(select(Agent.id).where(Agent.task_id == task_id)) is not None:
+            return
+        count = s.scalar(select(func.count(Agent.id))) or 0
+        s.add(
+            Agent(
+                name=names.agent_name(count),
+                task_id=task_id,
+                adapter="",
+                created_at=time.time(),
+            )
+        )
+
+    def _add_message(self, s: Session, message: Message) -> None:
+        s.add(message)
+        s.flush()
+        self._message_event(s, "message.created", message)
+
+    @staticmethod
+    def _message_event(s: Session, kind: str, message: Message, attempt: int | None = None) -> None:
+        s.add(
+            Event(
+                at=time.time(),
+                kind=kind,
+                task_id=message.task_id,
+                attempt=attempt,
+                data={"message_id": message.id},
+            )
+        )
+
+    @staticmethod
+    def _lost_before(s: Session, claim: Claim) -> tuple[str, int | None] | None:
+        """The previous attempt's (host, agent pid) when it was lost: its agent may live on."""
+        run = s.scalar(
+            select(AgentRun).where(
+                AgentRun.task_id == claim.task_id,
+                AgentRun.attempt == claim.attempt - 1,
+                AgentRun.state == "lost",
+            )
+        )
+        return (run.host, run.pid) if run is not None else None
+
+
+def lock_task(s: Session, task_id: int) -> Task | None:
+    """The task, its row locked until the transaction ends (a no-op lock on SQLite)."""
+    return s.get(Task, task_id, with_for_update=True, populate_existing=True)
+
+
+def agents_in_flight(s: Session) -> int:
+    """Agent tasks claimed or running: each holds, or is about to hold, an agent process."""
+    return (
+        s.scalar(
+            select(func.count(Task.id)).where(
+                Task.state.in_([S.QUEUED, S.RUNNING]), ~Task.kind.startswith("checkpoint")
+            )
+        )
+        or 0
+    )
+
+
+def labelled(s: Session, task_id: int) -> Claim:
+    """The task's current attempt, with its key and its agent's name."""
+    attempt, key, agent = s.execute(
+        select(Task.attempt, Task.key, Agent.name)
+        .outerjoin(Agent, Agent.task_id == Task.id)
+        .where(Task.id == task_id)
+    ).one()
+    return Claim(task_id, attempt, key, agent or "")
+
+
+@functools.cache
+def promotable() -> Select[Any]:
+    """Pending tasks none of whose dependencies is unfinished (built once: aliasing is slow)."""
+    dep = aliased(Task)
+    unmerged = (
+        select(TaskDependency.task_id)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(dep.state != S.DONE)
+    )
+    return select(Task.id).where(Task.state == S.PENDING, Task.id.not_in(unmerged))
+
+
+@functools.cache
+def dependents_of() -> Select[Any]:
+    return select(TaskDependency.task_id).where(TaskDependency.depends_on_id == bindparam("after"))
+
+
+def has_bad_dependency(s: Session, task_id: int) -> bool:
+    dep = aliased(Task)
+    bad = s.scalar(
+        select(func.count())
+        .select_from(TaskDependency)
+        .join(dep, dep.id == TaskDependency.depends_on_id)
+        .where(
+            TaskDependency.task_id == task_id,
+            dep.state.in_([S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT]),
+        )
+    )
+    return bool(bad)
+
+
+def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def option_text(option: Any) -> str:
+    """A checkpoint option as a person reads it: ``id: name``."""
+    if isinstance(option, dict):
+        label = option.get("name") or option.get("text") or ""
+        return f"{option.get('id', '?')}: {label}".strip()
+    return str(option)
+
+
+def keys_not_done(s: Session, task_id: int) -> list[str]:
+    dep = aliased(Task)
+    return list(
+        s.scalars(
+            select(dep.key)
+            .join(TaskDependency, TaskDependency.depends_on_id == dep.id)
+            .where(TaskDependency.task_id == task_id, dep.state != S.DONE)
+        )
+    )

@@ -1,0 +1,94 @@
+"""Usage limits are the account's: one agent that hits one pauses its adapter for everyone.
+
+The pause lives in the database, so every worker on every host sees it: no new agent of that
+adapter starts until the reset (plus a little jitter, so a district's workers do not all start
+in the same second). Running agents are left alone. A person may lift a pause early.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from sqlalchemy import Connection, delete, select, update
+from sqlalchemy.orm import Session
+
+from cw import defaults
+from cw.store import db
+from cw.store.base import StoreBase
+from cw.store.models import AdapterPause, Event, Task
+from cw.store.read import Pause
+from cw.store.records import S
+
+
+class Limits(StoreBase):
+    """Adapters paused by a usage limit: recorded, consulted before a start, lifted."""
+
+    def pauses(self, now: float | None = None) -> list[Pause]:
+        """The pauses in force, soonest reset first."""
+        with self._read() as s:
+            return pauses_in_force(s, time.time() if now is None else now)
+
+    def paused_until(self, adapter: str) -> float | None:
+        """When ``adapter``'s pause ends; None if no pause is in force."""
+        with self._read() as s:
+            until = s.scalar(select(AdapterPause.until).where(AdapterPause.adapter == adapter))
+            return until if until is not None and until > time.time() else None
+
+    def lift_pauses(self, adapter: str | None = None) -> list[str]:
+        """End the pauses in force (of ``adapter``, or all) now, and let the tasks parked by a
+        usage limit run at once; the adapters whose pause ended."""
+        now = time.time()
+        with self._write() as s:
+            lifted = [p.adapter for p in pauses_in_force(s, now) if adapter in (None, p.adapter)]
+            if not lifted:
+                return []
+            s.execute(delete(AdapterPause).where(AdapterPause.adapter.in_(lifted)))
+            s.execute(
+                update(Task)
+                .where(Task.state == S.READY, Task.not_before > now)
+                .values(not_before=None)
+            )
+            for name in lifted:
+                s.add(Event(at=now, kind="adapter.resumed", task_id=None, data={"adapter": name}))
+            return lifted
+
+    def _pause_adapter(
+        self, s: Session, adapter: str, resets_at: float, reason: str, task_id: int
+    ) -> float:
+        """Pause ``adapter`` until ``resets_at`` plus jitter (a later pause in force stays);
+        when new agents of it may start again."""
+        db.serialize(s, "pause")  # two workers hitting the limit at once make one row
+        until = resets_at + random.uniform(0.0, defaults.LIMIT_JITTER_SECONDS)
+        row, now = s.get(AdapterPause, adapter), time.time()
+        if row is not None and row.until >= until:
+            return row.until
+        if row is None:
+            row = AdapterPause(adapter=adapter)
+            s.add(row)
+        row.until, row.reason, row.paused_at, row.task_id = until, reason, now, task_id
+        data = {"adapter": adapter, "until": until, "reason": reason}
+        s.add(Event(at=now, kind="adapter.paused", task_id=task_id, data=data))
+        return until
+
+    def _adapters_paused(self, s: Session) -> bool:
+        """Whether any adapter's pause is in force (a district runs one adapter)."""
+        now = time.time()
+        return s.scalar(select(AdapterPause.adapter).where(AdapterPause.until > now)) is not None
+
+
+def pauses_in_force(s: Session | Connection, now: float) -> list[Pause]:
+    """The pauses in force at ``now``, soonest reset first."""
+    rows = s.execute(
+        select(
+            AdapterPause.adapter,
+            AdapterPause.until,
+            AdapterPause.reason,
+            AdapterPause.paused_at,
+            Task.key,
+        )
+        .outerjoin(Task, Task.id == AdapterPause.task_id)
+        .where(AdapterPause.until > now)
+        .order_by(AdapterPause.until)
+    ).all()
+    return [Pause(*row) for row in rows]

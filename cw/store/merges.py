@@ -1,0 +1,202 @@
+"""Merging an attempt: begun, landed, bounced back to its agent, or failed."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cw.store import db
+from cw.store.base import StoreBase, agents_in_flight, labelled, lock_task
+from cw.store.models import Agent, Merge, Message, Task
+from cw.store.records import Claim, MergeJob, MergeReport, S
+
+
+class Merges(StoreBase):
+    """Merging an attempt: begun, landed, bounced back to its agent, or failed."""
+
+    def begin_merge(self, claim: Claim) -> MergeJob | None:
+        """Take the queued merge of this attempt (again, after a crash); None if not ours."""
+        with self._write() as s:
+            task = lock_task(s, claim.task_id)
+            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+                return None
+            s.execute(
+                update(Merge)
+                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                .values(state="merging", started_at=time.time())
+            )
+            return MergeJob(
+                claim.task_id,
+                claim.attempt,
+                task.key,
+                task.name,
+                task.branch or "",
+                task.worktree,
+                task.verify,
+                task.base_sha,
+            )
+
+    def finish_merge(self, claim: Claim, report: MergeReport) -> bool:
+        """merging -> done (then promote what became ready), or -> conflict (no bouncing)."""
+        with self._write() as s:
+            if report.sha is not None:
+                moved = self._move(
+                    s,
+                    claim.task_id,
+                    [S.MERGING],
+                    S.DONE,
+                    of_attempt=claim.attempt,
+                    merged_sha=report.sha,
+                    bounce={},
+                    conflict_files=[],
+                    last_error=None,
+                )
+            else:
+                moved = self._move(
+                    s,
+                    claim.task_id,
+                    [S.MERGING],
+                    S.CONFLICT,
+                    of_attempt=claim.attempt,
+                    conflict_files=report.conflict_files,
+                    last_error="merge conflict in " + ", ".join(report.conflict_files),
+                )
+            if not moved:
+                return False
+            self._record_merge(s, claim, report, "merged" if report.sha else "conflict")
+            if report.sha is not None:
+                self._promote(s, after=claim.task_id)
+            return True
+
+    def bounce(
+        self,
+        claim: Claim,
+        report: MergeReport,
+        *,
+        intent: list[dict[str, str]],
+        max_bounces: int,
+        cap: int | None = None,
+    ) -> Claim | None:
+        """Send a conflicting or red merge back to its agent as a new attempt.
+
+        Returns the new attempt's claim; None when the task stopped instead: ``conflict`` with
+        bouncing off (``max_bounces`` 0), or ``failed`` with a message to a person once it has
+        bounced ``max_bounces`` times; None too when ``cap`` agents already run: the task waits
+        in ``ready``, sent back all the same, and a dispatch claims it when one finishes.
+        """
+        if max_bounces == 0 and not report.rejected:
+            self.finish_merge(claim, report)
+            return None
+        with self._write() as s:
+            if cap is not None:
+                db.serialize(s, "claim")  # counted with the claims, never one over the cap
+            task = lock_task(s, claim.task_id)
+            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+                return None
+            self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
+            why = _bounce_reason(report)
+            no_changes = task.head_sha is not None and task.head_sha == task.base_sha
+            if task.bounces >= (min(max_bounces, 1) if no_changes else max_bounces):
+                self._give_up(s, claim, f"{why}; sent back {task.bounces} times")
+                return None
+            bounce = {
+                "kind": "verify" if report.rejected else "conflict",
+                "files": report.conflict_files,
+                "output": _bounce_output(report),
+                "intent": intent,
+                "no_changes": no_changes,
+            }
+            full = cap is not None and agents_in_flight(s) >= cap
+            self._move(
+                s,
+                claim.task_id,
+                [S.MERGING],
+                S.READY if full else S.QUEUED,
+                of_attempt=claim.attempt,
+                **({} if full else {"attempt": Task.attempt + 1}),
+                bounces=Task.bounces + 1,
+                bounce=bounce,
+                conflict_files=report.conflict_files,
+                last_error=why,
+            )
+            return None if full else labelled(s, claim.task_id)
+
+    def _give_up(self, s: Session, claim: Claim, why: str) -> None:
+        self._move(
+            s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=why
+        )
+        agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
+        self._add_message(
+            s,
+            Message(
+                task_id=claim.task_id,
+                agent_id=agent_id,
+                author="cw",
+                body=f"This task could not be integrated: {why}. Resolve it by hand "
+                "on its branch and `cw task retry` it, or cancel what depends on it.",
+                created_at=time.time(),
+            ),
+        )
+        self._block_dependents(s, claim.task_id)
+
+    @staticmethod
+    def _record_merge(s: Session, claim: Claim, report: MergeReport, state: str) -> None:
+        s.execute(
+            update(Merge)
+            .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+            .values(
+                state=state,
+                result_sha=report.sha,
+                conflict_files=report.conflict_files,
+                finished_at=time.time(),
+                output=report.output[-20_000:],
+                verify_command=report.verify_command,
+                verify_exit_code=report.verify_exit_code,
+                verify_output=report.verify_output,
+            )
+        )
+
+    def begun_merges(self) -> list[Claim]:
+        """Merges a merge worker began and never finished (it died, or it is still at work)."""
+        return self._merges_in("merging")
+
+    def merges_not_begun(self) -> list[Claim]:
+        """Tasks merging whose merge no merge worker has begun: its message may be lost."""
+        return self._merges_in("queued")
+
+    def _merges_in(self, merge_state: str) -> list[Claim]:
+        """The current attempts of merging tasks whose merge row is in ``merge_state``."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Task.id, Task.attempt, Task.key, Agent.name)
+                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
+                .outerjoin(Agent, Agent.task_id == Task.id)
+                .where(Task.state == S.MERGING, Merge.state == merge_state)
+            ).all()
+            return [Claim(i, attempt, key, agent or "") for i, attempt, key, agent in rows]
+
+    def fail_merge(self, claim: Claim, error: str) -> bool:
+        with self._write() as s:
+            moved = self._move(
+                s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=error
+            )
+            if moved:
+                s.execute(
+                    update(Merge)
+                    .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                    .values(state="failed", finished_at=time.time(), output=error)
+                )
+                self._block_dependents(s, claim.task_id)
+            return moved
+
+
+def _bounce_reason(report: MergeReport) -> str:
+    if report.rejected:
+        return f"verify failed: `{report.verify_command}` exited {report.verify_exit_code}"
+    return "merge conflict in " + ", ".join(report.conflict_files)
+
+
+def _bounce_output(report: MergeReport) -> str:
+    return (report.verify_output if report.rejected else report.output) or ""

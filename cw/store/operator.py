@@ -1,0 +1,217 @@
+"""What a person does to tasks: retry, cancel, stop, resume, edit, budgets."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from cw.errors import NotFound, UsageError
+from cw.states import TaskState
+from cw.store import db
+from cw.store.base import (
+    StoreBase,
+    agents_in_flight,
+    has_bad_dependency,
+    keys_not_done,
+    lock_task,
+)
+from cw.store.models import Agent, AgentRun, Message, Plan, Task, TaskDependency
+from cw.store.records import MACHINERY_RETRIES, UNSTARTED, Claim, S, Scope
+
+
+class OperatorActions(StoreBase):
+    """What a person does to tasks: retry, cancel, stop, resume, edit, budgets."""
+
+    def retry_task(self, task_id: int) -> None:
+        """failed -> ready (a new attempt on the same branch); unblock what waited on it."""
+        with self._write() as s:
+            extra = {
+                k: v for k, v in s.get_one(Task, task_id).extra.items() if k != MACHINERY_RETRIES
+            }
+            if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None, extra=extra):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a failed task can be retried"
+                )
+            self._close_notices(s, task_id, "retried")
+            self._unblock_dependents(s, task_id)
+
+    def _close_notices(self, s: Session, task_id: int, answer: str) -> None:
+        """cw's own pending notices about a task (e.g. "could not be integrated") are settled."""
+        attempt = s.scalar(select(Task.attempt).where(Task.id == task_id))
+        notices = s.scalars(
+            select(Message).where(
+                Message.task_id == task_id, Message.author == "cw", Message.state == "pending"
+            )
+        ).all()
+        for message in notices:
+            message.state, message.answer, message.answered_at = "answered", answer, time.time()
+            self._message_event(s, "message.answered", message, attempt)
+
+    def cancel_task(self, task_id: int) -> None:
+        """A task that has not started is cancelled; everything downstream is blocked."""
+        with self._write() as s:
+            if not self._move(s, task_id, [S.PENDING, S.READY, S.BLOCKED], S.CANCELLED):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a task that has not started can be "
+                    "cancelled"
+                )
+            self._block_dependents(s, task_id)
+
+    @staticmethod
+    def _describe(s: Session, task_id: int) -> str:
+        task = s.get_one(Task, task_id)
+        return f"{task.key} is {task.state.value}"
+
+    def _unblock_dependents(self, s: Session, task_id: int) -> None:
+        frontier = [task_id]
+        while frontier:
+            dependents = s.scalars(
+                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
+            ).all()
+            frontier = [
+                d
+                for d in dependents
+                if not has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING)
+            ]
+        self._promote(s)
+
+    def request_stop(self, task_id: int) -> tuple[TaskState, str | None, int | None]:
+        """Ask the running agent of a task to stop (a queued one stops at once).
+
+        Returns the task's state and, for a running agent, its host and process group so
+        the caller may signal it directly; the worker notices the request at its heartbeat.
+        """
+        with self._write() as s:
+            if self._move(s, task_id, [S.QUEUED], S.STOPPED):
+                return S.STOPPED, None, None
+            task = lock_task(s, task_id)
+            if task is None:
+                raise NotFound(f"no task {task_id}: see `cw task list`")
+            if task.state != S.RUNNING:
+                raise UsageError(f"task {self._describe(s, task_id)}: its agent is not running")
+            task.stop_requested_at = time.time()
+            self._event(s, "agent.stop_requested", task_id, task.attempt)
+            run = s.scalars(
+                select(AgentRun).where(
+                    AgentRun.task_id == task_id, AgentRun.attempt == task.attempt
+                )
+            ).one()
+            return S.RUNNING, run.host, run.pid
+
+    def resume_task(self, task_id: int) -> None:
+        """A stopped task becomes ready again; its next attempt resumes the same session."""
+        with self._write() as s:
+            if not self._move(s, task_id, [S.STOPPED], S.READY, stop_requested_at=None):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a stopped agent can be resumed"
+                )
+
+    def make_ready(self, task_id: int) -> None:
+        """For ``cw agent spawn``: the task must be ready (all its dependencies merged)."""
+        with self._write() as s:
+            self._promote(s)
+            task = s.get_one(Task, task_id)
+            if task.state == S.READY:
+                return
+            waits = keys_not_done(s, task_id)
+            why = f"; it waits on {', '.join(waits)}" if waits else ""
+            raise UsageError(f"task {self._describe(s, task_id)}: cannot start it now{why}")
+
+    def claim_task(self, task_id: int, cap: int | None = None) -> Claim:
+        """Claim one ready task (``cw agent spawn``), ahead of everything else; refused when
+        ``cap`` agents already run (max_running)."""
+        with self._write() as s:
+            db.serialize(s, "claim")
+            kind = s.scalar(select(Task.kind).where(Task.id == task_id))
+            if kind and kind.startswith("checkpoint"):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: a checkpoint waits for a person"
+                )
+            if cap is not None and agents_in_flight(s) >= cap:
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: {cap} agents already run, as many as "
+                    "max_running allows; the task stays ready and starts in its turn"
+                )
+            claim = self._claim(s, task_id)
+            if claim is None:
+                raise UsageError(f"task {self._describe(s, task_id)}: it is not ready")
+            return claim
+
+    def task_state(self, task_id: int) -> TaskState:
+        with self._read() as s:
+            return s.get_one(Task, task_id).state
+
+    def agent_of(self, task_id: int) -> str | None:
+        with self._read() as s:
+            return s.scalar(select(Agent.name).where(Agent.task_id == task_id))
+
+    def agent_task_id(self, name: str) -> int:
+        with self._read() as s:
+            task_id = s.scalar(select(Agent.task_id).where(Agent.name == name))
+        if task_id is None:
+            raise NotFound(f"no agent {name!r}: see `cw agent list`")
+        return task_id
+
+    def set_budget(
+        self, scope: Scope, *, usd: float | None = None, tokens: int | None = None
+    ) -> None:
+        """Cap the cost of a plan or an initiative, in dollars, in tokens or both (a cap not
+        given stays as it was); no new work starts there once one is spent."""
+        caps = {"budget_usd": usd, "budget_tokens": tokens}
+        with self._write() as s:
+            values = {name: cap for name, cap in caps.items() if cap is not None}
+            self._set_on_scope(s, scope, "budget.set", **values)
+
+    def cancel_plan(self, plan_id: int) -> int:
+        """Cancel every task of a plan none of whose tasks has started; what depends on them is
+        blocked. Returns how many tasks were cancelled."""
+        with self._write() as s:
+            plan = s.get_one(Plan, plan_id)
+            tasks = s.scalars(select(Task).where(Task.plan_id == plan_id)).all()
+            started = [t for t in tasks if t.state not in UNSTARTED or t.attempt > 0]
+            if started:
+                raise UsageError(
+                    f"plan {plan.key}: task {started[0].key} is {started[0].state.value}: only a "
+                    "plan none of whose tasks has started can be cancelled (cw task cancel "
+                    "cancels one task that has not)"
+                )
+            live = [t.id for t in tasks if t.state != S.CANCELLED]
+            for task_id in live:
+                if not self._move(s, task_id, UNSTARTED, S.CANCELLED):
+                    raise UsageError(
+                        f"plan {plan.key}: a task started meanwhile; nothing cancelled"
+                    )
+            for task_id in live:
+                self._block_dependents(s, task_id)
+            return len(live)
+
+    def edit_task(
+        self, task_id: int, *, prompt: str | None = None, priority: int | None = None
+    ) -> None:
+        """Change the prompt or priority of a task that has not started yet."""
+        values: dict[str, Any] = {}
+        if prompt is not None:
+            if not prompt.strip():
+                raise UsageError(f"task {task_id}: the prompt would be empty; write what to do")
+            values["prompt"] = prompt
+        if priority is not None:
+            values["priority"] = priority
+        if not values:
+            raise UsageError(f"task {task_id}: nothing to change (a prompt or a priority)")
+        with self._write() as s:
+            if s.get(Task, task_id) is None:
+                raise NotFound(f"no task {task_id}: see `cw task list`")
+            result = s.execute(
+                update(Task)
+                .where(Task.id == task_id, Task.state.in_(UNSTARTED), Task.attempt == 0)
+                .values(**values)
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: only a task that has not started can "
+                    "be edited"
+                )
+            self._event(s, "task.edited", task_id, 0, sorted(values))

@@ -1,0 +1,317 @@
+"""Reading: the rows ``cw status``, ``cw task`` and ``cw agent`` show, plans, events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.orm import Session, aliased
+
+from cw.errors import NotFound
+from cw.plans import spec as planspec
+from cw.plans.diff import rollup
+from cw.store.base import StoreBase
+from cw.store.models import (
+    NO_CHANGES,
+    Agent,
+    AgentRun,
+    Base,
+    Event,
+    Initiative,
+    Merge,
+    Message,
+    Phase,
+    Plan,
+    PlanVersion,
+    Task,
+    TaskDependency,
+    columns,
+)
+from cw.store.read import (
+    AgentListing,
+    AttemptRecord,
+    Budget,
+    EventRow,
+    MergeRecord,
+    MergeRow,
+    MessageRecord,
+    PlanDetail,
+    PlanListing,
+    PlanTask,
+    ReplacedVersion,
+    TaskDetail,
+    TaskFootprint,
+    TaskListing,
+)
+from cw.store.records import S
+
+#: What :class:`TaskListing` reads of a task's own columns.
+LISTED = "id key name kind state attempt branch last_error state_changed_at"
+#: What :class:`TaskFootprint` reads of a task.
+FOOTPRINT = "id key kind state branch worktree base_sha head_sha merged_sha"
+
+
+class Queries(StoreBase):
+    """Reading: the rows ``cw status``, ``cw task`` and ``cw agent`` show, plans, events."""
+
+    def plan_rows(self, plan_id: int | None = None) -> list[PlanListing]:
+        """Every plan (or one) with its phase, version, where it came from and its tasks'
+        states rolled up, in initiative, phase and plan order."""
+        stmt = (
+            select(Plan, Phase.key, Phase.name, Initiative.name, Initiative.source)
+            .join(Phase, Phase.id == Plan.phase_id)
+            .join(Initiative, Initiative.id == Phase.initiative_id)
+            .order_by(Initiative.id, Phase.position, Plan.position)
+        )
+        counts = select(Task.plan_id, Task.state, func.count()).group_by(Task.plan_id, Task.state)
+        if plan_id is not None:
+            stmt, counts = stmt.where(Plan.id == plan_id), counts.where(Task.plan_id == plan_id)
+        with self._read() as s:
+            states: dict[int, dict[str, int]] = {}
+            for pid, state, n in s.execute(counts).all():
+                states.setdefault(pid, {})[state.value] = n
+            return [
+                _plan_row(plan, phase, phase_name, initiative, source, states.get(plan.id, {}))
+                for plan, phase, phase_name, initiative, source in s.execute(stmt).all()
+            ]
+
+    def plan_detail(self, plan_id: int) -> PlanDetail:
+        """A plan's row, its tasks and the versions a submit replaced."""
+        (row,) = self.plan_rows(plan_id)
+        with self._read() as s:
+            plan = s.get_one(Plan, plan_id)
+            tasks = select(Task.id, Task.key, Task.name, Task.state).where(Task.plan_id == plan_id)
+            versions = select(PlanVersion).where(PlanVersion.plan_id == plan_id)
+            return PlanDetail(
+                **row,
+                objective=plan.objective,
+                task_rows=[
+                    PlanTask(i, k, n, st.value)
+                    for i, k, n, st in s.execute(tasks.order_by(Task.position)).all()
+                ],
+                versions=[
+                    _version_row(v) for v in s.scalars(versions.order_by(PlanVersion.version))
+                ],
+            )
+
+    def find_plan_id(self, ref: str) -> int:
+        """A plan by id (``3``) or key (``02-01``); NotFound / ambiguous as a clear error."""
+        return self._find(Plan, ref)
+
+    def budgets(self) -> list[Budget]:
+        """Every budget with what has been spent under it."""
+        with self._read() as s:
+            return budget_rows(s)
+
+    def task_rows(self) -> list[TaskListing]:
+        """Every task with its place in the hierarchy and its agent, for listings."""
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    *columns(Task, LISTED),
+                    Plan.key.label("plan"),
+                    Phase.key.label("phase"),
+                    Initiative.name.label("initiative"),
+                    Agent.name.label("agent"),
+                    func.coalesce(Agent.cost_usd, 0.0).label("cost_usd"),
+                    func.coalesce(Agent.tokens, 0).label("tokens"),
+                    NO_CHANGES.label("no_changes"),
+                )
+                .join(Plan, Plan.id == Task.plan_id)
+                .join(Phase, Phase.id == Plan.phase_id)
+                .join(Initiative, Initiative.id == Task.initiative_id)
+                .outerjoin(Agent, Agent.task_id == Task.id)
+                .order_by(Task.initiative_id, Task.position)
+            ).all()
+            return [TaskListing(**{**r._mapping, "no_changes": bool(r.no_changes)}) for r in rows]
+
+    def workspaces(self) -> list[TaskFootprint]:
+        """Every task's git footprint: key, kind, state, branch, worktree, base/head/merged sha."""
+        with self._read() as s:
+            rows = s.execute(select(*columns(Task, FOOTPRINT)).order_by(Task.id)).all()
+            return [TaskFootprint(**r._mapping) for r in rows]
+
+    def merge_rows(self) -> list[MergeRow]:
+        """Every merge attempt, newest first, with its task's key and state."""
+        with self._read() as s:
+            rows = s.execute(
+                select(Merge, Task.key, Task.state)
+                .join(Task, Task.id == Merge.task_id)
+                .order_by(Merge.id.desc())
+            ).all()
+            return [
+                MergeRow(**_columns(merge), task=key, task_state=state)
+                for merge, key, state in rows
+            ]
+
+    def dependency_pairs(self) -> list[tuple[int, int]]:
+        with self._read() as s:
+            rows = s.execute(select(TaskDependency.task_id, TaskDependency.depends_on_id)).all()
+            return [(a, b) for a, b in rows]
+
+    def agent_rows(self) -> list[AgentListing]:
+        """Every agent with its task and its latest attempt."""
+        latest = (
+            select(AgentRun.agent_id, func.max(AgentRun.attempt).label("attempt"))
+            .group_by(AgentRun.agent_id)
+            .subquery()
+        )
+        run = aliased(AgentRun)
+        with self._read() as s:
+            rows = s.execute(
+                select(
+                    *columns(Agent, "id name adapter session_id cost_usd tokens last_activity_at"),
+                    Task.id.label("task_id"),
+                    Task.key.label("task"),
+                    Task.state.label("task_state"),
+                    Task.worktree,
+                    run.state.label("run_state"),
+                    *columns(
+                        run, "attempt worker host pid started_at finished_at lease_expires_at"
+                    ),
+                )
+                .join(Task, Task.id == Agent.task_id)
+                .outerjoin(latest, latest.c.agent_id == Agent.id)
+                .outerjoin(run, (run.agent_id == Agent.id) & (run.attempt == latest.c.attempt))
+                .order_by(Agent.id)
+            ).all()
+            return [AgentListing(**r._mapping) for r in rows]
+
+    def find_task_id(self, ref: str) -> int:
+        """A task by id (``12``) or key (``02-03-1``); NotFound / ambiguous as a clear error."""
+        return self._find(Task, ref)
+
+    def _find(self, model: type[Task] | type[Plan], ref: str) -> int:
+        what = model.__tablename__.rstrip("s")
+        with self._read() as s:
+            if ref.isdigit() and s.get(model, int(ref)) is not None:
+                return int(ref)
+            ids = s.scalars(select(model.id).where(model.key == ref)).all()
+        if not ids:
+            raise NotFound(f"no {what} {ref!r}: see `cw {what} list`")
+        if len(ids) > 1:
+            raise NotFound(f"{what} key {ref!r} is in several initiatives; use its id: {ids}")
+        return ids[0]
+
+    def task_detail(self, task_id: int) -> TaskDetail:
+        """A task with every column, its plan, dependencies, agent, attempts, merges and
+        messages."""
+        with self._read() as s:
+            task = s.get_one(Task, task_id)
+            agent = s.scalar(select(Agent).where(Agent.task_id == task_id))
+            return TaskDetail(
+                **_columns(task),
+                plan=task.plan.key,
+                no_changes=bool(s.scalar(select(NO_CHANGES).where(Task.id == task_id))),
+                depends_on=_keys(s, TaskDependency.depends_on_id, TaskDependency.task_id, task_id),
+                dependents=_keys(s, TaskDependency.task_id, TaskDependency.depends_on_id, task_id),
+                agent=agent.name if agent else None,
+                session_id=agent.session_id if agent else None,
+                runs=[
+                    AttemptRecord(**_columns(run))
+                    for run in s.scalars(select(AgentRun).where(AgentRun.task_id == task_id))
+                ],
+                merges=[
+                    MergeRecord(**_columns(merge))
+                    for merge in s.scalars(select(Merge).where(Merge.task_id == task_id))
+                ],
+                messages=[
+                    MessageRecord(**_columns(message))
+                    for message in s.scalars(select(Message).where(Message.task_id == task_id))
+                ],
+                verify_treatment=planspec.verify_treatment(
+                    (task.extra or {}).get("verify_mode"), task.verify
+                ),
+            )
+
+    def events(self, task_id: int | None = None) -> list[EventRow]:
+        """The event log (or one task's), oldest first."""
+        stmt = select(Event).order_by(Event.id)
+        if task_id is not None:
+            stmt = stmt.where(Event.task_id == task_id)
+        with self._read() as s:
+            return [EventRow(**_columns(event)) for event in s.scalars(stmt)]
+
+    def ping(self) -> None:
+        with self._read() as s:
+            s.execute(text("SELECT 1"))
+
+
+def _plan_row(
+    plan: Plan, phase: str, phase_name: str, initiative: str, source: str, states: dict[str, int]
+) -> PlanListing:
+    return PlanListing(
+        id=plan.id,
+        initiative=initiative,
+        phase=phase,
+        phase_name=phase_name,
+        plan=plan.key,
+        name=plan.name,
+        version=plan.version,
+        source=str(plan.extra.get("plan_file") or source),
+        tasks=sum(states.values()),
+        done=states.get(S.DONE.value, 0),
+        states=states,
+        state=rollup(list(states)),
+    )
+
+
+def _version_row(version: PlanVersion) -> ReplacedVersion:
+    content = version.content
+    return ReplacedVersion(
+        version=version.version,
+        replaced_at=version.replaced_at,
+        source=str(content.get("extra", {}).get("plan_file", "")),
+        tasks=[task["key"] for task in content.get("tasks", [])],
+        content=content,
+    )
+
+
+def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:
+    ids = select(want).where(where == task_id)
+    return list(s.scalars(select(Task.key).where(Task.id.in_(ids)).order_by(Task.position)))
+
+
+def _columns(row: Base) -> dict[str, Any]:
+    """An ORM row's columns by name, as a record's fields."""
+    return {c.name: getattr(row, c.name) for c in row.__table__.columns}
+
+
+def plan_costs(s: Session) -> Any:
+    """What each plan's runs have spent: ``usd`` and ``tokens``."""
+    return (
+        select(
+            Task.plan_id,
+            func.coalesce(func.sum(AgentRun.cost_usd), 0.0).label("usd"),
+            func.coalesce(func.sum(AgentRun.tokens), 0).label("tokens"),
+        )
+        .join(AgentRun, AgentRun.task_id == Task.id)
+        .group_by(Task.plan_id)
+        .subquery()
+    )
+
+
+def budget_rows(s: Session) -> list[Budget]:
+    costs = plan_costs(s)
+    spent = (func.coalesce(func.sum(costs.c.usd), 0.0), func.coalesce(func.sum(costs.c.tokens), 0))
+    budgeted = (Plan.budget_usd.is_not(None)) | (Plan.budget_tokens.is_not(None))
+    plans = s.execute(
+        select(Plan.id, Plan.key, Plan.budget_usd, Plan.budget_tokens, *spent)
+        .outerjoin(costs, costs.c.plan_id == Plan.id)
+        .where(budgeted)
+        .group_by(Plan.id)
+    ).all()
+    initiatives = s.execute(
+        select(Initiative.id, Initiative.name, Initiative.budget_usd, Initiative.budget_tokens,
+               *spent)
+        .join(Phase, Phase.initiative_id == Initiative.id)
+        .join(Plan, Plan.phase_id == Phase.id)
+        .outerjoin(costs, costs.c.plan_id == Plan.id)
+        .where((Initiative.budget_usd.is_not(None)) | (Initiative.budget_tokens.is_not(None)))
+        .group_by(Initiative.id)
+    ).all()  # fmt: skip
+    return [
+        Budget.of(kind, i, name, (usd, tokens), spent)
+        for kind, found in (("plan", plans), ("initiative", initiatives))
+        for i, name, usd, tokens, *spent in found
+    ]

@@ -1,0 +1,213 @@
+"""What the store hands out and takes in: plain values, never ORM rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from cw.errors import UsageError
+from cw.states import TaskState
+
+S = TaskState
+DECISION = "checkpoint:decision"
+#: The bounce of work a person rejected in review: its feedback goes to the same session.
+REJECTED = "rejected"
+#: The author of the message that tells a person a task waits for review: answering it
+#: ``approve`` approves; any other answer is feedback that rejects the work.
+REVIEW_AUTHOR = "review"
+APPROVE = "approve"
+HUMAN_ACTION = "checkpoint:human-action"
+#: States of a task nobody has claimed yet: it can still be edited.
+UNSTARTED = (S.PENDING, S.READY, S.BLOCKED)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task's attempt, as messages carry it; ``key`` and ``agent`` name it for people
+    (Flower, logs) where the store knew them, and take no part in comparisons."""
+
+    task_id: int
+    attempt: int
+    key: str = field(default="", compare=False)
+    agent: str = field(default="", compare=False)
+
+    def label(self) -> str:
+        """``02-03-1 amber-badger #2``: the task, its agent and the attempt."""
+        who = " ".join(part for part in (self.key or f"task {self.task_id}", self.agent) if part)
+        return f"{who} #{self.attempt}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a budget or a review mode applies to: one plan (by key) or one initiative (by
+    name), never both."""
+
+    plan: str | None = None
+    initiative: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.plan is None) == (self.initiative is None):
+            raise UsageError("give exactly one of --plan KEY or --initiative NAME")
+
+    @property
+    def name(self) -> str:
+        return self.plan or self.initiative or ""
+
+    def describe(self) -> str:
+        return f"plan {self.plan!r}" if self.plan else f"initiative {self.initiative!r}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Everything a worker needs to run one attempt: plain values, never ORM rows."""
+
+    task_id: int
+    key: str
+    name: str
+    prompt: str
+    files: list[str]
+    verify: str | None
+    done_criteria: str | None
+    plan_objective: str
+    plan_context: str
+    attempt: int
+    agent_id: int
+    agent_name: str
+    session_id: str | None
+    branch: str | None
+    worktree: str | None
+    base_sha: str | None
+    session_cost_usd: float = 0.0  # what the agent's current session has cost so far
+    bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
+    check: str | None = None  # a GSD task's whole <verify> text (``verify`` is only its gate)
+    review: str | None = None  # its plan's or initiative's review mode; None: the setting's
+    previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
+    answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
+    # A conversation not yet recorded as started (session_id None) starts with this id; known:
+    # an earlier run of this task launched it, so an "already in use" CLI may resume it.
+    new_session_id: str | None = None
+    new_session_known: bool = False
+
+
+@dataclass(frozen=True)
+class MergeJob:
+    task_id: int
+    attempt: int
+    key: str
+    name: str
+    branch: str
+    worktree: str | None
+    verify: str | None = None
+    base_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class MergeReport:
+    """What one merge found."""
+
+    sha: str | None = None  # the new integration sha, when merged
+    conflict_files: list[str] = field(default_factory=list)
+    output: str = ""
+    rejected: bool = False  # merged cleanly but the verify step was red
+    verify_command: str | None = None
+    verify_exit_code: int | None = None
+    verify_output: str | None = None
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The tokens one run spent, from the usage its CLI reported.
+
+    Claude Code reports ``input_tokens`` apart from ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens``; Codex counts ``cached_input_tokens`` inside its
+    ``input_tokens``. Both read here as fresh input, cache reads, cache writes and output;
+    ``total`` (what a token budget counts) is their sum, every token the model processed.
+    """
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+
+    @classmethod
+    def of(cls, usage: Mapping[str, Any]) -> Tokens:
+        def count(key: str) -> int:
+            value = usage.get(key)
+            return value if isinstance(value, int) and value > 0 else 0
+
+        cached = count("cached_input_tokens")  # Codex: a part of its input_tokens
+        return cls(
+            input=max(count("input_tokens") - cached, 0),
+            output=count("output_tokens"),
+            cache_read=count("cache_read_input_tokens") + cached,
+            cache_write=count("cache_creation_input_tokens"),
+        )
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write
+
+
+@dataclass(kw_only=True)
+class RunFacts:
+    """What one agent run reported: the adapter's outcome and the attempt's result share these."""
+
+    exit_code: int | None = None
+    session_id: str | None = None
+    cost_usd: float | None = None
+    turns: int | None = None
+    summary: str | None = None
+    error: str | None = None
+    questions: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] = field(default_factory=dict)  # tokens, as the CLI reports them
+    duration_ms: int | None = None
+    stdout_path: str | None = None
+    stderr_path: str | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """These fields alone, to carry them into another kind of report."""
+        return {f.name: getattr(self, f.name) for f in fields(RunFacts)}
+
+
+@dataclass(kw_only=True)
+class AttemptResult(RunFacts):
+    """What came of one attempt, as the worker saw it."""
+
+    outcome: str  # done | questions | failed | stopped
+    head_sha: str | None = None
+    exited_at: float | None = None  # when the agent process ended
+    not_before: float | None = None  # rate_limited: the task waits until then (a usage limit)
+    review_check: dict[str, Any] | None = None  # review: the check it passed in its worktree
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "done"
+
+
+#: What an agent that asks without saying what is asked about gets: a question to answer.
+NO_QUESTION: dict[str, Any] = {
+    "id": "",
+    "text": "The agent stopped to ask a person something but gave no question; see its log "
+    "(`cw agent logs`) and answer here.",
+}
+
+#: ``tasks.extra`` key: how many times cw's own machinery failed this task's attempts since a
+#: person last retried it (:meth:`Store.retry_machinery`).
+MACHINERY_RETRIES = "machinery_retries"
+#: Run states of attempts that ended without a result of their own: a previous attempt's
+#: finished agent still stands after them (:meth:`Store.finished_agent`).
+NO_RESULT = ("lost", "retried")
+#: Run states of an attempt that finished its conversation: the answers it got were heard.
+HEARD_BY = ("succeeded", "asked")
+
+#: Where an attempt's outcome takes its task, and what its run is then called.
+OUTCOMES: dict[str, tuple[TaskState, str]] = {
+    "done": (TaskState.MERGING, "succeeded"),
+    "review": (TaskState.REVIEW, "succeeded"),  # done, and a person reviews it before merge
+    "failed": (TaskState.FAILED, "failed"),
+    "questions": (TaskState.WAITING, "asked"),
+    "stopped": (TaskState.STOPPED, "stopped"),
+    "interrupted": (TaskState.READY, "interrupted"),  # the worker shut down
+    "rate_limited": (TaskState.READY, "rate_limited"),  # parked until the limit resets
+}

@@ -1,0 +1,159 @@
+"""What ``cw status``, ``cw task list`` and ``cw agent list`` show, as :mod:`cw.store.read` rows."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from cw.states import TaskState
+from cw.store import Store
+from cw.store.read import (
+    AgentListing,
+    AgentView,
+    Attention,
+    Blocked,
+    MessageListing,
+    PlanSummary,
+    Status,
+    TaskListing,
+)
+
+S = TaskState
+N = TypeVar("N", int, float)
+
+
+def task_list(store: Store, state: str | None = None) -> list[TaskListing]:
+    return [r for r in store.task_rows() if state is None or r.state == state]
+
+
+def agent_list(store: Store) -> list[AgentView]:
+    """Every agent; ``state`` is its latest attempt's (``unresponsive``: lease expired)."""
+    now = time.time()
+    return [_agent(row, now) for row in store.agent_rows()]
+
+
+def _agent(row: AgentListing, now: float) -> AgentView:
+    started, finished = row.started_at, row.finished_at
+    state = _agent_state(row, now)
+    return AgentView(
+        name=row.name,
+        task_id=row.task_id,
+        task=row.task,
+        state=state,
+        attempt=row.attempt,
+        worktree=row.worktree,
+        session_id=row.session_id,
+        worker=row.worker,
+        host=row.host,
+        pid=row.pid if state == "running" else None,
+        runtime_seconds=round((finished or now) - started, 1) if started else None,
+        last_activity_at=row.last_activity_at,
+        cost_usd=row.cost_usd,
+        tokens=row.tokens,
+    )
+
+
+def _agent_state(row: AgentListing, now: float) -> str:
+    """running (lease live), unresponsive (lease expired), else what its task is waiting for."""
+    if row.run_state == "running":
+        lease = row.lease_expires_at or 0.0
+        return "running" if lease >= now else "unresponsive"
+    return str(row.task_state.value)
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What :func:`status` reads, for a reader that needs the same rows too (the web page):
+    read once, passed to both."""
+
+    tasks: list[TaskListing]
+    pairs: list[tuple[int, int]]  # (task id, id of a task it depends on)
+    pending: list[MessageListing]  # messages waiting for an answer
+
+    @classmethod
+    def of(cls, store: Store) -> Reads:
+        return cls(task_list(store), store.dependency_pairs(), store.message_rows(pending=True))
+
+
+def status(store: Store, reads: Reads | None = None) -> Status:
+    reads = reads or Reads.of(store)
+    tasks, pairs, pending = reads.tasks, reads.pairs, reads.pending
+    by_id = {t.id: t for t in tasks}
+    waits_on: dict[int, list[str]] = defaultdict(list)
+    for task_id, dep_id in pairs:
+        if by_id[dep_id].state != S.DONE:
+            waits_on[task_id].append(by_id[dep_id].key)
+    return Status(
+        counts=dict(Counter(t.state.value for t in tasks)),
+        total=len(tasks),
+        cost_usd=round(sum(t.cost_usd for t in tasks), 6),
+        costs=_rolled_up(tasks, lambda t: t.cost_usd),
+        tokens=sum(t.tokens for t in tasks),
+        token_counts=_rolled_up(tasks, lambda t: t.tokens),
+        budgets=store.budgets(),
+        plans=_plans(tasks),
+        running=[a for a in agent_list(store) if a.state in ("running", "unresponsive")],
+        blocked=[
+            Blocked(by_id[i].key, by_id[i].state, keys)
+            for i, keys in sorted(waits_on.items())
+            if by_id[i].state in (S.PENDING, S.BLOCKED)
+        ],
+        attention=[
+            Attention(t.key, t.state, t.last_error)
+            for t in tasks
+            if t.state in (S.FAILED, S.CONFLICT, S.WAITING, S.STOPPED)
+        ],
+        messages_pending=len(pending),
+        no_changes=[t.key for t in tasks if t.no_changes],
+        paused=store.pauses(),
+    )
+
+
+def _rolled_up(
+    tasks: list[TaskListing], amount: Callable[[TaskListing], N]
+) -> dict[str, dict[str, N]]:
+    """An amount (cost, tokens) rolled up: initiative, initiative/phase, initiative/phase/plan."""
+    levels: dict[str, dict[str, Any]] = {"initiative": {}, "phase": {}, "plan": {}}
+    for t in tasks:
+        for level, key in (
+            ("initiative", t.initiative),
+            ("phase", f"{t.initiative}/{t.phase}"),
+            ("plan", f"{t.initiative}/{t.phase}/{t.plan}"),
+        ):
+            total = levels[level].get(key, 0) + amount(t)
+            levels[level][key] = round(total, 6) if isinstance(total, float) else total
+    return levels
+
+
+def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
+    plans: dict[tuple[str, str, str], Counter[str]] = {}
+    costs: dict[tuple[str, str, str], float] = {}
+    tokens: Counter[tuple[str, str, str]] = Counter()
+    for t in tasks:
+        key = (t.initiative, t.phase, t.plan)
+        plans.setdefault(key, Counter())[t.state.value] += 1
+        costs[key] = round(costs.get(key, 0.0) + t.cost_usd, 6)
+        tokens[key] += t.tokens
+    return [
+        PlanSummary(
+            initiative=initiative,
+            phase=phase,
+            plan=plan,
+            done=counts.get(S.DONE, 0),
+            total=sum(counts.values()),
+            states=dict(counts),
+            cost_usd=costs[(initiative, phase, plan)],
+            tokens=tokens[(initiative, phase, plan)],
+        )
+        for (initiative, phase, plan), counts in plans.items()
+    ]
+
+
+def progress(store: Store) -> tuple[int, int, int]:
+    """(active, done, total). Nothing active means nothing moves until a person acts."""
+    counts = Counter(t.state for t in task_list(store))
+    active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))
+    return active, counts[S.DONE], sum(counts.values())

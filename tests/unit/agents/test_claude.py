@@ -1,0 +1,157 @@
+"""The Claude Code adapter's reading of results, and the command line it builds."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cw.agents.claude import ANSWER_SCHEMA, ClaudeAdapter, ClaudeStream, judge
+from cw.agents.protocol import AgentRequest
+from cw.host.processes import Finished
+from cw.settings import Settings
+
+
+def request(tmp_path: Path, **changes: Any) -> AgentRequest:
+    values: dict[str, Any] = {
+        "task_id": 3,
+        "task_key": "01-01-1",
+        "task_name": "Entry",
+        "task_prompt": "x",
+        "attempt": 1,
+        "agent_name": "amber-badger",
+        "prompt": "the brief",
+        "worktree": tmp_path,
+        "log_dir": tmp_path / "logs",
+        "new_session_id": "sid-1",
+    }
+    values.update(changes)
+    return AgentRequest(**values)
+
+
+def settings(tmp_path: Path, **env: str) -> Settings:
+    return Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+def outcome_of(tmp_path: Path, result: dict[str, Any] | None, exit_code: int = 0) -> Any:
+    stream = ClaudeStream(io.StringIO(), lambda _s: None)
+    stream.feed(json.dumps({"type": "system", "subtype": "init", "session_id": "s-9"}))
+    if result is not None:
+        stream.feed(json.dumps({"type": "result", "session_id": "s-9", **result}))
+    return judge(stream, Finished(exit_code, False, False, 1.0), request(tmp_path))
+
+
+SUCCESS = {"subtype": "success", "is_error": False, "total_cost_usd": 0.0123, "num_turns": 4,
+           "usage": {"input_tokens": 10}, "duration_ms": 800}  # fmt: skip
+
+
+def test_a_done_answer_is_done_with_cost_turns_and_session(tmp_path: Path) -> None:
+    out = outcome_of(
+        tmp_path, {**SUCCESS, "structured_output": {"status": "done", "summary": "ok"}}
+    )
+    assert (out.status, out.summary, out.session_id) == ("done", "ok", "s-9")
+    assert (out.cost_usd, out.turns, out.duration_ms) == (0.0123, 4, 800)
+
+
+def test_success_is_judged_by_is_error_not_subtype(tmp_path: Path) -> None:
+    out = outcome_of(tmp_path, {**SUCCESS, "is_error": True, "result": "API Error: 500"}, 1)
+    assert out.status == "failed" and "API Error: 500" in out.error
+
+
+def test_turn_limit_is_a_failure_that_says_so(tmp_path: Path) -> None:
+    out = outcome_of(tmp_path, {"subtype": "error_max_turns", "is_error": True, "num_turns": 9}, 1)
+    assert out.status == "failed" and "turn limit (9 turns)" in out.error
+
+
+def test_refused_writes_fail_with_how_to_fix_permissions(tmp_path: Path) -> None:
+    denial = {"tool_name": "Write", "tool_use_id": "t1", "tool_input": {"file_path": "a.py"}}
+    out = outcome_of(tmp_path, {**SUCCESS, "permission_denials": [denial]})
+    assert out.status == "failed"
+    assert "refused to write a.py" in out.error and "CW_CLAUDE_PERMISSION_MODE" in out.error
+
+
+def test_refused_bash_alone_does_not_fail_the_run(tmp_path: Path) -> None:
+    denial = {"tool_name": "Bash", "tool_use_id": "t1", "tool_input": {"command": "git push"}}
+    answer = {"status": "done", "summary": "ok"}
+    out = outcome_of(
+        tmp_path, {**SUCCESS, "permission_denials": [denial], "structured_output": answer}
+    )
+    assert out.status == "done"
+
+
+def test_questions_come_back_as_questions(tmp_path: Path) -> None:
+    asked = [{"id": "q1", "text": "Postgres or SQLite?", "options": ["pg", "sqlite"]}]
+    answer = {"status": "questions", "questions": asked}
+    out = outcome_of(tmp_path, {**SUCCESS, "structured_output": answer})
+    assert out.status == "questions" and out.questions == asked
+
+
+def test_an_error_answer_fails_with_the_agents_reason(tmp_path: Path) -> None:
+    answer = {"status": "error", "reason": "no such API"}
+    out = outcome_of(tmp_path, {**SUCCESS, "structured_output": answer})
+    assert out.status == "failed" and "no such API" in out.error
+
+
+def test_plain_text_without_structured_output_counts_as_done(tmp_path: Path) -> None:
+    out = outcome_of(tmp_path, {**SUCCESS, "result": "All done."})
+    assert out.status == "done" and out.summary == "All done."
+
+
+def test_no_result_event_fails_with_the_last_stderr_line(tmp_path: Path) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "attempt-1.stderr").write_text(
+        "boot\nError: Session ID x is already in use.\n"
+    )
+    out = outcome_of(tmp_path, None, exit_code=1)
+    log = tmp_path / "logs" / "attempt-1.stderr"
+    assert out.status == "failed" and out.error.endswith(f"already in use. (log: {log})")
+
+
+def test_the_stream_reports_the_session_at_init_and_logs_every_line() -> None:
+    seen: list[str] = []
+    log = io.StringIO()
+    stream = ClaudeStream(log, seen.append)
+    stream.feed(json.dumps({"type": "system", "subtype": "init", "session_id": "abc"}))
+    stream.feed("not json")
+    stream.feed(json.dumps({"type": "stream_event", "whatever": 1}))
+    assert seen == ["abc"]
+    kinds = [json.loads(line)["type"] for line in log.getvalue().splitlines()]
+    assert kinds == ["system", "cw", "stream_event"]
+
+
+def test_first_attempt_names_its_session_and_later_ones_resume(tmp_path: Path) -> None:
+    adapter = ClaudeAdapter(settings(tmp_path, CW_CLAUDE_MODEL="opus", CW_CLAUDE_MAX_TURNS="30"))
+    first = adapter.argv(request(tmp_path), resume=None)
+    assert first[:3] == ["claude", "-p", "the brief"]
+    assert "--verbose" in first and first[first.index("--output-format") + 1] == "stream-json"
+    assert first[first.index("--session-id") + 1] == "sid-1" and "--resume" not in first
+    assert json.loads(first[first.index("--json-schema") + 1]) == ANSWER_SCHEMA
+    assert first[first.index("--permission-mode") + 1] == "acceptEdits"
+    assert first[first.index("--model") + 1] == "opus"
+    assert first[first.index("--max-turns") + 1] == "30"
+    tools = first[first.index("--allowedTools") + 1 : first.index("--allowedTools") + 4]
+    assert tools == ["Bash(git add:*)", "Bash(git commit:*)", "Bash(git status:*)"]
+    later = adapter.argv(request(tmp_path, session_id="s-9", new_session_id=None), resume="s-9")
+    assert later[later.index("--resume") + 1] == "s-9" and "--session-id" not in later
+
+
+def test_bypass_permissions_as_root_is_refused_before_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.delenv("IS_SANDBOX", raising=False)
+    monkeypatch.setattr("shutil.which", lambda _name: "/usr/bin/claude")
+    adapter = ClaudeAdapter(settings(tmp_path, CW_CLAUDE_PERMISSION_MODE="bypassPermissions"))
+    with pytest.raises(Exception, match="refuses bypassPermissions as root"):
+        adapter.run(request(tmp_path), lambda _pid: True, lambda _s: None)
+
+
+def test_a_brief_too_long_for_one_argument_goes_on_stdin(tmp_path: Path) -> None:
+    adapter = ClaudeAdapter(settings(tmp_path))
+    long = request(tmp_path, prompt="x" * 200_000)
+    argv = adapter.argv(long, resume=None)
+    assert argv[:2] == ["claude", "-p"] and long.prompt not in argv
+    assert adapter._launch(long, None, ClaudeStream(io.StringIO(), print)).stdin_text == long.prompt

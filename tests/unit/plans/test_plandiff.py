@@ -1,0 +1,91 @@
+"""Comparing a plan read from disk with what the district holds (cw/plans/diff.py), and the
+plans stored before plans had prints (migration 0005), on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy import update
+
+from cw.errors import UsageError
+from cw.plans.diff import CHANGED, digest, merged_order, phase_order_of, prints, rollup
+from cw.plans.spec import InitiativeSpec, PhaseSpec
+from cw.store import Store, db
+from cw.store.models import Plan
+from tests.factories import HERE, spec
+
+
+def test_whitespace_and_the_plan_file_are_no_change_but_a_word_is() -> None:
+    one = spec({"a": [], "b": ["a"]})
+    rewrapped = copy.deepcopy(one)
+    (plan,) = rewrapped.plans()
+    plan.tasks[0].prompt = "  do\n\n   a \t"
+    plan.objective = "objective\n"
+    plan.extra["plan_file"] = "elsewhere/01-01-PLAN.md"
+    assert prints(plan) == prints(one.plans()[0])
+    plan.tasks[0].prompt = "do b"
+    assert digest(plan) != digest(one.plans()[0])
+    assert prints(plan)["tasks"][0] != prints(one.plans()[0])["tasks"][0]
+    assert prints(plan)["tasks"][1] == prints(one.plans()[0])["tasks"][1]
+
+
+def test_an_inserted_decimal_phase_goes_between_its_neighbours() -> None:
+    assert phase_order_of(["01", "01.1", "02"], ["01", "03", "02"]) == ["01", "01.1", "02", "03"]
+    assert merged_order(["b", "d"], ["a", "b", "c"]) == ["a", "b", "c", "d"]
+    assert phase_order_of(["ui", "api"], ["api"]) == ["ui", "api"]
+
+
+def test_a_plan_rolls_up_its_tasks_states() -> None:
+    assert rollup(["done"]) == "done"
+    assert rollup(["done", "running"]) == "running"
+    assert rollup(["pending", "ready"]) == "not started"
+    assert rollup(["done", "failed"]) == "failed"
+    assert rollup(["cancelled", "blocked"]) == "cancelled"
+
+
+def test_a_plan_stored_before_prints_existed_is_compared_by_its_rows(database_url: str) -> None:
+    store = Store.open(database_url)
+    store.submit(spec({"a": [], "b": ["a"]}))
+    plain = sa.create_engine(database_url, poolclass=sa.NullPool)  # SQLite: foreign keys off
+    command.downgrade(db.alembic_config(plain), "0004")
+    command.upgrade(db.alembic_config(plain), "head")
+    plain.dispose()
+    with store.engine.begin() as conn:
+        assert conn.execute(update(Plan).values(prints=None)).rowcount == 1
+    assert store.submit(spec({"a": [], "b": ["a"]})).nothing_new
+    edited = spec({"a": [], "b": ["a"]})
+    edited.tasks()[1].prompt = "do b better"
+    diff = store.submit(edited)
+    assert [(p.key, p.status, str(p.changes)) for p in diff.plans] == [
+        ("01-01", CHANGED, "1 task edited (b)")
+    ]
+    (row,) = store.plan_rows()
+    assert row["version"] == 2 and row["tasks"] == 2
+    store.close()
+
+
+def test_several_refused_plans_are_one_line_and_nothing_is_stored(database_url: str) -> None:
+    def two_plans(prompt: str) -> InitiativeSpec:
+        plans = spec({"a": []}).plans() + spec({"b": []}).plans()
+        plans[1].key = "01-02"
+        for plan in plans:
+            plan.tasks[0].prompt = f"{prompt} {plan.key}"
+        return InitiativeSpec("two", "", [PhaseSpec("01", "phase", plans, {}, HERE)], "t.yaml")
+
+    store = Store.open(database_url)
+    store.submit(two_plans("do"))
+    assert len(store.claim_ready_tasks()) == 2  # both plans have started
+    before = store.task_rows()
+    with pytest.raises(UsageError) as refused:
+        store.submit(two_plans("redo"))
+    assert str(refused.value).startswith(
+        "2 plans refused, nothing stored: plan 01-01 (test.yaml): 1 task edited (a): its tasks "
+        "have started"
+    )
+    assert "; plan 01-02 (test.yaml): 1 task edited (b)" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert store.task_rows() == before
+    store.close()

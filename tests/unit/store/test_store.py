@@ -1,0 +1,256 @@
+"""The store against a real SQLite file: compare-and-set moves, dispatch order, the event log."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from cw.errors import LeaseHeld, StaleState, UsageError
+from cw.states import TRANSITIONS, TaskState, check_transition
+from cw.store import AttemptResult, Claim, MergeReport, Store, db
+from cw.store.models import Base
+from cw.store.records import Scope
+from tests.factories import spec
+
+S = TaskState
+NON_SERIES_PARALLEL = {"a": [], "b": [], "c": ["a", "b"], "d": ["b"], "e": ["d"]}
+
+
+def states(store: Store) -> dict[str, str]:
+    return {t["key"]: t["state"].value for t in store.task_rows()}
+
+
+def ids(store: Store) -> dict[str, int]:
+    return {t["key"]: t["id"] for t in store.task_rows()}
+
+
+def run_to_done(store: Store, claim: Claim) -> None:
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    assert store.finish_attempt(claim, AttemptResult(outcome="done", head_sha="abc"), "command")
+    assert store.begin_merge(claim)
+    assert store.finish_merge(claim, MergeReport(sha="def"))
+
+
+def test_migration_creates_exactly_the_models(store: Store) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_runs_in_wal_mode(store: Store) -> None:
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_roots_are_ready_and_the_rest_pending_after_submit(store: Store) -> None:
+    store.submit(spec(NON_SERIES_PARALLEL))
+    assert states(store) == {
+        "a": "ready",
+        "b": "ready",
+        "c": "pending",
+        "d": "pending",
+        "e": "pending",
+    }
+
+
+def test_the_same_plan_submitted_twice_adds_nothing_the_second_time(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"]}))
+    before = store.task_rows()
+    again = store.submit(spec({"a": [], "b": ["a"]}))
+    assert again.nothing_new and again.new_tasks == []
+    assert store.task_rows() == before
+
+
+def test_task_waits_until_every_dependency_is_merged(store: Store) -> None:
+    store.submit(spec(NON_SERIES_PARALLEL))
+    claims = {c.task_id: c for c in store.claim_ready_tasks()}
+    key = ids(store)
+    run_to_done(store, claims[key["b"]])
+    store.promote_ready()
+    assert states(store)["d"] == "ready"  # d needs only b
+    assert states(store)["c"] == "pending"  # c also needs a
+    run_to_done(store, claims[key["a"]])
+    assert states(store)["c"] == "ready"
+
+
+def test_a_task_is_claimed_once_by_racing_dispatchers(database_url: str) -> None:
+    url = database_url
+    first = Store.open(url)
+    first.submit(spec({f"t{i}": [] for i in range(40)}))
+    first.close()
+    results: list[list[Claim]] = []
+
+    def dispatcher() -> None:
+        own = Store.open(url)
+        results.append(own.claim_ready_tasks())
+        own.close()
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    claimed = [c.task_id for r in results for c in r]
+    assert sorted(claimed) == sorted(set(claimed))
+    assert len(claimed) == 40
+
+
+def test_a_stale_attempt_cannot_start_or_finish(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    stale = Claim(claim.task_id, claim.attempt + 1)
+    assert store.start_attempt(stale, worker="w", host="h", lease_seconds=30) is None
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    with pytest.raises(LeaseHeld):
+        store.start_attempt(claim, worker="w2", host="h", lease_seconds=30)
+    assert not store.finish_attempt(stale, AttemptResult(outcome="done"), "command")
+    assert states(store)["a"] == "running"
+
+
+def test_a_redelivered_attempt_takes_over_only_after_the_lease_expires(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=-1)
+    assert store.record_heartbeat(claim, -1, pid=4242)
+    taken = store.start_attempt(claim, worker="w2", host="h2", lease_seconds=30)
+    assert taken is not None and taken.attempt == claim.attempt
+    assert taken.previous == ("h", 4242)
+    with pytest.raises(LeaseHeld):
+        store.start_attempt(claim, worker="w3", host="h", lease_seconds=30)
+
+
+def test_heartbeat_tells_a_worker_it_lost_its_task(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    assert store.record_heartbeat(claim, 30)
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+    assert not store.record_heartbeat(claim, 30)
+
+
+def test_failure_blocks_every_task_downstream(store: Store) -> None:
+    store.submit(spec(NON_SERIES_PARALLEL))
+    claims = {c.task_id: c for c in store.claim_ready_tasks()}
+    b = claims[ids(store)["b"]]
+    store.start_attempt(b, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(b, AttemptResult(outcome="failed", error="exit code 3"), "command")
+    assert states(store) == {
+        "a": "queued",
+        "b": "failed",
+        "c": "blocked",
+        "d": "blocked",
+        "e": "blocked",
+    }
+
+
+def test_conflict_records_the_files_and_releases_nothing(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"]}))
+    (claim,) = store.claim_ready_tasks()
+    store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
+    store.begin_merge(claim)
+    store.finish_merge(claim, MergeReport(conflict_files=["x.py"], output="CONFLICT"))
+    detail = store.task_detail(claim.task_id)
+    assert detail["state"] == S.CONFLICT and detail["conflict_files"] == ["x.py"]
+    assert states(store)["b"] == "pending"
+
+
+def test_checkpoint_tasks_wait_for_a_person_with_a_message(store: Store) -> None:
+    store.submit(spec({"a": []}, kinds={"a": "checkpoint:human-verify"}))
+    assert store.claim_ready_tasks() == []
+    detail = store.task_detail(ids(store)["a"])
+    assert detail["state"] == S.WAITING
+    assert [m["author"] for m in detail["messages"]] == ["checkpoint"]
+
+
+def test_every_state_change_is_in_the_event_log(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    run_to_done(store, claim)
+    kinds = [e["kind"] for e in store.events(claim.task_id)]
+    assert kinds == ["task.queued", "task.running", "task.merging", "task.done"]
+
+
+def test_illegal_transitions_are_rejected() -> None:
+    with pytest.raises(StaleState):
+        check_transition(S.DONE, S.RUNNING)
+    assert (S.QUEUED, S.RUNNING) in TRANSITIONS
+
+
+def test_find_task_by_id_or_key(store: Store) -> None:
+    store.submit(spec({"alpha": []}))
+    task_id = ids(store)["alpha"]
+    assert store.find_task_id("alpha") == task_id
+    assert store.find_task_id(str(task_id)) == task_id
+    with pytest.raises(UsageError, match="no task 'zeta'"):
+        store.find_task_id("zeta")
+
+
+def test_retry_of_a_failed_task_unblocks_what_waited_on_it(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"], "c": ["b"]}))
+    (claim,) = store.claim_ready_tasks()
+    store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+    assert states(store) == {"a": "failed", "b": "blocked", "c": "blocked"}
+    store.retry_task(claim.task_id)
+    assert states(store) == {"a": "ready", "b": "pending", "c": "pending"}
+    (again,) = store.claim_ready_tasks()
+    assert again == Claim(claim.task_id, claim.attempt + 1)
+
+
+def test_only_failed_tasks_can_be_retried_and_unstarted_ones_cancelled(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"]}))
+    key = ids(store)
+    with pytest.raises(UsageError, match="a is ready: only a failed task"):
+        store.retry_task(key["a"])
+    store.cancel_task(key["a"])
+    assert states(store) == {"a": "cancelled", "b": "blocked"}
+    with pytest.raises(UsageError, match="has not started"):
+        store.cancel_task(key["a"])
+
+
+def test_the_state_diagram_in_the_docs_matches_the_code() -> None:
+    doc = (Path(__file__).parents[3] / "docs" / "task-states.md").read_text()
+    drawn = set(re.findall(r"^    (\w+) --> (\w+)$", doc, flags=re.MULTILINE))
+    assert drawn == {(a.value, b.value) for a, b in TRANSITIONS}
+
+
+def test_ready_tasks_that_unlock_longer_chains_are_claimed_first(store: Store) -> None:
+    store.submit(spec({"lone": [], "head": [], "mid": ["head"], "tail": ["mid"]}))
+    first, second = store.claim_ready_tasks(limit=1), store.claim_ready_tasks(limit=1)
+    key = ids(store)
+    assert [first[0].task_id, second[0].task_id] == [key["head"], key["lone"]]
+
+
+def test_the_schema_revision_constant_is_alembics_head(store: Store) -> None:
+    head = ScriptDirectory.from_config(db.alembic_config(store.engine)).get_current_head()
+    assert db.SCHEMA_REVISION == head == db.schema_revision(store.engine)
+
+
+def test_a_spent_budget_stops_new_work_in_its_plan_and_says_so(store: Store) -> None:
+    store.submit(spec({"a": [], "b": [], "c": ["a"]}))
+    store.set_budget(Scope(plan="01-01"), usd=0.05)
+    first = store.claim_ready_tasks(limit=1)
+    store.start_attempt(first[0], worker="w", host="h", lease_seconds=30)
+    result = AttemptResult(outcome="done", cost_usd=0.07)
+    store.finish_attempt(first[0], result, "claude")
+    assert store.claim_ready_tasks() == [], "the plan's budget is spent"
+    (budget,) = store.budgets()
+    assert budget["exhausted"] and budget["spent_usd"] == pytest.approx(0.07)
+    store.set_budget(Scope(plan="01-01"), usd=1.0)
+    assert len(store.claim_ready_tasks()) == 1, "raising the budget lets work start again"
+
+
+def test_an_initiative_budget_covers_all_its_plans(store: Store) -> None:
+    store.submit(spec({"a": [], "b": []}, name="paid"))
+    store.set_budget(Scope(initiative="paid"), usd=0.0)
+    assert store.claim_ready_tasks() == []
+    with pytest.raises(UsageError, match="no initiative 'nope'"):
+        store.set_budget(Scope(initiative="nope"), usd=1.0)
