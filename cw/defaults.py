@@ -63,7 +63,8 @@ LIMIT_JITTER_SECONDS = 2.0
 RESEND_GRACE_LEASES = 2.0
 #: A failure of cw's own machinery (git, the file system) sends the attempt's task back to
 #: ready this many times, waiting MACHINERY_RETRY_SECONDS x 2^(n-1) before the n-th retry;
-#: the next failure fails the task. The agent's own failures are never retried this way.
+#: the next failure fails the task. The agent's own failures are never retried this way. A
+#: merge that git failed around (a ref lock race, the hub away) is tried again the same way.
 MACHINERY_RETRIES = 5
 MACHINERY_RETRY_SECONDS = 2.0
 #: How long a finished task's worktree is left to the merge worker's own clean-up before its

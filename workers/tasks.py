@@ -33,6 +33,8 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
 def merge(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
     result = merge_attempt(settings, store, Claim(task_id, attempt))
+    if result.retry_in is not None:
+        raise self.retry(countdown=result.retry_in, max_retries=None)
     dispatch_ready(store, self.app, settings, promote=False)
     if result.bounced is not None:
         send(self.app, [result.bounced])

@@ -19,9 +19,11 @@ logger = logging.getLogger(__name__)
 HUB_NAMESPACE = "refs/cw-hub/heads/"
 
 
-#: A fetch reads every worktree's HEAD, and `git worktree add` writes a placeholder HEAD (the
-#: null id) before the real one: a fetch during another agent's worktree add fails with
-#: "bad object worktrees/<name>/HEAD". That is over in moments, so the fetch is tried again.
+#: Two failures of a fetch are another git's doing and over in moments, so the fetch is tried
+#: again: a fetch reads every worktree's HEAD, and `git worktree add` writes a placeholder HEAD
+#: (the null id) before the real one ("bad object worktrees/<name>/HEAD"); and two agents of
+#: one host fetching the hub's integration branch into the same ref at once race for its lock
+#: ("cannot lock ref ...: is at X but expected Y", or its lock file exists).
 FETCH_RETRY_PAUSES = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 
@@ -35,13 +37,15 @@ def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
         if "couldn't find remote ref" in result.err:
             return False
         pause = next(pauses, None)
-        if pause is None or not _half_made_worktree(result.err):
+        if pause is None or not _passing(result.err):
             raise GitError(failure(("fetch",), result))
         time.sleep(pause)
 
 
-def _half_made_worktree(err: str) -> bool:
-    return "bad object worktrees/" in err and "/HEAD" in err
+def _passing(err: str) -> bool:
+    """Whether a fetch failed on another git's work in progress (see FETCH_RETRY_PAUSES)."""
+    half_made_worktree = "bad object worktrees/" in err and "/HEAD" in err
+    return half_made_worktree or "cannot lock ref" in err
 
 
 def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | None = None) -> None:

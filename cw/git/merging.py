@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cw import defaults
 from cw.errors import GitError, NotFound
 from cw.git import branches, hub, treemerge, worktrees
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 class MergeResult:
     merged: MergeJob | None = None  # merged: clean up its worktree once dispatch is done
     bounced: Claim | None = None  # sent back to its agent: send this new attempt
+    retry_in: float | None = None  # git failed around it: send the merge again this much later
 
 
 def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult:
@@ -44,9 +46,12 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
     try:
         with merge_lock(settings):
             report = _merge(settings, job)
-    except GitError as exc:
-        store.fail_merge(claim, str(exc))
-        return MergeResult()
+    except GitError as exc:  # a lock race, the hub away: cw's machinery, not the agent's work
+        retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+        retry_in = store.retry_merge(claim, str(exc), retries, pause)
+        log = logger.warning if retry_in is not None else logger.error
+        log("merge of task %s attempt %s: %s", *_ids(claim), exc)
+        return MergeResult(retry_in=retry_in)
     except Exception as exc:
         # Never leave a task "merging" for ever: record the failure, then let Celery log it.
         store.fail_merge(claim, f"internal error: {exc!r}")

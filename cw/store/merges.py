@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from cw.store import db
 from cw.store.base import StoreBase, agents_in_flight, labelled, lock_task
 from cw.store.models import Agent, Merge, Message, Task
-from cw.store.records import Claim, MergeJob, MergeReport, S
+from cw.store.records import MERGE_RETRIES, Claim, MergeJob, MergeReport, S
 
 
 class Merges(StoreBase):
@@ -177,19 +177,47 @@ class Merges(StoreBase):
             ).all()
             return [Claim(i, attempt, key, agent or "") for i, attempt, key, agent in rows]
 
+    def retry_merge(self, claim: Claim, error: str, retries: int, pause: float) -> float | None:
+        """cw's machinery (git, the hub) failed the merge, not the agent's work: the merge stays
+        queued for another try in ``pause x 2^(n-1)`` seconds, returned, ``retries`` times;
+        after that the task fails with ``error`` (None then, and when the merge is not ours)."""
+        with self._write() as s:
+            task = lock_task(s, claim.task_id)
+            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+                return None
+            earlier = task.extra.get(MERGE_RETRIES) or {}
+            same_attempt = earlier.get("attempt") == claim.attempt
+            count = (int(earlier.get("count", 0)) if same_attempt else 0) + 1
+            if count > retries:
+                error = f"{error} (cw's machinery failed {count} times; see docs/reliability.md)"
+                self._fail_merge(s, claim, error)
+                return None
+            task.extra = {**task.extra, MERGE_RETRIES: {"attempt": claim.attempt, "count": count}}
+            wait = pause * 2.0 ** (count - 1)
+            task.resent_at = time.time() + wait  # the reconciler leaves the coming try alone
+            s.execute(
+                update(Merge)
+                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                .values(state="queued", output=error)
+            )
+            return wait
+
     def fail_merge(self, claim: Claim, error: str) -> bool:
         with self._write() as s:
-            moved = self._move(
-                s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=error
+            return self._fail_merge(s, claim, error)
+
+    def _fail_merge(self, s: Session, claim: Claim, error: str) -> bool:
+        moved = self._move(
+            s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=error
+        )
+        if moved:
+            s.execute(
+                update(Merge)
+                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+                .values(state="failed", finished_at=time.time(), output=error)
             )
-            if moved:
-                s.execute(
-                    update(Merge)
-                    .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-                    .values(state="failed", finished_at=time.time(), output=error)
-                )
-                self._block_dependents(s, claim.task_id)
-            return moved
+            self._block_dependents(s, claim.task_id)
+        return moved
 
 
 def _bounce_reason(report: MergeReport) -> str:

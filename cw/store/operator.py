@@ -19,7 +19,7 @@ from cw.store.base import (
     lock_task,
 )
 from cw.store.models import Agent, AgentRun, Message, Plan, Task, TaskDependency
-from cw.store.records import MACHINERY_RETRIES, UNSTARTED, Claim, S, Scope
+from cw.store.records import MACHINERY_RETRIES, MERGE_RETRIES, UNSTARTED, Claim, S, Scope
 
 
 class OperatorActions(StoreBase):
@@ -29,7 +29,9 @@ class OperatorActions(StoreBase):
         """failed -> ready (a new attempt on the same branch); unblock what waited on it."""
         with self._write() as s:
             extra = {
-                k: v for k, v in s.get_one(Task, task_id).extra.items() if k != MACHINERY_RETRIES
+                k: v
+                for k, v in s.get_one(Task, task_id).extra.items()
+                if k not in (MACHINERY_RETRIES, MERGE_RETRIES)
             }
             if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None, extra=extra):
                 raise UsageError(

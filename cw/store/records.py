@@ -195,6 +195,9 @@ NO_QUESTION: dict[str, Any] = {
 #: ``tasks.extra`` key: how many times cw's own machinery failed this task's attempts since a
 #: person last retried it (:meth:`Store.retry_machinery`).
 MACHINERY_RETRIES = "machinery_retries"
+#: ``tasks.extra`` key: how many times cw's machinery failed an attempt's merge, as
+#: ``{"attempt": n, "count": c}`` (:meth:`Store.retry_merge`).
+MERGE_RETRIES = "merge_retries"
 #: Run states of attempts that ended without a result of their own: a previous attempt's
 #: finished agent still stands after them (:meth:`Store.finished_agent`).
 NO_RESULT = ("lost", "retried")

@@ -13,9 +13,10 @@ import pytest
 
 from cw import defaults
 from cw.agents import attempts
-from cw.git import runner, worktrees
+from cw.git import merging, runner, worktrees
 from cw.service import reconcile
 from cw.settings import Settings
+from cw.states import TaskState
 from cw.store import MACHINERY_RETRIES, Claim, Store
 from tests.conftest import database_env, git, init_district
 from tests.factories import spec
@@ -176,3 +177,53 @@ def test_the_reconciler_removes_a_stale_lock_on_the_integration_branch(
 
     assert reconcile.clear_stale_locks(settings) == 1
     assert not lock.exists()
+
+
+def lock_the_integration_branch(settings: Settings) -> Path:
+    """Another git's lock on the integration branch: updating it fails until it goes."""
+    ref = f"refs/heads/{settings.integration_branch}"
+    lock = runner.git_common_dir(settings.repo) / f"{ref}.lock"
+    lock.write_text("")
+    return lock
+
+
+def test_a_merge_that_git_fails_around_is_queued_again_instead_of_failing_the_task(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store = district
+    monkeypatch.setattr(defaults, "MACHINERY_RETRY_SECONDS", 5.0)
+    first = claim(store)
+    assert attempts.run_attempt(settings, store, first, worker="w")
+    lock = lock_the_integration_branch(settings)
+
+    result = merging.merge_attempt(settings, store, first)
+
+    assert result.retry_in == 5.0 and result.merged is None
+    assert store.task_state(first.task_id).value == "merging", "the work is not failed"
+    assert store.merges_not_begun() == [first], "queued again"
+    assert store.take_resends([first], TaskState.MERGING, time.time()) == [], (
+        "the reconciler leaves the coming try alone"
+    )
+    lock.unlink()
+    assert merging.merge_attempt(settings, store, first).merged is not None
+    assert store.task_state(first.task_id).value == "done"
+
+
+def test_a_merge_fails_only_after_its_retries_and_says_why(
+    district: tuple[Settings, Store],
+) -> None:
+    settings, store = district
+    first = claim(store)
+    assert attempts.run_attempt(settings, store, first, worker="w")
+    lock = lock_the_integration_branch(settings)
+    tries = defaults.MACHINERY_RETRIES + 1
+
+    waits = [merging.merge_attempt(settings, store, first).retry_in for _ in range(tries)]
+
+    assert waits == [0.0] * defaults.MACHINERY_RETRIES + [None]
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "failed"
+    assert "cannot lock ref" in detail["last_error"]
+    assert f"failed {tries} times" in detail["last_error"]
+    assert store.task_detail(store.find_task_id("b"))["state"].value == "blocked"
+    lock.unlink()

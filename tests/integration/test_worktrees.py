@@ -578,6 +578,24 @@ def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
     assert branch_sha(repo, "main") == git(repo, "rev-parse", "refs/cw-hub/heads/1-a")
 
 
+def test_a_fetch_racing_another_fetch_for_its_ref_waits_instead_of_failing(
+    repo: Path, tmp_path: Path
+) -> None:
+    hub = tmp_path / "hub.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(hub))
+    git(repo, "push", "--quiet", str(hub), "main:refs/heads/cw/integration")
+    lock = git_common_dir(repo) / "refs" / "heads" / "cw" / "integration.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")  # another agent's fetch of the same branch, still writing the ref
+    released = threading.Timer(0.5, lock.unlink)
+    released.start()
+    try:
+        assert fetch_branch(repo, str(hub), "cw/integration", "refs/heads/cw/integration")
+    finally:
+        released.join()
+    assert branch_sha(repo, "cw/integration") == git(repo, "rev-parse", "main")
+
+
 def test_a_fetch_that_fails_for_good_says_why(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(GitError, match="git fetch failed"):
         fetch_branch(repo, str(tmp_path / "nowhere"), "main", "refs/cw-hub/heads/x")
