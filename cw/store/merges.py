@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -40,29 +41,25 @@ class Merges(StoreBase):
 
     def finish_merge(self, claim: Claim, report: MergeReport) -> bool:
         """merging -> done (then promote what became ready), or -> conflict (no bouncing)."""
+        values: dict[str, Any]
+        if report.sha is not None:
+            new = S.DONE
+            values = {
+                "merged_sha": report.sha,
+                "bounce": {},
+                "conflict_files": [],
+                "last_error": None,
+            }
+        else:
+            new = S.CONFLICT
+            values = {
+                "conflict_files": report.conflict_files,
+                "last_error": "merge conflict in " + ", ".join(report.conflict_files),
+            }
         with self._write() as s:
-            if report.sha is not None:
-                moved = self._move(
-                    s,
-                    claim.task_id,
-                    [S.MERGING],
-                    S.DONE,
-                    of_attempt=claim.attempt,
-                    merged_sha=report.sha,
-                    bounce={},
-                    conflict_files=[],
-                    last_error=None,
-                )
-            else:
-                moved = self._move(
-                    s,
-                    claim.task_id,
-                    [S.MERGING],
-                    S.CONFLICT,
-                    of_attempt=claim.attempt,
-                    conflict_files=report.conflict_files,
-                    last_error="merge conflict in " + ", ".join(report.conflict_files),
-                )
+            moved = self._move(
+                s, claim.task_id, [S.MERGING], new, of_attempt=claim.attempt, **values
+            )
             if not moved:
                 return False
             self._record_merge(s, claim, report, "merged" if report.sha else "conflict")
