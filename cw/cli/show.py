@@ -11,11 +11,12 @@ from pathlib import Path
 import click
 
 from cw.cli import render
-from cw.cli.common import emit_json, load_settings, open_store, show
+from cw.cli.common import load_settings, open_store, show
 from cw.errors import CwError, UsageError
 from cw.git import branches
 from cw.maintenance.merges import integrated_diff
 from cw.store import views
+from cw.store.read import Budget, Pause
 
 
 @click.command()
@@ -119,23 +120,25 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def budget_list(as_json: bool) -> None:
     """Every budget and what has been spent under it."""
-    rows = open_store(load_settings()).budgets()
-    if as_json:
-        emit_json(rows)
-        return
-    for r in rows:
-        flag = "  (spent: no new work starts)" if r.exhausted else ""
-        click.echo(f"{r.describe()}{flag}")
+    show(open_store(load_settings()).budgets(), as_json, _budget_lines)
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def limits_list(as_json: bool) -> None:
     """Adapters paused by a usage limit, and until when."""
-    rows = open_store(load_settings()).pauses()
-    if as_json:
-        emit_json(rows)
-        return
+    show(open_store(load_settings()).pauses(), as_json, _pause_lines)
+
+
+def _budget_lines(rows: list[Budget]) -> None:
+    """One line per budget, flagged once it is spent."""
+    for r in rows:
+        flag = "  (spent: no new work starts)" if r.exhausted else ""
+        click.echo(f"{r.describe()}{flag}")
+
+
+def _pause_lines(rows: list[Pause]) -> None:
+    """One line per pause in force, or a line saying there is none."""
     for pause in rows:
         click.echo(pause.describe())
     if not rows:
