@@ -86,6 +86,10 @@ class PageHandler(RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{status_code} {why}\n")
 
+    def read_board(self) -> board.Board:
+        """The district as the page shows it, read now."""
+        return board.read(self.context.store, self.context.settings)
+
     def act(self, action: Callable[[], object]) -> None:
         """Do what the form asked through District, then back to the front page."""
         try:
@@ -100,31 +104,22 @@ class PageHandler(RequestHandler):
 
 
 class FrontPage(PageHandler):
+    template = "page.html"  # the template the board is rendered into
+
     def get(self) -> None:
-        self.render(
-            "page.html",
-            board=board.read(self.context.store, self.context.settings),
-            csrf=self.context.csrf,
-        )
+        self.render(self.template, board=self.read_board(), csrf=self.context.csrf)
 
 
-class BoardFragment(PageHandler):
+class BoardFragment(FrontPage):
     """The front page's live part: re-fetched when the page hears of a change."""
 
-    def get(self) -> None:
-        self.render(
-            "board.html",
-            board=board.read(self.context.store, self.context.settings),
-            csrf=self.context.csrf,
-        )
+    template = "board.html"
 
 
 class State(PageHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(
-            json.dumps(asdict(board.read(self.context.store, self.context.settings)), default=str)
-        )
+        self.finish(json.dumps(asdict(self.read_board()), default=str))
 
 
 class Answer(PageHandler):
