@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -111,12 +111,8 @@ class StoreBase:
         return [i for i in ids if self._move(s, i, [S.PENDING], S.READY)]
 
     def _block_dependents(self, s: Session, task_id: int) -> None:
-        frontier = [task_id]
-        while frontier:
-            dependents = s.scalars(
-                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
-            ).all()
-            frontier = [d for d in dependents if self._move(s, d, [S.PENDING], S.BLOCKED)]
+        """pending -> blocked for every task downstream of one that cannot finish."""
+        walk_dependents(s, task_id, lambda d: self._move(s, d, [S.PENDING], S.BLOCKED))
 
     def _claim(self, s: Session, task_id: int) -> Claim | None:
         if not self._move(s, task_id, [S.READY], S.QUEUED, attempt=Task.attempt + 1):
@@ -209,6 +205,17 @@ def promotable() -> Select[Any]:
 @functools.cache
 def dependents_of() -> Select[Any]:
     return select(TaskDependency.task_id).where(TaskDependency.depends_on_id == bindparam("after"))
+
+
+def walk_dependents(s: Session, task_id: int, move: Callable[[int], bool]) -> None:
+    """Visit the tasks downstream of ``task_id``, level by level: ``move`` is called on each
+    direct dependent, and only those it moved (returned True) pass the walk on to theirs."""
+    frontier = [task_id]
+    while frontier:
+        dependents = s.scalars(
+            select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
+        ).all()
+        frontier = [d for d in dependents if move(d)]
 
 
 def has_bad_dependency(s: Session, task_id: int) -> bool:

@@ -17,8 +17,9 @@ from cw.store.base import (
     has_bad_dependency,
     keys_not_done,
     lock_task,
+    walk_dependents,
 )
-from cw.store.models import Agent, AgentRun, Message, Plan, Task, TaskDependency
+from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.records import MACHINERY_RETRIES, MERGE_RETRIES, UNSTARTED, Claim, S, Scope
 
 
@@ -68,16 +69,12 @@ class OperatorActions(StoreBase):
         return f"{task.key} is {task.state.value}"
 
     def _unblock_dependents(self, s: Session, task_id: int) -> None:
-        frontier = [task_id]
-        while frontier:
-            dependents = s.scalars(
-                select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
-            ).all()
-            frontier = [
-                d
-                for d in dependents
-                if not has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING)
-            ]
+        """blocked -> pending downstream of a retried task, then promote what became ready."""
+        walk_dependents(
+            s,
+            task_id,
+            lambda d: not has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING),
+        )
         self._promote(s)
 
     def request_stop(self, task_id: int) -> tuple[TaskState, str | None, int | None]:
