@@ -70,23 +70,27 @@ class Snapshot:
     ) -> list[AgentRow]:
         """Agents by id, or of some tasks, with their task and latest attempt; all when both
         are None."""
-        with self._connect() as conn:
-            if task_ids is not None:
-                rows = _chunked(conn, _agent_query(), Agent.task_id, task_ids)
-            else:
-                rows = _chunked(conn, _agent_query(), Agent.id, ids)
-        return [_agent_row(r) for r in rows]
+        return [_agent_row(r) for r in self._rows(_agent_query(), Agent, ids, task_ids)]
 
     def messages(
         self, ids: Collection[int] | None = None, task_ids: Collection[int] | None = None
     ) -> list[MessageRow]:
         """Messages by id, or of some tasks; all when both are None."""
+        return [_message_row(r) for r in self._rows(_message_query(), Message, ids, task_ids)]
+
+    def _rows(
+        self,
+        stmt: Any,
+        model: type[Agent] | type[Message],
+        ids: Collection[int] | None,
+        task_ids: Collection[int] | None,
+    ) -> list[Any]:
+        """``stmt``'s rows of the tasks ``task_ids`` if given, else of the ``model`` ids
+        ``ids``; all of them when both are None."""
         with self._connect() as conn:
             if task_ids is not None:
-                rows = _chunked(conn, _message_query(), Message.task_id, task_ids)
-            else:
-                rows = _chunked(conn, _message_query(), Message.id, ids)
-        return [_message_row(r) for r in rows]
+                return _chunked(conn, stmt, model.task_id, task_ids)
+            return _chunked(conn, stmt, model.id, ids)
 
     def overview(self, limit: int) -> Overview:
         """Counts by state, progress per plan, and up to ``limit`` rows of each list."""
