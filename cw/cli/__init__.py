@@ -48,7 +48,7 @@ class LazyGroup(click.Group):
     cls=LazyGroup,
     lazy={
         "init": "cw.cli.run:init",
-        "submit": "cw.cli.run:submit",
+        "submit": "cw.cli.submit:submit",
         "dispatch": "cw.cli.run:dispatch",
         "status": "cw.cli.show:status",
         "wait": "cw.cli.show:wait",

@@ -1,19 +1,16 @@
-"""Commands that change the district: init, submit plan, dispatch, task retry/cancel."""
+"""Commands that change the district: init, dispatch, task retry/cancel, budgets, limits."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 
 from cw import defaults
-from cw.cli.common import counted, load_settings, open_store, token_count
+from cw.cli.common import load_settings, open_store, token_count
 from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches, hub, runner, worktrees
-from cw.plans.diff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
-from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
 from cw.settings import Settings
 from cw.store import db
 from cw.store.read import short_count
@@ -69,94 +66,6 @@ def _integration_branch(settings: Settings, requested: str | None) -> str:
     if not branches.is_valid_branch_name(settings.repo, branch):
         raise UsageError(f"--integration-branch: {branch!r} is not a valid git branch name")
     return branch
-
-
-@click.group()
-def submit() -> None:
-    """Submit work."""
-
-
-@submit.command("plan")
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--no-dispatch", is_flag=True, help="Store the plan but send nothing yet.")
-@click.option(
-    "--dry-run", is_flag=True, help="Show what would change, plan by plan; change nothing."
-)
-@click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
-@click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
-def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool) -> None:
-    """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready.
-
-    Submitted again, the plan is reconciled with what the district holds: new phases, plans and
-    tasks are added, unchanged plans left alone, changed plans none of whose tasks started
-    updated in place (their previous version kept)."""
-    if lenient and strict:
-        raise UsageError("give at most one of --lenient and --strict")
-    settings = load_settings().require_initialized()
-    store = open_store(settings)
-    held = Held(store.held)  # read once: for the plan reader, then to compare
-    spec = load_plan(path, lenient=lenient, known=held.known)
-    if strict:
-        refuse_skips(spec)
-    diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
-    if dry_run:
-        _echo_lines(_dry_run(diff) + submit_report(spec))
-        diff.check()
-        return
-    diff.check()
-    app = None if no_dispatch or diff.nothing_new else _app(settings, check=True)
-    diff = store.submit(spec, held.get(spec.name))
-    _echo_lines(_summary(diff, spec) + submit_report(spec))
-    if app is not None:
-        claims = dispatch_ready(store, app, settings)
-        click.echo(f"cw: dispatched {len(claims)} ready task(s)")
-
-
-def _echo_lines(lines: list[str]) -> None:
-    for line in lines:
-        click.echo(line)
-
-
-def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
-    name = f"initiative {diff.initiative!r} (id {diff.initiative_id})"
-    if diff.created:
-        tasks, plans = counted(len(spec.tasks()), "task"), counted(len(spec.plans()), "plan")
-        return [f"cw: submitted {name}: {tasks} in {plans}"]
-    counts = [
-        f"{counted(len(diff.new_tasks), 'task')} added" if diff.new_tasks else "",
-        f"{counted(len(diff.of(ADDED)), 'plan')} new" if diff.of(ADDED) else "",
-        f"{counted(len(diff.of(CHANGED)), 'plan')} updated" if diff.of(CHANGED) else "",
-        f"{counted(len(diff.of(UNCHANGED)), 'plan')} unchanged",
-    ]
-    head = "nothing new; " if diff.nothing_new else ""
-    shown = [c for c in diff.plans if c.status != UNCHANGED]
-    lines = [f"cw: {name}: {head}{', '.join(c for c in counts if c)}"]
-    return lines + [f"cw: {c.line()}" for c in shown] + _late(diff)
-
-
-def _dry_run(diff: PlanDiff) -> list[str]:
-    name = f"initiative {diff.initiative!r}"
-    where = f"{name} (id {diff.initiative_id})" if diff.initiative_id else f"new {name}"
-    verdict = (
-        "refused" if diff.of(REFUSED) else "nothing new" if diff.nothing_new else "would change"
-    )
-    tasks = counted(len(diff.new_tasks), "task")
-    return [
-        f"cw: dry run, nothing stored: {where}: {verdict}; {tasks} to add",
-        *(f"  {change.line(9)}" for change in diff.plans),
-        *_late(diff),
-    ]
-
-
-def _late(diff: PlanDiff) -> list[str]:
-    """Edges a task past pending would need but cannot take: said, never silently dropped."""
-    waits: dict[tuple[str, str], list[str]] = {}
-    for task, dep, state in diff.late_edges:
-        waits.setdefault((task, state), []).append(dep)
-    return [
-        f"cw: note: task {task} is {state} already, so it does not wait for {', '.join(deps)}"
-        for (task, state), deps in waits.items()
-    ]
 
 
 def _app(settings: Settings, check: bool = False) -> Any:

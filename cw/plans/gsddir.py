@@ -10,10 +10,12 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cw.errors import PlanError
+from cw.plans.cache import ReadCache
 from cw.plans.gsd import Dependency, GsdPlan, Place, read_plan
 from cw.plans.gsdnames import (
     PHASE_NUMBER,
@@ -50,6 +52,7 @@ _PHASE_REF_RE = re.compile(rf"({PHASE_NUMBER})(?:-.*)?", re.S | re.A)
 _PLAN_SUFFIX_RE = re.compile(r"(?:-PLAN)?(?:\.md)?$", re.I)
 _NESTED_DIR = "plans"
 PlanKey = tuple[tuple[int, str, tuple[int, ...]], int]
+PlanReader = Callable[[Path, str, Place, dict[str, str]], GsdPlan]
 
 
 @dataclass
@@ -79,20 +82,28 @@ class _Reading:
 
 
 def load_planning_dir(
-    path: Path, lenient: bool = False, known: Known = nothing_known
+    path: Path,
+    lenient: bool = False,
+    known: Known = nothing_known,
+    cache: ReadCache | None = None,
 ) -> InitiativeSpec:
     """Read ``path`` (a ``.planning`` directory, or a directory holding one).
 
     Every problem is collected; with ``lenient`` the plans they touch are skipped (and so are
     the plans that depend on them), otherwise they are raised together. ``known`` gives the
     plans the district holds: ``depends_on`` and the order between phases reach them too.
+    ``cache`` gives the plan files read before, unchanged files are not parsed again.
     """
     planning = _planning_dir(path)
     project = read_project(planning)
     reading = _Reading()
+    read = cache.read if cache is not None else read_plan
     for folder in _scan(planning / "phases", reading):
         for file, name in folder.files:
-            _read_one(reading, file, Place(folder.key, folder.slug, name), project)
+            place = Place(folder.key, folder.slug, name)
+            _read_one(reading, read, file, place, project)
+    if cache is not None:
+        cache.save()
     _check_unique(reading)
     _add_known(reading, known(project.name))
     _resolve_all(reading)
@@ -149,9 +160,11 @@ def _add_known(reading: _Reading, known: list[KnownPlan]) -> None:
             reading.edges[plan.key] = [key for key in plan.after if key in keys]
 
 
-def _read_one(reading: _Reading, file: Path, place: Place, project: Project) -> None:
+def _read_one(
+    reading: _Reading, read: PlanReader, file: Path, place: Place, project: Project
+) -> None:
     try:
-        plan = read_plan(file, str(file), place, project.plan_names)
+        plan = read(file, str(file), place, project.plan_names)
     except PlanError as exc:
         reading.problems.append(exc)
         return

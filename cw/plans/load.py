@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cw.plans.cache import ReadCache
 from cw.plans.gsddir import load_plan_file, load_planning_dir
 from cw.plans.spec import (
     InitiativeSpec,
@@ -20,7 +21,6 @@ from cw.plans.spec import (
     plan_problems,
     validate,
 )
-from cw.plans.yamlplan import load_yaml_plan
 
 __all__ = [
     "InitiativeSpec",
@@ -37,15 +37,21 @@ logger = logging.getLogger(__name__)
 _YAML_SUFFIXES = (".yaml", ".yml")
 
 
-def load_plan(path: Path, lenient: bool = False, known: Known = nothing_known) -> InitiativeSpec:
+def load_plan(
+    path: Path,
+    lenient: bool = False,
+    known: Known = nothing_known,
+    cache: ReadCache | None = None,
+) -> InitiativeSpec:
     """Read and validate the plan at ``path``; raises PlanError (never anything else).
 
     A ``.planning/`` directory reports all its problems at once; with ``lenient`` the plans
     they touch are listed in ``spec.skipped`` instead and the rest is read. ``known`` gives
-    the plans the district already holds, which ``depends_on`` may name.
+    the plans the district already holds, which ``depends_on`` may name; ``cache`` the plan
+    files of a directory read before (:mod:`cw.plans.cache`).
     """
     try:
-        spec = _read(path, lenient, known)
+        spec = _read(path, lenient, known, cache)
         validate(spec)
     except RecursionError:
         # Deeply nested input can exhaust the stack in a parser we do not control.
@@ -54,13 +60,15 @@ def load_plan(path: Path, lenient: bool = False, known: Known = nothing_known) -
     return spec
 
 
-def _read(path: Path, lenient: bool, known: Known) -> InitiativeSpec:
+def _read(path: Path, lenient: bool, known: Known, cache: ReadCache | None) -> InitiativeSpec:
     if _is_dir(path):
-        return load_planning_dir(path, lenient, known)
+        return load_planning_dir(path, lenient, known, cache)
     suffix = path.suffix.lower()
     if suffix == ".md":
         return load_plan_file(path, known)
     if suffix in _YAML_SUFFIXES:
+        from cw.plans.yamlplan import load_yaml_plan  # jsonschema: loaded only for YAML
+
         return load_yaml_plan(path, known)
     if not _exists(path):
         raise plan_error(str(path), 1, "file", "no such file or directory")

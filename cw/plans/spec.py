@@ -23,7 +23,9 @@ from cw.errors import PlanError, PlanProblems
 # The pure-Python loader on purpose: libyaml's composer recurses in C and segfaults on deeply
 # nested input ("[" * 100_000), where Python's raises RecursionError. Plans are small; 4 MB
 # still loads in seconds.
-_Loader = yaml.SafeLoader
+#: libyaml's parser where PyYAML was built with it (its nodes keep their lines as the pure-Python
+#: one's do, at a fraction of the time); the pure-Python one otherwise.
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +251,7 @@ def load_yaml(text: str, file: str, first_line: int = 1) -> YamlDoc:
     try:
         return _compose(text, file, first_line)
     except yaml.YAMLError as exc:
+        exc = _pure_python_error(text, file, first_line) or exc
         line = _yaml_error_line(exc, text) + first_line - 1
         raise plan_error(file, line, "yaml", _yaml_problem(exc)) from None
     except RecursionError:
@@ -256,8 +259,22 @@ def load_yaml(text: str, file: str, first_line: int = 1) -> YamlDoc:
         raise plan_error(file, first_line, "yaml", problem) from None
 
 
-def _compose(text: str, file: str, first_line: int) -> YamlDoc:
-    loader = _Loader(text)  # checks for unprintable characters already
+def _pure_python_error(text: str, file: str, first_line: int) -> yaml.YAMLError | None:
+    """The pure-Python parser's account of a YAML error (it names the character or alias at
+    fault where libyaml does not); None if it has nothing to add."""
+    if _Loader is yaml.SafeLoader:
+        return None
+    try:
+        _compose(text, file, first_line, yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        return exc
+    return None
+
+
+def _compose(
+    text: str, file: str, first_line: int, loader_class: type[yaml.SafeLoader] = _Loader
+) -> YamlDoc:
+    loader = loader_class(text)  # checks for unprintable characters already
     try:
         doc = YamlDoc(None, file, {(): first_line})
         node = loader.get_single_node()
@@ -292,7 +309,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 class _Walker:
     """Turns a composed YAML node graph into plain data, recording where each part came from."""
 
-    def __init__(self, loader: _Loader, doc: YamlDoc, first_line: int) -> None:
+    def __init__(self, loader: yaml.SafeLoader, doc: YamlDoc, first_line: int) -> None:
         self.loader, self.doc, self.first_line = loader, doc, first_line
         self.count = 0
         self.checked: set[int] = set()

@@ -6,10 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from jsonschema import Draft202012Validator
 
 from cw.defaults import KEY_PATTERN
 from cw.errors import PlanError
+from cw.plans import spec as plan_spec
 from cw.plans.load import InitiativeSpec, TaskSpec, load_plan
 from cw.plans.yamlplan import plan_schema
 
@@ -238,6 +240,17 @@ def test_empty_file_is_rejected(tmp_path: Path) -> None:
 def test_yaml_syntax_error_takes_the_line_of_the_mark(tmp_path: Path) -> None:
     text = "initiative: p\ntasks:\n  - id: a\n    prompt: [unclosed\n"
     assert error_for(tmp_path, text).startswith("5: yaml: YAML syntax error")
+
+
+def test_a_yaml_error_names_the_character_or_alias_at_fault(tmp_path: Path) -> None:
+    tab = error_for(tmp_path, "initiative: p\ntasks:\n\t- id: a\n")
+    assert tab.startswith("3: yaml: YAML syntax error") and "'\\t'" in tab
+    alias = error_for(tmp_path, "initiative: *nope\ntasks: []\n")
+    assert alias.startswith("1: yaml: YAML syntax error") and "'nope'" in alias
+
+
+def test_plans_are_parsed_by_libyaml_where_pyyaml_has_it() -> None:
+    assert plan_spec._Loader is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
 
 
 def test_top_level_list_is_rejected(tmp_path: Path) -> None:

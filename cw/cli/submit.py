@@ -1,0 +1,115 @@
+"""``cw submit plan``: read a plan, reconcile it with what the district holds, dispatch.
+
+A re-submit that changes nothing should answer at once, so this module imports no more than
+reading plans and the store need; Celery loads only when something is sent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cw.cli.common import counted, load_settings, open_store
+from cw.errors import UsageError
+from cw.plans.cache import ReadCache
+from cw.plans.diff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
+from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
+
+#: Where, under the district's state directory, the plan files read before are kept.
+READ_CACHE = "cache/plans.pickle"
+
+
+@click.group()
+def submit() -> None:
+    """Submit work."""
+
+
+@submit.command("plan")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--no-dispatch", is_flag=True, help="Store the plan but send nothing yet.")
+@click.option(
+    "--dry-run", is_flag=True, help="Show what would change, plan by plan; change nothing."
+)
+@click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
+@click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
+def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool) -> None:
+    """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready.
+
+    Submitted again, the plan is reconciled with what the district holds: new phases, plans and
+    tasks are added, unchanged plans left alone, changed plans none of whose tasks started
+    updated in place (their previous version kept)."""
+    if lenient and strict:
+        raise UsageError("give at most one of --lenient and --strict")
+    settings = load_settings().require_initialized()
+    store = open_store(settings)
+    held = Held(store.held)  # read once: for the plan reader, then to compare
+    cache = ReadCache(settings.state_dir / READ_CACHE)
+    spec = load_plan(path, lenient=lenient, known=held.known, cache=cache)
+    if strict:
+        refuse_skips(spec)
+    diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
+    if dry_run:
+        _echo_lines(_dry_run(diff) + submit_report(spec))
+        diff.check()
+        return
+    diff.check()
+    app = None
+    if not (no_dispatch or diff.nothing_new):
+        from cw.transport.celeryapp import connected_app  # Celery: only to send something
+
+        app = connected_app(settings)
+    diff = store.submit(spec, held.get(spec.name))
+    _echo_lines(_summary(diff, spec) + submit_report(spec))
+    if app is not None:
+        from cw.transport.dispatch import dispatch_ready
+
+        claims = dispatch_ready(store, app, settings)
+        click.echo(f"cw: dispatched {len(claims)} ready task(s)")
+
+
+def _echo_lines(lines: list[str]) -> None:
+    for line in lines:
+        click.echo(line)
+
+
+def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
+    name = f"initiative {diff.initiative!r} (id {diff.initiative_id})"
+    if diff.created:
+        tasks, plans = counted(len(spec.tasks()), "task"), counted(len(spec.plans()), "plan")
+        return [f"cw: submitted {name}: {tasks} in {plans}"]
+    counts = [
+        f"{counted(len(diff.new_tasks), 'task')} added" if diff.new_tasks else "",
+        f"{counted(len(diff.of(ADDED)), 'plan')} new" if diff.of(ADDED) else "",
+        f"{counted(len(diff.of(CHANGED)), 'plan')} updated" if diff.of(CHANGED) else "",
+        f"{counted(len(diff.of(UNCHANGED)), 'plan')} unchanged",
+    ]
+    head = "nothing new; " if diff.nothing_new else ""
+    shown = [c for c in diff.plans if c.status != UNCHANGED]
+    lines = [f"cw: {name}: {head}{', '.join(c for c in counts if c)}"]
+    return lines + [f"cw: {c.line()}" for c in shown] + _late(diff)
+
+
+def _dry_run(diff: PlanDiff) -> list[str]:
+    name = f"initiative {diff.initiative!r}"
+    where = f"{name} (id {diff.initiative_id})" if diff.initiative_id else f"new {name}"
+    verdict = (
+        "refused" if diff.of(REFUSED) else "nothing new" if diff.nothing_new else "would change"
+    )
+    tasks = counted(len(diff.new_tasks), "task")
+    return [
+        f"cw: dry run, nothing stored: {where}: {verdict}; {tasks} to add",
+        *(f"  {change.line(9)}" for change in diff.plans),
+        *_late(diff),
+    ]
+
+
+def _late(diff: PlanDiff) -> list[str]:
+    """Edges a task past pending would need but cannot take: said, never silently dropped."""
+    waits: dict[tuple[str, str], list[str]] = {}
+    for task, dep, state in diff.late_edges:
+        waits.setdefault((task, state), []).append(dep)
+    return [
+        f"cw: note: task {task} is {state} already, so it does not wait for {', '.join(deps)}"
+        for (task, state), deps in waits.items()
+    ]
