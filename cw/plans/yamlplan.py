@@ -37,6 +37,7 @@ from cw.plans.spec import (
 logger = logging.getLogger(__name__)
 
 SCHEMA_RESOURCE = "schemas/plan.schema.json"
+_DEFS = "#/$defs/"
 FLAT_PHASE_KEY = "01"
 FLAT_PLAN_KEY = "01-01"
 _JSON_TYPES = {
@@ -66,13 +67,35 @@ def plan_schema() -> dict[str, Any]:
     return schema
 
 
+@functools.cache
+def _validator() -> Draft202012Validator:
+    """The plan schema's validator, its ``$ref``s written out in place: resolving a reference
+    for each of thousands of tasks was most of the time a large plan took to check."""
+    schema = plan_schema()
+    return Draft202012Validator(_inlined(schema, schema.get("$defs", {})))
+
+
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``{"$ref": "#/$defs/NAME"}`` replaced by that definition (the plan
+    schema refers to nothing else and is not recursive); keys beside a ``$ref`` are kept."""
+    if isinstance(node, list):
+        return [_inlined(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith(_DEFS):
+        rest = {k: v for k, v in node.items() if k != "$ref"}
+        return {**_inlined(defs[ref.removeprefix(_DEFS)], defs), **rest}
+    return {key: _inlined(value, defs) for key, value in node.items() if key != "$defs"}
+
+
 # --- schema errors as FILE:LINE: FIELD -----------------------------------------------------
 
 
 def check_schema(doc: YamlDoc) -> None:
     if doc.data is None:
         raise plan_error(doc.file, 1, "(top level)", "the file is empty")
-    errors = list(Draft202012Validator(plan_schema()).iter_errors(doc.data))
+    errors = list(_validator().iter_errors(doc.data))
     if not errors:
         return
     described = [_describe(error, doc) for error in errors]
