@@ -8,7 +8,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Engine, Select, bindparam, func, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -27,6 +27,8 @@ from cw.store.models import (
     TaskDependency,
 )
 from cw.store.records import Claim, S, Scope
+
+T = TypeVar("T")
 
 
 class StoreBase:
@@ -232,7 +234,8 @@ def has_bad_dependency(s: Session, task_id: int) -> bool:
     return bool(bad)
 
 
-def chunks(items: list[int], size: int) -> Iterator[list[int]]:
+def chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -118,20 +118,26 @@ class Submitting(StoreBase):
             select(func.max(Task.position)).where(Task.initiative_id == stored.initiative_id)
         )
         position = 0 if first is None else first + 1
-        tasks = [
-            _new_task(
-                stored.initiative_id, plan_ids[plan.key], position + i, t, now, heights[t.key]
-            )
+        waiting = {task for task, _dep in diff.new_edges}
+        rows = [
+            {
+                "initiative_id": stored.initiative_id,
+                "plan_id": plan_ids[plan.key],
+                "key": t.key,
+                "height": heights[t.key],
+                "position": position + i,
+                "state": S.PENDING if t.key in waiting else S.READY,
+                "state_changed_at": now,
+                "created_at": now,
+                **_task_values(t),
+            }
             for i, (plan, t) in enumerate(added)
         ]
-        for chunk in range(0, len(tasks), 1000):
-            s.add_all(tasks[chunk : chunk + 1000])
-            s.flush()
-        keys = {t.key: t.id for t in tasks}
-        waiting = {task for task, _dep in diff.new_edges}
-        roots = [keys[k] for k in keys if k not in waiting]
-        for ids in chunks(roots, 500):
-            s.execute(update(Task).where(Task.id.in_(ids)).values(state=S.READY))
+        keys: dict[str, int] = {}
+        for chunk in chunks(rows, 1000):  # one INSERT ... RETURNING a chunk, no ORM objects
+            keys.update(
+                (key, i) for i, key in s.execute(insert(Task).returning(Task.id, Task.key), chunk)
+            )
         return keys
 
     def _block_waiting_on_bad(
@@ -367,22 +373,6 @@ def _topological(tasks: list[TaskSpec]) -> list[str]:
                 seen.add(child)
                 stack.append((child, iter(deps[child])))
     return order
-
-
-def _new_task(
-    initiative_id: int, plan_id: int, position: int, spec: TaskSpec, now: float, height: int
-) -> Task:
-    return Task(
-        initiative_id=initiative_id,
-        plan_id=plan_id,
-        key=spec.key,
-        height=height,
-        position=position,
-        state=S.PENDING,
-        state_changed_at=now,
-        created_at=now,
-        **_task_values(spec),
-    )
 
 
 def _task_values(spec: TaskSpec) -> dict[str, Any]:
