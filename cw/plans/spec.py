@@ -7,6 +7,7 @@ line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import stat
@@ -20,12 +21,8 @@ import yaml
 from cw.defaults import KEY_PATTERN, MAX_PLAN_FILE_BYTES
 from cw.errors import PlanError, PlanProblems
 
-# The pure-Python loader on purpose: libyaml's composer recurses in C and segfaults on deeply
-# nested input ("[" * 100_000), where Python's raises RecursionError. Plans are small; 4 MB
-# still loads in seconds.
-#: libyaml's parser where PyYAML was built with it (its nodes keep their lines as the pure-Python
-#: one's do, at a fraction of the time); the pure-Python one otherwise.
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: How deep a libyaml that guards its C recursion lets YAML nest before it refuses.
+_PROBE_DEPTH = 5_000
 
 logger = logging.getLogger(__name__)
 
@@ -259,10 +256,29 @@ def load_yaml(text: str, file: str, first_line: int = 1) -> YamlDoc:
         raise plan_error(file, first_line, "yaml", problem) from None
 
 
+@functools.cache
+def yaml_loader() -> type[yaml.SafeLoader]:
+    """libyaml's loader where PyYAML has it and it limits nesting (its nodes keep their lines
+    as the pure-Python loader's do, in a fraction of the time); the pure-Python loader
+    otherwise. A libyaml without the limit recurses in C and crashes the process on deeply
+    nested input ("[" * 100_000), where the pure-Python loader raises RecursionError."""
+    loader: type[yaml.SafeLoader] | None = getattr(yaml, "CSafeLoader", None)
+    if loader is None:
+        return yaml.SafeLoader
+    probe = "[" * _PROBE_DEPTH + "]" * _PROBE_DEPTH
+    try:
+        yaml.compose(probe, Loader=loader)
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):
+            return loader
+    logger.info("libyaml does not limit nesting: plans are parsed by pure-Python YAML")
+    return yaml.SafeLoader
+
+
 def _pure_python_error(text: str, file: str, first_line: int) -> yaml.YAMLError | None:
     """The pure-Python parser's account of a YAML error (it names the character or alias at
     fault where libyaml does not); None if it has nothing to add."""
-    if _Loader is yaml.SafeLoader:
+    if yaml_loader() is yaml.SafeLoader:
         return None
     try:
         _compose(text, file, first_line, yaml.SafeLoader)
@@ -272,9 +288,9 @@ def _pure_python_error(text: str, file: str, first_line: int) -> yaml.YAMLError 
 
 
 def _compose(
-    text: str, file: str, first_line: int, loader_class: type[yaml.SafeLoader] = _Loader
+    text: str, file: str, first_line: int, loader_class: type[yaml.SafeLoader] | None = None
 ) -> YamlDoc:
-    loader = loader_class(text)  # checks for unprintable characters already
+    loader = (loader_class or yaml_loader())(text)  # checks for unprintable characters already
     try:
         doc = YamlDoc(None, file, {(): first_line})
         node = loader.get_single_node()

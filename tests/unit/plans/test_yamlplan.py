@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,8 +251,20 @@ def test_a_yaml_error_names_the_character_or_alias_at_fault(tmp_path: Path) -> N
     assert alias.startswith("1: yaml: YAML syntax error") and "'nope'" in alias
 
 
-def test_plans_are_parsed_by_libyaml_where_pyyaml_has_it() -> None:
-    assert plan_spec._Loader is (yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader)
+def test_plans_are_parsed_by_libyaml_where_it_limits_nesting() -> None:
+    expected = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
+    assert plan_spec.yaml_loader() is expected
+
+
+def test_deep_nesting_is_one_clear_line_and_never_crashes_the_process(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("initiative: " + "[" * 100_000 + "\ntasks: []\n")
+    code = "import sys, pathlib, cw.plans.load as l; l.load_plan(pathlib.Path(sys.argv[1]))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(plan)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1, f"crashed: {result.returncode}"  # a PlanError, not a signal
+    assert "nest" in result.stderr.splitlines()[-1]
 
 
 def test_top_level_list_is_rejected(tmp_path: Path) -> None:
