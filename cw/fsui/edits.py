@@ -22,9 +22,8 @@ from cw.errors import UsageError
 from cw.fsui import mirror
 from cw.fsui.mirror import Ref
 from cw.fsui.mirrordir import Found, decode
+from cw.plans.spec import yaml_loader
 from cw.store.read import MessageRow, TaskRow
-
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class EditRefused(UsageError):
@@ -83,7 +82,7 @@ def parse(text: str) -> tuple[dict[str, Any], str]:
     if parts is None:
         raise EditRefused("the YAML frontmatter block (between --- lines) is missing")
     try:
-        fields = yaml.load(parts[0], Loader=_Loader)  # a safe loader, C when available
+        fields = yaml.load(parts[0], Loader=yaml_loader())  # safe; C where it is safe
     except yaml.YAMLError as exc:
         raise EditRefused(f"the frontmatter is not valid YAML: {_one_line(exc)}") from exc
     if not isinstance(fields, dict):
