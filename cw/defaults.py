@@ -49,6 +49,11 @@ HEARTBEAT_SECONDS = 5.0
 LEASE_SECONDS = 30.0
 AGENT_TIMEOUT_SECONDS = 3600.0
 AGENT_KILL_GRACE_SECONDS = 10.0
+#: Agents run this much nicer than their worker (nice(1)): on a busy machine the merge worker,
+#: the reconciler and the workers' own bookkeeping get the CPU first.
+AGENT_NICE = 10
+#: The largest niceness POSIX defines.
+MAX_NICE = 19
 VISIBILITY_TIMEOUT_SECONDS = 4 * 3600
 RECONCILE_SECONDS = 15.0
 LEASE_PASS_MARGIN_SECONDS = 0.5  # an extra reconcile pass runs this long after a lease ends

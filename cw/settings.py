@@ -33,6 +33,7 @@ class Settings:
     agent_command: str = ""
     agent_timeout: float = defaults.AGENT_TIMEOUT_SECONDS
     agent_kill_grace: float = defaults.AGENT_KILL_GRACE_SECONDS
+    agent_nice: int = defaults.AGENT_NICE  # 0: agents at their worker's CPU priority
     heartbeat: float = defaults.HEARTBEAT_SECONDS
     lease: float = defaults.LEASE_SECONDS
     concurrency: int = 2
@@ -168,7 +169,11 @@ def find_repo(cwd: Path | None = None) -> Path:
 
 
 #: Numeric settings where 0 means "no limit" rather than a mistake.
-_ZERO_MEANS_NONE = frozenset({"claude_max_turns", "claude_max_budget_usd", "max_bounces"})
+_ZERO_MEANS_NONE = frozenset(
+    {"claude_max_turns", "claude_max_budget_usd", "max_bounces", "agent_nice"}
+)
+#: Numeric settings with an upper bound.
+_MAXIMA = {"agent_nice": defaults.MAX_NICE}
 
 CAPS = "max_running"
 CAPS_PREFIX = f"{ENV_PREFIX}{CAPS.upper()}_"
@@ -247,6 +252,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
             )
         if kind in (int, float) and (value < 0 or (value == 0 and name not in _ZERO_MEANS_NONE)):
             raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
+        if name in _MAXIMA and value > _MAXIMA[name]:
+            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: at most {_MAXIMA[name]}, got {raw!r}")
         out[name] = value
     return out
 

@@ -14,7 +14,7 @@ from cw.transport.celeryapp import make_app
 
 app = make_app(
     lambda: Settings.load(),
-    include=["workers.tasks", "workers.shutdown", "workers.housekeeping"],
+    include=["workers.tasks", "workers.shutdown", "workers.housekeeping", "workers.priority"],
 )
 
 _runtime: dict[int, tuple[Settings, Store]] = {}

@@ -88,3 +88,19 @@ def _wait_for_agent_pid(d: District, timeout: float = 30) -> int:
                 return int(run["pid"])
         time.sleep(0.1)
     raise AssertionError("the agent never started")
+
+
+def test_agents_run_nicer_than_the_merge_worker_and_their_agents_inherit_it(
+    command_district: Callable[..., District],
+) -> None:
+    d = command_district("ps -o ni= -p $$ > niceness\ngit add niceness\ngit commit -qm n\n")
+    d.wait_for_workers()
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    niced = min(base + 10, 19)
+    agents, merge = (psutil.Process(p.pid) for p in d.processes.started[:2])  # start_workers
+    assert agents.nice() == niced and all(c.nice() == niced for c in agents.children())
+    assert merge.nice() == base, "the merge worker keeps its priority"
+
+    d.submit({"a": []})
+    assert d.wait_settled() == {"a": "done"}
+    assert int(git(d.repo, "show", "cw/integration:niceness")) == niced

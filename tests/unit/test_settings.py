@@ -38,6 +38,8 @@ def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
         ({"CW_MERGE_RERERE": "maybe"}, "CW_MERGE_RERERE: expected true or false, got 'maybe'"),
         ({"CW_REVIEW": "sometimes"}, "CW_REVIEW: expected one of auto, manual, got 'sometimes'"),
         ({"CW_OVERLAP": "often"}, "CW_OVERLAP: expected one of prefer, strict, ignore, got 'of"),
+        ({"CW_AGENT_NICE": "20"}, "CW_AGENT_NICE: at most 19, got '20'"),
+        ({"CW_AGENT_NICE": "-5"}, "CW_AGENT_NICE: must be positive, got '-5'"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
@@ -120,3 +122,8 @@ def test_a_bad_agent_cap_names_the_setting(
 
 def test_every_adapter_cw_runs_may_be_capped() -> None:
     assert sorted(ADAPTERS) == sorted(defaults.ADAPTER_NAMES)
+
+
+def test_agents_run_nicer_by_default_and_zero_keeps_the_worker_s_priority(tmp_path: Path) -> None:
+    assert Settings.load(env={"CW_REPO": str(tmp_path)}).agent_nice == 10
+    assert Settings.load(env={"CW_REPO": str(tmp_path), "CW_AGENT_NICE": "0"}).agent_nice == 0
