@@ -2,8 +2,9 @@
 
 Git runs through GitPython's ``git.Git`` (one short-lived object per call, so no ``Repo`` is
 held open and no file handles leak), with the same safe configuration every time. Worktree and
-branch changes and integration-branch updates hold :func:`repo_lock`, a ``flock`` in the git
-common directory: concurrent ``git worktree add`` fails without one.
+branch changes hold :func:`repo_lock`, a ``flock`` in the git common directory: concurrent
+``git worktree add`` fails without one. The integration branch moves by ``update-ref`` with its
+old value (git's own compare-and-swap), outside that lock.
 """
 
 from __future__ import annotations

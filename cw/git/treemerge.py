@@ -233,10 +233,12 @@ def _rerere_merge(
 
 
 def _advance(repo: Path, branch: str, old: str, new: str) -> None:
-    """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile."""
-    with repo_lock(repo):
-        ref = f"refs/heads/{branch}"
-        result = call(repo, "update-ref", "-m", f"cw: merge into {branch}", ref, new, old)
+    """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile. ``update-ref``
+    with the old value is git's own compare-and-swap under the ref's lock, so this does not
+    wait for :func:`repo_lock`: under load the agents' worktree work held it most of the time
+    and every merge queued behind it."""
+    ref = f"refs/heads/{branch}"
+    result = call(repo, "update-ref", "-m", f"cw: merge into {branch}", ref, new, old)
     if result.status != 0:
         now = branch_sha(repo, branch)
         raise GitError(
