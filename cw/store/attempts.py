@@ -160,14 +160,18 @@ class Attempts(Limits):
             return task.stop_requested_at is None
 
     def record_session(self, claim: Claim, session_id: str) -> None:
+        """The agent's session id, read from its output while :meth:`record_heartbeat` may be
+        renewing the lease: both lock the task, then the run, then the agent, in that order (in
+        the other order the two deadlocked on PostgreSQL and failed the attempt)."""
         with self._write() as s:
-            s.execute(
-                update(Agent).where(Agent.task_id == claim.task_id).values(session_id=session_id)
-            )
+            lock_task(s, claim.task_id)
             s.execute(
                 update(AgentRun)
                 .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
                 .values(session_id=session_id)
+            )
+            s.execute(
+                update(Agent).where(Agent.task_id == claim.task_id).values(session_id=session_id)
             )
 
     def finish_attempt(self, claim: Claim, result: AttemptResult, adapter: str) -> bool:

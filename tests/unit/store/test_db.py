@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from cw.errors import ConfigError, UsageError
 from cw.store import AttemptResult, Claim, MergeReport, Store, db
+from cw.store.base import lock_task
 from cw.store.models import Task, TaskDependency
 from tests.factories import spec
 
@@ -147,6 +148,35 @@ def test_a_read_sees_one_snapshot_of_the_database_from_start_to_end(database_url
             assert s.scalar(select(func.count(Task.id))) == before == 1
             assert s.scalar(select(func.count(TaskDependency.task_id))) == 0
         assert len(store.task_rows()) == 3, "the next read sees the submit"
+    finally:
+        store.close()
+        other.close()
+
+
+def test_recording_a_session_locks_the_task_first_as_the_heartbeat_does(database_url: str) -> None:
+    """The agent's session id is recorded from its output while the heartbeat renews the lease;
+    both take the task's row lock first, so they wait for each other instead of deadlocking."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks: PostgreSQL (SQLite serializes every write)")
+    store, other = Store.open(database_url), Store.open(database_url)
+    try:
+        store.submit(spec({"a": []}))
+        (claim,) = store.claim_ready_tasks()
+        assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+        recorded = threading.Event()
+
+        def record() -> None:
+            store.record_session(claim, "session-1")
+            recorded.set()
+
+        thread = threading.Thread(target=record)
+        with other._write() as s:
+            lock_task(s, claim.task_id)  # a heartbeat holds the task's row
+            thread.start()
+            assert not recorded.wait(1.0), "it touched the run or the agent before the task"
+        thread.join(10)
+        assert recorded.is_set()
+        assert store.task_detail(claim.task_id)["session_id"] == "session-1"
     finally:
         store.close()
         other.close()
