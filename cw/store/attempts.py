@@ -28,6 +28,8 @@ from cw.store.records import (
     S,
     Tokens,
     Workspace,
+    machinery_backoff,
+    machinery_gave_up,
 )
 
 #: Facts of a run its row does not take as they are: the session only when one is known, the
@@ -268,11 +270,11 @@ class Attempts(Limits):
                     [S.RUNNING],
                     S.READY,
                     of_attempt=claim.attempt,
-                    not_before=time.time() + pause * 2 ** (count - 1),
+                    not_before=time.time() + machinery_backoff(pause, count),
                     extra={**task.extra, MACHINERY_RETRIES: count},
                 )
             else:
-                error = f"{error} (cw's machinery failed {count} times; see docs/reliability.md)"
+                error = machinery_gave_up(error, count)
                 self._move(
                     s,
                     claim.task_id,

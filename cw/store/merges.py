@@ -11,7 +11,15 @@ from sqlalchemy.orm import Session
 from cw.store import db
 from cw.store.base import StoreBase, agents_in_flight, labelled, lock_task
 from cw.store.models import Agent, Merge, Message, Task
-from cw.store.records import MERGE_RETRIES, Claim, MergeJob, MergeReport, S
+from cw.store.records import (
+    MERGE_RETRIES,
+    Claim,
+    MergeJob,
+    MergeReport,
+    S,
+    machinery_backoff,
+    machinery_gave_up,
+)
 
 
 class Merges(StoreBase):
@@ -186,11 +194,10 @@ class Merges(StoreBase):
             same_attempt = earlier.get("attempt") == claim.attempt
             count = (int(earlier.get("count", 0)) if same_attempt else 0) + 1
             if count > retries:
-                error = f"{error} (cw's machinery failed {count} times; see docs/reliability.md)"
-                self._fail_merge(s, claim, error)
+                self._fail_merge(s, claim, machinery_gave_up(error, count))
                 return None
             task.extra = {**task.extra, MERGE_RETRIES: {"attempt": claim.attempt, "count": count}}
-            wait = pause * 2.0 ** (count - 1)
+            wait = machinery_backoff(pause, count)
             task.resent_at = time.time() + wait  # the reconciler leaves the coming try alone
             s.execute(
                 update(Merge)

@@ -195,6 +195,18 @@ NO_QUESTION: dict[str, Any] = {
 #: ``tasks.extra`` key: how many times cw's own machinery failed this task's attempts since a
 #: person last retried it (:meth:`Store.retry_machinery`).
 MACHINERY_RETRIES = "machinery_retries"
+
+
+def machinery_backoff(pause: float, count: int) -> float:
+    """Seconds before the ``count``-th retry after a failure of cw's machinery."""
+    return pause * 2.0 ** (count - 1)
+
+
+def machinery_gave_up(error: str, count: int) -> str:
+    """The task's last error once cw's machinery failed it more often than it retries."""
+    return f"{error} (cw's machinery failed {count} times; see docs/reliability.md)"
+
+
 #: ``tasks.extra`` key: how many times cw's machinery failed an attempt's merge, as
 #: ``{"attempt": n, "count": c}`` (:meth:`Store.retry_merge`).
 MERGE_RETRIES = "merge_retries"

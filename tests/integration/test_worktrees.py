@@ -559,12 +559,18 @@ def test_rerere_replays_a_resolution_an_agent_recorded_and_the_check_still_sees_
 # -- the hub ---------------------------------------------------------------------
 
 
+def hub_with(repo: Path, tmp_path: Path, branch: str) -> Path:
+    """A bare hub holding ``repo``'s main as ``branch``."""
+    hub = tmp_path / "hub.git"
+    git(tmp_path, "init", "--quiet", "--bare", str(hub))
+    git(repo, "push", "--quiet", str(hub), f"main:refs/heads/{branch}")
+    return hub
+
+
 def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
     repo: Path, tmp_path: Path
 ) -> None:
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "init", "--quiet", "--bare", str(hub))
-    git(repo, "push", "--quiet", str(hub), "main:refs/heads/cw/task/1-a")
+    hub = hub_with(repo, tmp_path, "cw/task/1-a")
     worktrees.add_worktree(repo, tmp_path / "wt", "cw/task/2-b", git(repo, "rev-parse", "main"))
     head = git_common_dir(repo) / "worktrees" / "wt" / "HEAD"
     real = head.read_text()
@@ -581,9 +587,7 @@ def test_a_fetch_during_another_worktree_add_waits_for_it_instead_of_failing(
 def test_a_fetch_racing_another_fetch_for_its_ref_waits_instead_of_failing(
     repo: Path, tmp_path: Path
 ) -> None:
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "init", "--quiet", "--bare", str(hub))
-    git(repo, "push", "--quiet", str(hub), "main:refs/heads/cw/integration")
+    hub = hub_with(repo, tmp_path, "cw/integration")
     lock = git_common_dir(repo) / "refs" / "heads" / "cw" / "integration.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_text("")  # another agent's fetch of the same branch, still writing the ref

@@ -11,30 +11,12 @@ from cw.plans import cache as plan_cache
 from cw.plans.cache import ReadCache
 from cw.plans.gsd import read_plan
 from cw.plans.load import load_plan
-from tests.unit.plans.test_gsd import (
-    PLAN_01_01,
-    PLAN_01_02,
-    PLAN_01_1_01,
-    PLAN_02_08,
-    PLAN_02_09,
-    PROJECT,
-    ROADMAP,
-    write,
-)
+from tests.unit.plans.test_gsd import PLAN_01_01, ledger
 
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository whose .planning has five plans in phases 01, 01.1 and 02."""
-    planning = tmp_path / "ledger" / ".planning"
-    write(planning / "PROJECT.md", PROJECT)
-    write(planning / "ROADMAP.md", ROADMAP)
-    write(planning / "phases/01-storage/01-01-PLAN.md", PLAN_01_01)
-    write(planning / "phases/01-storage/01-02-PLAN.md", PLAN_01_02)
-    write(planning / "phases/01.1-hotfix/01.1-01-PLAN.md", PLAN_01_1_01)
-    write(planning / "phases/02-cache/02-08-PLAN.md", PLAN_02_08)
-    write(planning / "phases/02-cache/02-09-PLAN.md", PLAN_02_09)
-    return tmp_path / "ledger"
+    return ledger(tmp_path)
 
 
 @pytest.fixture

@@ -150,7 +150,11 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    """A repository whose .planning has phases 01, 01.1 and 02."""
+    return ledger(tmp_path)
+
+
+def ledger(tmp_path: Path) -> Path:
+    """A repository whose .planning has phases 01, 01.1 and 02 (five plans and a summary)."""
     planning = tmp_path / "ledger" / ".planning"
     write(planning / "PROJECT.md", PROJECT)
     write(planning / "ROADMAP.md", ROADMAP)
