@@ -61,31 +61,84 @@ def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
     first: a half-made worktree is rebuilt from its branch, stale lock files are removed.
     """
     with repo_lock(repo):
-        run(repo, "worktree", "prune")
-        existing = find_worktree(repo, path)
-        if existing is not None and _half_made(existing, _admin_dir(repo, path)):
-            logger.warning("rebuilding %s: its git worktree add was killed", path)
-            _dismantle(repo, path)
-            existing = None
         _empty_trash(path.parent)
-        remove_stale_locks([*_admin_locks(repo, path), _ref_lock(repo, branch)])
-        if existing is not None:
-            if existing.branch == branch:
-                return
-            on = existing.branch or "a detached HEAD"
-            raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
-        if branch_sha(repo, branch) is not None:
-            run(repo, "worktree", "add", str(path), branch)
-        else:
-            run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+        if not _added(repo, path, branch, base_sha):
+            _repair_and_add(repo, path, branch, base_sha)
     logger.info("worktree %s on %s", path, branch)
+
+
+def _added(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
+    """The usual case, at a cost that does not grow with the worktrees ``repo`` has: ``path``
+    is new, and git adds it; or it is a whole worktree on ``branch`` already. False when
+    anything else is found (or git fails): :func:`_repair_and_add` then looks closely."""
+    if path.exists():
+        admin = _own_admin_dir(path)
+        if admin is None or _half_made_at(admin) or _branch_at(admin) != branch:
+            return False
+        remove_stale_locks([*sorted(admin.glob("*.lock")), _ref_lock(repo, branch)])
+        return True
+    try:
+        _git_add(repo, path, branch, base_sha)
+    except GitError as exc:  # a stale entry, a lock a killed git left: repaired, then again
+        logger.debug("adding %s the quick way failed: %s", path, exc)
+        return False
+    return True
+
+
+def _repair_and_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    run(repo, "worktree", "prune")
+    existing = find_worktree(repo, path)
+    if existing is not None and _half_made(existing, _admin_dir(repo, path)):
+        logger.warning("rebuilding %s: its git worktree add was killed", path)
+        _dismantle(repo, path)
+        existing = None
+    remove_stale_locks([*_admin_locks(repo, path), _ref_lock(repo, branch)])
+    if existing is not None:
+        if existing.branch == branch:
+            return
+        on = existing.branch or "a detached HEAD"
+        raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
+    _git_add(repo, path, branch, base_sha)
+
+
+def _git_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    if branch_sha(repo, branch) is not None:
+        run(repo, "worktree", "add", str(path), branch)
+    else:
+        run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+
+
+def _own_admin_dir(path: Path) -> Path | None:
+    """The directory in ``.git/worktrees`` of the worktree at ``path``, found from its ``.git``
+    file and checked against the ``gitdir`` file there that names it back; None if either
+    is missing or they disagree."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8")
+        admin = Path(text.removeprefix("gitdir:").strip())
+        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
+    return admin if back.parent.resolve() == path.resolve() else None
+
+
+def _branch_at(admin: Path) -> str | None:
+    """The branch a worktree has checked out, from its ``HEAD`` (None when detached)."""
+    try:
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: ") else None
 
 
 def _half_made(entry: _Worktree, admin: Path | None) -> bool:
     """Whether ``git worktree add`` of this worktree (``admin``: its directory in
     ``.git/worktrees``) never finished: git keeps a new worktree locked ("initializing") until
     its checkout is complete, and writes its index last."""
-    return entry.locked is not None and admin is not None and not (admin / "index").exists()
+    return entry.locked is not None and admin is not None and _half_made_at(admin)
+
+
+def _half_made_at(admin: Path) -> bool:
+    return (admin / "locked").exists() and not (admin / "index").exists()
 
 
 def half_made_worktrees(repo: Path, under: Path) -> list[Path]:
