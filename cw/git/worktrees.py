@@ -72,7 +72,7 @@ def _added(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
     is new, and git adds it; or it is a whole worktree on ``branch`` already. False when
     anything else is found (or git fails): :func:`_repair_and_add` then looks closely."""
     if path.exists():
-        admin = _own_admin_dir(path)
+        admin = _own_admin_dir(repo, path)
         if admin is None or _half_made_at(admin) or _branch_at(admin) != branch:
             return False
         remove_stale_locks([*sorted(admin.glob("*.lock")), _ref_lock(repo, branch)])
@@ -108,17 +108,18 @@ def _git_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
         run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
 
 
-def _own_admin_dir(path: Path) -> Path | None:
-    """The directory in ``.git/worktrees`` of the worktree at ``path``, found from its ``.git``
-    file and checked against the ``gitdir`` file there that names it back; None if either
-    is missing or they disagree."""
+def _own_admin_dir(repo: Path, path: Path) -> Path | None:
+    """The directory in ``repo``'s ``.git/worktrees`` of the worktree at ``path``, found from
+    its ``.git`` file and checked against the ``gitdir`` file there that names it back; None
+    if either is missing, they disagree, or it belongs to another repository."""
     try:
         text = (path / ".git").read_text(encoding="utf-8")
         admin = Path(text.removeprefix("gitdir:").strip())
         back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
     except OSError:
         return None
-    return admin if back.parent.resolve() == path.resolve() else None
+    mine = admin.parent.resolve() == (git_common_dir(repo) / "worktrees").resolve()
+    return admin if mine and back.parent.resolve() == path.resolve() else None
 
 
 def _branch_at(admin: Path) -> str | None:
@@ -322,18 +323,37 @@ def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: 
     A kill part-way leaves the worktree whole, or its copy in the trash (never a half-deleted
     worktree that a later attempt would take for its work); ``add_worktree`` and
     ``cw doctor --fix`` empty the trash."""
+    whole = _whole_worktree(repo, path) or _checked_whole(repo, path)
+    if whole is not None:
+        locks, entry = whole
+        with repo_lock(repo):
+            remove_stale_locks(locks)
+        _commit_before_removal(entry, force_commit_message)
+    with repo_lock(repo):
+        _dismantle(repo, path)
+    logger.info("removed worktree %s", path)
+
+
+def _whole_worktree(repo: Path, path: Path) -> tuple[list[Path], _Worktree] | None:
+    """A whole linked worktree at ``path`` and its lock files, found without asking git about
+    every worktree (the usual case of a removal); None if anything is unusual."""
+    admin = _own_admin_dir(repo, path)
+    if admin is None or _half_made_at(admin):
+        return None
+    return sorted(admin.glob("*.lock")), _Worktree(path, _branch_at(admin), main=False)
+
+
+def _checked_whole(repo: Path, path: Path) -> tuple[list[Path], _Worktree] | None:
+    """What git says of ``path``: a whole worktree and its lock files, or None when it is gone
+    or half-made; refuses the main worktree and a directory git does not know."""
     entry = find_worktree(repo, path)
     if entry is not None and entry.main:
         raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
     if entry is None and path.exists():
         raise GitError(f"{path} is not a worktree of {repo}; left in place")
-    if entry is not None and path.exists() and not _half_made(entry, _admin_dir(repo, path)):
-        with repo_lock(repo):
-            remove_stale_locks(_admin_locks(repo, path))
-        _commit_before_removal(entry, force_commit_message)
-    with repo_lock(repo):
-        _dismantle(repo, path)
-    logger.info("removed worktree %s", path)
+    if entry is None or not path.exists() or _half_made(entry, _admin_dir(repo, path)):
+        return None
+    return _admin_locks(repo, path), entry
 
 
 def _commit_before_removal(entry: _Worktree, message: str) -> None:
