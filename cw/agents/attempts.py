@@ -33,7 +33,7 @@ from cw.git import branches, hub, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, Store, Workspace
+from cw.store import AttemptResult, Claim, Store, TransientDatabaseError, Workspace
 from cw.store.records import REJECTED
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = _run(settings, store, claim, workspace)
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
-    except CwError as exc:
+    except (CwError, TransientDatabaseError) as exc:
         _machinery_failed(store, claim, exc)
         return True
     except Exception as exc:
@@ -68,8 +68,9 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     return True
 
 
-def _machinery_failed(store: Store, claim: Claim, exc: CwError) -> None:
-    """git or the file system failed around the agent: a new attempt, not a failed task."""
+def _machinery_failed(store: Store, claim: Claim, exc: Exception) -> None:
+    """git, the file system or the database failed around the agent: a new attempt, not a
+    failed task."""
     retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
     if store.retry_machinery(claim, str(exc), retries, pause):
         logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)

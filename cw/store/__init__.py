@@ -4,6 +4,7 @@ SQLite (or PostgreSQL on several hosts) is the truth; each change is a short tra
 through one of :class:`Store`'s intent-named methods.
 """
 
+from cw.store.db import TransientDatabaseError
 from cw.store.records import (
     MACHINERY_RETRIES,
     AttemptResult,
@@ -21,5 +22,6 @@ __all__ = [
     "MergeJob",
     "MergeReport",
     "Store",
+    "TransientDatabaseError",
     "Workspace",
 ]
