@@ -19,9 +19,10 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,9 +142,11 @@ class MirrorDir:
 
     @staticmethod
     def ignored(rel: str) -> bool:
-        """Our temporary files, kept edits, and hidden files (editors' swap files)."""
+        """Our temporary files and folders, kept edits, hidden files (editors' swap files) and
+        whatever is in a hidden folder."""
         name = rel.rpartition("/")[2]
-        return name.startswith(".") or REJECTED_MARK in name or name.endswith("~")
+        hidden = rel.startswith(".") or "/." in rel
+        return hidden or REJECTED_MARK in name or name.endswith("~")
 
     def _ensure_parent(self, rel: str) -> None:
         """Make each directory above ``rel``; a link or a file in the way is moved aside.
@@ -163,6 +166,38 @@ class MirrorDir:
                 os.rename(path, _aside(Path(path), ""))
                 logger.warning("moved %s aside: a directory of the mirror belongs there", path)
                 os.mkdir(path)
+
+    def new_folders(self, rels: Iterable[str]) -> dict[str, list[str]]:
+        """Those of ``rels`` whose folder does not exist yet, by the topmost missing folder.
+
+        Nothing can be in such a folder yet: :meth:`write_folder` writes it whole elsewhere.
+        One look per folder, not per file.
+        """
+        tops: dict[str, str | None] = {}  # folder -> its topmost missing folder, if any
+        out: dict[str, list[str]] = {}
+        for rel in rels:
+            folder = rel.rpartition("/")[0]
+            if folder not in tops:
+                tops[folder] = self._topmost_missing(folder)
+            top = tops[folder]
+            if top is not None:
+                out.setdefault(top, []).append(rel)
+        return out
+
+    def _topmost_missing(self, folder: str) -> str | None:
+        """The first folder on the way to ``folder`` that does not exist; None when all do, or
+        when something other than a folder is in the way (the one-by-one path moves it)."""
+        parts = folder.split("/") if folder else []
+        path = os.fspath(self.root)
+        for n, part in enumerate(parts, 1):
+            path = f"{path}/{part}"
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                return "/".join(parts[:n])
+            if not stat.S_ISDIR(mode):
+                return None
+        return None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,6 +234,23 @@ class MirrorDir:
             return False
         os.replace(tmp, path)
         return True
+
+    def write_folder(self, top: str, files: dict[str, str]) -> bool:
+        """Make the missing folder ``top`` holding ``files`` (path under the root -> text).
+
+        They are written plainly into a hidden temporary folder beside it, which one rename
+        then puts in place: nobody sees a half-written file, and a crash leaves only the
+        temporary folder (the watcher removes it at its next start). False, with nothing
+        written, when ``top`` appeared meanwhile and is not empty: write them one by one.
+        """
+        target = self.path(top)
+        tmp = os.fspath(self._temp_beside(target))
+        try:
+            _fill(tmp, top, files)
+            moved = _move_folder(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing is left there once moved
+        return moved
 
     def _replaceable(self, rel: str, found: Found, handled: bytes | None) -> bool:
         return found.is_file and (self.is_ours(rel, found.data) or found.data == handled)
@@ -302,10 +354,38 @@ def _aside(path: Path, suffix: str) -> Path:
     return candidate
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: str | Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        view = memoryview(data)
+        while view:  # plain os.write: no buffered file object for one write
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _fill(folder: str, top: str, files: dict[str, str]) -> None:
+    """Write ``files`` (paths under ``top``) into the new folder ``folder`` instead."""
+    os.mkdir(folder)
+    made = {""}
+    for rel, text in files.items():
+        inner = rel[len(top) + 1 :]
+        parent = inner.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(f"{folder}/{parent}", exist_ok=True)
+            made.add(parent)
+        _write_new(f"{folder}/{inner}", text.encode())
+
+
+def _move_folder(source: str, target: Path) -> bool:
+    """Rename a folder; False when ``target`` exists and is not an empty folder."""
+    try:
+        os.rename(source, target)  # an empty folder there is replaced
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            return False
+        raise
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
