@@ -99,7 +99,8 @@ def bench_render(settings: Settings, store: Store) -> dict[str, object]:
         mirror_dir = watcher.mirror_root(settings)
         if mirror_dir.exists():
             mirror_dir.rename(settings.repo.parent / f"render-{run}")
-        (settings.state_dir / watcher.STATE_FILE).unlink(missing_ok=True)
+        for record in settings.state_dir.glob("fsui-state.*"):  # what the last render wrote
+            record.unlink()
         w = watcher.Watcher(settings, store)
         start = time.perf_counter()
         w.sync_all()

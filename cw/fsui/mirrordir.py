@@ -4,8 +4,10 @@ Every write goes to a temporary file in the same directory and is then swapped i
 editor never sees half a file. Where Linux's ``renameat2(RENAME_EXCHANGE)`` exists the swap is
 one atomic step that hands back whatever was at the path: a person's save that landed at that
 very moment is swapped back in place, untouched, for the caller to read once it is quiet.
+A folder that does not exist yet is written whole in a hidden folder beside it and moved in
+with one rename: nothing can be in it, and nobody sees its files before they are whole.
 
-cw records a hash of each file it writes (``.cw/fsui-state.json``, written before the files),
+cw records a hash of each file it writes (:mod:`cw.fsui.record`, saved before the files),
 so its own writes are never mistaken for a person's, and edits made while no watcher ran are
 found at the next start.
 """
@@ -16,7 +18,6 @@ import ctypes
 import errno
 import functools
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -25,9 +26,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cw.errors import ConfigError
+from cw.fsui.record import Record
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,6 @@ TEMP_PREFIX = ".cw-tmp-"
 REJECTED_MARK = ".rejected-"
 #: An edit larger than this is not read: it is kept aside, unread.
 MAX_EDIT_BYTES = 1024 * 1024
-#: Hashes remembered per file: the last write and the one before (a crash between the state
-#: file and the file itself leaves either on disk).
-_KNOWN_PER_FILE = 2
-_STATE_VERSION = 1
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -77,9 +74,8 @@ class MirrorDir:
         self.root = root
         self.state_file = state_file
         self.max_bytes = max_bytes
-        self.known: dict[str, list[str]] = {}
+        self.record = Record(state_file)
         self.identity: tuple[int, int] | None = None  # the root's (device, inode) when opened
-        self._dirty = False
         self._counter = 0
 
     # -- the record of our writes ----------------------------------------------------------
@@ -91,12 +87,17 @@ class MirrorDir:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.known = _load_state(self.state_file)
+        self.record.load()
         self.identity = _identity(self.root)
 
     def replaced(self) -> bool:
         """Whether the root is gone, or is another directory than the one opened."""
         return _identity(self.root) != self.identity
+
+    @property
+    def known(self) -> dict[str, list[str]]:
+        """The hashes of what cw wrote, by path."""
+        return self.record.known
 
     def is_ours(self, rel: str, data: bytes) -> bool:
         return digest(data) in self.known.get(rel, ())
@@ -108,24 +109,13 @@ class MirrorDir:
 
     def expect(self, rel: str, text: str) -> None:
         """Remember that cw is about to write ``text`` to ``rel``."""
-        hashes = self.known.setdefault(rel, [])
-        h = digest(text.encode())
-        if hashes and hashes[-1] == h:
-            return
-        hashes.append(h)
-        del hashes[:-_KNOWN_PER_FILE]
-        self._dirty = True
+        self.record.expect(rel, digest(text.encode()))
 
     def forget(self, rel: str) -> None:
-        if self.known.pop(rel, None) is not None:
-            self._dirty = True
+        self.record.forget(rel)
 
     def save(self) -> None:
-        if not self._dirty:
-            return
-        data = json.dumps({"version": _STATE_VERSION, "files": self.known}, sort_keys=True)
-        _atomic_write(self.state_file, data.encode())
-        self._dirty = False
+        self.record.save()
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -401,20 +391,6 @@ def _remove(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _load_state(path: Path) -> dict[str, list[str]]:
-    try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("%s unreadable (%s): every differing file counts as an edit", path, exc)
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict):
-        return {}
-    return {str(k): [str(h) for h in v] for k, v in files.items() if isinstance(v, list)}
 
 
 @functools.cache
