@@ -73,7 +73,7 @@ def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | 
         # never resume it; start one of its own.
         logger.warning(
             "%s: session %s is in use but this district never started it; starting a new one",
-            request.task_key,
+            request.task.key,
             request.new_session_id,
         )
         return replace(request, new_session_id=str(uuid.uuid4())), None
@@ -81,7 +81,7 @@ def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | 
         # Conversations live in ~/.claude of the host that ran them: this one lacks it.
         logger.warning(
             "%s: session %s is not on this host; starting a new one with the whole brief",
-            request.task_key,
+            request.task.key,
             request.session_id,
         )
         fresh = replace(

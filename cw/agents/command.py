@@ -56,7 +56,7 @@ class CommandAdapter:
             self.settings,
             request,
             ["/bin/sh", "-c", self.settings.agent_command],
-            stdin_text=request.task_prompt,
+            stdin_text=request.task.prompt,
             env=agent_env(os.environ, env),
         )
         stdout, stderr = launch.stdout, launch.stderr
@@ -85,9 +85,9 @@ class CommandAdapter:
 def _task_env(request: AgentRequest) -> dict[str, str]:
     return {
         "CW_TASK_ID": str(request.task_id),
-        "CW_TASK_KEY": request.task_key,
-        "CW_TASK_NAME": request.task_name,
-        "CW_TASK_PROMPT": request.task_prompt,
+        "CW_TASK_KEY": request.task.key,
+        "CW_TASK_NAME": request.task.name,
+        "CW_TASK_PROMPT": request.task.prompt,
         "CW_WORKTREE": str(request.worktree),
         "CW_ATTEMPT": str(request.attempt),
         "CW_AGENT_NAME": request.agent_name,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from cw.store.records import TaskBrief
 
 RULES = """\
 ## Rules
@@ -12,22 +12,6 @@ RULES = """\
 - Finish with the StructuredOutput tool: `status: "done"` and a short `summary` when the task
   is complete; `status: "questions"` with your `questions` when you need a person to decide
   something; `status: "error"` with a `reason` when the task cannot be done."""
-
-
-@dataclass(frozen=True)
-class TaskBrief:
-    """The parts of a task an agent needs to hear about."""
-
-    key: str
-    name: str
-    prompt: str
-    branch: str
-    files: list[str] = field(default_factory=list)
-    verify: str | None = None  # the merge gate: a command, or None
-    check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
-    done_criteria: str | None = None
-    plan_objective: str = ""
-    plan_context: str = ""
 
 
 def first_prompt(task: TaskBrief) -> str:

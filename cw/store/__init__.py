@@ -11,6 +11,7 @@ from cw.store.records import (
     Claim,
     MergeJob,
     MergeReport,
+    TaskBrief,
     Workspace,
 )
 from cw.store.store import Store
@@ -22,6 +23,7 @@ __all__ = [
     "MergeJob",
     "MergeReport",
     "Store",
+    "TaskBrief",
     "TransientDatabaseError",
     "Workspace",
 ]

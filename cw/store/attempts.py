@@ -26,6 +26,7 @@ from cw.store.records import (
     AttemptResult,
     Claim,
     S,
+    TaskBrief,
     Tokens,
     Workspace,
     machinery_backoff,
@@ -408,15 +409,7 @@ def _workspace(
     agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
     return Workspace(
         task_id=task.id,
-        key=task.key,
-        name=task.name,
-        prompt=task.prompt,
-        files=list(task.files),
-        verify=task.verify,
-        check=(task.extra or {}).get("verify_text"),
-        done_criteria=task.done_criteria,
-        plan_objective=task.plan.objective,
-        plan_context=task.plan.context,
+        brief=_brief(task),
         attempt=claim.attempt,
         agent_id=agent.id,
         agent_name=agent.name,
@@ -430,6 +423,21 @@ def _workspace(
         previous=previous,
         answers=heard,
         **_new_session(s, task, agent),
+    )
+
+
+def _brief(task: Task) -> TaskBrief:
+    return TaskBrief(
+        key=task.key,
+        name=task.name,
+        prompt=task.prompt,
+        branch=task.branch or "",
+        files=list(task.files),
+        verify=task.verify,
+        check=(task.extra or {}).get("verify_text"),
+        done_criteria=task.done_criteria,
+        plan_objective=task.plan.objective,
+        plan_context=task.plan.context,
     )
 
 

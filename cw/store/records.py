@@ -59,18 +59,27 @@ class Scope:
 
 
 @dataclass(frozen=True)
+class TaskBrief:
+    """The parts of a task an agent needs to hear about."""
+
+    key: str
+    name: str
+    prompt: str
+    branch: str = ""  # the branch the agent works on; "" until an attempt first makes it
+    files: list[str] = field(default_factory=list)
+    verify: str | None = None  # the merge gate: a command, or None
+    check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
+    done_criteria: str | None = None
+    plan_objective: str = ""
+    plan_context: str = ""
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Everything a worker needs to run one attempt: plain values, never ORM rows."""
 
     task_id: int
-    key: str
-    name: str
-    prompt: str
-    files: list[str]
-    verify: str | None
-    done_criteria: str | None
-    plan_objective: str
-    plan_context: str
+    brief: TaskBrief
     attempt: int
     agent_id: int
     agent_name: str
@@ -80,7 +89,6 @@ class Workspace:
     base_sha: str | None
     session_cost_usd: float = 0.0  # what the agent's current session has cost so far
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
-    check: str | None = None  # a GSD task's whole <verify> text (``verify`` is only its gate)
     review: str | None = None  # its plan's or initiative's review mode; None: the setting's
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear

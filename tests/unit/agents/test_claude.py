@@ -13,14 +13,13 @@ from cw.agents.claude import ANSWER_SCHEMA, ClaudeAdapter, ClaudeStream, judge
 from cw.agents.protocol import AgentRequest
 from cw.host.processes import Finished
 from cw.settings import Settings
+from cw.store import TaskBrief
 
 
 def request(tmp_path: Path, **changes: Any) -> AgentRequest:
     values: dict[str, Any] = {
         "task_id": 3,
-        "task_key": "01-01-1",
-        "task_name": "Entry",
-        "task_prompt": "x",
+        "task": TaskBrief("01-01-1", "Entry", "x"),
         "attempt": 1,
         "agent_name": "amber-badger",
         "prompt": "the brief",

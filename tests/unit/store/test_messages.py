@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from cw.agents.prompts import TaskBrief, answers_prompt, review_prompt
+from cw.agents.prompts import answers_prompt, review_prompt
 from cw.errors import NotFound, UsageError
 from cw.service.notify import notify_later
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, MergeReport, Store, answers
+from cw.store import AttemptResult, Claim, MergeReport, Store, TaskBrief, answers
 from tests.conftest import dump_database
 from tests.factories import spec
 
