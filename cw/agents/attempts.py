@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import psutil
@@ -32,7 +32,15 @@ from cw.git import branches, hub, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, Store, TaskBrief, TransientDatabaseError, Workspace
+from cw.store import (
+    Answer,
+    AttemptResult,
+    Claim,
+    Store,
+    TaskBrief,
+    TransientDatabaseError,
+    Workspace,
+)
 from cw.store.records import REJECTED
 
 logger = logging.getLogger(__name__)
@@ -316,15 +324,9 @@ def _answers_env(ws: Workspace) -> dict[str, str]:
     answer}``; a checkpoint's comments are one such answer."""
     answers = list(ws.answers)
     if ws.bounce.get("kind") == "review":
-        answers.append(
-            {
-                "id": "",
-                "question": ws.bounce.get("question", ""),
-                "options": [],
-                "answer": ws.bounce.get("comments", ""),
-            }
-        )
-    return {"CW_ANSWERS": json.dumps(answers)} if answers else {}
+        question, comments = ws.bounce.get("question", ""), ws.bounce.get("comments", "")
+        answers.append(Answer(id="", question=question, options=[], answer=comments))
+    return {"CW_ANSWERS": json.dumps([asdict(a) for a in answers])} if answers else {}
 
 
 def interrupt_attempts(store: Store, worker: str, pid: int) -> int:

@@ -28,6 +28,7 @@ from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch
 from cw.errors import AgentError
 from cw.host.processes import Finished, Launch, Tick, run_in_group
 from cw.settings import Settings
+from cw.store.records import Question
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +320,7 @@ def _read_answer(outcome: AgentOutcome, result: dict[str, Any]) -> None:
     status = answer.get("status")
     if status == "questions" and isinstance(answer.get("questions"), list):
         outcome.status = "questions"
-        outcome.questions = [q for q in answer["questions"] if isinstance(q, dict)]
+        outcome.questions = [Question.of(q) for q in answer["questions"] if isinstance(q, dict)]
     elif status == "error":
         outcome.error = f"the agent could not do the task: {answer.get('reason') or 'no reason'}"
     else:

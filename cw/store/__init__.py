@@ -7,10 +7,12 @@ through one of :class:`Store`'s intent-named methods.
 from cw.store.db import TransientDatabaseError
 from cw.store.records import (
     MACHINERY_RETRIES,
+    Answer,
     AttemptResult,
     Claim,
     MergeJob,
     MergeReport,
+    Question,
     TaskBrief,
     Workspace,
 )
@@ -18,10 +20,12 @@ from cw.store.store import Store
 
 __all__ = [
     "MACHINERY_RETRIES",
+    "Answer",
     "AttemptResult",
     "Claim",
     "MergeJob",
     "MergeReport",
+    "Question",
     "Store",
     "TaskBrief",
     "TransientDatabaseError",

@@ -13,7 +13,7 @@ from cw.agents.claude import ANSWER_SCHEMA, ClaudeAdapter, ClaudeStream, judge
 from cw.agents.protocol import AgentRequest
 from cw.host.processes import Finished
 from cw.settings import Settings
-from cw.store import TaskBrief
+from cw.store import Question, TaskBrief
 
 
 def request(tmp_path: Path, **changes: Any) -> AgentRequest:
@@ -85,7 +85,8 @@ def test_questions_come_back_as_questions(tmp_path: Path) -> None:
     asked = [{"id": "q1", "text": "Postgres or SQLite?", "options": ["pg", "sqlite"]}]
     answer = {"status": "questions", "questions": asked}
     out = outcome_of(tmp_path, {**SUCCESS, "structured_output": answer})
-    assert out.status == "questions" and out.questions == asked
+    assert out.status == "questions"
+    assert out.questions == [Question("q1", "Postgres or SQLite?", ["pg", "sqlite"])]
 
 
 def test_an_error_answer_fails_with_the_agents_reason(tmp_path: Path) -> None:
