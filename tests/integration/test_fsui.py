@@ -19,7 +19,7 @@ import yaml
 from cw.fsui import mirror, watcher
 from cw.fsui.mirrordir import REJECTED_MARK, TEMP_PREFIX
 from cw.settings import Settings
-from cw.store import AttemptResult, Store
+from cw.store import AttemptResult, Question, Store
 from cw.store.snapshot import Snapshot
 from tests.conftest import CW, Processes, database_env, dump_store, git
 from tests.factories import spec
@@ -127,7 +127,7 @@ def ask(store: Store, task_id: int, *questions: str) -> list[int]:
     """The task's agent asks; the new messages' ids."""
     claim = store.claim_task(task_id)
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=60)
-    asked = [{"id": f"q{i}", "text": q} for i, q in enumerate(questions)]
+    asked = [Question(f"q{i}", q) for i, q in enumerate(questions)]
     result = AttemptResult(outcome="questions", questions=asked)
     assert store.finish_attempt(claim, result, "command")
     return [m["id"] for m in store.message_rows() if m["task_id"] == task_id]
