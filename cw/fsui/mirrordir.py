@@ -195,6 +195,14 @@ class MirrorDir:
         self._ensure_parent(rel)
         return read_entry(self.path(rel), self.max_bytes)
 
+    def is_empty(self, rel: str) -> bool:
+        """Whether ``rel`` is a regular file with nothing in it."""
+        try:
+            found = os.lstat(self.path(rel))
+        except OSError:
+            return False
+        return stat.S_ISREG(found.st_mode) and found.st_size == 0
+
     # -- writing ---------------------------------------------------------------------------
 
     def write(self, rel: str, text: str, handled: bytes | None = None) -> bool:

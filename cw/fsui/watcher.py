@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 #: Quiet time after a person's last change to a path before it is read.
 DEBOUNCE_SECONDS = 0.05
+#: An empty file is most often an editor between truncating it and writing it (``cat >``,
+#: editors that save in place, a slow disk): it is read once it has stayed empty this long.
+EMPTY_PATIENCE_SECONDS = 1.0
 STATE_FILE = "fsui-state.json"
 LOCK_FILE = "fsui.lock"
 _EDIT_EVENTS = frozenset({"created", "modified", "closed", "moved", "deleted"})
@@ -90,7 +93,8 @@ class Watcher:
         self.changes: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._dispatch = dispatch
         self.district = District(settings, store, dispatch=self.dispatch)
-        self._due: dict[str, float] = {}
+        self._due: dict[str, float] = {}  # path -> when to look at it
+        self._emptied: set[str] = set()  # found empty when due: given EMPTY_PATIENCE_SECONDS
 
     # -- the whole tree --------------------------------------------------------------------
 
@@ -235,7 +239,7 @@ class Watcher:
 
     def _later(self, rel: str) -> None:
         """A person is writing ``rel``: look at it again once it has been quiet a while."""
-        self._due[rel] = time.monotonic()
+        self._due[rel] = time.monotonic() + DEBOUNCE_SECONDS
 
     # -- files -> database -----------------------------------------------------------------
 
@@ -317,18 +321,19 @@ class Watcher:
             rel = self.changes.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return
-        now = time.monotonic()
-        self._due[rel] = now
+        due = time.monotonic() + DEBOUNCE_SECONDS
         while True:
+            self._due[rel] = due
+            self._emptied.discard(rel)  # written again: the debounce starts over
             try:
-                self._due[self.changes.get_nowait()] = now
+                rel = self.changes.get_nowait()
             except queue.Empty:
                 return
 
     def settle(self, *, force: bool = False) -> int:
         """Look at every path quiet for the debounce time (all of them with ``force``)."""
         now = time.monotonic()
-        ready = sorted(r for r, t in self._due.items() if force or now - t >= DEBOUNCE_SECONDS)
+        ready = sorted(r for r, due in self._due.items() if force or self._ready(r, due, now))
         refs: set[Ref] = set()
         for rel in ready:
             del self._due[rel]
@@ -348,11 +353,23 @@ class Watcher:
         found = self.dir.read(rel)
         return [] if found.is_file and self.dir.is_latest(rel, found.data) else [ref]
 
+    def _ready(self, rel: str, due: float, now: float) -> bool:
+        """Whether ``rel`` is due; an empty file gets EMPTY_PATIENCE_SECONDS (its writer may
+        not have written yet) and is due again then."""
+        if due > now:
+            return False
+        if rel not in self._emptied and self.dir.is_empty(rel):
+            self._emptied.add(rel)
+            self._due[rel] = due - DEBOUNCE_SECONDS + EMPTY_PATIENCE_SECONDS
+            return False
+        self._emptied.discard(rel)
+        return True
+
     def next_due(self) -> float:
         """Seconds until the next debounced path is due (POLL_SECONDS when none waits)."""
         if not self._due:
             return POLL_SECONDS
-        return max(0.0, min(self._due.values()) + DEBOUNCE_SECONDS - time.monotonic())
+        return max(0.0, min(self._due.values()) - time.monotonic())
 
     def step(self, timeout: float = POLL_SECONDS) -> bool:
         """One turn of the loop: wait for changes, apply the settled ones, follow the events.

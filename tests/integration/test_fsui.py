@@ -370,12 +370,30 @@ def test_an_edit_against_a_stale_version_is_kept_aside_and_the_file_rewritten(
     assert fields(path)["priority"] == 3
 
 
+def test_an_editor_that_empties_the_file_before_it_writes_is_waited_for(
+    mirrored: Callable[..., Mirrored],
+) -> None:
+    """Saving in place truncates the file first; on a busy machine the write can come well
+    after the debounce: the empty file in between is not read as the edit."""
+    m = mirrored({"a": []})
+    m.start()
+    path = m.task_file("a")
+    text = path.read_text()
+    with open(path, "w", encoding="utf-8") as saving:
+        saving.flush()
+        time.sleep(0.4)  # eight debounces with nothing in the file
+        saving.write(text.replace("priority: 0", "priority: 4", 1))
+    wait_for(lambda: m.store.task_detail(m.id("a"))["priority"] == 4, "the edit to apply")
+    assert m.kept() == []
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [(b"---\ntask: [unclosed\n---\n", "not valid YAML"),
      (b"\x00\x01\x02\xff binary garbage \x00", "not text"),
-     (b"no frontmatter at all\n", "frontmatter block")],
-    ids=["invalid-yaml", "binary", "no-frontmatter"],
+     (b"no frontmatter at all\n", "frontmatter block"),
+     (b"", "frontmatter block")],
+    ids=["invalid-yaml", "binary", "no-frontmatter", "left-empty"],
 )  # fmt: skip
 def test_an_edit_that_does_not_parse_is_kept_aside_with_why(
     mirrored: Callable[..., Mirrored], content: bytes, why: str
@@ -391,7 +409,7 @@ def test_an_edit_that_does_not_parse_is_kept_aside_with_why(
     assert dump_store(m.settings.db_url) == before, "the database is unchanged"
     assert why in m.kept()[0].read_text()
     originals = [p for p in m.root.rglob(f"a{REJECTED_MARK}*") if p.suffix != ".md"]
-    if content.startswith(b"---") or content.startswith(b"no"):
+    if content.startswith(b"---") or content.startswith(b"no") or not content:
         assert content.decode() in m.kept()[0].read_text()
     else:
         assert [p.read_bytes() for p in originals] == [content], "binary kept byte for byte"
