@@ -25,7 +25,7 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from bench.run import CW, run_plan, sh, workers  # noqa: E402
+from bench.district import CW, run_plan, sh, workers  # noqa: E402
 
 MODES = ("ignore", "prefer", "strict")
 SLOTS = 4
