@@ -27,6 +27,7 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
+from bench.table import Row, Sizes  # noqa: E402
 from cw.fsui import mirror, watcher  # noqa: E402
 from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where  # noqa: E402
 from cw.settings import Settings  # noqa: E402
@@ -83,9 +84,9 @@ def ask(store: Store, claims: int) -> None:
             store.finish_attempt(claim, result, "bench")
 
 
-def bench_render(settings: Settings, store: Store) -> dict[str, object]:
+def bench_render(settings: Settings, store: Store, runs: int = RENDER_RUNS) -> dict[str, object]:
     seconds, files = [], 0
-    for _ in range(RENDER_RUNS):
+    for _ in range(runs):
         shutil.rmtree(watcher.mirror_root(settings), ignore_errors=True)
         (settings.state_dir / watcher.STATE_FILE).unlink(missing_ok=True)
         w = watcher.Watcher(settings, store)
@@ -93,7 +94,7 @@ def bench_render(settings: Settings, store: Store) -> dict[str, object]:
         w.sync_all()
         seconds.append(time.perf_counter() - start)
         files = w.tally.written
-    return {"tasks": TASKS, "files": files, "median_s": round(statistics.median(seconds), 2),
+    return {"files": files, "median_s": round(statistics.median(seconds), 2),
             "runs_s": [round(s, 2) for s in seconds]}  # fmt: skip
 
 
@@ -169,6 +170,43 @@ def bench_fsui(root: Path) -> dict[str, object]:
         thread.join()
         store.close()
     return results
+
+
+def bench_one_change(settings: Settings, store: Store, changes: int) -> dict[str, object]:
+    """After a full render, ``changes`` tasks cancelled one by one, each followed by one
+    pass of the watcher over the new events (in process, no polling): ms and files written."""
+    w = watcher.Watcher(settings, store)
+    w.sync_all()
+    ready = [t for t in w.snapshot.tasks() if t.state == "ready"][:changes]
+    samples, files = [], []
+    for task in ready:
+        store.cancel_task(task.id)
+        written = w.tally.written
+        start = time.perf_counter()
+        w.follow()
+        samples.append(time.perf_counter() - start)
+        files.append(w.tally.written - written)
+    return {**summary(samples), "files_written_max": max(files)}
+
+
+def row_fsui(root: Path, sizes: Sizes) -> list[Row]:
+    """The full render of ``sizes.fsui_tasks`` tasks, and one task's change."""
+    settings, store = district(root / "fsui")
+    try:
+        store.submit(big_spec(sizes.fsui_tasks, PLANS))
+        ask(store, 2 * ANSWERS)
+        render = bench_render(settings, store, 1 if sizes.label == "quick" else RENDER_RUNS)
+        change = bench_one_change(settings, store, 20)
+    finally:
+        store.close()
+    full, one = float(str(render["median_s"])), float(str(change["median_ms"]))
+    return [
+        Row(f"file UI, full render of {sizes.fsui_tasks:,} tasks ({render['files']} files)",
+            f"{full:.2f} s", "—", None, "≤ 1 s", full <= 1, render),
+        Row(f"file UI, one task's change at {sizes.fsui_tasks:,} tasks (median of 20)",
+            f"{one:.1f} ms, at most {change['files_written_max']} files rewritten", "—", None,
+            "≤ 20 ms, only the files it touches", one <= 20, change),
+    ]  # fmt: skip
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from celery import Celery, chain, group
 
@@ -27,8 +28,8 @@ def configure(url: str) -> None:
     )
 
 
-def measure(url: str, n: int) -> tuple[float, float]:
-    """Seconds for n chains one after another, and for n chains at once (2 worker processes)."""
+def start(url: str) -> subprocess.Popen[bytes]:
+    """A plain ``celery worker -c 2`` of this minimal app on ``url``'s Redis, once it answers."""
     configure(url)
     worker = subprocess.Popen(
         [
@@ -47,19 +48,26 @@ def measure(url: str, n: int) -> tuple[float, float]:
             "--without-gossip",
             "--without-mingle",
         ],
+        cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "RAWBENCH_URL": url},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    _await(worker)
+    return worker
+
+
+def measure(url: str, n: int) -> tuple[float, float]:
+    """Seconds for n chains one after another, and for n chains at once (2 worker processes)."""
+    worker = start(url)
     try:
-        _await(worker)
-        start = time.monotonic()
+        start_at = time.monotonic()
         for _ in range(n):
             _chain().apply_async().get(timeout=30)
-        serial = time.monotonic() - start
-        start = time.monotonic()
+        serial = time.monotonic() - start_at
+        start_at = time.monotonic()
         group(_chain() for _ in range(n)).apply_async().get(timeout=60)
-        return serial, time.monotonic() - start
+        return serial, time.monotonic() - start_at
     finally:
         worker.terminate()
         worker.wait(30)
