@@ -53,7 +53,7 @@ def start(url: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    _await(worker)
+    _await(worker, url)
     return worker
 
 
@@ -77,11 +77,17 @@ def _chain() -> chain:
     return chain(noop.si().set(queue="rawbench"), noop.si().set(queue="rawbench"))
 
 
-def _await(worker: subprocess.Popen[bytes]) -> None:
+def _await(worker: subprocess.Popen[bytes], url: str) -> None:
+    """Until the worker answers a ping on ``url`` (a fresh app: ``app`` keeps its first
+    broker's connections, and one process may start workers on several districts' brokers)."""
+    probe = Celery("rawbench-probe", broker=url)
     deadline = time.monotonic() + 60
-    while not app.control.ping(timeout=0.5):
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("raw celery worker did not start")
+    try:
+        while not probe.control.ping(timeout=0.5):
+            if worker.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("raw celery worker did not start")
+    finally:
+        probe.close()
 
 
 if "RAWBENCH_URL" in os.environ:  # the worker process configures itself from its environment
