@@ -54,7 +54,7 @@ chaos: install
 demo: install
 	bash scripts/demo.sh
 
-# The goals table of issue 18 (docs/benchmarks.md): every row, about 20 minutes on 2 cores;
+# The goals table of issue 18 (docs/benchmarks.md): every row, 20-30 minutes on 2 cores;
 # bench-quick runs the same rows at smaller sizes in under 3 minutes. Both write bench/results.json.
 bench: install
 	$(BIN)/python bench/run.py

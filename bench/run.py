@@ -1,9 +1,9 @@
 """The goals table of issue 18, each figure beside its baseline measured in the same run.
 
-    make bench                                  # every row, full sizes (about 20 minutes)
+    make bench                                  # every row, full sizes (20-30 minutes on 2 cores)
     make bench-quick                            # every row, smaller sizes (under 3 minutes)
     .venv/bin/python bench/run.py [--quick] [ROW ...]     # some rows: makespan overhead ...
-    .venv/bin/python bench/run.py resubmit      # the re-submit benchmark alone (JSON)
+    .venv/bin/python bench/run.py resubmit      # the re-submit benchmark (JSON, not a row)
 
 Prints the table as Markdown (figure, measured, baseline, ratio, goal, pass) and writes
 every row's raw numbers to bench/results.json (not committed: docs/benchmarks.md carries the
@@ -77,15 +77,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, under 3 minutes")
     parser.add_argument("names", nargs="*", choices=[*ROWS, *EXTRAS, []], metavar="ROW")
     args = parser.parse_args(argv)
+    extras = [name for name in args.names if name in EXTRAS]
+    names = [name for name in args.names if name in ROWS]
+    sizes = QUICK if args.quick else FULL
     root = Path(tempfile.mkdtemp(prefix="cwb-"))
     try:
-        if any(name in EXTRAS for name in args.names):
-            for name in args.names:
-                print(json.dumps(EXTRAS[name](root / name), indent=2))
+        for name in extras:
+            print(json.dumps({name: EXTRAS[name](root / name)}, indent=2))
+        if extras and not names:
             return
-        sizes = QUICK if args.quick else FULL
         start = time.monotonic()
-        found = run_rows(args.names or list(ROWS), sizes, root)
+        found = run_rows(names or list(ROWS), sizes, root)
         total = time.monotonic() - start
     finally:
         shutil.rmtree(root, ignore_errors=True)
