@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
@@ -136,9 +137,17 @@ def bench_edits(settings: Settings, store: Store) -> dict[str, object]:
         text = path.read_text(encoding="utf-8")
         start = time.perf_counter()
         path.write_text(text.replace('answer: ""', "answer: yes", 1), encoding="utf-8")
-        until(lambda m=message.id: snapshot.messages([m])[0].state == "answered")
+        until(partial(_answered, snapshot, message.id))
         samples.append(time.perf_counter() - start)
     return summary(samples)
+
+
+def _answered(snapshot: Snapshot, message_id: int) -> bool:
+    return snapshot.messages([message_id])[0].state == "answered"
+
+
+def _says_cancelled(path: Path) -> bool:
+    return "state: cancelled" in path.read_text(encoding="utf-8")
 
 
 def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
@@ -150,7 +159,7 @@ def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
         path = root / mirror.task_rel(task)
         start = time.perf_counter()
         store.cancel_task(task.id)
-        until(lambda p=path: "state: cancelled" in p.read_text(encoding="utf-8"))
+        until(partial(_says_cancelled, path))
         samples.append(time.perf_counter() - start)
     return summary(samples)
 

@@ -49,6 +49,7 @@ sys.path.insert(0, str(TOP))
 from bench.table import Row, Sizes  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import Store  # noqa: E402
+from cw.store.read.listings import TaskListing  # noqa: E402
 
 _CW = [sys.executable, "-m", "cw"]
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("CW_")} | {
@@ -140,7 +141,7 @@ def _worker(repo: Path, log: Path, *args: str) -> Iterator[None]:
             proc.wait(30)
 
 
-def _wait_all(store: Store, initiative: str, state: str) -> list[dict[str, object]]:
+def _wait_all(store: Store, initiative: str, state: str) -> list[TaskListing]:
     """Poll until every task of ``initiative`` is in ``state``; fail on a dead end."""
     deadline = time.monotonic() + _WAIT_SECONDS
     while True:

@@ -13,7 +13,7 @@ from celery import Celery, chain, group
 app = Celery("rawbench")
 
 
-@app.task(name="raw.noop")
+@app.task(name="raw.noop")  # type: ignore[untyped-decorator]  # Celery's decorator is untyped
 def noop() -> None:
     return None
 
