@@ -14,7 +14,13 @@ from cw.transport.celeryapp import make_app
 
 app = make_app(
     lambda: Settings.load(),
-    include=["workers.tasks", "workers.shutdown", "workers.housekeeping", "workers.priority"],
+    include=[
+        "workers.tasks",
+        "workers.shutdown",
+        "workers.housekeeping",
+        "workers.priority",
+        "workers.sharing",
+    ],
 )
 
 _runtime: dict[int, tuple[Settings, Store]] = {}

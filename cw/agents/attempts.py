@@ -10,14 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import psutil
 
 from cw import defaults
 from cw.agents.prompts import (
-    TaskBrief,
     answers_prompt,
     bounce_prompt,
     first_prompt,
@@ -33,7 +32,15 @@ from cw.git import branches, hub, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, Store, Workspace
+from cw.store import (
+    Answer,
+    AttemptResult,
+    Claim,
+    Store,
+    TaskBrief,
+    TransientDatabaseError,
+    Workspace,
+)
 from cw.store.records import REJECTED
 
 logger = logging.getLogger(__name__)
@@ -56,7 +63,7 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = _run(settings, store, claim, workspace)
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
-    except CwError as exc:
+    except (CwError, TransientDatabaseError) as exc:
         _machinery_failed(store, claim, exc)
         return True
     except Exception as exc:
@@ -68,8 +75,9 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     return True
 
 
-def _machinery_failed(store: Store, claim: Claim, exc: CwError) -> None:
-    """git or the file system failed around the agent: a new attempt, not a failed task."""
+def _machinery_failed(store: Store, claim: Claim, exc: Exception) -> None:
+    """git, the file system or the database failed around the agent: a new attempt, not a
+    failed task."""
     retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
     if store.retry_machinery(claim, str(exc), retries, pause):
         logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)
@@ -87,7 +95,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
     if finished is not None:
         # Its agent finished before a crash took the attempt: its work is what gets merged.
-        logger.info("task %s: an earlier agent finished; straight to merge", ws.key)
+        logger.info("task %s: an earlier agent finished; straight to merge", ws.brief.key)
         result = finished
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
@@ -114,12 +122,12 @@ def _review_gate(
     sends it back to the agent before anyone is asked to look at it."""
     if not result.ok or (ws.review or settings.review) != "manual":
         return result
-    commands = [c for c in (ws.verify, settings.verify_command) if c]
+    commands = [c for c in (ws.brief.verify, settings.verify_command) if c]
     log = settings.log_dir / "agents" / ws.agent_name / f"review-check-{ws.attempt}.log"
     verdict = run_checks(commands, worktree, settings.verify_timeout, log)
     if not verdict.ok:
         logger.info(
-            "task %s: its check failed in its worktree; to the merge, not to review", ws.key
+            "task %s: its check failed in its worktree; to the merge, not to review", ws.brief.key
         )
         return result
     check = {"command": verdict.command, "exit_code": verdict.exit_code, "output": verdict.output}
@@ -149,7 +157,7 @@ def _paused(settings: Settings, ws: Workspace, until: float) -> AttemptResult:
     reset without starting an agent that would hit it again."""
     when = time.strftime("%H:%M:%S UTC", time.gmtime(until))
     error = f"{settings.agent} paused by a usage limit until {when}"
-    logger.info("task %s waits: %s", ws.key, error)
+    logger.info("task %s waits: %s", ws.brief.key, error)
     head = branches.branch_sha(settings.repo, ws.branch) if ws.branch else None
     return AttemptResult(outcome="rate_limited", not_before=until, error=error, head_sha=head)
 
@@ -245,12 +253,14 @@ def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
 
 def _commit_message(ws: Workspace, kind: str) -> str:
     prefix = f"cw: WIP ({kind})" if kind in ("stopped", "interrupted") else "cw"
-    return f"{prefix}: {ws.key}: {ws.name}"
+    return f"{prefix}: {ws.brief.key}: {ws.brief.name}"
 
 
 def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
     """A bounced task merges the integration branch into its own; conflicts stay marked."""
-    message = f"cw: merge {settings.integration_branch} into {ws.key} (sent back by the merge)"
+    message = (
+        f"cw: merge {settings.integration_branch} into {ws.brief.key} (sent back by the merge)"
+    )
     if treemerge.conflict_markers(worktree):
         return treemerge.conflict_markers(worktree)  # a retried catch-up still in progress
     return treemerge.merge_into_worktree(
@@ -261,25 +271,12 @@ def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
 def _request(
     settings: Settings, ws: Workspace, worktree: Path, branch: str, conflicts: list[str]
 ) -> AgentRequest:
-    brief = TaskBrief(
-        key=ws.key,
-        name=ws.name,
-        prompt=ws.prompt,
-        branch=branch,
-        files=ws.files,
-        verify=ws.verify,
-        done_criteria=ws.done_criteria,
-        plan_objective=ws.plan_objective,
-        plan_context=ws.plan_context,
-        check=ws.check,
-    )
+    brief = replace(ws.brief, branch=branch)
     resuming = ws.session_id is not None
     prompt = _prompt(brief, ws, conflicts)
     return AgentRequest(
         task_id=ws.task_id,
-        task_key=ws.key,
-        task_name=ws.name,
-        task_prompt=ws.prompt,
+        task=brief,
         attempt=ws.attempt,
         agent_name=ws.agent_name,
         prompt=prompt,
@@ -327,15 +324,9 @@ def _answers_env(ws: Workspace) -> dict[str, str]:
     answer}``; a checkpoint's comments are one such answer."""
     answers = list(ws.answers)
     if ws.bounce.get("kind") == "review":
-        answers.append(
-            {
-                "id": "",
-                "question": ws.bounce.get("question", ""),
-                "options": [],
-                "answer": ws.bounce.get("comments", ""),
-            }
-        )
-    return {"CW_ANSWERS": json.dumps(answers)} if answers else {}
+        question, comments = ws.bounce.get("question", ""), ws.bounce.get("comments", "")
+        answers.append(Answer(id="", question=question, options=[], answer=comments))
+    return {"CW_ANSWERS": json.dumps([asdict(a) for a in answers])} if answers else {}
 
 
 def interrupt_attempts(store: Store, worker: str, pid: int) -> int:
@@ -388,7 +379,7 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
         if str(worktree) != ws.worktree:
             store.record_worktree(Claim(ws.task_id, ws.attempt), str(worktree))
     else:
-        slug = f"{ws.task_id}-{ws.key}"
+        slug = f"{ws.task_id}-{ws.brief.key}"
         worktree = settings.worktree_dir / slug
         branch = defaults.TASK_BRANCH_PREFIX + slug
         base = integration_sha(settings)

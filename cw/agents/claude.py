@@ -28,6 +28,7 @@ from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch
 from cw.errors import AgentError
 from cw.host.processes import Finished, Launch, Tick, run_in_group
 from cw.settings import Settings
+from cw.store.records import Question
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | 
         # never resume it; start one of its own.
         logger.warning(
             "%s: session %s is in use but this district never started it; starting a new one",
-            request.task_key,
+            request.task.key,
             request.new_session_id,
         )
         return replace(request, new_session_id=str(uuid.uuid4())), None
@@ -81,7 +82,7 @@ def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | 
         # Conversations live in ~/.claude of the host that ran them: this one lacks it.
         logger.warning(
             "%s: session %s is not on this host; starting a new one with the whole brief",
-            request.task_key,
+            request.task.key,
             request.session_id,
         )
         fresh = replace(
@@ -319,7 +320,7 @@ def _read_answer(outcome: AgentOutcome, result: dict[str, Any]) -> None:
     status = answer.get("status")
     if status == "questions" and isinstance(answer.get("questions"), list):
         outcome.status = "questions"
-        outcome.questions = [q for q in answer["questions"] if isinstance(q, dict)]
+        outcome.questions = [Question.of(q) for q in answer["questions"] if isinstance(q, dict)]
     elif status == "error":
         outcome.error = f"the agent could not do the task: {answer.get('reason') or 'no reason'}"
     else:

@@ -8,6 +8,7 @@ import json
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from cw.errors import ConfigError, QuestionsFileError
 from cw.host.processes import Tick, run_in_group
 from cw.host.secrets import Redactor, agent_env
 from cw.settings import Settings
+from cw.store.records import Question
 
 #: Where a command agent may write questions (``CW_QUESTIONS_FILE``), beside its logs.
 QUESTIONS_FILE = "questions.json"
@@ -56,7 +58,7 @@ class CommandAdapter:
             self.settings,
             request,
             ["/bin/sh", "-c", self.settings.agent_command],
-            stdin_text=request.task_prompt,
+            stdin_text=request.task.prompt,
             env=agent_env(os.environ, env),
         )
         stdout, stderr = launch.stdout, launch.stderr
@@ -85,9 +87,9 @@ class CommandAdapter:
 def _task_env(request: AgentRequest) -> dict[str, str]:
     return {
         "CW_TASK_ID": str(request.task_id),
-        "CW_TASK_KEY": request.task_key,
-        "CW_TASK_NAME": request.task_name,
-        "CW_TASK_PROMPT": request.task_prompt,
+        "CW_TASK_KEY": request.task.key,
+        "CW_TASK_NAME": request.task.name,
+        "CW_TASK_PROMPT": request.task.prompt,
         "CW_WORKTREE": str(request.worktree),
         "CW_ATTEMPT": str(request.attempt),
         "CW_AGENT_NAME": request.agent_name,
@@ -125,9 +127,8 @@ def _read_asked(outcome: AgentOutcome, path: Path, redact: Redactor) -> None:
         outcome.questions = [_redacted(question, redact) for question in questions]
 
 
-def read_questions(path: Path) -> list[dict[str, Any]]:
-    """The questions a command wrote to ``path``, shaped as the store takes them (``id``,
-    ``text``, ``options``, ``multi_select``); ``[]`` when it wrote no file.
+def read_questions(path: Path) -> list[Question]:
+    """The questions a command wrote to ``path``; ``[]`` when it wrote no file.
 
     The file holds ``{"status": "questions", "questions": [{"id", "question", "options",
     "multi_select"}]}`` (``text`` may stand for ``question``, as in Claude Code's answer);
@@ -161,7 +162,7 @@ def _json(raw: bytes) -> Any:
         raise ValueError(f"is not JSON ({exc})") from None
 
 
-def _questions(data: Any) -> list[dict[str, Any]]:
+def _questions(data: Any) -> list[Question]:
     if not isinstance(data, dict):
         raise ValueError('must be a JSON object: {"status": "questions", "questions": [...]}')
     if data.get("status") != "questions":
@@ -170,14 +171,14 @@ def _questions(data: Any) -> list[dict[str, Any]]:
     if not isinstance(items, list) or not items:
         raise ValueError('"questions" must be a non-empty list')
     questions = [_question(item, number) for number, item in enumerate(items, 1)]
-    ids = [q["id"] for q in questions]
+    ids = [q.id for q in questions]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
     if repeated:
         raise ValueError(f"question id {_shown(repeated[0])} is used more than once")
     return questions
 
 
-def _question(item: Any, number: int) -> dict[str, Any]:
+def _question(item: Any, number: int) -> Question:
     where = f"question {number}"
     if not isinstance(item, dict):
         raise ValueError(f"{where} must be an object with id, question and options")
@@ -193,7 +194,7 @@ def _question(item: Any, number: int) -> dict[str, Any]:
     multi = item.get("multi_select", False)
     if not isinstance(multi, bool):
         raise ValueError(f'{where}: "multi_select" must be true or false')
-    return {"id": qid, "text": text, "options": options, "multi_select": multi}
+    return Question(qid, text, options, multi)
 
 
 def _shown(value: Any) -> str:
@@ -202,12 +203,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _redacted(question: dict[str, Any], redact: Redactor) -> dict[str, Any]:
+def _redacted(question: Question, redact: Redactor) -> Question:
     """No secret of the worker reaches a message through what the command wrote."""
-    options = [redact(o) for o in question["options"]]
-    return {
-        **question,
-        "id": redact(question["id"]),
-        "text": redact(question["text"]),
-        "options": options,
-    }
+    options = [redact(o) for o in question.options]
+    return replace(question, id=redact(question.id), text=redact(question.text), options=options)

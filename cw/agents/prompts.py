@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from cw.store.records import Answer, TaskBrief
 
 RULES = """\
 ## Rules
@@ -12,22 +12,6 @@ RULES = """\
 - Finish with the StructuredOutput tool: `status: "done"` and a short `summary` when the task
   is complete; `status: "questions"` with your `questions` when you need a person to decide
   something; `status: "error"` with a `reason` when the task cannot be done."""
-
-
-@dataclass(frozen=True)
-class TaskBrief:
-    """The parts of a task an agent needs to hear about."""
-
-    key: str
-    name: str
-    prompt: str
-    branch: str
-    files: list[str] = field(default_factory=list)
-    verify: str | None = None  # the merge gate: a command, or None
-    check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
-    done_criteria: str | None = None
-    plan_objective: str = ""
-    plan_context: str = ""
 
 
 def first_prompt(task: TaskBrief) -> str:
@@ -123,15 +107,14 @@ def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[st
     return "\n\n".join(parts) + "\n"
 
 
-def answers_prompt(task: TaskBrief, answers: list[dict[str, object]], *, resuming: bool) -> str:
+def answers_prompt(task: TaskBrief, answers: list[Answer], *, resuming: bool) -> str:
     """A person's answers to the agent's questions; the whole brief too for a new session."""
     lines = []
     for a in answers:
-        lines.append(f"**Question{_id(a)}:** {str(a.get('question', '')).strip()}")
-        options = a.get("options")
-        if isinstance(options, list) and options:
-            lines.append("Options: " + "; ".join(str(o) for o in options))
-        lines.append(f"**Answer:** {str(a.get('answer', '')).strip()}\n")
+        lines.append(f"**Question{_id(a)}:** {a.question.strip()}")
+        if a.options:
+            lines.append("Options: " + "; ".join(a.options))
+        lines.append(f"**Answer:** {a.answer.strip()}\n")
     qa = "\n".join(lines).strip()
     if not resuming:
         return first_prompt(task).rstrip("\n") + "\n\n## Answers to your questions\n\n" + qa + "\n"
@@ -143,8 +126,8 @@ def answers_prompt(task: TaskBrief, answers: list[dict[str, object]], *, resumin
     )
 
 
-def _id(answer: dict[str, object]) -> str:
-    return f" ({answer['id']})" if answer.get("id") else ""
+def _id(answer: Answer) -> str:
+    return f" ({answer.id})" if answer.id else ""
 
 
 def review_prompt(task: TaskBrief, review: dict[str, object], conflicts: list[str]) -> str:

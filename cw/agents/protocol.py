@@ -16,15 +16,13 @@ from typing import Protocol
 from cw.host.processes import Launch, Tick
 from cw.host.secrets import agent_env
 from cw.settings import Settings
-from cw.store.records import RunFacts
+from cw.store.records import RunFacts, TaskBrief
 
 
 @dataclass(frozen=True)
 class AgentRequest:
     task_id: int
-    task_key: str
-    task_name: str
-    task_prompt: str  # the task's own text (the plan's action / prompt)
+    task: TaskBrief  # the task as cw describes it; task.prompt is its own text (the action)
     attempt: int
     agent_name: str
     prompt: str  # the full brief cw wrote for an agent CLI (task, plan, rules)

@@ -44,31 +44,24 @@ class LazyGroup(click.Group):
             ctx.exit(exc.exit_code)
 
 
+def _from(module: str, *names: str, prefix: str = "") -> dict[str, str]:
+    """Subcommands found in ``cw.cli.<module>``: each name's function is ``<prefix><name>``."""
+    where = f"cw.cli.{module}".rstrip(".")  # "": the groups of this module
+    return {name: f"{where}:{prefix}{name}" for name in names}
+
+
 @click.group(
     cls=LazyGroup,
     lazy={
-        "init": "cw.cli.run:init",
-        "submit": "cw.cli.submit:submit",
-        "dispatch": "cw.cli.run:dispatch",
-        "status": "cw.cli.show:status",
-        "wait": "cw.cli.show:wait",
-        "task": "cw.cli:task",
-        "plan": "cw.cli.plans:plan",
-        "agent": "cw.cli:agent",
-        "worker": "cw.cli.services:worker",
-        "budget": "cw.cli:budget",
-        "limits": "cw.cli:limits",
-        "review": "cw.cli:review",
-        "gc": "cw.cli.maintenance:gc",
-        "doctor": "cw.cli.maintenance:doctor",
-        "merge": "cw.cli.maintenance:merge",
-        "beat": "cw.cli.services:beat",
+        **_from("", "task", "agent", "budget", "limits", "review"),
+        **_from("run", "init", "dispatch"),
+        **_from("show", "status", "wait"),
+        **_from("maintenance", "gc", "doctor", "merge"),
+        **_from("services", "worker", "beat", "flower"),
         "broker": "cw.cli.services:broker_group",
+        "plan": "cw.cli.plans:plan",
         "message": "cw.cli.messages:message",
-        "fsui": "cw.cli.fsui:fsui",
-        "server": "cw.cli.server:server",
-        "flower": "cw.cli.services:flower",
-        "web": "cw.cli.web:web",
+        **{name: f"cw.cli.{name}:{name}" for name in ("submit", "fsui", "server", "web")},
     },
     invoke_without_command=True,
     no_args_is_help=True,
@@ -93,13 +86,8 @@ def cli(ctx: click.Context, verbose: bool, server_mode: bool) -> None:
 
 @click.group(
     cls=LazyGroup,
-    lazy={
-        "list": "cw.cli.show:task_list",
-        "show": "cw.cli.show:task_show",
-        "retry": "cw.cli.run:task_retry",
-        "cancel": "cw.cli.run:task_cancel",
-        "diff": "cw.cli.show:task_diff",
-    },
+    lazy=_from("show", "list", "show", "diff", prefix="task_")
+    | _from("run", "retry", "cancel", prefix="task_"),
 )
 def task() -> None:
     """Tasks: list, show, diff, retry, cancel."""
@@ -107,28 +95,24 @@ def task() -> None:
 
 @click.group(
     cls=LazyGroup,
-    lazy={
-        "list": "cw.cli.show:agent_list",
-        "spawn": "cw.cli.agents:spawn",
-        "stop": "cw.cli.agents:stop",
-        "resume": "cw.cli.agents:resume",
-        "restart": "cw.cli.agents:restart",
-        "logs": "cw.cli.agents:logs",
-    },
+    lazy=_from("show", "list", prefix="agent_")
+    | _from("agents", "spawn", "stop", "resume", "restart", "logs"),
 )
 def agent() -> None:
     """Agents: list, spawn, stop, resume, restart, logs."""
 
 
 @click.group(
-    cls=LazyGroup, lazy={"set": "cw.cli.run:budget_set", "list": "cw.cli.show:budget_list"}
+    cls=LazyGroup,
+    lazy=_from("run", "set", prefix="budget_") | _from("show", "list", prefix="budget_"),
 )
 def budget() -> None:
     """Cost limits per plan or initiative: no new work starts there once spent."""
 
 
 @click.group(
-    cls=LazyGroup, lazy={"list": "cw.cli.show:limits_list", "resume": "cw.cli.run:limits_resume"}
+    cls=LazyGroup,
+    lazy=_from("show", "list", prefix="limits_") | _from("run", "resume", prefix="limits_"),
 )
 def limits() -> None:
     """Usage limits: one agent hitting its account's limit pauses new starts for all."""
@@ -136,13 +120,7 @@ def limits() -> None:
 
 @click.group(
     cls=LazyGroup,
-    lazy={
-        "list": "cw.cli.review:review_list",
-        "show": "cw.cli.review:review_show",
-        "approve": "cw.cli.review:review_approve",
-        "reject": "cw.cli.review:review_reject",
-        "mode": "cw.cli.review:review_mode",
-    },
+    lazy=_from("review", "list", "show", "approve", "reject", "mode", prefix="review_"),
 )
 def review() -> None:
     """Review before merge: list, show, approve, reject; a plan's review mode."""

@@ -13,6 +13,7 @@ from cw.cli.common import load_settings, show
 from cw.errors import UsageError
 from cw.host import processes
 from cw.service import serverctl
+from cw.service.serverctl import ServerHealth
 
 F = Callable[..., Any]
 
@@ -83,7 +84,7 @@ def status(as_json: bool) -> None:
 
     report = district.health(load_settings().require_initialized())
     show(report, as_json, _render)
-    if not report["healthy"]:
+    if not report.healthy:
         sys.exit(1)
 
 
@@ -102,21 +103,21 @@ def stop(timeout: float, force: bool) -> None:
     click.echo("cw: no server was running" if pid is None else f"cw: server (pid {pid}) stopped")
 
 
-def _render(report: dict[str, Any]) -> None:
-    if not report["running"]:
+def _render(report: ServerHealth) -> None:
+    if not report.running:
         click.echo("server: not running")
     else:
-        click.echo(f"server: running (pid {report['pid']})")
-    for name, child in report["children"].items():
-        alive = "alive" if child["alive"] else "DEAD"
-        click.echo(f"  {name:<8} pid {child['pid']:<8} {alive:<6} log: {child['log']}")
-    click.echo(f"broker: {'reachable' if report['broker'] else 'NOT reachable'}")
-    click.echo(f"database: {'reachable' if report['database'] else 'NOT reachable'}")
-    if report.get("web"):
-        click.echo(f"web: {report['web']}")
-    if report["flower"]:
+        click.echo(f"server: running (pid {report.pid})")
+    for name, child in report.children.items():
+        alive = "alive" if child.alive else "DEAD"
+        click.echo(f"  {name:<8} pid {child.pid:<8} {alive:<6} log: {child.log}")
+    click.echo(f"broker: {'reachable' if report.broker else 'NOT reachable'}")
+    click.echo(f"database: {'reachable' if report.database else 'NOT reachable'}")
+    if report.web:
+        click.echo(f"web: {report.web}")
+    if report.flower:
         click.echo(
-            f"flower: {report['flower']} (credentials: {report['flower_credentials']}, "
+            f"flower: {report.flower} (credentials: {report.flower_credentials}, "
             "or `cw flower --show-credentials`)"
         )
 

@@ -59,7 +59,8 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
         from cw.transport.celeryapp import connected_app  # Celery: only to send something
 
         app = connected_app(settings)
-    diff = store.submit(spec, held.get(spec.name))
+    if not diff.nothing_new:  # nothing new: the answer is in, and no transaction is needed
+        diff = store.submit(spec, held.get(spec.name))
     _echo_lines(_summary(diff, spec) + submit_report(spec))
     if app is not None:
         from cw.transport.dispatch import dispatch_ready

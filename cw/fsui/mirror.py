@@ -16,6 +16,7 @@ docs/file-ui.md describes what a person may edit; cw/fsui/edits.py reads those e
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -23,6 +24,7 @@ import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from json.encoder import encode_basestring
 from typing import Any, NamedTuple
 
 from cw.plans import spec as planspec
@@ -76,6 +78,8 @@ def safe_name(text: str, fallback: str) -> str:
     return name[:_MAX_NAME] or fallback
 
 
+#: Cached: the same few names (initiatives, phases, plans) come back in every task's path.
+@functools.lru_cache(maxsize=4096)
 def component(text: str, fallback: str) -> str:
     """A path component for user data; a changed name gets a hash of the original, so two
     names never meet in one file."""
@@ -120,18 +124,25 @@ _ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff\ud800-\udfff]")
 
 def yaml_scalar(value: Any) -> str:
     """One YAML value on one line, read back by any YAML 1.1 or 1.2 parser as ``value``."""
+    if type(value) is str:  # most values: checked first, as this runs for every field
+        return _yaml_text(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
         return json.dumps(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(yaml_scalar(v) for v in value) + "]"
-    text = str(value)
+    return _yaml_text(str(value))
+
+
+def _yaml_text(text: str) -> str:
     if _PLAIN.fullmatch(text) and text.lower() not in _YAML_WORDS:
         return text
-    quoted = json.dumps(text, ensure_ascii=False)
+    quoted = encode_basestring(text)  # what json.dumps(text, ensure_ascii=False) returns
     return _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", quoted)
 
 
@@ -173,9 +184,13 @@ def normal(text: str) -> str:
 # -- documents -----------------------------------------------------------------------------
 
 
+#: json.dumps(..., sort_keys=True, default=str, ensure_ascii=False), made once.
+_ROW_JSON = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)
+
+
 def revision(row: Any) -> str:
     """A short hash of a row's rendered fields: it changes whenever the database side does."""
-    return _digest(json.dumps(vars(row), sort_keys=True, default=str, ensure_ascii=False))
+    return _digest(_ROW_JSON.encode(vars(row)))
 
 
 def _digest(text: str) -> str:

@@ -4,8 +4,10 @@ Every write goes to a temporary file in the same directory and is then swapped i
 editor never sees half a file. Where Linux's ``renameat2(RENAME_EXCHANGE)`` exists the swap is
 one atomic step that hands back whatever was at the path: a person's save that landed at that
 very moment is swapped back in place, untouched, for the caller to read once it is quiet.
+A folder that does not exist yet is written whole in a hidden folder beside it and moved in
+with one rename: nothing can be in it, and nobody sees its files before they are whole.
 
-cw records a hash of each file it writes (``.cw/fsui-state.json``, written before the files),
+cw records a hash of each file it writes (:mod:`cw.fsui.record`, saved before the files),
 so its own writes are never mistaken for a person's, and edits made while no watcher ran are
 found at the next start.
 """
@@ -16,17 +18,17 @@ import ctypes
 import errno
 import functools
 import hashlib
-import json
 import logging
 import os
+import shutil
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cw.errors import ConfigError
+from cw.fsui.record import Record
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,6 @@ TEMP_PREFIX = ".cw-tmp-"
 REJECTED_MARK = ".rejected-"
 #: An edit larger than this is not read: it is kept aside, unread.
 MAX_EDIT_BYTES = 1024 * 1024
-#: Hashes remembered per file: the last write and the one before (a crash between the state
-#: file and the file itself leaves either on disk).
-_KNOWN_PER_FILE = 2
-_STATE_VERSION = 1
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
 
@@ -76,9 +74,8 @@ class MirrorDir:
         self.root = root
         self.state_file = state_file
         self.max_bytes = max_bytes
-        self.known: dict[str, list[str]] = {}
+        self.record = Record(state_file)
         self.identity: tuple[int, int] | None = None  # the root's (device, inode) when opened
-        self._dirty = False
         self._counter = 0
 
     # -- the record of our writes ----------------------------------------------------------
@@ -90,12 +87,17 @@ class MirrorDir:
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
         self.root.mkdir(parents=True, exist_ok=True)
-        self.known = _load_state(self.state_file)
+        self.record.load()
         self.identity = _identity(self.root)
 
     def replaced(self) -> bool:
         """Whether the root is gone, or is another directory than the one opened."""
         return _identity(self.root) != self.identity
+
+    @property
+    def known(self) -> dict[str, list[str]]:
+        """The hashes of what cw wrote, by path."""
+        return self.record.known
 
     def is_ours(self, rel: str, data: bytes) -> bool:
         return digest(data) in self.known.get(rel, ())
@@ -107,24 +109,13 @@ class MirrorDir:
 
     def expect(self, rel: str, text: str) -> None:
         """Remember that cw is about to write ``text`` to ``rel``."""
-        hashes = self.known.setdefault(rel, [])
-        h = digest(text.encode())
-        if hashes and hashes[-1] == h:
-            return
-        hashes.append(h)
-        del hashes[:-_KNOWN_PER_FILE]
-        self._dirty = True
+        self.record.expect(rel, digest(text.encode()))
 
     def forget(self, rel: str) -> None:
-        if self.known.pop(rel, None) is not None:
-            self._dirty = True
+        self.record.forget(rel)
 
     def save(self) -> None:
-        if not self._dirty:
-            return
-        data = json.dumps({"version": _STATE_VERSION, "files": self.known}, sort_keys=True)
-        _atomic_write(self.state_file, data.encode())
-        self._dirty = False
+        self.record.save()
 
     # -- paths -----------------------------------------------------------------------------
 
@@ -141,9 +132,11 @@ class MirrorDir:
 
     @staticmethod
     def ignored(rel: str) -> bool:
-        """Our temporary files, kept edits, and hidden files (editors' swap files)."""
+        """Our temporary files and folders, kept edits, hidden files (editors' swap files) and
+        whatever is in a hidden folder."""
         name = rel.rpartition("/")[2]
-        return name.startswith(".") or REJECTED_MARK in name or name.endswith("~")
+        hidden = rel.startswith(".") or "/." in rel
+        return hidden or REJECTED_MARK in name or name.endswith("~")
 
     def _ensure_parent(self, rel: str) -> None:
         """Make each directory above ``rel``; a link or a file in the way is moved aside.
@@ -163,6 +156,38 @@ class MirrorDir:
                 os.rename(path, _aside(Path(path), ""))
                 logger.warning("moved %s aside: a directory of the mirror belongs there", path)
                 os.mkdir(path)
+
+    def new_folders(self, rels: Iterable[str]) -> dict[str, list[str]]:
+        """Those of ``rels`` whose folder does not exist yet, by the topmost missing folder.
+
+        Nothing can be in such a folder yet: :meth:`write_folder` writes it whole elsewhere.
+        One look per folder, not per file.
+        """
+        tops: dict[str, str | None] = {}  # folder -> its topmost missing folder, if any
+        out: dict[str, list[str]] = {}
+        for rel in rels:
+            folder = rel.rpartition("/")[0]
+            if folder not in tops:
+                tops[folder] = self._topmost_missing(folder)
+            top = tops[folder]
+            if top is not None:
+                out.setdefault(top, []).append(rel)
+        return out
+
+    def _topmost_missing(self, folder: str) -> str | None:
+        """The first folder on the way to ``folder`` that does not exist; None when all do, or
+        when something other than a folder is in the way (the one-by-one path moves it)."""
+        parts = folder.split("/") if folder else []
+        path = os.fspath(self.root)
+        for n, part in enumerate(parts, 1):
+            path = f"{path}/{part}"
+            try:
+                mode = os.lstat(path).st_mode
+            except FileNotFoundError:
+                return "/".join(parts[:n])
+            if not stat.S_ISDIR(mode):
+                return None
+        return None
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -199,6 +224,23 @@ class MirrorDir:
             return False
         os.replace(tmp, path)
         return True
+
+    def write_folder(self, top: str, files: dict[str, str]) -> bool:
+        """Make the missing folder ``top`` holding ``files`` (path under the root -> text).
+
+        They are written plainly into a hidden temporary folder beside it, which one rename
+        then puts in place: nobody sees a half-written file, and a crash leaves only the
+        temporary folder (the watcher removes it at its next start). False, with nothing
+        written, when ``top`` appeared meanwhile and is not empty: write them one by one.
+        """
+        target = self.path(top)
+        tmp = os.fspath(self._temp_beside(target))
+        try:
+            _fill(tmp, top, files)
+            moved = _move_folder(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # nothing is left there once moved
+        return moved
 
     def _replaceable(self, rel: str, found: Found, handled: bytes | None) -> bool:
         return found.is_file and (self.is_ours(rel, found.data) or found.data == handled)
@@ -302,10 +344,38 @@ def _aside(path: Path, suffix: str) -> Path:
     return candidate
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: str | Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+    try:
+        view = memoryview(data)
+        while view:  # plain os.write: no buffered file object for one write
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _fill(folder: str, top: str, files: dict[str, str]) -> None:
+    """Write ``files`` (paths under ``top``) into the new folder ``folder`` instead."""
+    os.mkdir(folder)
+    made = {""}
+    for rel, text in files.items():
+        inner = rel[len(top) + 1 :]
+        parent = inner.rpartition("/")[0]
+        if parent not in made:
+            os.makedirs(f"{folder}/{parent}", exist_ok=True)
+            made.add(parent)
+        _write_new(f"{folder}/{inner}", text.encode())
+
+
+def _move_folder(source: str, target: Path) -> bool:
+    """Rename a folder; False when ``target`` exists and is not an empty folder."""
+    try:
+        os.rename(source, target)  # an empty folder there is replaced
+    except OSError as exc:
+        if exc.errno in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR):
+            return False
+        raise
+    return True
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -321,20 +391,6 @@ def _remove(path: Path) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
-
-
-def _load_state(path: Path) -> dict[str, list[str]]:
-    try:
-        data: Any = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        logger.warning("%s unreadable (%s): every differing file counts as an edit", path, exc)
-        return {}
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, dict):
-        return {}
-    return {str(k): [str(h) for h in v] for k, v in files.items() if isinstance(v, list)}
 
 
 @functools.cache

@@ -17,6 +17,7 @@ import fcntl
 import logging
 import os
 import queue
+import shutil
 import threading
 import time
 import warnings
@@ -182,8 +183,15 @@ class Watcher:
         handled = handled or {}
         applied: dict[str, bytes] = {}
         outdated: list[tuple[Doc, bytes | None]] = []
+        by_rel = {doc.rel: doc for doc in docs}
+        fresh = {  # in folders not made yet: nothing there to read
+            top: [by_rel[rel] for rel in rels] for top, rels in self.dir.new_folders(by_rel).items()
+        }
+        unseen = {doc.rel for group in fresh.values() for doc in group}
         for doc in docs:
             self.index[doc.rel] = doc.ref
+            if doc.rel in unseen:
+                continue
             found = self.dir.read(doc.rel)
             if found.is_file and found.data == doc.text.encode():
                 self.dir.expect(doc.rel, doc.text)
@@ -197,7 +205,7 @@ class Watcher:
                 applied[doc.rel] = found.data
             else:
                 outdated.append((doc, found.data))
-        self._write(outdated)
+        self._write(outdated, fresh)
         if applied:
             refs = {self.index[rel] for rel in applied}
             self._sync([*self._render(refs), self._status()], (), applied)
@@ -205,10 +213,20 @@ class Watcher:
     def _ours(self, rel: str, found: Found) -> bool:
         return found.is_file and self.dir.is_ours(rel, found.data)
 
-    def _write(self, docs: list[tuple[Doc, bytes | None]]) -> None:
-        for doc, _ in docs:
+    def _write(
+        self, docs: list[tuple[Doc, bytes | None]], fresh: dict[str, list[Doc]] | None = None
+    ) -> None:
+        """Write ``docs`` one by one (each with the edit it may replace), and the ``fresh``
+        folders (by their topmost missing folder) whole."""
+        fresh = fresh or {}
+        for doc in [d for d, _ in docs] + [d for group in fresh.values() for d in group]:
             self.dir.expect(doc.rel, doc.text)
         self.dir.save()  # before the files: a crash in between leaves nothing unexplained
+        for top, group in fresh.items():
+            if self.dir.write_folder(top, {d.rel: d.text for d in group}):
+                self.tally.written += len(group)
+            else:  # made meanwhile: one by one, as any other
+                docs = docs + [(d, None) for d in group]
         for doc, handled in docs:
             if self.dir.write(doc.rel, doc.text, handled):
                 self.tally.written += 1
@@ -467,8 +485,13 @@ def _answer_files(root: Path) -> list[str]:
 
 
 def _remove_temp_files(root: Path) -> None:
-    """Temporary files a killed watcher left behind."""
-    for folder, _dirs, files in os.walk(root):
+    """Temporary files and folders a killed watcher left behind."""
+    for folder, dirs, files in os.walk(root):
+        for name in [d for d in dirs if d.startswith(TEMP_PREFIX)]:
+            dirs.remove(name)
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                shutil.rmtree(path)
         for name in files:
             if name.startswith(TEMP_PREFIX):
                 os.unlink(os.path.join(folder, name))

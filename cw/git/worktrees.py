@@ -61,31 +61,85 @@ def add_worktree(repo: Path, path: Path, branch: str, base_sha: str) -> None:
     first: a half-made worktree is rebuilt from its branch, stale lock files are removed.
     """
     with repo_lock(repo):
-        run(repo, "worktree", "prune")
-        existing = find_worktree(repo, path)
-        if existing is not None and _half_made(existing, _admin_dir(repo, path)):
-            logger.warning("rebuilding %s: its git worktree add was killed", path)
-            _dismantle(repo, path)
-            existing = None
         _empty_trash(path.parent)
-        remove_stale_locks([*_admin_locks(repo, path), _ref_lock(repo, branch)])
-        if existing is not None:
-            if existing.branch == branch:
-                return
-            on = existing.branch or "a detached HEAD"
-            raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
-        if branch_sha(repo, branch) is not None:
-            run(repo, "worktree", "add", str(path), branch)
-        else:
-            run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+        if not _added(repo, path, branch, base_sha):
+            _repair_and_add(repo, path, branch, base_sha)
     logger.info("worktree %s on %s", path, branch)
+
+
+def _added(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
+    """The usual case, at a cost that does not grow with the worktrees ``repo`` has: ``path``
+    is new, and git adds it; or it is a whole worktree on ``branch`` already. False when
+    anything else is found (or git fails): :func:`_repair_and_add` then looks closely."""
+    if path.exists():
+        admin = _own_admin_dir(repo, path)
+        if admin is None or _half_made_at(admin) or _branch_at(admin) != branch:
+            return False
+        remove_stale_locks([*sorted(admin.glob("*.lock")), _ref_lock(repo, branch)])
+        return True
+    try:
+        _git_add(repo, path, branch, base_sha)
+    except GitError as exc:  # a stale entry, a lock a killed git left: repaired, then again
+        logger.debug("adding %s the quick way failed: %s", path, exc)
+        return False
+    return True
+
+
+def _repair_and_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    run(repo, "worktree", "prune")
+    existing = find_worktree(repo, path)
+    if existing is not None and _half_made(existing, _admin_dir(repo, path)):
+        logger.warning("rebuilding %s: its git worktree add was killed", path)
+        _dismantle(repo, path)
+        existing = None
+    remove_stale_locks([*_admin_locks(repo, path), _ref_lock(repo, branch)])
+    if existing is not None:
+        if existing.branch == branch:
+            return
+        on = existing.branch or "a detached HEAD"
+        raise GitError(f"{path} is already a worktree on {on}, not on {branch}")
+    _git_add(repo, path, branch, base_sha)
+
+
+def _git_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
+    if branch_sha(repo, branch) is not None:
+        run(repo, "worktree", "add", str(path), branch)
+    else:
+        run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
+
+
+def _own_admin_dir(repo: Path, path: Path) -> Path | None:
+    """The directory in ``repo``'s ``.git/worktrees`` of the worktree at ``path``, found from
+    its ``.git`` file and checked against the ``gitdir`` file there that names it back; None
+    if either is missing, they disagree, or it belongs to another repository."""
+    try:
+        text = (path / ".git").read_text(encoding="utf-8")
+        admin = Path(text.removeprefix("gitdir:").strip())
+        back = Path((admin / "gitdir").read_text(encoding="utf-8").strip())
+    except OSError:
+        return None
+    mine = admin.parent.resolve() == (git_common_dir(repo) / "worktrees").resolve()
+    return admin if mine and back.parent.resolve() == path.resolve() else None
+
+
+def _branch_at(admin: Path) -> str | None:
+    """The branch a worktree has checked out, from its ``HEAD`` (None when detached)."""
+    try:
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return head.removeprefix("ref: refs/heads/") if head.startswith("ref: ") else None
 
 
 def _half_made(entry: _Worktree, admin: Path | None) -> bool:
     """Whether ``git worktree add`` of this worktree (``admin``: its directory in
     ``.git/worktrees``) never finished: git keeps a new worktree locked ("initializing") until
     its checkout is complete, and writes its index last."""
-    return entry.locked is not None and admin is not None and not (admin / "index").exists()
+    return entry.locked is not None and admin is not None and _half_made_at(admin)
+
+
+def _half_made_at(admin: Path) -> bool:
+    return (admin / "locked").exists() and not (admin / "index").exists()
 
 
 def half_made_worktrees(repo: Path, under: Path) -> list[Path]:
@@ -269,18 +323,37 @@ def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: 
     A kill part-way leaves the worktree whole, or its copy in the trash (never a half-deleted
     worktree that a later attempt would take for its work); ``add_worktree`` and
     ``cw doctor --fix`` empty the trash."""
+    whole = _whole_worktree(repo, path) or _checked_whole(repo, path)
+    if whole is not None:
+        locks, entry = whole
+        with repo_lock(repo):
+            remove_stale_locks(locks)
+        _commit_before_removal(entry, force_commit_message)
+    with repo_lock(repo):
+        _dismantle(repo, path)
+    logger.info("removed worktree %s", path)
+
+
+def _whole_worktree(repo: Path, path: Path) -> tuple[list[Path], _Worktree] | None:
+    """A whole linked worktree at ``path`` and its lock files, found without asking git about
+    every worktree (the usual case of a removal); None if anything is unusual."""
+    admin = _own_admin_dir(repo, path)
+    if admin is None or _half_made_at(admin):
+        return None
+    return sorted(admin.glob("*.lock")), _Worktree(path, _branch_at(admin), main=False)
+
+
+def _checked_whole(repo: Path, path: Path) -> tuple[list[Path], _Worktree] | None:
+    """What git says of ``path``: a whole worktree and its lock files, or None when it is gone
+    or half-made; refuses the main worktree and a directory git does not know."""
     entry = find_worktree(repo, path)
     if entry is not None and entry.main:
         raise GitError(f"{path} is the main worktree of {repo}; cw never removes it")
     if entry is None and path.exists():
         raise GitError(f"{path} is not a worktree of {repo}; left in place")
-    if entry is not None and path.exists() and not _half_made(entry, _admin_dir(repo, path)):
-        with repo_lock(repo):
-            remove_stale_locks(_admin_locks(repo, path))
-        _commit_before_removal(entry, force_commit_message)
-    with repo_lock(repo):
-        _dismantle(repo, path)
-    logger.info("removed worktree %s", path)
+    if entry is None or not path.exists() or _half_made(entry, _admin_dir(repo, path)):
+        return None
+    return _admin_locks(repo, path), entry
 
 
 def _commit_before_removal(entry: _Worktree, message: str) -> None:

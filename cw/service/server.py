@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from cw.agents.protocol import last_line
 from cw.errors import CwError
@@ -34,6 +33,8 @@ from cw.service import monitoring
 from cw.service.serverctl import (
     POLL_SECONDS,
     STOP_POLL_SECONDS,
+    ChildHealth,
+    ServerHealth,
     alive,
     pid_path,
     read_json,
@@ -305,34 +306,35 @@ def start_detached(settings: Settings, options: ServerOptions) -> int:
 # -- health ------------------------------------------------------------------------------------
 
 
-def health(settings: Settings) -> dict[str, Any]:
+def health(settings: Settings) -> ServerHealth:
     """Whether the server runs, each child's pid and liveness, the broker and the database."""
     pid = pidfile.holder(pid_path(settings))
     state = read_json(state_path(settings)) if pid else {}
     children = {
-        name: {**info, "alive": alive(info.get("pid"))}
+        name: ChildHealth(**info, alive=alive(info.get("pid")))
         for name, info in state.get("children", {}).items()
     }
     flower = state.get("flower")
-    report = {
-        "running": pid is not None,
-        "pid": pid,
-        "started_at": state.get("started_at"),
-        "children": children,
-        "broker": monitoring.broker_reachable(settings),
-        "database": monitoring.database_reachable(settings),
-        "flower": flower,
-        "flower_credentials": _flower_login(settings) if flower else None,
-        "web": state.get("web"),
-    }
-    report["healthy"] = bool(
-        pid
-        and children
-        and all(c["alive"] for c in children.values())
-        and report["broker"]
-        and report["database"]
+    broker_up = monitoring.broker_reachable(settings)
+    database_up = monitoring.database_reachable(settings)
+    return ServerHealth(
+        running=pid is not None,
+        pid=pid,
+        started_at=state.get("started_at"),
+        children=children,
+        broker=broker_up,
+        database=database_up,
+        flower=flower,
+        flower_credentials=_flower_login(settings) if flower else None,
+        web=state.get("web"),
+        healthy=bool(
+            pid
+            and children
+            and all(c.alive for c in children.values())
+            and broker_up
+            and database_up
+        ),
     )
-    return report
 
 
 def _flower_login(settings: Settings) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,32 @@ PID_FILE = "server.pid"
 STATE_FILE = "server.json"
 POLL_SECONDS = 0.2  # the supervisor's watch of its children
 STOP_POLL_SECONDS = 0.02  # `cw server stop` waiting for the server to be gone
+
+
+@dataclass(frozen=True)
+class ChildHealth:
+    """One process the server started, as its state file names it, and whether it still runs."""
+
+    pid: int
+    started_at: float
+    log: str
+    alive: bool
+
+
+@dataclass(frozen=True)
+class ServerHealth:
+    """``cw server status``: the server, each of its children, and what they all need."""
+
+    running: bool
+    pid: int | None
+    started_at: float | None
+    children: dict[str, ChildHealth]
+    broker: bool  # reachable
+    database: bool  # reachable
+    flower: str | None  # its address, when the server runs it
+    flower_credentials: str | None  # where its login is
+    web: str | None  # the live page's address, when the server runs it
+    healthy: bool  # running, every child alive, broker and database reachable
 
 
 def pid_path(settings: Settings) -> Path:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld
-from cw.store.base import lock_task, option_text
+from cw.store.base import lock_task
 from cw.store.limits import Limits
 from cw.store.models import Agent, AgentRun, District, Event, Initiative, Merge, Message, Task
 from cw.store.records import (
@@ -23,9 +23,12 @@ from cw.store.records import (
     NO_RESULT,
     OUTCOMES,
     REVIEW_AUTHOR,
+    Answer,
     AttemptResult,
     Claim,
+    Question,
     S,
+    TaskBrief,
     Tokens,
     Workspace,
     machinery_backoff,
@@ -79,7 +82,7 @@ class Attempts(Limits):
             run.session_id = workspace.session_id or workspace.new_session_id
             return workspace
 
-    def _deliver_answers(self, s: Session, claim: Claim) -> list[dict[str, Any]]:
+    def _deliver_answers(self, s: Session, claim: Claim) -> list[Answer]:
         """The agent's answered questions this attempt hears: new answers, and again those an
         attempt that never finished heard (taken over, interrupted, stopped, lost: a command
         agent has no session to remember them in)."""
@@ -108,12 +111,7 @@ class Attempts(Limits):
                 message.delivered_attempt = claim.attempt
                 self._message_event(s, "message.delivered", message, claim.attempt)
         return [
-            {
-                "id": m.extra_id,
-                "question": m.body,
-                "options": list(m.options),
-                "answer": m.answer or "",
-            }
+            Answer(id=m.extra_id, question=m.body, options=list(m.options), answer=m.answer or "")
             for m in heard
         ]
 
@@ -402,21 +400,13 @@ def _workspace(
     s: Session,
     claim: Claim,
     previous: tuple[str, int | None] | None,
-    heard: list[dict[str, Any]],
+    heard: list[Answer],
 ) -> Workspace:
     task = s.get_one(Task, claim.task_id)
     agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
     return Workspace(
         task_id=task.id,
-        key=task.key,
-        name=task.name,
-        prompt=task.prompt,
-        files=list(task.files),
-        verify=task.verify,
-        check=(task.extra or {}).get("verify_text"),
-        done_criteria=task.done_criteria,
-        plan_objective=task.plan.objective,
-        plan_context=task.plan.context,
+        brief=_brief(task),
         attempt=claim.attempt,
         agent_id=agent.id,
         agent_name=agent.name,
@@ -430,6 +420,21 @@ def _workspace(
         previous=previous,
         answers=heard,
         **_new_session(s, task, agent),
+    )
+
+
+def _brief(task: Task) -> TaskBrief:
+    return TaskBrief(
+        key=task.key,
+        name=task.name,
+        prompt=task.prompt,
+        branch=task.branch or "",
+        files=list(task.files),
+        verify=task.verify,
+        check=(task.extra or {}).get("verify_text"),
+        done_criteria=task.done_criteria,
+        plan_objective=task.plan.objective,
+        plan_context=task.plan.context,
     )
 
 
@@ -448,15 +453,14 @@ def _new_session(s: Session, task: Task, agent: Agent) -> dict[str, Any]:
     return {"new_session_id": session_id, "new_session_known": bool(known)}
 
 
-def _question(task_id: int, agent_id: int | None, question: dict[str, Any]) -> Message:
-    options = question.get("options")
+def _question(task_id: int, agent_id: int | None, question: Question) -> Message:
     return Message(
         task_id=task_id,
         agent_id=agent_id,
         author="agent",
-        body=str(question.get("text") or ""),
-        options=[option_text(o) for o in options] if isinstance(options, list) else [],
-        multi_select=bool(question.get("multi_select")),
-        extra_id=str(question.get("id") or ""),
+        body=question.text,
+        options=list(question.options),
+        multi_select=question.multi_select,
+        extra_id=question.id,
         created_at=time.time(),
     )

@@ -240,14 +240,6 @@ def chunks(items: list[T], size: int) -> Iterator[list[T]]:
         yield items[start : start + size]
 
 
-def option_text(option: Any) -> str:
-    """A checkpoint option as a person reads it: ``id: name``."""
-    if isinstance(option, dict):
-        label = option.get("name") or option.get("text") or ""
-        return f"{option.get('id', '?')}: {label}".strip()
-    return str(option)
-
-
 def keys_not_done(s: Session, task_id: int) -> list[str]:
     dep = aliased(Task)
     return list(

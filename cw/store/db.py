@@ -22,6 +22,10 @@ from sqlalchemy.orm import Session
 from cw import defaults
 from cw.errors import ConfigError
 
+#: What the database raises for trouble that passes: a deadlock, a serialization failure, a lock
+#: held too long, a dropped connection. Trying the same work again is the answer, not failing it.
+TransientDatabaseError = OperationalError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration; a unit test checks it is Alembic's head.
 SCHEMA_REVISION = "0008"

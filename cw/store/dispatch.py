@@ -10,12 +10,12 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cw.store import db
-from cw.store.base import agents_in_flight, option_text
+from cw.store.base import agents_in_flight
 from cw.store.limits import Limits
 from cw.store.models import Agent, Message, Phase, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
 from cw.store.queries import budget_rows
-from cw.store.records import Claim, S
+from cw.store.records import Claim, S, option_text
 
 
 class Dispatching(Limits):

@@ -58,19 +58,68 @@ class Scope:
         return f"plan {self.plan!r}" if self.plan else f"initiative {self.initiative!r}"
 
 
+def option_text(option: Any) -> str:
+    """A checkpoint's or an agent's option as a person reads it: ``id: name``."""
+    if isinstance(option, dict):
+        label = option.get("name") or option.get("text") or ""
+        return f"{option.get('id', '?')}: {label}".strip()
+    return str(option)
+
+
+@dataclass(frozen=True)
+class Question:
+    """What an agent asks a person: one message each, answered by text or by option."""
+
+    id: str
+    text: str
+    options: list[str] = field(default_factory=list)
+    multi_select: bool = False
+
+    @classmethod
+    def of(cls, asked: Mapping[str, Any]) -> Question:
+        """A question as an agent's structured answer holds it: whatever it left out or gave in
+        another shape reads as empty."""
+        options = asked.get("options")
+        return cls(
+            id=str(asked.get("id") or ""),
+            text=str(asked.get("text") or ""),
+            options=[option_text(o) for o in options] if isinstance(options, list) else [],
+            multi_select=bool(asked.get("multi_select")),
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A person's answer to an agent's question, as the agent's next attempt hears it."""
+
+    id: str
+    question: str
+    options: list[str]
+    answer: str
+
+
+@dataclass(frozen=True)
+class TaskBrief:
+    """The parts of a task an agent needs to hear about."""
+
+    key: str
+    name: str
+    prompt: str
+    branch: str = ""  # the branch the agent works on; "" until an attempt first makes it
+    files: list[str] = field(default_factory=list)
+    verify: str | None = None  # the merge gate: a command, or None
+    check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
+    done_criteria: str | None = None
+    plan_objective: str = ""
+    plan_context: str = ""
+
+
 @dataclass(frozen=True)
 class Workspace:
     """Everything a worker needs to run one attempt: plain values, never ORM rows."""
 
     task_id: int
-    key: str
-    name: str
-    prompt: str
-    files: list[str]
-    verify: str | None
-    done_criteria: str | None
-    plan_objective: str
-    plan_context: str
+    brief: TaskBrief
     attempt: int
     agent_id: int
     agent_name: str
@@ -80,10 +129,9 @@ class Workspace:
     base_sha: str | None
     session_cost_usd: float = 0.0  # what the agent's current session has cost so far
     bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
-    check: str | None = None  # a GSD task's whole <verify> text (``verify`` is only its gate)
     review: str | None = None  # its plan's or initiative's review mode; None: the setting's
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
-    answers: list[dict[str, Any]] = field(default_factory=list)  # answered questions to hear
+    answers: list[Answer] = field(default_factory=list)  # answered questions to hear
     # A conversation not yet recorded as started (session_id None) starts with this id; known:
     # an earlier run of this task launched it, so an "already in use" CLI may resume it.
     new_session_id: str | None = None
@@ -159,7 +207,7 @@ class RunFacts:
     turns: int | None = None
     summary: str | None = None
     error: str | None = None
-    questions: list[dict[str, Any]] = field(default_factory=list)
+    questions: list[Question] = field(default_factory=list)
     usage: dict[str, Any] = field(default_factory=dict)  # tokens, as the CLI reports them
     duration_ms: int | None = None
     stdout_path: str | None = None
@@ -186,11 +234,11 @@ class AttemptResult(RunFacts):
 
 
 #: What an agent that asks without saying what is asked about gets: a question to answer.
-NO_QUESTION: dict[str, Any] = {
-    "id": "",
-    "text": "The agent stopped to ask a person something but gave no question; see its log "
+NO_QUESTION = Question(
+    id="",
+    text="The agent stopped to ask a person something but gave no question; see its log "
     "(`cw agent logs`) and answer here.",
-}
+)
 
 #: ``tasks.extra`` key: how many times cw's own machinery failed this task's attempts since a
 #: person last retried it (:meth:`Store.retry_machinery`).

@@ -9,12 +9,14 @@ import select
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import cw
 from tests.conftest import CW, Processes, dump_store, git, store_url
 
 # a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` is slow, so d and e must get
@@ -112,6 +114,18 @@ def test_agent_logs_are_kept_per_agent(district: Path, processes: Processes) -> 
     assert sorted(p.name for p in logs.iterdir()) == ["attempt-1.stderr", "attempt-1.stdout"]
     shown = run_cw(repo, "task", "show", "solo").stdout
     assert "state     done" in shown and agent["name"] in shown
+
+
+def test_version_is_answered_before_the_cli_loads_and_reads_as_clicks(tmp_path: Path) -> None:
+    quick = run_cw(tmp_path, "--version")
+    through_click = run_cw(tmp_path, "--verbose", "--version")  # not the fast path
+    assert quick.stdout == through_click.stdout == f"cw, version {cw.__version__}\n"
+    loaded = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "cw", "--version"],
+        capture_output=True,
+        text=True,
+    )
+    assert " click" not in loaded.stderr and " cw.cli" not in loaded.stderr
 
 
 def test_init_outside_a_git_repository_fails_with_one_line(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from cw.agents.protocol import AgentRequest
 from cw.agents.registry import make_adapter
 from cw.errors import ConfigError
 from cw.settings import Settings
+from cw.store import TaskBrief
 
 
 def adapter(tmp_path: Path, command: str, **overrides: str) -> CommandAdapter:
@@ -28,8 +29,8 @@ def request(tmp_path: Path) -> AgentRequest:
     worktree = tmp_path / "wt"
     worktree.mkdir(exist_ok=True)
     return AgentRequest(
-        task_id=7, task_key="02-01-1", task_name="Cache", attempt=2, agent_name="amber-otter",
-        task_prompt="Write an LRU cache", prompt="The whole brief",
+        task_id=7, task=TaskBrief("02-01-1", "Cache", "Write an LRU cache"), attempt=2,
+        agent_name="amber-otter", prompt="The whole brief",
         worktree=worktree, log_dir=tmp_path / "logs",
     )  # fmt: skip
 

@@ -14,7 +14,7 @@ import pytest
 
 from cw.agents.protocol import AgentRequest
 from cw.agents.registry import make_adapter
-from cw.store import AttemptResult, Claim
+from cw.store import AttemptResult, Claim, TaskBrief
 from tests.conftest import git
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
@@ -181,7 +181,7 @@ def test_a_cli_that_hangs_at_start_is_stopped_and_the_task_fails_clearly(
          "CW_CLAUDE_STARTUP_TIMEOUT": "1"},
     ).settings  # fmt: skip
     request = AgentRequest(
-        task_id=1, task_key="k", task_name="n", task_prompt="p", attempt=1, agent_name="a",
+        task_id=1, task=TaskBrief("k", "n", "p"), attempt=1, agent_name="a",
         prompt="p", worktree=tmp_path, log_dir=tmp_path / "logs", new_session_id=str(uuid4()),
         env={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario)},
     )  # fmt: skip

@@ -54,6 +54,7 @@ from cw.agents.codex import CodexAdapter
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.errors import AgentError
 from cw.settings import Settings
+from cw.store import TaskBrief
 
 FAKES = Path(__file__).resolve().parent.parent / "fakes"
 
@@ -78,7 +79,7 @@ def request(tmp_path: Path, attempt: int = 1, **fields: Any) -> AgentRequest:
     worktree = tmp_path / "wt"
     worktree.mkdir(exist_ok=True)
     values: dict[str, Any] = {
-        "task_id": 3, "task_key": "01-02-1", "task_name": "Cache", "task_prompt": "LRU cache",
+        "task_id": 3, "task": TaskBrief("01-02-1", "Cache", "LRU cache"),
         "attempt": attempt,
         "agent_name": "amber-otter", "prompt": "Write an LRU cache", "worktree": worktree,
         "log_dir": tmp_path / "logs",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cw.agents.protocol import AgentOutcome, AgentRequest
+from cw.store import Question
 from tests.integration.test_agents import adapter, always, request
 
 ASK = """cat > "$CW_QUESTIONS_FILE" <<'EOF'
@@ -26,8 +27,7 @@ def test_a_command_that_writes_questions_and_exits_0_has_asked(tmp_path: Path) -
     outcome = run(tmp_path, ASK + "echo draft > draft.txt")
     assert (outcome.status, outcome.error) == ("questions", None)
     (question,) = outcome.questions
-    assert question == {"id": "db", "text": "SQLite or Postgres?",
-                        "options": ["sqlite", "postgres"], "multi_select": False}  # fmt: skip
+    assert question == Question("db", "SQLite or Postgres?", ["sqlite", "postgres"])
     asked = tmp_path / "logs" / "attempt-2.questions.json"
     assert asked.is_file(), "kept beside the attempt's logs"
     assert sorted(p.name for p in (tmp_path / "wt").iterdir()) == ["draft.txt"], "none in it"
@@ -64,7 +64,7 @@ def test_no_secret_of_the_worker_reaches_a_question(
         > "$CW_QUESTIONS_FILE" """)  # fmt: skip
     assert outcome.status == "questions"
     (question,) = outcome.questions
-    assert (question["text"], question["options"]) == ("Is [redacted] right?", ["[redacted]", "no"])
+    assert (question.text, question.options) == ("Is [redacted] right?", ["[redacted]", "no"])
 
 
 def test_the_answers_are_in_cw_answers_and_in_the_file_it_names(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from cw import defaults
 from cw.agents import attempts
@@ -17,7 +18,7 @@ from cw.git import merging, runner, worktrees
 from cw.service import reconcile
 from cw.settings import Settings
 from cw.states import TaskState
-from cw.store import MACHINERY_RETRIES, Claim, Store
+from cw.store import MACHINERY_RETRIES, AttemptResult, Claim, Store
 from tests.conftest import database_env, git, init_district
 from tests.factories import spec
 
@@ -227,3 +228,30 @@ def test_a_merge_fails_only_after_its_retries_and_says_why(
     assert f"failed {tries} times" in detail["last_error"]
     assert store.task_detail(store.find_task_id("b"))["state"].value == "blocked"
     lock.unlink()
+
+
+def test_a_database_error_that_passes_sends_the_task_back_to_ready_instead_of_failing_it(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deadlock, a serialization failure or a dropped connection in the middle of an attempt
+    is the database's trouble, not the agent's: another attempt, as for git."""
+    settings, store = district
+    first = claim(store)
+    real, raised = store.finished_agent, []
+
+    def deadlocked_once(one: Claim) -> AttemptResult | None:
+        if not raised:
+            raised.append(one)
+            raise OperationalError("SELECT ...", {}, Exception("deadlock detected"))
+        return real(one)
+
+    monkeypatch.setattr(store, "finished_agent", deadlocked_once)
+    assert attempts.run_attempt(settings, store, first, worker="w")
+
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "ready"
+    assert detail["extra"][MACHINERY_RETRIES] == 1
+    (run,) = detail["runs"]
+    assert run["state"] == "retried" and "deadlock detected" in run["error"]
+    assert attempts.run_attempt(settings, store, claim(store), worker="w")
+    assert store.task_state(first.task_id).value == "merging"

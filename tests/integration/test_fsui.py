@@ -19,7 +19,7 @@ import yaml
 from cw.fsui import mirror, watcher
 from cw.fsui.mirrordir import REJECTED_MARK, TEMP_PREFIX
 from cw.settings import Settings
-from cw.store import AttemptResult, Store
+from cw.store import AttemptResult, Question, Store
 from cw.store.snapshot import Snapshot
 from tests.conftest import CW, Processes, database_env, dump_store, git
 from tests.factories import spec
@@ -127,7 +127,7 @@ def ask(store: Store, task_id: int, *questions: str) -> list[int]:
     """The task's agent asks; the new messages' ids."""
     claim = store.claim_task(task_id)
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=60)
-    asked = [{"id": f"q{i}", "text": q} for i, q in enumerate(questions)]
+    asked = [Question(f"q{i}", q) for i, q in enumerate(questions)]
     result = AttemptResult(outcome="questions", questions=asked)
     assert store.finish_attempt(claim, result, "command")
     return [m["id"] for m in store.message_rows() if m["task_id"] == task_id]
@@ -211,6 +211,46 @@ def test_a_state_change_rewrites_the_task_file_within_a_second(
     assert statistics.median(took) < 1.0, took
     assert fields(m.task_file("a"))["state"] == "cancelled"
     wait_for(lambda: "1 cancelled" in (m.root / "STATUS.md").read_text(), "the overview")
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its inode and modification time: a rewrite changes them."""
+    found = (p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in found}
+
+
+def test_a_first_render_lands_whole_and_a_killed_watchers_folder_is_cleared(
+    mirrored: Callable[..., Mirrored],
+) -> None:
+    m = mirrored({"a": [], "b": ["a"], "c": []})
+    ask(m.store, m.id("c"), "Which one?")
+    leftover = m.root / f"{TEMP_PREFIX}99-1-tasks"
+    (leftover / "test").mkdir(parents=True)
+    (leftover / "test/half.md").write_text("half a fi")
+    w = watcher.Watcher(m.settings, m.store)
+    w.sync_all()
+    docs = w.render_all()
+    assert _files(m.root).keys() == {d.rel for d in docs}, "every file, and nothing temporary"
+    for doc in docs:
+        assert (m.root / doc.rel).read_text(encoding="utf-8") == doc.text
+    assert w.tally.written == len(docs)
+
+
+def test_a_change_rewrites_only_the_files_of_the_rows_it_touched(
+    mirrored: Callable[..., Mirrored],
+) -> None:
+    m = mirrored({"a": [], "b": ["a"], "c": [], "d": []})
+    w = watcher.Watcher(m.settings, m.store)
+    w.sync_all()
+    before = _files(m.root)
+    m.store.cancel_task(m.id("a"))  # b is blocked with it
+    assert w.follow()
+    after = _files(m.root)
+    changed = {rel for rel in after if after[rel] != before.get(rel)}
+    root = m.root.as_posix() + "/"
+    assert changed == {m.task_file(k).as_posix().removeprefix(root) for k in "ab"} | {"STATUS.md"}
+    assert w.tally.written == 6 + 3
+    assert not w.follow(), "nothing more to write"
 
 
 # -- files -> database ---------------------------------------------------------------------

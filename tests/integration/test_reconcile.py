@@ -19,7 +19,7 @@ from cw.agents.registry import make_adapter
 from cw.git import merging
 from cw.service import reconcile
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, Store
+from cw.store import AttemptResult, Claim, Store, TaskBrief
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready, send
 from tests.conftest import database_env, git, init_district
@@ -268,7 +268,7 @@ def run_fake_claude(tmp_path: Path, runs: list[Run]) -> AgentOutcome:
         env={"CW_REPO": str(tmp_path), "CW_AGENT": "claude", "CW_CLAUDE_BINARY": str(FAKE_CLAUDE)}
     )
     request = AgentRequest(
-        task_id=1, task_key="k", task_name="n", task_prompt="p", attempt=1, agent_name="a",
+        task_id=1, task=TaskBrief("k", "n", "p"), attempt=1, agent_name="a",
         prompt="p", worktree=worktree, log_dir=tmp_path / "logs", new_session_id=str(uuid4()),
         env={"HOME": str(tmp_path / "home"), "FAKE_CLAUDE_SCENARIO": str(scenario)},
     )  # fmt: skip

@@ -14,7 +14,7 @@ from cw.agents import attempts
 from cw.agents.protocol import AgentRequest
 from cw.agents.registry import make_adapter
 from cw.settings import Settings
-from cw.store import Store
+from cw.store import Store, TaskBrief
 from tests.conftest import database_env, fresh_database, init_district
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Done, Run, Write, read_jsonl, write_scenario
@@ -81,7 +81,7 @@ def request_for(tmp_path: Path, session: str, *, known: bool) -> AgentRequest:
     worktree = tmp_path / "worktree"
     worktree.mkdir(exist_ok=True)
     return AgentRequest(
-        task_id=1, task_key="a", task_name="a", task_prompt="p", attempt=2, agent_name="x",
+        task_id=1, task=TaskBrief("a", "a", "p"), attempt=2, agent_name="x",
         prompt="p", worktree=worktree, log_dir=tmp_path / "logs", new_session_id=session,
         new_session_known=known,
     )  # fmt: skip

@@ -9,12 +9,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import cw
 from cw.errors import GitError, NotAGitRepository
-from cw.git import treemerge, worktrees
+from cw.git import runner, treemerge, worktrees
 from cw.git.branches import branch_sha, changed_files, diff, ensure_branch, head_sha, is_ancestor
 from cw.git.hub import fetch_branch
 from cw.git.runner import git_common_dir, prepare_repository, repo_lock, repo_root
@@ -154,6 +155,48 @@ def test_add_worktree_refuses_a_path_that_is_a_worktree_on_another_branch(
     add_worktree(repo, tmp_path / "wt", "cw/task/one", base)
     with pytest.raises(GitError, match="not on cw/task/two"):
         add_worktree(repo, tmp_path / "wt", "cw/task/two", base)
+
+
+def test_adding_or_removing_a_worktree_does_not_ask_git_about_every_other_one(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under cw's repository lock, which every agent of a host takes in turn, the usual add and
+    removal cost the same with five worktrees as with five hundred."""
+    base = git(repo, "rev-parse", "main")
+    for name in ("a", "b", "c"):
+        add_worktree(repo, tmp_path / name, f"cw/task/{name}", base)
+    ran: list[tuple[str, ...]] = []
+    execute = runner._execute
+
+    def spy(cwd: Path, args: tuple[str, ...], **kwargs: Any) -> tuple[int, Any, str]:
+        ran.append(args)
+        return execute(cwd, args, **kwargs)
+
+    monkeypatch.setattr(runner, "_execute", spy)
+    add_worktree(repo, tmp_path / "d", "cw/task/d", base)
+    add_worktree(repo, tmp_path / "d", "cw/task/d", base)
+    (tmp_path / "d" / "work.txt").write_text("done\n")
+    remove_worktree(repo, tmp_path / "d")
+    assert [args[:2] for args in ran if args[0] == "worktree"] == [
+        ("worktree", "add"),
+        ("worktree", "unlock"),
+        ("worktree", "prune"),  # the removed one's own entry: its directory is gone by then
+    ]
+    assert git(repo, "log", "-1", "--format=%s", "cw/task/d") == "cw: WIP"
+
+
+def test_a_worktree_of_another_repository_is_neither_taken_nor_removed(
+    repo: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(repo, other)
+    add_worktree(other, tmp_path / "wt", "cw/task/one", git(other, "rev-parse", "main"))
+    with pytest.raises(GitError, match="not a worktree"):
+        remove_worktree(repo, tmp_path / "wt")
+    with pytest.raises(GitError):
+        add_worktree(repo, tmp_path / "wt", "cw/task/one", git(repo, "rev-parse", "main"))
+    assert git(tmp_path / "wt", "rev-parse", "--abbrev-ref", "HEAD") == "cw/task/one"
+    assert str(tmp_path / "wt") not in git(repo, "worktree", "list")
 
 
 def test_add_worktree_recreates_a_deleted_worktree_from_its_branch_with_the_work_intact(

@@ -13,14 +13,13 @@ from cw.agents.claude import ANSWER_SCHEMA, ClaudeAdapter, ClaudeStream, judge
 from cw.agents.protocol import AgentRequest
 from cw.host.processes import Finished
 from cw.settings import Settings
+from cw.store import Question, TaskBrief
 
 
 def request(tmp_path: Path, **changes: Any) -> AgentRequest:
     values: dict[str, Any] = {
         "task_id": 3,
-        "task_key": "01-01-1",
-        "task_name": "Entry",
-        "task_prompt": "x",
+        "task": TaskBrief("01-01-1", "Entry", "x"),
         "attempt": 1,
         "agent_name": "amber-badger",
         "prompt": "the brief",
@@ -86,7 +85,8 @@ def test_questions_come_back_as_questions(tmp_path: Path) -> None:
     asked = [{"id": "q1", "text": "Postgres or SQLite?", "options": ["pg", "sqlite"]}]
     answer = {"status": "questions", "questions": asked}
     out = outcome_of(tmp_path, {**SUCCESS, "structured_output": answer})
-    assert out.status == "questions" and out.questions == asked
+    assert out.status == "questions"
+    assert out.questions == [Question("q1", "Postgres or SQLite?", ["pg", "sqlite"])]
 
 
 def test_an_error_answer_fails_with_the_agents_reason(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from cw.agents.prompts import TaskBrief, first_prompt
+from cw.agents.prompts import first_prompt
+from cw.store import TaskBrief
 
 
 def brief(verify: str | None, check: str | None) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from cw.agents.command import MAX_QUESTIONS_FILE_BYTES, read_questions
 from cw.errors import QuestionsFileError
+from cw.store import Question
 
 DB = {"id": "db", "question": "SQLite or Postgres?", "options": ["sqlite", "postgres"]}
 
@@ -31,11 +32,10 @@ def test_questions_are_read_as_the_store_takes_them(tmp_path: Path) -> None:
         {"id": "tags", "question": "Which tags?", "options": ["a", "b"], "multi_select": True},
     ]})  # fmt: skip
     assert read_questions(path) == [
-        {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"],
-         "multi_select": False},
-        {"id": "name", "text": "What is the table called?", "options": [], "multi_select": False},
-        {"id": "tags", "text": "Which tags?", "options": ["a", "b"], "multi_select": True},
-    ]  # fmt: skip
+        Question("db", "SQLite or Postgres?", ["sqlite", "postgres"], multi_select=False),
+        Question("name", "What is the table called?", [], multi_select=False),
+        Question("tags", "Which tags?", ["a", "b"], multi_select=True),
+    ]
 
 
 @pytest.mark.parametrize(

@@ -83,3 +83,46 @@ def test_the_directory_may_not_be_a_link(tmp_path: Path) -> None:
     os.symlink(tmp_path / "real", tmp_path / "mirror")
     with pytest.raises(ConfigError, match="symbolic link"):
         MirrorDir(tmp_path / "mirror", tmp_path / "state.json").open()
+
+
+def test_missing_folders_are_found_once_each_by_the_topmost_one_missing(mdir: MirrorDir) -> None:
+    (mdir.root / "tasks/a").mkdir(parents=True)
+    (mdir.root / "agents").write_text("a file where a folder belongs\n")
+    rels = ["STATUS.md", "tasks/a/x.md", "tasks/b/c/y.md", "tasks/b/z.md", "messages/1-m.md"]
+    found = mdir.new_folders([*rels, "agents/w.md"])
+    assert found == {"tasks/b": ["tasks/b/c/y.md", "tasks/b/z.md"], "messages": ["messages/1-m.md"]}
+
+
+def test_a_new_folder_lands_whole_with_one_rename(mdir: MirrorDir) -> None:
+    files = {f"tasks/p{i % 3}/t{i}.md": f"task {i}\n" for i in range(30)}
+    assert mdir.write_folder("tasks", files)
+    for rel, text in files.items():
+        assert (mdir.root / rel).read_text() == text
+    assert sorted(p.name for p in mdir.root.iterdir()) == ["tasks"], "no temporary folder left"
+
+
+def test_a_new_folder_that_fails_halfway_leaves_nothing(mdir: MirrorDir) -> None:
+    files = {"tasks/a.md": "one\n", "tasks/b": "a file\n", "tasks/b/c.md": "under a file\n"}
+    with pytest.raises(OSError):
+        mdir.write_folder("tasks", files)
+    assert list(mdir.root.iterdir()) == [], "neither the folder nor its temporary one"
+
+
+def test_a_folder_a_person_made_meanwhile_is_left_to_the_one_by_one_writes(
+    mdir: MirrorDir,
+) -> None:
+    (mdir.root / "tasks").mkdir()
+    (mdir.root / "tasks/notes.md").write_text("mine\n")
+    assert not mdir.write_folder("tasks", {"tasks/a.md": "one\n"})
+    assert [p.name for p in (mdir.root / "tasks").iterdir()] == ["notes.md"]
+    assert [p.name for p in mdir.root.iterdir()] == ["tasks"]
+    (mdir.root / "empty").mkdir()
+    assert mdir.write_folder("empty", {"empty/a.md": "one\n"}), "an empty folder is replaced"
+    assert (mdir.root / "empty/a.md").read_text() == "one\n"
+
+
+def test_paths_inside_hidden_folders_are_ignored() -> None:
+    assert MirrorDir.ignored(f"{TEMP_PREFIX}1-2-tasks/p/t.md")
+    assert MirrorDir.ignored(f"tasks/{TEMP_PREFIX}1-2-p/t.md")
+    assert MirrorDir.ignored("tasks/.git/x.md") and MirrorDir.ignored("tasks/.swp")
+    assert not MirrorDir.ignored("tasks/p/t.md")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from cw.agents.prompts import TaskBrief, first_prompt
+from cw.agents.prompts import first_prompt
 from cw.errors import PlanError, PlanProblems
 from cw.fsui.mirror import task_doc
 from cw.plans.load import InitiativeSpec, TaskSpec, load_plan, refuse_skips, submit_report
-from cw.store import Store
+from cw.store import Store, TaskBrief
 from cw.store.snapshot import Snapshot
 
 
@@ -363,8 +363,9 @@ def test_the_agent_hears_the_whole_verify_and_the_merge_gets_only_the_command(
     finally:
         store.close()
     assert workspace is not None
-    assert (workspace.verify, workspace.check) == ("pytest -q", verify)
-    brief = TaskBrief("01-01-1", "t", "a", "cw/x", verify=workspace.verify, check=workspace.check)
+    heard = workspace.brief
+    assert (heard.verify, heard.check) == ("pytest -q", verify)
+    brief = TaskBrief("01-01-1", "t", "a", "cw/x", verify=heard.verify, check=heard.check)
     assert f"{verify}\n\nThe merge runs `pytest -q`" in first_prompt(brief)
 
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cw.errors import ConfigError, UsageError
-from cw.store import AttemptResult, Claim, MergeReport, Store, db
+from cw.store import AttemptResult, Claim, MergeReport, Question, Store, db
 from cw.store.base import lock_task
 from cw.store.models import Task, TaskDependency
 from tests.factories import spec
@@ -91,7 +91,7 @@ def test_two_dependencies_merged_at_once_make_their_dependent_ready(database_url
 def test_two_questions_answered_at_once_make_their_task_ready(database_url: str) -> None:
     store = Store.open(database_url)
     store.submit(spec({f"t{i}": [] for i in range(5)}))
-    asks = [{"id": "x", "text": "x?"}, {"id": "y", "text": "y?"}]
+    asks = [Question("x", "x?"), Question("y", "y?")]
     claims = store.claim_ready_tasks()
     for claim in claims:
         assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
@@ -109,7 +109,7 @@ def test_two_answers_to_one_question_record_one(database_url: str) -> None:
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
-    outcome = AttemptResult(outcome="questions", questions=[{"id": "x", "text": "x?"}])
+    outcome = AttemptResult(outcome="questions", questions=[Question("x", "x?")])
     assert store.finish_attempt(claim, outcome, "command")
     (message,) = store.message_rows(pending=True)
 

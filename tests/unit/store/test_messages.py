@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from cw.agents.prompts import TaskBrief, answers_prompt, review_prompt
+from cw.agents.prompts import answers_prompt, review_prompt
 from cw.errors import NotFound, UsageError
 from cw.service.notify import notify_later
 from cw.settings import Settings
-from cw.store import AttemptResult, Claim, MergeReport, Store, answers
+from cw.store import (
+    Answer,
+    AttemptResult,
+    Claim,
+    MergeReport,
+    Question,
+    Store,
+    TaskBrief,
+    answers,
+)
 from tests.conftest import dump_database
 from tests.factories import spec
 
 ASKS = [
-    {"id": "db", "text": "SQLite or Postgres?", "options": ["sqlite", "postgres"]},
-    {"id": "name", "text": "What is the table called?"},
+    Question("db", "SQLite or Postgres?", ["sqlite", "postgres"]),
+    Question("name", "What is the table called?"),
 ]
 OPTIONS = [{"id": "a", "name": "Use SQLite"}, {"id": "b", "name": "Use Postgres"}]
 
@@ -41,7 +49,7 @@ def dump(store: Store) -> list[tuple[str, tuple[object, ...]]]:
     return dump_database(store.engine)
 
 
-def ask(store: Store, questions: list[dict[str, Any]], session: str | None = "s-1") -> Claim:
+def ask(store: Store, questions: list[Question], session: str | None = "s-1") -> Claim:
     """Run the only ready task's attempt to an end with questions."""
     (claim,) = store.claim_ready_tasks()
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
@@ -92,7 +100,7 @@ def test_the_last_answer_resumes_the_session_with_every_answer(store: Store) -> 
     assert claim == Claim(key["a"], first.attempt + 1)
     ws = store.start_attempt(claim, worker="w", host="h", lease_seconds=-1)
     assert ws is not None and ws.session_id == "s-1"
-    assert [(a["id"], a["answer"]) for a in ws.answers] == [("db", "postgres"), ("name", "ledger")]
+    assert [(a.id, a.answer) for a in ws.answers] == [("db", "postgres"), ("name", "ledger")]
     taken = store.start_attempt(claim, worker="w2", host="h", lease_seconds=30)
     assert taken is not None and taken.answers == ws.answers, "a take-over hears them again"
     store.finish_attempt(claim, AttemptResult(outcome="interrupted"), "command")
@@ -109,7 +117,7 @@ def test_the_last_answer_resumes_the_session_with_every_answer(store: Store) -> 
     store.answer_message(q3, "1")
     (after,) = store.claim_ready_tasks()
     heard = store.start_attempt(after, worker="w", host="h", lease_seconds=30)
-    assert heard is not None and [a["answer"] for a in heard.answers] == ["sqlite"], (
+    assert heard is not None and [a.answer for a in heard.answers] == ["sqlite"], (
         "answers an attempt heard to its end are not heard again"
     )
     kinds = [e["kind"] for e in store.events(key["a"]) if e["kind"].startswith("message.")]
@@ -268,10 +276,7 @@ def test_options_are_named_by_text_before_id_and_several_by_commas() -> None:
 
 def test_the_answers_prompt_carries_each_question_and_answer() -> None:
     brief = TaskBrief(key="a", name="task a", prompt="do a", branch="cw/task/1-a")
-    heard: list[dict[str, object]] = [
-        {"id": "db", "question": "SQLite or Postgres?", "options": ["sqlite", "postgres"],
-         "answer": "postgres"},
-    ]  # fmt: skip
+    heard = [Answer("db", "SQLite or Postgres?", ["sqlite", "postgres"], "postgres")]
     resumed = answers_prompt(brief, heard, resuming=True)
     assert "**Question (db):** SQLite or Postgres?" in resumed
     assert "Options: sqlite; postgres" in resumed and "**Answer:** postgres" in resumed

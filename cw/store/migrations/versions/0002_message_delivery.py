@@ -1,28 +1,15 @@
-"""message delivery: the attempt an answer went to, and when the notify hook ran
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-30 09:00:00.000000
-"""
+"""Message delivery: the attempt an answer went to, and when the notify hook ran (2026-11-30)."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+from cw.store.migrations._columns import add_columns, drop_columns
 
-revision = "0002"
-down_revision = "0001"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("delivered_attempt", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("notified_at", sa.Float(), nullable=True))
+    add_columns("messages", "delivered_attempt int, notified_at float")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_column("notified_at")
-        batch_op.drop_column("delivered_attempt")
+    drop_columns("messages", "notified_at", "delivered_attempt")

@@ -1,28 +1,18 @@
-"""reconciling: when a parked task may start again, and when its lost message was re-sent
+"""Reconciling: when a parked task may start again, and when its lost message was re-sent.
 
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-07 09:00:00.000000
+Written 2026-12-07.
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+from cw.store.migrations._columns import add_columns, drop_columns
 
-revision = "0003"
-down_revision = "0002"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("not_before", sa.Float(), nullable=True))
-        batch_op.add_column(sa.Column("resent_at", sa.Float(), nullable=True))
+    add_columns("tasks", "not_before float, resent_at float")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.drop_column("resent_at")
-        batch_op.drop_column("not_before")
+    drop_columns("tasks", "resent_at", "not_before")

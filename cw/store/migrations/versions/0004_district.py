@@ -1,8 +1,6 @@
-"""district: its own random id (agents' session ids derive from it); when it marked its broker
+"""The district: its own random id (agents' session ids derive from it); when it marked its broker.
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-03 10:00:00.000000
+Written 2026-12-03.
 """
 
 from __future__ import annotations
@@ -13,19 +11,15 @@ import uuid
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
-branch_labels = None
-depends_on = None
+from cw.store.migrations._columns import columns
+
+revision, down_revision = "0004", "0003"
 
 
 def upgrade() -> None:
     district = op.create_table(
         "district",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("uid", sa.String(length=36), nullable=False),
-        sa.Column("created_at", sa.Float(), nullable=False),
-        sa.Column("broker_marked_at", sa.Float(), nullable=True),
+        *columns("id int!, uid str36!, created_at float!, broker_marked_at float"),
         sa.PrimaryKeyConstraint("id"),
     )
     op.bulk_insert(district, [{"id": 1, "uid": str(uuid.uuid4()), "created_at": time.time()}])

@@ -1,9 +1,5 @@
-"""budgets in tokens: tokens spent per run and per agent, and token budgets on plans and
-initiatives
-
-Revision ID: 0007
-Revises: 0006
-Create Date: 2026-12-04 16:20:00.000000
+"""Budgets in tokens: tokens spent per run and per agent, and token budgets on plans and
+initiatives (2026-12-04).
 """
 
 from __future__ import annotations
@@ -11,25 +7,19 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from cw.store.migrations._columns import add_columns, drop_columns
 from cw.store.records import Tokens
 
-revision = "0007"
-down_revision = "0006"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0007", "0006"
 
 BUDGETED = ("plans", "initiatives")
 
 
 def upgrade() -> None:
     for table in ("agent_runs", "agents"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(
-                sa.Column("tokens", sa.Integer(), nullable=False, server_default="0")
-            )
+        add_columns(table, "tokens int!=0")
     for table in BUDGETED:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column("budget_tokens", sa.Integer(), nullable=True))
+        add_columns(table, "budget_tokens int")
     _count_recorded_runs()
 
 
@@ -55,8 +45,6 @@ def _count_recorded_runs() -> None:
 
 def downgrade() -> None:
     for table in BUDGETED:
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column("budget_tokens")
+        drop_columns(table, "budget_tokens")
     for table in ("agents", "agent_runs"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column("tokens")
+        drop_columns(table, "tokens")

@@ -1,33 +1,21 @@
-"""review before merge: a plan's or an initiative's review mode, and the check a task passed in
-its worktree before it waited for review
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-12-04 16:40:00.000000
+"""Review before merge: a plan's or an initiative's review mode, and the check a task passed in
+its worktree before it waited for review (2026-12-04).
 """
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-from alembic import op
+from cw.store.migrations._columns import add_columns, drop_columns
 
-revision = "0008"
-down_revision = "0007"
-branch_labels = None
-depends_on = None
+revision, down_revision = "0008", "0007"
 
 
 def upgrade() -> None:
     for table in ("plans", "initiatives"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.add_column(sa.Column("review", sa.String(length=10), nullable=True))
-    with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("review_check", sa.JSON(), nullable=True))
+        add_columns(table, "review str10")
+    add_columns("tasks", "review_check json")
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("tasks", schema=None) as batch_op:
-        batch_op.drop_column("review_check")
+    drop_columns("tasks", "review_check")
     for table in ("initiatives", "plans"):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column("review")
+        drop_columns(table, "review")
