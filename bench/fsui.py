@@ -28,15 +28,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
+from bench.table import Row, Sizes  # noqa: E402
 from cw.fsui import mirror, watcher  # noqa: E402
 from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import AttemptResult, Store  # noqa: E402
+from cw.store.records import Question  # noqa: E402
 from cw.store.snapshot import Snapshot  # noqa: E402
 
 HERE = Where("bench.yaml", 1)
@@ -85,18 +88,18 @@ def ask(store: Store, claims: int) -> None:
         if i % 2:
             store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "bench")
         else:
-            question = {"id": "q", "text": f"Question {i}?", "options": ["yes", "no"]}
+            question = Question(id="q", text=f"Question {i}?", options=["yes", "no"])
             result = AttemptResult(outcome="questions", questions=[question])
             store.finish_attempt(claim, result, "bench")
 
 
-def bench_render(settings: Settings, store: Store) -> dict[str, object]:
+def bench_render(settings: Settings, store: Store, runs: int = RENDER_RUNS) -> dict[str, object]:
     """Each render goes into an empty directory; the one before is moved aside, not deleted:
     ext4 without a journal (this machine's disk) passes over the inodes freed in the last
     30 s each time it makes a file, so 10,000 files deleted just before would make the next
     render mostly measure that search."""
     seconds, cpu, files = [], [], 0
-    for run in range(RENDER_RUNS):
+    for run in range(runs):
         mirror_dir = watcher.mirror_root(settings)
         if mirror_dir.exists():
             mirror_dir.rename(settings.repo.parent / f"render-{run}")
@@ -124,12 +127,12 @@ def files_of(root: Path) -> dict[str, tuple[int, int]]:
     return out
 
 
-def bench_one_change(settings: Settings, store: Store) -> dict[str, object]:
+def bench_one_change(settings: Settings, store: Store, changes: int = CHANGES) -> dict[str, object]:
     w = watcher.Watcher(settings, store)
     w.sync_all()
     root = watcher.mirror_root(settings)
     texts = {rel: (root / rel).read_bytes() for rel in files_of(root)}
-    ready = [t for t in w.snapshot.tasks() if t.state == "ready"][-CHANGES:]
+    ready = [t for t in w.snapshot.tasks() if t.state == "ready"][-changes:]
     samples, rewritten, unchanged = [], [], 0
     for task in ready:
         before = files_of(root)
@@ -186,9 +189,17 @@ def bench_edits(settings: Settings, store: Store) -> dict[str, object]:
         text = path.read_text(encoding="utf-8")
         start = time.perf_counter()
         path.write_text(text.replace('answer: ""', "answer: yes", 1), encoding="utf-8")
-        until(lambda m=message.id: snapshot.messages([m])[0].state == "answered")
+        until(partial(_answered, snapshot, message.id))
         samples.append(time.perf_counter() - start)
     return summary(samples)
+
+
+def _answered(snapshot: Snapshot, message_id: int) -> bool:
+    return snapshot.messages([message_id])[0].state == "answered"
+
+
+def _says_cancelled(path: Path) -> bool:
+    return "state: cancelled" in path.read_text(encoding="utf-8")
 
 
 def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
@@ -200,7 +211,7 @@ def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
         path = root / mirror.task_rel(task)
         start = time.perf_counter()
         store.cancel_task(task.id)
-        until(lambda p=path: "state: cancelled" in p.read_text(encoding="utf-8"))
+        until(partial(_says_cancelled, path))
         samples.append(time.perf_counter() - start)
     return summary(samples)
 
@@ -221,6 +232,26 @@ def bench_fsui(root: Path) -> dict[str, object]:
         thread.join()
         store.close()
     return results
+
+
+def row_fsui(root: Path, sizes: Sizes) -> list[Row]:
+    """The full render of ``sizes.fsui_tasks`` tasks, and one task's change."""
+    settings, store = district(root / "fsui")
+    try:
+        store.submit(big_spec(sizes.fsui_tasks, PLANS))
+        ask(store, 2 * ANSWERS)
+        render = bench_render(settings, store, 1 if sizes.label == "quick" else RENDER_RUNS)
+        change = bench_one_change(settings, store)
+    finally:
+        store.close()
+    full, one = float(str(render["median_s"])), float(str(change["median_ms"]))
+    return [
+        Row(f"file UI, full render of {sizes.fsui_tasks:,} tasks ({render['files']} files)",
+            f"{full:.2f} s", "—", None, "≤ 1 s", full <= 1, render),
+        Row(f"file UI, one task's change at {sizes.fsui_tasks:,} tasks (median of 20)",
+            f"{one:.1f} ms, at most {change['files_rewritten_max']} files rewritten", "—", None,
+            "≤ 20 ms, only the files it touches", one <= 20, change),
+    ]  # fmt: skip
 
 
 def main() -> None:

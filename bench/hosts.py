@@ -79,7 +79,8 @@ def _wait(predicate: Callable[[], object], what: str) -> None:
 
 class _District:
     def __init__(self, top: Path, redis_url: str) -> None:
-        self.top, self.procs = top, []
+        self.top = top
+        self.procs: list[subprocess.Popen[bytes]] = []
         self.hub = top / "hub.git"
         _git(top, "init", "-q", "--bare", "-b", "main", str(self.hub))
         seed = top / "seed"

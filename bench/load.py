@@ -3,76 +3,120 @@
     .venv/bin/python bench/load.py [TASKS] [ROUNDS]   # prints JSON (about 3 minutes a round)
 
 A DAG of TASKS tasks (default 500; each waits for up to two of the 30 tasks before it), agents
-of 0.3 s (the command agent of bench/run.py), three agent workers of four slots and one merge
-worker on one machine. Each round runs the same plan twice on fresh repositories, in a
+of 0.3 s (the command agent of bench/district.py), three agent workers of four slots and one
+merge worker on one machine. Each round runs the same plan twice on fresh repositories, in a
 rotating order: with the agent workers at the merge worker's CPU priority (``agent_nice = 0``)
 and at the default ``agent_nice``. Reported per setting, from the database: the merge wait of
 each task (queued for its merge to merged: p50, p95, max), the deepest the merge queue got, and
 the makespan (submission to the last merge) against its lower bound (the critical path, or the
-work divided by the slots, whichever is longer).
+work divided by the slots, whichever is longer). ``make bench`` runs one plan at the default
+``agent_nice`` (``row_load``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import random
+import resource
 import sqlite3
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from bench.run import make_district, run_plan, workers  # noqa: E402
+from bench.district import (  # noqa: E402
+    Task,
+    lower_bound,
+    make_district,
+    percentile,
+    run_plan,
+    settings_of,
+    workers,
+)
+from bench.table import Row, Sizes  # noqa: E402
 from cw import defaults  # noqa: E402
+from cw.transport.broker import embedded_pid  # noqa: E402
 
 AGENT_SECONDS = 0.3
-AGENT_WORKERS = [4, 4, 4]
+AGENT_WORKERS = (4, 4, 4)
 SETTINGS = {"agent_nice_0": 0, "agent_nice_default": defaults.AGENT_NICE}
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def dag(n: int, seed: int = 5) -> list[dict[str, object]]:
+def dag(n: int, seed: int = 5) -> list[Task]:
     rng = random.Random(seed)
-    tasks: list[dict[str, object]] = []
+    tasks: list[Task] = []
     for i in range(n):
         earlier = list(range(max(0, i - 30), i))
         deps = sorted(rng.sample(earlier, min(len(earlier), rng.randint(0, 2))))
         tasks.append(
-            {"id": f"t{i:03d}", "prompt": f"task {i}", "depends_on": [f"t{d:03d}" for d in deps]}
+            {"id": f"t{i:04d}", "prompt": f"task {i}", "depends_on": [f"t{d:04d}" for d in deps]}
         )
     return tasks
 
 
-def lower_bound(tasks: list[dict[str, object]]) -> float:
-    depth: dict[str, int] = {}
-    for task in tasks:  # listed after what they wait for
-        deps = [str(d) for d in task["depends_on"]]  # type: ignore[attr-defined]
-        depth[str(task["id"])] = 1 + max((depth[d] for d in deps), default=0)
-    slots = sum(AGENT_WORKERS)
-    return AGENT_SECONDS * max(max(depth.values()), len(tasks) / slots)
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
-def one_run(root: Path, name: str, nice: int, tasks: list[dict[str, object]]) -> dict[str, float]:
-    repo = make_district(root, name, {str(t["id"]): AGENT_SECONDS for t in tasks})
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(
+    root: Path,
+    name: str,
+    nice: int,
+    tasks: list[Task],
+    agent_workers: Sequence[int] = AGENT_WORKERS,
+    seconds: float = AGENT_SECONDS,
+) -> dict[str, float]:
+    durations = {str(t["id"]): seconds for t in tasks}
+    repo = make_district(root, name, durations)
     with open(repo / ".cw" / "config.toml", "a") as config:
         config.write(f"agent_nice = {nice}\n")
-    with workers(repo, AGENT_WORKERS):
+    cw_before = children_cpu()
+    with workers(repo, agent_workers):
+        broker = embedded_pid(settings_of(repo))
+        broker_before = cpu_seconds(broker)
         span, _wall = run_plan(repo, tasks, name)
+        broker_cpu = cpu_seconds(broker) - broker_before
+    cw_cpu = children_cpu() - cw_before
     with sqlite3.connect(repo / ".cw" / "cw.db") as db:
         rows = db.execute(
             "SELECT queued_at, finished_at FROM merges WHERE state = 'merged'"
         ).fetchall()
-    waits = sorted(done - queued for queued, done in rows)
+        (merged_tasks,) = db.execute(
+            "SELECT count(DISTINCT task_id) FROM merges WHERE state = 'merged'"
+        ).fetchone()
+        (done,) = db.execute("SELECT count(*) FROM tasks WHERE state = 'done'").fetchone()
+    waits = sorted(finished - queued for queued, finished in rows)
+    bound = lower_bound(tasks, durations, sum(agent_workers))
     return {
+        "tasks": len(tasks),
+        "done": done,
         "merged": len(rows),
+        "merged_tasks": merged_tasks,
         "merge_wait_p50_s": round(statistics.median(waits), 3),
-        "merge_wait_p95_s": round(waits[int(0.95 * (len(waits) - 1))], 3),
+        "merge_wait_p95_s": round(percentile(waits, 0.95), 3),
         "merge_wait_max_s": round(waits[-1], 3),
         "merge_queue_max": _deepest(rows),
         "makespan_s": round(span, 2),
-        "makespan_ratio": round(span / lower_bound(tasks), 2),
+        "lower_bound_s": round(bound, 2),
+        "makespan_ratio": round(span / bound, 2),
+        "broker_cpu_s": round(broker_cpu, 1),
+        "cw_processes_cpu_s": round(cw_cpu, 1),
     }
 
 
@@ -84,6 +128,23 @@ def _deepest(rows: list[tuple[float, float]]) -> int:
         depth += step
         deepest = max(deepest, depth)
     return deepest
+
+
+def row_load(root: Path, sizes: Sizes) -> list[Row]:
+    r = one_run(root, "load", defaults.AGENT_NICE, dag(sizes.load_tasks))
+    p95, queue, slots = r["merge_wait_p95_s"], int(r["merge_queue_max"]), sum(AGENT_WORKERS)
+    return [
+        Row(
+            f"merge wait under load, {sizes.load_tasks} tasks, {slots} slots, agents of "
+            f"{AGENT_SECONDS} s",
+            f"p95 {p95:.2f} s, queue max {queue}",
+            "—",
+            None,
+            f"p95 ≤ 2 s, queue ≤ {2 * slots}",
+            p95 <= 2 and queue <= 2 * slots,
+            dict(r),
+        )
+    ]
 
 
 def main(n: int, rounds: int) -> None:
@@ -98,7 +159,6 @@ def main(n: int, rounds: int) -> None:
                 print(json.dumps({"round": r, "setting": name, **result}), file=sys.stderr)
     summary = {
         "tasks": n,
-        "lower_bound_s": round(lower_bound(tasks), 2),
         **{
             name: {
                 "runs": rs,

@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/merge.py        # prints the JSON result (about a minute on 2 cores)
 
+``make bench`` runs it on 200 branches (``row_merge``), ``--quick`` on 40.
+
 Each run makes a fresh ``cw init``-ed repository (100 small source files and a shared
 registry file) and prepares N task branches from the integration branch's commit: each adds
 its own file, and every fourth also edits its own slot of the shared file, so merges are
@@ -44,8 +46,10 @@ import yaml
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
+from bench.table import Row, Sizes  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import Store  # noqa: E402
+from cw.store.read.listings import TaskListing  # noqa: E402
 
 _CW = [sys.executable, "-m", "cw"]
 _ENV = {k: v for k, v in os.environ.items() if not k.startswith("CW_")} | {
@@ -137,7 +141,7 @@ def _worker(repo: Path, log: Path, *args: str) -> Iterator[None]:
             proc.wait(30)
 
 
-def _wait_all(store: Store, initiative: str, state: str) -> list[dict[str, object]]:
+def _wait_all(store: Store, initiative: str, state: str) -> list[TaskListing]:
     """Poll until every task of ``initiative`` is in ``state``; fail on a dead end."""
     deadline = time.monotonic() + _WAIT_SECONDS
     while True:
@@ -263,6 +267,22 @@ def summarize(runs: list[Run], merges: int) -> dict[str, object]:
 
 def bench_merge(root: Path, n: int = 40, runs: int = 3) -> dict[str, object]:
     return summarize([_one_run(root, run, n) for run in range(runs)], n)
+
+
+def row_merge(root: Path, sizes: Sizes) -> list[Row]:
+    r = bench_merge(root, sizes.merge_branches, sizes.merge_runs)
+    cw, plain, ratio = (float(str(r[k])) for k in ("cw_median_s", "plain_median_s", "ratio"))
+    return [
+        Row(
+            f"merge throughput, {sizes.merge_branches} branches (median of {sizes.merge_runs})",
+            f"{cw:.2f} s ({r['cw_ms_per_merge']} ms/merge)",
+            f"plain `git merge` loop: {plain:.2f} s ({r['plain_ms_per_merge']} ms/merge)",
+            ratio,
+            "≤ 1.10x",
+            ratio <= 1.10,
+            r,
+        )
+    ]
 
 
 if __name__ == "__main__":

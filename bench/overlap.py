@@ -25,7 +25,7 @@ from pathlib import Path
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from bench.run import CW, run_plan, sh, workers  # noqa: E402
+from bench.district import CW, run_plan, sh, workers  # noqa: E402
 
 MODES = ("ignore", "prefer", "strict")
 SLOTS = 4
@@ -46,7 +46,8 @@ for f in $files; do mkdir -p "$(dirname "$f")"; echo "$CW_TASK_KEY $CW_ATTEMPT" 
 def corpus(seed: int = 11) -> tuple[list[dict[str, object]], dict[str, str]]:
     """The plan's tasks and, per task, its duration and files (the agent's lookup lines)."""
     rng = random.Random(seed)
-    tasks, lookup = [], {}
+    tasks: list[dict[str, object]] = []
+    lookup: dict[str, str] = {}
     for i in range(40):
         key = f"t{i:02d}"
         files = [f"own/{key}.txt"]

@@ -1,354 +1,113 @@
-"""Benchmarks for docs/benchmarks.md, measured side by side in one run.
+"""The goals table of issue 18, each figure beside its baseline measured in the same run.
 
-    make bench                 # all of them (about 5 minutes on 2 cores)
-    .venv/bin/python bench/run.py makespan overhead submit resubmit queries
+    make bench                                  # every row, full sizes (20-30 minutes on 2 cores)
+    make bench-quick                            # every row, smaller sizes (under 3 minutes)
+    .venv/bin/python bench/run.py [--quick] [ROW ...]     # some rows: makespan overhead ...
+    .venv/bin/python bench/run.py resubmit      # the re-submit benchmark (JSON, not a row)
 
-Prints a Markdown report; raw numbers go to build/bench.json.
+Prints the table as Markdown (figure, measured, baseline, ratio, goal, pass) and writes
+every row's raw numbers to bench/results.json (not committed: docs/benchmarks.md carries the
+table of the last full run). Each row is one function ``(root, sizes) -> list[Row]`` (a goal
+with two baselines or three commands gives several lines).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
-import random
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-
-import yaml
 
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from bench import rawcelery  # noqa: E402
-from bench.fsui import bench_fsui  # noqa: E402
-from bench.merge import bench_merge  # noqa: E402
+from bench.commands import row_listings, row_startup, row_submit  # noqa: E402
+from bench.fsui import row_fsui  # noqa: E402
+from bench.load import row_load  # noqa: E402
+from bench.makespan import row_makespan  # noqa: E402
+from bench.memory import row_memory  # noqa: E402
+from bench.merge import row_merge  # noqa: E402
+from bench.overhead import row_overhead  # noqa: E402
 from bench.resubmit import bench_resubmit  # noqa: E402
-from cw.settings import Settings  # noqa: E402
-from cw.store import AttemptResult, MergeReport, Store  # noqa: E402
-from cw.transport.celeryapp import make_app  # noqa: E402
+from bench.scale import row_scale  # noqa: E402
+from bench.table import FULL, QUICK, Row, Sizes, markdown, not_measured  # noqa: E402
 
-CW = [sys.executable, "-m", "cw"]
-GIT_ID = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "b@localhost",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "b@localhost",
+RESULTS = TOP / "bench" / "results.json"
+ROWS: dict[str, Callable[[Path, Sizes], list[Row]]] = {
+    "makespan": row_makespan,
+    "overhead": row_overhead,
+    "merge": row_merge,
+    "submit": row_submit,
+    "listings": row_listings,
+    "startup": row_startup,
+    "fsui": row_fsui,
+    "memory": row_memory,
+    "load": row_load,
+    "scale": row_scale,
 }
-ENV = {k: v for k, v in os.environ.items() if not k.startswith("CW_")} | GIT_ID
-AGENT = """\
-mkdir -p out
-echo "$CW_TASK_KEY" > "out/$CW_TASK_KEY"
-seconds=$(grep "^$CW_TASK_KEY " "$BENCH_DURATIONS" | cut -d' ' -f2)
-[ "$seconds" = 0 ] || sleep "$seconds"
-"""
+EXTRAS: dict[str, Callable[[Path], dict[str, object]]] = {"resubmit": bench_resubmit}
 
 
-def sh(cwd: Path, *argv: str, env: dict[str, str] | None = None) -> str:
-    out = subprocess.run(argv, cwd=cwd, env=env or ENV, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{out.stderr}")
-    return out.stdout
-
-
-def make_district(root: Path, name: str, durations: dict[str, float]) -> Path:
-    repo = root / name
-    repo.mkdir(parents=True)
-    sh(repo, "git", "init", "-q", "-b", "main")
-    (repo / "README.md").write_text("bench\n")
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "-m", "first")
-    sh(repo, *CW, "init")
-    (repo.parent / f"{name}.sh").write_text(AGENT)
-    (repo.parent / f"{name}.durations").write_text(
-        "".join(f"{k} {v}\n" for k, v in durations.items())
-    )
-    with open(repo / ".cw" / "config.toml", "a") as config:
-        config.write(f'agent_command = "sh {repo.parent / f"{name}.sh"}"\n')
-    return repo
-
-
-@contextmanager
-def workers(repo: Path, agent_workers: list[int]) -> Iterator[None]:
-    env = ENV | {"BENCH_DURATIONS": str(repo.parent / f"{repo.name}.durations")}
-    procs = [
-        subprocess.Popen(
-            [*CW, "worker", "-c", str(c), "--loglevel", "WARNING"],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for c in agent_workers
-    ] + [
-        subprocess.Popen(
-            [*CW, "worker", "--merge", "--loglevel", "WARNING"],
-            cwd=repo,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
-    try:
-        _await_workers(repo, len(procs))
-        yield
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
-        sh(repo, *CW, "broker", "stop")
-
-
-def _await_workers(repo: Path, count: int) -> None:
-    app = make_app(Settings.load(env={"CW_REPO": str(repo)}))
-    deadline = time.monotonic() + 60
-    while len(app.control.ping(timeout=0.5) or []) < count:
-        if time.monotonic() > deadline:
-            raise SystemExit("workers did not start")
-
-
-def run_plan(repo: Path, tasks: list[dict[str, object]], name: str) -> tuple[float, float]:
-    """(seconds from the stored submission to the last merge, wall seconds around the CLI)."""
-    (repo / "plan.yaml").write_text(yaml.safe_dump({"initiative": name, "tasks": tasks}))
-    start = time.monotonic()
-    sh(repo, *CW, "submit", "plan", "plan.yaml")
-    sh(repo, *CW, "wait", "--interval", "0.05", "--timeout", "600")
-    wall = time.monotonic() - start
-    return _stored_span(repo, name), wall
-
-
-def _stored_span(repo: Path, initiative: str) -> float:
-    """From the submission's commit to the last task's `done` event, per the database."""
-    store = Store.open(Settings.load(env={"CW_REPO": str(repo)}).db_url)
-    keys = {str(t["id"]) for t in store.task_rows() if t["initiative"] == initiative}
-    events = [e for e in store.events() if str(e["task_id"]) in keys]
-    submitted = next(
-        e["at"]
-        for e in store.events()
-        if e["kind"] == "initiative.submitted" and e["data"].get("note") == initiative
-    )
-    store.close()
-    return max(e["at"] for e in events if e["kind"] == "task.done") - submitted
-
-
-# -- makespan ---------------------------------------------------------------------------------
-
-
-def random_dag(seed: int, n: int = 30) -> tuple[list[dict[str, object]], dict[str, float]]:
-    rng = random.Random(seed)
-    tasks, durations = [], {}
-    for i in range(n):
-        key = f"t{i:02d}"
-        deps = sorted({f"t{j:02d}" for j in rng.sample(range(i), min(i, rng.randint(0, 2)))})
-        durations[key] = round(rng.uniform(1.0, 4.0), 2)
-        tasks.append({"id": key, "prompt": "sleep", "depends_on": deps})
-    return tasks, durations
-
-
-def lower_bound(tasks: list[dict[str, object]], durations: dict[str, float], slots: int) -> float:
-    finish: dict[str, float] = {}
-    for t in tasks:  # topological by construction
-        deps = t["depends_on"]
-        assert isinstance(deps, list)
-        finish[str(t["id"])] = durations[str(t["id"])] + max((finish[d] for d in deps), default=0)
-    return max(max(finish.values()), sum(durations.values()) / slots)
-
-
-def bench_makespan(root: Path, runs: int = 3) -> dict[str, object]:
-    ratios, walls, rows = [], [], []
-    for seed in range(runs):
-        tasks, durations = random_dag(seed)
-        repo = make_district(root, f"makespan{seed}", durations)
-        with workers(repo, [2, 2]):
-            measured, wall = run_plan(repo, tasks, f"makespan-{seed}")
-        bound = lower_bound(tasks, durations, 4)
-        ratios.append(measured / bound)
-        walls.append(wall / bound)
-        rows.append(
-            {
-                "seed": seed,
-                "makespan_s": round(measured, 2),
-                "wall_s": round(wall, 2),
-                "bound_s": round(bound, 2),
-                "ratio": round(measured / bound, 3),
-                "wall_ratio": round(wall / bound, 3),
-            }
-        )
-    return {
-        "runs": rows,
-        "median_ratio": round(statistics.median(ratios), 3),
-        "median_wall_ratio": round(statistics.median(walls), 3),
-    }
-
-
-# -- overhead per task ------------------------------------------------------------------------
-
-
-def bench_overhead(root: Path, n: int = 30) -> dict[str, object]:
-    chain = [
-        {"id": f"s{i:02d}", "prompt": "x", "depends_on": [f"s{i - 1:02d}"] if i else []}
-        for i in range(n)
-    ]
-    wide = [{"id": f"w{i:02d}", "prompt": "x"} for i in range(n)]
-    durations = {str(t["id"]): 0.0 for t in chain + wide}
-    repo = make_district(root, "overhead", durations)
-    settings = Settings.load(env={"CW_REPO": str(repo)})
-    with workers(repo, [2]):
-        serial, serial_wall = run_plan(repo, chain, "serial")
-        parallel, parallel_wall = run_plan(repo, wide, "parallel")
-        url = make_app(settings).conf.broker_url
-        raw_serial, raw_parallel = rawcelery.measure(url, n)
-    return {
-        "tasks": n,
-        "cw_serial_ms_per_task": round(1000 * serial / n, 1),
-        "cw_parallel_ms_per_task": round(1000 * parallel / n, 1),
-        "cw_serial_wall_ms_per_task": round(1000 * serial_wall / n, 1),
-        "cw_parallel_wall_ms_per_task": round(1000 * parallel_wall / n, 1),
-        "raw_chain_serial_ms": round(1000 * raw_serial / n, 1),
-        "raw_chain_parallel_ms": round(1000 * raw_parallel / n, 1),
-    }
-
-
-# -- agent start overhead --------------------------------------------------------------------
-
-
-def bench_agent_start(root: Path, n: int = 20) -> dict[str, object]:
-    """Claim -> agent process running, and agent exit -> merge queued, per task (event times).
-
-    A chain, so each task is claimed when a worker is free: no queue wait is counted.
-    """
-    chain = [
-        {"id": f"a{i:02d}", "prompt": "x", "depends_on": [f"a{i - 1:02d}"] if i else []}
-        for i in range(n)
-    ]
-    repo = make_district(root, "agentstart", {str(t["id"]): 0.0 for t in chain})
-    with workers(repo, [2]):
-        run_plan(repo, chain, "agentstart")
-    store = Store.open(Settings.load(env={"CW_REPO": str(repo)}).db_url)
-    times: dict[int, dict[str, float]] = {}
-    for e in store.events():
-        if e["task_id"] is not None:
-            times.setdefault(e["task_id"], {})[e["kind"]] = e["at"]
-    store.close()
-    start = [1000 * (t["agent.started"] - t["task.queued"]) for t in times.values()]
-    finish = [1000 * (t["task.merging"] - t["agent.exited"]) for t in times.values()]
-    return {
-        "tasks": n,
-        "claim_to_agent_running_ms": round(statistics.median(start), 1),
-        "claim_to_agent_running_p90_ms": round(sorted(start)[int(0.9 * len(start))], 1),
-        "agent_exit_to_merge_queued_ms": round(statistics.median(finish), 1),
-        "agent_exit_to_merge_queued_p90_ms": round(sorted(finish)[int(0.9 * len(finish))], 1),
-    }
-
-
-# -- submit and queries -----------------------------------------------------------------------
-
-
-def big_plan(n: int, seed: int = 7) -> list[dict[str, object]]:
-    rng = random.Random(seed)
-    tasks = []
-    for i in range(n):
-        deps = sorted({f"k{j}" for j in rng.sample(range(max(0, i - 50), i), min(i, 2))})
-        tasks.append({"id": f"k{i}", "prompt": f"task {i}", "depends_on": deps})
-    return tasks
-
-
-def timed(fn: Callable[[], object], repeat: int) -> float:
-    samples = []
-    for _ in range(repeat):
+def run_rows(names: list[str], sizes: Sizes, root: Path) -> dict[str, object]:
+    rows: list[Row] = []
+    seconds: dict[str, float] = {}
+    for name in names:
+        print(f"== {name}", file=sys.stderr, flush=True)
         start = time.monotonic()
-        fn()
-        samples.append(time.monotonic() - start)
-    return statistics.median(samples)
+        (root / name).mkdir(parents=True)
+        try:
+            found = ROWS[name](root / name, sizes)
+        except (Exception, SystemExit) as error:  # one broken row leaves the others' figures
+            found = [not_measured(name, f"the benchmark failed: {error}"[:300], "—")]
+        seconds[name] = round(time.monotonic() - start, 1)
+        for row in found:
+            print(f"   {row.measured} | {row.baseline} | {row.passed}", file=sys.stderr)
+        rows += found
+    return {"rows": rows, "seconds": seconds}
 
 
-def bench_submit(root: Path) -> dict[str, object]:
-    repo = make_district(root, "submit", {})
-    (repo / "plan.yaml").write_text(yaml.safe_dump({"initiative": "big", "tasks": big_plan(5000)}))
-    seconds = []
-    for i in range(3):
-        text = (repo / "plan.yaml").read_text().replace("initiative: big", f"initiative: big{i}")
-        (repo / f"plan{i}.yaml").write_text(text)
-        start = time.monotonic()
-        sh(repo, *CW, "submit", "plan", f"plan{i}.yaml")
-        seconds.append(time.monotonic() - start)
-    sh(repo, *CW, "broker", "stop")
-    text = (repo / "plan0.yaml").read_text()
-    parse = timed(lambda: yaml.load(text, Loader=yaml.CSafeLoader), 3)  # the baseline
-    median = statistics.median(seconds)
-    return {
-        "tasks": 5000,
-        "median_s": round(median, 2),
-        "runs_s": [round(s, 2) for s in seconds],
-        "c_yaml_parse_s": round(parse, 3),
-        "ratio_to_c_yaml": round(median / parse, 2),
-    }
-
-
-def bench_queries(root: Path, n: int = 10_000) -> dict[str, object]:
-    repo = make_district(root, "queries", {})
-    settings = Settings.load(env={"CW_REPO": str(repo)})
-    _fill(Store.open(settings.db_url), n)
-    results = {"tasks": n}
-    for label, argv in (
-        ("version", ["--version"]),
-        ("status_json", ["status", "--json"]),
-        ("agent_list_json", ["agent", "list", "--json"]),
-    ):
-        results[f"{label}_s"] = round(timed(lambda a=argv: sh(repo, *CW, *a), 5), 3)
-    return results
-
-
-def _fill(store: Store, n: int) -> None:
-    """n tasks in a DAG, a third of them done, a third running, with agents and runs."""
-    from tests.factories import spec
-
-    store.submit(spec({f"q{i}": [f"q{i - 1}"] if i % 3 else [] for i in range(n)}, name="q"))
-    claims = store.claim_ready_tasks()
-    while claims:
-        for claim in claims:
-            store.start_attempt(claim, worker="bench", host="h", lease_seconds=3600)
-            if claim.task_id % 2:
-                continue
-            store.finish_attempt(claim, AttemptResult(outcome="done"), "command")
-            store.begin_merge(claim)
-            store.finish_merge(claim, MergeReport(sha="0" * 40))
-        claims = store.claim_ready_tasks()
-
-
-BENCHES = {
-    "makespan": bench_makespan,
-    "overhead": bench_overhead,
-    "agent_start": bench_agent_start,
-    "merge": bench_merge,
-    "submit": bench_submit,
-    "resubmit": bench_resubmit,
-    "queries": bench_queries,
-    "fsui": bench_fsui,
-}
-
-
-def main(names: list[str]) -> None:
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, under 3 minutes")
+    parser.add_argument("names", nargs="*", choices=[*ROWS, *EXTRAS, []], metavar="ROW")
+    args = parser.parse_args(argv)
+    extras = [name for name in args.names if name in EXTRAS]
+    names = [name for name in args.names if name in ROWS]
+    sizes = QUICK if args.quick else FULL
     root = Path(tempfile.mkdtemp(prefix="cwb-"))
-    results = {}
     try:
-        for name in names or list(BENCHES):
-            print(f"== {name}", file=sys.stderr, flush=True)
-            results[name] = BENCHES[name](root)
-            print(json.dumps(results[name], indent=2), file=sys.stderr, flush=True)
+        for name in extras:
+            print(json.dumps({name: EXTRAS[name](root / name)}, indent=2))
+        if extras and not names:
+            return
+        start = time.monotonic()
+        found = run_rows(names or list(ROWS), sizes, root)
+        total = time.monotonic() - start
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    out = TOP / "build" / "bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(json.dumps(results, indent=2))
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "mode": sizes.label,
+                "sizes": asdict(sizes),
+                "at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "total_s": round(total, 1),
+                "row_seconds": found["seconds"],
+                "rows": [asdict(r) for r in rows],
+            },
+            indent=2,
+        )
+    )
+    print(f"\n{sizes.label} run, {total / 60:.1f} min; raw numbers in {RESULTS.relative_to(TOP)}\n")
+    print(markdown(rows))
 
 
 if __name__ == "__main__":
