@@ -72,10 +72,10 @@ def _added(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
     is new, and git adds it; or it is a whole worktree on ``branch`` already. False when
     anything else is found (or git fails): :func:`_repair_and_add` then looks closely."""
     if path.exists():
-        admin = _own_admin_dir(repo, path)
-        if admin is None or _half_made_at(admin) or _branch_at(admin) != branch:
+        whole = _whole_worktree(repo, path)
+        if whole is None or whole[1].branch != branch:
             return False
-        remove_stale_locks([*sorted(admin.glob("*.lock")), _ref_lock(repo, branch)])
+        remove_stale_locks([*whole[0], _ref_lock(repo, branch)])
         return True
     try:
         _git_add(repo, path, branch, base_sha)
