@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import redis
 
 from cw.host.processes import die_with_parent
+from tests.ports import free_port
 
 START_SECONDS = 10
 STOP_SECONDS = 10
@@ -116,9 +116,3 @@ class RedisServer:
                 return bool(client.ping())
         except redis.RedisError:
             return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -19,12 +19,7 @@ from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import send_merge
 from tests.conftest import CW
 from tests.integration.conftest import District
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.ports import free_port
 
 
 def get(url: str, credentials: str | None = None) -> tuple[int, str]:

@@ -7,7 +7,6 @@ import base64
 import http.client
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 
 from tests.conftest import CW
 from tests.integration.conftest import District
+from tests.ports import free_port
 
 QUESTION = "<script>alert(1)</script> SQLite or Postgres?"
 #: ``asks`` asks QUESTION, then keeps its answer; ``fails`` fails on its first run only.
@@ -40,13 +40,6 @@ fails)
 *) echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt" ;;
 esac
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import socket
 from collections.abc import Iterator
 from dataclasses import fields
 from importlib.resources import files
@@ -30,6 +29,7 @@ from flower.options import options as flower_options
 
 from cw.cli import cli
 from cw.settings import Settings
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -431,13 +431,6 @@ def test_the_templated_unit_runs_cw_worker_named_after_its_instance(
     assert named[node] == "cw-agents-7@%h" and plain[node].startswith("cw-agents-")
     assert named[:node] + named[node + 1 :] == plain[:node] + plain[node + 1 :]
     assert named[named.index("-c") + 1] == concurrency
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def test_the_flower_unit_always_asks_for_a_password(
