@@ -16,11 +16,10 @@ import random
 import socket
 import tempfile
 from pathlib import Path
-from typing import IO
 
 FIRST_PORT = 20_000
 END_PORT = 32_768  # Linux's ephemeral range starts here by default
-_claimed: list[IO[bytes]] = []  # the lock files this process holds, open until it exits
+_claimed: list[int] = []  # the lock files this process holds, open until it exits
 
 
 def free_port() -> int:
@@ -37,13 +36,13 @@ def free_port() -> int:
 
 
 def _claim(path: Path) -> bool:
-    lock = open(path, "ab")  # held open until the process exits
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)  # bare: nothing warns at exit
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        lock.close()
+        os.close(fd)
         return False
-    _claimed.append(lock)
+    _claimed.append(fd)
     return True
 
 
