@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -279,23 +280,28 @@ def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None
     os.close(secondary)
     seen = b""
 
-    def read_until(text: bytes, seconds: float = 30) -> None:
+    def read_until(done: Callable[[], bool], seconds: float, what: str) -> None:
+        """Read what is drawn, as a terminal does all along (a full one would block the
+        redraw), until ``done``."""
         nonlocal seen
         deadline = time.monotonic() + seconds
-        while text not in seen:
-            assert time.monotonic() < deadline, f"{text!r} never drawn: {seen[-500:]!r}"
-            if select.select([primary], [], [], 0.2)[0]:
-                seen += os.read(primary, 65536)
+        while not done():
+            assert time.monotonic() < deadline, f"{what}: {seen[-500:]!r}"
+            if select.select([primary], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):  # EIO once the process has closed it
+                    seen += os.read(primary, 65536)
 
     try:
-        read_until(b"0 tasks")
+        read_until(lambda: b"0 tasks" in seen, 30, "0 tasks never drawn")
         (district / "plan.yaml").write_text(NSP_PLAN)
         run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
-        read_until(b"5 tasks")
+        read_until(lambda: b"5 tasks" in seen, 30, "5 tasks never drawn")
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0
+        read_until(lambda: proc.poll() is not None, 10, "still running 10 s after Ctrl-C")
+        assert proc.returncode == 0
     finally:
         proc.kill()
+        proc.wait()
         os.close(primary)
 
 
