@@ -1,7 +1,8 @@
 """``cw submit plan``: read a plan, reconcile it with what the district holds, dispatch.
 
-A re-submit that changes nothing should answer at once, so this module imports no more than
-reading plans and the store need; Celery loads only when something is sent.
+A re-submit that changes nothing should answer at once: of the same files, from the receipt
+the submit before kept (cw/plans/receipt.py), before the store loads; otherwise this module
+imports no more than reading plans and the store need, and Celery only when something is sent.
 """
 
 from __future__ import annotations
@@ -13,8 +14,20 @@ import click
 from cw.cli.common import counted, load_settings, open_store
 from cw.errors import UsageError
 from cw.plans.cache import ReadCache
-from cw.plans.diff import ADDED, CHANGED, REFUSED, UNCHANGED, Held, PlanDiff, compare
+from cw.plans.diff import (
+    ADDED,
+    CHANGED,
+    REFUSED,
+    UNCHANGED,
+    Held,
+    PlanChange,
+    PlanDiff,
+    compare,
+)
 from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
+from cw.plans.receipt import RECEIPTS, Receipt, Receipts, fingerprint
+from cw.settings import Settings
+from cw.store import glance
 
 #: Where, under the district's state directory, the plan files read before are kept.
 READ_CACHE = "cache/plans.pickle"
@@ -42,6 +55,11 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
     if lenient and strict:
         raise UsageError("give at most one of --lenient and --strict")
     settings = load_settings().require_initialized()
+    receipts = Receipts(settings.state_dir / RECEIPTS)
+    files = None if dry_run else fingerprint(path, f"lenient={lenient} strict={strict}")
+    if files is not None and (answer := _answer(receipts.find(files), settings)) is not None:
+        _echo_lines(answer)  # the same files, the same initiative: what the last submit said
+        return
     store = open_store(settings)
     held = Held(store.held)  # read once: for the plan reader, then to compare
     cache = ReadCache(settings.state_dir / READ_CACHE)
@@ -62,11 +80,28 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
     if not diff.nothing_new:  # nothing new: the answer is in, and no transaction is needed
         diff = store.submit(spec, held.get(spec.name))
     _echo_lines(_summary(diff, spec) + submit_report(spec))
+    if files is not None and diff.settled and diff.initiative_id is not None:
+        lines = _summary(_unchanged(diff, spec), spec) + submit_report(spec)
+        receipts.keep(files, diff.initiative, diff.initiative_id, diff.revision, lines)
     if app is not None:
         from cw.transport.dispatch import dispatch_ready
 
         claims = dispatch_ready(store, app, settings)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
+
+
+def _answer(receipt: Receipt | None, settings: Settings) -> list[str] | None:
+    """The receipt's lines, if the initiative is still as that submit left it."""
+    if receipt is None:
+        return None
+    held = glance.revision(settings.db_url, receipt.initiative_id, receipt.initiative)
+    return receipt.lines if held == receipt.revision else None
+
+
+def _unchanged(diff: PlanDiff, spec: InitiativeSpec) -> PlanDiff:
+    """The difference a second submit of ``spec`` finds once ``diff`` is stored and settled."""
+    plans = [PlanChange(plan.key, UNCHANGED, len(plan.tasks)) for plan in spec.plans()]
+    return PlanDiff(diff.initiative, diff.initiative_id, False, plans, [])
 
 
 def _echo_lines(lines: list[str]) -> None:

@@ -222,6 +222,11 @@ class PlanDiff:
     dropped_edges: list[tuple[str, str]] = field(default_factory=list)  # of updated plans' tasks
     #: (task, dependency, the task's state): wanted by a task past pending, so not added
     late_edges: list[tuple[str, str, str]] = field(default_factory=list)
+    #: The initiative's revision: as read, then as this submit leaves it.
+    revision: int = 0
+    #: Once stored, the district holds exactly what the files describe: every plan as on disk,
+    #: none missing on disk, every dependency an edge (see :mod:`cw.plans.receipt`).
+    settled: bool = False
 
     def of(self, status: str) -> list[PlanChange]:
         return [p for p in self.plans if p.status == status]
@@ -273,8 +278,14 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     ]
     initiative_id = stored.initiative_id if stored else None
     diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
-    _edges(spec, held, fresh, diff)
+    diff.revision = held.revision
+    wanted = _edges(spec, held, fresh, diff)
     _waits(spec, held, by_key, diff)
+    diff.settled = (
+        spec.whole
+        and not (diff.of(REFUSED) or diff.of(MISSING))
+        and wanted <= held.edges | set(diff.new_edges)
+    )
     return diff
 
 
@@ -315,10 +326,13 @@ def _task_changes(old: Prints, new: Prints) -> TaskChanges:
     )
 
 
-def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) -> None:
+def _edges(
+    spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff
+) -> set[tuple[str, str]]:
     """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
     before it, a plan updated) while it still waits. A task that has left pending cannot be
-    made to wait: those edges are noted, while the dependency is unfinished."""
+    made to wait: those edges are noted, while the dependency is unfinished. Returns every
+    edge the plans want."""
     wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
     updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
     for task, dep in sorted(wanted - held.edges):
@@ -327,6 +341,7 @@ def _edges(spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff) 
         elif not _done(held, dep):  # a finished dependency: the order held anyway
             diff.late_edges.append((task, dep, held.tasks[task].state.value))
     diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
+    return wanted
 
 
 def _done(held: Stored, task: str) -> bool:

@@ -26,6 +26,7 @@ from cw.plans.gsdnames import (
     phase_order,
     plan_name,
     plan_number,
+    planning_dir,
     why_not_a_plan,
 )
 from cw.plans.gsdproject import Project, read_project
@@ -200,10 +201,9 @@ def _phase_spec(key: str, plans: list[GsdPlan], project: Project) -> PhaseSpec:
 
 
 def _planning_dir(path: Path) -> Path:
-    if (path / ".planning").is_dir():
-        return path / ".planning"
-    if path.name == ".planning" or (path / "phases").is_dir():
-        return path
+    found = planning_dir(path)
+    if found is not None:
+        return found
     problem = "no .planning/ directory here (expected .planning/phases/NN-name/NN-MM-PLAN.md)"
     raise plan_error(str(path), 1, "directory", problem)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 # Bounded digit runs: int() of a 5,000-digit "phase" would raise instead of failing cleanly.
 PHASE_NUMBER = r"\d{1,6}[A-Za-z]?(?:\.\d{1,6}){0,4}"
@@ -109,3 +110,12 @@ def why_not_a_plan(name: str) -> tuple[str, bool]:
     if document:
         return f"a GSD {document.group(1)} document, not a plan", True
     return "not a plan: GSD reads only files named *-PLAN.md or PLAN.md", True
+
+
+def planning_dir(path: Path) -> Path | None:
+    """The ``.planning`` directory that ``path`` is or holds; None if it is neither."""
+    if (path / ".planning").is_dir():
+        return path / ".planning"
+    if path.name == ".planning" or (path / "phases").is_dir():
+        return path
+    return None

@@ -60,6 +60,7 @@ class Submitting(StoreBase):
                 stored = self._new_initiative(s, spec, now)
                 diff.initiative_id = stored.initiative_id
             self._apply(s, spec, stored, diff, now)
+            diff.revision = stored.revision + 1  # as _apply leaves it
             return diff
 
     def _new_initiative(self, s: Session, spec: InitiativeSpec, now: float) -> Stored:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -377,3 +378,41 @@ def test_two_submits_at_once_store_each_task_once(repo: Path) -> None:
     ]
     keys = task_keys(repo)
     assert len(keys) == len(set(keys)) == 8
+
+
+def test_a_resubmit_of_unchanged_files_answers_without_loading_the_store(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    before = dump_store(store_url(repo))
+    argv = [sys.executable, "-X", "importtime", "-m", "cw", "submit", "plan", ".planning"]
+    out = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged\n"
+    assert "sqlalchemy" not in out.stderr, "answered from the receipt of the submit before"
+    assert dump_store(store_url(repo)) == before
+
+    # The same size and the same modification time, in the same second: still a change.
+    path = repo / ".planning" / "phases" / "01-core" / "01-02-PLAN.md"
+    times = path.stat()
+    path.write_text(path.read_text().replace("Write the docs.", "Write the code."))
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert path.stat().st_size == times.st_size
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert lines[1] == "cw: changed 01-02: 1 task: 1 task edited (01-02-1)"
+    assert ok(repo, "submit", "plan", ".planning", "--no-dispatch") == [
+        "cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged"
+    ]
+
+
+def test_a_receipt_is_not_used_once_another_submit_changed_the_initiative(repo: Path) -> None:
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")  # the receipt, surely
+    other = repo / "elsewhere" / ".planning"
+    (other / "phases" / "02-api").mkdir(parents=True)
+    (other / "ROADMAP.md").write_text("# Roadmap: repo\n")
+    (other / "phases" / "02-api" / "02-01-PLAN.md").write_text(plan("02", "01", "Serve it."))
+    ok(repo, "submit", "plan", "elsewhere/.planning", "--no-dispatch")  # the same initiative
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert lines[0] == "cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged"
+    assert lines[1].startswith("cw: missing 02-01: 1 task: missing on disk")
