@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from tests.acceptance.test_cli import district, merge_order
-from tests.conftest import CW, Processes, dump_store, store_url
+from tests.conftest import CW, POSTGRES_URL, Processes, dump_store, store_url
 
 __all__ = ["district"]  # the fixture this module's own builds on
 
@@ -388,7 +388,8 @@ def test_a_resubmit_of_unchanged_files_answers_without_loading_the_store(repo: P
     out = subprocess.run(argv, cwd=repo, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout == "cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged\n"
-    assert "sqlalchemy" not in out.stderr, "answered from the receipt of the submit before"
+    if not POSTGRES_URL:  # a receipt's revision is read with sqlite3 alone
+        assert "sqlalchemy" not in out.stderr, "answered from the receipt of the submit before"
     assert dump_store(store_url(repo)) == before
 
     # The same size and the same modification time, in the same second: still a change.

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from cw.store import Store, glance
 from tests.factories import spec
 
 
+@pytest.mark.sqlite_only
 def test_the_revision_of_an_initiative_by_id_and_name(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cw.db'}"
     store = Store.open(url)
