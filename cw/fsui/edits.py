@@ -22,7 +22,7 @@ from cw.errors import UsageError
 from cw.fsui import mirror
 from cw.fsui.mirror import Ref
 from cw.fsui.mirrordir import Found, decode
-from cw.plans.spec import yaml_loader
+from cw.plans.source import yaml_loader
 from cw.store.read import MessageRow, TaskRow
 
 

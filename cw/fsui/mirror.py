@@ -19,12 +19,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import re
 import time
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from cw.plans import spec as planspec
@@ -113,6 +115,15 @@ def answer_file_message(rel: str) -> int | None:
     folder, _, name = rel.rpartition("/")
     match = _ANSWER_FILE.fullmatch(name) if folder == MESSAGES_DIR else None
     return int(match.group(1)) if match else None
+
+
+def answer_files(root: Path) -> list[str]:
+    """The answer files a person left in the mirror at ``root``, as paths under it."""
+    folder = root / MESSAGES_DIR
+    if not folder.is_dir():
+        return []
+    rels = [f"{MESSAGES_DIR}/{name}" for name in sorted(os.listdir(folder))]
+    return [rel for rel in rels if answer_file_message(rel) is not None]
 
 
 # -- YAML frontmatter ----------------------------------------------------------------------

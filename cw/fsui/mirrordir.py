@@ -80,6 +80,18 @@ class MirrorDir:
 
     # -- the record of our writes ----------------------------------------------------------
 
+    def remove_temp_files(self) -> None:
+        """Temporary files and folders a killed watcher left behind."""
+        for folder, dirs, files in os.walk(self.root):
+            for name in [d for d in dirs if d.startswith(TEMP_PREFIX)]:
+                dirs.remove(name)
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    shutil.rmtree(path)
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    os.unlink(os.path.join(folder, name))
+
     def open(self) -> None:
         """Create the directory (refusing a link in its place) and load the record."""
         if self.root.is_symlink():

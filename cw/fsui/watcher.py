@@ -17,7 +17,6 @@ import fcntl
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 import warnings
@@ -35,7 +34,7 @@ from cw.district import District
 from cw.errors import ConfigError, CwError, UsageError
 from cw.fsui import edits, mirror
 from cw.fsui.mirror import Doc, Ref
-from cw.fsui.mirrordir import TEMP_PREFIX, Found, MirrorDir
+from cw.fsui.mirrordir import Found, MirrorDir
 from cw.git import worktrees
 from cw.settings import Settings
 from cw.store import Store
@@ -103,12 +102,12 @@ class Watcher:
         self.dir.open()
         worktrees.exclude_path(self.settings.repo, f"/{self.settings.fsui_dir.strip('/')}/")
         self.last_event = self.snapshot.last_event_id()
-        _remove_temp_files(self.dir.root)
+        self.dir.remove_temp_files()
         docs = self.render_all()
         self.index = {d.rel: d.ref for d in docs}
         self._sync(docs, settled=None)
         self._forget_gone()
-        for rel in _answer_files(self.dir.root):
+        for rel in mirror.answer_files(self.dir.root):
             self._take_answer_file(rel)
 
     def render_all(self) -> list[Doc]:
@@ -306,7 +305,7 @@ class Watcher:
             found = self.dir.read(rel)
             if not (found.is_file and self.dir.is_latest(rel, found.data)):
                 self.changes.put(rel)
-        for rel in _answer_files(self.dir.root):
+        for rel in mirror.answer_files(self.dir.root):
             self.changes.put(rel)
 
     def notice(self, path: str) -> None:
@@ -491,24 +490,3 @@ def _only_watcher(settings: Settings) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _answer_files(root: Path) -> list[str]:
-    folder = root / mirror.MESSAGES_DIR
-    if not folder.is_dir():
-        return []
-    rels = [f"{mirror.MESSAGES_DIR}/{name}" for name in sorted(os.listdir(folder))]
-    return [rel for rel in rels if mirror.answer_file_message(rel) is not None]
-
-
-def _remove_temp_files(root: Path) -> None:
-    """Temporary files and folders a killed watcher left behind."""
-    for folder, dirs, files in os.walk(root):
-        for name in [d for d in dirs if d.startswith(TEMP_PREFIX)]:
-            dirs.remove(name)
-            path = os.path.join(folder, name)
-            if not os.path.islink(path):
-                shutil.rmtree(path)
-        for name in files:
-            if name.startswith(TEMP_PREFIX):
-                os.unlink(os.path.join(folder, name))

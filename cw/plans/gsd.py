@@ -19,17 +19,8 @@ from typing import Any
 from cw.errors import PlanError
 from cw.plans.gsdnames import PHASE_NUMBER, PlanName, phase_key, phase_order, plan_number
 from cw.plans.gsdtags import Element, LineIndex, attributes, clean, elements, split_files
-from cw.plans.spec import (
-    TASK_KINDS,
-    PlanSpec,
-    TaskSpec,
-    Where,
-    YamlDoc,
-    load_yaml,
-    plan_error,
-    read_plan_text,
-    show,
-)
+from cw.plans.source import YamlDoc, load_yaml, read_plan_text
+from cw.plans.spec import TASK_KINDS, PlanSpec, TaskSpec, Where, plan_error, show
 
 logger = logging.getLogger(__name__)
 

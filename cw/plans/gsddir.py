@@ -30,6 +30,7 @@ from cw.plans.gsdnames import (
     why_not_a_plan,
 )
 from cw.plans.gsdproject import Project, read_project
+from cw.plans.source import YamlDoc
 from cw.plans.spec import (
     InitiativeSpec,
     Known,
@@ -39,7 +40,6 @@ from cw.plans.spec import (
     Skipped,
     TaskSpec,
     Where,
-    YamlDoc,
     nothing_known,
     plan_error,
     plan_problems,

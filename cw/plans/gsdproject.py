@@ -13,9 +13,7 @@ from cw.plans.gsdnames import (
     plan_number,
 )
 from cw.plans.gsdtags import clean
-from cw.plans.spec import (
-    read_plan_text,
-)
+from cw.plans.source import read_plan_text
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError
 
+from cw.plans.source import YamlDoc, YamlPath, load_yaml, read_plan_text
 from cw.plans.spec import (
     InitiativeSpec,
     Known,
@@ -23,13 +24,9 @@ from cw.plans.spec import (
     PlanSpec,
     TaskSpec,
     Where,
-    YamlDoc,
-    YamlPath,
     key_problem,
-    load_yaml,
     nothing_known,
     plan_error,
-    read_plan_text,
     show,
     unique,
 )

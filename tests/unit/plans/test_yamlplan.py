@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 
 from cw.defaults import KEY_PATTERN
 from cw.errors import PlanError
-from cw.plans import spec as plan_spec
+from cw.plans import source as plan_source
 from cw.plans.load import InitiativeSpec, TaskSpec, load_plan
 from cw.plans.yamlplan import plan_schema
 
@@ -253,7 +253,7 @@ def test_a_yaml_error_names_the_character_or_alias_at_fault(tmp_path: Path) -> N
 
 def test_plans_are_parsed_by_libyaml_where_it_limits_nesting() -> None:
     expected = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader
-    assert plan_spec.yaml_loader() is expected
+    assert plan_source.yaml_loader() is expected
 
 
 def test_deep_nesting_is_one_clear_line_and_never_crashes_the_process(tmp_path: Path) -> None:
