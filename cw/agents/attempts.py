@@ -41,7 +41,7 @@ from cw.store import (
     TransientDatabaseError,
     Workspace,
 )
-from cw.store.records import REJECTED
+from cw.store.records import REJECTED, Bounce, ReviewCheck
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         return _paused(settings, ws, until)
     with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
         worktree, branch = prepare_worktree(settings, store, ws)
-        catch_up = ws.bounce.get("kind") not in (None, REJECTED) and not finished
+        catch_up = ws.bounce is not None and ws.bounce.kind != REJECTED and not finished
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
     if finished is not None:
         # Its agent finished before a crash took the attempt: its work is what gets merged.
@@ -130,7 +130,7 @@ def _review_gate(
             "task %s: its check failed in its worktree; to the merge, not to review", ws.brief.key
         )
         return result
-    check = {"command": verdict.command, "exit_code": verdict.exit_code, "output": verdict.output}
+    check = ReviewCheck(verdict.command, verdict.exit_code or 0, verdict.output)
     return replace(result, outcome="review", review_check=check)
 
 
@@ -298,34 +298,34 @@ def _request(
 def _prompt(brief: TaskBrief, ws: Workspace, conflicts: list[str]) -> str:
     """Why this attempt runs decides what the agent hears first."""
     resuming = ws.session_id is not None
-    if ws.bounce.get("kind") == "review":
+    if ws.bounce is not None and ws.bounce.kind == "review":
         return review_prompt(brief, ws.bounce, conflicts)
-    if ws.bounce.get("kind") == REJECTED:
-        return rejected_prompt(brief, str(ws.bounce.get("feedback") or ""))
-    if ws.bounce:
+    if ws.bounce is not None and ws.bounce.kind == REJECTED:
+        return rejected_prompt(brief, ws.bounce.feedback)
+    if ws.bounce is not None:
         return bounce_prompt(brief, ws.bounce, conflicts)
     if ws.answers:
         return answers_prompt(brief, ws.answers, resuming=resuming)
     return resume_prompt(brief, ws.attempt) if resuming else first_prompt(brief)
 
 
-def _bounce_env(bounce: dict[str, object], conflicts: list[str]) -> dict[str, str]:
+def _bounce_env(bounce: Bounce | None, conflicts: list[str]) -> dict[str, str]:
     """For the command adapter: ``CW_BOUNCE`` (conflict | verify | review | rejected) and the
     conflicting files, or a person's feedback on rejected work (``CW_REVIEW_FEEDBACK``)."""
-    if not bounce:
+    if bounce is None:
         return {}
-    if bounce.get("kind") == REJECTED:
-        return {"CW_BOUNCE": REJECTED, "CW_REVIEW_FEEDBACK": str(bounce.get("feedback") or "")}
-    return {"CW_BOUNCE": str(bounce.get("kind")), "CW_CONFLICT_FILES": "\n".join(conflicts)}
+    if bounce.kind == REJECTED:
+        return {"CW_BOUNCE": REJECTED, "CW_REVIEW_FEEDBACK": bounce.feedback}
+    return {"CW_BOUNCE": bounce.kind, "CW_CONFLICT_FILES": "\n".join(conflicts)}
 
 
 def _answers_env(ws: Workspace) -> dict[str, str]:
     """For the command adapter: ``CW_ANSWERS``, a JSON list of ``{id, question, options,
     answer}``; a checkpoint's comments are one such answer."""
     answers = list(ws.answers)
-    if ws.bounce.get("kind") == "review":
-        question, comments = ws.bounce.get("question", ""), ws.bounce.get("comments", "")
-        answers.append(Answer(id="", question=question, options=[], answer=comments))
+    if ws.bounce is not None and ws.bounce.kind == "review":
+        comments = Answer(id="", question=ws.bounce.question, options=[], answer=ws.bounce.comments)
+        answers.append(comments)
     return {"CW_ANSWERS": json.dumps([asdict(a) for a in answers])} if answers else {}
 
 

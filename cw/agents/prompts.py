@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cw.store.records import Answer, TaskBrief
+from cw.store.records import Answer, Bounce, TaskBrief
 
 RULES = """\
 ## Rules
@@ -67,15 +67,15 @@ def lost_session_prompt(task: TaskBrief, since: str) -> str:
     )
 
 
-def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[str]) -> str:
+def bounce_prompt(task: TaskBrief, bounce: Bounce, conflicts: list[str]) -> str:
     """Why the merge sent the work back, and what to do about it."""
-    if bounce.get("kind") == "verify" and bounce.get("no_changes"):
+    if bounce.kind == "verify" and bounce.no_changes:
         head = (
             "You committed no changes, and the check fails on the integration branch as it "
             "stands, so the task is not done. Make the changes the task asks for and commit "
             "them, so that the check passes."
         )
-    elif bounce.get("kind") == "verify":
+    elif bounce.kind == "verify":
         head = (
             "Your branch merged cleanly into the integration branch, but the check on the merged "
             "result failed. cw has merged the integration branch into your worktree. Make the "
@@ -90,16 +90,11 @@ def bounce_prompt(task: TaskBrief, bounce: dict[str, object], conflicts: list[st
             "then `git add` the files and `git commit` to conclude the merge."
         )
     parts = [f"# Task {task.key}: {task.name} — sent back by the merge", head]
-    output = str(bounce.get("output") or "").strip()
+    output = bounce.output.strip()
     if output:
         parts += ["## What the merge saw", f"```\n{output[-4000:]}\n```"]
-    intent = bounce.get("intent")
-    if isinstance(intent, list) and intent:
-        lines = [
-            f"- {i.get('task')}: {i.get('name')} — {str(i.get('prompt', '')).strip()[:500]}"
-            for i in intent
-            if isinstance(i, dict)
-        ]
+    if bounce.intent:
+        lines = [f"- {i.task}: {i.name} — {i.prompt.strip()[:500]}" for i in bounce.intent]
         parts += ["## What the other side set out to do", "\n".join(lines)]
     if task.verify:
         parts += ["## The check", f"`{task.verify.strip()}` must pass on the result."]
@@ -130,10 +125,10 @@ def _id(answer: Answer) -> str:
     return f" ({answer.id})" if answer.id else ""
 
 
-def review_prompt(task: TaskBrief, review: dict[str, object], conflicts: list[str]) -> str:
+def review_prompt(task: TaskBrief, review: Bounce, conflicts: list[str]) -> str:
     """A person checked the merged work at a checkpoint and sent it back with comments."""
     head = (
-        f"Your work was merged, then a person checked it at checkpoint {review.get('checkpoint')} "
+        f"Your work was merged, then a person checked it at checkpoint {review.checkpoint} "
         "and sent it back with comments. cw has merged the integration branch into your "
         "worktree, so it holds what is integrated now. Address the comments, commit on this "
         "branch, and answer with StructuredOutput; your branch is then merged again."
@@ -143,8 +138,8 @@ def review_prompt(task: TaskBrief, review: dict[str, object], conflicts: list[st
         head += f" That merge conflicted in: {files}; resolve them, `git add` the files and "
         head += "`git commit` to conclude it."
     parts = [f"# Task {task.key}: {task.name} — sent back by a person", head]
-    parts += ["## What they checked", str(review.get("question") or "").strip()]
-    parts += ["## Their comments", str(review.get("comments") or "").strip()]
+    parts += ["## What they checked", review.question.strip()]
+    parts += ["## Their comments", review.comments.strip()]
     if task.verify:
         parts += ["## The check", f"`{task.verify.strip()}` must pass on the result."]
     parts.append(RULES.format(branch=task.branch))

@@ -50,8 +50,8 @@ def review_show(ref: str) -> None:
     click.echo(f"{row.key}: {row.name} (agent {row.agent}, attempt {row.attempt}, plan {row.plan})")
     click.echo(f"summary: {row.summary or '-'}")
     click.echo(f"check: {_check(row)}")
-    if row.check.get("output"):
-        click.echo(str(row.check["output"]).rstrip())
+    if row.check.output:
+        click.echo(row.check.output.rstrip())
     if row.branch:
         base = settings.integration_branch
         stat = branches.diff(settings.repo, base, branch=row.branch, stat=True)
@@ -92,5 +92,5 @@ def review_mode(mode: str, plan: str | None, initiative: str | None) -> None:
 
 
 def _check(row: ReviewListing) -> str:
-    command = row.check.get("command")
+    command = row.check.command
     return f"passed (`{command}`)" if command else "passed (no check to run)"

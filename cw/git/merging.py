@@ -25,6 +25,7 @@ from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.states import TaskState
 from cw.store import Claim, MergeJob, MergeReport, Store
+from cw.store.records import Intent
 
 logger = logging.getLogger(__name__)
 
@@ -155,9 +156,7 @@ def _dropped_report(dropped: list[DroppedLine], output: str) -> MergeReport:
     )
 
 
-def _intent(
-    settings: Settings, store: Store, job: MergeJob, files: list[str]
-) -> list[dict[str, str]]:
+def _intent(settings: Settings, store: Store, job: MergeJob, files: list[str]) -> list[Intent]:
     """What the tasks that changed these files on the integration side set out to do."""
     head = branches.branch_sha(settings.repo, settings.integration_branch)
     if not (job.base_sha and head):
@@ -169,7 +168,7 @@ def _intent(
             detail = store.task_detail(store.find_task_id(key))
         except NotFound:
             continue
-        intent.append({"task": key, "name": detail.name, "prompt": detail.prompt})
+        intent.append(Intent(key, detail.name, detail.prompt))
     return intent[:10]
 
 

@@ -25,6 +25,7 @@ from cw.store.records import (
     REVIEW_AUTHOR,
     Answer,
     AttemptResult,
+    Bounce,
     Claim,
     Question,
     S,
@@ -185,7 +186,7 @@ class Attempts(Limits):
         if result.outcome == "failed":
             values["last_error"] = result.error
         if result.outcome == "review":
-            values["review_check"] = result.review_check
+            values["review_check"] = asdict(result.review_check) if result.review_check else None
         with self._write() as s:
             if not self._move(
                 s, claim.task_id, [S.RUNNING], target, of_attempt=claim.attempt, **values
@@ -415,7 +416,7 @@ def _workspace(
         worktree=task.worktree,
         base_sha=task.base_sha,
         session_cost_usd=_session_cost(s, agent),
-        bounce=dict(task.bounce or {}),
+        bounce=Bounce.from_json(task.bounce),
         review=task.plan.review or s.get_one(Initiative, task.initiative_id).review,
         previous=previous,
         answers=heard,

@@ -13,7 +13,9 @@ from cw.store.base import StoreBase, agents_in_flight, labelled, lock_task
 from cw.store.models import Agent, Merge, Message, Task
 from cw.store.records import (
     MERGE_RETRIES,
+    Bounce,
     Claim,
+    Intent,
     MergeJob,
     MergeReport,
     S,
@@ -80,7 +82,7 @@ class Merges(StoreBase):
         claim: Claim,
         report: MergeReport,
         *,
-        intent: list[dict[str, str]],
+        intent: list[Intent],
         max_bounces: int,
         cap: int | None = None,
     ) -> Claim | None:
@@ -106,13 +108,13 @@ class Merges(StoreBase):
             if task.bounces >= (min(max_bounces, 1) if no_changes else max_bounces):
                 self._give_up(s, claim, f"{why}; sent back {task.bounces} times")
                 return None
-            bounce = {
-                "kind": "verify" if report.rejected else "conflict",
-                "files": report.conflict_files,
-                "output": _bounce_output(report),
-                "intent": intent,
-                "no_changes": no_changes,
-            }
+            bounce = Bounce(
+                kind="verify" if report.rejected else "conflict",
+                files=report.conflict_files,
+                output=_bounce_output(report),
+                intent=intent,
+                no_changes=no_changes,
+            )
             full = cap is not None and agents_in_flight(s) >= cap
             self._move(
                 s,
@@ -122,7 +124,7 @@ class Merges(StoreBase):
                 of_attempt=claim.attempt,
                 **({} if full else {"attempt": Task.attempt + 1}),
                 bounces=Task.bounces + 1,
-                bounce=bounce,
+                bounce=bounce.to_json(),
                 conflict_files=report.conflict_files,
                 last_error=why,
             )

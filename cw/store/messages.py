@@ -13,7 +13,7 @@ from cw.store import answers
 from cw.store.base import StoreBase, lock_task
 from cw.store.models import Agent, Event, Message, Task, TaskDependency, columns
 from cw.store.read import MessageDetail, MessageListing
-from cw.store.records import DECISION, HUMAN_ACTION, S
+from cw.store.records import DECISION, HUMAN_ACTION, Bounce, S
 
 
 class Messages(StoreBase):
@@ -105,14 +105,9 @@ class Messages(StoreBase):
                 f"checkpoint {task.key}: no agent's work before it to send your comments to; "
                 f"answer `{word}` to let it pass"
             )
-        bounce = {
-            "kind": "review",
-            "checkpoint": task.key,
-            "question": question,
-            "comments": comments,
-        }
+        bounce = Bounce("review", checkpoint=task.key, question=question, comments=comments)
         for dep_id in reopen:
-            self._move(s, dep_id, [S.DONE], S.READY, bounce=bounce, last_error=None)
+            self._move(s, dep_id, [S.DONE], S.READY, bounce=bounce.to_json(), last_error=None)
         self._move(s, task.id, [S.WAITING], S.PENDING)
         keys = ", ".join(d.key for d in deps if d.id in reopen)
         return (

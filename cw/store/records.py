@@ -115,6 +115,80 @@ class TaskBrief:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """What a task already integrated set out to do: told to an agent its work conflicts with."""
+
+    task: str
+    name: str
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """Why work went back to its agent, kept with the task (as JSON) for its next attempt.
+
+    ``conflict`` or ``verify``: the merge sent it back (the conflicting ``files``, what the merge
+    saw, what the other side set out to do); ``review``: a person's comments at a checkpoint;
+    ``rejected``: a person's feedback on finished work in review."""
+
+    kind: str  # conflict | verify | review | rejected
+    files: list[str] = field(default_factory=list)
+    output: str = ""
+    intent: list[Intent] = field(default_factory=list)
+    no_changes: bool = False  # verify: the agent had committed nothing
+    checkpoint: str = ""  # review: the checkpoint task, its question and the comments
+    question: str = ""
+    comments: str = ""
+    feedback: str = ""  # rejected
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields this kind uses (a default is left out), as the task's row keeps them."""
+        kept = {f.name: getattr(self, f.name) for f in fields(self)}
+        kept["intent"] = [vars(i) for i in self.intent]
+        return {k: v for k, v in kept.items() if v or k == "kind"}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Bounce | None:
+        """A task row's bounce; None when it holds none (``{}``)."""
+        if not data or not data.get("kind"):
+            return None
+        intent = [
+            Intent(str(i.get("task", "")), str(i.get("name", "")), str(i.get("prompt", "")))
+            for i in data.get("intent") or []
+            if isinstance(i, Mapping)
+        ]
+        return cls(
+            kind=str(data["kind"]),
+            files=[str(f) for f in data.get("files") or []],
+            output=str(data.get("output") or ""),
+            intent=intent,
+            no_changes=bool(data.get("no_changes")),
+            checkpoint=str(data.get("checkpoint") or ""),
+            question=str(data.get("question") or ""),
+            comments=str(data.get("comments") or ""),
+            feedback=str(data.get("feedback") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class ReviewCheck:
+    """The check finished work passed in its worktree before it waited for review."""
+
+    command: str = ""  # "" when there was none to run
+    exit_code: int = 0
+    output: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> ReviewCheck:
+        data = data or {}
+        return cls(
+            str(data.get("command") or ""),
+            int(data.get("exit_code") or 0),
+            str(data.get("output") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class Workspace:
     """Everything a worker needs to run one attempt: plain values, never ORM rows."""
 
@@ -128,7 +202,7 @@ class Workspace:
     worktree: str | None
     base_sha: str | None
     session_cost_usd: float = 0.0  # what the agent's current session has cost so far
-    bounce: dict[str, Any] = field(default_factory=dict)  # why the work was sent back
+    bounce: Bounce | None = None  # why the work was sent back
     review: str | None = None  # its plan's or initiative's review mode; None: the setting's
     previous: tuple[str, int | None] | None = None  # (host, agent pid) of a run taken over
     answers: list[Answer] = field(default_factory=list)  # answered questions to hear
@@ -226,7 +300,7 @@ class AttemptResult(RunFacts):
     head_sha: str | None = None
     exited_at: float | None = None  # when the agent process ended
     not_before: float | None = None  # rate_limited: the task waits until then (a usage limit)
-    review_check: dict[str, Any] | None = None  # review: the check it passed in its worktree
+    review_check: ReviewCheck | None = None  # review: the check it passed in its worktree
 
     @property
     def ok(self) -> bool:

@@ -12,7 +12,7 @@ from cw.errors import UsageError
 from cw.store.base import StoreBase, labelled
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.read import ReviewListing
-from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Claim, S, Scope
+from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Bounce, Claim, ReviewCheck, S, Scope
 
 #: What ``cw review mode`` takes: a mode, or ``inherit`` to drop a plan's or initiative's own.
 MODES = ("auto", "manual", "inherit")
@@ -37,7 +37,7 @@ class Reviews(StoreBase):
             raise UsageError("a rejection needs feedback for the agent: -m 'what to change'")
         with self._write() as s:
             task = s.get_one(Task, task_id)
-            bounce = {"kind": REJECTED, "feedback": feedback.strip()}
+            bounce = Bounce(REJECTED, feedback=feedback.strip()).to_json()
             moved = self._move(
                 s, task_id, [S.REVIEW], S.READY, of_attempt=task.attempt, bounce=bounce,
                 review_check=None, last_error=None,
@@ -85,7 +85,7 @@ class Reviews(StoreBase):
                     id=t.id, key=t.key, name=t.name, plan=plan, agent=agent, attempt=t.attempt,
                     branch=t.branch, worktree=t.worktree, base_sha=t.base_sha, head_sha=t.head_sha,
                     since=t.state_changed_at, cost_usd=cost or 0.0, tokens=tokens or 0,
-                    summary=summary, check=dict(t.review_check or {}),
+                    summary=summary, check=ReviewCheck.from_json(t.review_check),
                 )
                 for t, plan, agent, cost, tokens, summary in rows
             ]  # fmt: skip

@@ -10,6 +10,7 @@ from typing import Any
 
 from cw.states import TaskState
 from cw.store.read.row import Row, short_count
+from cw.store.records import ReviewCheck
 
 
 @dataclass(frozen=True)
@@ -226,4 +227,4 @@ class ReviewListing(Row):
     cost_usd: float
     tokens: int
     summary: str | None  # what the agent said it did
-    check: dict[str, Any]  # the check it passed in its worktree: command, exit_code, output
+    check: ReviewCheck  # the check it passed in its worktree

@@ -21,6 +21,7 @@ from cw.store import (
     TaskBrief,
     answers,
 )
+from cw.store.records import Bounce
 from tests.conftest import dump_database
 from tests.factories import spec
 
@@ -283,7 +284,7 @@ def test_the_answers_prompt_carries_each_question_and_answer() -> None:
     assert "## What to do" not in resumed, "the session already holds the brief"
     fresh = answers_prompt(brief, heard, resuming=False)
     assert "## What to do" in fresh and "**Answer:** postgres" in fresh
-    review = {"checkpoint": "check", "question": "Is it blue?", "comments": "make it red"}
+    review = Bounce("review", checkpoint="check", question="Is it blue?", comments="make it red")
     text = review_prompt(brief, review, ["a.css"])
     assert "checkpoint check" in text and "make it red" in text and "`a.css`" in text
 

@@ -6,10 +6,10 @@ import pytest
 
 from cw.errors import UsageError
 from cw.store import AttemptResult, Claim, Store
-from cw.store.records import Scope
+from cw.store.records import Bounce, ReviewCheck, Scope
 from tests.factories import spec
 
-CHECK = {"command": "test -f a.txt", "exit_code": 0, "output": ""}
+CHECK = ReviewCheck(command="test -f a.txt", exit_code=0, output="")
 
 
 def to_review(store: Store) -> Claim:
@@ -45,7 +45,7 @@ def test_a_rejection_sends_the_feedback_to_the_next_attempt(store: Store) -> Non
     assert again == Claim(claim.task_id, 2)
     workspace = store.start_attempt(again, worker="w", host="h", lease_seconds=30)
     assert workspace is not None
-    assert workspace.bounce == {"kind": "rejected", "feedback": "use tabs"}
+    assert workspace.bounce == Bounce("rejected", feedback="use tabs")
     (notice,) = store.message_rows()
     assert (notice.state, notice.answer) == ("answered", "use tabs")
 
