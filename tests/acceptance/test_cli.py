@@ -275,8 +275,9 @@ def test_a_budget_caps_dollars_tokens_or_both_and_lists_what_is_spent(district: 
 def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None:
     """In a terminal (a pseudo-terminal here) the status is drawn again as the district moves."""
     primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints every thread's stack
     proc = subprocess.Popen([*CW, "status", "--watch", "0.3"], cwd=district, stdin=secondary,
-                            stdout=secondary, stderr=secondary, env=dict(os.environ))  # fmt: skip
+                            stdout=secondary, stderr=secondary, env=env)  # fmt: skip
     os.close(secondary)
     seen = b""
 
@@ -297,7 +298,12 @@ def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None
         run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
         read_until(lambda: b"5 tasks" in seen, 30, "5 tasks never drawn")
         proc.send_signal(signal.SIGINT)
-        read_until(lambda: proc.poll() is not None, 10, "still running 10 s after Ctrl-C")
+        try:
+            read_until(lambda: proc.poll() is not None, 10, "still running 10 s after Ctrl-C")
+        except AssertionError:
+            proc.send_signal(signal.SIGABRT)  # where it is stuck, for the failure's message
+            read_until(lambda: proc.poll() is not None, 5, "no stack")
+            raise AssertionError(f"still running 10 s after Ctrl-C: {seen[-6000:]!r}") from None
         assert proc.returncode == 0
     finally:
         proc.kill()
