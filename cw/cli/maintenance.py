@@ -13,7 +13,7 @@ from cw.cli.common import emit_json, load_settings, open_store, show
 from cw.maintenance import doctor as checks
 from cw.maintenance import gc as collect
 from cw.maintenance import merges, repairs
-from cw.store.read import MergeStatus, QueueEntry
+from cw.store.read import MergeStatus, QueueEntry, seconds
 
 E = TypeVar("E", bound=QueueEntry)
 
@@ -77,8 +77,8 @@ def merge_status(as_json: bool) -> None:
 
 
 def _render_merge_status(data: MergeStatus) -> None:
-    _section("queued", data.queued, lambda e: f"waiting {_age(e.waiting_seconds)}")
-    _section("in progress", data.in_progress, lambda e: f"merging for {_age(e.running_seconds)}")
+    _section("queued", data.queued, lambda e: f"waiting {seconds(e.waiting_seconds)}")
+    _section("in progress", data.in_progress, lambda e: f"merging for {seconds(e.running_seconds)}")
     _section("recently merged", data.merged, lambda e: (e.sha or "")[:10])
     _section("conflicts", data.conflicts, lambda e: ", ".join(e.files))
     _section("failures", data.failures, lambda e: f"{e.state}: {e.error}")
@@ -91,13 +91,3 @@ def _section(title: str, entries: list[E], describe: Callable[[E], str]) -> None
     click.echo(f"{title} ({len(entries)}):")
     for n, e in enumerate(entries, 1):
         click.echo(f"  {n}. {e.task} (attempt {e.attempt})  {describe(e)}")
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"

@@ -12,9 +12,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from cw.store.read import short_count
+from cw.store.read import seconds, short_count
 from cw.web.board import Board
-from cw.web.render import ago, money, seconds
+from cw.web.render import ago, money
 
 #: Rows each section shows; the rest is counted.
 ROWS = 8

@@ -9,7 +9,7 @@ from typing import Any
 from tornado.template import Loader
 
 from cw.store import Claim
-from cw.store.read import short_count
+from cw.store.read import seconds, short_count
 from cw.transport.dispatch import message_id
 from cw.web import graph
 from cw.web.board import PlanBoard
@@ -40,17 +40,6 @@ def ago(at: float | None) -> str:
     if not at:
         return "-"
     return f"{seconds(max(0.0, time.time() - at))} ago"
-
-
-def seconds(value: float | None) -> str:
-    """A duration as people read it: ``42 s``, ``3 min``, ``2 h 5 min``."""
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.0f} s"
-    if value < 3600:
-        return f"{value // 60:.0f} min"
-    return f"{value // 3600:.0f} h {value % 3600 // 60:.0f} min"
 
 
 def flower_task(port: int, task_id: int, attempt: int, step: str) -> str:

@@ -30,7 +30,7 @@ from cw.store.read.listings import (
     TaskListing,
 )
 from cw.store.read.mirror import AgentRow, MessageRow, Overview, PlanProgress, TaskRow
-from cw.store.read.row import Row, short_count
+from cw.store.read.row import Row, seconds, short_count
 from cw.store.read.status import (
     Attention,
     Blocked,
@@ -93,5 +93,6 @@ __all__ = [
     "TaskFootprint",
     "TaskListing",
     "TaskRow",
+    "seconds",
     "short_count",
 ]

@@ -32,3 +32,14 @@ def short_count(n: int) -> str:
         if n >= size:
             return f"{n / size:.1f}".removesuffix(".0") + suffix
     return str(n)
+
+
+def seconds(value: float | None) -> str:
+    """A duration as people read it: ``42 s``, ``3 min``, ``2 h 5 min``."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.0f} s"
+    if value < 3600:
+        return f"{value // 60:.0f} min"
+    return f"{value // 3600:.0f} h {value % 3600 // 60:.0f} min"
