@@ -22,9 +22,14 @@ from cw.store.read import Budget, Pause
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
-    "--watch", "every", type=click.FloatRange(min=0.2), is_flag=False, flag_value=1.0,
-    default=None, help="Redraw in place every N seconds (1 if not given) until Ctrl-C.",
-)  # fmt: skip
+    "--watch",
+    "every",
+    type=click.FloatRange(min=0.2),
+    is_flag=False,
+    flag_value=1.0,
+    default=None,
+    help="Redraw in place every N seconds (1 if not given) until Ctrl-C.",
+)
 def status(as_json: bool, every: float | None) -> None:
     """All tasks at a glance: per-plan progress, counts, running agents, what waits on what."""
     settings = load_settings()

@@ -15,8 +15,13 @@ LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to listen on.")
-@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535),
-              help="The port to listen on.")  # fmt: skip
+@click.option(
+    "--port",
+    default=8765,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="The port to listen on.",
+)
 def web(host: str, port: int) -> None:
     """Serve the district's live page: questions to answer, failures, running agents, plans.
 

@@ -376,8 +376,14 @@ def _review_notice(s: Session, task_id: int, agent_id: int | None) -> Message:
         f"(`cw review show {key}`). Answer `{APPROVE}` to merge it, or answer with feedback "
         "to send it back to its agent."
     )
-    return Message(task_id=task_id, agent_id=agent_id, author=REVIEW_AUTHOR, body=body,
-                   options=[APPROVE], created_at=time.time())  # fmt: skip
+    return Message(
+        task_id=task_id,
+        agent_id=agent_id,
+        author=REVIEW_AUTHOR,
+        body=body,
+        options=[APPROVE],
+        created_at=time.time(),
+    )
 
 
 def _running_attempt(s: Session, claim: Claim) -> bool:

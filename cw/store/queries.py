@@ -302,14 +302,15 @@ def budget_rows(s: Session) -> list[Budget]:
         .group_by(Plan.id)
     ).all()
     initiatives = s.execute(
-        select(Initiative.id, Initiative.name, Initiative.budget_usd, Initiative.budget_tokens,
-               *spent)
+        select(
+            Initiative.id, Initiative.name, Initiative.budget_usd, Initiative.budget_tokens, *spent
+        )
         .join(Phase, Phase.initiative_id == Initiative.id)
         .join(Plan, Plan.phase_id == Phase.id)
         .outerjoin(costs, costs.c.plan_id == Plan.id)
         .where((Initiative.budget_usd.is_not(None)) | (Initiative.budget_tokens.is_not(None)))
         .group_by(Initiative.id)
-    ).all()  # fmt: skip
+    ).all()
     return [
         Budget.of(kind, i, name, (usd, tokens), spent)
         for kind, found in (("plan", plans), ("initiative", initiatives))

@@ -39,9 +39,15 @@ class Reviews(StoreBase):
             task = s.get_one(Task, task_id)
             bounce = Bounce(REJECTED, feedback=feedback.strip()).to_json()
             moved = self._move(
-                s, task_id, [S.REVIEW], S.READY, of_attempt=task.attempt, bounce=bounce,
-                review_check=None, last_error=None,
-            )  # fmt: skip
+                s,
+                task_id,
+                [S.REVIEW],
+                S.READY,
+                of_attempt=task.attempt,
+                bounce=bounce,
+                review_check=None,
+                last_error=None,
+            )
             if not moved:
                 raise UsageError(_not_in_review(task))
             self._event(s, "review.rejected", task_id, task.attempt, feedback.strip())

@@ -40,10 +40,14 @@ def signature(app: Celery, claim: Claim, step: str) -> Signature:
     amber-badger #2``) and with an id known from the attempt (:func:`message_id`)."""
     name, queue = STEPS[step]
     return app.signature(
-        name, args=(claim.task_id, claim.attempt), immutable=True, queue=queue,
-        shadow=f"{step} {claim.label()}", argsrepr=_argsrepr(claim),
+        name,
+        args=(claim.task_id, claim.attempt),
+        immutable=True,
+        queue=queue,
+        shadow=f"{step} {claim.label()}",
+        argsrepr=_argsrepr(claim),
         task_id=message_id(claim, step),
-    )  # fmt: skip
+    )
 
 
 def message_id(claim: Claim, step: str) -> str:

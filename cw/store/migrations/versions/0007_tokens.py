@@ -27,9 +27,12 @@ def _count_recorded_runs() -> None:
     """Runs recorded before this revision kept their usage as the CLI reported it: count it."""
     bind = op.get_bind()
     runs = sa.table(
-        "agent_runs", sa.column("id"), sa.column("agent_id"), sa.column("usage", sa.JSON),
+        "agent_runs",
+        sa.column("id"),
+        sa.column("agent_id"),
+        sa.column("usage", sa.JSON),
         sa.column("tokens"),
-    )  # fmt: skip
+    )
     agents = sa.table("agents", sa.column("id"), sa.column("tokens"))
     per_agent: dict[int, int] = {}
     for run_id, agent_id, usage in bind.execute(
