@@ -3,7 +3,9 @@ grouped the same way: what needs a person first, then what runs, what waits, wha
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -21,12 +23,21 @@ ROWS = 8
 
 
 def watch(read: Callable[[], Board], every: float) -> None:
-    """Redraw the board every ``every`` seconds until Ctrl-C."""
+    """Redraw the board every ``every`` seconds until Ctrl-C.
+
+    Ctrl-C sets a flag the loop checks rather than raising KeyboardInterrupt wherever the
+    main thread is: one raised while a finalizer runs (SQLAlchemy's, during a read) is
+    swallowed as "Exception ignored", and the board went on redrawing."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
-        while True:
-            live.update(draw(read()), refresh=True)
-            time.sleep(every)
+    try:
+        with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
+            while not stop.is_set():
+                live.update(draw(read()), refresh=True)
+                stop.wait(every)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def draw(board: Board) -> RenderableType:
