@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
 
 from cw.agents import transcript
-from cw.cli.common import load_settings, open_store
+from cw.cli.common import load_settings, open_store, until_ctrl_c
 from cw.district import District
 from cw.states import TaskState
 from cw.store import Store
@@ -87,28 +87,32 @@ def logs(name: str, follow: bool, raw: bool) -> None:
     if not events.exists():
         _print_outputs(log_dir)
         return
-    for line in _lines(events, follow, lambda: _settled(store, name)):
-        if raw:
-            click.echo(line)
-        else:
-            for text in transcript.render([line]):
-                click.echo(text)
+    with until_ctrl_c() as stop:
+        for line in _lines(events, follow, lambda: _settled(store, name), stop):
+            if raw:
+                click.echo(line)
+            else:
+                for text in transcript.render([line]):
+                    click.echo(text)
 
 
 def _settled(store: Store, name: str) -> bool:
     return store.task_state(store.agent_task_id(name)) != TaskState.RUNNING
 
 
-def _lines(path: Path, follow: bool, settled: Callable[[], bool]) -> Iterator[str]:
+def _lines(
+    path: Path, follow: bool, settled: Callable[[], bool], stop: threading.Event
+) -> Iterator[str]:
+    """The file's lines; with ``follow``, new ones too until ``settled`` (or Ctrl-C)."""
     with open(path, encoding="utf-8", errors="replace") as handle:
         while True:
             line = handle.readline()
             if line:
                 yield line.rstrip("\n")
-            elif not follow or settled():
+            elif not follow or stop.is_set() or settled():
                 return
             else:
-                time.sleep(STOP_POLL_SECONDS)
+                stop.wait(STOP_POLL_SECONDS)
 
 
 def _print_outputs(log_dir: Path) -> None:

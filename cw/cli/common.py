@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,6 +19,19 @@ if TYPE_CHECKING:
     from cw.store import Store
 
 T = TypeVar("T")
+
+
+@contextmanager
+def until_ctrl_c() -> Iterator[threading.Event]:
+    """An event Ctrl-C sets, for a command that loops until then: its loop checks the event
+    (and waits on it) instead of counting on KeyboardInterrupt, which the default handler
+    raises wherever the main thread is, a finalizer included, where it is lost."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def load_settings() -> Settings:

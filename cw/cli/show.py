@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cw.cli import render
-from cw.cli.common import load_settings, open_store, show
+from cw.cli.common import load_settings, open_store, show, until_ctrl_c
 from cw.errors import CwError, UsageError
 from cw.git import branches
 from cw.maintenance.merges import integrated_diff
@@ -53,13 +53,15 @@ def wait(timeout: float | None, interval: float) -> None:
     """Wait until no task can move without a person; exit 1 unless every task is done."""
     store = open_store(load_settings())
     deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        active, done, total = views.progress(store)
-        if active == 0:
-            break
-        if deadline is not None and time.monotonic() > deadline:
-            raise CwError(f"timed out: {done}/{total} tasks done, {active} still active")
-        time.sleep(interval)
+    with until_ctrl_c() as stop:
+        while True:
+            active, done, total = views.progress(store)
+            if active == 0:
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                raise CwError(f"timed out: {done}/{total} tasks done, {active} still active")
+            if stop.wait(interval):
+                raise click.Abort  # Ctrl-C: not done waiting (exit 130)
     click.echo(f"cw: {done}/{total} tasks done")
     if done != total:
         sys.exit(1)

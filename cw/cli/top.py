@@ -3,9 +3,7 @@ grouped the same way: what needs a person first, then what runs, what waits, wha
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -14,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from cw.cli.common import until_ctrl_c
 from cw.store.read import seconds, short_count
 from cw.web.board import Board
 from cw.web.render import ago, money
@@ -23,21 +22,16 @@ ROWS = 8
 
 
 def watch(read: Callable[[], Board], every: float) -> None:
-    """Redraw the board every ``every`` seconds until Ctrl-C.
-
-    Ctrl-C sets a flag the loop checks rather than raising KeyboardInterrupt wherever the
-    main thread is: one raised while a finalizer runs (SQLAlchemy's, during a read) is
-    swallowed as "Exception ignored", and the board went on redrawing."""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
+    """Redraw the board every ``every`` seconds until Ctrl-C (one raised as KeyboardInterrupt
+    while SQLAlchemy's finalizers ran during a read was lost, and the board went on)."""
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-    try:
-        with Live(console=console, auto_refresh=False, screen=console.is_terminal) as live:
-            while not stop.is_set():
-                live.update(draw(read()), refresh=True)
-                stop.wait(every)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with (
+        until_ctrl_c() as stop,
+        Live(console=console, auto_refresh=False, screen=console.is_terminal) as live,
+    ):
+        while not stop.is_set():
+            live.update(draw(read()), refresh=True)
+            stop.wait(every)
 
 
 def draw(board: Board) -> RenderableType:

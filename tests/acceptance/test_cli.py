@@ -311,6 +311,25 @@ def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None
         os.close(primary)
 
 
+def test_wait_ends_on_ctrl_c_with_130_while_tasks_are_still_active(district: Path) -> None:
+    (district / "plan.yaml").write_text(NSP_PLAN)
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")  # no worker: it waits
+    proc = subprocess.Popen(
+        [*CW, "wait", "--interval", "0.2"],
+        cwd=district,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        time.sleep(3)
+        assert proc.poll() is None, "still waiting"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
     refused = run_cw(district, "status", "--watch", "--json", check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
