@@ -135,6 +135,9 @@ class StoredPlan:
     version: int
     prints: Prints
     tasks: list[str]  # keys, in order
+    #: False for a plan stored before prints were kept: its prints come from its task rows,
+    #: which an edit changes without a submit (so no receipt can stand for it).
+    prints_kept: bool = True
 
     def started(self, tasks: dict[str, StoredTask]) -> bool:
         return any(tasks[key].started for key in self.tasks)
@@ -285,6 +288,7 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
         spec.whole
         and not (diff.of(REFUSED) or diff.of(MISSING))
         and wanted <= held.edges | set(diff.new_edges)
+        and all(plan.prints_kept for plan in held.plans.values())
     )
     return diff
 

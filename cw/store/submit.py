@@ -185,9 +185,10 @@ def _stored(s: Session, name: str) -> Stored | None:
     by_plan: dict[str, list[str]] = {}
     for task in tasks.values():
         by_plan.setdefault(task.plan_key, []).append(task.key)
-    for plan_id, key, phase_key, version, held in plans:
-        held = held if current(held) else _row_prints(s, plan_id, stored.edges)
-        stored.plans[key] = StoredPlan(plan_id, key, phase_key, version, held, by_plan.get(key, []))
+    for plan_id, key, phase_key, version, kept in plans:
+        held = kept if current(kept) else _row_prints(s, plan_id, stored.edges)
+        keys = by_plan.get(key, [])
+        stored.plans[key] = StoredPlan(plan_id, key, phase_key, version, held, keys, current(kept))
     return stored
 
 

@@ -55,13 +55,16 @@ def test_a_plan_stored_before_prints_existed_is_compared_by_its_rows(database_ur
     plain.dispose()
     with store.engine.begin() as conn:
         assert conn.execute(update(Plan).values(prints=None)).rowcount == 1
-    assert store.submit(spec({"a": [], "b": ["a"]})).nothing_new
+    again = store.submit(spec({"a": [], "b": ["a"]}))
+    assert again.nothing_new
+    assert not again.settled, "no receipt: its prints come from rows that an edit changes"
     edited = spec({"a": [], "b": ["a"]})
     edited.tasks()[1].prompt = "do b better"
     diff = store.submit(edited)
     assert [(p.key, p.status, str(p.changes)) for p in diff.plans] == [
         ("01-01", CHANGED, "1 task edited (b)")
     ]
+    assert store.submit(edited).settled, "updated, so its prints are kept"
     (row,) = store.plan_rows()
     assert row["version"] == 2 and row["tasks"] == 2
     store.close()
