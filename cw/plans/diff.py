@@ -266,7 +266,7 @@ def _refusal_line(plan: PlanChange) -> str:
 def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     """What submitting ``spec`` changes in ``stored`` (None: the initiative is new)."""
     held = stored or Stored(0, 0, {}, {}, {}, set())
-    changes = [_plan_change(plan, held) for plan in spec.plans()]
+    changes = [_plan_change(plan, held, spec.digests) for plan in spec.plans()]
     on_disk = {plan.key for plan in spec.plans()}
     if spec.whole:
         changes += [_missing(plan, held) for key, plan in held.plans.items() if key not in on_disk]
@@ -293,12 +293,12 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     return diff
 
 
-def _plan_change(plan: PlanSpec, held: Stored) -> PlanChange:
+def _plan_change(plan: PlanSpec, held: Stored, digests: dict[str, str]) -> PlanChange:
     where = str(plan.extra.get("plan_file") or plan.where.file)
     old = held.plans.get(plan.key)
     if old is None:
         change = PlanChange(plan.key, ADDED, len(plan.tasks), where)
-    elif old.prints["all"] == digest(plan):
+    elif old.prints["all"] == _known_digest(plan, digests):
         return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where)
     else:
         status = REFUSED if old.started(held.tasks) else CHANGED
@@ -313,6 +313,12 @@ def _plan_change(plan: PlanSpec, held: Stored) -> PlanChange:
             "a task cannot move between plans"
         )
     return change
+
+
+def _known_digest(plan: PlanSpec, digests: dict[str, str]) -> str:
+    if plan.key not in digests:
+        digests[plan.key] = digest(plan)
+    return digests[plan.key]
 
 
 def _owner(held: Stored, task: str) -> str | None:

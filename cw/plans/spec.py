@@ -116,6 +116,8 @@ class InitiativeSpec:
     stored_tasks: set[str] = field(default_factory=set)
     #: False for one PLAN.md: the district's other plans are not "missing on disk".
     whole: bool = True
+    #: Each plan's content digest by key, kept by :func:`cw.plans.diff.compare` once computed.
+    digests: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def plans(self) -> list[PlanSpec]:
         return [plan for phase in self.phases for plan in phase.plans]
