@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import psutil
+
 from cw.settings import Settings
 from cw.store import Store
 from cw.transport.celeryapp import make_app
@@ -20,6 +22,7 @@ app = make_app(
         "workers.housekeeping",
         "workers.priority",
         "workers.sharing",
+        "workers.control",  # after workers.sharing: the fork shares what it froze
     ],
 )
 
@@ -34,3 +37,19 @@ def runtime() -> tuple[Settings, Store]:
         _runtime.clear()
         _runtime[pid] = (settings, Store.open(settings.db_url))
     return _runtime[pid]
+
+
+#: Processes whose command line does not say what they serve, by pid: the merge worker's
+#: control worker is forked from it (workers/control.py), so it has its parent's.
+forked: dict[int, str] = {}
+
+
+def serves(proc: psutil.Process, queue: str) -> bool:
+    """Whether ``proc`` is a Celery worker of ``queue`` (``-Q queue`` on its command line)."""
+    if proc.pid in forked:
+        return forked[proc.pid] == queue
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return False
+    return "-Q" in argv and argv[argv.index("-Q") + 1 :][:1] == [queue]

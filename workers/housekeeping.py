@@ -18,8 +18,7 @@ from cw.errors import CwError
 from cw.maintenance.gc import clean_host_worktrees
 from cw.settings import Settings
 from cw.store import Store
-from workers import runtime
-from workers.shutdown import serves
+from workers import runtime, serves
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ import psutil
 from celery import signals
 
 from cw import defaults
-from workers import runtime
-from workers.shutdown import serves
+from workers import runtime, serves
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from celery import signals
 from cw import defaults
 from cw.agents.attempts import interrupt_attempts
 from cw.host import processes
-from workers import runtime
+from workers import runtime, serves
 
 
 def interrupt_agents(sender: Any = None, **_: Any) -> None:
@@ -29,8 +29,8 @@ def interrupt_agents(sender: Any = None, **_: Any) -> None:
 
 
 def stop_control_worker(**_: Any) -> None:
-    """A merge worker shutting down stops the control worker `cw worker --merge` started beside
-    it (its child), at once so both stop side by side."""
+    """A merge worker shutting down stops its control worker (workers/control.py) at once, so
+    both stop side by side."""
     for child in _control_workers():
         processes.signal_pid(child.pid, signal.SIGTERM)
 
@@ -63,15 +63,6 @@ def _control_workers() -> list[psutil.Process]:
     if not serves(me, defaults.MERGE_QUEUE):
         return []
     return [child for child in me.children() if serves(child, defaults.CONTROL_QUEUE)]
-
-
-def serves(proc: psutil.Process, queue: str) -> bool:
-    """Whether ``proc`` is a Celery worker of ``queue`` (``-Q queue`` on its command line)."""
-    try:
-        argv = proc.cmdline()
-    except psutil.Error:
-        return False
-    return "-Q" in argv and argv[argv.index("-Q") + 1 :][:1] == [queue]
 
 
 signals.worker_shutting_down.connect(interrupt_agents)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import subprocess
 import sys
 from typing import NoReturn
 
@@ -15,7 +14,6 @@ from cw import defaults
 from cw.cli.common import load_settings
 from cw.errors import UsageError
 from cw.git.merging import stuck_merges
-from cw.host import processes
 from cw.service import monitoring
 from cw.settings import Settings
 from cw.store import Store
@@ -48,20 +46,9 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
     broker.broker_url(settings)  # start the embedded broker before Celery connects
     if merge:
         _recover_merges(settings)
-        _start_control_worker(settings, node, loglevel)
     queue = defaults.MERGE_QUEUE if merge else defaults.AGENTS_QUEUE
     count = 1 if merge else (concurrency or settings.concurrency)
     _exec(worker_argv(queue, count, node or f"cw-{queue}-{os.getpid()}@%h", loglevel), settings)
-
-
-def _start_control_worker(settings: Settings, node: str | None, loglevel: str) -> None:
-    """The reconciler's one-slot worker, beside the merge worker (it reads this host's merge
-    lock and agent processes) but never queued behind a long merge. It gets SIGTERM when the
-    merge worker (this process, after its exec) exits."""
-    name = node.replace("@", "-control@", 1) if node and "@" in node else None
-    argv = worker_argv(defaults.CONTROL_QUEUE, 1, name or f"cw-control-{os.getpid()}@%h", loglevel)
-    env = {**os.environ, **settings.child_env()}
-    subprocess.Popen(argv, env=env, preexec_fn=processes.die_with_parent)
 
 
 @click.command()

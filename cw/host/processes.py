@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 PR_SET_CHILD_SUBREAPER = 36
 #: prctl(2) option: the signal this process gets when its parent exits.
 PR_SET_PDEATHSIG = 1
+#: prctl(2) option: the name ps and top show for this process (15 bytes at most).
+PR_SET_NAME = 15
 
 #: Called every ``tick_seconds`` while the child runs; returning False stops the child.
 Tick = Callable[[int], bool]
@@ -208,7 +210,7 @@ def start_group(
 
 
 def die_with_parent() -> None:
-    """In a child between fork and exec: SIGTERM when the parent thread exits (Linux)."""
+    """In a forked child: SIGTERM when the parent thread exits (Linux)."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
@@ -217,7 +219,12 @@ def become_subreaper() -> bool:
     return _prctl(PR_SET_CHILD_SUBREAPER, 1)
 
 
-def _prctl(option: int, value: int) -> bool:
+def set_name(name: str) -> bool:
+    """Name this process for ps and top (Linux: ``/proc/PID/comm``, 15 bytes at most)."""
+    return _prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
+
+
+def _prctl(option: int, value: int | ctypes.c_char_p) -> bool:
     """prctl(2) where the C library has it; whether it took."""
     try:
         return bool(ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0)

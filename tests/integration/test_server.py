@@ -143,10 +143,10 @@ def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_
     srv.start("--workers", "2")  # dispatches the ready tasks itself
     srv.wait_for(lambda: _both_agents_run(srv), 60, "a and b running")
     tree = srv.tree()
-    names = {" ".join(p.cmdline()) for p in tree}
+    names = {" ".join([p.name(), *p.cmdline()]) for p in tree}
     for part in (
         "-Q merge",
-        "-Q control",
+        "cw-control",  # forked from the merge worker: its command line is the same
         "-Q agents",
         "beat",
         "cw fsui",
@@ -366,7 +366,7 @@ def test_the_merge_worker_returns_only_once_its_control_worker_is_gone(
         found = []
         for child in merge.children():
             try:
-                if "control" in " ".join(child.cmdline()):
+                if child.name() == "cw-control":  # its command line is the merge worker's
                     found.append(child)
             except psutil.Error:  # a process that ends as we look (a zombie, say)
                 continue
