@@ -279,14 +279,9 @@ def dropped_lines(
     if not pairs:
         return []
     wanted = [p for path, sides in pairs.items() for p in _result_candidates(path, sides)]
-    objects = object_reader(repo)  # one `cat-file --batch` process serves every object read
-    try:
-        merge = _Merge(
-            repo, objects, base, _tree(objects, base, both), _tree(objects, result, wanted)
-        )
-        found, unchecked = _check_files(merge, pairs, limit)
-    finally:
-        objects.clear_cache()
+    objects = object_reader(repo)  # `cat-file --batch` kept from one merge to the next
+    merge = _Merge(repo, objects, base, _tree(objects, base, both), _tree(objects, result, wanted))
+    found, unchecked = _check_files(merge, pairs, limit)
     if unchecked:
         logger.warning("not checkable for dropped lines (binary): %s", ", ".join(unchecked))
     return found[:limit]

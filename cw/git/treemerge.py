@@ -22,6 +22,7 @@ from cw.git.runner import (
     failure,
     git_common_dir,
     identity,
+    move_ref,
     nul_split,
     repo_lock,
     run,
@@ -237,13 +238,12 @@ def _advance(repo: Path, branch: str, old: str, new: str) -> None:
     with the old value is git's own compare-and-swap under the ref's lock, so this does not
     wait for :func:`repo_lock`: under load the agents' worktree work held it most of the time
     and every merge queued behind it."""
-    ref = f"refs/heads/{branch}"
-    result = call(repo, "update-ref", "-m", f"cw: merge into {branch}", ref, new, old)
-    if result.status != 0:
+    refused = move_ref(repo, f"refs/heads/{branch}", new, old, f"cw: merge into {branch}")
+    if refused is not None:
         now = branch_sha(repo, branch)
         raise GitError(
             f"{branch} moved from {old} to {now} during the merge, so it was not advanced "
-            f"to {new}; merge again ({failure(('update-ref',), result)})"
+            f"to {new}; merge again (git update-ref failed: {refused})"
         )
 
 

@@ -504,6 +504,29 @@ def test_merge_refuses_to_advance_an_integration_branch_that_moved(
     assert branch_sha(repo, INTEGRATION) == branch_sha(repo, elsewhere)
 
 
+def test_one_kept_update_ref_moves_a_ref_by_compare_and_set_and_restarts_after_a_refusal(
+    repo: Path, integration: str
+) -> None:
+    ref = f"refs/heads/{INTEGRATION}"
+    first = git(repo, "rev-parse", ref)
+    second = git(repo, "commit-tree", f"{first}^{{tree}}", "-p", first, "-m", "two")
+    third = git(repo, "commit-tree", f"{first}^{{tree}}", "-p", second, "-m", "three")
+    assert runner.move_ref(repo, ref, second, first, "cw: test") is None
+    (updater,) = runner._kept_updaters.values()
+    assert updater.proc is not None
+    kept = updater.proc.pid
+    refused = runner.move_ref(repo, ref, third, first, "cw: test")  # it is at second now
+    assert refused is not None and "expected" in refused, refused
+    assert git(repo, "rev-parse", ref) == second and updater.proc is None
+    assert runner.move_ref(repo, ref, third, second, "cw: test") is None  # a new process
+    assert updater.proc is not None and updater.proc.pid != kept
+    updater.proc.kill()  # ended while idle: the next move starts another and moves
+    updater.proc.wait()
+    assert runner.move_ref(repo, ref, first, third, "cw: test") is None
+    assert git(repo, "rev-parse", ref) == first
+    assert "cw: test" in git(repo, "reflog", "-1", "--format=%gs", ref)
+
+
 def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
