@@ -42,7 +42,8 @@ from pathlib import Path
 import git
 
 from cw.errors import GitError
-from cw.git.runner import call, object_reader, run_bytes
+from cw.git.kept import object_reader
+from cw.git.runner import call, run_bytes
 
 logger = logging.getLogger(__name__)
 

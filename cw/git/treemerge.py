@@ -1,8 +1,8 @@
 """Merging a branch into the integration branch.
 
-The merge is made in the object database (``git merge-tree --write-tree`` and ``commit-tree``);
-a check may look at the merged tree in a detached integration worktree, never in the user's
-checkout; a compare-and-set ``update-ref`` advances the branch.
+The merge is made in the object database (``git merge-tree --write-tree``, then the merge
+commit); a check may look at the merged tree in a detached integration worktree, never in the
+user's checkout; a compare-and-set ``update-ref`` advances the branch.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from pathlib import Path
 
 from cw.errors import GitError
 from cw.git.branches import branch_sha, is_ancestor
+from cw.git.kept import move_ref, write_commit
 from cw.git.runner import (
     NO_HOOKS,
     call,
     failure,
     git_common_dir,
     identity,
-    move_ref,
     nul_split,
     repo_lock,
     run,
@@ -83,7 +83,7 @@ def merge_branch(
 ) -> MergeOutcome:
     """Merge ``branch`` into ``integration_branch`` without touching any checkout.
 
-    ``git merge-tree --write-tree`` merges in the object database and ``commit-tree`` records
+    ``git merge-tree --write-tree`` merges in the object database and a merge commit records
     the result; ``check`` sees it before the branch moves (False leaves the branch where it
     was: ``rejected``), and the branch ref moves only by a compare-and-set. The caller runs one
     merge at a time. With ``rerere``, conflicts are merged again in the detached integration
@@ -206,7 +206,7 @@ def _parse_merge_tree(out: str) -> _TreeMerge:
 
 
 def _commit_tree(repo: Path, tree: str, old: str, source: str, message: str) -> str:
-    return run(repo, "commit-tree", tree, "-p", old, "-p", source, "-m", message, env=identity())
+    return write_commit(repo, tree, [old, source], message)
 
 
 def _rerere_merge(

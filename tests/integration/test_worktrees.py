@@ -15,7 +15,7 @@ import pytest
 
 import cw
 from cw.errors import GitError, NotAGitRepository
-from cw.git import runner, treemerge, worktrees
+from cw.git import kept, runner, treemerge, worktrees
 from cw.git.branches import branch_sha, changed_files, diff, ensure_branch, head_sha, is_ancestor
 from cw.git.hub import fetch_branch
 from cw.git.runner import git_common_dir, prepare_repository, repo_lock, repo_root
@@ -504,6 +504,11 @@ def test_merge_refuses_to_advance_an_integration_branch_that_moved(
     assert branch_sha(repo, INTEGRATION) == branch_sha(repo, elsewhere)
 
 
+def _kept(command: str) -> kept._Kept:
+    (process,) = [p for key, p in kept._processes.items() if key[2][0] == command]
+    return process
+
+
 def test_one_kept_update_ref_moves_a_ref_by_compare_and_set_and_restarts_after_a_refusal(
     repo: Path, integration: str
 ) -> None:
@@ -511,20 +516,47 @@ def test_one_kept_update_ref_moves_a_ref_by_compare_and_set_and_restarts_after_a
     first = git(repo, "rev-parse", ref)
     second = git(repo, "commit-tree", f"{first}^{{tree}}", "-p", first, "-m", "two")
     third = git(repo, "commit-tree", f"{first}^{{tree}}", "-p", second, "-m", "three")
-    assert runner.move_ref(repo, ref, second, first, "cw: test") is None
-    (updater,) = runner._kept_updaters.values()
+    assert kept.move_ref(repo, ref, second, first, "cw: test") is None
+    updater = _kept("update-ref")
     assert updater.proc is not None
-    kept = updater.proc.pid
-    refused = runner.move_ref(repo, ref, third, first, "cw: test")  # it is at second now
+    pid = updater.proc.pid
+    refused = kept.move_ref(repo, ref, third, first, "cw: test")  # it is at second now
     assert refused is not None and "expected" in refused, refused
     assert git(repo, "rev-parse", ref) == second and updater.proc is None
-    assert runner.move_ref(repo, ref, third, second, "cw: test") is None  # a new process
-    assert updater.proc is not None and updater.proc.pid != kept
+    assert kept.move_ref(repo, ref, third, second, "cw: test") is None  # a new process
+    assert updater.proc is not None and updater.proc.pid != pid
     updater.proc.kill()  # ended while idle: the next move starts another and moves
     updater.proc.wait()
-    assert runner.move_ref(repo, ref, first, third, "cw: test") is None
+    assert kept.move_ref(repo, ref, first, third, "cw: test") is None
     assert git(repo, "rev-parse", ref) == first
     assert "cw: test" in git(repo, "reflog", "-1", "--format=%gs", ref)
+
+
+def test_a_kept_hash_object_writes_the_commit_git_commit_tree_writes(
+    repo: Path, integration: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    one = git(repo, "rev-parse", f"refs/heads/{INTEGRATION}")
+    two = git(repo, "commit-tree", f"{one}^{{tree}}", "-p", one, "-m", "two")
+    tree = git(repo, "rev-parse", f"{two}^{{tree}}")
+    stamp = "1700000000 -0130"
+    monkeypatch.setattr(kept, "_now", lambda: stamp)
+    for message in ("cw: merge t1: a task", "cw: merge t2: two\nlines\n", "naïve ☃"):
+        ours = kept.write_commit(repo, tree, [one, two], message)
+        dates = {"GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
+        theirs = subprocess.run(
+            ["git", "commit-tree", tree, "-p", one, "-p", two, "-m", message],
+            cwd=repo,
+            env={**os.environ, **runner.identity(), **dates},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert ours == theirs
+    writer = _kept("hash-object")
+    assert writer.proc is not None
+    writer.proc.kill()
+    writer.proc.wait()
+    assert kept.write_commit(repo, tree, [two], "x")  # started again
 
 
 def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
