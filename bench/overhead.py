@@ -5,6 +5,8 @@ the previous merge), then N independent ones. The agent writes one file and exit
 from the database's own times: submission to the last merge, divided by N. Baselines in the
 same run: a raw Celery chain of two no-ops on the same Redis (``bench/rawcelery.py``), and a
 shell loop doing, per task, ``git worktree add``, the same agent, a commit, ``git merge``.
+The chain, the Celery chain and the shell loop run in three interleaved rounds; the row
+compares their medians (one shell loop alone ranged from 24 to 69 ms per task on one machine).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ done
 def shell_loop(root: Path, keys: list[str]) -> float:
     """Seconds for the loop over ``keys`` in a fresh repository (each task after the last)."""
     repo = root / "shell-loop"
-    repo.mkdir()
+    repo.mkdir(parents=True)
     sh(repo, "git", "init", "-q", "-b", "main")
     (repo / "README.md").write_text("bench\n")
     sh(repo, "git", "add", "-A")
@@ -61,10 +63,10 @@ def shell_loop(root: Path, keys: list[str]) -> float:
     return time.monotonic() - start
 
 
-def agent_start(repo: Path, initiative: str) -> dict[str, float]:
+def agent_start(repo: Path, initiatives: list[str]) -> dict[str, float]:
     """Claim -> agent running, agent exit -> merge queued (ms, median and p90), from events."""
     store = Store.open(settings_of(repo).db_url)
-    ours = {t["id"] for t in store.task_rows() if t["initiative"] == initiative}
+    ours = {t["id"] for t in store.task_rows() if t["initiative"] in initiatives}
     times: dict[object, dict[str, float]] = {}
     for e in store.events():
         if e["task_id"] in ours:
@@ -80,29 +82,50 @@ def agent_start(repo: Path, initiative: str) -> dict[str, float]:
     }
 
 
-def bench_overhead(root: Path, n: int) -> dict[str, object]:
-    chain: list[Task] = [
-        {"id": f"s{i:02d}", "prompt": "x", "depends_on": [f"s{i - 1:02d}"] if i else []}
+ROUNDS = 3
+
+
+def chain_of(n: int, prefix: str) -> list[Task]:
+    return [
+        {
+            "id": f"{prefix}{i:02d}",
+            "prompt": "x",
+            "depends_on": [f"{prefix}{i - 1:02d}"] if i else [],
+        }
         for i in range(n)
     ]
+
+
+def bench_overhead(root: Path, n: int) -> dict[str, object]:
+    chains = [chain_of(n, f"s{r}-") for r in range(ROUNDS)]
     wide: list[Task] = [{"id": f"w{i:02d}", "prompt": "x"} for i in range(n)]
-    repo = make_district(root, "overhead", {str(t["id"]): 0.0 for t in chain + wide})
+    tasks = [t for chain in chains for t in chain] + wide
+    repo = make_district(root, "overhead", {str(t["id"]): 0.0 for t in tasks})
+    serial, serial_wall, raw_serial, raw_parallel, loop = [], [], [], [], []
     with workers(repo, [2]):
-        serial, serial_wall = run_plan(repo, chain, "serial")
-        parallel, parallel_wall = run_plan(repo, wide, "parallel")
         url = make_app(settings_of(repo)).conf.broker_url
-        raw_serial, raw_parallel = rawcelery.measure(url, n)
-    loop = shell_loop(root, [f"l{i:02d}" for i in range(n)])
+        for r, chain in enumerate(chains):
+            span, wall = run_plan(repo, chain, f"serial-{r}")
+            serial.append(1000 * span / n)
+            serial_wall.append(1000 * wall / n)
+            raw = rawcelery.measure(url, n)
+            raw_serial.append(1000 * raw[0] / n)
+            raw_parallel.append(1000 * raw[1] / n)
+            loop.append(1000 * shell_loop(root / f"round-{r}", [f"l{i:02d}" for i in range(n)]) / n)
+        parallel, parallel_wall = run_plan(repo, wide, "parallel")
     return {
         "tasks": n,
-        "cw_serial_ms_per_task": round(1000 * serial / n, 1),
+        "rounds": ROUNDS,
+        "cw_serial_ms_per_task": round(statistics.median(serial), 1),
+        "cw_serial_ms_per_task_rounds": [round(x, 1) for x in serial],
         "cw_parallel_ms_per_task": round(1000 * parallel / n, 1),
-        "cw_serial_wall_ms_per_task": round(1000 * serial_wall / n, 1),
+        "cw_serial_wall_ms_per_task": round(statistics.median(serial_wall), 1),
         "cw_parallel_wall_ms_per_task": round(1000 * parallel_wall / n, 1),
-        "raw_chain_serial_ms": round(1000 * raw_serial / n, 1),
-        "raw_chain_parallel_ms": round(1000 * raw_parallel / n, 1),
-        "shell_loop_ms_per_task": round(1000 * loop / n, 1),
-        "agent_start": agent_start(repo, "serial"),
+        "raw_chain_serial_ms": round(statistics.median(raw_serial), 1),
+        "raw_chain_parallel_ms": round(statistics.median(raw_parallel), 1),
+        "shell_loop_ms_per_task": round(statistics.median(loop), 1),
+        "shell_loop_ms_per_task_rounds": [round(x, 1) for x in loop],
+        "agent_start": agent_start(repo, [f"serial-{r}" for r in range(ROUNDS)]),
     }
 
 
