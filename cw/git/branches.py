@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from cw.errors import GitError
-from cw.git.runner import DIFF_FLAGS, call, failure, nul_split, repo_lock, rev, run
+from cw.git.runner import DIFF_FLAGS, call, failure, loose_ref, nul_split, repo_lock, rev, run
 
 logger = logging.getLogger(__name__)
 
@@ -19,8 +19,10 @@ def head_sha(repo: Path) -> str | None:
 
 
 def branch_sha(repo: Path, branch: str) -> str | None:
-    """The sha of ``refs/heads/<branch>``, or None if the branch does not exist."""
-    return rev(repo, f"refs/heads/{branch}")
+    """The sha of ``refs/heads/<branch>``, or None if the branch does not exist: from its loose
+    ref file when it has one, else from git."""
+    ref = f"refs/heads/{branch}"
+    return loose_ref(repo, ref) or rev(repo, ref)
 
 
 def ensure_branch(repo: Path, branch: str, start: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 
 # Passed to every git command: no signing prompts, no rerere "resolutions" that
-# hide a conflict, no colour codes in parsed output, no background gc.
+# hide a conflict, no colour codes in parsed output, no background gc or maintenance.
 SAFE_CONFIG = (
     "-c",
     "commit.gpgSign=false",
@@ -41,6 +42,8 @@ SAFE_CONFIG = (
     "color.ui=false",
     "-c",
     "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",  # a commit would start `git maintenance run --auto` for nothing
 )
 # For cw's own commits and merges: --no-verify skips pre-commit and commit-msg,
 # but prepare-commit-msg and pre-merge-commit hooks can still fail a commit.
@@ -129,6 +132,22 @@ def repo_root(path: Path) -> Path:
     if result.status != 0 or not result.out:
         raise NotAGitRepository(f"{path} is not inside a git repository; run cw init in one")
     return Path(result.out)
+
+
+def loose_ref(repo: Path, ref: str) -> str | None:
+    """The sha in ``ref``'s loose ref file, read without starting git; None when the ref is
+    packed, symbolic or absent (ask git then). A loose ref is the ref: git reads it before the
+    packed ones. Git replaces ref files by rename under a lock, so a read never sees half a
+    sha."""
+    try:
+        text = (git_common_dir(repo) / ref).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if OBJECT_ID.fullmatch(text) else None
+
+
+#: A full object id: SHA-1 or SHA-256.
+OBJECT_ID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
 
 def git_common_dir(repo: Path) -> Path:

@@ -8,7 +8,6 @@ user's checkout; a compare-and-set ``update-ref`` advances the branch.
 from __future__ import annotations
 
 import logging
-import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from cw.git.runner import (
     failure,
     git_common_dir,
     identity,
+    loose_ref,
     nul_split,
     repo_lock,
     run,
@@ -137,9 +137,6 @@ _TIP_TREES: dict[str, str] = {}
 _TIP_TREES_KEPT = 16
 
 
-_SHA = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
-
-
 def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str, str, str]:
     """The integration tip, the commit to merge and the tip's tree.
 
@@ -147,8 +144,8 @@ def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str
     merge worker draining its queue); otherwise from one ``git rev-parse``.
     """
     ref = f"refs/heads/{integration_branch}"
-    old = _loose_ref(repo, ref)
-    source = _loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+    old = loose_ref(repo, ref)
+    source = loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
     if old is not None and source is not None and old in _TIP_TREES:
         return old, source, _TIP_TREES[old]
     result = call(repo, "rev-parse", f"{ref}^{{commit}}", f"{branch}^{{commit}}", f"{ref}^{{tree}}")
@@ -158,17 +155,6 @@ def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str
     if branch_sha(repo, integration_branch) is None:
         raise GitError(f"integration branch {integration_branch} does not exist")
     raise GitError(f"nothing to merge: {branch} names no commit")
-
-
-def _loose_ref(repo: Path, ref: str) -> str | None:
-    """The sha in a loose ref file; None when the ref is packed, symbolic or absent (ask git).
-
-    Git replaces ref files by rename under a lock, so a read never sees half a sha."""
-    try:
-        text = (git_common_dir(repo) / ref).read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-    return text if _SHA.fullmatch(text) else None
 
 
 def _remember_tip(new: str, tree: str) -> None:

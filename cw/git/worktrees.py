@@ -16,7 +16,16 @@ from pathlib import Path
 from cw.defaults import GIT_LOCK_STALE_SECONDS, WORKTREE_TRASH_DIR
 from cw.errors import GitError
 from cw.git.branches import branch_sha
-from cw.git.runner import NO_HOOKS, call, failure, git_common_dir, identity, repo_lock, run
+from cw.git.runner import (
+    NO_HOOKS,
+    OBJECT_ID,
+    call,
+    failure,
+    git_common_dir,
+    identity,
+    repo_lock,
+    run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -314,7 +323,23 @@ def commit_all(worktree: Path, message: str, author: str | None = None) -> str |
         raise GitError(failure(("diff",), staged))
     env = identity(author)
     run(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
-    return run(worktree, "rev-parse", "HEAD")
+    return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
+
+
+def _head_file_sha(worktree: Path) -> str | None:
+    """The commit a linked worktree's HEAD names, read from the files git keeps for it (no git
+    process); None when anything is unusual (a main worktree, a packed ref): ask git then."""
+    try:
+        admin = Path(
+            (worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir:").strip()
+        )
+        head = (admin / "HEAD").read_text(encoding="utf-8").strip()
+        if head.startswith("ref: refs/heads/"):
+            common = admin / (admin / "commondir").read_text(encoding="utf-8").strip()
+            head = (common / head.removeprefix("ref: ")).read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return head if OBJECT_ID.fullmatch(head) else None
 
 
 def remove_worktree(repo: Path, path: Path, *, force_commit_message: str = "cw: WIP") -> None:

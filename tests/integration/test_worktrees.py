@@ -270,6 +270,19 @@ def test_commit_all_needs_no_git_identity_and_returns_none_when_clean(
     assert commit_all(worktree, "again") is None
 
 
+def test_commit_all_returns_the_new_head_in_a_linked_worktree_and_in_the_main_one(
+    repo: Path, tmp_path: Path
+) -> None:
+    worktree = tmp_path / "wt"
+    add_worktree(repo, worktree, "cw/task/heads", git(repo, "rev-parse", "main"))
+    for where in (worktree, repo):  # read from git's files; the main worktree asks git
+        (where / f"{where.name}.txt").write_text("new\n")
+        assert commit_all(where, "new") == git(where, "rev-parse", "HEAD")
+    git(worktree, "switch", "--quiet", "--detach")
+    (worktree / "detached.txt").write_text("new\n")
+    assert commit_all(worktree, "detached") == git(worktree, "rev-parse", "HEAD")
+
+
 def test_commit_all_is_not_stopped_by_failing_hooks(repo: Path, tmp_path: Path) -> None:
     hooks = repo / ".git" / "hooks"
     for hook in ("pre-commit", "commit-msg", "prepare-commit-msg"):
