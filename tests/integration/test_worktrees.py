@@ -572,6 +572,20 @@ def test_a_kept_hash_object_writes_the_commit_git_commit_tree_writes(
     assert kept.write_commit(repo, tree, [two], "x")  # started again
 
 
+def test_branch_tips_are_found_whether_their_refs_are_loose_or_packed(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    branch = make_task(repo, tmp_path, "packed", {"p.txt": "p\n"})
+    tip = git(repo, "rev-parse", branch)
+    assert branch_sha(repo, branch) == tip  # from its loose ref file
+    git(repo, "pack-refs", "--all")
+    assert not (git_common_dir(repo) / "refs" / "heads" / branch).exists()
+    assert branch_sha(repo, branch) == tip  # from git
+    assert branch_sha(repo, "no/such/branch") is None
+    outcome = merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge packed")
+    assert outcome.merged and branch_sha(repo, INTEGRATION) == outcome.sha
+
+
 def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
