@@ -191,7 +191,10 @@ def _lines(objects: git.Git, entry: _Entry | None) -> Counter[bytes] | None:
         return Counter()
     if entry.kind != "blob":
         return None
-    data = objects.get_object_data(entry.oid)[3]
+    try:
+        data = objects.get_object_data(entry.oid)[3]
+    except (OSError, ValueError) as exc:  # the object is there: the reader failed
+        raise GitError(f"git cat-file failed reading {entry.oid}: {exc}") from exc
     if b"\0" in data[:_BINARY_PROBE_BYTES]:
         return None
     return Counter(data.split(b"\n"))

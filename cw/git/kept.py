@@ -31,13 +31,19 @@ _lock = threading.Lock()
 def object_reader(repo: Path) -> git.Git:
     """A ``git.Git`` whose ``cat-file --batch`` processes serve every object read of ``repo``
     (``get_object_header`` / ``get_object_data``). They read objects written after they
-    started, so a reader never goes stale."""
+    started, so a reader never goes stale; one whose process has ended is replaced."""
     key = (os.getpid(), str(repo))
     with _lock:
-        if key not in _readers:
-            _readers.clear()  # another repository's, or the parent process's
+        if key not in _readers or not _alive(_readers[key]):
+            _readers.clear()  # another repository's, the parent process's, or a dead one
             _readers[key] = git.Git(str(repo))
         return _readers[key]
+
+
+def _alive(reader: git.Git) -> bool:
+    """Whether every ``cat-file`` process the reader started still runs."""
+    started = [cmd for cmd in (reader.cat_file_all, reader.cat_file_header) if cmd is not None]
+    return all(cmd.proc is not None and cmd.proc.poll() is None for cmd in started)
 
 
 _readers: dict[tuple[int, str], git.Git] = {}

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cw.errors import GitError
+from cw.git import kept
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
 from tests.conftest import git
 
@@ -273,3 +274,21 @@ def test_the_same_line_added_by_both_sides_and_merged_into_one_is_not_reported(
     result = s.merge()
     assert (s.repo / "app.py").read_text().count("import os") == 1
     assert s.dropped(result) == []
+
+
+def test_the_kept_object_reader_is_replaced_when_its_process_has_ended(sides: MakeSides) -> None:
+    s = sides(
+        {"app.py": TEN},
+        {"app.py": with_lines(TEN, "line 5", "ours kept")},
+        {"app.py": with_lines(TEN, "line 5", "theirs lost")},
+    )
+    result = s.merge("-X", "ours")
+    lost = [DroppedLine("app.py", "theirs", "theirs lost")]
+    assert s.dropped(result) == lost
+    reader = kept.object_reader(s.repo)  # the one that check used, kept
+    for cmd in (reader.cat_file_all, reader.cat_file_header):
+        assert cmd is not None and cmd.proc is not None
+        cmd.proc.kill()
+        cmd.proc.wait()
+    assert s.dropped(result) == lost  # read through a new one, not taken for missing files
+    assert kept.object_reader(s.repo) is not reader
