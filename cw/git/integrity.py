@@ -150,6 +150,8 @@ def _tree(objects: git.Git, rev: str, paths: Iterable[str]) -> dict[str, _Entry]
             oid, kind, _size = objects.get_object_header(f"{rev}:{path}")
         except ValueError:  # no such path in rev
             continue
+        except OSError as exc:  # the reader's process has gone
+            raise GitError(f"git cat-file failed reading {rev}:{path}: {exc}") from exc
         entries[path] = _Entry(_text(kind), _text(oid))
     return entries
 
