@@ -5,6 +5,7 @@ integration branch, unfinished work is recoverable) and say how to fix what is b
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -350,9 +351,28 @@ def _leftovers(settings: Settings, tasks: list[TaskFootprint]) -> list[Finding]:
                 f"{t.branch} first)",
             )
             for t, path in finished_worktrees(settings, tasks)
+            if not _cleaned_up_soon(settings, t)
         ]
     )
-    return found or [Finding(True, "nothing left behind by a crash", where)]
+    soon = [t for t, _path in finished_worktrees(settings, tasks) if _cleaned_up_soon(settings, t)]
+    pending = [
+        Finding(
+            True,
+            f"{len(soon)} worktree(s) of tasks finished in the last "
+            f"{settings.stale_worktree_seconds:g} s: cw removes them by itself",
+            where,
+        )
+    ]
+    return (found or [Finding(True, "nothing left behind by a crash", where)]) + (
+        pending if soon else []
+    )
+
+
+def _cleaned_up_soon(settings: Settings, task: TaskFootprint) -> bool:
+    """A task finished less than ``stale_worktree_seconds`` ago: cw removes its worktree by
+    itself (the merge worker once merges pause, each host's housekeeping after that long), so
+    a worktree still there is no leftover yet."""
+    return time.time() - task.state_changed_at < settings.stale_worktree_seconds
 
 
 def cw_locks(settings: Settings) -> list[Path]:

@@ -48,7 +48,7 @@ from cw.store.records import S
 #: What :class:`TaskListing` reads of a task's own columns.
 LISTED = "id key name kind state attempt branch last_error state_changed_at"
 #: What :class:`TaskFootprint` reads of a task.
-FOOTPRINT = "id key kind state branch worktree base_sha head_sha merged_sha"
+FOOTPRINT = "id key kind state state_changed_at branch worktree base_sha head_sha merged_sha"
 
 
 class Queries(StoreBase):

@@ -224,10 +224,21 @@ def a_killed_worktree_add(d: District, name: str) -> Path:
     return path
 
 
+def test_a_worktree_cw_is_about_to_remove_is_no_problem_for_doctor(
+    district: Callable[..., District],
+) -> None:
+    d = district()  # stale_worktree_seconds: 300
+    d.submit("a")
+    d.merge(d.run_agents()["a"])  # done a moment ago: the merge worker's clean-up is pending
+    result = d.cw("doctor")
+    assert result.returncode == 0, result.stdout
+    assert "1 worktree(s) of tasks finished in the last 300 s: cw removes them" in result.stdout
+
+
 def test_doctor_reports_every_leftover_of_a_crash_and_fix_repairs_them(
     district: Callable[..., District],
 ) -> None:
-    d = district()
+    d = district(CW_STALE_WORKTREE_SECONDS="0.001")  # a finished task's worktree: left over
     d.submit("a")
     d.merge(d.run_agents()["a"])  # its worktree stays: the merge worker's clean-up never ran
     half_made = a_killed_worktree_add(d, "2-b")

@@ -147,6 +147,7 @@ class TaskFootprint(Row):
     key: str
     kind: str
     state: TaskState
+    state_changed_at: float
     branch: str | None
     worktree: str | None
     base_sha: str | None
