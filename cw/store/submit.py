@@ -205,9 +205,10 @@ def _still_held(s: Session, held: Stored | None) -> Stored | None:
     ).all()
     if {key for key, _state, _attempt in rows} != set(held.tasks):
         return None
-    tasks = {
-        key: replace(held.tasks[key], state=state, attempt=attempt) for key, state, attempt in rows
-    }
+    tasks = dict(held.tasks)
+    for key, state, attempt in rows:
+        if (tasks[key].state, tasks[key].attempt) != (state, attempt):  # most are as they were
+            tasks[key] = replace(tasks[key], state=state, attempt=attempt)
     return replace(held, tasks=tasks)
 
 

@@ -92,3 +92,19 @@ def test_several_refused_plans_are_one_line_and_nothing_is_stored(database_url: 
     assert "\n" not in str(refused.value)
     assert store.task_rows() == before
     store.close()
+
+
+def test_what_a_submit_read_before_is_used_with_its_tasks_states_read_anew(
+    database_url: str,
+) -> None:
+    store = Store.open(database_url)
+    store.submit(spec({"a": [], "b": ["a"]}))
+    edited = spec({"a": [], "b": ["a"]})
+    edited.plans()[0].tasks[0].prompt = "something else"
+    held = store.held(edited.name)  # as `cw submit plan` reads it before the transaction
+    assert held is not None and held.tasks["a"].state.value == "ready"
+    assert len(store.claim_ready_tasks()) == 1  # a starts in between
+    with pytest.raises(UsageError, match="its tasks have started"):
+        store.submit(edited, held)
+    assert store.submit(spec({"a": [], "b": ["a"]}), held).nothing_new
+    store.close()
