@@ -45,7 +45,8 @@ forked: dict[int, str] = {}
 
 
 def serves(proc: psutil.Process, queue: str) -> bool:
-    """Whether ``proc`` is a Celery worker of ``queue`` (``-Q queue`` on its command line)."""
+    """Whether ``proc`` is a Celery worker of ``queue``: as :data:`forked` says, else as its
+    command line does (``-Q queue``)."""
     if proc.pid in forked:
         return forked[proc.pid] == queue
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import re
 import subprocess
 import threading
 import time
@@ -23,7 +22,7 @@ import git
 
 from cw.defaults import CW_GIT_EMAIL, CW_GIT_NAME
 from cw.errors import GitError
-from cw.git.runner import SAFE_CONFIG, git_common_dir
+from cw.git.runner import OBJECT_ID, SAFE_CONFIG, git_common_dir
 
 _lock = threading.Lock()
 
@@ -86,12 +85,9 @@ def write_commit(repo: Path, tree: str, parents: list[str], message: str) -> str
     with _lock:
         kept = _keep(repo, ("hash-object", "-w", "-t", "commit", "--stdin-paths"))
         sha = "".join(kept.ask(f"{path}\n", 1)).strip()
-        if not _OID.fullmatch(sha):
+        if not OBJECT_ID.fullmatch(sha):
             raise GitError(f"git hash-object failed: {kept.close()}")
     return sha
-
-
-_OID = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?")
 
 
 def _now() -> str:

@@ -313,6 +313,8 @@ FIX = "`cw doctor --fix`"
 def _leftovers(settings: Settings, tasks: list[TaskFootprint]) -> list[Finding]:
     """Half-made worktrees, half-removed ones, stale git locks, worktrees of finished tasks."""
     repo, where = settings.repo, str(settings.worktree_dir)
+    finished = finished_worktrees(settings, tasks)
+    soon = [t for t, _path in finished if _cleaned_up_soon(settings, t)]
     found = (
         [
             Finding(
@@ -350,21 +352,14 @@ def _leftovers(settings: Settings, tasks: list[TaskFootprint]) -> list[Finding]:
                 f"{FIX} or `cw gc` removes it (uncommitted changes are committed to "
                 f"{t.branch} first)",
             )
-            for t, path in finished_worktrees(settings, tasks)
-            if not _cleaned_up_soon(settings, t)
+            for t, path in finished
+            if t not in soon
         ]
     )
-    soon = [t for t, _path in finished_worktrees(settings, tasks) if _cleaned_up_soon(settings, t)]
-    pending = [
-        Finding(
-            True,
-            f"{len(soon)} worktree(s) of tasks finished in the last "
-            f"{settings.stale_worktree_seconds:g} s: cw removes them by itself",
-            where,
-        )
-    ]
+    pending = f"{len(soon)} worktree(s) of tasks finished in the last "
+    pending += f"{settings.stale_worktree_seconds:g} s: cw removes them by itself"
     return (found or [Finding(True, "nothing left behind by a crash", where)]) + (
-        pending if soon else []
+        [Finding(True, pending, where)] if soon else []
     )
 
 
