@@ -19,7 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Python writes no bytecode where PYTHONDONTWRITEBYTECODE is set (it is on some machines): every
+# `cw` command and worker would then compile cw's modules again at start-up. Compiled here, as a
+# non-editable `pip install` would; a module changed since is compiled again in memory.
 install: $(STAMP)
+	$(BIN)/python -m compileall -q cw workers bench
 
 lint: install
 	$(BIN)/ruff check .

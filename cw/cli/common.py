@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -17,6 +19,7 @@ from cw.settings import Settings
 
 if TYPE_CHECKING:
     from cw.store import Store
+    from cw.store.selects import Listings
 
 T = TypeVar("T")
 
@@ -44,9 +47,20 @@ def open_store(settings: Settings) -> Store:
     return Store.open(settings.require_initialized().db_url)
 
 
+def open_listings(settings: Settings) -> Listings:
+    """What the listings read: a SQLite district through ``sqlite3`` alone when it can (see
+    :mod:`cw.store.glance`), else the store."""
+    from cw.store.selects import Glance
+
+    return Glance.open(settings.require_initialized().db_url) or open_store(settings)
+
+
 def emit_json(data: Any) -> None:
-    """``data`` as indented JSON: read rows (dataclasses) as objects of their fields."""
-    click.echo(json.dumps(data, indent=2, default=_plain))
+    """``data`` as JSON, read rows (dataclasses) as objects of their fields: indented for a
+    terminal, on one line for a pipe or a file (json's C encoder: a listing of 10,000 tasks is a
+    megabyte, and the indenting encoder is pure Python)."""
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(data, indent=indent, default=_plain))
 
 
 def show(data: T, as_json: bool, human: Callable[[T], object]) -> None:
@@ -59,8 +73,13 @@ def show(data: T, as_json: bool, human: Callable[[T], object]) -> None:
 
 def _plain(value: Any) -> Any:
     if is_dataclass(value) and not isinstance(value, type):
-        return asdict(value)
+        return {name: getattr(value, name) for name in _field_names(type(value))}
     return str(value)
+
+
+@functools.cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind))
 
 
 def counted(n: int, noun: str) -> str:

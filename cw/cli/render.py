@@ -5,10 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from cw.store.read import (
     AgentView,
@@ -22,6 +19,10 @@ from cw.store.read import (
     short_count,
 )
 from cw.store.records import Tokens
+
+if TYPE_CHECKING:  # rich is imported when a table is drawn: ``--json`` output needs none of it
+    from rich.console import Console
+    from rich.table import Table
 
 PIPE_WIDTH = 200
 STATE_STYLE = {
@@ -71,9 +72,17 @@ AGENT_COLUMNS = (
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     # Piped output (logs, CI) gets room for full paths instead of rich's 80-column default.
     width = None if sys.stdout.isatty() else PIPE_WIDTH
     return Console(highlight=False, soft_wrap=False, width=width)
+
+
+def _new_table(**options: Any) -> Table:
+    from rich.table import Table
+
+    return Table(**options)
 
 
 def _state(state: str) -> str:
@@ -112,7 +121,7 @@ def status(data: Status, here: str = "") -> None:
     if data.counts.get("review"):
         waiting = data.counts["review"]
         console.print(f"[bold]{waiting} task(s) wait for your review[/]: cw review list")
-    plans = Table(title="Plans", title_justify="left")
+    plans = _new_table(title="Plans", title_justify="left")
     for column in ("initiative", "phase", "plan", "progress", "cost", "tokens", "states"):
         plans.add_column(column)
     for p in data.plans:
@@ -130,7 +139,7 @@ def status(data: Status, here: str = "") -> None:
     if data.running:
         agent_table(data.running, title="Running agents", console=console, here=here)
     if data.blocked:
-        blocked = Table(title="Waiting on dependencies", title_justify="left")
+        blocked = _new_table(title="Waiting on dependencies", title_justify="left")
         for column in ("task", "state", "waits on"):
             blocked.add_column(column)
         for w in data.blocked[:50]:
@@ -155,7 +164,7 @@ def _needs_you(data: Status, console: Console) -> None:
 
 
 def _table(columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    table = Table()
+    table = _new_table()
     for column in columns:
         table.add_column(column)
     for row in rows:
@@ -192,7 +201,7 @@ def agent_table(
     here: str = "",
 ) -> None:
     """``here``: this host's name; worktrees of other hosts are not looked for on this disk."""
-    table = Table(title=title, title_justify="left")
+    table = _new_table(title=title, title_justify="left")
     for column in AGENT_COLUMNS:
         table.add_column(column)
     for r in rows:
@@ -271,6 +280,8 @@ def _merge_lines(console: Console, merge: MergeRecord) -> None:
 
 
 def message_table(rows: list[MessageListing]) -> None:
+    from rich import markup
+
     _table(
         ("id", "task", "from", "state", "question", "options", "answer"),
         [
@@ -279,9 +290,9 @@ def message_table(rows: list[MessageListing]) -> None:
                 r.task,
                 r.agent or r.author,
                 _state(r.state),
-                escape(_first_line(r.body)),
-                escape(", ".join(r.options) or "-"),
-                escape(_first_line(r.answer or "-")),
+                markup.escape(_first_line(r.body)),
+                markup.escape(", ".join(r.options) or "-"),
+                markup.escape(_first_line(r.answer or "-")),
             )
             for r in rows
         ],

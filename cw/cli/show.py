@@ -11,10 +11,8 @@ from pathlib import Path
 import click
 
 from cw.cli import render
-from cw.cli.common import load_settings, open_store, show, until_ctrl_c
+from cw.cli.common import load_settings, open_listings, open_store, show, until_ctrl_c
 from cw.errors import CwError, UsageError
-from cw.git import branches
-from cw.maintenance.merges import integrated_diff
 from cw.store import views
 from cw.store.read import Budget, Pause
 
@@ -33,17 +31,18 @@ from cw.store.read import Budget, Pause
 def status(as_json: bool, every: float | None) -> None:
     """All tasks at a glance: per-plan progress, counts, running agents, what waits on what."""
     settings = load_settings()
-    store = open_store(settings)
     if every is not None:
         if as_json:
             raise UsageError("--watch redraws for people; --json is for a single read")
         from cw.cli import top  # the page's board: only for a watch
         from cw.web import board
 
+        store = open_store(settings)
         with contextlib.suppress(KeyboardInterrupt):
             top.watch(lambda: board.read(store, settings), every)
         return
-    show(views.status(store), as_json, partial(render.status, here=settings.hostname))
+    overview = views.status(open_listings(settings))
+    show(overview, as_json, partial(render.status, here=settings.hostname))
 
 
 @click.command()
@@ -72,7 +71,7 @@ def wait(timeout: float | None, interval: float) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def task_list(state: str | None, as_json: bool) -> None:
     """Every task with its state, plan and agent."""
-    rows = views.task_list(open_store(load_settings()), state)
+    rows = views.task_list(open_listings(load_settings()), state)
     show(rows, as_json, render.task_table)
 
 
@@ -92,7 +91,7 @@ def task_show(ref: str, as_json: bool) -> None:
 def agent_list(as_json: bool) -> None:
     """Every agent: task, state, worktree, session, runtime, last activity, cost."""
     settings = load_settings()
-    rows = views.agent_list(open_store(settings))
+    rows = views.agent_list(open_listings(settings))
     show(rows, as_json, partial(render.agent_table, here=settings.hostname))
 
 
@@ -102,6 +101,9 @@ def agent_list(as_json: bool) -> None:
 @click.option("--integrated", is_flag=True, help="What its merge brought into integration.")
 def task_diff(ref: str, stat: bool, integrated: bool) -> None:
     """The task's changes against its base, including a running agent's uncommitted work."""
+    from cw.git import branches  # GitPython and the merge machinery: only for a diff
+    from cw.maintenance.merges import integrated_diff
+
     settings = load_settings()
     store = open_store(settings)
     detail = store.task_detail(store.find_task_id(ref))

@@ -12,7 +12,7 @@ from pathlib import Path
 from cw.git import branches, hub, worktrees
 from cw.maintenance.gc import FINISHED, PREFIX, S, current_integration, task_worktrees
 from cw.settings import Settings
-from cw.store import Store, db
+from cw.store import Store, db, glance
 from cw.store.read import TaskFootprint
 
 logger = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ def _schema(settings: Settings) -> Finding:
     finally:
         engine.dispose()
     where = engine.url.render_as_string(hide_password=True)  # doctor's output is for sharing
-    if revision == db.SCHEMA_REVISION:
+    if revision == glance.SCHEMA_REVISION:
         return Finding(True, f"database schema is current ({revision})", where)
     if revision is None:
         return Finding(False, "database has no schema", where, "run `cw init`")
     return Finding(
         False,
-        f"database schema is {revision}, this cw expects {db.SCHEMA_REVISION}",
+        f"database schema is {revision}, this cw expects {glance.SCHEMA_REVISION}",
         where,
         "after upgrading cw, any command that opens the database (`cw status`) migrates it; "
         "if the database is newer, upgrade cw",

@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine, Select, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from cw.errors import NotFound
 from cw.states import TaskState, check_transition
-from cw.store import db, names
+from cw.store import db, names, selects
 from cw.store.models import (
     Agent,
     AgentRun,
@@ -58,6 +58,11 @@ class StoreBase:
     def _read(self) -> Iterator[Session]:
         with self._readonly.begin() as session:
             yield session
+
+    def _select(self, sql: str, params: Mapping[str, object]) -> Sequence[Sequence[Any]]:
+        """One of :mod:`cw.store.selects`' reads, in a read transaction of its own."""
+        with self._read() as s:
+            return s.execute(text(sql), params).all()
 
     def _move(
         self,
@@ -249,3 +254,8 @@ def keys_not_done(s: Session, task_id: int) -> list[str]:
             .where(TaskDependency.task_id == task_id, dep.state != S.DONE)
         )
     )
+
+
+def selecting(s: Session | Connection) -> selects.Select:
+    """:mod:`cw.store.selects`' reads inside the transaction ``s`` is in."""
+    return lambda sql, params: s.execute(text(sql), params).all()

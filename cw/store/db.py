@@ -21,14 +21,13 @@ from sqlalchemy.orm import Session
 
 from cw import defaults
 from cw.errors import ConfigError
+from cw.store.glance import SCHEMA_REVISION
 
 #: What the database raises for trouble that passes: a deadlock, a serialization failure, a lock
 #: held too long, a dropped connection. Trying the same work again is the answer, not failing it.
 TransientDatabaseError = OperationalError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: The newest migration; a unit test checks it is Alembic's head.
-SCHEMA_REVISION = "0008"
 
 
 def make_engine(url: str) -> Engine:

@@ -9,12 +9,11 @@ import time
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from cw.store import db
-from cw.store.base import agents_in_flight
+from cw.store import db, selects
+from cw.store.base import agents_in_flight, selecting
 from cw.store.limits import Limits
 from cw.store.models import Agent, Message, Phase, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
-from cw.store.queries import budget_rows
 from cw.store.records import Claim, S, option_text
 
 
@@ -109,7 +108,7 @@ def in_flight_files(s: Session) -> set[str]:
 
 def over_budget_plans(s: Session) -> list[int]:
     """Plans where no new work may start: their budget, or their initiative's, is spent."""
-    rows = budget_rows(s)
+    rows = selects.budgets(selecting(s))
     plans = {r.id for r in rows if r.kind == "plan" and r.exhausted}
     spent_initiatives = [r.id for r in rows if r.kind == "initiative" and r.exhausted]
     if spent_initiatives:

@@ -10,24 +10,18 @@ from __future__ import annotations
 import random
 import time
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cw import defaults
-from cw.store import db
-from cw.store.base import StoreBase
+from cw.store import db, selects
+from cw.store.base import StoreBase, selecting
 from cw.store.models import AdapterPause, Event, Task
-from cw.store.read import Pause
 from cw.store.records import S
 
 
 class Limits(StoreBase):
     """Adapters paused by a usage limit: recorded, consulted before a start, lifted."""
-
-    def pauses(self, now: float | None = None) -> list[Pause]:
-        """The pauses in force, soonest reset first."""
-        with self._read() as s:
-            return pauses_in_force(s, time.time() if now is None else now)
 
     def paused_until(self, adapter: str) -> float | None:
         """When ``adapter``'s pause ends; None if no pause is in force."""
@@ -40,7 +34,9 @@ class Limits(StoreBase):
         usage limit run at once; the adapters whose pause ended."""
         now = time.time()
         with self._write() as s:
-            lifted = [p.adapter for p in pauses_in_force(s, now) if adapter in (None, p.adapter)]
+            lifted = [
+                p.adapter for p in selects.pauses(selecting(s), now) if adapter in (None, p.adapter)
+            ]
             if not lifted:
                 return []
             s.execute(delete(AdapterPause).where(AdapterPause.adapter.in_(lifted)))
@@ -75,20 +71,3 @@ class Limits(StoreBase):
         """Whether any adapter's pause is in force (a district runs one adapter)."""
         now = time.time()
         return s.scalar(select(AdapterPause.adapter).where(AdapterPause.until > now)) is not None
-
-
-def pauses_in_force(s: Session | Connection, now: float) -> list[Pause]:
-    """The pauses in force at ``now``, soonest reset first."""
-    rows = s.execute(
-        select(
-            AdapterPause.adapter,
-            AdapterPause.until,
-            AdapterPause.reason,
-            AdapterPause.paused_at,
-            Task.key,
-        )
-        .outerjoin(Task, Task.id == AdapterPause.task_id)
-        .where(AdapterPause.until > now)
-        .order_by(AdapterPause.until)
-    ).all()
-    return [Pause(*row) for row in rows]

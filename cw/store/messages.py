@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -11,30 +10,12 @@ from sqlalchemy.orm import Session
 from cw.errors import NotFound, UsageError
 from cw.store import answers
 from cw.store.base import StoreBase, lock_task
-from cw.store.models import Agent, Event, Message, Task, TaskDependency, columns
-from cw.store.read import MessageDetail, MessageListing
+from cw.store.models import Agent, Event, Message, Task, TaskDependency
 from cw.store.records import DECISION, HUMAN_ACTION, Bounce, S
 
 
 class Messages(StoreBase):
     """Messages between agents and people: questions, checkpoints, answers, notifications."""
-
-    def message_rows(self, *, pending: bool = False) -> list[MessageListing]:
-        """Every message (or the pending ones), oldest first, with its task's key and agent."""
-        stmt = _message_query().order_by(Message.id)
-        if pending:
-            stmt = stmt.where(Message.state == "pending")
-        with self._read() as s:
-            return [_listing(r._mapping) for r in s.execute(stmt)]
-
-    def message_detail(self, message_id: int) -> MessageDetail:
-        """One message as in :meth:`message_rows`, plus its task's name and state."""
-        with self._read() as s:
-            row = s.execute(_message_query().where(Message.id == message_id)).first()
-        if row is None:
-            raise NotFound(f"no message {message_id}: see `cw message list`")
-        values = dict(row._mapping)
-        return MessageDetail(**{**values, "task_state": values["task_state"].value})
 
     def answer_message(self, message_id: int, answer: str) -> str:
         """Record a person's answer and move what it unblocks; one line saying what happened.
@@ -159,26 +140,3 @@ def _checked_answer(message: Message, task: Task, answer: str) -> str:
     if options and message.author == "checkpoint" and task.kind == DECISION:
         raise UsageError(f"{where}: answer with one of the options: {answers.listing(options)}")
     return said
-
-
-def _message_query() -> Any:
-    return (
-        select(
-            Message.id,
-            Message.task_id,
-            Task.key.label("task"),
-            Agent.name.label("agent"),
-            *columns(Message, "author body options multi_select state answer thread_id"),
-            *columns(Message, "extra_id created_at answered_at"),
-            Task.name.label("task_name"),
-            Task.state.label("task_state"),
-        )
-        .join(Task, Task.id == Message.task_id)
-        .outerjoin(Agent, Agent.id == Message.agent_id)
-    )
-
-
-def _listing(row: Any) -> MessageListing:
-    values = dict(row)
-    del values["task_name"], values["task_state"]
-    return MessageListing(**values)

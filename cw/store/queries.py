@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import func, select, text
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from cw.errors import NotFound
 from cw.plans import spec as planspec
@@ -28,9 +28,7 @@ from cw.store.models import (
     columns,
 )
 from cw.store.read import (
-    AgentListing,
     AttemptRecord,
-    Budget,
     EventRow,
     MergeRecord,
     MergeRow,
@@ -41,12 +39,9 @@ from cw.store.read import (
     ReplacedVersion,
     TaskDetail,
     TaskFootprint,
-    TaskListing,
 )
 from cw.store.records import S
 
-#: What :class:`TaskListing` reads of a task's own columns.
-LISTED = "id key name kind state attempt branch last_error state_changed_at"
 #: What :class:`TaskFootprint` reads of a task.
 FOOTPRINT = "id key kind state state_changed_at branch worktree base_sha head_sha merged_sha"
 
@@ -98,33 +93,6 @@ class Queries(StoreBase):
         """A plan by id (``3``) or key (``02-01``); NotFound / ambiguous as a clear error."""
         return self._find(Plan, ref)
 
-    def budgets(self) -> list[Budget]:
-        """Every budget with what has been spent under it."""
-        with self._read() as s:
-            return budget_rows(s)
-
-    def task_rows(self) -> list[TaskListing]:
-        """Every task with its place in the hierarchy and its agent, for listings."""
-        with self._read() as s:
-            rows = s.execute(
-                select(
-                    *columns(Task, LISTED),
-                    Plan.key.label("plan"),
-                    Phase.key.label("phase"),
-                    Initiative.name.label("initiative"),
-                    Agent.name.label("agent"),
-                    func.coalesce(Agent.cost_usd, 0.0).label("cost_usd"),
-                    func.coalesce(Agent.tokens, 0).label("tokens"),
-                    NO_CHANGES.label("no_changes"),
-                )
-                .join(Plan, Plan.id == Task.plan_id)
-                .join(Phase, Phase.id == Plan.phase_id)
-                .join(Initiative, Initiative.id == Task.initiative_id)
-                .outerjoin(Agent, Agent.task_id == Task.id)
-                .order_by(Task.initiative_id, Task.position)
-            ).all()
-            return [TaskListing(**{**r._mapping, "no_changes": bool(r.no_changes)}) for r in rows]
-
     def workspaces(self) -> list[TaskFootprint]:
         """Every task's git footprint: key, kind, state, branch, worktree, base/head/merged sha."""
         with self._read() as s:
@@ -143,39 +111,6 @@ class Queries(StoreBase):
                 MergeRow(**_columns(merge), task=key, task_state=state)
                 for merge, key, state in rows
             ]
-
-    def dependency_pairs(self) -> list[tuple[int, int]]:
-        with self._read() as s:
-            rows = s.execute(select(TaskDependency.task_id, TaskDependency.depends_on_id)).all()
-            return [(a, b) for a, b in rows]
-
-    def agent_rows(self) -> list[AgentListing]:
-        """Every agent with its task and its latest attempt."""
-        latest = (
-            select(AgentRun.agent_id, func.max(AgentRun.attempt).label("attempt"))
-            .group_by(AgentRun.agent_id)
-            .subquery()
-        )
-        run = aliased(AgentRun)
-        with self._read() as s:
-            rows = s.execute(
-                select(
-                    *columns(Agent, "id name adapter session_id cost_usd tokens last_activity_at"),
-                    Task.id.label("task_id"),
-                    Task.key.label("task"),
-                    Task.state.label("task_state"),
-                    Task.worktree,
-                    run.state.label("run_state"),
-                    *columns(
-                        run, "attempt worker host pid started_at finished_at lease_expires_at"
-                    ),
-                )
-                .join(Task, Task.id == Agent.task_id)
-                .outerjoin(latest, latest.c.agent_id == Agent.id)
-                .outerjoin(run, (run.agent_id == Agent.id) & (run.attempt == latest.c.attempt))
-                .order_by(Agent.id)
-            ).all()
-            return [AgentListing(**r._mapping) for r in rows]
 
     def find_task_id(self, ref: str) -> int:
         """A task by id (``12``) or key (``02-03-1``); NotFound / ambiguous as a clear error."""
@@ -275,44 +210,3 @@ def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:
 def _columns(row: Base) -> dict[str, Any]:
     """An ORM row's columns by name, as a record's fields."""
     return {c.name: getattr(row, c.name) for c in row.__table__.columns}
-
-
-def plan_costs(s: Session) -> Any:
-    """What each plan's runs have spent: ``usd`` and ``tokens``."""
-    return (
-        select(
-            Task.plan_id,
-            func.coalesce(func.sum(AgentRun.cost_usd), 0.0).label("usd"),
-            func.coalesce(func.sum(AgentRun.tokens), 0).label("tokens"),
-        )
-        .join(AgentRun, AgentRun.task_id == Task.id)
-        .group_by(Task.plan_id)
-        .subquery()
-    )
-
-
-def budget_rows(s: Session) -> list[Budget]:
-    costs = plan_costs(s)
-    spent = (func.coalesce(func.sum(costs.c.usd), 0.0), func.coalesce(func.sum(costs.c.tokens), 0))
-    budgeted = (Plan.budget_usd.is_not(None)) | (Plan.budget_tokens.is_not(None))
-    plans = s.execute(
-        select(Plan.id, Plan.key, Plan.budget_usd, Plan.budget_tokens, *spent)
-        .outerjoin(costs, costs.c.plan_id == Plan.id)
-        .where(budgeted)
-        .group_by(Plan.id)
-    ).all()
-    initiatives = s.execute(
-        select(
-            Initiative.id, Initiative.name, Initiative.budget_usd, Initiative.budget_tokens, *spent
-        )
-        .join(Phase, Phase.initiative_id == Initiative.id)
-        .join(Plan, Plan.phase_id == Phase.id)
-        .outerjoin(costs, costs.c.plan_id == Plan.id)
-        .where((Initiative.budget_usd.is_not(None)) | (Initiative.budget_tokens.is_not(None)))
-        .group_by(Initiative.id)
-    ).all()
-    return [
-        Budget.of(kind, i, name, (usd, tokens), spent)
-        for kind, found in (("plan", plans), ("initiative", initiatives))
-        for i, name, usd, tokens, *spent in found
-    ]

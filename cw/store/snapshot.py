@@ -8,7 +8,6 @@ writes (every change goes through :class:`cw.store.Store`).
 from __future__ import annotations
 
 import functools
-import time
 from collections import Counter
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
@@ -18,8 +17,8 @@ from sqlalchemy import Connection, Engine, case, func, select
 from sqlalchemy.orm import aliased
 
 from cw.states import TaskState
-from cw.store import db
-from cw.store.limits import pauses_in_force
+from cw.store import db, selects
+from cw.store.base import selecting
 from cw.store.models import (
     NO_CHANGES,
     Agent,
@@ -111,7 +110,7 @@ class Snapshot:
                 _task_query().where(Task.state.in_(ATTENTION)).limit(limit)
             ).all()
             no_changes = conn.execute(select(func.sum(NO_CHANGES))).scalar_one()
-            paused = pauses_in_force(conn, time.time())
+            paused = selects.pauses(selecting(conn))
         return Overview(
             counts=dict(counts),
             plans=plans,

@@ -15,6 +15,7 @@ from cw.store.operator import OperatorActions
 from cw.store.queries import Queries
 from cw.store.recovery import Recovery
 from cw.store.review import Reviews
+from cw.store.selects import Listings
 from cw.store.submit import Submitting
 
 
@@ -28,5 +29,6 @@ class Store(
     Reviews,
     Recovery,
     Queries,
+    Listings,
 ):
     """The district's database. Create one per process with :meth:`open`."""

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from cw.states import TaskState
-from cw.store import Store
 from cw.store.read import (
     AgentListing,
     AgentView,
@@ -20,16 +19,17 @@ from cw.store.read import (
     Status,
     TaskListing,
 )
+from cw.store.selects import Listings
 
 S = TaskState
 N = TypeVar("N", int, float)
 
 
-def task_list(store: Store, state: str | None = None) -> list[TaskListing]:
+def task_list(store: Listings, state: str | None = None) -> list[TaskListing]:
     return [r for r in store.task_rows() if state is None or r.state == state]
 
 
-def agent_list(store: Store) -> list[AgentView]:
+def agent_list(store: Listings) -> list[AgentView]:
     """Every agent; ``state`` is its latest attempt's (``unresponsive``: lease expired)."""
     now = time.time()
     return [_agent(row, now) for row in store.agent_rows()]
@@ -74,27 +74,28 @@ class Reads:
     pending: list[MessageListing]  # messages waiting for an answer
 
     @classmethod
-    def of(cls, store: Store) -> Reads:
+    def of(cls, store: Listings) -> Reads:
         return cls(task_list(store), store.dependency_pairs(), store.message_rows(pending=True))
 
 
-def status(store: Store, reads: Reads | None = None) -> Status:
+def status(store: Listings, reads: Reads | None = None) -> Status:
     reads = reads or Reads.of(store)
     tasks, pairs, pending = reads.tasks, reads.pairs, reads.pending
     by_id = {t.id: t for t in tasks}
     waits_on: dict[int, list[str]] = defaultdict(list)
-    for task_id, dep_id in pairs:
-        if by_id[dep_id].state != S.DONE:
+    for task_id, dep_id in pairs:  # (an edge read after its task: submitted in between)
+        if task_id in by_id and dep_id in by_id and by_id[dep_id].state != S.DONE:
             waits_on[task_id].append(by_id[dep_id].key)
+    plans = _plans(tasks)
     return Status(
         counts=dict(Counter(t.state.value for t in tasks)),
         total=len(tasks),
         cost_usd=round(sum(t.cost_usd for t in tasks), 6),
-        costs=_rolled_up(tasks, lambda t: t.cost_usd),
+        costs=_rolled_up(plans, lambda p: p.cost_usd),
         tokens=sum(t.tokens for t in tasks),
-        token_counts=_rolled_up(tasks, lambda t: t.tokens),
+        token_counts=_rolled_up(plans, lambda p: p.tokens),
         budgets=store.budgets(),
-        plans=_plans(tasks),
+        plans=plans,
         running=[a for a in agent_list(store) if a.state in ("running", "unresponsive")],
         blocked=[
             Blocked(by_id[i].key, by_id[i].state, keys)
@@ -113,30 +114,33 @@ def status(store: Store, reads: Reads | None = None) -> Status:
 
 
 def _rolled_up(
-    tasks: list[TaskListing], amount: Callable[[TaskListing], N]
+    plans: list[PlanSummary], amount: Callable[[PlanSummary], N]
 ) -> dict[str, dict[str, N]]:
     """An amount (cost, tokens) rolled up: initiative, initiative/phase, initiative/phase/plan."""
     levels: dict[str, dict[str, Any]] = {"initiative": {}, "phase": {}, "plan": {}}
-    for t in tasks:
+    for p in plans:
         for level, key in (
-            ("initiative", t.initiative),
-            ("phase", f"{t.initiative}/{t.phase}"),
-            ("plan", f"{t.initiative}/{t.phase}/{t.plan}"),
+            ("initiative", p.initiative),
+            ("phase", f"{p.initiative}/{p.phase}"),
+            ("plan", f"{p.initiative}/{p.phase}/{p.plan}"),
         ):
-            total = levels[level].get(key, 0) + amount(t)
+            total = levels[level].get(key, 0) + amount(p)
             levels[level][key] = round(total, 6) if isinstance(total, float) else total
     return levels
 
 
 def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
+    """Each plan's tasks counted by state, and what they spent, in the order tasks come."""
     plans: dict[tuple[str, str, str], Counter[str]] = {}
-    costs: dict[tuple[str, str, str], float] = {}
+    states = Counter((t.initiative, t.phase, t.plan, t.state.value) for t in tasks)
+    for (initiative, phase, plan, state), count in states.items():
+        plans.setdefault((initiative, phase, plan), Counter())[state] = count
+    costs: dict[tuple[str, str, str], float] = defaultdict(float)
     tokens: Counter[tuple[str, str, str]] = Counter()
     for t in tasks:
-        key = (t.initiative, t.phase, t.plan)
-        plans.setdefault(key, Counter())[t.state.value] += 1
-        costs[key] = round(costs.get(key, 0.0) + t.cost_usd, 6)
-        tokens[key] += t.tokens
+        if t.cost_usd or t.tokens:
+            costs[t.initiative, t.phase, t.plan] += t.cost_usd
+            tokens[t.initiative, t.phase, t.plan] += t.tokens
     return [
         PlanSummary(
             initiative=initiative,
@@ -145,14 +149,14 @@ def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
             done=counts.get(S.DONE, 0),
             total=sum(counts.values()),
             states=dict(counts),
-            cost_usd=costs[(initiative, phase, plan)],
-            tokens=tokens[(initiative, phase, plan)],
+            cost_usd=round(costs[initiative, phase, plan], 6),
+            tokens=tokens[initiative, phase, plan],
         )
         for (initiative, phase, plan), counts in plans.items()
     ]
 
 
-def progress(store: Store) -> tuple[int, int, int]:
+def progress(store: Listings) -> tuple[int, int, int]:
     """(active, done, total). Nothing active means nothing moves until a person acts."""
     counts = Counter(t.state for t in task_list(store))
     active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cw.errors import ConfigError, UsageError
-from cw.store import AttemptResult, Claim, MergeReport, Question, Store, db
+from cw.store import AttemptResult, Claim, MergeReport, Question, Store, db, glance
 from cw.store.base import lock_task
 from cw.store.models import Task, TaskDependency
 from tests.factories import spec
@@ -69,7 +69,7 @@ def test_an_unreachable_postgresql_server_is_one_line_without_the_password() -> 
 
 def test_several_opens_of_an_empty_database_migrate_it_once(database_url: str) -> None:
     revisions = race(database_url, [lambda s: db.schema_revision(s.engine)] * 4)
-    assert revisions == [db.SCHEMA_REVISION] * 4
+    assert revisions == [glance.SCHEMA_REVISION] * 4
 
 
 def test_two_dependencies_merged_at_once_make_their_dependent_ready(database_url: str) -> None:
