@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Any
 
 import psutil
 from celery import signals
 
 from cw import defaults
+from cw.errors import CwError
 from cw.host import processes
 from cw.transport.celeryapp import worker_argv
 from workers import forked, serves
@@ -34,6 +36,9 @@ def fork_control_worker(sender: Any = None, **_: Any) -> None:
     me = psutil.Process()
     if not serves(me, defaults.MERGE_QUEUE):
         return
+    others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+    if others:  # a fork copies one thread: a lock another held would stay held in the child
+        raise CwError(f"cannot fork the control worker: threads already run ({', '.join(others)})")
     pid = os.fork()
     if pid:
         forked[pid] = defaults.CONTROL_QUEUE

@@ -7,7 +7,7 @@ import sys
 import click
 
 from cw.cli import render
-from cw.cli.common import emit_json, load_settings, open_store, show
+from cw.cli.common import emit_json, load_settings, open_listings, show
 from cw.district import District
 from cw.service.notify import notify_new_messages
 
@@ -22,7 +22,7 @@ def message() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_list(pending: bool, as_json: bool) -> None:
     """Every message, oldest first: its task, who asks, the question and the answer."""
-    rows = open_store(load_settings()).message_rows(pending=pending)
+    rows = open_listings(load_settings()).message_rows(pending=pending)
     if as_json:
         emit_json(rows)
     elif not rows:
@@ -36,7 +36,7 @@ def message_list(pending: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_show(message_id: int, as_json: bool) -> None:
     """One message: the whole question, its options, its task, and the answer if given."""
-    detail = open_store(load_settings()).message_detail(message_id)
+    detail = open_listings(load_settings()).message_detail(message_id)
     show(detail, as_json, render.message_detail)
 
 

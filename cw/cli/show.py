@@ -129,14 +129,14 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def budget_list(as_json: bool) -> None:
     """Every budget and what has been spent under it."""
-    show(open_store(load_settings()).budgets(), as_json, _budget_lines)
+    show(open_listings(load_settings()).budgets(), as_json, _budget_lines)
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def limits_list(as_json: bool) -> None:
     """Adapters paused by a usage limit, and until when."""
-    show(open_store(load_settings()).pauses(), as_json, _pause_lines)
+    show(open_listings(load_settings()).pauses(), as_json, _pause_lines)
 
 
 def _budget_lines(rows: list[Budget]) -> None:

@@ -81,8 +81,9 @@ def write_commit(repo: Path, tree: str, parents: list[str], message: str) -> str
         ]
     )
     path = git_common_dir(repo) / f"cw-commit-{os.getpid()}"
-    path.write_text(text, encoding="utf-8")
-    with _lock:
+    with _lock:  # one file per process: the next commit is written once this one is read
+        path.write_text(text, encoding="utf-8")
+        _written.add(path)
         kept = _keep(repo, ("hash-object", "-w", "-t", "commit", "--stdin-paths"))
         sha = "".join(kept.ask(f"{path}\n", 1)).strip()
         if not OBJECT_ID.fullmatch(sha):
@@ -161,9 +162,19 @@ def _keep(repo: Path, argv: tuple[str, ...]) -> _Kept:
 
 
 _processes: dict[tuple[int, str, tuple[str, ...]], _Kept] = {}
+_written: set[Path] = set()  # the commit files write_commit left
 
 
 @functools.cache
 def _close_at_exit() -> None:
     """Once per process: the kept processes end with it, not after it."""
-    atexit.register(lambda: [p.close(own=k[0] == os.getpid()) for k, p in _processes.items()])
+    atexit.register(_end)
+
+
+def _end() -> None:
+    me = os.getpid()
+    for key, kept in _processes.items():
+        kept.close(own=key[0] == me)
+    for path in _written:
+        if path.name == f"cw-commit-{me}":  # a forked child leaves its parent's alone
+            path.unlink(missing_ok=True)

@@ -134,7 +134,8 @@ class Listings:
 
 class Glance(Listings):
     """The listings' reads on a SQLite district through ``sqlite3`` (no SQLAlchemy), every one
-    in one read transaction: one snapshot of the district."""
+    in one read transaction: one snapshot of the district, for a command that reads once (a
+    loop that waits for change, such as ``cw wait``, reads through the store)."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection

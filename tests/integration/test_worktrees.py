@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -570,6 +571,32 @@ def test_a_kept_hash_object_writes_the_commit_git_commit_tree_writes(
     writer.proc.kill()
     writer.proc.wait()
     assert kept.write_commit(repo, tree, [two], "x")  # started again
+
+
+def test_kept_commits_written_from_threads_at_once_are_each_their_own(
+    repo: Path, integration: str
+) -> None:
+    one = git(repo, "rev-parse", f"refs/heads/{INTEGRATION}")
+    tree = git(repo, "rev-parse", f"{one}^{{tree}}")
+    with ThreadPoolExecutor(8) as pool:
+        shas = list(pool.map(lambda i: kept.write_commit(repo, tree, [one], f"m{i}"), range(64)))
+    assert [git(repo, "log", "-1", "--format=%s", sha) for sha in shas] == [
+        f"m{i}" for i in range(64)
+    ]
+
+
+def test_a_process_that_wrote_kept_commits_leaves_no_file_behind(repo: Path) -> None:
+    code = (
+        "import sys; from pathlib import Path; from cw.git import kept, runner\n"
+        "repo = Path(sys.argv[1]); one = runner.run(repo, 'rev-parse', 'HEAD')\n"
+        "tree = runner.run(repo, 'rev-parse', 'HEAD^{tree}')\n"
+        "print(kept.write_commit(repo, tree, [one], 'x'))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(repo)], capture_output=True, text=True, check=True
+    )
+    assert len(out.stdout.strip()) == 40, out
+    assert not list((repo / ".git").glob("cw-commit-*"))
 
 
 def test_branch_tips_are_found_whether_their_refs_are_loose_or_packed(

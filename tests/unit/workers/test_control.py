@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import psutil
+import pytest
 
 from cw import defaults
+from cw.errors import CwError
 from workers import forked, serves
-from workers.control import _argv
+from workers.control import _argv, fork_control_worker
 
 
 def test_the_control_worker_is_named_after_its_merge_worker_and_runs_one_thread() -> None:
@@ -30,3 +33,18 @@ def test_a_forked_worker_serves_the_queue_it_was_forked_for_not_its_command_line
         assert not serves(me, defaults.MERGE_QUEUE)
     finally:
         del forked[os.getpid()]
+
+
+def test_the_control_worker_is_not_forked_beside_another_thread() -> None:
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, name="late-starter")
+    other.start()
+    forked[os.getpid()] = defaults.MERGE_QUEUE  # this process reads as a merge worker
+    try:
+        with pytest.raises(CwError, match=r"threads already run .*late-starter"):
+            fork_control_worker()
+        assert list(forked) == [os.getpid()], "nothing was forked"
+    finally:
+        del forked[os.getpid()]
+        release.set()
+        other.join()
