@@ -189,12 +189,12 @@ def agents_in_flight(s: Session) -> int:
 
 def labelled(s: Session, task_id: int) -> Claim:
     """The task's current attempt, with its key and its agent's name."""
-    attempt, key, agent = s.execute(
-        select(Task.attempt, Task.key, Agent.name)
+    attempt, key, agent, priority, height = s.execute(
+        select(Task.attempt, Task.key, Agent.name, Task.priority, Task.height)
         .outerjoin(Agent, Agent.task_id == Task.id)
         .where(Task.id == task_id)
     ).one()
-    return Claim(task_id, attempt, key, agent or "")
+    return Claim(task_id, attempt, key, agent or "", priority, height)
 
 
 @functools.cache

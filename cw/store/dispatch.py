@@ -16,6 +16,10 @@ from cw.store.models import Agent, Message, Phase, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
 from cw.store.records import Claim, S, option_text
 
+#: Which ready task goes first: the one a person raised, then the one on the longest chain (the
+#: critical path first), then the plan's order.
+DISPATCH_ORDER = (Task.priority.desc(), Task.height.desc(), Task.position)
+
 
 class Dispatching(Limits):
     """The database side of dispatch: promoting tasks whose dependencies are done and claiming"""
@@ -66,8 +70,7 @@ class Dispatching(Limits):
         )
         if self._adapters_paused(s):  # a usage limit: no agent starts, checkpoints open
             stmt = stmt.where(Task.kind.startswith("checkpoint"))
-        order = (Task.priority.desc(), Task.height.desc(), Task.position)
-        rows = s.execute(stmt.order_by(*order).limit(limit)).all()
+        rows = s.execute(stmt.order_by(*DISPATCH_ORDER).limit(limit)).all()
         return [Candidate(i, kind, declared_files(files, extra)) for i, kind, files, extra in rows]
 
     def _open_checkpoint(self, s: Session, task_id: int) -> None:
@@ -86,14 +89,17 @@ class Dispatching(Limits):
             )
 
     def queued_claims(self) -> list[Claim]:
-        """Tasks claimed but not yet started: what a re-send would send."""
+        """Tasks claimed but not yet started, in dispatch order: what a re-send would send."""
         with self._read() as s:
             rows = s.execute(
-                select(Task.id, Task.attempt, Task.key, Agent.name)
+                select(Task.id, Task.attempt, Task.key, Agent.name, Task.priority, Task.height)
                 .outerjoin(Agent, Agent.task_id == Task.id)
                 .where(Task.state == S.QUEUED)
+                .order_by(*DISPATCH_ORDER)
             ).all()
-            return [Claim(i, attempt, key, agent or "") for i, attempt, key, agent in rows]
+            return [
+                Claim(i, attempt, key, agent or "", *rest) for i, attempt, key, agent, *rest in rows
+            ]
 
 
 def in_flight_files(s: Session) -> set[str]:

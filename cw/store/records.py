@@ -31,6 +31,8 @@ class Claim:
     attempt: int
     key: str = field(default="", compare=False)
     agent: str = field(default="", compare=False)
+    priority: int = field(default=0, compare=False)  # the task's: higher runs first
+    height: int = field(default=1, compare=False)  # tasks on the longest chain it unlocks
 
     def label(self) -> str:
         """``02-03-1 amber-badger #2``: the task, its agent and the attempt."""

@@ -44,10 +44,23 @@ def signature(app: Celery, claim: Claim, step: str) -> Signature:
         args=(claim.task_id, claim.attempt),
         immutable=True,
         queue=queue,
+        priority=queue_priority(claim) if step == "agent" else None,
         shadow=f"{step} {claim.label()}",
         argsrepr=_argsrepr(claim),
         task_id=message_id(claim, step),
     )
+
+
+def queue_priority(claim: Claim) -> int:
+    """Where the agent message waits among those not yet taken: Redis keeps a list per
+    priority (kombu's steps 0, 3, 6 and 9) and a worker takes from 0 first, each list first in,
+    first out. Claims go out in the store's order (priority, the chain a task unlocks, place),
+    but only what is ready at once is ordered so: without this, a task that unlocks a long
+    chain, ready a moment later, waited behind every short task already sent. A raised task
+    first, a lowered one last; otherwise the longer the chain, the sooner."""
+    if claim.priority != 0:
+        return 0 if claim.priority > 0 else 9
+    return 3 if claim.height >= 4 else 6 if claim.height >= 2 else 9
 
 
 def message_id(claim: Claim, step: str) -> str:

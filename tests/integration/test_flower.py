@@ -101,10 +101,12 @@ def test_flower_on_a_taken_port_says_so_in_one_line(district: Callable[..., Dist
 
 
 def waiting_headers(d: District, queue: str) -> list[dict[str, object]]:
-    """The headers of the messages waiting in ``queue`` (no worker consumes it)."""
+    """The headers of the messages waiting in ``queue`` (no worker consumes it): in its list,
+    and in the list of each message priority (kombu's steps 3, 6, 9; 0 is the queue's own)."""
     client = redis.Redis.from_url(d.settings.broker_url)
+    lists = [queue, *(f"{queue}\x06\x16{step}" for step in (3, 6, 9))]
     try:
-        return [json.loads(raw)["headers"] for raw in client.lrange(queue, 0, -1)]
+        return [json.loads(raw)["headers"] for key in lists for raw in client.lrange(key, 0, -1)]
     finally:
         client.close()
 

@@ -340,3 +340,22 @@ def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
     assert not [e for e in d.store.events() if e["kind"] == "task.failed"]
     assert git(d.repo, "show", "cw/integration:before.txt") == "before the limit"
     assert git(d.repo, "show", "cw/integration:after.txt") == "after the reset"
+
+
+def test_agent_messages_wait_in_dispatch_order_not_in_the_order_they_were_sent(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    chain = {"b1": [], "b2": ["b1"], "b3": ["b2"], "b4": ["b3"]}
+    _settings, store, app = district_of({"leaf": [], **chain})
+    claims = {c.key: c for c in store.claim_ready_tasks()}
+    assert (claims["b1"].height, claims["leaf"].height) == (4, 1), "claims carry the chain"
+    later = [Claim(90, 1, "raised", priority=2), Claim(91, 1, "pair", height=2)]
+    send(app, [claims["leaf"], *later, claims["b1"]])  # leaf first, as if it had been ready first
+    with app.connection_for_write() as conn:
+        taken = [conn.default_channel.basic_get(defaults.AGENTS_QUEUE) for _ in range(4)]
+    assert [m.headers["argsrepr"].split(" = ")[1].split(",")[0] for m in taken] == [
+        "raised",
+        "b1",
+        "pair",
+        "leaf",
+    ]
