@@ -3,10 +3,10 @@
 ``cw status``, ``cw task list`` and ``cw agent list`` read these rows. The store runs them
 through SQLAlchemy (SQLite or PostgreSQL); :class:`Glance` runs the same text through the
 standard library's ``sqlite3`` (:mod:`cw.store.glance` opens the file), so a listing of a
-SQLite district needs no SQLAlchemy, whose import alone is several times ``cw --version``. The SQL is written for both databases: named
-parameters (``:now``), double-quoted names, no functions one of them lacks. Stored values are
-turned into the read types here, once, for both drivers (a JSON column comes back parsed from
-PostgreSQL and as text from SQLite).
+SQLite district needs no SQLAlchemy, whose import alone is several times ``cw --version``.
+The SQL is written for both databases: named parameters (``:now``), double-quoted names, no
+functions one of them lacks. Stored values are turned into the read types here, once, for
+both drivers (a JSON column comes back parsed from PostgreSQL and as text from SQLite).
 """
 
 from __future__ import annotations
