@@ -62,7 +62,7 @@ class StoreBase:
     def _select(self, sql: str, params: Mapping[str, object]) -> Sequence[Sequence[Any]]:
         """One of :mod:`cw.store.selects`' reads, in a read transaction of its own."""
         with self._read() as s:
-            return s.execute(text(sql), params).all()
+            return selecting(s)(sql, params)
 
     def _move(
         self,
@@ -187,14 +187,25 @@ def agents_in_flight(s: Session) -> int:
     )
 
 
+#: What a :class:`Claim` reads of a task and its agent (outer-joined: it may have none yet).
+CLAIM_COLUMNS = (Task.id, Task.attempt, Task.key, Agent.name, Task.priority, Task.height)
+
+
+def claim_of(row: Sequence[Any]) -> Claim:
+    """A claim from a row of :data:`CLAIM_COLUMNS`."""
+    task_id, attempt, key, agent, priority, height = row
+    return Claim(task_id, attempt, key, agent or "", priority, height)
+
+
 def labelled(s: Session, task_id: int) -> Claim:
     """The task's current attempt, with its key and its agent's name."""
-    attempt, key, agent, priority, height = s.execute(
-        select(Task.attempt, Task.key, Agent.name, Task.priority, Task.height)
-        .outerjoin(Agent, Agent.task_id == Task.id)
-        .where(Task.id == task_id)
-    ).one()
-    return Claim(task_id, attempt, key, agent or "", priority, height)
+    return claim_of(
+        s.execute(
+            select(*CLAIM_COLUMNS)
+            .outerjoin(Agent, Agent.task_id == Task.id)
+            .where(Task.id == task_id)
+        ).one()
+    )
 
 
 @functools.cache

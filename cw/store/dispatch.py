@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cw.store import db, selects
-from cw.store.base import agents_in_flight, selecting
+from cw.store.base import CLAIM_COLUMNS, agents_in_flight, claim_of, selecting
 from cw.store.limits import Limits
 from cw.store.models import Agent, Message, Phase, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
@@ -92,14 +92,12 @@ class Dispatching(Limits):
         """Tasks claimed but not yet started, in dispatch order: what a re-send would send."""
         with self._read() as s:
             rows = s.execute(
-                select(Task.id, Task.attempt, Task.key, Agent.name, Task.priority, Task.height)
+                select(*CLAIM_COLUMNS)
                 .outerjoin(Agent, Agent.task_id == Task.id)
                 .where(Task.state == S.QUEUED)
                 .order_by(*DISPATCH_ORDER)
             ).all()
-            return [
-                Claim(i, attempt, key, agent or "", *rest) for i, attempt, key, agent, *rest in rows
-            ]
+            return [claim_of(row) for row in rows]
 
 
 def in_flight_files(s: Session) -> set[str]:

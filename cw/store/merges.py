@@ -9,7 +9,14 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cw.store import db
-from cw.store.base import StoreBase, agents_in_flight, labelled, lock_task
+from cw.store.base import (
+    CLAIM_COLUMNS,
+    StoreBase,
+    agents_in_flight,
+    claim_of,
+    labelled,
+    lock_task,
+)
 from cw.store.models import Agent, Merge, Message, Task
 from cw.store.records import (
     MERGE_RETRIES,
@@ -177,12 +184,12 @@ class Merges(StoreBase):
         """The current attempts of merging tasks whose merge row is in ``merge_state``."""
         with self._read() as s:
             rows = s.execute(
-                select(Task.id, Task.attempt, Task.key, Agent.name)
+                select(*CLAIM_COLUMNS)
                 .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
                 .outerjoin(Agent, Agent.task_id == Task.id)
                 .where(Task.state == S.MERGING, Merge.state == merge_state)
             ).all()
-            return [Claim(i, attempt, key, agent or "") for i, attempt, key, agent in rows]
+            return [claim_of(row) for row in rows]
 
     def retry_merge(self, claim: Claim, error: str, retries: int, pause: float) -> float | None:
         """cw's machinery (git, the hub) failed the merge, not the agent's work: the merge stays
