@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import fields, is_dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -47,12 +47,19 @@ def open_store(settings: Settings) -> Store:
     return Store.open(settings.require_initialized().db_url)
 
 
-def open_listings(settings: Settings) -> Listings:
-    """What the listings read: a SQLite district through ``sqlite3`` alone when it can (see
-    :mod:`cw.store.glance`), else the store."""
+@contextmanager
+def open_listings(settings: Settings) -> Iterator[Listings]:
+    """What the listings read, as one snapshot of the district: a SQLite district through
+    ``sqlite3`` alone when it can (see :mod:`cw.store.glance`), else one read of the store."""
     from cw.store.selects import Glance
 
-    return Glance.open(settings.require_initialized().db_url) or open_store(settings)
+    glance = Glance.open(settings.require_initialized().db_url)
+    if glance is not None:
+        with closing(glance):
+            yield glance
+        return
+    with open_store(settings).listing() as listings:
+        yield listings
 
 
 def emit_json(data: Any) -> None:

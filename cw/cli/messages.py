@@ -22,7 +22,8 @@ def message() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_list(pending: bool, as_json: bool) -> None:
     """Every message, oldest first: its task, who asks, the question and the answer."""
-    rows = open_listings(load_settings()).message_rows(pending=pending)
+    with open_listings(load_settings()) as listings:
+        rows = listings.message_rows(pending=pending)
     if as_json:
         emit_json(rows)
     elif not rows:
@@ -36,7 +37,8 @@ def message_list(pending: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_show(message_id: int, as_json: bool) -> None:
     """One message: the whole question, its options, its task, and the answer if given."""
-    detail = open_listings(load_settings()).message_detail(message_id)
+    with open_listings(load_settings()) as listings:
+        detail = listings.message_detail(message_id)
     show(detail, as_json, render.message_detail)
 
 

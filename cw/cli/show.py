@@ -41,7 +41,8 @@ def status(as_json: bool, every: float | None) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             top.watch(lambda: board.read(store, settings), every)
         return
-    overview = views.status(open_listings(settings))
+    with open_listings(settings) as listings:
+        overview = views.status(listings)
     show(overview, as_json, partial(render.status, here=settings.hostname))
 
 
@@ -71,7 +72,8 @@ def wait(timeout: float | None, interval: float) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def task_list(state: str | None, as_json: bool) -> None:
     """Every task with its state, plan and agent."""
-    rows = views.task_list(open_listings(load_settings()), state)
+    with open_listings(load_settings()) as listings:
+        rows = views.task_list(listings, state)
     show(rows, as_json, render.task_table)
 
 
@@ -91,7 +93,8 @@ def task_show(ref: str, as_json: bool) -> None:
 def agent_list(as_json: bool) -> None:
     """Every agent: task, state, worktree, session, runtime, last activity, cost."""
     settings = load_settings()
-    rows = views.agent_list(open_listings(settings))
+    with open_listings(settings) as listings:
+        rows = views.agent_list(listings)
     show(rows, as_json, partial(render.agent_table, here=settings.hostname))
 
 
@@ -129,14 +132,18 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def budget_list(as_json: bool) -> None:
     """Every budget and what has been spent under it."""
-    show(open_listings(load_settings()).budgets(), as_json, _budget_lines)
+    with open_listings(load_settings()) as listings:
+        rows = listings.budgets()
+    show(rows, as_json, _budget_lines)
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def limits_list(as_json: bool) -> None:
     """Adapters paused by a usage limit, and until when."""
-    show(open_listings(load_settings()).pauses(), as_json, _pause_lines)
+    with open_listings(load_settings()) as listings:
+        pauses = listings.pauses()
+    show(pauses, as_json, _pause_lines)
 
 
 def _budget_lines(rows: list[Budget]) -> None:

@@ -59,6 +59,13 @@ class StoreBase:
         with self._readonly.begin() as session:
             yield session
 
+    @contextmanager
+    def listing(self) -> Iterator[selects.Listings]:
+        """The listings' reads in one read transaction: one snapshot of the district (each of
+        the store's own listing methods reads in a transaction of its own)."""
+        with self._read() as s:
+            yield selects.Reading(selecting(s))
+
     def _select(self, sql: str, params: Mapping[str, object]) -> Sequence[Sequence[Any]]:
         """One of :mod:`cw.store.selects`' reads, in a read transaction of its own."""
         with self._read() as s:

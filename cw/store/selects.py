@@ -132,6 +132,16 @@ class Listings:
         return budgets(self._select)
 
 
+class Reading(Listings):
+    """The reads through ``select``: one read transaction's (see ``Store.listing``)."""
+
+    def __init__(self, select: Select) -> None:
+        self._run = select
+
+    def _select(self, sql: str, params: Mapping[str, object]) -> Sequence[Sequence[Any]]:
+        return self._run(sql, params)
+
+
 class Glance(Listings):
     """The listings' reads on a SQLite district through ``sqlite3`` (no SQLAlchemy), every one
     in one read transaction: one snapshot of the district, for a command that reads once (a

@@ -83,8 +83,8 @@ def status(store: Listings, reads: Reads | None = None) -> Status:
     tasks, pairs, pending = reads.tasks, reads.pairs, reads.pending
     by_id = {t.id: t for t in tasks}
     waits_on: dict[int, list[str]] = defaultdict(list)
-    for task_id, dep_id in pairs:  # (an edge read after its task: submitted in between)
-        if task_id in by_id and dep_id in by_id and by_id[dep_id].state != S.DONE:
+    for task_id, dep_id in pairs:
+        if by_id[dep_id].state != S.DONE:
             waits_on[task_id].append(by_id[dep_id].key)
     plans = _plans(tasks)
     return Status(

@@ -77,8 +77,9 @@ class Board(Row):
 def read(store: Store, settings: Settings) -> Board:
     """The board as the store holds it now."""
     change = change_marker(store)
-    reads = views.Reads.of(store)
-    status = views.status(store, reads)
+    with store.listing() as listings:
+        reads = views.Reads.of(listings)
+        status = views.status(listings, reads)
     tasks, pairs, questions = reads.tasks, reads.pairs, reads.pending
     asking = {m.task_id for m in questions}  # shown under Needs input, not again as waiting
     done = sorted(

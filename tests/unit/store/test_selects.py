@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from cw.store import AttemptResult, Question, Store, glance, views
 from cw.store.records import Scope
-from cw.store.selects import Glance
+from cw.store.selects import Glance, Listings
 from tests.factories import spec
 
 USAGE = {"input_tokens": 100, "output_tokens": 2_000}
@@ -35,7 +35,7 @@ def busy_district(store: Store) -> None:
     store.finish_attempt(second, limited, "claude")
 
 
-def reads(reader: Store | Glance) -> dict[str, object]:
+def reads(reader: Listings) -> dict[str, object]:
     return {
         "tasks": reader.task_rows(),
         "pairs": sorted(reader.dependency_pairs()),
@@ -52,6 +52,8 @@ def reads(reader: Store | Glance) -> dict[str, object]:
 def test_the_store_reads_every_listing_of_a_busy_district(store: Store) -> None:
     busy_district(store)
     seen = reads(store)
+    with store.listing() as reader:
+        assert reads(reader) == seen, "one read transaction reads what separate ones do"
     assert [t.state.value for t in store.task_rows()] == ["waiting", "ready", "pending", "pending"]
     (message,) = seen["pending"]  # type: ignore[misc]
     assert message.options == ["sqlite", "postgres"] and message.multi_select is True
@@ -86,6 +88,16 @@ def test_glance_reads_one_snapshot(store: Store, database_url: str) -> None:
         assert len(reader.task_rows()) == 1 and reader.dependency_pairs() == []
     finally:
         reader.close()
+
+
+def test_a_store_listing_reads_one_snapshot(store: Store) -> None:
+    store.submit(spec({"a": []}, name="one"))
+    with store.listing() as reader:
+        assert len(reader.task_rows()) == 1
+        store.submit(spec({"b": [], "c": ["b"]}, name="two"))
+        assert len(reader.task_rows()) == 1 and reader.dependency_pairs() == []
+        assert len(views.status(reader).plans) == 1
+    assert len(store.task_rows()) == 3 and len(store.dependency_pairs()) == 1
 
 
 @pytest.mark.sqlite_only
