@@ -89,14 +89,20 @@ class District:
         deadline = time.monotonic() + timeout
         while not predicate():
             if time.monotonic() > deadline:
-                errors = {
-                    t["key"]: t["last_error"] for t in self.store.task_rows() if t["last_error"]
-                }
-                raise AssertionError(f"timed out waiting for {what}: {self.states()} {errors}")
+                raise AssertionError(
+                    f"timed out waiting for {what}: {self.states()} {self.errors()}"
+                )
             time.sleep(0.1)
 
+    def errors(self) -> dict[str, str]:
+        """Each task's last error, where it has one."""
+        return {t["key"]: t["last_error"] for t in self.store.task_rows() if t["last_error"]}
+
     def wait_settled(self, timeout: float = 60) -> dict[str, str]:
+        """The states once no task moves by itself; the errors go to the captured output, which
+        a failing test shows."""
         self.wait_for(lambda: not set(self.states().values()) & ACTIVE, timeout, "settled")
+        print(f"settled: {self.states()} errors: {self.errors()}")
         return self.states()
 
     def merged(self) -> list[str]:
