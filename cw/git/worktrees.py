@@ -23,6 +23,7 @@ from cw.git.runner import (
     failure,
     git_common_dir,
     identity,
+    loose_ref,
     repo_lock,
     run,
 )
@@ -87,7 +88,10 @@ def _added(repo: Path, path: Path, branch: str, base_sha: str) -> bool:
         remove_stale_locks([*whole[0], _ref_lock(repo, branch)])
         return True
     try:
-        _git_add(repo, path, branch, base_sha)
+        # A branch without a loose ref is taken for new (no git asked): a packed one makes
+        # `worktree add -b` fail, and the repair path asks git.
+        new = loose_ref(repo, f"refs/heads/{branch}") is None
+        _git_add(repo, path, branch, base_sha, new=new)
     except GitError as exc:  # a stale entry, a lock a killed git left: repaired, then again
         logger.debug("adding %s the quick way failed: %s", path, exc)
         return False
@@ -110,8 +114,10 @@ def _repair_and_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
     _git_add(repo, path, branch, base_sha)
 
 
-def _git_add(repo: Path, path: Path, branch: str, base_sha: str) -> None:
-    if branch_sha(repo, branch) is not None:
+def _git_add(repo: Path, path: Path, branch: str, base_sha: str, *, new: bool = False) -> None:
+    """``git worktree add`` of ``branch`` at ``path``, creating the branch at ``base_sha``
+    unless it exists; ``new``: taken for new without asking git (if it is not, git fails)."""
+    if not new and branch_sha(repo, branch) is not None:
         run(repo, "worktree", "add", str(path), branch)
     else:
         run(repo, "worktree", "add", "--no-track", "-b", branch, str(path), base_sha)
@@ -185,7 +191,9 @@ def _dismantle(repo: Path, path: Path) -> None:
     """Take a worktree away so that a kill at any instant leaves either the worktree as it was
     or a directory in the trash: one rename moves it aside, git prunes its entry (its
     directory is gone), then the copy in the trash is deleted. Hold :func:`repo_lock`."""
-    call(repo, "worktree", "unlock", str(path))
+    admin = _own_admin_dir(repo, path) if path.exists() else None
+    if admin is None or (admin / "locked").exists():  # `git worktree lock` writes that file
+        call(repo, "worktree", "unlock", str(path))
     if path.exists():
         trash = path.parent / WORKTREE_TRASH_DIR
         trash.mkdir(exist_ok=True)
@@ -314,15 +322,19 @@ def is_dirty(worktree: Path) -> bool:
 
 
 def commit_all(worktree: Path, message: str, author: str | None = None) -> str | None:
-    """Commit everything in ``worktree``; return the new sha, or None if it was clean."""
+    """Commit everything in ``worktree``; return the new sha, or None if it was clean.
+
+    A merge in progress is concluded even when its tree is HEAD's (every conflict resolved
+    in the task's favour): left open, the next merge would meet the same conflict. The commit
+    is tried first; only a failed one asks whether anything was staged (one git less)."""
     run(worktree, "add", "-A")
-    staged = call(worktree, "diff", "--cached", "--quiet")
-    if staged.status == 0:
-        return None
-    if staged.status != 1:
-        raise GitError(failure(("diff",), staged))
     env = identity(author)
-    run(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
+    done = call(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
+    if done.status != 0:
+        staged = call(worktree, "diff", "--cached", "--quiet")
+        if staged.status == 0:
+            return None  # nothing to commit, and no merge to conclude
+        raise GitError(failure(("commit",), done if staged.status == 1 else staged))
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
 
 

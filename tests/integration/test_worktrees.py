@@ -178,12 +178,20 @@ def test_adding_or_removing_a_worktree_does_not_ask_git_about_every_other_one(
     add_worktree(repo, tmp_path / "d", "cw/task/d", base)
     (tmp_path / "d" / "work.txt").write_text("done\n")
     remove_worktree(repo, tmp_path / "d")
-    assert [args[:2] for args in ran if args[0] == "worktree"] == [
-        ("worktree", "add"),
-        ("worktree", "unlock"),
+    assert [args[:2] for args in ran if args[0] in ("worktree", "rev-parse")] == [
+        ("worktree", "add"),  # a new branch: git is not asked whether it exists
         ("worktree", "prune"),  # the removed one's own entry: its directory is gone by then
     ]
     assert git(repo, "log", "-1", "--format=%s", "cw/task/d") == "cw: WIP"
+
+
+def test_a_worktree_someone_locked_is_removed_all_the_same(repo: Path, tmp_path: Path) -> None:
+    worktree = tmp_path / "locked"
+    add_worktree(repo, worktree, "cw/task/locked", git(repo, "rev-parse", "main"))
+    git(repo, "worktree", "lock", "--reason", "a person's", str(worktree))
+    remove_worktree(repo, worktree)
+    assert not worktree.exists()
+    assert str(worktree) not in git(repo, "worktree", "list")
 
 
 def test_a_worktree_of_another_repository_is_neither_taken_nor_removed(
@@ -212,6 +220,20 @@ def test_add_worktree_recreates_a_deleted_worktree_from_its_branch_with_the_work
     add_worktree(repo, worktree, "cw/task/resumed", base)
     assert (worktree / "work.txt").read_text() == "done so far\n"
     assert git(worktree, "symbolic-ref", "HEAD") == "refs/heads/cw/task/resumed"
+
+
+def test_add_worktree_resumes_a_task_whose_branch_git_packed(repo: Path, tmp_path: Path) -> None:
+    base = git(repo, "rev-parse", "main")
+    worktree = tmp_path / "worktrees" / "packed"
+    add_worktree(repo, worktree, "cw/task/packed", base)
+    (worktree / "work.txt").write_text("done so far\n")
+    commit_all(worktree, "progress")
+    remove_worktree(repo, worktree)
+    git(repo, "pack-refs", "--all")  # as `git gc` does: no loose ref file for the branch
+    assert not (repo / ".git" / "refs" / "heads" / "cw" / "task" / "packed").exists()
+    add_worktree(repo, worktree, "cw/task/packed", base)
+    assert (worktree / "work.txt").read_text() == "done so far\n"
+    assert git(worktree, "symbolic-ref", "HEAD") == "refs/heads/cw/task/packed"
 
 
 _ADD_IN_A_PROCESS = """
@@ -644,6 +666,26 @@ def test_catching_up_leaves_markers_until_resolved_then_commit_all_concludes_the
     commit_all(worktree, "resolved")
     parents = git(worktree, "log", "-1", "--format=%P").split()
     assert len(parents) == 2 and head in parents, "the catch-up is a real merge commit"
+
+
+def test_commit_all_concludes_a_catch_up_resolved_by_keeping_the_task_side_whole(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    """Resolving every conflict in the task's favour leaves the tree as the task's HEAD: the
+    merge must still be committed, or the next merge meets the same conflict again."""
+    ours = make_task(repo, tmp_path, "kept-ours", {"README.md": "ours\n"})
+    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
+    make_task(repo, tmp_path, "kept-theirs", {"README.md": "theirs\n"})
+    worktree = tmp_path / "worktrees" / "kept-theirs"
+    before = git(worktree, "rev-parse", "HEAD")
+    head = git(repo, "rev-parse", INTEGRATION)
+    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
+    (worktree / "README.md").write_text("theirs\n")  # the task's own version, as it was
+    sha = commit_all(worktree, "resolved")
+    assert sha is not None and sha != before
+    assert git(worktree, "log", "-1", "--format=%P").split() == [before, head]
+    assert is_ancestor(repo, head, sha), "integration's side is merged: no conflict again"
+    assert commit_all(worktree, "again") is None
 
 
 def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(
