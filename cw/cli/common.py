@@ -62,6 +62,12 @@ def open_listings(settings: Settings) -> Iterator[Listings]:
         yield listings
 
 
+def read_listings(settings: Settings, read: Callable[[Listings], T]) -> T:
+    """What ``read`` makes of one snapshot of the district (:func:`open_listings`)."""
+    with open_listings(settings) as listings:
+        return read(listings)
+
+
 def emit_json(data: Any) -> None:
     """``data`` as JSON, read rows (dataclasses) as objects of their fields: indented for a
     terminal, on one line for a pipe or a file (json's C encoder: a listing of 10,000 tasks is a

@@ -7,7 +7,7 @@ import sys
 import click
 
 from cw.cli import render
-from cw.cli.common import emit_json, load_settings, open_listings, show
+from cw.cli.common import emit_json, load_settings, read_listings, show
 from cw.district import District
 from cw.service.notify import notify_new_messages
 
@@ -22,8 +22,7 @@ def message() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_list(pending: bool, as_json: bool) -> None:
     """Every message, oldest first: its task, who asks, the question and the answer."""
-    with open_listings(load_settings()) as listings:
-        rows = listings.message_rows(pending=pending)
+    rows = read_listings(load_settings(), lambda listings: listings.message_rows(pending=pending))
     if as_json:
         emit_json(rows)
     elif not rows:
@@ -37,8 +36,7 @@ def message_list(pending: bool, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_show(message_id: int, as_json: bool) -> None:
     """One message: the whole question, its options, its task, and the answer if given."""
-    with open_listings(load_settings()) as listings:
-        detail = listings.message_detail(message_id)
+    detail = read_listings(load_settings(), lambda listings: listings.message_detail(message_id))
     show(detail, as_json, render.message_detail)
 
 

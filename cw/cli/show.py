@@ -11,10 +11,11 @@ from pathlib import Path
 import click
 
 from cw.cli import render
-from cw.cli.common import load_settings, open_listings, open_store, show, until_ctrl_c
+from cw.cli.common import load_settings, open_store, read_listings, show, until_ctrl_c
 from cw.errors import CwError, UsageError
 from cw.store import views
 from cw.store.read import Budget, Pause
+from cw.store.selects import Listings
 
 
 @click.command()
@@ -41,8 +42,7 @@ def status(as_json: bool, every: float | None) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             top.watch(lambda: board.read(store, settings), every)
         return
-    with open_listings(settings) as listings:
-        overview = views.status(listings)
+    overview = read_listings(settings, views.status)
     show(overview, as_json, partial(render.status, here=settings.hostname))
 
 
@@ -72,8 +72,7 @@ def wait(timeout: float | None, interval: float) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def task_list(state: str | None, as_json: bool) -> None:
     """Every task with its state, plan and agent."""
-    with open_listings(load_settings()) as listings:
-        rows = views.task_list(listings, state)
+    rows = read_listings(load_settings(), lambda listings: views.task_list(listings, state))
     show(rows, as_json, render.task_table)
 
 
@@ -93,8 +92,7 @@ def task_show(ref: str, as_json: bool) -> None:
 def agent_list(as_json: bool) -> None:
     """Every agent: task, state, worktree, session, runtime, last activity, cost."""
     settings = load_settings()
-    with open_listings(settings) as listings:
-        rows = views.agent_list(listings)
+    rows = read_listings(settings, views.agent_list)
     show(rows, as_json, partial(render.agent_table, here=settings.hostname))
 
 
@@ -132,18 +130,14 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def budget_list(as_json: bool) -> None:
     """Every budget and what has been spent under it."""
-    with open_listings(load_settings()) as listings:
-        rows = listings.budgets()
-    show(rows, as_json, _budget_lines)
+    show(read_listings(load_settings(), Listings.budgets), as_json, _budget_lines)
 
 
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def limits_list(as_json: bool) -> None:
     """Adapters paused by a usage limit, and until when."""
-    with open_listings(load_settings()) as listings:
-        pauses = listings.pauses()
-    show(pauses, as_json, _pause_lines)
+    show(read_listings(load_settings(), Listings.pauses), as_json, _pause_lines)
 
 
 def _budget_lines(rows: list[Budget]) -> None:
