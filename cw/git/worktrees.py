@@ -334,7 +334,9 @@ def commit_all(worktree: Path, message: str, author: str | None = None) -> str |
         staged = call(worktree, "diff", "--cached", "--quiet")
         if staged.status == 0:
             return None  # nothing to commit, and no merge to conclude
-        raise GitError(failure(("commit",), done if staged.status == 1 else staged))
+        raise GitError(
+            failure(("commit",), done) if staged.status == 1 else failure(("diff",), staged)
+        )
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
 
 

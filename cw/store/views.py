@@ -79,6 +79,8 @@ class Reads:
 
 
 def status(store: Listings, reads: Reads | None = None) -> Status:
+    """What ``cw status`` shows, from one snapshot of the district (``Store.listing`` or
+    ``Glance``): reads in separate transactions could see an edge without its task."""
     reads = reads or Reads.of(store)
     tasks, pairs, pending = reads.tasks, reads.pairs, reads.pending
     by_id = {t.id: t for t in tasks}
