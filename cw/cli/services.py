@@ -21,6 +21,14 @@ from cw.transport import broker
 from cw.transport.celeryapp import make_app, worker_argv
 from cw.transport.dispatch import send_merges
 
+#: Celery's log levels, checked here so a typo fails before a broker starts or a merge is touched.
+_loglevel = click.option(
+    "--loglevel",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
+
 
 @click.command()
 @click.option(
@@ -39,7 +47,7 @@ from cw.transport.dispatch import send_merges
     metavar="NODE",
     help="Celery node name, e.g. cw-agents-1@%h (default: cw-<queue>-<pid>@%h).",
 )
-@click.option("--loglevel", default="INFO", show_default=True)
+@_loglevel
 def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str) -> NoReturn:
     """Start a worker in this terminal; start more anywhere to add capacity."""
     settings = load_settings().require_initialized()
@@ -52,7 +60,7 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
 
 
 @click.command()
-@click.option("--loglevel", default="INFO", show_default=True)
+@_loglevel
 def beat(loglevel: str) -> NoReturn:
     """Start the periodic reconciler (dispatches whatever is ready, every few seconds)."""
     settings = load_settings().require_initialized()

@@ -13,6 +13,7 @@ import click
 from cw.cli import render
 from cw.cli.common import load_settings, open_store, read_listings, show, until_ctrl_c
 from cw.errors import CwError, UsageError
+from cw.states import TaskState
 from cw.store import views
 from cw.store.read import Budget, Pause
 from cw.store.selects import Listings
@@ -68,7 +69,12 @@ def wait(timeout: float | None, interval: float) -> None:
 
 
 @click.command("list")
-@click.option("--state", default=None, help="Only tasks in this state.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in TaskState]),
+    default=None,
+    help="Only tasks in this state.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def task_list(state: str | None, as_json: bool) -> None:
     """Every task with its state, plan and agent."""

@@ -173,6 +173,9 @@ ARGUMENTS = {
     "unknown-message": ["message", "answer", "999", "yes"],
     "empty-answer": ["message", "answer", "999", " "],
     "wait-with-a-bad-timeout": ["wait", "--timeout", "soon"],
+    "list-tasks-in-no-state": ["task", "list", "--state", "finished"],
+    "worker-log-level-typo": ["worker", "--loglevel", "INFOO"],
+    "beat-log-level-typo": ["beat", "--loglevel", "loud"],
 }
 
 
