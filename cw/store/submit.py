@@ -157,24 +157,27 @@ class Submitting(StoreBase):
 
 
 def _stored(s: Session, name: str) -> Stored | None:
-    """What the district holds of the initiative ``name`` (None if it was never submitted)."""
-    row = s.execute(select(Initiative.id, Initiative.revision).where(Initiative.name == name))
+    """What the district holds of the initiative ``name`` (None if it was never submitted).
+    Its reads run on the session's connection (SQLAlchemy Core): through the ORM, turning the
+    rows into rows took half the read at 5,000 tasks and 24,000 edges."""
+    c = s.connection()
+    row = c.execute(select(Initiative.id, Initiative.revision).where(Initiative.name == name))
     initiative_id, revision = row.one_or_none() or (None, 0)
     if initiative_id is None:
         return None
-    phases = s.execute(
+    phases = c.execute(
         select(Phase.key, Phase.id)
         .where(Phase.initiative_id == initiative_id)
         .order_by(Phase.position, Phase.id)
     ).all()
-    plans = s.execute(
+    plans = c.execute(
         select(Plan.id, Plan.key, Phase.key, Plan.version, Plan.prints)
         .join(Phase, Phase.id == Plan.phase_id)
         .where(Phase.initiative_id == initiative_id)
         .order_by(Phase.position, Plan.position, Plan.id)
     ).all()
     plan_keys = {row[0]: row[1] for row in plans}
-    rows = s.execute(
+    rows = c.execute(
         select(Task.id, Task.key, Task.plan_id, Task.state, Task.attempt)
         .where(Task.initiative_id == initiative_id)
         .order_by(Task.position)
@@ -200,9 +203,10 @@ def _still_held(s: Session, held: Stored | None) -> Stored | None:
     revision = s.scalar(select(Initiative.revision).where(Initiative.id == held.initiative_id))
     if revision != held.revision:
         return None
-    rows = s.execute(
-        select(Task.key, Task.state, Task.attempt).where(Task.initiative_id == held.initiative_id)
-    ).all()
+    states = select(Task.key, Task.state, Task.attempt).where(
+        Task.initiative_id == held.initiative_id
+    )
+    rows = s.connection().execute(states).all()
     if {key for key, _state, _attempt in rows} != set(held.tasks):
         return None
     tasks = dict(held.tasks)
@@ -216,11 +220,12 @@ def _stored_edges(
     s: Session, initiative_id: int, tasks: dict[str, StoredTask]
 ) -> set[tuple[str, str]]:
     keys = {task.id: task.key for task in tasks.values()}
-    rows = s.execute(
+    pairs = (
         select(TaskDependency.task_id, TaskDependency.depends_on_id)
         .join(Task, Task.id == TaskDependency.task_id)
         .where(Task.initiative_id == initiative_id)
-    ).all()
+    )
+    rows = s.connection().execute(pairs).all()
     return {(keys[a], keys[b]) for a, b in rows}
 
 
