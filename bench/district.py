@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import yaml
 
 TOP = Path(__file__).resolve().parents[1]
@@ -100,6 +101,24 @@ def workers(repo: Path, agent_workers: Sequence[int]) -> Iterator[list[subproces
         for p in procs:
             p.wait(30)
         sh(repo, *CW, "broker", "stop")
+
+
+def tree_cpu(procs: Sequence[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds so far of ``procs`` and every process below them, with the children they
+    have reaped (the git and agent processes a pool process waited for)."""
+    total = 0.0
+    for root in procs:
+        try:
+            tree = [psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def await_workers(repo: Path, count: int) -> None:

@@ -26,6 +26,7 @@ from bench.district import (
     run_plan,
     settings_of,
     sh,
+    tree_cpu,
     workers,
 )
 from bench.table import Row, Sizes
@@ -101,11 +102,13 @@ def bench_overhead(root: Path, n: int) -> dict[str, object]:
     wide: list[Task] = [{"id": f"w{i:02d}", "prompt": "x"} for i in range(n)]
     tasks = [t for chain in chains for t in chain] + wide
     repo = make_district(root, "overhead", {str(t["id"]): 0.0 for t in tasks})
-    serial, serial_wall, raw_serial, raw_parallel, loop = [], [], [], [], []
-    with workers(repo, [2]):
+    serial, serial_wall, raw_serial, raw_parallel, loop, cpu = [], [], [], [], [], []
+    with workers(repo, [2]) as procs:
         url = make_app(settings_of(repo)).conf.broker_url
         for r, chain in enumerate(chains):
+            before = tree_cpu(procs)
             span, wall = run_plan(repo, chain, f"serial-{r}")
+            cpu.append(1000 * (tree_cpu(procs) - before) / n)
             serial.append(1000 * span / n)
             serial_wall.append(1000 * wall / n)
             raw = rawcelery.measure(url, n)
@@ -120,6 +123,10 @@ def bench_overhead(root: Path, n: int) -> dict[str, object]:
         "cw_serial_ms_per_task_rounds": [round(x, 1) for x in serial],
         "cw_parallel_ms_per_task": round(1000 * parallel / n, 1),
         "cw_serial_wall_ms_per_task": round(statistics.median(serial_wall), 1),
+        # CPU of the workers and what they ran (git, the agents), not the CLI: steadier than
+        # the wall clock on a noisy machine
+        "cw_serial_cpu_ms_per_task": round(statistics.median(cpu), 1),
+        "cw_serial_cpu_ms_per_task_rounds": [round(x, 1) for x in cpu],
         "cw_parallel_wall_ms_per_task": round(1000 * parallel_wall / n, 1),
         "raw_chain_serial_ms": round(statistics.median(raw_serial), 1),
         "raw_chain_parallel_ms": round(statistics.median(raw_parallel), 1),
