@@ -175,7 +175,8 @@ def _save_work(
     put a stopped task's worktree away."""
     if settings.merge_rerere and kind == "done":
         treemerge.record_resolutions(worktree)  # what the agent resolved but did not commit
-    head = worktrees.commit_all(worktree, _commit_message(ws, kind), author=ws.agent_name)
+    message, finished = _commit_message(ws, kind), kind == "done"
+    head = worktrees.commit_all(worktree, message, author=ws.agent_name, finished=finished)
     if settings.git_hub and store.record_heartbeat(claim, settings.lease):
         # The merge worker may be on another machine: the hub is where it finds the work. An
         # attempt that was lost meanwhile (a stalled worker) leaves the hub's branch to the

@@ -321,23 +321,38 @@ def is_dirty(worktree: Path) -> bool:
     return bool(run(worktree, "status", "--porcelain", "--untracked-files=all"))
 
 
-def commit_all(worktree: Path, message: str, author: str | None = None) -> str | None:
+def commit_all(
+    worktree: Path, message: str, author: str | None = None, *, finished: bool = False
+) -> str | None:
     """Commit everything in ``worktree``; return the new sha, or None if it was clean.
 
-    A merge in progress is concluded even when its tree is HEAD's (every conflict resolved
-    in the task's favour): left open, the next merge would meet the same conflict. The commit
-    is tried first; only a failed one asks whether anything was staged (one git less)."""
+    ``finished``: the agent says its work is done, so a merge it left open with HEAD's tree
+    (every conflict resolved in the task's favour) is its resolution, and is concluded: left
+    open, the next merge would meet the same conflict. Work in progress concludes no such
+    merge: nobody resolved it. A finished commit is tried first and asks whether anything was
+    staged only when it fails (one git process fewer on the usual path)."""
     run(worktree, "add", "-A")
+    if not finished and _nothing_staged(worktree):
+        return None
     env = identity(author)
     done = call(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
     if done.status != 0:
-        staged = call(worktree, "diff", "--cached", "--quiet")
-        if staged.status == 0:
-            return None  # nothing to commit, and no merge to conclude
-        raise GitError(
-            failure(("commit",), done) if staged.status == 1 else failure(("diff",), staged)
-        )
+        if finished and not _merging(worktree) and _nothing_staged(worktree):
+            return None
+        raise GitError(failure(("commit",), done))
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
+
+
+def _nothing_staged(worktree: Path) -> bool:
+    staged = call(worktree, "diff", "--cached", "--quiet")
+    if staged.status not in (0, 1):
+        raise GitError(failure(("diff",), staged))
+    return staged.status == 0
+
+
+def _merging(worktree: Path) -> bool:
+    """Whether a merge is in progress in ``worktree`` (its MERGE_HEAD names a commit)."""
+    return call(worktree, "rev-parse", "--quiet", "--verify", "MERGE_HEAD").status == 0
 
 
 def _head_file_sha(worktree: Path) -> str | None:

@@ -30,6 +30,9 @@ PR_SET_PDEATHSIG = 1
 #: prctl(2) option: the name ps and top show for this process (15 bytes at most).
 PR_SET_NAME = 15
 
+#: The longest one wait for a child's exit lasts; the supervision then looks again.
+LONGEST_POLL_SECONDS = 3600.0
+
 #: Called every ``tick_seconds`` while the child runs; returning False stops the child.
 Tick = Callable[[int], bool]
 
@@ -80,15 +83,18 @@ def run_in_group(launch: Launch, tick: Tick) -> Finished:
             _copy_lines(proc.stderr, err, launch.redact, None),
         ]
         _feed(proc, launch.stdin_text)
-        tick(proc.pid)  # record the new process group at once, not one interval later
-        deadline = started + launch.timeout
-        timed_out, stopped = _supervise(proc, deadline, tick, launch.tick_seconds)
-        if timed_out or stopped:
-            terminate_group(proc.pid, launch.grace, proc)
-        code = proc.wait()
-        kill_group(proc.pid)  # whatever the child left behind in its group
-        for reader in readers:
-            reader.join(timeout=launch.grace)
+        timed_out = stopped = False
+        try:
+            tick(proc.pid)  # record the new process group at once, not one interval later
+            deadline = started + launch.timeout
+            timed_out, stopped = _supervise(proc, deadline, tick, launch.tick_seconds)
+        finally:  # a timeout, a stop, or a tick that raised: the group goes with us
+            if proc.poll() is None:
+                terminate_group(proc.pid, launch.grace, proc)
+            code = proc.wait()
+            kill_group(proc.pid)  # whatever the child left behind in its group
+            for reader in readers:
+                reader.join(timeout=launch.grace)
     return Finished(code, timed_out, stopped, time.monotonic() - started)
 
 
@@ -156,8 +162,14 @@ def _exit_watch(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[float], boo
         return
     poller = select.poll()
     poller.register(pidfd, select.POLLIN)
+
+    def exited(seconds: float) -> bool:
+        # poll(2) counts milliseconds in an int: a longer wait (an infinite timeout) is cut
+        ready = poller.poll(min(seconds, LONGEST_POLL_SECONDS) * 1000)
+        return bool(ready) or proc.poll() is not None
+
     try:
-        yield lambda seconds: bool(poller.poll(seconds * 1000)) or proc.poll() is not None
+        yield exited
     finally:
         os.close(pidfd)
 

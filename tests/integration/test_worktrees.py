@@ -668,7 +668,7 @@ def test_catching_up_leaves_markers_until_resolved_then_commit_all_concludes_the
     assert len(parents) == 2 and head in parents, "the catch-up is a real merge commit"
 
 
-def test_commit_all_concludes_a_catch_up_resolved_by_keeping_the_task_side_whole(
+def test_a_finished_agent_concludes_a_catch_up_resolved_wholly_in_its_favour(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
     """Resolving every conflict in the task's favour leaves the tree as the task's HEAD: the
@@ -681,11 +681,13 @@ def test_commit_all_concludes_a_catch_up_resolved_by_keeping_the_task_side_whole
     head = git(repo, "rev-parse", INTEGRATION)
     assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
     (worktree / "README.md").write_text("theirs\n")  # the task's own version, as it was
-    sha = commit_all(worktree, "resolved")
+    assert commit_all(worktree, "cw: WIP") is None, "work in progress resolves nothing"
+    assert git(worktree, "rev-parse", "--verify", "MERGE_HEAD") == head, "the merge stays open"
+    sha = commit_all(worktree, "resolved", finished=True)
     assert sha is not None and sha != before
     assert git(worktree, "log", "-1", "--format=%P").split() == [before, head]
     assert is_ancestor(repo, head, sha), "integration's side is merged: no conflict again"
-    assert commit_all(worktree, "again") is None
+    assert commit_all(worktree, "again", finished=True) is None
 
 
 def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(

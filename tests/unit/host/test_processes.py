@@ -7,6 +7,9 @@ import statistics
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from cw.host import processes
 
@@ -50,3 +53,40 @@ def test_an_agent_exit_is_noticed_at_once_not_at_the_next_poll(tmp_path: Path) -
         assert (finished.exit_code, finished.timed_out, finished.stopped) == (0, False, False)
         late.append(finished.seconds - 0.12)
     assert statistics.median(late) < 0.03, f"noticed late by {late} s"
+
+
+def quick_launch(tmp_path: Path, argv: list[str], timeout: float, tick_seconds: float) -> Any:
+    return processes.Launch(
+        argv=argv,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"]},
+        stdin_text="",
+        stdout=tmp_path / "out.log",
+        stderr=tmp_path / "err.log",
+        timeout=timeout,
+        grace=1,
+        tick_seconds=tick_seconds,
+    )
+
+
+def test_an_endless_timeout_waits_for_the_exit(tmp_path: Path) -> None:
+    """A timeout of inf (a verify or notify command without limit) is waited out in turns."""
+    launch = quick_launch(tmp_path, ["sleep", "0.2"], float("inf"), float("inf"))
+    finished = processes.run_in_group(launch, lambda _pid: True)
+    assert (finished.exit_code, finished.timed_out) == (0, False)
+
+
+def test_a_tick_that_raises_takes_the_group_with_it(tmp_path: Path) -> None:
+    """A heartbeat that fails (the database is gone) must not leave the agent running."""
+    groups: list[int] = []
+
+    def tick(pid: int) -> bool:
+        groups.append(pid)
+        if len(groups) > 1:
+            raise RuntimeError("the database went away")
+        return True
+
+    launch = quick_launch(tmp_path, ["sh", "-c", "sleep 30 & sleep 30"], 60, 0.1)
+    with pytest.raises(RuntimeError, match="went away"):
+        processes.run_in_group(launch, tick)
+    assert processes.group_alive(groups[0]) is False
