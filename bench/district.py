@@ -109,7 +109,8 @@ def tree_cpu(procs: Sequence[subprocess.Popen[bytes]]) -> float:
     total = 0.0
     for root in procs:
         try:
-            tree = [psutil.Process(root.pid), *psutil.Process(root.pid).children(recursive=True)]
+            top = psutil.Process(root.pid)
+            tree = [top, *top.children(recursive=True)]
         except psutil.Error:
             continue
         for proc in tree:
