@@ -25,7 +25,7 @@ from cw.agents.prompts import (
     resume_prompt,
     review_prompt,
 )
-from cw.agents.protocol import AgentOutcome, AgentRequest
+from cw.agents.protocol import AgentOutcome, AgentRequest, agent_groups
 from cw.agents.registry import make_adapter
 from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.git import branches, hub, treemerge, worktrees
@@ -344,16 +344,31 @@ def interrupt_attempts(store: Store, worker: str, pid: int) -> int:
 
 def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     """Agents of earlier attempts of the task may still run (their worker died; each agent has
-    its own process group): end them before a new agent starts in the same worktree."""
+    its own process group): end them before a new agent starts in the same worktree. Besides
+    the groups the database recorded, any process started for this task by an attempt up to
+    this one: a worker killed before its agent's first heartbeat recorded nothing."""
     host = settings.hostname
-    groups = set(store.lost_agents(ws.task_id, host))
+    recorded = set(store.lost_agents(ws.task_id, host))
     if ws.previous is not None and ws.previous[0] == host and ws.previous[1]:
-        groups.add(ws.previous[1])
+        recorded.add(ws.previous[1])
     worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
+    groups = {g for g in recorded if processes.group_alive(g) and _works_in(g, worktree)}
+    if ws.attempt > 1 or ws.previous is not None:
+        groups |= agent_groups(settings, ws.task_id, range(1, ws.attempt + 1))
     for pgid in sorted(groups):
-        if processes.group_alive(pgid) and _works_in(pgid, worktree):
-            logger.warning("stopping the agent group %s left by a dead worker", pgid)
-            processes.terminate_group(pgid, settings.agent_kill_grace)
+        logger.warning("stopping the agent group %s left by a dead worker", pgid)
+        processes.terminate_group(pgid, settings.agent_kill_grace)
+
+
+def stop_lost_agent(settings: Settings, claim: Claim, pid: int | None) -> None:
+    """A lost attempt's agent on this host, if it lives on: its recorded process group, and
+    any process started for that attempt (its worker may have died before recording it)."""
+    groups = agent_groups(settings, claim.task_id, range(claim.attempt, claim.attempt + 1))
+    if pid and processes.group_alive(pid):
+        groups.add(pid)
+    for pgid in sorted(groups):
+        logger.warning("stopping the agent group %s of a lost attempt", pgid)
+        processes.terminate_group(pgid, settings.agent_kill_grace)
 
 
 def _works_in(pgid: int, worktree: str | None) -> bool:

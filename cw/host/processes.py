@@ -206,6 +206,21 @@ def group_alive(pgid: int) -> bool:
     return any(_runs_in(proc, pgid) for proc in psutil.process_iter())
 
 
+def groups_marked(variable: str, wanted: Callable[[str], bool]) -> set[int]:
+    """The process groups (not this process's own) of every process this user may inspect
+    that was started with ``variable`` set to a value ``wanted`` accepts: the environment a
+    process got at its start, which its children inherit."""
+    groups, own = set(), os.getpgrp()
+    for proc in psutil.process_iter():
+        try:
+            value = proc.environ().get(variable)
+            if value is not None and wanted(value):
+                groups.add(os.getpgid(proc.pid))
+        except (OSError, psutil.Error):  # gone, a zombie, or another user's
+            continue
+    return groups - {own}
+
+
 def _runs_in(proc: psutil.Process, pgid: int) -> bool:
     try:
         return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE

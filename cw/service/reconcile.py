@@ -31,10 +31,10 @@ from celery import Celery
 from kombu.exceptions import ChannelError
 
 from cw import defaults
+from cw.agents.attempts import stop_lost_agent
 from cw.errors import CwError
 from cw.git import worktrees
 from cw.git.merging import stuck_merges
-from cw.host import processes
 from cw.maintenance.gc import clean_host_worktrees
 from cw.settings import Settings
 from cw.states import TaskState
@@ -111,8 +111,8 @@ def release_lost_attempts(settings: Settings, store: Store, now: float) -> int:
     lost = store.release_lost_attempts(now)
     for claim, (host, pid) in lost:
         logger.warning("task %s attempt %s lost its worker; a new attempt resumes it", *_ids(claim))
-        if pid and host == settings.hostname and processes.group_alive(pid):
-            processes.terminate_group(pid, settings.agent_kill_grace)
+        if host == settings.hostname:
+            stop_lost_agent(settings, claim, pid)
     return len(lost)
 
 

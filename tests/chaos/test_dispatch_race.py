@@ -43,11 +43,6 @@ def queued_events(store: Store) -> Counter[int]:
     return Counter(e["task_id"] for e in store.events() if e["kind"] == "task.queued")
 
 
-def agents_started(store: Store) -> int:
-    """How many agents had their process group recorded (their first heartbeat)."""
-    return sum(e["kind"] == "agent.started" for e in store.events())
-
-
 def test_two_reconcilers_dispatching_the_same_ready_tasks_claim_each_once(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
@@ -80,11 +75,6 @@ def test_two_reconcilers_give_each_lost_attempt_exactly_one_new_attempt(
     d.wait_for(lambda: set(d.states().values()) == {"running"}, what="three agents at work")
     runs = tmp_path / "locks" / "runs"  # each agent adds its task's key when it starts
     d.wait_for(lambda: runs.exists() and len(runs.read_text().split()) == 3, what="3 agents")
-    # Kill only once each agent's process group is recorded (its first heartbeat): a worker
-    # killed between starting an agent and recording it leaves an agent nobody knows to stop,
-    # and the next attempt starts beside it (seen under load on PostgreSQL, where that first
-    # heartbeat took over a second). A known gap, not what this test is about.
-    d.wait_for(lambda: agents_started(d.store) == 3, what="3 agents' process groups recorded")
     for name in ("reconciler-1", "reconciler-2"):
         start_reconciler(d.processes, d.child_env(), name, interval=0.05)
     d.env["PAUSE"] = "0.2"

@@ -90,3 +90,22 @@ def test_a_tick_that_raises_takes_the_group_with_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="went away"):
         processes.run_in_group(launch, tick)
     assert processes.group_alive(groups[0]) is False
+
+
+def test_groups_are_found_by_the_variable_their_processes_started_with() -> None:
+    def start(value: str, *, own_session: bool = True) -> subprocess.Popen[bytes]:
+        env = {"PATH": os.environ["PATH"], "MARK": value}
+        argv = ["sh", "-c", "sleep 30 & wait"]  # the sleep, its child, inherits the variable
+        return subprocess.Popen(argv, env=env, start_new_session=own_session)
+
+    wanted, other, in_ours = start("wanted"), start("other"), start("wanted", own_session=False)
+    try:
+        time.sleep(0.2)  # the shells have started their sleeps
+        found = processes.groups_marked("MARK", lambda value: value == "wanted")
+        assert found == {wanted.pid}, "not the other value, never this process's own group"
+    finally:
+        for proc in (wanted, other):
+            processes.kill_group(proc.pid)
+        in_ours.kill()
+        for proc in (wanted, other, in_ours):
+            proc.wait()
