@@ -131,7 +131,8 @@ def main() -> None:
     try:
         code = cli.main(prog_name="cw", standalone_mode=False)
     except click.ClickException as exc:
-        click.echo(f"cw: error: {_where(exc)}{exc.format_message()}", err=True)
+        where = _where(exc) if getattr(exc, "ctx", None) else _named(sys.argv[1:])
+        click.echo(f"cw: error: {where}{exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.Abort:
         click.echo("cw: interrupted", err=True)
@@ -143,3 +144,19 @@ def _where(exc: click.ClickException) -> str:
     """The subcommand a usage mistake is in ("cw worker: "); nothing for the root command."""
     ctx = exc.ctx if isinstance(exc, click.UsageError) else None
     return f"{ctx.command_path}: " if ctx is not None and ctx.parent is not None else ""
+
+
+def _named(args: list[str]) -> str:
+    """The subcommand the command line names ("cw task list: "), for a mistake click reports
+    without its context (an option missing its value); nothing for the root command."""
+    command: click.Command = cli
+    path = ["cw"]
+    ctx = click.Context(cli)
+    for arg in args:
+        if arg.startswith("-"):
+            continue  # a group's own flag (-v, --server)
+        found = command.get_command(ctx, arg) if isinstance(command, click.Group) else None
+        if found is None:
+            break
+        command, path = found, [*path, arg]
+    return f"{' '.join(path)}: " if len(path) > 1 else ""

@@ -184,6 +184,16 @@ def test_a_bad_command_line_is_one_line_and_changes_nothing(repo: Path, case: st
     refused(repo, *ARGUMENTS[case])
 
 
+@pytest.mark.parametrize(
+    "args",
+    [["task", "list", "--state"], ["-v", "worker", "--loglevel"], ["status", "--jsn"]],
+    ids=" ".join,
+)
+def test_a_usage_mistake_names_its_subcommand(repo: Path, args: list[str]) -> None:
+    named = " ".join(a for a in args if not a.startswith("-"))
+    assert refused(repo, *args).startswith(f"cw: error: cw {named}: ")
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
