@@ -25,12 +25,13 @@ from cw.agents.prompts import (
     resume_prompt,
     review_prompt,
 )
-from cw.agents.protocol import AgentOutcome, AgentRequest, agent_groups
+from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
 from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.git import branches, hub, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes
+from cw.host.runmarks import agent_groups
 from cw.settings import Settings
 from cw.store import (
     Answer,
@@ -354,7 +355,7 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
     groups = {g for g in recorded if processes.group_alive(g) and _works_in(g, worktree)}
     if ws.attempt > 1 or ws.previous is not None:
-        groups |= agent_groups(settings, ws.task_id, range(1, ws.attempt + 1))
+        groups |= agent_groups(settings.state_dir, ws.task_id, range(1, ws.attempt + 1))
     for pgid in sorted(groups):
         logger.warning("stopping the agent group %s left by a dead worker", pgid)
         processes.terminate_group(pgid, settings.agent_kill_grace)
@@ -363,7 +364,9 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
 def stop_lost_agent(settings: Settings, claim: Claim, pid: int | None) -> None:
     """A lost attempt's agent on this host, if it lives on: its recorded process group, and
     any process started for that attempt (its worker may have died before recording it)."""
-    groups = agent_groups(settings, claim.task_id, range(claim.attempt, claim.attempt + 1))
+    groups = agent_groups(
+        settings.state_dir, claim.task_id, range(claim.attempt, claim.attempt + 1)
+    )
     if pid and processes.group_alive(pid):
         groups.add(pid)
     for pgid in sorted(groups):

@@ -13,15 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cw.host import processes
 from cw.host.processes import Launch, Tick
+from cw.host.runmarks import AGENT_RUN_ENV, run_marker
 from cw.host.secrets import agent_env
 from cw.settings import Settings
 from cw.store.records import RunFacts, TaskBrief
-
-#: Every agent process, and all it starts, carries ``CW_AGENT_RUN=<state dir>#<task>#<attempt>``:
-#: an agent whose worker died before recording its process group can still be found.
-AGENT_RUN_ENV = "CW_AGENT_RUN"
 
 
 @dataclass(frozen=True)
@@ -98,7 +94,7 @@ def launch(
     """How an adapter runs its CLI: in the worktree, its output in the attempt's logs, under
     the district's timeout, kill grace and heartbeat. ``env``: the agent's whole environment
     (by default the worker's, less cw's secrets, plus the request's)."""
-    marker = {AGENT_RUN_ENV: run_marker(settings, request.task_id, request.attempt)}
+    marker = {AGENT_RUN_ENV: run_marker(settings.state_dir, request.task_id, request.attempt)}
     return Launch(
         argv=argv,
         cwd=request.worktree,
@@ -111,20 +107,3 @@ def launch(
         tick_seconds=settings.heartbeat if tick_seconds is None else tick_seconds,
         on_line=on_line,
     )
-
-
-def run_marker(settings: Settings, task_id: int, attempt: int) -> str:
-    """The ``CW_AGENT_RUN`` of an attempt's agent in this district on this host."""
-    return f"{settings.state_dir}#{task_id}#{attempt}"
-
-
-def agent_groups(settings: Settings, task_id: int, attempts: range) -> set[int]:
-    """Process groups on this host of agents this district started for ``task_id`` in one of
-    ``attempts``, whether or not any worker recorded them."""
-    prefix = f"{settings.state_dir}#{task_id}#"
-
-    def wanted(value: str) -> bool:
-        attempt = value.removeprefix(prefix)
-        return value.startswith(prefix) and attempt.isdigit() and int(attempt) in attempts
-
-    return processes.groups_marked(AGENT_RUN_ENV, wanted)

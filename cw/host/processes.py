@@ -206,19 +206,19 @@ def group_alive(pgid: int) -> bool:
     return any(_runs_in(proc, pgid) for proc in psutil.process_iter())
 
 
-def groups_marked(variable: str, wanted: Callable[[str], bool]) -> set[int]:
-    """The process groups (not this process's own) of every process this user may inspect
-    that was started with ``variable`` set to a value ``wanted`` accepts: the environment a
-    process got at its start, which its children inherit."""
-    groups, own = set(), os.getpgrp()
+def marked_groups(variable: str) -> set[tuple[int, str]]:
+    """(process group, value) of every process this user may inspect, not in this process's
+    own group, that was started with ``variable`` set: the environment a process got at its
+    start, which its children inherit."""
+    found, own = set(), os.getpgrp()
     for proc in psutil.process_iter():
         try:
             value = proc.environ().get(variable)
-            if value is not None and wanted(value):
-                groups.add(os.getpgid(proc.pid))
+            if value is not None:
+                found.add((os.getpgid(proc.pid), value))
         except (OSError, psutil.Error):  # gone, a zombie, or another user's
             continue
-    return groups - {own}
+    return {(pgid, value) for pgid, value in found if pgid != own}
 
 
 def _runs_in(proc: psutil.Process, pgid: int) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.git import branches, hub, worktrees
+from cw.host import processes, runmarks
 from cw.maintenance.gc import FINISHED, PREFIX, S, current_integration, task_worktrees
 from cw.settings import Settings
 from cw.store import Store, db, glance
@@ -42,6 +43,7 @@ def doctor(settings: Settings) -> list[Finding]:
     try:
         tasks = store.workspaces()
         merging = any(m.state == "merging" for m in store.merge_rows())
+        strays = stray_agents(settings, store)
     finally:
         store.close()
     findings += _integration_worktree(settings, merging=merging)
@@ -50,7 +52,37 @@ def doctor(settings: Settings) -> list[Finding]:
     findings += _unfinished_tasks(settings, tasks)
     findings += _orphans(settings, tasks, integration)
     findings += _leftovers(settings, tasks)
+    findings += _stray_agent_findings(settings, tasks, strays)
     return findings
+
+
+def stray_agents(settings: Settings, store: Store) -> dict[int, tuple[int, int]]:
+    """This district's agent process groups on this host that no running attempt owns, each
+    with its (task id, attempt): a worker died, and no reconciler nor next attempt on this
+    host has stopped its agent yet."""
+    # Processes first, attempts next: an agent that starts in between is owned, not stray.
+    found = runmarks.agent_runs(settings.state_dir)
+    owned = store.running_attempts(settings.hostname) if found else set()
+    return {
+        pgid: run for pgid, run in found.items() if run not in owned and processes.group_alive(pgid)
+    }
+
+
+def _stray_agent_findings(
+    settings: Settings, tasks: list[TaskFootprint], strays: dict[int, tuple[int, int]]
+) -> list[Finding]:
+    where = f"host {settings.hostname}"
+    keys = {t.id: t.key for t in tasks}
+    return [
+        Finding(
+            False,
+            f"agent process group {pgid} still runs for task {keys.get(task, task)} attempt "
+            f"{attempt}, which no running attempt owns",
+            where,
+            f"{FIX} stops it (its work so far is on the task's branch or in its worktree)",
+        )
+        for pgid, (task, attempt) in sorted(strays.items())
+    ] or [Finding(True, "no agent runs here without its attempt", where)]
 
 
 def _schema(settings: Settings) -> Finding:

@@ -6,7 +6,8 @@ import logging
 
 from cw import defaults
 from cw.git import branches, worktrees
-from cw.maintenance.doctor import cw_locks, finished_worktrees
+from cw.host import processes
+from cw.maintenance.doctor import cw_locks, finished_worktrees, stray_agents
 from cw.maintenance.gc import PREFIX, clean_finished_worktrees, current_integration
 from cw.settings import Settings
 from cw.store import Store
@@ -31,7 +32,15 @@ def repair(settings: Settings, store: Store) -> list[str]:
     finished = [path for _, path in finished_worktrees(settings, store.workspaces())]
     report = clean_finished_worktrees(settings, store, finished)
     done += [f"removed worktree {i.target}: {i.reason}" for i in report.items if i.removed]
-    return done + _delete_merged_orphans(settings, store)
+    return done + _delete_merged_orphans(settings, store) + _stop_stray_agents(settings, store)
+
+
+def _stop_stray_agents(settings: Settings, store: Store) -> list[str]:
+    stopped = []
+    for pgid, (task, attempt) in sorted(stray_agents(settings, store).items()):
+        processes.terminate_group(pgid, settings.agent_kill_grace)
+        stopped.append(f"stopped agent process group {pgid} (task {task} attempt {attempt})")
+    return stopped
 
 
 def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:

@@ -313,6 +313,16 @@ class Attempts(Limits):
             ).all()
             return [pid for pid in pids if pid is not None]
 
+    def running_attempts(self, host: str) -> set[tuple[int, int]]:
+        """(task id, attempt) of every attempt running on ``host``: the agents it may have."""
+        with self._read() as s:
+            rows = s.execute(
+                select(AgentRun.task_id, AgentRun.attempt).where(
+                    AgentRun.host == host, AgentRun.state == "running"
+                )
+            ).all()
+            return {(task_id, attempt) for task_id, attempt in rows}
+
     def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         if result.outcome == "done":
             branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""

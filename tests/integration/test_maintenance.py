@@ -14,6 +14,7 @@ import pytest
 from cw.agents import attempts
 from cw.errors import UsageError
 from cw.git import branches, merging, runner, worktrees
+from cw.host import runmarks
 from cw.maintenance.doctor import doctor
 from cw.maintenance.gc import gc
 from cw.maintenance.merges import integrated_diff, merge_status
@@ -392,3 +393,40 @@ def test_the_integrated_diff_of_a_merged_task_shows_what_its_merge_brought(
     assert "a.txt" in stat and "+++" not in stat
     with pytest.raises(UsageError, match="task b is merging, not merged"):
         integrated_diff(d.settings, d.task("b"), stat=False)
+
+
+def test_doctor_reports_an_agent_no_running_attempt_owns_and_fix_stops_it(
+    district: Callable[..., District],
+) -> None:
+    """An agent whose worker died and that nothing on its host stopped (its task went on
+    elsewhere) is found by the run marker it started with."""
+    d = district()
+    d.submit("a", "b")
+    claims = {claim.task_id: claim for claim in d.store.claim_ready_tasks()}
+    a, b = d.store.find_task_id("a"), d.store.find_task_id("b")
+    host = d.settings.hostname
+    assert d.store.start_attempt(claims[b], worker="w", host=host, lease_seconds=60)
+
+    def agent(task_id: int) -> subprocess.Popen[bytes]:
+        marker = runmarks.run_marker(d.settings.state_dir, task_id, 1)
+        env = {"PATH": os.environ["PATH"], runmarks.AGENT_RUN_ENV: marker}
+        return subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+
+    stray, owned = agent(a), agent(b)
+    try:
+        result = d.cw("doctor")
+        assert result.returncode == 1, result.stdout
+        problems = [line for line in result.stdout.splitlines() if line.startswith("problem")]
+        assert len(problems) == 1, result.stdout
+        assert f"agent process group {stray.pid} still runs for task a attempt 1" in problems[0]
+
+        fixed = d.cw("doctor", "--fix")
+
+        assert f"fixed    stopped agent process group {stray.pid}" in fixed.stdout, fixed.stdout
+        assert stray.wait(timeout=5) == -15
+        assert owned.poll() is None, "the agent of a running attempt is left alone"
+        assert d.cw("doctor").returncode == 0
+    finally:
+        for proc in (stray, owned):
+            proc.kill()
+            proc.wait()

@@ -101,8 +101,8 @@ def test_groups_are_found_by_the_variable_their_processes_started_with() -> None
     wanted, other, in_ours = start("wanted"), start("other"), start("wanted", own_session=False)
     try:
         time.sleep(0.2)  # the shells have started their sleeps
-        found = processes.groups_marked("MARK", lambda value: value == "wanted")
-        assert found == {wanted.pid}, "not the other value, never this process's own group"
+        found = processes.marked_groups("MARK")
+        assert found == {(wanted.pid, "wanted"), (other.pid, "other")}, "never our own group"
     finally:
         for proc in (wanted, other):
             processes.kill_group(proc.pid)
