@@ -1,7 +1,9 @@
 """Each agent worker keeps its own host tidy: its worktrees of tasks done or cancelled more than
 ``stale_worktree_seconds`` ago are removed (uncommitted changes committed to the task's branch
 first), as ``cw gc`` removes them. On a host without the merge worker nothing else would: the
-merge worker removes only its own host's. Loaded with the worker (the app's ``include``)."""
+merge worker removes only its own host's. An agent here that no running attempt owns (its
+worker died, its task went on elsewhere) is stopped. Loaded with the worker (the app's
+``include``)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,9 @@ from celery import signals
 from cw import defaults
 from cw.errors import CwError
 from cw.maintenance.gc import clean_host_worktrees
+from cw.maintenance.repairs import stop_stray_agents
 from cw.settings import Settings
-from cw.store import Store
+from cw.store import Store, TransientDatabaseError
 from workers import runtime, serves
 
 logger = logging.getLogger(__name__)
@@ -42,12 +45,19 @@ def _keep_tidy(settings: Settings, store: Store) -> None:
         try:
             before = time.time() - settings.stale_worktree_seconds
             report = clean_host_worktrees(settings, store, before)
-        except (CwError, OSError) as exc:
+        except (CwError, OSError, TransientDatabaseError) as exc:
             logger.warning("housekeeping: could not look at this host's worktrees: %s", exc)
             continue
         for item in report.items:
             if item.removed:
                 logger.info("housekeeping: removed worktree %s: %s", item.target, item.reason)
+        try:
+            stopped = stop_stray_agents(settings, store)
+        except (CwError, TransientDatabaseError) as exc:
+            logger.warning("housekeeping: could not look for stray agents: %s", exc)
+            continue
+        for line in stopped:
+            logger.warning("housekeeping: %s: no running attempt owned it", line)
 
 
 signals.worker_ready.connect(start_housekeeping)

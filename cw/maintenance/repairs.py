@@ -32,10 +32,12 @@ def repair(settings: Settings, store: Store) -> list[str]:
     finished = [path for _, path in finished_worktrees(settings, store.workspaces())]
     report = clean_finished_worktrees(settings, store, finished)
     done += [f"removed worktree {i.target}: {i.reason}" for i in report.items if i.removed]
-    return done + _delete_merged_orphans(settings, store) + _stop_stray_agents(settings, store)
+    return done + _delete_merged_orphans(settings, store) + stop_stray_agents(settings, store)
 
 
-def _stop_stray_agents(settings: Settings, store: Store) -> list[str]:
+def stop_stray_agents(settings: Settings, store: Store) -> list[str]:
+    """Stop this district's agents on this host that no running attempt owns (see
+    :func:`stray_agents`); what it stopped, one line each."""
     stopped = []
     for pgid, (task, attempt) in sorted(stray_agents(settings, store).items()):
         processes.terminate_group(pgid, settings.agent_kill_grace)

@@ -1,12 +1,14 @@
 """Fault 5: a worker killed after starting its agent but before recording the agent's process
 group (its first heartbeat waits for the database). Nothing in the database names that agent,
 yet it is stopped before another agent starts in its task: the reconciler stops it when it
-runs on the agent's host, and otherwise the next attempt does."""
+runs on the agent's host, and otherwise the next attempt does. An agent that nothing on its
+host stopped (its task went on elsewhere) is stopped by that host's agent worker."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +17,10 @@ import psutil
 import pytest
 
 from cw import defaults
+from cw.host.runmarks import AGENT_RUN_ENV, run_marker
 from tests.chaos.reconciler import start_reconciler
 from tests.conftest import git
+from tests.factories import spec
 from tests.integration.conftest import District
 
 pytestmark = [pytest.mark.redis, pytest.mark.sqlite_only]
@@ -109,3 +113,24 @@ def test_an_agent_whose_worker_died_before_recording_it_is_stopped_before_the_ne
         else ("survivor", "left by a dead worker")
     )
     assert said in (d.processes.log_dir / f"{who}.log").read_text(), f"{who} stopped it"
+
+
+def test_an_agent_no_running_attempt_owns_is_stopped_by_its_hosts_worker(
+    district: Callable[..., District],
+) -> None:
+    """When the lost attempt was released on another host and the task went on there, nothing
+    here would stop the agent: the agent worker's housekeeping does."""
+    d = district({"CW_STALE_WORKTREE_SECONDS": "1"})  # housekeeping every second
+    d.store.submit(spec({"t": []}))  # never dispatched: no attempt of it runs
+    marker = run_marker(d.settings.state_dir, d.store.find_task_id("t"), 1)
+    env = {"PATH": os.environ["PATH"], AGENT_RUN_ENV: marker}
+    stray = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
+    try:
+        d.start_worker("agents", "agents")
+        d.wait_for(lambda: stray.poll() is not None, timeout=30, what="the stray agent stopped")
+        assert stray.returncode == -signal.SIGTERM
+        log = (d.processes.log_dir / "agents.log").read_text()
+        assert f"stopped agent process group {stray.pid}" in log
+    finally:
+        stray.kill()
+        stray.wait()
