@@ -183,9 +183,10 @@ def _save_work(
         # attempt that was lost meanwhile (a stalled worker) leaves the hub's branch to the
         # attempt that took over: its commits stay on this host's branch.
         hub.push_branch(settings.repo, settings.git_hub, branch, branch)
-    if kind == "stopped":
+    if kind == "stopped" and not worktrees.merge_in_progress(worktree):
         # Everything is on the branch now: the worktree can go, and comes back on resume.
-        # An interrupted task keeps its worktree: the restart continues in it at once.
+        # An interrupted task keeps its worktree: the restart continues in it at once; so
+        # does a catch-up left open (what was resolved so far lives only there).
         worktrees.remove_worktree(settings.repo, worktree)
     return head
 
@@ -259,12 +260,16 @@ def _commit_message(ws: Workspace, kind: str) -> str:
 
 
 def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
-    """A bounced task merges the integration branch into its own; conflicts stay marked."""
+    """A bounced task merges the integration branch into its own; conflicts stay marked. A
+    catch-up an earlier attempt left open (its agent did not finish) is not merged again: its
+    conflicts are told again."""
     message = (
         f"cw: merge {settings.integration_branch} into {ws.brief.key} (sent back by the merge)"
     )
-    if treemerge.conflict_markers(worktree):
-        return treemerge.conflict_markers(worktree)  # a retried catch-up still in progress
+    if worktrees.merge_in_progress(worktree):
+        return treemerge.open_conflicts(worktree)
+    if markers := treemerge.conflict_markers(worktree):
+        return markers  # committed with its markers (by the agent itself)
     return treemerge.merge_into_worktree(
         worktree, integration_sha(settings), message, rerere=settings.merge_rerere
     )

@@ -301,7 +301,7 @@ def merge_into_worktree(
     )
     if result.status == 0:
         return []
-    conflicts = nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    conflicts = unmerged_paths(worktree)
     if not conflicts:
         raise GitError(failure(("merge",), result))
     return conflicts
@@ -319,6 +319,16 @@ RERERE_ENV = {
 def record_resolutions(worktree: Path) -> None:
     """Record the conflicts resolved in ``worktree`` (``git rerere``); a no-op without any."""
     call(worktree, "-c", "rerere.enabled=true", "rerere")
+
+
+def unmerged_paths(worktree: Path) -> list[str]:
+    """The paths a merge in progress left unmerged in the index (none were staged since)."""
+    return nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+
+
+def open_conflicts(worktree: Path) -> list[str]:
+    """The conflicts of a merge still in progress: unmerged paths and files with markers."""
+    return sorted({*unmerged_paths(worktree), *conflict_markers(worktree)})
 
 
 def conflict_markers(worktree: Path) -> list[str]:

@@ -324,20 +324,26 @@ def is_dirty(worktree: Path) -> bool:
 def commit_all(
     worktree: Path, message: str, author: str | None = None, *, finished: bool = False
 ) -> str | None:
-    """Commit everything in ``worktree``; return the new sha, or None if it was clean.
+    """Commit everything in ``worktree``; return the new sha, or None if it was clean or holds
+    work in progress on an open merge.
 
-    ``finished``: the agent says its work is done, so a merge it left open with HEAD's tree
-    (every conflict resolved in the task's favour) is its resolution, and is concluded: left
-    open, the next merge would meet the same conflict. Work in progress concludes no such
-    merge: nobody resolved it. A finished commit is tried first and asks whether anything was
-    staged only when it fails (one git process fewer on the usual path)."""
+    ``finished``: the agent says its work is done, so what it left of a merge in progress is
+    its resolution, and the merge is concluded, even with HEAD's tree (every conflict resolved
+    in the task's favour): left open, the next merge would meet the same conflict. Work in
+    progress leaves an open merge as it is, nothing staged: committing it would take whatever
+    the files hold for a resolution nobody made (a modify/delete conflict leaves no marker to
+    notice), so the next attempt is told the same conflicts. A finished commit is tried first
+    and asks whether anything was staged only when it fails (one git process fewer on the
+    usual path)."""
+    if not finished and merge_in_progress(worktree):
+        return None
     run(worktree, "add", "-A")
     if not finished and _nothing_staged(worktree):
         return None
     env = identity(author)
     done = call(worktree, *NO_HOOKS, "commit", "--no-verify", "--quiet", "-m", message, env=env)
     if done.status != 0:
-        if finished and not _merging(worktree) and _nothing_staged(worktree):
+        if finished and not merge_in_progress(worktree) and _nothing_staged(worktree):
             return None
         raise GitError(failure(("commit",), done))
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
@@ -350,18 +356,32 @@ def _nothing_staged(worktree: Path) -> bool:
     return staged.status == 0
 
 
-def _merging(worktree: Path) -> bool:
-    """Whether a merge is in progress in ``worktree`` (its MERGE_HEAD names a commit)."""
+def merge_in_progress(worktree: Path) -> bool:
+    """Whether a merge is in progress in ``worktree``: a linked worktree's MERGE_HEAD is a file
+    in its directory in ``.git/worktrees`` (no git process); anything unusual asks git."""
+    admin = _admin_of(worktree)
+    if admin is not None:
+        return (admin / "MERGE_HEAD").is_file()
     return call(worktree, "rev-parse", "--quiet", "--verify", "MERGE_HEAD").status == 0
+
+
+def _admin_of(worktree: Path) -> Path | None:
+    """A linked worktree's directory in ``.git/worktrees``, named by its ``.git`` file."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):  # a main worktree's .git is a directory
+        return None
+    admin = worktree / text.removeprefix("gitdir:").strip()  # relative to the worktree, if so
+    return admin if text.startswith("gitdir:") and admin.is_dir() else None
 
 
 def _head_file_sha(worktree: Path) -> str | None:
     """The commit a linked worktree's HEAD names, read from the files git keeps for it (no git
     process); None when anything is unusual (a main worktree, a packed ref): ask git then."""
+    admin = _admin_of(worktree)
+    if admin is None:
+        return None
     try:
-        admin = Path(
-            (worktree / ".git").read_text(encoding="utf-8").removeprefix("gitdir:").strip()
-        )
         head = (admin / "HEAD").read_text(encoding="utf-8").strip()
         if head.startswith("ref: refs/heads/"):
             common = admin / (admin / "commondir").read_text(encoding="utf-8").strip()

@@ -26,9 +26,10 @@ esac
 
 @pytest.fixture
 def coordinated(district: Callable[..., District], tmp_path: Path) -> Callable[..., District]:
-    def make(**env: str) -> District:
-        (tmp_path / "agent.sh").write_text(AGENT)
-        d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}", **env})
+    def make(agent: str = AGENT, extra: dict[str, str] | None = None, **env: str) -> District:
+        """A district whose agents run ``agent``, with a ``shared.txt`` on every branch."""
+        (tmp_path / "agent.sh").write_text(agent)
+        d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}", **env}, extra=extra)
         (d.repo / "shared.txt").write_text("original line\n")
         git(d.repo, "add", "shared.txt")
         git(d.repo, "commit", "-q", "-m", "shared file")
@@ -128,3 +129,33 @@ def test_a_union_rule_merges_changelog_appends_from_both_sides_without_a_bounce(
     log = git(d.repo, "show", "cw/integration:CHANGELOG.md").splitlines()
     assert sorted(log[1:]) == ["- change from one", "- change from two"]
     assert d.task("one")["bounces"] == d.task("two")["bounces"] == 0
+
+
+# One task deletes the shared file, the other rewrites it: the one merged second is sent back
+# with a modify/delete conflict, which leaves no marker. Its agent fails the first time.
+HALF_DONE_AGENT = """\
+case "$CW_BOUNCE" in
+  conflict) printf '%s' "$CW_CONFLICT_FILES" > "$MARKS/told-$CW_ATTEMPT"
+            [ -e "$MARKS/failed" ] || { touch "$MARKS/failed"; echo half > notes.txt; exit 1; } ;;
+  *)        if [ "$CW_TASK_KEY" = gone ]; then rm shared.txt; else echo kept > shared.txt; fi
+            echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt" ;;
+esac
+"""
+
+
+def test_a_conflict_left_open_by_a_failed_agent_is_told_again_to_the_next_attempt(
+    coordinated: Callable[..., District], tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    d = coordinated(HALF_DONE_AGENT, extra={"MARKS": str(marks)})
+    d.submit({"gone": [], "kept": []})
+    d.wait_for(lambda: "failed" in d.states().values(), 60, "the bounced task's agent to fail")
+    (bounced,) = [key for key, state in d.states().items() if state == "failed"]
+
+    d.cw("task", "retry", bounced)
+
+    assert d.wait_settled() == {"gone": "done", "kept": "done"}
+    told = {path.name: path.read_text() for path in marks.glob("told-*")}
+    assert told == {"told-2": "shared.txt", "told-3": "shared.txt"}, "the same conflict again"
+    assert git(d.repo, "show", "cw/integration:notes.txt") == "half", "the failed try's work"
