@@ -8,6 +8,7 @@ user's checkout; a compare-and-set ``update-ref`` advances the branch.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -331,11 +332,25 @@ def open_conflicts(worktree: Path) -> list[str]:
     return sorted({*unmerged_paths(worktree), *conflict_markers(worktree)})
 
 
+#: A conflict marker line as git writes it (``<<<<<<< HEAD``, ``>>>>>>> branch``).
+CONFLICT_MARKER = r"^(<<<<<<<|>>>>>>>)( |$)"
+_ADDED_MARKER = re.compile(r"^\+(<<<<<<<|>>>>>>>)( |$)")
+#: A plain diff of the worktree against its HEAD: no external diff driver, no textconv.
+_DIFF_HEAD = ("diff", "HEAD", "--no-ext-diff", "--no-textconv", "--no-color")
+
+
 def conflict_markers(worktree: Path) -> list[str]:
-    """Files that still hold conflict markers (unmerged index entries alone do not count:
-    cw's own ``git add -A`` concludes a merge whose files were resolved)."""
-    grep = call(worktree, "grep", "-l", "-z", "-E", "^(<<<<<<<|>>>>>>>)( |$)", "--", ".")
-    return sorted(nul_split(grep.out)) if grep.status == 0 else []
+    """Files whose changes since the worktree's HEAD add conflict-marker lines: what a merge
+    left unresolved. Marker-like lines a file held before are its content (a document about
+    git, a merge tool's tests), and git's diff of a big repository reads only changed files."""
+    pickaxe = run(worktree, *_DIFF_HEAD, "--name-only", "-z", "-G", CONFLICT_MARKER)
+    return sorted(path for path in nul_split(pickaxe) if _adds_marker(worktree, path))
+
+
+def _adds_marker(worktree: Path, path: str) -> bool:
+    """Whether the change to ``path`` adds a marker line (``-G`` also finds removed ones)."""
+    patch = run(worktree, *_DIFF_HEAD, "-U0", "--", f":(literal){path}")
+    return any(_ADDED_MARKER.match(line) for line in patch.splitlines())
 
 
 UNION_BEGIN = "# cw: union merge (merge_union setting) begin"

@@ -668,6 +668,24 @@ def test_catching_up_leaves_markers_until_resolved_then_commit_all_concludes_the
     assert len(parents) == 2 and head in parents, "the catch-up is a real merge commit"
 
 
+def test_marker_lines_a_file_held_before_are_content_not_conflicts(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    """A document about git holds marker-like lines: the task that edits it (even removing
+    one) has no conflict; markers a merge adds, in a file both sides added too, are found."""
+    legit = "<<<<<<< HEAD\nan example\n=======\nanother\n>>>>>>> topic\n"
+    make_task(repo, tmp_path, "docs", {"git.md": legit, "both.txt": "ours\n"})
+    worktree = tmp_path / "worktrees" / "docs"
+    (worktree / "git.md").write_text(legit.replace(">>>>>>> topic\n", "") + "more\n")
+    assert conflict_markers(worktree) == []
+    commit_all(worktree, "docs edited")
+    theirs = make_task(repo, tmp_path, "theirs-both", {"both.txt": "theirs\n"})
+    merge_branch(repo, tmp_path / "integration", INTEGRATION, theirs, "merge theirs")
+    head = git(repo, "rev-parse", INTEGRATION)
+    assert merge_into_worktree(worktree, head, "catch up") == ["both.txt"]  # added by both
+    assert conflict_markers(worktree) == ["both.txt"]
+
+
 def test_a_finished_agent_concludes_a_catch_up_resolved_wholly_in_its_favour(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
