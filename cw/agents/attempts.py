@@ -101,7 +101,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
-        left = treemerge.conflict_markers(worktree) if result.ok else []
+        left = treemerge.conflict_markers(worktree, conflicts) if result.ok else []
         if left:
             # Never commit conflict markers: the agent has to finish resolving.
             return replace(
@@ -183,10 +183,9 @@ def _save_work(
         # attempt that was lost meanwhile (a stalled worker) leaves the hub's branch to the
         # attempt that took over: its commits stay on this host's branch.
         hub.push_branch(settings.repo, settings.git_hub, branch, branch)
-    if kind == "stopped" and not worktrees.merge_in_progress(worktree):
+    if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
-        # An interrupted task keeps its worktree: the restart continues in it at once; so
-        # does a catch-up left open (what was resolved so far lives only there).
+        # An interrupted task keeps its worktree: the restart continues in it at once.
         worktrees.remove_worktree(settings.repo, worktree)
     return head
 
@@ -260,19 +259,20 @@ def _commit_message(ws: Workspace, kind: str) -> str:
 
 
 def _catch_up(settings: Settings, ws: Workspace, worktree: Path) -> list[str]:
-    """A bounced task merges the integration branch into its own; conflicts stay marked. A
-    catch-up an earlier attempt left open (its agent did not finish) is not merged again: its
-    conflicts are told again."""
+    """A bounced task merges the integration branch into its own; conflicts stay marked. The
+    files the merge conflicted on are told whatever became of the catch-up since: an attempt
+    that did not finish commits its work, concluding the merge, and a modify/delete conflict
+    leaves no marker to find again."""
+    told = set(ws.bounce.files) if ws.bounce is not None and ws.bounce.kind == "conflict" else set()
+    if worktrees.merge_in_progress(worktree):  # a finished agent left markers: still open
+        return sorted(told | set(treemerge.open_conflicts(worktree)))
     message = (
         f"cw: merge {settings.integration_branch} into {ws.brief.key} (sent back by the merge)"
     )
-    if worktrees.merge_in_progress(worktree):
-        return treemerge.open_conflicts(worktree)
-    if markers := treemerge.conflict_markers(worktree):
-        return markers  # committed with its markers (by the agent itself)
-    return treemerge.merge_into_worktree(
+    found = treemerge.merge_into_worktree(
         worktree, integration_sha(settings), message, rerere=settings.merge_rerere
     )
+    return sorted(told | set(found))
 
 
 def _request(

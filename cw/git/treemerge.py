@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -339,12 +339,24 @@ _ADDED_MARKER = re.compile(r"^\+(<<<<<<<|>>>>>>>)( |$)")
 _DIFF_HEAD = ("diff", "HEAD", "--no-ext-diff", "--no-textconv", "--no-color")
 
 
-def conflict_markers(worktree: Path) -> list[str]:
-    """Files whose changes since the worktree's HEAD add conflict-marker lines: what a merge
-    left unresolved. Marker-like lines a file held before are its content (a document about
-    git, a merge tool's tests), and git's diff of a big repository reads only changed files."""
+def conflict_markers(worktree: Path, conflicted: Iterable[str] = ()) -> list[str]:
+    """Files with conflict markers a merge left unresolved: marker lines the worktree's changes
+    since HEAD add, and any in the ``conflicted`` files (a commit of work in progress may hold
+    a catch-up's markers). Marker-like lines other files held before are their content (a
+    document about git, a merge tool's tests), and a big repository's unchanged files are not
+    read."""
     pickaxe = run(worktree, *_DIFF_HEAD, "--name-only", "-z", "-G", CONFLICT_MARKER)
-    return sorted(path for path in nul_split(pickaxe) if _adds_marker(worktree, path))
+    added = {path for path in nul_split(pickaxe) if _adds_marker(worktree, path)}
+    return sorted(added | set(_marked(worktree, conflicted)))
+
+
+def _marked(worktree: Path, paths: Iterable[str]) -> list[str]:
+    """Those of ``paths`` whose files hold a marker line."""
+    literal = [f":(literal){path}" for path in paths]
+    if not literal:
+        return []
+    grep = call(worktree, "grep", "-l", "-z", "-E", CONFLICT_MARKER, "--", *literal)
+    return nul_split(grep.out) if grep.status == 0 else []
 
 
 def _adds_marker(worktree: Path, path: str) -> bool:

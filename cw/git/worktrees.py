@@ -324,19 +324,15 @@ def is_dirty(worktree: Path) -> bool:
 def commit_all(
     worktree: Path, message: str, author: str | None = None, *, finished: bool = False
 ) -> str | None:
-    """Commit everything in ``worktree``; return the new sha, or None if it was clean or holds
-    work in progress on an open merge.
+    """Commit everything in ``worktree``; return the new sha, or None if it was clean.
 
-    ``finished``: the agent says its work is done, so what it left of a merge in progress is
-    its resolution, and the merge is concluded, even with HEAD's tree (every conflict resolved
-    in the task's favour): left open, the next merge would meet the same conflict. Work in
-    progress leaves an open merge as it is, nothing staged: committing it would take whatever
-    the files hold for a resolution nobody made (a modify/delete conflict leaves no marker to
-    notice), so the next attempt is told the same conflicts. A finished commit is tried first
-    and asks whether anything was staged only when it fails (one git process fewer on the
-    usual path)."""
-    if not finished and merge_in_progress(worktree):
-        return None
+    ``finished``: the agent says its work is done, so a merge it left open with HEAD's tree
+    (every conflict resolved in the task's favour) is its resolution, and is concluded: left
+    open, the next merge would meet the same conflict. Work in progress concludes no such
+    merge: nobody resolved it (a merge with changes is concluded, so that the work is kept on
+    the branch; the conflicts are told again from the task's bounce). A finished commit is
+    tried first and asks whether anything was staged only when it fails (one git process
+    fewer on the usual path)."""
     run(worktree, "add", "-A")
     if not finished and _nothing_staged(worktree):
         return None

@@ -708,30 +708,22 @@ def test_a_finished_agent_concludes_a_catch_up_resolved_wholly_in_its_favour(
     assert commit_all(worktree, "again", finished=True) is None
 
 
-def test_work_in_progress_leaves_an_unmarked_conflict_open_for_the_next_attempt(
+def test_markers_committed_with_work_in_progress_are_found_in_the_conflicted_files(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
-    """A modify/delete conflict leaves no marker: committing a failed agent's work would
-    conclude the merge with the file kept, a resolution nobody made."""
-    gone = make_task(repo, tmp_path, "gone", {"gone.txt": "README went\n"})
-    (tmp_path / "worktrees" / "gone" / "README.md").unlink()
-    commit_all(tmp_path / "worktrees" / "gone", "README goes")
-    merge_branch(repo, tmp_path / "integration", INTEGRATION, gone, "merge gone")
-    make_task(repo, tmp_path, "kept", {"README.md": "still here\n"})
-    worktree = tmp_path / "worktrees" / "kept"
-    before, head = git(worktree, "rev-parse", "HEAD"), git(repo, "rev-parse", INTEGRATION)
+    """An agent that did not finish has its work committed, the catch-up's markers with it:
+    they are no change since HEAD any more, but the files the merge conflicted on hold them."""
+    ours = make_task(repo, tmp_path, "wip-ours", {"README.md": "ours\n"})
+    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
+    make_task(repo, tmp_path, "wip-theirs", {"README.md": "theirs\n"})
+    worktree = tmp_path / "worktrees" / "wip-theirs"
+    head = git(repo, "rev-parse", INTEGRATION)
     assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
-    assert conflict_markers(worktree) == [], "no marker to find"
     (worktree / "notes.txt").write_text("half done\n")
-
-    assert commit_all(worktree, "cw: WIP (failed)") is None
-    assert git(worktree, "rev-parse", "HEAD") == before
-    assert worktrees.merge_in_progress(worktree)
-    assert treemerge.open_conflicts(worktree) == ["README.md"], "told again next time"
-    assert (worktree / "notes.txt").exists()
-
-    sha = commit_all(worktree, "resolved: README stays", finished=True)
-    assert sha is not None and git(worktree, "log", "-1", "--format=%P").split() == [before, head]
+    assert commit_all(worktree, "cw: WIP (failed)") is not None, "the work is kept"
+    assert not worktrees.merge_in_progress(worktree)
+    assert conflict_markers(worktree) == []
+    assert conflict_markers(worktree, ["README.md", "notes.txt"]) == ["README.md"]
 
 
 def test_a_check_that_says_no_keeps_the_integration_branch_where_it_was(
