@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 
 STATE_DIR = ".cw"
+#: Every agent process carries it: which district, host, task and attempt it works for.
+AGENT_RUN_ENV = "CW_AGENT_RUN"
 DATABASE_FILE = "cw.db"
 CONFIG_FILE = "config.toml"
 LOG_DIR = "logs"

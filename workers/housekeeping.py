@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -42,22 +43,30 @@ def _keep_tidy(settings: Settings, store: Store) -> None:
     pause = min(defaults.HOUSEKEEPING_SECONDS, settings.stale_worktree_seconds)
     while True:
         time.sleep(pause)
-        try:
-            before = time.time() - settings.stale_worktree_seconds
-            report = clean_host_worktrees(settings, store, before)
-        except (CwError, OSError, TransientDatabaseError) as exc:
-            logger.warning("housekeeping: could not look at this host's worktrees: %s", exc)
-            continue
-        for item in report.items:
-            if item.removed:
-                logger.info("housekeeping: removed worktree %s: %s", item.target, item.reason)
-        try:
-            stopped = stop_stray_agents(settings, store)
-        except (CwError, TransientDatabaseError) as exc:
-            logger.warning("housekeeping: could not look for stray agents: %s", exc)
-            continue
-        for line in stopped:
-            logger.warning("housekeeping: %s: no running attempt owned it", line)
+        for what, chore in CHORES:
+            try:
+                chore(settings, store)
+            except (CwError, OSError, TransientDatabaseError) as exc:
+                logger.warning("housekeeping: could not look at %s: %s", what, exc)
 
+
+def _remove_finished_worktrees(settings: Settings, store: Store) -> None:
+    """Remove this host's worktrees of tasks finished ``stale_worktree_seconds`` ago."""
+    report = clean_host_worktrees(settings, store, time.time() - settings.stale_worktree_seconds)
+    for item in report.items:
+        if item.removed:
+            logger.info("housekeeping: removed worktree %s: %s", item.target, item.reason)
+
+
+def _stop_stray_agents(settings: Settings, store: Store) -> None:
+    """Stop this district's agents here that no running attempt owns."""
+    for line in stop_stray_agents(settings, store):
+        logger.warning("housekeeping: %s: no running attempt owned it", line)
+
+
+CHORES: list[tuple[str, Callable[[Settings, Store], None]]] = [
+    ("this host's worktrees", _remove_finished_worktrees),
+    ("the agents on this host", _stop_stray_agents),
+]
 
 signals.worker_ready.connect(start_housekeeping)

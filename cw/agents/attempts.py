@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -30,8 +30,7 @@ from cw.agents.registry import make_adapter
 from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.git import branches, hub, treemerge, worktrees
 from cw.git.verify import run_checks
-from cw.host import processes
-from cw.host.runmarks import agent_groups
+from cw.host import processes, runmarks
 from cw.settings import Settings
 from cw.store import (
     Answer,
@@ -360,18 +359,21 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
     groups = {g for g in recorded if processes.group_alive(g) and _works_in(g, worktree)}
     if ws.attempt > 1 or ws.previous is not None:
-        groups |= agent_groups(settings.state_dir, ws.task_id, range(1, ws.attempt + 1))
+        runs = runmarks.agent_runs(settings.state_dir)
+        groups |= runmarks.agent_groups(runs, ws.task_id, range(1, ws.attempt + 1))
     for pgid in sorted(groups):
         logger.warning("stopping the agent group %s left by a dead worker", pgid)
         processes.terminate_group(pgid, settings.agent_kill_grace)
 
 
-def stop_lost_agent(settings: Settings, claim: Claim, pid: int | None) -> None:
+def stop_lost_agent(
+    settings: Settings, claim: Claim, pid: int | None, runs: Mapping[int, runmarks.MarkedRun]
+) -> None:
     """A lost attempt's agent on this host, if it lives on: its recorded process group, and
-    any process started for that attempt (its worker may have died before recording it)."""
-    groups = agent_groups(
-        settings.state_dir, claim.task_id, range(claim.attempt, claim.attempt + 1)
-    )
+    any process of ``runs`` (:func:`runmarks.agent_runs`) started for that attempt (its worker
+    may have died before recording it)."""
+    attempt = range(claim.attempt, claim.attempt + 1)
+    groups = runmarks.agent_groups(runs, claim.task_id, attempt)
     if pid and processes.group_alive(pid):
         groups.add(pid)
     for pgid in sorted(groups):

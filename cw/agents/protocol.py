@@ -94,7 +94,8 @@ def launch(
     """How an adapter runs its CLI: in the worktree, its output in the attempt's logs, under
     the district's timeout, kill grace and heartbeat. ``env``: the agent's whole environment
     (by default the worker's, less cw's secrets, plus the request's)."""
-    marker = {AGENT_RUN_ENV: run_marker(settings.state_dir, request.task_id, request.attempt)}
+    run = (settings.state_dir, settings.hostname, request.task_id, request.attempt)
+    marker = {AGENT_RUN_ENV: run_marker(*run)}
     return Launch(
         argv=argv,
         cwd=request.worktree,

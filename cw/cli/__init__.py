@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Any
 
 import click
 
 from cw import __version__
+from cw.defaults import AGENT_RUN_ENV
 from cw.errors import CwError, UsageError
 
 
@@ -128,6 +130,7 @@ def review() -> None:
 
 def main() -> None:
     """Run ``cw``; a usage mistake click catches is one line too, like every other error."""
+    os.environ.pop(AGENT_RUN_ENV, None)  # run by an agent: nothing cw starts is that agent
     try:
         code = cli.main(prog_name="cw", standalone_mode=False)
     except click.ClickException as exc:

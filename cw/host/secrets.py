@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from cw.defaults import AGENT_RUN_ENV
+
 REDACTED = "[redacted]"
 #: cw's own connection URLs: a password in them is cw's, never an agent's.
 CONNECTION_URLS = ("CW_BROKER_URL", "CW_DATABASE_URL")
@@ -82,6 +84,7 @@ def agent_env(env: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str
         name: value
         for name, value in env.items()
         if name not in CONNECTION_URLS
+        and name != AGENT_RUN_ENV  # an agent's own, given by its launch alone
         and not SERVICE_SECRET.match(name)
         and not any(secret in value for secret in secrets)
     }

@@ -56,33 +56,35 @@ def doctor(settings: Settings) -> list[Finding]:
     return findings
 
 
-def stray_agents(settings: Settings, store: Store) -> dict[int, tuple[int, int]]:
-    """This district's agent process groups on this host that no running attempt owns, each
-    with its (task id, attempt): a worker died, and no reconciler nor next attempt on this
-    host has stopped its agent yet."""
+def stray_agents(settings: Settings, store: Store) -> dict[int, runmarks.MarkedRun]:
+    """This district's agent process groups on this machine that no running attempt owns (a
+    worker died, and no reconciler nor next attempt here has stopped its agent yet). Each
+    agent names the host it was started under, so whoever looks, with whatever ``CW_HOST``,
+    judges the same."""
     # Processes first, attempts next: an agent that starts in between is owned, not stray.
     found = runmarks.agent_runs(settings.state_dir)
-    owned = store.running_attempts(settings.hostname) if found else set()
+    owned = store.running_attempts() if found else set()
     return {
-        pgid: run for pgid, run in found.items() if run not in owned and processes.group_alive(pgid)
+        pgid: run
+        for pgid, run in found.items()
+        if (run.host, run.task_id, run.attempt) not in owned and processes.group_alive(pgid)
     }
 
 
 def _stray_agent_findings(
-    settings: Settings, tasks: list[TaskFootprint], strays: dict[int, tuple[int, int]]
+    settings: Settings, tasks: list[TaskFootprint], strays: dict[int, runmarks.MarkedRun]
 ) -> list[Finding]:
-    where = f"host {settings.hostname}"
     keys = {t.id: t.key for t in tasks}
     return [
         Finding(
             False,
-            f"agent process group {pgid} still runs for task {keys.get(task, task)} attempt "
-            f"{attempt}, which no running attempt owns",
-            where,
+            f"agent process group {pgid} still runs for task {keys.get(run.task_id, run.task_id)}"
+            f" attempt {run.attempt}, which no running attempt owns",
+            f"host {run.host}",
             f"{FIX} stops it (its work so far is on the task's branch or in its worktree)",
         )
-        for pgid, (task, attempt) in sorted(strays.items())
-    ] or [Finding(True, "no agent runs here without its attempt", where)]
+        for pgid, run in sorted(strays.items())
+    ] or [Finding(True, "no agent runs here without its attempt", f"host {settings.hostname}")]
 
 
 def _schema(settings: Settings) -> Finding:

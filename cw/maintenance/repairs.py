@@ -39,9 +39,11 @@ def stop_stray_agents(settings: Settings, store: Store) -> list[str]:
     """Stop this district's agents on this host that no running attempt owns (see
     :func:`stray_agents`); what it stopped, one line each."""
     stopped = []
-    for pgid, (task, attempt) in sorted(stray_agents(settings, store).items()):
+    for pgid, run in sorted(stray_agents(settings, store).items()):
         processes.terminate_group(pgid, settings.agent_kill_grace)
-        stopped.append(f"stopped agent process group {pgid} (task {task} attempt {attempt})")
+        stopped.append(
+            f"stopped agent process group {pgid} (task {run.task_id} attempt {run.attempt})"
+        )
     return stopped
 
 

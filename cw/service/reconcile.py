@@ -35,6 +35,7 @@ from cw.agents.attempts import stop_lost_agent
 from cw.errors import CwError
 from cw.git import worktrees
 from cw.git.merging import stuck_merges
+from cw.host import runmarks
 from cw.maintenance.gc import clean_host_worktrees
 from cw.settings import Settings
 from cw.states import TaskState
@@ -109,10 +110,12 @@ def release_lost_attempts(settings: Settings, store: Store, now: float) -> int:
     """Expired leases: the task goes back to ready (dispatch gives it a new attempt that
     resumes the session), and an agent its dead worker left on this host is stopped."""
     lost = store.release_lost_attempts(now)
-    for claim, (host, pid) in lost:
+    here = [(claim, pid) for claim, (host, pid) in lost if host == settings.hostname]
+    runs = runmarks.agent_runs(settings.state_dir) if here else {}  # one look at the processes
+    for claim, _ in lost:
         logger.warning("task %s attempt %s lost its worker; a new attempt resumes it", *_ids(claim))
-        if host == settings.hostname:
-            stop_lost_agent(settings, claim, pid)
+    for claim, pid in here:
+        stop_lost_agent(settings, claim, pid, runs)
     return len(lost)
 
 

@@ -313,15 +313,15 @@ class Attempts(Limits):
             ).all()
             return [pid for pid in pids if pid is not None]
 
-    def running_attempts(self, host: str) -> set[tuple[int, int]]:
-        """(task id, attempt) of every attempt running on ``host``: the agents it may have."""
+    def running_attempts(self) -> set[tuple[str, int, int]]:
+        """(host, task id, attempt) of every running attempt: the agents there may be."""
         with self._read() as s:
             rows = s.execute(
-                select(AgentRun.task_id, AgentRun.attempt).where(
-                    AgentRun.host == host, AgentRun.state == "running"
+                select(AgentRun.host, AgentRun.task_id, AgentRun.attempt).where(
+                    AgentRun.state == "running"
                 )
             ).all()
-            return {(task_id, attempt) for task_id, attempt in rows}
+            return {(host or "", task_id, attempt) for host, task_id, attempt in rows}
 
     def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         if result.outcome == "done":

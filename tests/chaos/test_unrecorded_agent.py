@@ -122,7 +122,7 @@ def test_an_agent_no_running_attempt_owns_is_stopped_by_its_hosts_worker(
     here would stop the agent: the agent worker's housekeeping does."""
     d = district({"CW_STALE_WORKTREE_SECONDS": "1"})  # housekeeping every second
     d.store.submit(spec({"t": []}))  # never dispatched: no attempt of it runs
-    marker = run_marker(d.settings.state_dir, d.store.find_task_id("t"), 1)
+    marker = run_marker(d.settings.state_dir, d.settings.hostname, d.store.find_task_id("t"), 1)
     env = {"PATH": os.environ["PATH"], AGENT_RUN_ENV: marker}
     stray = subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
     try:

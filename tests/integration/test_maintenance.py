@@ -408,7 +408,7 @@ def test_doctor_reports_an_agent_no_running_attempt_owns_and_fix_stops_it(
     assert d.store.start_attempt(claims[b], worker="w", host=host, lease_seconds=60)
 
     def agent(task_id: int) -> subprocess.Popen[bytes]:
-        marker = runmarks.run_marker(d.settings.state_dir, task_id, 1)
+        marker = runmarks.run_marker(d.settings.state_dir, host, task_id, 1)
         env = {"PATH": os.environ["PATH"], runmarks.AGENT_RUN_ENV: marker}
         return subprocess.Popen(["sleep", "60"], env=env, start_new_session=True)
 
@@ -419,6 +419,10 @@ def test_doctor_reports_an_agent_no_running_attempt_owns_and_fix_stops_it(
         problems = [line for line in result.stdout.splitlines() if line.startswith("problem")]
         assert len(problems) == 1, result.stdout
         assert f"agent process group {stray.pid} still runs for task a attempt 1" in problems[0]
+        env = {**os.environ, **d.settings.child_env(), "CW_HOST": "another-name"}
+        elsewhere = subprocess.run([*CW, "doctor"], cwd=d.repo, env=env, capture_output=True)
+        assert b"problem" in elsewhere.stdout, elsewhere.stderr
+        assert elsewhere.stdout.count(b"problem") == 1, "each agent names its host: same verdict"
 
         fixed = d.cw("doctor", "--fix")
 

@@ -16,4 +16,4 @@ def test_an_agent_launch_carries_its_run_marker(tmp_path: Path) -> None:
     request = AgentRequest(7, brief, 2, "a", "p", worktree=tmp_path, log_dir=tmp_path)
     for env in (None, {"PATH": "/bin"}):
         marker = launch(settings, request, ["true"], stdin_text="", env=env).env[AGENT_RUN_ENV]
-        assert marker == run_marker(settings.state_dir, 7, 2)
+        assert marker == run_marker(settings.state_dir, settings.hostname, 7, 2)

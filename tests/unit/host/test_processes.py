@@ -100,9 +100,11 @@ def test_groups_are_found_by_the_variable_their_processes_started_with() -> None
 
     wanted, other, in_ours = start("wanted"), start("other"), start("wanted", own_session=False)
     try:
-        time.sleep(0.2)  # the shells have started their sleeps
-        found = processes.marked_groups("MARK")
-        assert found == {(wanted.pid, "wanted"), (other.pid, "other")}, "never our own group"
+        expected = {(wanted.pid, "wanted"), (other.pid, "other")}  # never our own group
+        deadline = time.monotonic() + 10  # until the shells have exec'd and started sleeping
+        while processes.marked_groups("MARK") != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert processes.marked_groups("MARK") == expected
     finally:
         for proc in (wanted, other):
             processes.kill_group(proc.pid)
