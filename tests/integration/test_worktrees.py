@@ -651,15 +651,22 @@ def test_an_integration_worktree_found_on_a_branch_is_detached_before_merging(
 # -- a bounced task catching up ---------------------------------------------------
 
 
+def caught_up(repo: Path, tmp_path: Path, name: str) -> tuple[Path, str]:
+    """Task ``name``'s worktree, whose README.md conflicts with the integration branch's, after
+    its catch-up merge (left in progress); and the integration branch's sha it merged."""
+    ours = make_task(repo, tmp_path, f"{name}-ours", {"README.md": "ours\n"})
+    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, f"merge {name}-ours")
+    make_task(repo, tmp_path, name, {"README.md": "theirs\n"})
+    worktree = tmp_path / "worktrees" / name
+    head = git(repo, "rev-parse", INTEGRATION)
+    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
+    return worktree, head
+
+
 def test_catching_up_leaves_markers_until_resolved_then_commit_all_concludes_the_merge(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
-    ours = make_task(repo, tmp_path, "ours", {"README.md": "ours\n"})
-    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
-    make_task(repo, tmp_path, "theirs", {"README.md": "theirs\n"})
-    worktree = tmp_path / "worktrees" / "theirs"
-    head = git(repo, "rev-parse", INTEGRATION)
-    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
+    worktree, head = caught_up(repo, tmp_path, "theirs")
     assert conflict_markers(worktree) == ["README.md"]
     (worktree / "README.md").write_text("ours\ntheirs\n")
     assert conflict_markers(worktree) == []
@@ -691,13 +698,8 @@ def test_a_finished_agent_concludes_a_catch_up_resolved_wholly_in_its_favour(
 ) -> None:
     """Resolving every conflict in the task's favour leaves the tree as the task's HEAD: the
     merge must still be committed, or the next merge meets the same conflict again."""
-    ours = make_task(repo, tmp_path, "kept-ours", {"README.md": "ours\n"})
-    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
-    make_task(repo, tmp_path, "kept-theirs", {"README.md": "theirs\n"})
-    worktree = tmp_path / "worktrees" / "kept-theirs"
+    worktree, head = caught_up(repo, tmp_path, "kept")
     before = git(worktree, "rev-parse", "HEAD")
-    head = git(repo, "rev-parse", INTEGRATION)
-    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
     (worktree / "README.md").write_text("theirs\n")  # the task's own version, as it was
     assert commit_all(worktree, "cw: WIP") is None, "work in progress resolves nothing"
     assert git(worktree, "rev-parse", "--verify", "MERGE_HEAD") == head, "the merge stays open"
@@ -713,12 +715,7 @@ def test_markers_committed_with_work_in_progress_are_found_in_the_conflicted_fil
 ) -> None:
     """An agent that did not finish has its work committed, the catch-up's markers with it:
     they are no change since HEAD any more, but the files the merge conflicted on hold them."""
-    ours = make_task(repo, tmp_path, "wip-ours", {"README.md": "ours\n"})
-    merge_branch(repo, tmp_path / "integration", INTEGRATION, ours, "merge ours")
-    make_task(repo, tmp_path, "wip-theirs", {"README.md": "theirs\n"})
-    worktree = tmp_path / "worktrees" / "wip-theirs"
-    head = git(repo, "rev-parse", INTEGRATION)
-    assert merge_into_worktree(worktree, head, "catch up") == ["README.md"]
+    worktree, _ = caught_up(repo, tmp_path, "wip")
     (worktree / "notes.txt").write_text("half done\n")
     assert commit_all(worktree, "cw: WIP (failed)") is not None, "the work is kept"
     assert not worktrees.merge_in_progress(worktree)
