@@ -34,7 +34,7 @@ def spawn(task_ref: str) -> None:
 @click.argument("name")
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the agent to stop.",
@@ -65,7 +65,7 @@ def resume(name: str) -> None:
 
 @click.command("restart")
 @click.argument("name")
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True)
 def restart(name: str, timeout: float) -> None:
     """Stop an agent if it runs, then resume it in the same session."""
     district = District.open(load_settings())

@@ -91,7 +91,7 @@ def status(as_json: bool) -> None:
 @server.command()
 @click.option(
     "--timeout",
-    type=float,
+    type=click.FloatRange(min=0),
     default=900.0,
     show_default=True,
     help="Seconds to wait for it to stop.",

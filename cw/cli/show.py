@@ -48,8 +48,12 @@ def status(as_json: bool, every: float | None) -> None:
 
 
 @click.command()
-@click.option("--timeout", type=float, default=None, help="Give up after this many seconds.")
-@click.option("--interval", type=float, default=0.5, show_default=True)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), default=None, help="Give up after this many seconds."
+)
+@click.option(
+    "--interval", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True
+)
 def wait(timeout: float | None, interval: float) -> None:
     """Wait until no task can move without a person; exit 1 unless every task is done."""
     store = open_store(load_settings())
