@@ -12,7 +12,7 @@ from cw.git.merging import clean_up_later, merge_attempt
 from cw.service import reconcile as reconciler
 from cw.service.notify import notify_later, notify_new_messages
 from cw.store import Claim
-from cw.transport.dispatch import dispatch_ready, send
+from cw.transport.dispatch import dispatch_ready, send, send_merge
 from workers import app, runtime
 
 
@@ -20,10 +20,12 @@ from workers import app, runtime
 def run_agent(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
     try:
-        run_attempt(settings, store, Claim(task_id, attempt), worker=self.request.hostname or "")
+        ran = run_attempt(settings, store, Claim(task_id, attempt), self.request.hostname or "")
     except LeaseHeld as held:
         # Redelivered while the previous run's lease is live: come back when it expires.
         raise self.retry(countdown=held.seconds_left + 0.5) from held
+    if ran is not None and ran.attempt != attempt:  # taken over as the next attempt: the
+        send_merge(self.app, ran)  # chain's merge names the one before, which merges nothing
     if settings.running_cap is not None:  # its slot under max_running is free: fill it
         dispatch_ready(store, self.app, settings, promote=False)
     notify_new_messages(settings, store)  # the agent's questions, if it asked any

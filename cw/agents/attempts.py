@@ -46,18 +46,20 @@ from cw.store.records import REJECTED, Bounce, ReviewCheck
 logger = logging.getLogger(__name__)
 
 
-def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> bool:
-    """Run the attempt if it is still ours; False when it was stale or already taken."""
+def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> Claim | None:
+    """Run the attempt if it is still ours; the attempt it ran as (a takeover of an expired
+    lease goes on as the next attempt), or None when it was stale or already taken."""
     workspace = store.start_attempt(
         claim, worker=worker, host=settings.hostname, lease_seconds=settings.lease
     )
     if workspace is None:
         logger.info("task %s attempt %s is not ours any more; skipping", *_ids(claim))
-        return False
+        return None
+    claim = replace(claim, attempt=workspace.attempt)  # a takeover goes on as the next attempt
     if store.worker_shutting_down(worker, os.getppid(), since=processes.parent_started_at()):
         # Started in the instant its worker began shutting down: leave it for the restart.
         store.finish_attempt(claim, AttemptResult(outcome="interrupted"), settings.agent)
-        return True
+        return claim
     try:
         _stop_previous(settings, store, workspace)
         result = _run(settings, store, claim, workspace)
@@ -65,14 +67,14 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = AttemptResult(outcome="failed", error=str(exc))
     except (CwError, TransientDatabaseError) as exc:
         _machinery_failed(store, claim, exc)
-        return True
+        return claim
     except Exception as exc:
         # A bug must not leave the task "running" for ever: record it, then let Celery log it.
         failed = AttemptResult(outcome="failed", error=f"internal error: {exc!r}")
         store.finish_attempt(claim, failed, settings.agent)
         raise
     store.finish_attempt(claim, result, settings.agent)
-    return True
+    return claim
 
 
 def _machinery_failed(store: Store, claim: Claim, exc: Exception) -> None:

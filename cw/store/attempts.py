@@ -50,11 +50,12 @@ class Attempts(Limits):
         """queued -> running for this attempt, with a lease; None if the attempt is not ours.
 
         A redelivered message of a running attempt takes over once the old lease expires
-        (raises :class:`LeaseHeld` before that); the old agent's host and pid come back in
+        (raises :class:`LeaseHeld` before that), as the next attempt: ``Workspace.attempt``
+        is the one to go on with. The old agent's host and pid come back in
         ``Workspace.previous`` so the caller can make sure that process is gone.
         """
         with self._write() as s:
-            lock_task(s, claim.task_id)  # two deliveries of one attempt take over one at a time
+            task = lock_task(s, claim.task_id)  # two deliveries of one attempt take over in turn
             now = time.time()
             run = s.scalar(
                 select(AgentRun).where(
@@ -71,8 +72,9 @@ class Attempts(Limits):
             elif _running_attempt(s, claim) and run is not None:
                 if run.lease_expires_at >= now:
                     raise LeaseHeld(run.lease_expires_at - now)
+                assert task is not None
                 previous = (run.host, run.pid)
-                self._event(s, "attempt.taken_over", claim.task_id, claim.attempt, run.worker)
+                claim, run = self._take_over(s, task, run, worker, now)
             else:
                 return None
             run.state, run.worker, run.host, run.pid = "running", worker, host, None
@@ -82,6 +84,21 @@ class Attempts(Limits):
             workspace = _workspace(s, claim, previous, self._deliver_answers(s, claim))
             run.session_id = workspace.session_id or workspace.new_session_id
             return workspace
+
+    def _take_over(
+        self, s: Session, task: Task, old: AgentRun, worker: str, now: float
+    ) -> tuple[Claim, AgentRun]:
+        """The run of a worker that stopped renewing its lease goes on as the next attempt, so
+        the attempt number fences that worker out should it wake (a stalled process, a
+        suspended machine): its heartbeat and its result find the task under another attempt.
+        """
+        old.state, old.finished_at = "lost", now
+        old.error = f"taken over by {worker}: worker {old.worker or '?'} let its lease expire"
+        self._event(s, "attempt.taken_over", task.id, old.attempt, old.worker)
+        task.attempt = old.attempt + 1
+        run = AgentRun(task_id=task.id, agent_id=old.agent_id, attempt=task.attempt)
+        s.add(run)
+        return Claim(task.id, task.attempt), run
 
     def _deliver_answers(self, s: Session, claim: Claim) -> list[Answer]:
         """The agent's answered questions this attempt hears: new answers, and again those an

@@ -78,6 +78,10 @@ def test_killed_pool_process_loses_nothing_and_the_task_merges_once(
     assert git(d.repo, "show", "cw/integration:result.txt") == "done"
     kinds = [e["kind"] for e in d.store.events(d.store.find_task_id("long"))]
     assert "attempt.taken_over" in kinds
+    runs = d.task("long")["runs"]
+    assert isinstance(runs, list)
+    # The redelivered message took over as the next attempt: the dead one is fenced out.
+    assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "succeeded")]
 
 
 def _wait_for_agent_pid(d: District, timeout: float = 30) -> int:

@@ -120,10 +120,19 @@ def test_a_redelivered_attempt_takes_over_only_after_the_lease_expires(store: St
     assert store.start_attempt(claim, worker="w", host="h", lease_seconds=-1)
     assert store.record_heartbeat(claim, -1, pid=4242)
     taken = store.start_attempt(claim, worker="w2", host="h2", lease_seconds=30)
-    assert taken is not None and taken.attempt == claim.attempt
+    assert taken is not None and taken.attempt == claim.attempt + 1, "a new attempt"
     assert taken.previous == ("h", 4242)
-    with pytest.raises(LeaseHeld):
-        store.start_attempt(claim, worker="w3", host="h", lease_seconds=30)
+    assert store.start_attempt(claim, worker="w3", host="h", lease_seconds=30) is None
+    # The old worker, waking up, is fenced out: its heartbeat and its result are refused.
+    assert not store.record_heartbeat(claim, 30)
+    assert not store.finish_attempt(claim, AttemptResult(outcome="failed"), "command")
+    new = Claim(claim.task_id, taken.attempt)
+    assert store.finish_attempt(new, AttemptResult(outcome="done"), "command")
+    runs = store.task_detail(claim.task_id)["runs"]
+    assert [(r["attempt"], r["state"], r["worker"]) for r in runs] == [
+        (1, "lost", "w"),
+        (2, "succeeded", "w2"),
+    ]
 
 
 def test_heartbeat_tells_a_worker_it_lost_its_task(store: Store) -> None:
