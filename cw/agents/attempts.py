@@ -363,9 +363,7 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     if ws.attempt > 1 or ws.previous is not None:
         runs = runmarks.agent_runs(settings.state_dir)
         groups |= runmarks.agent_groups(runs, ws.task_id, range(1, ws.attempt + 1))
-    for pgid in sorted(groups):
-        logger.warning("stopping the agent group %s left by a dead worker", pgid)
-        processes.terminate_group(pgid, settings.agent_kill_grace)
+    _stop_groups(settings, groups, "left by a dead worker")
 
 
 def stop_lost_agent(
@@ -378,8 +376,12 @@ def stop_lost_agent(
     groups = runmarks.agent_groups(runs, claim.task_id, attempt)
     if pid and processes.group_alive(pid):
         groups.add(pid)
+    _stop_groups(settings, groups, "of a lost attempt")
+
+
+def _stop_groups(settings: Settings, groups: set[int], whose: str) -> None:
     for pgid in sorted(groups):
-        logger.warning("stopping the agent group %s of a lost attempt", pgid)
+        logger.warning("stopping the agent group %s %s", pgid, whose)
         processes.terminate_group(pgid, settings.agent_kill_grace)
 
 

@@ -206,7 +206,7 @@ def _rerere_merge(
     result = call(
         worktree, *rerere, *NO_HOOKS, "merge", "--no-ff", "--no-commit", source, env=identity()
     )
-    unresolved = nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
+    unresolved = unmerged_paths(worktree)
     if result.status != 0 and (unresolved or conflict_markers(worktree)):
         call(worktree, "merge", "--abort")
         _reset_worktree(worktree, old)

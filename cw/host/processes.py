@@ -214,11 +214,12 @@ def marked_groups(variable: str) -> set[tuple[int, str]]:
     for proc in psutil.process_iter():
         try:
             value = proc.environ().get(variable)
-            if value is not None:
-                found.add((os.getpgid(proc.pid), value))
+            pgid = os.getpgid(proc.pid)
         except (OSError, psutil.Error):  # gone, a zombie, or another user's
             continue
-    return {(pgid, value) for pgid, value in found if pgid != own}
+        if value is not None and pgid != own:
+            found.add((pgid, value))
+    return found
 
 
 def _runs_in(proc: psutil.Process, pgid: int) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.git import branches, hub, worktrees
-from cw.host import processes, runmarks
+from cw.host import runmarks
 from cw.maintenance.gc import FINISHED, PREFIX, S, current_integration, task_worktrees
 from cw.settings import Settings
 from cw.store import Store, db, glance
@@ -61,14 +61,13 @@ def stray_agents(settings: Settings, store: Store) -> dict[int, runmarks.MarkedR
     worker died, and no reconciler nor next attempt here has stopped its agent yet). Each
     agent names the host it was started under, so whoever looks, with whatever ``CW_HOST``,
     judges the same."""
-    # Processes first, attempts next: an agent that starts in between is owned, not stray.
+    # Processes, attempts, processes again: an agent that starts in between is owned, and
+    # one whose attempt ended in between is gone by the second look.
     found = runmarks.agent_runs(settings.state_dir)
     owned = store.running_attempts() if found else set()
-    return {
-        pgid: run
-        for pgid, run in found.items()
-        if (run.host, run.task_id, run.attempt) not in owned and processes.group_alive(pgid)
-    }
+    unowned = {g: r for g, r in found.items() if (r.host, r.task_id, r.attempt) not in owned}
+    still = runmarks.agent_runs(settings.state_dir) if unowned else {}
+    return {pgid: run for pgid, run in unowned.items() if still.get(pgid) == run}
 
 
 def _stray_agent_findings(
