@@ -129,8 +129,9 @@ def test_an_agent_no_running_attempt_owns_is_stopped_by_its_hosts_worker(
         d.start_worker("agents", "agents")
         d.wait_for(lambda: stray.poll() is not None, timeout=30, what="the stray agent stopped")
         assert stray.returncode == -signal.SIGTERM
-        log = (d.processes.log_dir / "agents.log").read_text()
-        assert f"stopped agent process group {stray.pid}" in log
+        log = d.processes.log_dir / "agents.log"
+        said = f"stopped agent process group {stray.pid}"  # logged once the group is gone
+        d.wait_for(lambda: said in log.read_text(), timeout=10, what="the worker to say so")
     finally:
         stray.kill()
         stray.wait()
