@@ -74,6 +74,9 @@ RESEND_GRACE_LEASES = 2.0
 #: merge that git failed around (a ref lock race, the hub away) is tried again the same way.
 MACHINERY_RETRIES = 5
 MACHINERY_RETRY_SECONDS = 2.0
+#: At most this many waiting merges integrated in one pass and verified once (a merge train;
+#: a red check is bisected to the car that broke it).
+MERGE_TRAIN = 8
 #: How long a finished task's worktree is left to the merge worker's own clean-up before its
 #: host's worker (or the reconciler, on the merge host) removes it.
 STALE_WORKTREE_SECONDS = 300.0

@@ -45,6 +45,7 @@ class Settings:
     stale_worktree_seconds: float = defaults.STALE_WORKTREE_SECONDS  # finished: then removed
     merge_union: str = ""  # comma-separated globs merged line-wise (e.g. "CHANGELOG.md,*.log")
     merge_rerere: bool = False  # replay git's recorded conflict resolutions (git rerere)
+    merge_train: int = defaults.MERGE_TRAIN  # merges taken in one pass, verified once; 1: alone
     claude_binary: str = "claude"
     claude_model: str = ""
     claude_max_turns: int = 0  # 0: the CLI's own limit

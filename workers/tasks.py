@@ -38,10 +38,9 @@ def merge(self: Any, task_id: int, attempt: int) -> None:
     if result.retry_in is not None:
         raise self.retry(countdown=result.retry_in, max_retries=None)
     dispatch_ready(store, self.app, settings, promote=False)
-    if result.bounced is not None:
-        send(self.app, [result.bounced])
-    if result.merged is not None:
-        clean_up_later(settings, store, result.merged)
+    send(self.app, result.bounced)
+    for job in result.merged:
+        clean_up_later(settings, store, job)
     notify_later(settings, store)  # checkpoints the dispatch opened, a failed merge's
 
 

@@ -1,9 +1,11 @@
-"""The merge worker's job: integrate one finished task branch, in its own worktree, verified.
+"""The merge worker's job: integrate finished task branches, in its own worktree, verified.
 
-What git merges cleanly merges; the task's verify step and the project's verify command then
-run on the merged tree, and only a green result moves the integration branch. Conflicts and red
-checks go back to the task's own agent (a new attempt that resumes its session), up to
-``max_bounces`` times.
+A merge message names one attempt; the merge worker takes it and, as one merge train
+(:mod:`cw.git.train`), up to ``merge_train - 1`` more merges waiting in the queue. What git
+merges cleanly merges; the tasks' verify steps and the project's verify command then run on the
+merged tree, and only a green result moves the integration branch. Conflicts and red checks go
+back to the task's own agent (a new attempt that resumes its session), up to ``max_bounces``
+times.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ import queue
 import threading
 import time
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cw import defaults
 from cw.errors import GitError, NotFound
-from cw.git import branches, hub, treemerge, worktrees
-from cw.git.integrity import DroppedLine, dropped_lines, merge_base
-from cw.git.verify import Verdict, run_checks
+from cw.git import branches, worktrees
+from cw.git.train import run_train
 from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.states import TaskState
@@ -32,128 +33,65 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MergeResult:
-    merged: MergeJob | None = None  # merged: clean up its worktree once dispatch is done
-    bounced: Claim | None = None  # sent back to its agent: send this new attempt
+    merged: list[MergeJob] = field(default_factory=list)  # clean up their worktrees later
+    bounced: list[Claim] = field(default_factory=list)  # sent back to their agents: send these
     retry_in: float | None = None  # git failed around it: send the merge again this much later
 
 
 def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult:
-    """Merge the attempt's branch if it is still ours."""
+    """Merge the attempt's branch if it is still ours, with the merges waiting behind it."""
     note_merge()
-    job = store.begin_merge(claim)
-    if job is None:
-        logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))
-        return MergeResult()
-    try:
-        with merge_lock(settings):
-            report = _merge(settings, job)
-    except GitError as exc:  # a lock race, the hub away: cw's machinery, not the agent's work
-        retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
-        retry_in = store.retry_merge(claim, str(exc), retries, pause)
-        log = logger.warning if retry_in is not None else logger.error
-        log("merge of task %s attempt %s: %s", *_ids(claim), exc)
-        return MergeResult(retry_in=retry_in)
-    except Exception as exc:
-        # Never leave a task "merging" for ever: record the failure, then let Celery log it.
-        store.fail_merge(claim, f"internal error: {exc!r}")
-        raise
-    if report.sha is not None:
-        store.finish_merge(claim, report)
-        return MergeResult(merged=job)
-    intent = _intent(settings, store, job, report.conflict_files)
-    bounced = store.bounce(
-        claim, report, intent=intent, max_bounces=settings.max_bounces, cap=settings.running_cap
-    )
-    return MergeResult(bounced=bounced)
+    with merge_lock(settings):
+        job = store.begin_merge(claim)
+        if job is None:
+            logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))
+            return MergeResult()
+        claims, jobs = [claim], [job]
+        for car in store.queued_merges(settings.merge_train - 1):
+            taken = store.begin_merge(car)
+            if taken is not None:
+                claims.append(car)
+                jobs.append(taken)
+        try:
+            reports = run_train(settings, jobs)
+        except GitError as exc:  # a lock race, the hub away: cw's machinery, not the agents'
+            _requeue(store, claims[1:])
+            retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+            retry_in = store.retry_merge(claim, str(exc), retries, pause)
+            log = logger.warning if retry_in is not None else logger.error
+            log("merge of task %s attempt %s: %s", *_ids(claim), exc)
+            return MergeResult(retry_in=retry_in)
+        except Exception as exc:
+            # Never leave a task "merging" for ever: record the failure, then let Celery log it.
+            _requeue(store, claims[1:])
+            store.fail_merge(claim, f"internal error: {exc!r}")
+            raise
+        return _conclude(settings, store, list(zip(claims, jobs, reports, strict=True)))
 
 
-def _merge(settings: Settings, job: MergeJob) -> MergeReport:
-    # The agent worker committed everything the agent left when it finished.
-    source = _fetch_from_hub(settings, job) if settings.git_hub else job.branch
-    old = (
-        branches.branch_sha(settings.repo, settings.integration_branch)
-        if settings.git_hub
-        else None
-    )
-    treemerge.set_union_merge(
-        settings.repo, [g.strip() for g in settings.merge_union.split(",") if g.strip()]
-    )
-    verdicts: list[Verdict] = []
-    dropped: list[DroppedLine] = []
-    outcome = treemerge.merge_branch(
-        settings.repo,
-        settings.integration_worktree,
-        settings.integration_branch,
-        source,
-        f"cw: merge {job.key}: {job.name}",
-        check=_checker(settings, job, verdicts, dropped),
-        rerere=settings.merge_rerere,
-    )
-    if dropped:
-        return _dropped_report(dropped, outcome.output)
-    if settings.git_hub and outcome.merged and outcome.sha and outcome.sha != old:
-        # Publish with a lease: the hub moves only if nobody else moved it meanwhile.
-        hub.push_branch(
-            settings.repo, settings.git_hub, outcome.sha, settings.integration_branch, expect=old
+def _requeue(store: Store, claims: list[Claim]) -> None:
+    """The train stopped short: the cars it took wait for their own merge messages."""
+    for claim in claims:
+        store.requeue_merge(claim)
+
+
+def _conclude(
+    settings: Settings, store: Store, outcomes: list[tuple[Claim, MergeJob, MergeReport]]
+) -> MergeResult:
+    """Record each car: landed (done), or sent back to its agent."""
+    result = MergeResult()
+    for claim, job, report in outcomes:
+        if report.sha is not None:
+            store.finish_merge(claim, report)
+            result.merged.append(job)
+            continue
+        intent = _intent(settings, store, job, report.conflict_files)
+        bounced = store.bounce(
+            claim, report, intent=intent, max_bounces=settings.max_bounces, cap=settings.running_cap
         )
-    verdict = verdicts[-1] if verdicts else None
-    return MergeReport(
-        sha=outcome.sha if outcome.merged else None,
-        conflict_files=outcome.conflict_files,
-        output=outcome.output,
-        rejected=outcome.rejected,
-        verify_command=verdict.command if verdict else None,
-        verify_exit_code=verdict.exit_code if verdict else None,
-        verify_output=verdict.output if verdict else None,
-    )
-
-
-def _fetch_from_hub(settings: Settings, job: MergeJob) -> str:
-    """Bring the hub's integration branch and the task's branch here; the ref to merge."""
-    branch = settings.integration_branch
-    hub.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
-    source = hub.hub_ref(job.branch)
-    if not hub.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
-        raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
-    return source
-
-
-def _checker(
-    settings: Settings, job: MergeJob, verdicts: list[Verdict], dropped: list[DroppedLine]
-) -> treemerge.Check:
-    """Nothing either side added may be lost; then the verify steps must pass on the tree."""
-    commands = [c.strip() for c in (job.verify, settings.verify_command) if c and c.strip()]
-    log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
-
-    def check(merged: treemerge.MergedTree) -> bool:
-        # Only a file both sides changed can lose a side's lines; none: nothing to check.
-        base = (
-            None
-            if merged.auto_merged == []
-            else merge_base(settings.repo, merged.old, merged.source)
-        )
-        if base is not None:
-            dropped.extend(
-                dropped_lines(settings.repo, base, merged.old, merged.source, merged.new)
-            )
-        if dropped:
-            return False
-        if commands:
-            tree = merged.checkout()
-            verdicts.append(run_checks(commands, tree, settings.verify_timeout, log))
-            return verdicts[-1].ok
-        return True
-
-    return check
-
-
-def _dropped_report(dropped: list[DroppedLine], output: str) -> MergeReport:
-    """Lines a side added are missing from the merged result: a conflict, never a merge."""
-    lines = [f"{d.path} ({d.side}): {d.line}" for d in dropped]
-    note = "the merged result lost lines one side added:\n" + "\n".join(lines)
-    return MergeReport(
-        conflict_files=sorted({d.path for d in dropped}), output=f"{output}\n{note}".strip()
-    )
+        if bounced is not None:
+            result.bounced.append(bounced)
+    return result
 
 
 def _intent(settings: Settings, store: Store, job: MergeJob, files: list[str]) -> list[Intent]:

@@ -63,13 +63,24 @@ class MergedTree:
 
     def checkout(self) -> Path:
         _ensure_detached_worktree(self.repo, self.worktree, self.new)
-        _reset_worktree(self.worktree, self.new)
+        reset_worktree(self.worktree, self.new)
         self.checked_out = True
         return self.worktree
 
 
 #: ``check(merged)``: True lets the integration branch advance to ``merged.new``.
 Check = Callable[[MergedTree], bool]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One branch merged onto a commit in the object database (:func:`merge_onto`); no branch
+    moved. ``merged`` is None when git left conflicts in ``conflicts``."""
+
+    merged: MergedTree | None
+    conflicts: list[str]
+    messages: str  # git's messages, for the log
+    already_merged: bool = False  # the branch brought nothing new: ``merged.new`` is the tip
 
 
 def merge_branch(
@@ -89,45 +100,73 @@ def merge_branch(
     was: ``rejected``), and the branch ref moves only by a compare-and-set. The caller runs one
     merge at a time. With ``rerere``, conflicts are merged again in the detached integration
     worktree with git's recorded resolutions; what they resolve completely counts as merged.
+    A branch that brings nothing new makes no merge commit; ``check`` still decides, on the
+    integration branch as it stands.
     """
     old, source, old_tree = _merge_inputs(repo, integration_branch, branch)
+    step = _merge_step(repo, integration_worktree, (old, old_tree), source, message, rerere)
+    if step.merged is None:
+        return MergeOutcome(False, None, step.conflicts, step.messages)
+    if check is not None and not check(step.merged):
+        return _rejected(integration_worktree, step.merged, step.messages)
+    if step.already_merged:
+        return MergeOutcome(True, old, [], step.messages, already_merged=True)
+    advance(repo, integration_branch, old, step.merged.new)
+    logger.info("merged %s into %s: %s", branch, integration_branch, step.merged.new)
+    return MergeOutcome(True, step.merged.new, [], step.messages)
+
+
+def merge_onto(
+    repo: Path, worktree: Path, tip: str, branch: str, message: str, *, rerere: bool = False
+) -> Step:
+    """Merge ``branch`` onto the commit ``tip`` as :func:`merge_branch` would, but move nothing:
+    a merge train chains such steps and publishes the last with :func:`advance`."""
+    source = loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+    tree = _TIP_TREES.get(tip)
+    if source is None or tree is None:
+        result = call(repo, "rev-parse", f"{branch}^{{commit}}", f"{tip}^{{tree}}")
+        shas = result.out.split()
+        if result.status != 0 or len(shas) != 2:
+            raise GitError(f"nothing to merge: {branch} names no commit")
+        source, tree = shas
+    return _merge_step(repo, worktree, (tip, tree), source, message, rerere)
+
+
+def tip_of(repo: Path, branch: str) -> str:
+    """The commit ``branch`` points at (from its loose ref when it has one)."""
+    sha = loose_ref(repo, f"refs/heads/{branch}") or branch_sha(repo, branch)
+    if sha is None:
+        raise GitError(f"integration branch {branch} does not exist")
+    return sha
+
+
+def _merge_step(
+    repo: Path, worktree: Path, tip: tuple[str, str], source: str, message: str, rerere: bool
+) -> Step:
+    """Merge ``source`` onto ``tip`` (its commit and tree) in the object database."""
+    old, old_tree = tip
     flags = ("--write-tree", "--messages", "--name-only", "-z")
     result = call(repo, "merge-tree", *flags, old, source, strip=False)
     if result.status not in (0, 1):
         raise GitError(failure(("merge-tree",), result))
     done = _parse_merge_tree(result.out)
     if not done.conflicts and done.tree == old_tree and is_ancestor(repo, source, old):
-        note = f"{branch} is already merged into {integration_branch}"
-        unchanged = MergedTree(repo, old, source, old, integration_worktree, [])
-        return _already_merged(unchanged, check, note)
-    merged: MergedTree | None = None
+        unchanged = MergedTree(repo, old, source, old, worktree, [])
+        note = f"nothing new to merge: {source[:12]} is already in {old[:12]}"
+        return Step(unchanged, [], note, already_merged=True)
     if not done.conflicts:
         new = _commit_tree(repo, done.tree, old, source, message)
         _remember_tip(new, done.tree)
-        merged = MergedTree(repo, old, source, new, integration_worktree, done.auto_merged)
-    elif rerere:
-        merged = _rerere_merge(repo, integration_worktree, old, source, message)
-    if merged is None:
-        return MergeOutcome(False, None, done.conflicts, done.messages)
-    if check is not None and not check(merged):
-        return _rejected(integration_worktree, merged, done.messages)
-    _advance(repo, integration_branch, old, merged.new)
-    logger.info("merged %s into %s: %s", branch, integration_branch, merged.new)
-    return MergeOutcome(True, merged.new, [], done.messages)
-
-
-def _already_merged(merged: MergedTree, check: Check | None, note: str) -> MergeOutcome:
-    """Nothing to merge (the agent committed nothing, or a crashed merge already moved the
-    branch): the check still decides, on the integration branch as it stands."""
-    if check is not None and not check(merged):
-        return _rejected(merged.worktree, merged, note)
-    return MergeOutcome(True, merged.old, [], note, already_merged=True)
+        merged = MergedTree(repo, old, source, new, worktree, done.auto_merged)
+        return Step(merged, [], done.messages)
+    resolved = _rerere_merge(repo, worktree, old, source, message) if rerere else None
+    return Step(resolved, [] if resolved else done.conflicts, done.messages)
 
 
 def _rejected(worktree: Path, merged: MergedTree, messages: str) -> MergeOutcome:
     """The check refused the result: the branch stays where it was, the worktree too."""
     if merged.checked_out:
-        _reset_worktree(worktree, merged.old)
+        reset_worktree(worktree, merged.old)
     return MergeOutcome(False, None, [], messages, rejected=True)
 
 
@@ -201,7 +240,7 @@ def _rerere_merge(
 ) -> MergedTree | None:
     """Merge in the integration worktree with rerere on; None unless it resolved everything."""
     _ensure_detached_worktree(repo, worktree, old)
-    _reset_worktree(worktree, old)
+    reset_worktree(worktree, old)
     rerere = ("-c", "rerere.enabled=true", "-c", "rerere.autoUpdate=true")
     result = call(
         worktree, *rerere, *NO_HOOKS, "merge", "--no-ff", "--no-commit", source, env=identity()
@@ -209,7 +248,7 @@ def _rerere_merge(
     unresolved = unmerged_paths(worktree)
     if result.status != 0 and (unresolved or conflict_markers(worktree)):
         call(worktree, "merge", "--abort")
-        _reset_worktree(worktree, old)
+        reset_worktree(worktree, old)
         return None
     tree = run(worktree, "write-tree")
     call(worktree, "merge", "--abort")
@@ -220,7 +259,7 @@ def _rerere_merge(
     return merged
 
 
-def _advance(repo: Path, branch: str, old: str, new: str) -> None:
+def advance(repo: Path, branch: str, old: str, new: str) -> None:
     """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile. ``update-ref``
     with the old value is git's own compare-and-swap under the ref's lock, so this does not
     wait for :func:`repo_lock`: under load the agents' worktree work held it most of the time
@@ -267,7 +306,7 @@ def _discard_leftover(path: Path, *, registered: bool) -> None:
     shutil.rmtree(path)
 
 
-def _reset_worktree(worktree: Path, sha: str) -> None:
+def reset_worktree(worktree: Path, sha: str) -> None:
     """Put ``worktree`` at ``sha``, detached and spotless, whatever a crash left behind."""
     lock = Path(run(worktree, "rev-parse", "--path-format=absolute", "--git-path", "index.lock"))
     if lock.exists():  # merges are serialised, so this lock outlived a crashed merge

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from cw.store import db
@@ -37,14 +37,10 @@ class Merges(StoreBase):
     def begin_merge(self, claim: Claim) -> MergeJob | None:
         """Take the queued merge of this attempt (again, after a crash); None if not ours."""
         with self._write() as s:
-            task = lock_task(s, claim.task_id)
-            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+            task = _ours(s, claim)
+            if task is None:
                 return None
-            s.execute(
-                update(Merge)
-                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-                .values(state="merging", started_at=time.time())
-            )
+            _set_merge(s, claim, state="merging", started_at=time.time())
             return MergeJob(
                 claim.task_id,
                 claim.attempt,
@@ -106,8 +102,8 @@ class Merges(StoreBase):
         with self._write() as s:
             if cap is not None:
                 db.serialize(s, "claim")  # counted with the claims, never one over the cap
-            task = lock_task(s, claim.task_id)
-            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+            task = _ours(s, claim)
+            if task is None:
                 return None
             self._record_merge(s, claim, report, "verify_failed" if report.rejected else "conflict")
             why = _bounce_reason(report)
@@ -157,19 +153,17 @@ class Merges(StoreBase):
 
     @staticmethod
     def _record_merge(s: Session, claim: Claim, report: MergeReport, state: str) -> None:
-        s.execute(
-            update(Merge)
-            .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-            .values(
-                state=state,
-                result_sha=report.sha,
-                conflict_files=report.conflict_files,
-                finished_at=time.time(),
-                output=report.output[-20_000:],
-                verify_command=report.verify_command,
-                verify_exit_code=report.verify_exit_code,
-                verify_output=report.verify_output,
-            )
+        _set_merge(
+            s,
+            claim,
+            state=state,
+            result_sha=report.sha,
+            conflict_files=report.conflict_files,
+            finished_at=time.time(),
+            output=report.output[-20_000:],
+            verify_command=report.verify_command,
+            verify_exit_code=report.verify_exit_code,
+            verify_output=report.verify_output,
         )
 
     def begun_merges(self) -> list[Claim]:
@@ -179,6 +173,30 @@ class Merges(StoreBase):
     def merges_not_begun(self) -> list[Claim]:
         """Tasks merging whose merge no merge worker has begun: its message may be lost."""
         return self._merges_in("queued")
+
+    def queued_merges(self, limit: int, now: float | None = None) -> list[Claim]:
+        """Up to ``limit`` merges waiting for a merge worker, oldest first: the cars a merge
+        train may take with the one it was sent. One waiting out a retry's pause is left."""
+        due = time.time() if now is None else now
+        with self._read() as s:
+            rows = s.execute(
+                select(*CLAIM_COLUMNS)
+                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
+                .outerjoin(Agent, Agent.task_id == Task.id)
+                .where(Task.state == S.MERGING, Merge.state == "queued")
+                .where(or_(Task.resent_at.is_(None), Task.resent_at <= due))
+                .order_by(Merge.queued_at, Merge.id)
+                .limit(limit)
+            ).all()
+            return [claim_of(row) for row in rows]
+
+    def requeue_merge(self, claim: Claim) -> bool:
+        """A merge begun and not finished goes back to waiting (its train stopped short)."""
+        with self._write() as s:
+            if _ours(s, claim) is None:
+                return False
+            _set_merge(s, claim, state="queued", started_at=None)
+            return True
 
     def _merges_in(self, merge_state: str) -> list[Claim]:
         """The current attempts of merging tasks whose merge row is in ``merge_state``."""
@@ -196,8 +214,8 @@ class Merges(StoreBase):
         queued for another try in ``pause x 2^(n-1)`` seconds, returned, ``retries`` times;
         after that the task fails with ``error`` (None then, and when the merge is not ours)."""
         with self._write() as s:
-            task = lock_task(s, claim.task_id)
-            if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+            task = _ours(s, claim)
+            if task is None:
                 return None
             earlier = task.extra.get(MERGE_RETRIES) or {}
             same_attempt = earlier.get("attempt") == claim.attempt
@@ -208,11 +226,7 @@ class Merges(StoreBase):
             task.extra = {**task.extra, MERGE_RETRIES: {"attempt": claim.attempt, "count": count}}
             wait = machinery_backoff(pause, count)
             task.resent_at = time.time() + wait  # the reconciler leaves the coming try alone
-            s.execute(
-                update(Merge)
-                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-                .values(state="queued", output=error)
-            )
+            _set_merge(s, claim, state="queued", output=error)
             return wait
 
     def fail_merge(self, claim: Claim, error: str) -> bool:
@@ -224,13 +238,26 @@ class Merges(StoreBase):
             s, claim.task_id, [S.MERGING], S.FAILED, of_attempt=claim.attempt, last_error=error
         )
         if moved:
-            s.execute(
-                update(Merge)
-                .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
-                .values(state="failed", finished_at=time.time(), output=error)
-            )
+            _set_merge(s, claim, state="failed", finished_at=time.time(), output=error)
             self._block_dependents(s, claim.task_id)
         return moved
+
+
+def _ours(s: Session, claim: Claim) -> Task | None:
+    """The claim's task, locked, while this attempt's merge is its current business."""
+    task = lock_task(s, claim.task_id)
+    if task is None or task.state != S.MERGING or task.attempt != claim.attempt:
+        return None
+    return task
+
+
+def _set_merge(s: Session, claim: Claim, **values: Any) -> None:
+    """Update the merge row of the claim's attempt."""
+    s.execute(
+        update(Merge)
+        .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
+        .values(**values)
+    )
 
 
 def _bounce_reason(report: MergeReport) -> str:

@@ -52,7 +52,7 @@ def test_a_bug_inside_a_merge_fails_the_task_instead_of_leaving_it_merging(
     (claim,) = store.claim_ready_tasks()
     assert attempts.run_attempt(settings, store, claim, worker="w")
     assert store.task_state(claim.task_id).value == "merging"
-    monkeypatch.setattr(merging, "_merge", lambda *_a: 1 / 0)
+    monkeypatch.setattr(merging, "run_train", lambda *_a: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         merging.merge_attempt(settings, store, claim)
     assert store.task_state(claim.task_id).value == "failed"

@@ -199,14 +199,14 @@ def test_a_merge_that_git_fails_around_is_queued_again_instead_of_failing_the_ta
 
     result = merging.merge_attempt(settings, store, first)
 
-    assert result.retry_in == 5.0 and result.merged is None
+    assert result.retry_in == 5.0 and result.merged == []
     assert store.task_state(first.task_id).value == "merging", "the work is not failed"
     assert store.merges_not_begun() == [first], "queued again"
     assert store.take_resends([first], TaskState.MERGING, time.time()) == [], (
         "the reconciler leaves the coming try alone"
     )
     lock.unlink()
-    assert merging.merge_attempt(settings, store, first).merged is not None
+    assert merging.merge_attempt(settings, store, first).merged != []
     assert store.task_state(first.task_id).value == "done"
 
 

@@ -341,7 +341,7 @@ def test_doctor_reports_an_orphan_task_branch_with_unmerged_commits(
 def test_merge_status_lists_queued_merged_and_conflicting_merges(
     district: Callable[..., District],
 ) -> None:
-    d = district(CW_MAX_BOUNCES="0")  # a conflict stays a conflict
+    d = district(CW_MAX_BOUNCES="0", CW_MERGE_TRAIN="1")  # a conflict stays; one at a time
     d.submit("a", "b", "c")
     claims = d.run_agents()  # all three wrote shared.txt from the same base
     d.merge(claims["a"])
@@ -381,7 +381,7 @@ def test_merge_status_counts_a_task_sent_back_by_a_conflict_as_a_bounce(
 def test_the_integrated_diff_of_a_merged_task_shows_what_its_merge_brought(
     district: Callable[..., District],
 ) -> None:
-    d = district()
+    d = district(CW_MERGE_TRAIN="1")  # b stays merging
     d.submit("a", "b")
     claims = d.run_agents()
     d.merge(claims["a"])

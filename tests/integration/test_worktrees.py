@@ -528,13 +528,13 @@ def test_merge_refuses_to_advance_an_integration_branch_that_moved(
 ) -> None:
     branch = make_task(repo, tmp_path, "raced", {"feature.txt": "feature\n"})
     elsewhere = make_task(repo, tmp_path, "elsewhere", {"x.txt": "x\n"})
-    real_advance = treemerge._advance
+    real_advance = treemerge.advance
 
     def someone_moves_it_first(repo: Path, name: str, old: str, new: str) -> None:
         git(repo, "update-ref", f"refs/heads/{name}", git(repo, "rev-parse", elsewhere))
         real_advance(repo, name, old, new)
 
-    monkeypatch.setattr(treemerge, "_advance", someone_moves_it_first)
+    monkeypatch.setattr(treemerge, "advance", someone_moves_it_first)
     with pytest.raises(GitError, match="moved"):
         merge_branch(repo, tmp_path / "integration", INTEGRATION, branch, "merge")
     assert branch_sha(repo, INTEGRATION) == branch_sha(repo, elsewhere)
