@@ -35,13 +35,13 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
 def merge(self: Any, task_id: int, attempt: int) -> None:
     settings, store = runtime()
     result = merge_attempt(settings, store, Claim(task_id, attempt))
-    if result.retry_in is not None:
-        raise self.retry(countdown=result.retry_in, max_retries=None)
     dispatch_ready(store, self.app, settings, promote=False)
     send(self.app, result.bounced)
     for job in result.merged:
         clean_up_later(settings, store, job)
     notify_later(settings, store)  # checkpoints the dispatch opened, a failed merge's
+    if result.retry_in is not None:  # the rest of its train is done: this one's comes later
+        raise self.retry(countdown=result.retry_in, max_retries=None)
 
 
 @app.task(name=defaults.RECONCILE_TASK, bind=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from cw import defaults
 from cw.errors import GitError, NotFound
 from cw.git import branches, worktrees
-from cw.git.train import run_train
+from cw.git.train import Outcome, run_train
 from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.states import TaskState
@@ -31,11 +31,15 @@ from cw.store.records import Intent
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass
 class MergeResult:
     merged: list[MergeJob] = field(default_factory=list)  # clean up their worktrees later
     bounced: list[Claim] = field(default_factory=list)  # sent back to their agents: send these
     retry_in: float | None = None  # git failed around it: send the merge again this much later
+
+
+#: The cars of one train: each merge's claim and job, in the order they are merged.
+Cars = list[tuple[Claim, MergeJob]]
 
 
 def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult:
@@ -46,52 +50,94 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
         if job is None:
             logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))
             return MergeResult()
-        claims, jobs = [claim], [job]
-        for car in store.queued_merges(settings.merge_train - 1):
-            taken = store.begin_merge(car)
+        cars = [(claim, job)]
+        for waiting in store.queued_merges(settings.merge_train - 1):
+            taken = store.begin_merge(waiting)
             if taken is not None:
-                claims.append(car)
-                jobs.append(taken)
+                cars.append((waiting, taken))
         try:
-            reports = run_train(settings, jobs)
+            outcomes = _train(settings, store, cars)
         except GitError as exc:  # a lock race, the hub away: cw's machinery, not the agents'
-            _requeue(store, claims[1:])
-            retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
-            retry_in = store.retry_merge(claim, str(exc), retries, pause)
-            log = logger.warning if retry_in is not None else logger.error
-            log("merge of task %s attempt %s: %s", *_ids(claim), exc)
-            return MergeResult(retry_in=retry_in)
+            _requeue(store, cars[1:])
+            return MergeResult(retry_in=_retry(store, claim, exc))
         except Exception as exc:
             # Never leave a task "merging" for ever: record the failure, then let Celery log it.
-            _requeue(store, claims[1:])
             store.fail_merge(claim, f"internal error: {exc!r}")
             raise
-        return _conclude(settings, store, list(zip(claims, jobs, reports, strict=True)))
+        return _conclude(settings, store, outcomes)
 
 
-def _requeue(store: Store, claims: list[Claim]) -> None:
-    """The train stopped short: the cars it took wait for their own merge messages."""
-    for claim in claims:
+def _train(settings: Settings, store: Store, cars: Cars) -> list[tuple[Claim, MergeJob, Outcome]]:
+    """Run the train. Should it break on something unexpected, the message's own merge is
+    made alone and the others wait for their own messages: one bad car fails only its task."""
+    try:
+        outcomes = run_train(settings, [job for _, job in cars])
+    except GitError:
+        raise
+    except Exception:
+        if len(cars) == 1:
+            raise
+        logger.exception("the merge train of %d broke; merging %s alone", len(cars), cars[0][1].key)
+        _requeue(store, cars[1:])
+        cars = cars[:1]
+        outcomes = run_train(settings, [cars[0][1]])
+    return [(claim, job, outcome) for (claim, job), outcome in zip(cars, outcomes, strict=True)]
+
+
+def _requeue(store: Store, cars: Cars) -> None:
+    """The train left these cars behind: each waits for its own merge message."""
+    for claim, _job in cars:
         store.requeue_merge(claim)
 
 
+def _retry(store: Store, claim: Claim, exc: GitError) -> float | None:
+    """Git failed around this merge: queued again for a later try (None: given up, failed)."""
+    retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+    retry_in = store.retry_merge(claim, str(exc), retries, pause)
+    log = logger.warning if retry_in is not None else logger.error
+    log("merge of task %s attempt %s: %s", *_ids(claim), exc)
+    return retry_in
+
+
 def _conclude(
-    settings: Settings, store: Store, outcomes: list[tuple[Claim, MergeJob, MergeReport]]
+    settings: Settings, store: Store, outcomes: list[tuple[Claim, MergeJob, Outcome]]
 ) -> MergeResult:
-    """Record each car: landed (done), or sent back to its agent."""
+    """Record each car: landed (done), sent back to its agent, or (git failed around it) queued
+    again: the message's own merge for a retry after a pause, another for its own message."""
     result = MergeResult()
-    for claim, job, report in outcomes:
-        if report.sha is not None:
-            store.finish_merge(claim, report)
+    for place, (claim, job, outcome) in enumerate(outcomes):
+        if isinstance(outcome, GitError):
+            if place == 0:
+                result.retry_in = _retry(store, claim, outcome)
+            else:
+                logger.warning("merge of %s left for its own message: %s", job.key, outcome)
+                store.requeue_merge(claim)
+        elif outcome.sha is not None:
+            store.finish_merge(claim, outcome)
             result.merged.append(job)
-            continue
-        intent = _intent(settings, store, job, report.conflict_files)
-        bounced = store.bounce(
-            claim, report, intent=intent, max_bounces=settings.max_bounces, cap=settings.running_cap
-        )
-        if bounced is not None:
-            result.bounced.append(bounced)
+        else:
+            _bounce(settings, store, claim, job, outcome, result)
     return result
+
+
+def _bounce(
+    settings: Settings,
+    store: Store,
+    claim: Claim,
+    job: MergeJob,
+    report: MergeReport,
+    result: MergeResult,
+) -> None:
+    try:
+        intent = _intent(settings, store, job, report.conflict_files)
+    except GitError as exc:  # the intent only helps the agent: never a reason not to send it
+        logger.warning("no intent for the bounce of %s: %s", job.key, exc)
+        intent = []
+    bounced = store.bounce(
+        claim, report, intent=intent, max_bounces=settings.max_bounces, cap=settings.running_cap
+    )
+    if bounced is not None:
+        result.bounced.append(bounced)
 
 
 def _intent(settings: Settings, store: Store, job: MergeJob, files: list[str]) -> list[Intent]:

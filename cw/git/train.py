@@ -40,80 +40,111 @@ class _Car:
         return self.step.merged.new
 
 
-def run_train(settings: Settings, jobs: Sequence[MergeJob]) -> list[MergeReport]:
-    """Merge ``jobs`` in order into the integration branch; one report per job, in order: a
-    sha for each that landed, conflicts or a red check for each that did not."""
+#: What became of one job: its report, or the git failure around it alone (its branch gone,
+#: the hub without it): cw's machinery, not the agent's work, so its merge is tried again.
+Outcome = MergeReport | GitError
+
+
+def run_train(settings: Settings, jobs: Sequence[MergeJob]) -> list[Outcome]:
+    """Merge ``jobs`` in order into the integration branch; one outcome per job, in order: a
+    sha for each that landed, conflicts or a red check for each that did not. A git failure
+    around the whole train (the branch moved, the hub away) raises :class:`GitError`."""
     globs = [g.strip() for g in settings.merge_union.split(",") if g.strip()]
     treemerge.set_union_merge(settings.repo, globs)
-    sources = _sources(settings, jobs)
     repo, branch = settings.repo, settings.integration_branch
+    if settings.git_hub:  # every car is merged onto the hub's integration branch
+        hub.fetch_branch(repo, settings.git_hub, branch, f"refs/heads/{branch}")
     start = tip = treemerge.tip_of(repo, branch)
-    reports: dict[int, MergeReport] = {}
-    pending = list(range(len(jobs)))
+    outcomes: dict[int, Outcome] = {}
+    pending, reds = list(range(len(jobs))), 0
     while pending:
-        cars = _couple(settings, jobs, sources, tip, pending, reports)
-        landed, red = _verify(settings, jobs, cars)
-        for car in cars[: len(landed)]:
-            reports[car.index] = _landed(car, landed[car.index])
-        tip = cars[len(landed) - 1].sha if landed else tip
-        pending = []
-        if red is not None:
-            reports[cars[len(landed)].index] = _red(cars[len(landed)], red)
-            pending = [car.index for car in cars[len(landed) + 1 :]]
-            treemerge.reset_worktree(settings.integration_worktree, tip)
+        # After two red trains in one pass, one car at a time: the bisections stop costing
+        # more check runs than merging each alone would.
+        batch = pending if reds < 2 else pending[:1]
+        tip, again, red = _round(settings, jobs, tip, batch, outcomes)
+        reds += red
+        pending = again + pending[len(batch) :]
     if tip != start:
         _publish(settings, start, tip)
     if len(jobs) > 1:
-        count = sum(r.sha is not None for r in reports.values())
+        count = sum(isinstance(o, MergeReport) and o.sha is not None for o in outcomes.values())
         logger.info("merge train of %d: %d landed", len(jobs), count)
-    return [reports[i] for i in range(len(jobs))]
+    return [outcomes[i] for i in range(len(jobs))]
 
 
-def _sources(settings: Settings, jobs: Sequence[MergeJob]) -> list[str]:
-    """The ref to merge for each job: its branch, or with a hub the copy fetched from there
-    (after the hub's integration branch, which every car is merged onto)."""
-    if not settings.git_hub:
-        return [job.branch for job in jobs]
-    branch = settings.integration_branch
-    hub.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
-    return [_fetched(settings, job) for job in jobs]
-
-
-def _fetched(settings: Settings, job: MergeJob) -> str:
-    source = hub.hub_ref(job.branch)
-    if not hub.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
-        raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
-    return source
+def _round(
+    settings: Settings,
+    jobs: Sequence[MergeJob],
+    tip: str,
+    batch: list[int],
+    outcomes: dict[int, Outcome],
+) -> tuple[str, list[int], bool]:
+    """One train: couple the cars, verify, land the green prefix. The new tip, the jobs to
+    merge again (those coupled behind a red car), and whether a car was red."""
+    cars, refused = _couple(settings, jobs, tip, batch, outcomes)
+    landed, red = _verify(settings, jobs, cars)
+    good = len(landed)
+    for car in cars[:good]:
+        outcomes[car.index] = _landed(car, landed[car.index])
+    tip = cars[good - 1].sha if good else tip
+    again = []
+    if red is not None:
+        outcomes[cars[good].index] = _red(cars[good], red)
+        again = [car.index for car in cars[good + 1 :]]
+        treemerge.reset_worktree(settings.integration_worktree, tip)
+    for index, behind, report in refused:
+        if red is not None and behind > good:
+            again.append(index)  # refused on top of the red car: it may merge without it
+        else:
+            outcomes[index] = report
+    return tip, sorted(again), red is not None
 
 
 def _couple(
     settings: Settings,
     jobs: Sequence[MergeJob],
-    sources: list[str],
     tip: str,
-    pending: list[int],
-    reports: dict[int, MergeReport],
-) -> list[_Car]:
-    """Merge each pending job onto the one before it; a refused one is reported and left out."""
+    batch: list[int],
+    outcomes: dict[int, Outcome],
+) -> tuple[list[_Car], list[tuple[int, int, MergeReport]]]:
+    """Merge each job onto the one before it. The cars, and the refused jobs, each with how
+    many cars were coupled before it and what refused it; a git failure around one job is its
+    outcome at once."""
     cars: list[_Car] = []
-    for index in pending:
-        job = jobs[index]
-        message = f"cw: merge {job.key}: {job.name}"
-        step = treemerge.merge_onto(
-            settings.repo,
-            settings.integration_worktree,
-            tip,
-            sources[index],
-            message,
-            rerere=settings.merge_rerere,
-        )
-        refused = _refusal(settings, step)
-        if refused is not None:
-            reports[index] = refused
+    refused: list[tuple[int, int, MergeReport]] = []
+    for index in batch:
+        try:
+            step = _merge_car(settings, jobs[index], tip)
+            report = _refusal(settings, step)
+        except GitError as exc:
+            outcomes[index] = exc
+            continue
+        if report is not None:
+            refused.append((index, len(cars), report))
             continue
         cars.append(_Car(index, step))
         tip = cars[-1].sha
-    return cars
+    return cars, refused
+
+
+def _merge_car(settings: Settings, job: MergeJob, tip: str) -> treemerge.Step:
+    source = _fetched(settings, job) if settings.git_hub else job.branch
+    return treemerge.merge_onto(
+        settings.repo,
+        settings.integration_worktree,
+        tip,
+        source,
+        f"cw: merge {job.key}: {job.name}",
+        rerere=settings.merge_rerere,
+    )
+
+
+def _fetched(settings: Settings, job: MergeJob) -> str:
+    """The job's branch fetched from the hub; the ref to merge."""
+    source = hub.hub_ref(job.branch)
+    if not hub.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
+        raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
+    return source
 
 
 def _refusal(settings: Settings, step: treemerge.Step) -> MergeReport | None:

@@ -12,9 +12,9 @@ from sqlalchemy.orm import Session, aliased
 
 from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld
-from cw.store.base import lock_task
+from cw.store.base import lock_task, queue_merge
 from cw.store.limits import Limits
-from cw.store.models import Agent, AgentRun, District, Event, Initiative, Merge, Message, Task
+from cw.store.models import Agent, AgentRun, District, Event, Initiative, Message, Task
 from cw.store.records import (
     APPROVE,
     HEARD_BY,
@@ -342,16 +342,7 @@ class Attempts(Limits):
 
     def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         if result.outcome == "done":
-            branch = s.scalar(select(Task.branch).where(Task.id == claim.task_id)) or ""
-            s.add(
-                Merge(
-                    task_id=claim.task_id,
-                    attempt=claim.attempt,
-                    state="queued",
-                    branch=branch,
-                    queued_at=time.time(),
-                )
-            )
+            queue_merge(s, claim.task_id, claim.attempt)
         elif result.outcome == "failed":
             self._block_dependents(s, claim.task_id)
         elif result.outcome == "rate_limited" and result.not_before is not None:

@@ -21,6 +21,7 @@ from cw.store.models import (
     AgentRun,
     Event,
     Initiative,
+    Merge,
     Message,
     Plan,
     Task,
@@ -180,6 +181,14 @@ class StoreBase:
 def lock_task(s: Session, task_id: int) -> Task | None:
     """The task, its row locked until the transaction ends (a no-op lock on SQLite)."""
     return s.get(Task, task_id, with_for_update=True, populate_existing=True)
+
+
+def queue_merge(s: Session, task_id: int, attempt: int) -> None:
+    """The attempt's merge, waiting for a merge worker: what recovery and ``cw merge status``
+    see of a merge whose message is on its way (or lost)."""
+    branch = s.scalar(select(Task.branch).where(Task.id == task_id)) or ""
+    now = time.time()
+    s.add(Merge(task_id=task_id, attempt=attempt, state="queued", branch=branch, queued_at=now))
 
 
 def agents_in_flight(s: Session) -> int:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cw.errors import UsageError
-from cw.store.base import StoreBase, labelled
+from cw.store.base import StoreBase, labelled, queue_merge
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.read import ReviewListing
 from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Bounce, Claim, ReviewCheck, S, Scope
@@ -27,6 +27,7 @@ class Reviews(StoreBase):
             task = s.get_one(Task, task_id)
             if not self._move(s, task_id, [S.REVIEW], S.MERGING, of_attempt=task.attempt):
                 raise UsageError(_not_in_review(task))
+            queue_merge(s, task_id, task.attempt)
             self._event(s, "review.approved", task_id, task.attempt)
             self._settle_notice(s, task_id, APPROVE)
             return labelled(s, task_id)

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from cw.agents import attempts
-from cw.git import merging, runner
+from cw.git import merging, runner, treemerge
 from cw.settings import Settings
 from cw.store import Claim, Store
 from tests.conftest import database_env, git, init_district
 from tests.factories import spec
 
-# Each task writes a file named after itself; "clash*" tasks also write shared.txt.
+# Each task writes a file named after itself; "*clash*" tasks also write shared.txt.
 AGENT = 'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; '
-AGENT += 'case "$CW_TASK_KEY" in clash*) echo "$CW_TASK_KEY" > shared.txt;; esac'
+AGENT += 'case "$CW_TASK_KEY" in *clash*) echo "$CW_TASK_KEY" > shared.txt;; esac'
 
 
 @pytest.fixture
@@ -29,12 +29,12 @@ def train(
 ) -> Iterator[Callable[..., tuple[Settings, Store, list[Claim]]]]:
     """``train(*keys, **CW_*)``: a district whose tasks ``keys`` all ran and wait for their
     merges, in that order; its verify command counts its runs in ``tmp_path/runs`` and fails
-    on a tree holding ``bad.txt``."""
+    on a tree holding a ``bad*.txt`` (a task whose key starts with "bad" breaks it)."""
     stores: list[Store] = []
 
     def make(*keys: str, **env: str) -> tuple[Settings, Store, list[Claim]]:
         repo = make_repo("repo")
-        verify = f"echo run >> {tmp_path / 'runs'}; test ! -e bad.txt"
+        verify = f"echo run >> {tmp_path / 'runs'}; ! ls bad*.txt >/dev/null 2>&1"
         settings, store = init_district(
             repo,
             {"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, "CW_VERIFY_COMMAND": verify,
@@ -61,6 +61,12 @@ def merged_subjects(settings: Settings) -> list[str]:
     """The integration branch's merges, oldest first."""
     log = git(settings.repo, "log", "--first-parent", "--format=%s", settings.integration_branch)
     return [s.removeprefix("cw: merge ").split(":")[0] for s in reversed(log.splitlines()[:-1])]
+
+
+def lose_branch(settings: Settings, store: Store, claim: Claim) -> None:
+    """Delete the task's branch: git cannot merge it (the merge worker's machinery fails)."""
+    branch = store.task_detail(claim.task_id)["branch"]
+    git(settings.repo, "update-ref", "-d", f"refs/heads/{branch}")
 
 
 def states(store: Store, claims: list[Claim]) -> dict[str, str]:
@@ -151,3 +157,78 @@ def test_a_train_of_one_merges_only_the_attempt_it_was_sent(
     merging.merge_attempt(settings, store, claims[0])
 
     assert states(store, claims) == {"a": "done", "b": "merging"}
+
+
+def test_a_car_refused_on_top_of_a_red_one_is_merged_again_without_it(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]],
+) -> None:
+    settings, store, claims = train("a", "badclash", "clash2", CW_MAX_BOUNCES="0")
+
+    merging.merge_attempt(settings, store, claims[0])
+
+    assert states(store, claims) == {"a": "done", "badclash": "failed", "clash2": "done"}
+    assert merged_subjects(settings) == ["a", "clash2"], "its conflict was with the red car"
+
+
+def test_every_car_red_costs_a_bounded_number_of_check_runs(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]], tmp_path: Path
+) -> None:
+    settings, store, claims = train(
+        "a", "b", "c", "d", CW_VERIFY_COMMAND=f"echo >> {tmp_path / 'runs'}; false"
+    )
+
+    result = merging.merge_attempt(settings, store, claims[0])
+
+    assert [c.key for c in result.bounced] == ["a", "b", "c", "d"]
+    assert merged_subjects(settings) == []
+    # Four, then three bisected (3 + 2 runs); after two red trains, c and d alone (1 + 1).
+    assert verify_runs(tmp_path) == 7
+
+
+def test_git_failing_around_one_waiting_car_leaves_it_for_its_own_message(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]],
+) -> None:
+    settings, store, claims = train("a", "gone", "c")
+    lose_branch(settings, store, claims[1])
+
+    result = merging.merge_attempt(settings, store, claims[0])
+
+    assert result.retry_in is None, "the message's own merge landed"
+    assert states(store, claims) == {"a": "done", "gone": "merging", "c": "done"}
+    assert [c.key for c in store.merges_not_begun()] == ["gone"]
+    assert store.task_detail(claims[1].task_id)["extra"] == {}, "no retry is counted against it"
+
+
+def test_git_failing_around_the_messages_own_car_retries_it_and_the_train_goes_on(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]],
+) -> None:
+    settings, store, claims = train("gone", "b", "c")
+    lose_branch(settings, store, claims[0])
+
+    result = merging.merge_attempt(settings, store, claims[0])
+
+    assert result.retry_in is not None and [j.key for j in result.merged] == ["b", "c"]
+    assert states(store, claims) == {"gone": "merging", "b": "done", "c": "done"}
+
+
+def test_a_train_that_breaks_unexpectedly_fails_only_the_task_that_broke_it(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store, claims = train("a", "boom", "c")
+    real = treemerge.merge_onto
+
+    def merge_onto(
+        repo: Path, worktree: Path, tip: str, branch: str, message: str, *, rerere: bool = False
+    ) -> treemerge.Step:
+        if branch.endswith("-boom"):
+            raise RuntimeError("a bug")
+        return real(repo, worktree, tip, branch, message, rerere=rerere)
+
+    monkeypatch.setattr(treemerge, "merge_onto", merge_onto)
+
+    merging.merge_attempt(settings, store, claims[0])  # a alone, once the train broke
+    merging.merge_attempt(settings, store, claims[2])  # c alone, likewise
+    with pytest.raises(RuntimeError, match="a bug"):
+        merging.merge_attempt(settings, store, claims[1])
+
+    assert states(store, claims) == {"a": "done", "boom": "failed", "c": "done"}

@@ -35,6 +35,18 @@ def test_finished_work_waits_in_review_with_its_check_and_a_message(store: Store
         store.approve(claim.task_id)
 
 
+def test_an_approved_merge_waits_in_the_merge_queue_where_recovery_finds_it(
+    store: Store,
+) -> None:
+    store.submit(spec({"a": []}))
+    claim = to_review(store)
+    assert store.merges_not_begun() == []
+    store.approve(claim.task_id)
+    assert store.merges_not_begun() == [claim], "a lost merge message is re-sent"
+    job = store.begin_merge(claim)
+    assert job is not None and store.begun_merges() == [claim]
+
+
 def test_a_rejection_sends_the_feedback_to_the_next_attempt(store: Store) -> None:
     store.submit(spec({"a": []}))
     claim = to_review(store)
