@@ -11,7 +11,7 @@ PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
 # The local PostgreSQL server for the PostgreSQL passes (docs/postgres.md).
 POSTGRES_URL ?= postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql
 
-.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench bench-quick bench-stop bench-hosts bench-load clean
+.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench bench-quick bench-stop bench-hosts bench-load bench-train clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cw needs Python 3.11+")'
@@ -77,6 +77,9 @@ bench-hosts: install
 # The merge path under load: 500 tasks, 12 agent slots, two rounds (about 6 minutes).
 bench-load: install
 	$(BIN)/python bench/load.py 500 2
+
+bench-train: install
+	$(BIN)/python bench/train.py 500 3
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

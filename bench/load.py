@@ -81,11 +81,14 @@ def one_run(
     tasks: list[Task],
     agent_workers: Sequence[int] = AGENT_WORKERS,
     seconds: float = AGENT_SECONDS,
+    config: dict[str, object] | None = None,
 ) -> dict[str, float]:
+    """One run of ``tasks``; ``config`` adds settings to the district's config.toml."""
     durations = {str(t["id"]): seconds for t in tasks}
     repo = make_district(root, name, durations)
-    with open(repo / ".cw" / "config.toml", "a") as config:
-        config.write(f"agent_nice = {nice}\n")
+    with open(repo / ".cw" / "config.toml", "a") as toml:
+        for key, value in {"agent_nice": nice, **(config or {})}.items():
+            toml.write(f"{key} = {json.dumps(value)}\n")
     cw_before = children_cpu()
     with workers(repo, agent_workers):
         broker = embedded_pid(settings_of(repo))

@@ -103,15 +103,13 @@ def _conclude(
     settings: Settings, store: Store, outcomes: list[tuple[Claim, MergeJob, Outcome]]
 ) -> MergeResult:
     """Record each car: landed (done), sent back to its agent, or (git failed around it) queued
-    again: the message's own merge for a retry after a pause, another for its own message."""
+    again for a try after a pause: the message's own by this message's retry, another by its
+    own message or the reconciler's (trains leave it alone until then)."""
     result = MergeResult()
     for place, (claim, job, outcome) in enumerate(outcomes):
         if isinstance(outcome, GitError):
-            if place == 0:
-                result.retry_in = _retry(store, claim, outcome)
-            else:
-                logger.warning("merge of %s left for its own message: %s", job.key, outcome)
-                store.requeue_merge(claim)
+            retry_in = _retry(store, claim, outcome)
+            result.retry_in = retry_in if place == 0 else result.retry_in
         elif outcome.sha is not None:
             store.finish_merge(claim, outcome)
             result.merged.append(job)

@@ -16,6 +16,7 @@ from cw.store.base import (
     claim_of,
     labelled,
     lock_task,
+    queue_merge,
 )
 from cw.store.models import Agent, Merge, Message, Task
 from cw.store.records import (
@@ -40,7 +41,9 @@ class Merges(StoreBase):
             task = _ours(s, claim)
             if task is None:
                 return None
-            _set_merge(s, claim, state="merging", started_at=time.time())
+            if not _set_merge(s, claim, state="merging", started_at=time.time()):
+                queue_merge(s, claim.task_id, claim.attempt)  # approved by an older cw
+                _set_merge(s, claim, state="merging", started_at=time.time())
             return MergeJob(
                 claim.task_id,
                 claim.attempt,
@@ -199,13 +202,16 @@ class Merges(StoreBase):
             return True
 
     def _merges_in(self, merge_state: str) -> list[Claim]:
-        """The current attempts of merging tasks whose merge row is in ``merge_state``."""
+        """The current attempts of merging tasks whose merge row is in ``merge_state``; for
+        ``queued``, also those with no merge row (approved before approval queued one)."""
+        in_state = Merge.state == merge_state
         with self._read() as s:
             rows = s.execute(
                 select(*CLAIM_COLUMNS)
-                .join(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
+                .outerjoin(Merge, (Merge.task_id == Task.id) & (Merge.attempt == Task.attempt))
                 .outerjoin(Agent, Agent.task_id == Task.id)
-                .where(Task.state == S.MERGING, Merge.state == merge_state)
+                .where(Task.state == S.MERGING)
+                .where(or_(in_state, Merge.id.is_(None)) if merge_state == "queued" else in_state)
             ).all()
             return [claim_of(row) for row in rows]
 
@@ -251,13 +257,14 @@ def _ours(s: Session, claim: Claim) -> Task | None:
     return task
 
 
-def _set_merge(s: Session, claim: Claim, **values: Any) -> None:
-    """Update the merge row of the claim's attempt."""
-    s.execute(
+def _set_merge(s: Session, claim: Claim, **values: Any) -> int:
+    """Update the merge row of the claim's attempt; how many rows (0: it has none)."""
+    result = s.execute(
         update(Merge)
         .where(Merge.task_id == claim.task_id, Merge.attempt == claim.attempt)
         .values(**values)
     )
+    return int(getattr(result, "rowcount", 0))
 
 
 def _bounce_reason(report: MergeReport) -> str:

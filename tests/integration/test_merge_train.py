@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from cw.agents import attempts
+from cw.errors import GitError
 from cw.git import merging, runner, treemerge
 from cw.settings import Settings
 from cw.store import Claim, Store
@@ -185,7 +186,7 @@ def test_every_car_red_costs_a_bounded_number_of_check_runs(
     assert verify_runs(tmp_path) == 7
 
 
-def test_git_failing_around_one_waiting_car_leaves_it_for_its_own_message(
+def test_git_failing_around_one_waiting_car_queues_it_again_after_a_pause(
     train: Callable[..., tuple[Settings, Store, list[Claim]]],
 ) -> None:
     settings, store, claims = train("a", "gone", "c")
@@ -195,8 +196,9 @@ def test_git_failing_around_one_waiting_car_leaves_it_for_its_own_message(
 
     assert result.retry_in is None, "the message's own merge landed"
     assert states(store, claims) == {"a": "done", "gone": "merging", "c": "done"}
-    assert [c.key for c in store.merges_not_begun()] == ["gone"]
-    assert store.task_detail(claims[1].task_id)["extra"] == {}, "no retry is counted against it"
+    assert [c.key for c in store.merges_not_begun()] == ["gone"], "queued again"
+    assert store.task_detail(claims[1].task_id)["extra"]["merge_retries"]["count"] == 1
+    assert store.queued_merges(8) == [], "the next train leaves it to its pause"
 
 
 def test_git_failing_around_the_messages_own_car_retries_it_and_the_train_goes_on(
@@ -232,3 +234,19 @@ def test_a_train_that_breaks_unexpectedly_fails_only_the_task_that_broke_it(
         merging.merge_attempt(settings, store, claims[1])
 
     assert states(store, claims) == {"a": "done", "boom": "failed", "c": "done"}
+
+
+def test_a_conflict_goes_back_to_its_agent_even_when_its_intent_cannot_be_read(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store, claims = train("clash1", "clash2")
+
+    def no_log(*_args: object) -> list[object]:
+        raise GitError("git log failed")
+
+    monkeypatch.setattr(merging, "_intent", no_log)
+
+    result = merging.merge_attempt(settings, store, claims[0])
+
+    assert [c.key for c in result.bounced] == ["clash2"]
+    assert states(store, claims) == {"clash1": "done", "clash2": "queued"}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from cw.errors import UsageError
-from cw.store import AttemptResult, Claim, Store
+from cw.store import AttemptResult, Claim, MergeReport, Store
 from cw.store.records import Bounce, ReviewCheck, Scope
 from tests.factories import spec
 
@@ -45,6 +46,21 @@ def test_an_approved_merge_waits_in_the_merge_queue_where_recovery_finds_it(
     assert store.merges_not_begun() == [claim], "a lost merge message is re-sent"
     job = store.begin_merge(claim)
     assert job is not None and store.begun_merges() == [claim]
+
+
+def test_a_merge_approved_by_an_older_cw_without_its_merge_row_is_found_and_recorded(
+    store: Store,
+) -> None:
+    store.submit(spec({"a": []}))
+    claim = to_review(store)
+    store.approve(claim.task_id)
+    with store.engine.begin() as conn:  # what approval left before it queued the merge
+        conn.execute(text("DELETE FROM merges"))
+    assert store.merges_not_begun() == [claim]
+    assert store.begin_merge(claim) is not None and store.begun_merges() == [claim]
+    assert store.finish_merge(claim, MergeReport(sha="1" * 40))
+    (row,) = store.merge_rows()
+    assert (row.state, row.result_sha) == ("merged", "1" * 40)
 
 
 def test_a_rejection_sends_the_feedback_to_the_next_attempt(store: Store) -> None:
