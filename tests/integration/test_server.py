@@ -6,6 +6,7 @@ workers, the command adapter running shell agents in real worktrees.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -131,6 +132,29 @@ def server(
         each.store.close()
 
 
+#: What the server's process tree holds once everything runs (a, b: agents that sleep).
+SERVER_PARTS = (
+    "-Q merge",
+    "cw-control",  # forked from the merge worker: its command line is the same
+    "-Q agents",
+    "beat",
+    "cw fsui",
+    "flower",
+    "cw web",
+    "redis-server",
+    "sleep",
+)
+
+
+def _missing(tree: list[psutil.Process]) -> list[str]:
+    """Those of :data:`SERVER_PARTS` no process of ``tree`` names."""
+    names = set()
+    for process in tree:
+        with contextlib.suppress(psutil.Error):
+            names.add(" ".join([process.name(), *process.cmdline()]))
+    return [part for part in SERVER_PARTS if not any(part in n for n in names)]
+
+
 def integration_subjects(repo: Path) -> list[str]:
     return git(repo, "log", "--first-parent", "--format=%s", "cw/integration").splitlines()
 
@@ -142,20 +166,10 @@ def test_sigterm_interrupts_agents_and_a_restart_resumes_them_until_the_plan_is_
     srv.store.submit(spec({"a": [], "b": [], "c": ["a", "b"]}))
     srv.start("--workers", "2")  # dispatches the ready tasks itself
     srv.wait_for(lambda: _both_agents_run(srv), 60, "a and b running")
+    # The control worker is forked once the merge worker has loaded: it may come a moment later.
+    srv.wait_for(lambda: _missing(srv.tree()) == [], 30, "every process of the server")
     tree = srv.tree()
-    names = {" ".join([p.name(), *p.cmdline()]) for p in tree}
-    for part in (
-        "-Q merge",
-        "cw-control",  # forked from the merge worker: its command line is the same
-        "-Q agents",
-        "beat",
-        "cw fsui",
-        "flower",
-        "cw web",
-        "redis-server",
-        "sleep",
-    ):
-        assert any(part in n for n in names), f"{part} is not in the server's tree"
+    assert _missing(tree) == []
     login = srv.repo / ".cw" / "flower.credentials"
     srv.wait_for(login.exists, 30, "flower's generated login")
     assert srv.status()["flower_credentials"] == str(login) and login.stat().st_mode & 0o077 == 0
