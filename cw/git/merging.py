@@ -109,7 +109,8 @@ def _conclude(
     for place, (claim, job, outcome) in enumerate(outcomes):
         if isinstance(outcome, GitError):
             retry_in = _retry(store, claim, outcome)
-            result.retry_in = retry_in if place == 0 else result.retry_in
+            if place == 0:  # the message's own: its Celery retry brings it back
+                result.retry_in = retry_in
         elif outcome.sha is not None:
             store.finish_merge(claim, outcome)
             result.merged.append(job)
