@@ -48,7 +48,7 @@ unit: install
 
 # The two-host tests alone (also part of `make test`).
 hosts: install
-	$(BIN)/pytest tests/integration/test_many_hosts.py -q
+	$(BIN)/pytest tests/integration/service/test_many_hosts.py -q
 
 # The long fault-injection run: a 20-task plan while workers are SIGKILLed 50 times in
 # `git worktree add`, the agent, the commit and the merge (`make test` runs 4 such kills).

@@ -15,7 +15,7 @@ from cw.service import monitoring
 from tests.conftest import CW
 from tests.factories import spec
 from tests.integration.conftest import District
-from tests.integration.web_district import (
+from tests.integration.web.web_district import (
     QUESTION,
     next_event,
     serve,

@@ -18,8 +18,8 @@ from cw.store.snapshot import Snapshot
 from tests.conftest import git
 from tests.factories import spec
 from tests.integration.conftest import District
-from tests.integration.test_fsui import cw_fsui, edit, fields, wait_for
-from tests.integration.web_district import serve
+from tests.integration.fsui.test_fsui import cw_fsui, edit, fields, wait_for
+from tests.integration.web.web_district import serve
 
 pytestmark = pytest.mark.redis
 

@@ -26,7 +26,7 @@ from tests.fakes.fake_claude_script import (
     write_scenario,
 )
 from tests.integration.conftest import District, real_claude_asking
-from tests.integration.test_fsui import cw_fsui, edit, fields, wait_for
+from tests.integration.fsui.test_fsui import cw_fsui, edit, fields, wait_for
 
 pytestmark = pytest.mark.redis
 

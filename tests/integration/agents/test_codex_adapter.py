@@ -56,7 +56,7 @@ from cw.errors import AgentError
 from cw.settings import Settings
 from cw.store import TaskBrief
 
-FAKES = Path(__file__).resolve().parent.parent / "fakes"
+FAKES = Path(__file__).resolve().parents[2] / "fakes"
 
 
 @pytest.fixture(autouse=True)

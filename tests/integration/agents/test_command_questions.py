@@ -10,7 +10,7 @@ import pytest
 
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.store import Question
-from tests.integration.test_agents import adapter, always, request
+from tests.integration.agents.test_agents import adapter, always, request
 
 ASK = """cat > "$CW_QUESTIONS_FILE" <<'EOF'
 {"status": "questions", "questions": [

@@ -21,7 +21,7 @@ pytestmark = [
     pytest.mark.skipif(bool(EXTERNAL_REDIS_URL), reason="CW_TEST_REDIS_URL names the Redis"),
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MACHINE_REDIS = "redis://127.0.0.1:6379"
 #: Run by every worker of a nested session: records its Redis, then fails.
 PROBE = """

@@ -13,7 +13,7 @@ from cw.store import AttemptResult, Claim, Store
 from tests.factories import spec
 from tests.fakes.fake_claude_script import Done, RateLimit, Run, read_jsonl, write_scenario
 from tests.integration.conftest import District, fake_claude_running
-from tests.integration.web_district import serve
+from tests.integration.web.web_district import serve
 
 pytestmark = pytest.mark.redis
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import District
-from tests.integration.test_review import reviewing, runs
-from tests.integration.web_district import serve, web_district
+from tests.integration.district.test_review import reviewing, runs
+from tests.integration.web.web_district import serve, web_district
 
 pytestmark = pytest.mark.redis
 
