@@ -35,7 +35,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from bench.table import Row, Sizes  # noqa: E402
-from cw.fsui import mirror, watcher  # noqa: E402
+from cw.fsui import mirror, place, watcher  # noqa: E402
 from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec, Where  # noqa: E402
 from cw.settings import Settings  # noqa: E402
 from cw.store import AttemptResult, Store  # noqa: E402
@@ -100,7 +100,7 @@ def bench_render(settings: Settings, store: Store, runs: int = RENDER_RUNS) -> d
     render mostly measure that search."""
     seconds, cpu, files = [], [], 0
     for run in range(runs):
-        mirror_dir = watcher.mirror_root(settings)
+        mirror_dir = place.mirror_root(settings)
         if mirror_dir.exists():
             mirror_dir.rename(settings.repo.parent / f"render-{run}")
         for record in settings.state_dir.glob("fsui-state.*"):  # what the last render wrote
@@ -130,7 +130,7 @@ def files_of(root: Path) -> dict[str, tuple[int, int]]:
 def bench_one_change(settings: Settings, store: Store, changes: int = CHANGES) -> dict[str, object]:
     w = watcher.Watcher(settings, store)
     w.sync_all()
-    root = watcher.mirror_root(settings)
+    root = place.mirror_root(settings)
     texts = {rel: (root / rel).read_bytes() for rel in files_of(root)}
     ready = [t for t in w.snapshot.tasks() if t.state == "ready"][-changes:]
     samples, rewritten, unchanged = [], [], 0
@@ -181,7 +181,7 @@ def summary(samples: list[float]) -> dict[str, object]:
 
 def bench_edits(settings: Settings, store: Store) -> dict[str, object]:
     snapshot = Snapshot(store.engine)
-    root = watcher.mirror_root(settings)
+    root = place.mirror_root(settings)
     pending = [m for m in snapshot.messages() if m.state == "pending"][:ANSWERS]
     samples = []
     for message in pending:
@@ -203,7 +203,7 @@ def _says_cancelled(path: Path) -> bool:
 
 
 def bench_changes(settings: Settings, store: Store) -> dict[str, object]:
-    root = watcher.mirror_root(settings)
+    root = place.mirror_root(settings)
     snapshot = Snapshot(store.engine)
     ready = [t for t in snapshot.tasks() if t.state == "ready"][:ANSWERS]
     samples = []

@@ -56,6 +56,10 @@ AGENT_KILL_GRACE_SECONDS = 10.0
 AGENT_NICE = 10
 #: The largest niceness POSIX defines.
 MAX_NICE = 19
+#: The largest id or count a database column holds (a signed 64-bit integer).
+MAX_ROW_ID = 2**63 - 1
+#: The largest token budget a plan or an initiative holds (a 32-bit column on PostgreSQL).
+MAX_TOKENS = 2**31 - 1
 VISIBILITY_TIMEOUT_SECONDS = 4 * 3600
 RECONCILE_SECONDS = 15.0
 LEASE_PASS_MARGIN_SECONDS = 0.5  # an extra reconcile pass runs this long after a lease ends

@@ -6,14 +6,17 @@ Nothing else in cw reads ``os.environ`` for configuration; the settings are pass
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import re
 import socket
 import subprocess
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from cw import defaults
 from cw.errors import ConfigError, NotAGitRepository, NotInitialized
@@ -119,6 +122,8 @@ class Settings:
         return self.state_dir.is_dir()
 
     def require_initialized(self) -> Settings:
+        if not self.repo.is_dir():  # CW_REPO names it (`cw flower` runs without one)
+            raise NotInitialized(f"CW_REPO: {self.repo} is not a directory")
         if not self.initialized:
             raise NotInitialized(f"{self.repo} has no {defaults.STATE_DIR}/: run `cw init` first")
         return self
@@ -139,13 +144,60 @@ class Settings:
         """Read the repository, then ``.cw/config.toml``, then ``CW_*`` (which win)."""
         env = os.environ if env is None else env
         repo = Path(env["CW_REPO"]).resolve() if env.get("CW_REPO") else find_repo(cwd)
-        values: dict[str, Any] = {}
         config = _read_config(repo / defaults.STATE_DIR / defaults.CONFIG_FILE)
         caps = _caps(config.pop(CAPS, {}), f"{defaults.CONFIG_FILE} [{CAPS}]", "")
         caps.update(_caps(_env_caps(env), "", CAPS_PREFIX))
-        values.update(config)
-        values.update(_read_env(env))
-        return cls(repo=repo, max_running=caps, **_coerce(values))
+        values = _coerce(config, lambda name: f"{defaults.CONFIG_FILE}: {name}")
+        values.update(_coerce(_read_env(env), lambda name: ENV_PREFIX + name.upper()))
+        settings = cls(repo=repo, max_running=caps, **values)
+        _check_together(settings)
+        return settings
+
+
+def _check_together(settings: Settings) -> None:
+    """What no single value shows: the heartbeat renews the lease, so it must come sooner."""
+    if settings.heartbeat >= settings.lease:
+        raise ConfigError(
+            f"heartbeat ({settings.heartbeat:g} s) must be shorter than lease "
+            f"({settings.lease:g} s): an agent's lease would run out between its heartbeats"
+        )
+
+
+#: What git's check-ref-format refuses in a branch name (a subset that needs no git process).
+_BAD_BRANCH = re.compile(r"\.\.|@\{|//|[\x00-\x20\x7f~^:?*\[\\]|^[-./]|[./]$|\.lock$|/\.|^@$")
+
+
+def branch_name_ok(name: str) -> bool:
+    """Whether git would take ``name`` for a branch (checked without asking git)."""
+    too_long = any(len(part.encode()) > 250 for part in name.split("/"))  # a file name each
+    return bool(name) and not _BAD_BRANCH.search(name) and not too_long
+
+
+def _check_branch(where: str, name: str) -> None:
+    if not branch_name_ok(name):
+        raise ConfigError(f"{where}: {name!r} is not a name git allows for a branch")
+
+
+def _check_database_url(where: str, url: str) -> None:
+    """A SQLite file at an absolute path (SQLAlchemy's ``sqlite[+driver]:////path``), or a
+    PostgreSQL server (``postgresql[+driver]://``); read without loading SQLAlchemy."""
+    scheme, _, rest = url.partition("://")
+    dialect = scheme.split("+", 1)[0]
+    if dialect in ("postgresql", "postgres") and rest:
+        return
+    if dialect != "sqlite" or not rest.startswith("/"):
+        raise ConfigError(
+            f"{where}: {url!r} is neither sqlite:////absolute/path.db nor a postgresql:// URL"
+        )
+    path = unquote(rest[1:].split("?", 1)[0])
+    if not path.startswith("/"):
+        raise ConfigError(f"{where}: {url!r} names a relative path; give an absolute one")
+
+
+_CHECKS: dict[str, Callable[[str, Any], None]] = {
+    "integration_branch": _check_branch,
+    "database_url": _check_database_url,
+}
 
 
 def find_repo(cwd: Path | None = None) -> Path:
@@ -174,14 +226,18 @@ _ZERO_MEANS_NONE = frozenset(
     {"claude_max_turns", "claude_max_budget_usd", "max_bounces", "agent_nice"}
 )
 #: Numeric settings with an upper bound.
-_MAXIMA = {"agent_nice": defaults.MAX_NICE}
+_MAXIMA = {"agent_nice": defaults.MAX_NICE, "flower_port": 65535, "web_port": 65535}
 
 CAPS = "max_running"
 CAPS_PREFIX = f"{ENV_PREFIX}{CAPS.upper()}_"
 _FIELDS = {f.name: f for f in fields(Settings) if f.name not in ("repo", CAPS)}
 
 #: Settings that take one of a few words.
-_CHOICES = {"overlap": defaults.OVERLAP_MODES, "review": defaults.REVIEW_MODES}
+_CHOICES = {
+    "agent": defaults.ADAPTER_NAMES,
+    "overlap": defaults.OVERLAP_MODES,
+    "review": defaults.REVIEW_MODES,
+}
 
 
 def _read_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -233,40 +289,62 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
-def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+def _coerce(values: dict[str, Any], label: Callable[[str], str]) -> dict[str, Any]:
+    """Each value as its field's type, checked; ``label`` names a wrong one as the person wrote
+    it (``config.toml: lease``, or ``CW_LEASE``)."""
     out: dict[str, Any] = {}
     for name, raw in values.items():
         kind: Any = type(_FIELDS[name].default)
-        if kind is bool:
-            out[name] = _boolean(name, raw)
-            continue
-        try:
-            value = kind(raw)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(
-                f"{ENV_PREFIX}{name.upper()}: expected {kind.__name__}, got {raw!r}"
-            ) from exc
+        where = label(name)
+        value = _boolean(where, raw) if kind is bool else _typed(where, kind, raw)
         if name in _CHOICES and value not in _CHOICES[name]:
-            raise ConfigError(
-                f"{ENV_PREFIX}{name.upper()}: expected one of {', '.join(_CHOICES[name])}, "
-                f"got {raw!r}"
-            )
-        if kind in (int, float) and (value < 0 or (value == 0 and name not in _ZERO_MEANS_NONE)):
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: must be positive, got {raw!r}")
-        if name in _MAXIMA and value > _MAXIMA[name]:
-            raise ConfigError(f"{ENV_PREFIX}{name.upper()}: at most {_MAXIMA[name]}, got {raw!r}")
+            raise ConfigError(f"{where}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
+        if kind in (int, float):
+            _in_range(where, name, value, raw)
+        if name in _CHECKS and value:
+            _CHECKS[name](where, value)
         out[name] = value
     return out
+
+
+def _typed(where: str, kind: type, raw: Any) -> Any:
+    """``raw`` (a TOML value or a variable's text) as ``kind``: a whole number for an int (not
+    2.7, not true), a finite number for a float, text for a string (not a list)."""
+    text = isinstance(raw, str)
+    fits = {
+        str: text,
+        int: text or (isinstance(raw, int) and not isinstance(raw, bool)),
+        float: text or (isinstance(raw, int | float) and not isinstance(raw, bool)),
+    }[kind]
+    try:
+        value = kind(raw.strip() if text and kind is not str else raw) if fits else None
+    except ValueError:
+        value = None
+    if value is None or (kind is float and not math.isfinite(value)):
+        raise ConfigError(f"{where}: expected {_KIND_WORDS[kind]}, got {raw!r}")
+    return value
+
+
+_KIND_WORDS = {str: "text", int: "a whole number", float: "a number"}
+
+
+def _in_range(where: str, name: str, value: float, raw: Any) -> None:
+    if name in _ZERO_MEANS_NONE and value < 0:
+        raise ConfigError(f"{where}: must be 0 or more, got {raw!r}")
+    if name not in _ZERO_MEANS_NONE and value <= 0:
+        raise ConfigError(f"{where}: must be positive, got {raw!r}")
+    if name in _MAXIMA and value > _MAXIMA[name]:
+        raise ConfigError(f"{where}: at most {_MAXIMA[name]}, got {raw!r}")
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
-def _boolean(name: str, raw: Any) -> bool:
+def _boolean(where: str, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
-    word = str(raw).strip().lower()
+    word = raw.strip().lower() if isinstance(raw, str) else None
     if word in _TRUE | _FALSE:
         return word in _TRUE
-    raise ConfigError(f"{ENV_PREFIX}{name.upper()}: expected true or false, got {raw!r}")
+    raise ConfigError(f"{where}: expected true or false, got {raw!r}")

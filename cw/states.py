@@ -71,7 +71,7 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.PENDING, S.CANCELLED): "a person (cw task cancel)",
     (S.READY, S.CANCELLED): "a person (cw task cancel)",
     (S.FAILED, S.READY): "a person (cw task retry): the next attempt resumes the same branch",
-    (S.BLOCKED, S.PENDING): "cw task retry of the dependency that blocked it",
+    (S.BLOCKED, S.PENDING): "cw task retry of what blocked it, or a re-submit dropping it",
     (S.WAITING, S.READY): "a person answers its agent's last question: the session resumes",
     (S.WAITING, S.DONE): "a person approves a checkpoint or picks a decision's option",
     (S.WAITING, S.PENDING): "a person's comments on a checkpoint send its dependencies back",

@@ -131,8 +131,12 @@ def review() -> None:
 def main() -> None:
     """Run ``cw``; a usage mistake click catches is one line too, like every other error."""
     os.environ.pop(AGENT_RUN_ENV, None)  # run by an agent: nothing cw starts is that agent
+    _refuse_undecodable(sys.argv[1:])
     try:
         code = cli.main(prog_name="cw", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `cw`, `cw task`: asked for help
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(0)
     except click.ClickException as exc:
         where = _where(exc) if getattr(exc, "ctx", None) else _named(sys.argv[1:])
         click.echo(f"cw: error: {where}{exc.format_message()}", err=True)
@@ -141,6 +145,18 @@ def main() -> None:
         click.echo("cw: interrupted", err=True)
         sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _refuse_undecodable(args: list[str]) -> None:
+    """Names, keys, answers and paths reach the database and the logs as UTF-8 text: an
+    argument that is not (Python keeps its bytes as surrogates) is one line, not a trace."""
+    for number, arg in enumerate(args, 1):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            click.echo(f"cw: error: argument {number} ({shown}) is not UTF-8 text", err=True)
+            sys.exit(2)
 
 
 def _where(exc: click.ClickException) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cw.agents import transcript
-from cw.cli.common import load_settings, open_store, until_ctrl_c
+from cw.cli.common import Finite, load_settings, open_store, until_ctrl_c
 from cw.district import District
 from cw.states import TaskState
 from cw.store import Store
@@ -34,7 +34,7 @@ def spawn(task_ref: str) -> None:
 @click.argument("name")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=60.0,
     show_default=True,
     help="Seconds to wait for the agent to stop.",
@@ -65,7 +65,7 @@ def resume(name: str) -> None:
 
 @click.command("restart")
 @click.argument("name")
-@click.option("--timeout", type=click.FloatRange(min=0), default=60.0, show_default=True)
+@click.option("--timeout", type=Finite(min=0), default=60.0, show_default=True)
 def restart(name: str, timeout: float) -> None:
     """Stop an agent if it runs, then resume it in the same session."""
     district = District.open(load_settings())

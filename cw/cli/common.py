@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import signal
 import sys
 import threading
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from cw.defaults import MAX_ROW_ID, MAX_TOKENS
 from cw.errors import UsageError
 from cw.settings import Settings
 
@@ -104,6 +106,21 @@ def counted(n: int, noun: str) -> str:
 _MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 
+class Finite(click.FloatRange):
+    """A number of seconds or dollars: in range, and neither nan nor infinite (which a plain
+    FloatRange lets through: no comparison with nan is false)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+#: A message's or a row's id on the command line: a whole number a database column holds.
+ROW_ID = click.IntRange(1, MAX_ROW_ID)
+
+
 def token_count(text: str, what: str) -> int:
     """``2M``, ``500k``, ``1.5m`` or ``2000000`` as a whole number of tokens; anything else is
     one clear line naming ``what``."""
@@ -114,6 +131,8 @@ def token_count(text: str, what: str) -> int:
         value = float(number) * _MULTIPLIERS[suffix]
     except ValueError:
         value = -1.0
-    if not value >= 0 or value == float("inf"):
+    if not 0 <= value < float("inf"):
         raise UsageError(f"{what}: {text!r} is no token count (e.g. 2M, 500k, 1500000)")
+    if value > MAX_TOKENS:
+        raise UsageError(f"{what}: {text!r} is more than a budget holds ({MAX_TOKENS:,} tokens)")
     return int(value)

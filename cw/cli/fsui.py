@@ -10,7 +10,7 @@ from types import FrameType
 import click
 
 from cw.cli.common import load_settings
-from cw.fsui import watcher
+from cw.fsui import place, watcher
 from cw.settings import Settings
 from cw.store import Store
 from cw.transport.celeryapp import make_app
@@ -22,7 +22,7 @@ from cw.transport.dispatch import dispatch_ready
 def fsui(once: bool) -> None:
     """Mirror tasks, agents and messages as Markdown files, and apply a person's edits."""
     settings = load_settings().require_initialized()
-    root = watcher.mirror_root(settings)
+    root = place.mirror_root(settings)
     if once:
         _once(settings)
         return

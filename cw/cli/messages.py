@@ -7,8 +7,9 @@ import sys
 import click
 
 from cw.cli import render
-from cw.cli.common import emit_json, load_settings, read_listings, show
+from cw.cli.common import ROW_ID, emit_json, load_settings, read_listings, show
 from cw.district import District
+from cw.errors import UsageError
 from cw.service.notify import notify_new_messages
 
 
@@ -32,7 +33,7 @@ def message_list(pending: bool, as_json: bool) -> None:
 
 
 @message.command("show")
-@click.argument("message_id", metavar="ID", type=int)
+@click.argument("message_id", metavar="ID", type=ROW_ID)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def message_show(message_id: int, as_json: bool) -> None:
     """One message: the whole question, its options, its task, and the answer if given."""
@@ -41,7 +42,7 @@ def message_show(message_id: int, as_json: bool) -> None:
 
 
 @message.command("answer")
-@click.argument("message_id", metavar="ID", type=int)
+@click.argument("message_id", metavar="ID", type=ROW_ID)
 @click.argument("words", metavar="TEXT...", nargs=-1, required=True)
 def message_answer(message_id: int, words: tuple[str, ...]) -> None:
     """Answer a message; the words are joined, and `-` reads the answer from stdin.
@@ -50,8 +51,15 @@ def message_answer(message_id: int, words: tuple[str, ...]) -> None:
     the question allows several. A checkpoint passes with `approved` (`done` for an action)
     and sends the work it checked back to its agents with anything else, as your comments.
     """
-    text = sys.stdin.read() if words == ("-",) else " ".join(words)
+    text = _stdin_text() if words == ("-",) else " ".join(words)
     settings = load_settings()
     district = District.open(settings)
     click.echo(f"cw: {district.answer(message_id, text)}")
     notify_new_messages(settings, district.store)
+
+
+def _stdin_text() -> str:
+    try:
+        return sys.stdin.buffer.read().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"the answer on stdin is not UTF-8 text ({exc.reason})") from exc

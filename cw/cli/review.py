@@ -81,7 +81,7 @@ def review_reject(ref: str, feedback: str) -> None:
 
 @click.command("mode")
 @click.argument("mode", type=click.Choice(MODES))
-@click.option("--plan", "plan", default=None, help="Plan key, e.g. 02-03.")
+@click.option("--plan", "plan", default=None, help="Plan id or key, e.g. 02-03.")
 @click.option("--initiative", "initiative", default=None, help="Initiative name.")
 def review_mode(mode: str, plan: str | None, initiative: str | None) -> None:
     """A plan's or an initiative's review mode: auto, manual, or inherit (the one above it;

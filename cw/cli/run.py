@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
 
 from cw import defaults
-from cw.cli.common import load_settings, open_store, token_count
+from cw.cli.common import Finite, load_settings, open_store, token_count
 from cw.district import District
 from cw.errors import UsageError
-from cw.git import branches, hub, runner, worktrees
-from cw.settings import Settings
+from cw.git import branches, hub, runner
+from cw.settings import Settings, branch_name_ok
 from cw.store import db
 from cw.store.read import short_count
 from cw.store.records import Scope
@@ -28,16 +29,17 @@ def init(integration_branch: str | None) -> None:
     if head is None:
         raise UsageError(f"{settings.repo} has no commits yet: make a first commit, then cw init")
     branch = _integration_branch(settings, integration_branch)
-    for path in (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir):
-        path.mkdir(parents=True, exist_ok=True)
-    config = settings.state_dir / defaults.CONFIG_FILE
-    if not config.exists():
-        config.write_text(f'integration_branch = "{branch}"\n', encoding="utf-8")
-    worktrees.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
+    # The branch first: a repository git refuses it in gets no half-made .cw/.
     runner.prepare_repository(settings.repo)
     sha = branches.ensure_branch(settings.repo, branch, head)
     where = _meet_at_hub(settings, branch, sha) if settings.git_hub else ""
     sha = branches.branch_sha(settings.repo, branch) or sha
+    for path in (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    config = settings.state_dir / defaults.CONFIG_FILE
+    if not config.exists():
+        config.write_text(f"integration_branch = {json.dumps(branch)}\n", encoding="utf-8")
+    runner.exclude_path(settings.repo, f"/{defaults.STATE_DIR}/")
     engine = db.make_engine(settings.db_url)
     db.migrate(engine)
     engine.dispose()
@@ -63,8 +65,14 @@ def _integration_branch(settings: Settings, requested: str | None) -> str:
             f"already initialised with integration branch {settings.integration_branch!r}; "
             f"to change it, edit {settings.state_dir / defaults.CONFIG_FILE}"
         )
-    if not branches.is_valid_branch_name(settings.repo, branch):
+    if not (branch_name_ok(branch) and branches.is_valid_branch_name(settings.repo, branch)):
         raise UsageError(f"--integration-branch: {branch!r} is not a valid git branch name")
+    if branch == branches.checked_out(settings.repo):
+        raise UsageError(
+            f"--integration-branch: {branch!r} is the branch checked out here; cw moves its "
+            "integration branch by itself, so it needs one of its own (the default: "
+            f"{defaults.INTEGRATION_BRANCH})"
+        )
     return branch
 
 
@@ -104,9 +112,9 @@ def task_cancel(ref: str) -> None:
 
 
 @click.command("set")
-@click.argument("usd", type=click.FloatRange(min=0), required=False)
+@click.argument("usd", type=Finite(min=0), required=False)
 @click.option("--tokens", default=None, help="A cap in tokens: 2M, 500k, 1500000.")
-@click.option("--plan", "plan", default=None, help="Plan key, e.g. 02-03.")
+@click.option("--plan", "plan", default=None, help="Plan id or key, e.g. 02-03.")
 @click.option("--initiative", "initiative", default=None, help="Initiative name.")
 def budget_set(
     usd: float | None, tokens: str | None, plan: str | None, initiative: str | None

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from cw.cli.common import load_settings, show
+from cw.cli.common import Finite, load_settings, show
 from cw.errors import UsageError
 from cw.host import processes
 from cw.service import serverctl
@@ -91,7 +91,7 @@ def status(as_json: bool) -> None:
 @server.command()
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0),
+    type=Finite(min=0),
     default=900.0,
     show_default=True,
     help="Seconds to wait for it to stop.",

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cw.cli import render
-from cw.cli.common import load_settings, open_store, read_listings, show, until_ctrl_c
+from cw.cli.common import Finite, load_settings, open_store, read_listings, show, until_ctrl_c
 from cw.errors import CwError, UsageError
 from cw.states import TaskState
 from cw.store import views
@@ -24,7 +24,7 @@ from cw.store.selects import Listings
 @click.option(
     "--watch",
     "every",
-    type=click.FloatRange(min=0.2),
+    type=Finite(min=0.2),
     is_flag=False,
     flag_value=1.0,
     default=None,
@@ -49,11 +49,9 @@ def status(as_json: bool, every: float | None) -> None:
 
 @click.command()
 @click.option(
-    "--timeout", type=click.FloatRange(min=0), default=None, help="Give up after this many seconds."
+    "--timeout", type=Finite(min=0), default=None, help="Give up after this many seconds."
 )
-@click.option(
-    "--interval", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True
-)
+@click.option("--interval", type=Finite(min=0, min_open=True), default=0.5, show_default=True)
 def wait(timeout: float | None, interval: float) -> None:
     """Wait until no task can move without a person; exit 1 unless every task is done."""
     store = open_store(load_settings())
@@ -123,7 +121,7 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     if not detail.base_sha:
-        raise CwError(f"task {ref} has not started: no changes yet")
+        raise UsageError(f"task {ref} has not started: no changes yet")
     worktree = Path(detail.worktree) if detail.worktree else None
     if worktree is not None and worktree.is_dir():
         text = branches.diff(settings.repo, detail.base_sha, worktree=worktree, stat=stat)

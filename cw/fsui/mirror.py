@@ -47,7 +47,7 @@ OVERVIEW_LIMIT = 100
 _MAX_NAME = 80
 _UNSAFE = re.compile(r"[^\w.-]+")
 _DOTS = re.compile(r"\.{2,}")
-_ANSWER_FILE = re.compile(r"(\d+)(?:-[^/]*)?\.answer\.(?:md|txt)")
+_ANSWER_FILE = re.compile(r"([0-9]{1,18})(?:-[^/]*)?\.answer\.(?:md|txt)")  # an id a row holds
 
 
 class Ref(NamedTuple):

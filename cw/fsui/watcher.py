@@ -29,13 +29,12 @@ from sqlalchemy.exc import OperationalError as DatabaseBusy
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
-from cw import defaults
 from cw.district import District
-from cw.errors import ConfigError, CwError, UsageError
-from cw.fsui import edits, mirror
+from cw.errors import CwError, UsageError
+from cw.fsui import edits, mirror, place
 from cw.fsui.mirror import Doc, Ref
 from cw.fsui.mirrordir import Found, MirrorDir
-from cw.git import worktrees
+from cw.git import runner
 from cw.settings import Settings
 from cw.store import Store
 from cw.store.read import MessageRow, TaskRow
@@ -64,20 +63,8 @@ class Tally:
     kept: list[Path] = field(default_factory=list)
 
 
-def mirror_root(settings: Settings) -> Path:
-    """``Settings.fsui_dir`` under the repository, checked to stay inside it."""
-    rel = Path(settings.fsui_dir)
-    bad = not rel.parts or rel.is_absolute() or ".." in rel.parts
-    if bad or rel.parts[0] in (".git", defaults.STATE_DIR):
-        raise ConfigError(
-            f"CW_FSUI_DIR: {settings.fsui_dir!r} must be a directory inside the repository "
-            "(relative, no '..', not in .git or .cw), like cw-district"
-        )
-    return settings.repo / rel
-
-
 class Watcher:
-    """The mirror of one district's database in ``mirror_root(settings)``."""
+    """The mirror of one district's database in ``place.mirror_root(settings)``."""
 
     def __init__(
         self, settings: Settings, store: Store, dispatch: Callable[[], object] | None = None
@@ -85,7 +72,7 @@ class Watcher:
         self.settings = settings
         self.store = store
         self.snapshot = Snapshot(store.engine)
-        self.dir = MirrorDir(mirror_root(settings), settings.state_dir / STATE_FILE)
+        self.dir = MirrorDir(place.mirror_root(settings), settings.state_dir / STATE_FILE)
         self.index: dict[str, Ref] = {}
         self.last_event = 0
         self.tally = Tally()
@@ -99,8 +86,9 @@ class Watcher:
 
     def sync_all(self) -> None:
         """Render every file; apply edits made while nobody watched; answer files too."""
+        place.refuse_tracked(self.settings)
         self.dir.open()
-        worktrees.exclude_path(self.settings.repo, f"/{self.settings.fsui_dir.strip('/')}/")
+        runner.exclude_path(self.settings.repo, f"/{self.settings.fsui_dir.strip('/')}/")
         self.last_event = self.snapshot.last_event_id()
         self.dir.remove_temp_files()
         docs = self.render_all()
@@ -484,7 +472,7 @@ def _only_watcher(settings: Settings) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(
-                f"another cw fsui (or cw --server) already mirrors {mirror_root(settings)}"
+                f"another cw fsui (or cw --server) already mirrors {place.mirror_root(settings)}"
             ) from None
         try:
             yield

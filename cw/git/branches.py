@@ -37,6 +37,12 @@ def ensure_branch(repo: Path, branch: str, start: str) -> str:
         return sha
 
 
+def checked_out(repo: Path) -> str | None:
+    """The branch ``repo``'s own working tree has checked out (None when detached)."""
+    result = call(repo, "symbolic-ref", "--quiet", "HEAD")
+    return result.out.removeprefix("refs/heads/") if result.status == 0 else None
+
+
 def is_valid_branch_name(repo: Path, name: str) -> bool:
     """What git accepts as a new branch name (``git check-ref-format --branch``)."""
     return call(repo, "check-ref-format", "--branch", name).status == 0

@@ -180,3 +180,21 @@ def rev(repo: Path, ref: str) -> str | None:
     if result.status == 1:
         return None
     raise GitError(failure(("rev-parse",), result))
+
+
+def tracked_files(repo: Path, path: str) -> list[str]:
+    """The files git tracks under ``path`` (relative to ``repo``)."""
+    return nul_split(run(repo, "ls-files", "-z", "--", f":(literal){path}"))
+
+
+def exclude_path(repo: Path, pattern: str) -> None:
+    """Git-ignore ``pattern`` through ``info/exclude``, leaving the user's .gitignore alone."""
+    with repo_lock(repo):
+        exclude = git_common_dir(repo) / "info" / "exclude"
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if pattern in text.splitlines():
+            return
+        separator = "" if not text or text.endswith("\n") else "\n"
+        with exclude.open("a", encoding="utf-8") as handle:
+            handle.write(f"{separator}{pattern}\n")

@@ -221,7 +221,7 @@ def trash_entries(parent: Path) -> list[Path]:
 def _remover_alive(name: str) -> bool:
     """Whether the process named in a trash entry ``<worktree>.<pid>.<ns>`` still runs."""
     parts = name.rsplit(".", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
+    if len(parts) != 3 or not (parts[1].isascii() and parts[1].isdigit()):
         return False
     try:
         os.kill(int(parts[1]), 0)
@@ -484,16 +484,3 @@ def task_worktree(worktree_dir: Path, branch: str, prefix: str) -> Path:
     """This host's path for a task branch's worktree: a path is one clone's own business, so
     another host's record of where it kept the worktree is never used here."""
     return worktree_dir / branch.removeprefix(prefix).replace("/", "-")
-
-
-def exclude_path(repo: Path, pattern: str) -> None:
-    """Git-ignore ``pattern`` through ``info/exclude``, leaving the user's .gitignore alone."""
-    with repo_lock(repo):
-        exclude = git_common_dir(repo) / "info" / "exclude"
-        exclude.parent.mkdir(parents=True, exist_ok=True)
-        text = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
-        if pattern in text.splitlines():
-            return
-        separator = "" if not text or text.endswith("\n") else "\n"
-        with exclude.open("a", encoding="utf-8") as handle:
-            handle.write(f"{separator}{pattern}\n")

@@ -39,7 +39,11 @@ def agent_runs(state_dir: Path) -> dict[int, MarkedRun]:
     runs = {}
     for pgid, value in processes.marked_groups(AGENT_RUN_ENV):
         parts = value.removeprefix(prefix).rsplit("#", 2)  # host, task id, attempt
-        if value.startswith(prefix) and len(parts) == 3 and all(p.isdigit() for p in parts[1:]):
+        if (
+            value.startswith(prefix)
+            and len(parts) == 3
+            and all(p.isascii() and p.isdigit() for p in parts[1:])
+        ):
             runs[pgid] = MarkedRun(parts[0], int(parts[1]), int(parts[2]))
     return runs
 

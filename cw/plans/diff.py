@@ -23,6 +23,9 @@ from cw.states import TaskState
 S = TaskState
 #: A task in one of these states has not started: its plan may still be updated in place.
 UNSTARTED = frozenset({S.PENDING, S.READY, S.BLOCKED})
+#: A task in one of these states never ran, if it was never claimed: only an unstarted task can
+#: be cancelled.
+NEVER_RAN = UNSTARTED | {S.CANCELLED}
 #: A new task waiting on a task in one of these states can never start: it is blocked.
 BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})
 #: Plan extra that says where the plan was read, not what it asks for.
@@ -124,7 +127,7 @@ class StoredTask:
     @property
     def started(self) -> bool:
         """Claimed at least once: a retried task is ready again, but it has a history."""
-        return self.state not in UNSTARTED or self.attempt > 0
+        return self.state not in NEVER_RAN or self.attempt > 0
 
 
 @dataclass
@@ -437,6 +440,6 @@ def rollup(states: list[str]) -> str:
         return "failed"
     if kinds <= {S.CANCELLED.value, S.BLOCKED.value}:
         return "cancelled" if S.CANCELLED.value in kinds else "blocked"
-    if kinds <= {s.value for s in UNSTARTED}:
+    if kinds <= {s.value for s in NEVER_RAN}:  # a cancelled task among them never ran
         return "not started"
     return "running"

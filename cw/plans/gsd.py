@@ -361,14 +361,17 @@ def read_verify(verify: Element | None, extra: dict[str, Any]) -> str | None:
 
 
 def _kind(attrs: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """The task kind and the other attributes (``gate="blocking"``) to keep in extra."""
+    """The task kind (GSD's words, in any case) and the other attributes (``gate="blocking"``)
+    to keep in extra. An unknown type that names a checkpoint or a person still stops for one;
+    any other (``tdd``) is agent work, its type kept in extra."""
     extra: dict[str, Any] = {key: value for key, value in attrs.items() if key != "type"}
-    kind = attrs.get("type", "auto").strip()
+    written = attrs.get("type", "auto").strip()
+    kind = written.lower()
     if kind in TASK_KINDS:
         return kind, extra
-    extra["type"] = kind
-    # An unknown checkpoint must still stop for a person; anything else is agent work.
-    return ("checkpoint:human-action" if kind.startswith("checkpoint") else "auto"), extra
+    extra["type"] = written
+    person = "checkpoint" in kind or "human" in kind
+    return ("checkpoint:human-action" if person else "auto"), extra
 
 
 def _checkpoint_extra(others: list[Element]) -> dict[str, Any]:

@@ -149,7 +149,9 @@ def _add_known(reading: _Reading, known: list[KnownPlan]) -> None:
     read = {plan.spec.key for plan in reading.plans}
     for plan in known:
         number = plan.key.rsplit("-", 1)[-1]
-        if plan.key in read or not (is_phase_number(plan.phase) and number.isdigit()):
+        if plan.key in read or not (
+            is_phase_number(plan.phase) and number.isascii() and number.isdigit()
+        ):
             continue
         where = Where("(stored)", 1)
         tasks = [TaskSpec(k, k, "auto", "", [], None, None, [], {}, where) for k in plan.last]
@@ -315,7 +317,7 @@ class _Index:
         text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
         if "/" in text:
             return self._in_phase(plan, dep, *text.rsplit("/", 1))
-        if text.isdigit() and len(text) <= 6:
+        if text.isascii() and text.isdigit() and len(text) <= 6:
             return self._short(plan, dep, text)
         full = _PLAN_REF_RE.fullmatch(text)
         if full and text not in self.folders:
@@ -348,7 +350,7 @@ class _Index:
         order = self._phase_order(phase)
         digits = _PLAN_REF_RE.fullmatch(number)
         number = digits.group(2) if digits else number
-        if order is not None and number.isdigit() and len(number) <= 6:
+        if order is not None and number.isascii() and number.isdigit() and len(number) <= 6:
             found = self.plans.get((order, int(number)))
             if found:
                 return [found]

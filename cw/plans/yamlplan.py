@@ -193,8 +193,10 @@ class _Builder:
             phases = [self.flat_phase()]
         else:
             phases = [self.phase(("phases", i), item) for i, item in enumerate(data["phases"])]
-        name, description = data["initiative"], data.get("description", "")
-        spec = InitiativeSpec(name, description, phases, self.doc.file, _extra(data))
+        name = self.words(("initiative",), data["initiative"])
+        spec = InitiativeSpec(
+            name, data.get("description", ""), phases, self.doc.file, _extra(data)
+        )
         self.link(spec)
         return spec
 
@@ -203,6 +205,12 @@ class _Builder:
 
     def id(self, path: YamlPath, value: object) -> str:
         return self.doc.text(path, value)
+
+    def words(self, path: YamlPath, value: str) -> str:
+        """A name or a prompt: empty is refused by the schema, blank here."""
+        if not value.strip():
+            raise plan_error(self.doc.file, self.doc.line(path), field_name(path), "is blank")
+        return value
 
     def flat_phase(self) -> PhaseSpec:
         data, where = self.doc.data, self.where(("tasks",))
@@ -239,7 +247,7 @@ class _Builder:
             key=key,
             name=data.get("name", key),
             kind=data.get("kind", "auto"),
-            prompt=data["prompt"],
+            prompt=self.words((*path, "prompt"), data["prompt"]),
             files=list(data.get("files", [])),
             verify=data.get("verify"),
             done=data.get("done"),

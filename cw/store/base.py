@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from cw.defaults import MAX_ROW_ID
 from cw.errors import NotFound
 from cw.states import TaskState, check_transition
 from cw.store import db, names, selects
@@ -100,9 +101,12 @@ class StoreBase:
     def _set_on_scope(self, s: Session, scope: Scope, kind: str, **values: Any) -> None:
         """Set columns of the plan or initiative ``scope`` names (NotFound if none), with an
         event ``kind`` saying what was set."""
-        model: Any = Plan if scope.plan else Initiative
-        column = Plan.key if scope.plan else Initiative.name
-        result = s.execute(update(model).where(column == scope.name).values(**values))
+        if scope.plan:  # by id or key, as `cw plan show` finds it: one plan, never several
+            found = one_found(matching_ids(s, Plan, scope.plan), "plan", scope.plan)
+            result = s.execute(update(Plan).where(Plan.id == found).values(**values))
+        else:
+            where = Initiative.name == scope.name
+            result = s.execute(update(Initiative).where(where).values(**values))
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"no {scope.describe()}: see `cw plan list`")
         said = ", ".join(f"{name} {value}" for name, value in values.items())
@@ -181,6 +185,23 @@ class StoreBase:
 def lock_task(s: Session, task_id: int) -> Task | None:
     """The task, its row locked until the transaction ends (a no-op lock on SQLite)."""
     return s.get(Task, task_id, with_for_update=True, populate_existing=True)
+
+
+def matching_ids(s: Session, model: type[Task] | type[Plan], ref: str) -> list[int]:
+    """The rows ``ref`` names: the one whose id it is, else every one with that key."""
+    if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ROW_ID:
+        if s.get(model, int(ref)) is not None:
+            return [int(ref)]
+    return list(s.scalars(select(model.id).where(model.key == ref)))
+
+
+def one_found(ids: Sequence[int], what: str, ref: str) -> int:
+    """The one id of ``ids``; NotFound, saying why, for none or several."""
+    if not ids:
+        raise NotFound(f"no {what} {ref!r}: see `cw {what} list`")
+    if len(ids) > 1:
+        raise NotFound(f"{what} key {ref!r} is in several initiatives; use its id: {list(ids)}")
+    return ids[0]
 
 
 def queue_merge(s: Session, task_id: int, attempt: int) -> None:

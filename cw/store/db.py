@@ -117,7 +117,12 @@ def _first_connection(engine: Engine) -> Iterator[Connection]:
         conn = engine.connect()
     except OperationalError as exc:
         if engine.dialect.name == "sqlite":
-            raise
+            if "unable to open database file" not in str(exc.orig):
+                raise
+            path = engine.url.database
+            raise ConfigError(
+                f"cannot open the SQLite database {path}: does its directory exist?"
+            ) from exc
         where = engine.url.render_as_string(hide_password=True)
         why = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise ConfigError(

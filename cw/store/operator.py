@@ -20,7 +20,15 @@ from cw.store.base import (
     walk_dependents,
 )
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
-from cw.store.records import MACHINERY_RETRIES, MERGE_RETRIES, UNSTARTED, Claim, S, Scope
+from cw.store.records import (
+    MACHINERY_RETRIES,
+    MERGE_RETRIES,
+    NEVER_RAN,
+    UNSTARTED,
+    Claim,
+    S,
+    Scope,
+)
 
 
 class OperatorActions(StoreBase):
@@ -170,7 +178,7 @@ class OperatorActions(StoreBase):
         with self._write() as s:
             plan = s.get_one(Plan, plan_id)
             tasks = s.scalars(select(Task).where(Task.plan_id == plan_id)).all()
-            started = [t for t in tasks if t.state not in UNSTARTED or t.attempt > 0]
+            started = [t for t in tasks if t.state not in NEVER_RAN or t.attempt > 0]
             if started:
                 raise UsageError(
                     f"plan {plan.key}: task {started[0].key} is {started[0].state.value}: only a "

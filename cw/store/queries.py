@@ -7,10 +7,9 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from cw.errors import NotFound
 from cw.plans import spec as planspec
 from cw.plans.diff import rollup
-from cw.store.base import StoreBase
+from cw.store.base import StoreBase, matching_ids, one_found
 from cw.store.models import (
     NO_CHANGES,
     Agent,
@@ -117,16 +116,9 @@ class Queries(StoreBase):
         return self._find(Task, ref)
 
     def _find(self, model: type[Task] | type[Plan], ref: str) -> int:
-        what = model.__tablename__.rstrip("s")
         with self._read() as s:
-            if ref.isdigit() and s.get(model, int(ref)) is not None:
-                return int(ref)
-            ids = s.scalars(select(model.id).where(model.key == ref)).all()
-        if not ids:
-            raise NotFound(f"no {what} {ref!r}: see `cw {what} list`")
-        if len(ids) > 1:
-            raise NotFound(f"{what} key {ref!r} is in several initiatives; use its id: {ids}")
-        return ids[0]
+            ids = matching_ids(s, model, ref)
+        return one_found(ids, model.__tablename__.rstrip("s"), ref)
 
     def task_detail(self, task_id: int) -> TaskDetail:
         """A task with every column, its plan, dependencies, agent, attempts, merges and

@@ -20,6 +20,9 @@ APPROVE = "approve"
 HUMAN_ACTION = "checkpoint:human-action"
 #: States of a task nobody has claimed yet: it can still be edited.
 UNSTARTED = (S.PENDING, S.READY, S.BLOCKED)
+#: States of a task that never ran if it was never claimed (attempt 0): only an unstarted task
+#: can be cancelled, so a cancelled one is as unstarted for its plan as those.
+NEVER_RAN = (*UNSTARTED, S.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class Scope:
-    """What a budget or a review mode applies to: one plan (by key) or one initiative (by
+    """What a budget or a review mode applies to: one plan (by id or key) or one initiative (by
     name), never both."""
 
     plan: str | None = None

@@ -30,8 +30,8 @@ from cw.store.models import Initiative, Phase, Plan, PlanVersion, Task, TaskDepe
 
 if TYPE_CHECKING:
     from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec
-from cw.store.base import StoreBase, chunks, promotable
-from cw.store.records import UNSTARTED, S
+from cw.store.base import StoreBase, chunks, has_bad_dependency, promotable, walk_dependents
+from cw.store.records import NEVER_RAN, S
 
 
 class Submitting(StoreBase):
@@ -78,8 +78,7 @@ class Submitting(StoreBase):
         phases = _add_phases(s, spec, stored)
         plans = {plan.key: plan for plan in spec.plans()}
         plan_ids = {key: plan.id for key, plan in stored.plans.items()}
-        for change in diff.of(CHANGED):
-            _update_plan(s, plans[change.key], stored, now)
+        waited = [w for c in diff.of(CHANGED) for w in _update_plan(s, plans[c.key], stored, now)]
         for phase in spec.phases:
             plan_ids.update(_add_plans(s, phase, phases[phase.key], stored))
         keys = {key: task.id for key, task in stored.tasks.items()}
@@ -88,13 +87,29 @@ class Submitting(StoreBase):
         if len(stored.tasks):
             self._block_waiting_on_bad(s, spec, stored, diff, keys)
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
-            self._promote_some(s, [keys[key] for key in touched])
+            self._promote_some(s, [keys[key] for key in touched] + self._unblock(s, waited))
             self._event(s, "initiative.resubmitted", None, None, spec.name)
         s.execute(
             update(Initiative)
             .where(Initiative.id == stored.initiative_id)
             .values(revision=Initiative.revision + 1)
         )
+
+    def _unblock(self, s: Session, task_ids: list[int]) -> list[int]:
+        """blocked -> pending for these tasks, and downstream, where no bad dependency is left
+        (a changed plan dropped the cancelled task they waited on); the ones moved."""
+        moved: list[int] = []
+
+        def move(task_id: int) -> bool:
+            if has_bad_dependency(s, task_id) or not self._move(s, task_id, [S.BLOCKED], S.PENDING):
+                return False
+            moved.append(task_id)
+            return True
+
+        for task_id in task_ids:
+            if move(task_id):
+                walk_dependents(s, task_id, move)
+        return moved
 
     def _promote_some(self, s: Session, task_ids: list[int]) -> None:
         """:meth:`_promote` of these tasks only: new ones may wait only for done tasks."""
@@ -298,14 +313,15 @@ def _renumber(s: Session, model: type[Phase] | type[Plan], ids: list[int]) -> No
         s.execute(update(model).where(model.id == row_id).values(position=position))
 
 
-def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> None:
-    """Keep the plan's content as its previous version; update the plan and its tasks."""
+def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list[int]:
+    """Keep the plan's content as its previous version; update the plan and its tasks. The
+    tasks that waited on a task it dropped (blocked, if that one was cancelled)."""
     held = stored.plans[plan.key]
     # Lock its tasks: a claim waits for this update, and one made just before is seen here.
     rows = s.execute(
         select(Task.state, Task.attempt).where(Task.plan_id == held.id).with_for_update()
     ).all()
-    if any(state not in UNSTARTED or attempt > 0 for state, attempt in rows):
+    if any(state not in NEVER_RAN or attempt > 0 for state, attempt in rows):
         raise UsageError(f"plan {plan.key}: a task of it started just now; nothing stored")
     content = _plan_content(s, held.id, stored.edges)
     s.add(PlanVersion(plan_id=held.id, version=held.version, content=content, replaced_at=now))
@@ -313,7 +329,10 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> None
     s.execute(update(Plan).where(Plan.id == held.id).values(**values))
     on_disk = {t.key: t for t in plan.tasks}
     gone = [stored.tasks[k].id for k in held.tasks if k not in on_disk]
+    waited: list[int] = []
     if gone:
+        waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(gone))
+        waited = [t for t in s.scalars(waiting) if t not in gone]
         edges = or_(TaskDependency.task_id.in_(gone), TaskDependency.depends_on_id.in_(gone))
         s.execute(delete(TaskDependency).where(edges))
         s.execute(delete(Task).where(Task.id.in_(gone)))
@@ -321,6 +340,7 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> None
         if key in on_disk:
             task_id = stored.tasks[key].id
             s.execute(update(Task).where(Task.id == task_id).values(**_task_values(on_disk[key])))
+    return waited
 
 
 def _plan_values(plan: PlanSpec) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from tornado.iostream import StreamClosedError
 from tornado.locks import Condition
 from tornado.web import RequestHandler
 
+from cw.defaults import MAX_ROW_ID
 from cw.store import Store
 from cw.web import board, transcripts
 
@@ -116,4 +117,5 @@ class TranscriptStream(EventStream):
 
 def _offset(last_event_id: str) -> int:
     """Where a reconnecting client left off; from the start for anything but a number."""
-    return int(last_event_id) if last_event_id.isdigit() else 0
+    digits = last_event_id.isascii() and last_event_id.isdigit()
+    return int(last_event_id) if digits and int(last_event_id) <= MAX_ROW_ID else 0

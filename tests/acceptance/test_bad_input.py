@@ -96,6 +96,14 @@ PLANS: dict[str, tuple[bytes, str]] = {
     "empty": (b"", "plan.yaml"),
     "a-list": (b"- a\n- b\n", "plan.yaml"),
     "no-tasks": (b"initiative: x\ntasks: []\n", "plan.yaml"),
+    "blank-prompt": (
+        b'initiative: x\ntasks:\n  - {id: a, prompt: "  "}\n',
+        "tasks[0].prompt: is blank",
+    ),
+    "blank-initiative": (
+        b'initiative: " "\ntasks:\n  - {id: a, prompt: p}\n',
+        "initiative: is blank",
+    ),
     "huge": (
         b"initiative: x\ntasks:\n" + b"  - {id: a, prompt: " + b"x" * (10 * 1024 * 1024) + b"}\n",
         "plan.yaml",
@@ -175,16 +183,49 @@ ARGUMENTS = {
     "wait-with-a-bad-timeout": ["wait", "--timeout", "soon"],
     "wait-with-a-negative-timeout": ["wait", "--timeout=-1"],
     "wait-checking-without-pause": ["wait", "--interval", "0"],
+    "wait-for-ever-by-nan": ["wait", "--timeout", "nan"],
+    "stop-waiting-for-ever": ["agent", "stop", "x", "--timeout", "inf"],
+    "diff-of-a-task-that-never-ran": ["task", "diff", "b"],
     "stop-with-a-negative-timeout": ["agent", "stop", "x", "--timeout=-5"],
     "list-tasks-in-no-state": ["task", "list", "--state", "finished"],
     "worker-log-level-typo": ["worker", "--loglevel", "INFOO"],
     "beat-log-level-typo": ["beat", "--loglevel", "loud"],
+    "task-id-beyond-any-row": ["task", "show", str(2**63)],
+    "message-id-beyond-any-row": ["message", "show", str(2**63)],
+    "budget-of-no-number": ["budget", "set", "nan", "--plan", "01-01"],
+    "budget-beyond-any-count": ["budget", "set", "--plan", "01-01", "--tokens", "9" * 23],
+    "budget-beyond-the-column": ["budget", "set", "--plan", "01-01", "--tokens", "3G"],
+    "argument-not-utf8": ["task", "show", "x\udcff"],
+    "plan-path-not-utf8": ["submit", "plan", "x\udcff.yaml"],
 }
 
 
 @pytest.mark.parametrize("case", sorted(ARGUMENTS))
 def test_a_bad_command_line_is_one_line_and_changes_nothing(repo: Path, case: str) -> None:
     refused(repo, *ARGUMENTS[case])
+
+
+def test_an_answer_on_stdin_that_is_not_utf8_is_refused(repo: Path) -> None:
+    before = dump_store(STORES[repo])
+    result = subprocess.run(
+        [*CW, "message", "answer", "1", "-"], cwd=repo, input=b"yes \xff", capture_output=True
+    )
+    assert (result.returncode, result.stderr.count(b"\n")) == (2, 1), result.stderr
+    assert b"not UTF-8" in result.stderr
+    assert dump_store(STORES[repo]) == before
+
+
+def test_a_plan_key_in_two_initiatives_is_named_by_its_id(repo: Path) -> None:
+    """A budget or review mode for a key two initiatives share is refused, not set on both."""
+    (repo / "other.yaml").write_text(GOOD_PLAN.replace("initiative: good", "initiative: other"))
+    assert cw(repo, "submit", "plan", "other.yaml", "--no-dispatch").returncode == 0
+    for args in (
+        ["budget", "set", "5", "--plan", "01-01"],
+        ["review", "mode", "manual", "--plan", "01-01"],
+    ):
+        assert "is in several initiatives; use its id" in refused(repo, *args)
+    result = cw(repo, "budget", "set", "5", "--plan", "1")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
@@ -203,8 +244,14 @@ def test_a_usage_mistake_names_its_subcommand(repo: Path, args: list[str]) -> No
 CONFIGS = {
     "broken-toml": ("agent = [\n", "config.toml"),
     "unknown-key": ('agent_comand = "typo"\n', "agent_comand"),
-    "wrong-type": ('lease = "soon"\n', "CW_LEASE"),
-    "negative": ("lease = -3\n", "CW_LEASE"),
+    "wrong-type": ('lease = "soon"\n', "config.toml: lease"),
+    "negative": ("lease = -3\n", "config.toml: lease"),
+    "not-a-number": ("lease = nan\n", "config.toml: lease"),
+    "a-list-for-text": ('verify_command = ["make", "test"]\n', "config.toml: verify_command"),
+    "unknown-adapter": ('agent = "nope"\n', "config.toml: agent"),
+    "heartbeat-after-the-lease": ("heartbeat = 100\n", "must be shorter than lease"),
+    "bad-branch-name": ('integration_branch = "bad..name"\n', "integration_branch"),
+    "relative-database": ('database_url = "sqlite:///rel.db"\n', "relative path"),
     "binary": ("\x00\x01\x02", "config.toml"),
     "negative-agent-cap": ("[max_running]\nclaude = -2\n", "[max_running] claude"),
     "cap-of-no-adapter": ("[max_running]\ngpt = 2\n", "no adapter 'gpt'"),

@@ -129,6 +129,12 @@ def test_version_is_answered_before_the_cli_loads_and_reads_as_clicks(tmp_path: 
     assert " click" not in loaded.stderr and " cw.cli" not in loaded.stderr
 
 
+@pytest.mark.parametrize("args", [[], ["task"], ["submit"]], ids=" ".join)
+def test_a_group_without_its_command_shows_its_help(tmp_path: Path, args: list[str]) -> None:
+    result = run_cw(tmp_path, *args)
+    assert result.stdout.startswith(f"Usage: {' '.join(['cw', *args])} ") and not result.stderr
+
+
 def test_init_outside_a_git_repository_fails_with_one_line(tmp_path: Path) -> None:
     result = run_cw(tmp_path, "init", check=False)
     assert result.returncode == 2
@@ -207,8 +213,11 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
     make_repo: Callable[[str], Path], cw_database: str
 ) -> None:
     repo = make_repo("repo")
-    bad = run_cw(repo, "init", "--integration-branch", "no..dots", check=False)
-    assert bad.returncode == 2 and "not a valid git branch name" in bad.stderr
+    for name in ("no..dots", "é" * 200):  # the second: git takes it, the file system not
+        bad = run_cw(repo, "init", "--integration-branch", name, check=False)
+        assert bad.returncode == 2 and "not a valid git branch name" in bad.stderr
+    mine = run_cw(repo, "init", "--integration-branch", "main", check=False)
+    assert mine.returncode == 2 and "'main' is the branch checked out here" in mine.stderr
     assert not (repo / ".cw").exists()
     run_cw(repo, "init", "--integration-branch", "team/integration")
     assert "team/integration" in run_cw(repo, "init").stdout

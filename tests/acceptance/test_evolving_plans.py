@@ -192,10 +192,12 @@ def test_a_dry_run_changes_neither_the_database_nor_the_broker(repo: Path, redis
     client.close()
 
 
-def test_a_dry_run_that_would_be_refused_exits_2_and_starts_no_broker(repo: Path) -> None:
+def test_a_dry_run_that_would_be_refused_exits_2_and_starts_no_broker(
+    repo: Path, redis_url: str
+) -> None:
     write(repo, PHASE_1)
-    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
-    ok(repo, "task", "cancel", "01-02-1")  # finished work: a plan of it cannot change
+    sent = cw(repo, "submit", "plan", ".planning", env={"CW_BROKER_URL": redis_url})
+    assert sent.returncode == 0, sent.stderr  # claimed: started, so its plan cannot change
     write(repo, {"01-core/01-02-PLAN.md": plan("01", "02", "Write other docs.")})
     line = refused(repo, "submit", "plan", ".planning", "--dry-run")
     assert line.startswith("cw: error: plan 01-02 (.planning/phases/01-core/01-02-PLAN.md): ")
@@ -311,6 +313,34 @@ def test_cancelling_a_plan_blocks_what_waits_for_it(repo: Path) -> None:
     assert (
         refused(repo, "plan", "cancel", "09-09") == "cw: error: no plan '09-09': see `cw plan list`"
     )
+
+
+def test_a_cancelled_task_that_never_ran_leaves_its_plan_unstarted(repo: Path) -> None:
+    """Only a task nobody claimed can be cancelled: its plan has not started, so it may still
+    be changed in place or cancelled whole."""
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ok(repo, "task", "cancel", "01-01-2")
+    listed = {p["plan"]: p["state"] for p in json.loads(cw(repo, "plan", "list", "--json").stdout)}
+    assert listed["01-01"] == "not started"
+    write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.", "Test it well.")})
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert lines[1] == "cw: changed 01-01: 2 tasks: 1 task edited (01-01-2)"
+    assert state_of(repo, "01-01-2") == "cancelled", "the person's cancel stands"
+    assert ok(repo, "plan", "cancel", "01-01") == ["cw: plan 01-01 cancelled (1 task)"]
+
+
+def test_dropping_a_cancelled_task_frees_what_it_blocked(repo: Path) -> None:
+    write(repo, {**PHASE_1, **PHASE_2})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ok(repo, "task", "cancel", "01-01-2")
+    assert state_of(repo, "02-01-1") == "blocked" and state_of(repo, "02-02-1") == "blocked"
+    write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.")})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert "01-01-2" not in task_keys(repo)
+    assert depends_on(repo, "02-02-1") == ["01-01-1"]
+    assert state_of(repo, "02-01-1") == "pending" and state_of(repo, "02-02-1") == "pending"
+    assert state_of(repo, "02-01-2") == "pending", "downstream of a freed task too"
 
 
 YAML_V1 = """\

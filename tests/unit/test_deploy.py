@@ -201,7 +201,11 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 def filled_env() -> dict[str, str]:
     """.env.example with its empty secrets filled in, as a person would."""
     env = env_file(ENV_EXAMPLE)
-    return {k: v or ("admin:pw" if k == "FLOWER_BASIC_AUTH" else "pw") for k, v in env.items()}
+    filled = {
+        "FLOWER_BASIC_AUTH": "admin:pw",
+        "CW_DATABASE_URL": "postgresql+psycopg://cw:pw@postgres:5432/cw",  # its comment's form
+    }
+    return {k: v or filled.get(k, "pw") for k, v in env.items()}
 
 
 def test_compose_file_passes_the_compose_specification() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from cw import defaults
 from cw.agents.registry import ADAPTERS
-from cw.errors import ConfigError, NotAGitRepository
+from cw.errors import ConfigError, NotAGitRepository, NotInitialized
 from cw.settings import Settings, find_repo
 
 
@@ -33,18 +34,53 @@ def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"CW_LEASE": "soon"}, "CW_LEASE: expected float, got 'soon'"),
+        ({"CW_LEASE": "soon"}, "CW_LEASE: expected a number, got 'soon'"),
+        ({"CW_LEASE": "nan"}, "CW_LEASE: expected a number, got 'nan'"),
+        ({"CW_HEARTBEAT": "inf"}, "CW_HEARTBEAT: expected a number, got 'inf'"),
+        ({"CW_MERGE_TRAIN": "2.7"}, "CW_MERGE_TRAIN: expected a whole number, got '2.7'"),
+        ({"CW_AGENT": "nope"}, "CW_AGENT: expected one of claude, codex, command, got 'nope'"),
+        ({"CW_WEB_PORT": "70000"}, "CW_WEB_PORT: at most 65535, got '70000'"),
+        ({"CW_HEARTBEAT": "100"}, "heartbeat (100 s) must be shorter than lease (30 s)"),
+        ({"CW_INTEGRATION_BRANCH": "bad..name"}, "CW_INTEGRATION_BRANCH: 'bad..name' is not a"),
+        ({"CW_DATABASE_URL": "foo://x"}, "CW_DATABASE_URL: 'foo://x' is neither"),
+        ({"CW_DATABASE_URL": "sqlite:///rel.db"}, "names a relative path"),
         ({"CW_CONCURRENCY": "0"}, "CW_CONCURRENCY: must be positive"),
         ({"CW_MERGE_RERERE": "maybe"}, "CW_MERGE_RERERE: expected true or false, got 'maybe'"),
         ({"CW_REVIEW": "sometimes"}, "CW_REVIEW: expected one of auto, manual, got 'sometimes'"),
         ({"CW_OVERLAP": "often"}, "CW_OVERLAP: expected one of prefer, strict, ignore, got 'of"),
         ({"CW_AGENT_NICE": "20"}, "CW_AGENT_NICE: at most 19, got '20'"),
-        ({"CW_AGENT_NICE": "-5"}, "CW_AGENT_NICE: must be positive, got '-5'"),
+        ({"CW_AGENT_NICE": "-5"}, "CW_AGENT_NICE: must be 0 or more, got '-5'"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("merge_train = 0\n", "config.toml: merge_train: must be positive, got 0"),
+        ("merge_train = 2.7\n", "config.toml: merge_train: expected a whole number, got 2.7"),
+        ("merge_train = true\n", "config.toml: merge_train: expected a whole number, got True"),
+        ('verify_command = ["make", "test"]\n', "config.toml: verify_command: expected text"),
+        ("merge_rerere = 1\n", "config.toml: merge_rerere: expected true or false, got 1"),
+        ("lease = nan\n", "config.toml: lease: expected a number, got nan"),
+        ("[review]\n", "config.toml: review: expected text, got {}"),
+    ],
+)
+def test_a_bad_value_in_the_config_file_is_named_as_written_there(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    write_config(tmp_path, line)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load(env={"CW_REPO": str(tmp_path)})
+
+
+def test_a_repository_that_is_not_there_is_named(tmp_path: Path) -> None:
+    settings = Settings.load(env={"CW_REPO": str(tmp_path / "gone")})  # `cw flower` needs none
+    with pytest.raises(NotInitialized, match=r"CW_REPO: .* is not a directory"):
+        settings.require_initialized()
 
 
 @pytest.mark.parametrize(

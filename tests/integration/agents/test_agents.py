@@ -103,5 +103,5 @@ def test_command_adapter_needs_a_command(tmp_path: Path) -> None:
 
 
 def test_unknown_adapter_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="CW_AGENT='nope' is unknown"):
+    with pytest.raises(ConfigError, match="CW_AGENT: expected one of claude, codex, command"):
         adapter(tmp_path, "true", agent="nope")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cw.fsui import mirror, watcher
+from cw.fsui import mirror, place, watcher
 from cw.fsui.mirrordir import REJECTED_MARK, TEMP_PREFIX
 from cw.settings import Settings
 from cw.store import AttemptResult, Question, Store
@@ -43,7 +43,7 @@ class Mirrored:
 
     @property
     def root(self) -> Path:
-        return watcher.mirror_root(self.settings)
+        return place.mirror_root(self.settings)
 
     def start(self) -> None:
         ready = threading.Event()
@@ -664,3 +664,17 @@ def test_a_second_watcher_and_a_directory_outside_the_repository_are_refused(
                              env={**env, "CW_FSUI_DIR": "../elsewhere"}, timeout=60)  # fmt: skip
     assert outside.returncode == 2 and "CW_FSUI_DIR" in outside.stderr
     assert not (m.repo.parent / "elsewhere").exists()
+
+
+def test_a_directory_of_the_project_is_refused(mirrored: Callable[..., Mirrored]) -> None:
+    """The mirror is git-ignored: in src/ the agents' new files would miss every commit."""
+    m = mirrored({"a": []})
+    env = {**os.environ, "CW_REPO": str(m.repo)}
+    (m.repo / "src").mkdir()
+    (m.repo / "src" / "app.py").write_text("print()\n")
+    subprocess.run(["git", "add", "src"], cwd=m.repo, check=True)
+    project = subprocess.run([*CW, "fsui", "--once"], cwd=m.repo, capture_output=True, text=True,
+                             env={**env, "CW_FSUI_DIR": "src"}, timeout=60)  # fmt: skip
+    assert project.returncode == 2 and "'src' holds files git tracks" in project.stderr
+    assert sorted(p.name for p in (m.repo / "src").iterdir()) == ["app.py"]
+    assert "/src/" not in (m.repo / ".git" / "info" / "exclude").read_text().splitlines()

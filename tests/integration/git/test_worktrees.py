@@ -19,7 +19,7 @@ from cw.errors import GitError, NotAGitRepository
 from cw.git import kept, runner, treemerge, worktrees
 from cw.git.branches import branch_sha, changed_files, diff, ensure_branch, head_sha, is_ancestor
 from cw.git.hub import fetch_branch
-from cw.git.runner import git_common_dir, prepare_repository, repo_lock, repo_root
+from cw.git.runner import exclude_path, git_common_dir, prepare_repository, repo_lock, repo_root
 from cw.git.treemerge import (
     MergedTree,
     MergeOutcome,
@@ -27,7 +27,7 @@ from cw.git.treemerge import (
     merge_branch,
     merge_into_worktree,
 )
-from cw.git.worktrees import add_worktree, commit_all, exclude_path, is_dirty, remove_worktree
+from cw.git.worktrees import add_worktree, commit_all, is_dirty, remove_worktree
 
 INTEGRATION = "cw/integration"
 

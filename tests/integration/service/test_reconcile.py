@@ -54,7 +54,7 @@ def district_of(
         repo = make_repo("repo")
         settings, store = init_district(repo, {
             "CW_REPO": str(repo), "CW_BROKER_URL": redis_url, "CW_AGENT_COMMAND": AGENT,
-            "CW_LEASE": lease, **database_env(database_url),
+            "CW_LEASE": lease, "CW_HEARTBEAT": "0.1", **database_env(database_url),
         })  # fmt: skip
         stores.append(store)
         stores[-1].submit(spec(edges))

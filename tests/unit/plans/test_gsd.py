@@ -356,6 +356,25 @@ def test_unknown_checkpoint_type_still_waits_for_a_person(tmp_path: Path) -> Non
     assert task.extra["type"] == "checkpoint:sign-off"
 
 
+def test_a_type_is_read_in_any_case(tmp_path: Path) -> None:
+    body = '<tasks><task type="Checkpoint:Human-Action"><what>sign in</what></task></tasks>'
+    assert load_plan(write(tmp_path / "01-01-PLAN.md", body)).tasks()[0].kind == (
+        "checkpoint:human-action"
+    )
+
+
+@pytest.mark.parametrize(
+    ("written", "kind"),
+    [("human-verify", "checkpoint:human-action"), ("tdd", "auto"), ("research", "auto")],
+)
+def test_an_unknown_type_naming_a_person_waits_for_one(
+    tmp_path: Path, written: str, kind: str
+) -> None:
+    body = f'<tasks><task type="{written}"><action>check it</action></task></tasks>'
+    task = load_plan(write(tmp_path / "01-01-PLAN.md", body)).tasks()[0]
+    assert (task.kind, task.extra["type"]) == (kind, written)
+
+
 def test_unicode_names_and_prompts_are_fine(tmp_path: Path) -> None:
     body = "<tasks><task><name>Zähler ✓</name><action>Füge 计数器 hinzu</action></task></tasks>"
     task = load_plan(write(tmp_path / "01-01-PLAN.md", body)).tasks()[0]
