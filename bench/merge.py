@@ -14,9 +14,10 @@ the agent workers are stopped and the two sides are timed, in alternating order 
 
 - **cw**: ``cw worker --merge`` drains the N merge jobs. Timed by the database's own clock,
   from the first merge's ``started_at`` (``store.begin_merge``) to the last ``task.done``
-  event. So it counts, per merge, the Celery hand-off, ``worktrees.merge_branch``
-  (``merge-tree`` + the merge commit, the nothing-dropped check where both sides changed a
-  file, compare-and-set of the branch; no verify command is configured, so no checkout),
+  event. So it counts, per merge, the Celery hand-off, the merge train of
+  ``cw.git.train`` (``merge-tree`` + the merge commit, the nothing-dropped check where both
+  sides changed a file, one compare-and-set of the branch per train; no verify command is
+  configured, so no checkout),
   the database writes and ``dispatch_ready``; it excludes the worker's start-up. Worktree
   removal runs in the merge worker's background thread once merges pause, so it is not timed.
 - **plain**: a detached worktree of the same repository at the same base commit, then
