@@ -11,7 +11,7 @@ PYTEST := $(BIN)/pytest -n $(TEST_JOBS)
 # The local PostgreSQL server for the PostgreSQL passes (docs/postgres.md).
 POSTGRES_URL ?= postgresql+psycopg://postgres@/postgres?host=/var/run/postgresql
 
-.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench bench-quick bench-stop bench-hosts bench-load bench-train clean
+.PHONY: install check lint typecheck test test-postgres unit chaos hosts demo bench bench-quick bench-stop bench-hosts bench-load bench-train bench-cap clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "cw needs Python 3.11+")'
@@ -80,6 +80,10 @@ bench-load: install
 
 bench-train: install
 	$(BIN)/python bench/train.py 500 3
+
+# A cap on agents in flight against none, under the same load (about 10 minutes).
+bench-cap: install
+	$(BIN)/python bench/cap.py 500 2
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -88,7 +88,7 @@ def one_run(
     repo = make_district(root, name, durations)
     with open(repo / ".cw" / "config.toml", "a") as toml:
         for key, value in {"agent_nice": nice, **(config or {})}.items():
-            toml.write(f"{key} = {json.dumps(value)}\n")
+            toml.write(f"{key} = {_toml(value)}\n")
     cw_before = children_cpu()
     with workers(repo, agent_workers):
         broker = embedded_pid(settings_of(repo))
@@ -121,6 +121,13 @@ def one_run(
         "broker_cpu_s": round(broker_cpu, 1),
         "cw_processes_cpu_s": round(cw_cpu, 1),
     }
+
+
+def _toml(value: object) -> str:
+    """A config value as TOML: a table inline (``{ command = 4 }``), anything else as JSON."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)
 
 
 def _deepest(rows: list[tuple[float, float]]) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from cw.agents.registry import make_adapter
 from cw.cli.common import Finite, load_settings, show
 from cw.errors import UsageError
 from cw.host import processes
@@ -62,6 +63,7 @@ def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool, no_
     from cw.service import server as district  # Celery and the store: not for `cw server stop`
 
     settings = load_settings().require_initialized()
+    make_adapter(settings)  # its agent workers could run no task: say so before starting them
     options = district.ServerOptions(
         workers=workers, flower=not no_flower, fsui=not no_fsui, web=not no_web
     )

@@ -11,6 +11,7 @@ from typing import NoReturn
 import click
 
 from cw import defaults
+from cw.agents.registry import make_adapter
 from cw.cli.common import load_settings
 from cw.errors import UsageError
 from cw.git.merging import stuck_merges
@@ -51,6 +52,8 @@ _loglevel = click.option(
 def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str) -> NoReturn:
     """Start a worker in this terminal; start more anywhere to add capacity."""
     settings = load_settings().require_initialized()
+    if not merge:
+        make_adapter(settings)  # an agent that cannot run here: now, not in every task it takes
     broker.broker_url(settings)  # start the embedded broker before Celery connects
     if merge:
         _recover_merges(settings)

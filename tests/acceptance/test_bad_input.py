@@ -177,6 +177,8 @@ ARGUMENTS = {
     "review-mode-of-nothing": ["review", "mode", "manual"],
     "show-a-review-of-a-pending-task": ["review", "show", "b"],
     "zero-concurrency": ["worker", "-c", "0"],
+    "a-worker-with-no-agent-to-run": ["worker"],
+    "a-server-with-no-agent-to-run": ["server"],
     "message-id-not-a-number": ["message", "show", "abc"],
     "unknown-message": ["message", "answer", "999", "yes"],
     "empty-answer": ["message", "answer", "999", " "],

@@ -428,6 +428,7 @@ def test_the_templated_unit_runs_cw_worker_named_after_its_instance(
     assert words == ["worker", "-n", "cw-agents-7@%h"]
     concurrency = unit_env(SYSTEMD / "cw-worker@.service")["CW_CONCURRENCY"]
     monkeypatch.setenv("CW_CONCURRENCY", concurrency)
+    monkeypatch.setenv("CW_AGENT", "claude")  # as cw.env.example says: `cw worker` checks it
     named, _env = exec_of(monkeypatch, words)
     plain, _env = exec_of(monkeypatch, ["worker"])
     assert named[1:3] == ["-m", "celery"]
