@@ -13,19 +13,13 @@ fresh district. Prints one JSON line per run, then the medians per setting
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from bench.load import dag, one_run  # noqa: E402
-from cw import defaults  # noqa: E402
-
-KEYS = ("makespan_s", "merge_wait_p95_s", "merge_queue_max", "cw_processes_cpu_s")
+from bench.load import taking_turns  # noqa: E402
 
 
 def main(argv: list[str]) -> None:
@@ -34,24 +28,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("rounds", type=int, nargs="?", default=2)
     parser.add_argument("--caps", default="4,6,8", help="caps to compare with none")
     args = parser.parse_args(argv)
-    settings: list[int | None] = [None, *(int(c) for c in args.caps.split(","))]
-    runs: dict[int | None, list[dict[str, float]]] = {cap: [] for cap in settings}
-    with tempfile.TemporaryDirectory(prefix="cwb-cap-") as tmp:
-        for r in range(args.rounds):
-            for cap in settings[r % len(settings) :] + settings[: r % len(settings)]:
-                config: dict[str, object] = {}
-                if cap is not None:
-                    config["max_running"] = {"command": cap}
-                result = one_run(
-                    Path(tmp), f"cap{cap}-{r}", defaults.AGENT_NICE, dag(args.tasks), config=config
-                )
-                runs[cap].append(result)
-                print(json.dumps({"round": r, "cap": cap, **result}), flush=True)
-    medians = {
-        f"cap={cap}": {key: statistics.median(r[key] for r in rs) for key in KEYS}
-        for cap, rs in runs.items()
-    }
-    print(json.dumps(medians, indent=2))
+    settings: dict[str, dict[str, object]] = {"cap=none": {}}
+    for cap in (int(c) for c in args.caps.split(",")):
+        settings[f"cap={cap}"] = {"max_running": {"command": cap}}
+    taking_turns(settings, args.tasks, args.rounds)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 TOP = Path(__file__).resolve().parents[1]
@@ -155,6 +155,41 @@ def row_load(root: Path, sizes: Sizes) -> list[Row]:
             dict(r),
         )
     ]
+
+
+#: What an A/B of settings reports per setting (the median of its runs).
+AB_KEYS = ("makespan_s", "merge_wait_p95_s", "merge_queue_max", "cw_processes_cpu_s")
+
+
+def taking_turns(
+    settings: Mapping[str, dict[str, object]],
+    tasks: int,
+    rounds: int,
+    slots: Sequence[int] = AGENT_WORKERS,
+) -> None:
+    """:func:`one_run` once per setting (config.toml values, by name) per round, in a rotating
+    order, each on a fresh district; prints one JSON line per run, then the medians."""
+    names = list(settings)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    with tempfile.TemporaryDirectory(prefix="cwb-ab-") as tmp:
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:
+                district = f"{name.replace('=', '-')}-{r}"
+                result = one_run(
+                    Path(tmp),
+                    district,
+                    defaults.AGENT_NICE,
+                    dag(tasks),
+                    slots,
+                    config=settings[name],
+                )
+                runs[name].append(result)
+                print(json.dumps({"round": r, "setting": name, **result}), flush=True)
+    medians = {
+        name: {key: statistics.median(r[key] for r in rs) for key in AB_KEYS}
+        for name, rs in runs.items()
+    }
+    print(json.dumps(medians, indent=2))
 
 
 def main(n: int, rounds: int) -> None:

@@ -107,8 +107,8 @@ _MULTIPLIERS = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}
 
 
 class Finite(click.FloatRange):
-    """A number of seconds or dollars: in range, and neither nan nor infinite (which a plain
-    FloatRange lets through: no comparison with nan is false)."""
+    """A number of seconds or dollars: in range, and neither nan nor infinite (a plain
+    FloatRange lets both through: every comparison with nan is false, and inf has no max)."""
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)

@@ -101,16 +101,18 @@ class StoreBase:
     def _set_on_scope(self, s: Session, scope: Scope, kind: str, **values: Any) -> None:
         """Set columns of the plan or initiative ``scope`` names (NotFound if none), with an
         event ``kind`` saying what was set."""
+        named = scope.name
         if scope.plan:  # by id or key, as `cw plan show` finds it: one plan, never several
             found = one_found(matching_ids(s, Plan, scope.plan), "plan", scope.plan)
             result = s.execute(update(Plan).where(Plan.id == found).values(**values))
+            named = f"plan {s.get_one(Plan, found).key} (id {found})"
         else:
             where = Initiative.name == scope.name
             result = s.execute(update(Initiative).where(where).values(**values))
         if result.rowcount == 0:  # type: ignore[attr-defined]
             raise NotFound(f"no {scope.describe()}: see `cw plan list`")
         said = ", ".join(f"{name} {value}" for name, value in values.items())
-        self._event(s, kind, None, None, f"{scope.name}: {said}")
+        self._event(s, kind, None, None, f"{named}: {said}")
 
     @staticmethod
     def _event(
