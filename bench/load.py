@@ -19,6 +19,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -82,10 +83,17 @@ def one_run(
     agent_workers: Sequence[int] = AGENT_WORKERS,
     seconds: float = AGENT_SECONDS,
     config: dict[str, object] | None = None,
+    worktrees_in: Path | None = None,
 ) -> dict[str, float]:
-    """One run of ``tasks``; ``config`` adds settings to the district's config.toml."""
+    """One run of ``tasks``; ``config`` adds settings to the district's config.toml;
+    ``worktrees_in``: the tasks' worktrees there (``.cw/worktrees`` a symlink to a folder)."""
     durations = {str(t["id"]): seconds for t in tasks}
     repo = make_district(root, name, durations)
+    if worktrees_in is not None:
+        (worktrees_in / name).mkdir(parents=True)
+        worktrees = repo / defaults.STATE_DIR / defaults.WORKTREE_DIR
+        shutil.rmtree(worktrees, ignore_errors=True)
+        worktrees.symlink_to(worktrees_in / name)
     with open(repo / ".cw" / "config.toml", "a") as toml:
         for key, value in {"agent_nice": nice, **(config or {})}.items():
             toml.write(f"{key} = {_toml(value)}\n")

@@ -180,10 +180,11 @@ def _check_branch(where: str, name: str) -> None:
 
 def _check_database_url(where: str, url: str) -> None:
     """A SQLite file at an absolute path (SQLAlchemy's ``sqlite[+driver]:////path``), or a
-    PostgreSQL server (``postgresql[+driver]://``); read without loading SQLAlchemy."""
+    PostgreSQL server (``postgresql[+driver]://``, or ``postgres://`` as libpq writes it);
+    read without loading SQLAlchemy."""
     scheme, _, rest = url.partition("://")
     dialect = scheme.split("+", 1)[0]
-    if dialect in ("postgresql", "postgres") and rest:
+    if (dialect == "postgresql" or scheme == "postgres") and rest:
         return
     if dialect != "sqlite" or not rest.startswith("/"):
         raise ConfigError(

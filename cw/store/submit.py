@@ -84,6 +84,7 @@ class Submitting(StoreBase):
         keys = {key: task.id for key, task in stored.tasks.items()}
         keys.update(self._add_tasks(s, spec, stored, diff, plan_ids, now))
         _add_edges(s, diff, keys)
+        waited += [keys[task] for task, _dep in diff.dropped_edges]  # it may wait on none now
         if len(stored.tasks):
             self._block_waiting_on_bad(s, spec, stored, diff, keys)
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
@@ -97,7 +98,8 @@ class Submitting(StoreBase):
 
     def _unblock(self, s: Session, task_ids: list[int]) -> list[int]:
         """blocked -> pending for these tasks, and downstream, where no bad dependency is left
-        (a changed plan dropped the cancelled task they waited on); the ones moved."""
+        (a changed plan dropped the cancelled task they waited on, or the edge to it); the
+        ones moved."""
         moved: list[int] = []
 
         def move(task_id: int) -> bool:

@@ -343,6 +343,19 @@ def test_dropping_a_cancelled_task_frees_what_it_blocked(repo: Path) -> None:
     assert state_of(repo, "02-01-2") == "pending", "downstream of a freed task too"
 
 
+def test_dropping_the_edge_to_a_cancelled_task_frees_what_waited_on_it(repo: Path) -> None:
+    steps = "initiative: y\ntasks:\n  - {id: a, prompt: p}\n  - {id: b, prompt: q%s}\n"
+    later = "  - {id: c, prompt: r, depends_on: [b]}\n"
+    (repo / "y.yaml").write_text(steps % ", depends_on: [a]" + later)
+    ok(repo, "submit", "plan", "y.yaml", "--no-dispatch")
+    ok(repo, "task", "cancel", "a")
+    assert (state_of(repo, "b"), state_of(repo, "c")) == ("blocked", "blocked")
+    (repo / "y.yaml").write_text(steps % "" + later)
+    ok(repo, "submit", "plan", "y.yaml", "--no-dispatch")
+    assert depends_on(repo, "b") == []
+    assert (state_of(repo, "b"), state_of(repo, "c")) == ("ready", "pending")
+
+
 YAML_V1 = """\
 initiative: payments
 phases:

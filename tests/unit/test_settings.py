@@ -44,6 +44,7 @@ def test_defaults_put_state_under_dot_cw(tmp_path: Path) -> None:
         ({"CW_INTEGRATION_BRANCH": "bad..name"}, "CW_INTEGRATION_BRANCH: 'bad..name' is not a"),
         ({"CW_DATABASE_URL": "foo://x"}, "CW_DATABASE_URL: 'foo://x' is neither"),
         ({"CW_DATABASE_URL": "sqlite:///rel.db"}, "names a relative path"),
+        ({"CW_DATABASE_URL": "postgres+psycopg://h/cw"}, "is neither sqlite:////absolute"),
         ({"CW_CONCURRENCY": "0"}, "CW_CONCURRENCY: must be positive"),
         ({"CW_MERGE_RERERE": "maybe"}, "CW_MERGE_RERERE: expected true or false, got 'maybe'"),
         ({"CW_REVIEW": "sometimes"}, "CW_REVIEW: expected one of auto, manual, got 'sometimes'"),
