@@ -131,6 +131,23 @@ class StoreBase:
         ids = s.scalars(stmt).all()
         return [i for i in ids if self._move(s, i, [S.PENDING], S.READY)]
 
+    def _unblock(self, s: Session, task_ids: list[int]) -> list[int]:
+        """blocked -> pending for these tasks, and downstream, where no bad dependency is left
+        (what blocked them was retried, or a changed plan dropped it or the edge to it); the
+        ones moved."""
+        moved: list[int] = []
+
+        def move(task_id: int) -> bool:
+            if has_bad_dependency(s, task_id) or not self._move(s, task_id, [S.BLOCKED], S.PENDING):
+                return False
+            moved.append(task_id)
+            return True
+
+        for task_id in task_ids:
+            if move(task_id):
+                walk_dependents(s, task_id, move)
+        return moved
+
     def _block_dependents(self, s: Session, task_id: int) -> None:
         """pending -> blocked for every task downstream of one that cannot finish."""
         walk_dependents(s, task_id, lambda d: self._move(s, d, [S.PENDING], S.BLOCKED))
@@ -273,6 +290,13 @@ def walk_dependents(s: Session, task_id: int, move: Callable[[int], bool]) -> No
             select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(frontier))
         ).all()
         frontier = [d for d in dependents if move(d)]
+
+
+def direct_dependents(s: Session, task_id: int) -> list[int]:
+    """The tasks that wait on ``task_id`` itself."""
+    return list(
+        s.scalars(select(TaskDependency.task_id).where(TaskDependency.depends_on_id == task_id))
+    )
 
 
 def has_bad_dependency(s: Session, task_id: int) -> bool:

@@ -14,10 +14,9 @@ from cw.store import db
 from cw.store.base import (
     StoreBase,
     agents_in_flight,
-    has_bad_dependency,
+    direct_dependents,
     keys_not_done,
     lock_task,
-    walk_dependents,
 )
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.records import (
@@ -78,11 +77,7 @@ class OperatorActions(StoreBase):
 
     def _unblock_dependents(self, s: Session, task_id: int) -> None:
         """blocked -> pending downstream of a retried task, then promote what became ready."""
-        walk_dependents(
-            s,
-            task_id,
-            lambda d: not has_bad_dependency(s, d) and self._move(s, d, [S.BLOCKED], S.PENDING),
-        )
+        self._unblock(s, direct_dependents(s, task_id))
         self._promote(s)
 
     def request_stop(self, task_id: int) -> tuple[TaskState, str | None, int | None]:

@@ -30,7 +30,7 @@ from cw.store.models import Initiative, Phase, Plan, PlanVersion, Task, TaskDepe
 
 if TYPE_CHECKING:
     from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec
-from cw.store.base import StoreBase, chunks, has_bad_dependency, promotable, walk_dependents
+from cw.store.base import StoreBase, chunks, promotable
 from cw.store.records import NEVER_RAN, S
 
 
@@ -95,23 +95,6 @@ class Submitting(StoreBase):
             .where(Initiative.id == stored.initiative_id)
             .values(revision=Initiative.revision + 1)
         )
-
-    def _unblock(self, s: Session, task_ids: list[int]) -> list[int]:
-        """blocked -> pending for these tasks, and downstream, where no bad dependency is left
-        (a changed plan dropped the cancelled task they waited on, or the edge to it); the
-        ones moved."""
-        moved: list[int] = []
-
-        def move(task_id: int) -> bool:
-            if has_bad_dependency(s, task_id) or not self._move(s, task_id, [S.BLOCKED], S.PENDING):
-                return False
-            moved.append(task_id)
-            return True
-
-        for task_id in task_ids:
-            if move(task_id):
-                walk_dependents(s, task_id, move)
-        return moved
 
     def _promote_some(self, s: Session, task_ids: list[int]) -> None:
         """:meth:`_promote` of these tasks only: new ones may wait only for done tasks."""
