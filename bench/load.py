@@ -201,29 +201,7 @@ def taking_turns(
 
 
 def main(n: int, rounds: int) -> None:
-    tasks = dag(n)
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in SETTINGS}
-    names = list(SETTINGS)
-    with tempfile.TemporaryDirectory(prefix="cwb-load-") as tmp:
-        for r in range(rounds):
-            for name in names[r % 2 :] + names[: r % 2]:
-                result = one_run(Path(tmp), f"{name}-{r}", SETTINGS[name], tasks)
-                runs[name].append(result)
-                print(json.dumps({"round": r, "setting": name, **result}), file=sys.stderr)
-    summary = {
-        "tasks": n,
-        **{
-            name: {
-                "runs": rs,
-                **{
-                    f"{key}_median": statistics.median(r[key] for r in rs)
-                    for key in ("merge_wait_p95_s", "merge_queue_max", "makespan_ratio")
-                },
-            }
-            for name, rs in runs.items()
-        },
-    }
-    print(json.dumps(summary, indent=2))
+    taking_turns({name: {"agent_nice": nice} for name, nice in SETTINGS.items()}, n, rounds)
 
 
 if __name__ == "__main__":
