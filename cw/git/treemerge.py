@@ -33,18 +33,6 @@ from cw.git.worktrees import find_worktree
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MergeOutcome:
-    """What :func:`merge_branch` did."""
-
-    merged: bool
-    sha: str | None  # new integration sha when merged
-    conflict_files: list[str]  # when not merged because of conflicts
-    output: str  # git's output, for the log
-    rejected: bool = False  # merged cleanly, but the check refused the result
-    already_merged: bool = False  # the branch brought nothing new: no merge commit was made
-
-
 @dataclass
 class MergedTree:
     """A merge commit that no branch points at yet; the check decides whether one will.
@@ -83,44 +71,18 @@ class Step:
     already_merged: bool = False  # the branch brought nothing new: ``merged.new`` is the tip
 
 
-def merge_branch(
-    repo: Path,
-    integration_worktree: Path,
-    integration_branch: str,
-    branch: str,
-    message: str,
-    check: Check | None = None,
-    *,
-    rerere: bool = False,
-) -> MergeOutcome:
-    """Merge ``branch`` into ``integration_branch`` without touching any checkout.
-
-    ``git merge-tree --write-tree`` merges in the object database and a merge commit records
-    the result; ``check`` sees it before the branch moves (False leaves the branch where it
-    was: ``rejected``), and the branch ref moves only by a compare-and-set. The caller runs one
-    merge at a time. With ``rerere``, conflicts are merged again in the detached integration
-    worktree with git's recorded resolutions; what they resolve completely counts as merged.
-    A branch that brings nothing new makes no merge commit; ``check`` still decides, on the
-    integration branch as it stands.
-    """
-    old, source, old_tree = _merge_inputs(repo, integration_branch, branch)
-    step = _merge_step(repo, integration_worktree, (old, old_tree), source, message, rerere)
-    if step.merged is None:
-        return MergeOutcome(False, None, step.conflicts, step.messages)
-    if check is not None and not check(step.merged):
-        return _rejected(integration_worktree, step.merged, step.messages)
-    if step.already_merged:
-        return MergeOutcome(True, old, [], step.messages, already_merged=True)
-    advance(repo, integration_branch, old, step.merged.new)
-    logger.info("merged %s into %s: %s", branch, integration_branch, step.merged.new)
-    return MergeOutcome(True, step.merged.new, [], step.messages)
-
-
 def merge_onto(
     repo: Path, worktree: Path, tip: str, branch: str, message: str, *, rerere: bool = False
 ) -> Step:
-    """Merge ``branch`` onto the commit ``tip`` as :func:`merge_branch` would, but move nothing:
-    a merge train chains such steps and publishes the last with :func:`advance`."""
+    """Merge ``branch`` onto the commit ``tip`` without touching any checkout, moving nothing.
+
+    ``git merge-tree --write-tree`` merges in the object database and a merge commit records
+    the result; a check may look at it (:meth:`MergedTree.checkout`) before anything moves. A
+    merge train (cw/git/train.py) chains such steps and publishes the last with :func:`advance`,
+    a compare-and-set. With ``rerere``, conflicts are merged again in the detached integration
+    worktree with git's recorded resolutions; what they resolve completely counts as merged.
+    A branch that brings nothing new makes no merge commit (``already_merged``).
+    """
     source = loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
     tree = _TIP_TREES.get(tip)
     if source is None or tree is None:
@@ -163,38 +125,11 @@ def _merge_step(
     return Step(resolved, [] if resolved else done.conflicts, done.messages)
 
 
-def _rejected(worktree: Path, merged: MergedTree, messages: str) -> MergeOutcome:
-    """The check refused the result: the branch stays where it was, the worktree too."""
-    if merged.checked_out:
-        reset_worktree(worktree, merged.old)
-    return MergeOutcome(False, None, [], messages, rejected=True)
-
-
 #: Trees of the merge commits this process made: the next merge's tip needs no git call.
 _TIP_TREES: dict[str, str] = {}
 
 
 _TIP_TREES_KEPT = 16
-
-
-def _merge_inputs(repo: Path, integration_branch: str, branch: str) -> tuple[str, str, str]:
-    """The integration tip, the commit to merge and the tip's tree.
-
-    Read from the loose ref files when the tip is cw's own last merge (the common case of a
-    merge worker draining its queue); otherwise from one ``git rev-parse``.
-    """
-    ref = f"refs/heads/{integration_branch}"
-    old = loose_ref(repo, ref)
-    source = loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
-    if old is not None and source is not None and old in _TIP_TREES:
-        return old, source, _TIP_TREES[old]
-    result = call(repo, "rev-parse", f"{ref}^{{commit}}", f"{branch}^{{commit}}", f"{ref}^{{tree}}")
-    shas = result.out.split()
-    if result.status == 0 and len(shas) == 3:
-        return shas[0], shas[1], shas[2]
-    if branch_sha(repo, integration_branch) is None:
-        raise GitError(f"integration branch {integration_branch} does not exist")
-    raise GitError(f"nothing to merge: {branch} names no commit")
 
 
 def _remember_tip(new: str, tree: str) -> None:

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,7 @@ from cw.git import kept, runner, treemerge, worktrees
 from cw.git.branches import branch_sha, changed_files, diff, ensure_branch, head_sha, is_ancestor
 from cw.git.hub import fetch_branch
 from cw.git.runner import exclude_path, git_common_dir, prepare_repository, repo_lock, repo_root
-from cw.git.treemerge import (
-    MergedTree,
-    MergeOutcome,
-    conflict_markers,
-    merge_branch,
-    merge_into_worktree,
-)
+from cw.git.treemerge import Check, MergedTree, conflict_markers, merge_into_worktree
 from cw.git.worktrees import add_worktree, commit_all, is_dirty, remove_worktree
 
 INTEGRATION = "cw/integration"
@@ -404,6 +399,42 @@ def test_diff_needs_exactly_one_of_worktree_or_branch(repo: Path) -> None:
 
 
 # -- merging ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    merged: bool
+    sha: str | None  # the integration branch's new tip when merged
+    conflict_files: list[str]
+    output: str  # git's messages
+    rejected: bool = False  # merged cleanly, but the check refused the result
+    already_merged: bool = False  # the branch brought nothing new: no merge commit
+
+
+def merge_branch(
+    repo: Path,
+    worktree: Path,
+    integration_branch: str,
+    branch: str,
+    message: str,
+    check: Check | None = None,
+    *,
+    rerere: bool = False,
+) -> MergeOutcome:
+    """One branch merged as a merge train of one car merges it (cw/git/train.py): onto the
+    tip in the object database, the check, then the branch moved by a compare-and-set."""
+    old = treemerge.tip_of(repo, integration_branch)
+    step = treemerge.merge_onto(repo, worktree, old, branch, message, rerere=rerere)
+    if step.merged is None:
+        return MergeOutcome(False, None, step.conflicts, step.messages)
+    if check is not None and not check(step.merged):
+        if step.merged.checked_out:
+            treemerge.reset_worktree(worktree, old)
+        return MergeOutcome(False, None, [], step.messages, rejected=True)
+    if step.already_merged:
+        return MergeOutcome(True, old, [], step.messages, already_merged=True)
+    treemerge.advance(repo, integration_branch, old, step.merged.new)
+    return MergeOutcome(True, step.merged.new, [], step.messages)
 
 
 def on_disk(merged: MergedTree) -> bool:
