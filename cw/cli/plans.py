@@ -43,10 +43,8 @@ def _phase_line(first: PlanListing, plans: list[PlanListing]) -> str:
     done, tasks = sum(p.done for p in plans), sum(p.tasks for p in plans)
     states = [state for p in plans for state, n in p.states.items() if n]
     name = f" {first.phase_name}" if first.phase_name != first.phase else ""
-    return (
-        f"{first.initiative}: phase {first.phase}{name}: {rollup(states)}, "
-        f"{done}/{tasks} tasks done"
-    )
+    state = rollup(states, any(p.started for p in plans))
+    return f"{first.initiative}: phase {first.phase}{name}: {state}, {done}/{tasks} tasks done"
 
 
 def _done(row: PlanListing) -> str:

@@ -431,8 +431,9 @@ def phase_order_of(on_disk: list[str], stored: list[str]) -> list[str]:
     return order
 
 
-def rollup(states: list[str]) -> str:
-    """One word for a plan's or phase's tasks: done, failed, cancelled, not started, running."""
+def rollup(states: list[str], started: bool) -> str:
+    """One word for a plan's or phase's tasks: done, failed, cancelled, not started, running.
+    ``started``: one of them has run (a retried task waiting again, or cancelled after)."""
     kinds = set(states)
     if kinds <= {S.DONE.value}:
         return "done"
@@ -440,6 +441,6 @@ def rollup(states: list[str]) -> str:
         return "failed"
     if kinds <= {S.CANCELLED.value, S.BLOCKED.value}:
         return "cancelled" if S.CANCELLED.value in kinds else "blocked"
-    if kinds <= {s.value for s in NEVER_RAN}:  # a cancelled task among them never ran
+    if not started and kinds <= {s.value for s in NEVER_RAN}:
         return "not started"
     return "running"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from cw.plans import spec as planspec
@@ -57,15 +57,26 @@ class Queries(StoreBase):
             .join(Initiative, Initiative.id == Phase.initiative_id)
             .order_by(Initiative.id, Phase.position, Plan.position)
         )
-        counts = select(Task.plan_id, Task.state, func.count()).group_by(Task.plan_id, Task.state)
+        ran = func.sum(case((Task.attempt > 0, 1), else_=0))
+        counts = select(Task.plan_id, Task.state, func.count(), ran).group_by(
+            Task.plan_id, Task.state
+        )
         if plan_id is not None:
             stmt, counts = stmt.where(Plan.id == plan_id), counts.where(Task.plan_id == plan_id)
         with self._read() as s:
             states: dict[int, dict[str, int]] = {}
-            for pid, state, n in s.execute(counts).all():
+            started: set[int] = set()
+            for pid, state, n, attempted in s.execute(counts).all():
                 states.setdefault(pid, {})[state.value] = n
+                if attempted:
+                    started.add(pid)
             return [
-                _plan_row(plan, phase, phase_name, initiative, source, states.get(plan.id, {}))
+                _plan_row(
+                    plan,
+                    (phase, phase_name, initiative, source),
+                    states.get(plan.id, {}),
+                    plan.id in started,
+                )
                 for plan, phase, phase_name, initiative, source in s.execute(stmt).all()
             ]
 
@@ -165,8 +176,9 @@ class Queries(StoreBase):
 
 
 def _plan_row(
-    plan: Plan, phase: str, phase_name: str, initiative: str, source: str, states: dict[str, int]
+    plan: Plan, place: tuple[str, str, str, str], states: dict[str, int], started: bool
 ) -> PlanListing:
+    phase, phase_name, initiative, source = place
     return PlanListing(
         id=plan.id,
         initiative=initiative,
@@ -179,7 +191,8 @@ def _plan_row(
         tasks=sum(states.values()),
         done=states.get(S.DONE.value, 0),
         states=states,
-        state=rollup(list(states)),
+        started=started,
+        state=rollup(list(states), started),
     )
 
 

@@ -178,6 +178,7 @@ class PlanListing(Row):
     tasks: int
     done: int
     states: dict[str, int]
+    started: bool  # one of its tasks has run (an attempt begun), whatever its state now
     state: str  # the tasks' states rolled up
 
 

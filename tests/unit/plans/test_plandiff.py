@@ -13,7 +13,7 @@ from sqlalchemy import update
 from cw.errors import UsageError
 from cw.plans.diff import CHANGED, digest, merged_order, phase_order_of, prints, rollup
 from cw.plans.spec import InitiativeSpec, PhaseSpec
-from cw.store import Store, db
+from cw.store import AttemptResult, Store, db
 from cw.store.models import Plan
 from tests.factories import HERE, spec
 
@@ -39,11 +39,18 @@ def test_an_inserted_decimal_phase_goes_between_its_neighbours() -> None:
 
 
 def test_a_plan_rolls_up_its_tasks_states() -> None:
-    assert rollup(["done"]) == "done"
-    assert rollup(["done", "running"]) == "running"
-    assert rollup(["pending", "ready"]) == "not started"
-    assert rollup(["done", "failed"]) == "failed"
-    assert rollup(["cancelled", "blocked"]) == "cancelled"
+    assert rollup(["done"], True) == "done"
+    assert rollup(["done", "running"], True) == "running"
+    assert rollup(["pending", "ready"], False) == "not started"
+    assert rollup(["ready", "cancelled"], False) == "not started"
+    assert rollup(["done", "failed"], True) == "failed"
+    assert rollup(["cancelled", "blocked"], False) == "cancelled"
+
+
+def test_a_plan_whose_task_ran_is_not_shown_as_not_started() -> None:
+    # A retried task waiting for a worker again, or one cancelled after its retry.
+    assert rollup(["ready", "pending"], True) == "running"
+    assert rollup(["cancelled", "ready"], True) == "running"
 
 
 def test_a_plan_stored_before_prints_existed_is_compared_by_its_rows(database_url: str) -> None:
@@ -107,4 +114,19 @@ def test_what_a_submit_read_before_is_used_with_its_tasks_states_read_anew(
     with pytest.raises(UsageError, match="its tasks have started"):
         store.submit(edited, held)
     assert store.submit(spec({"a": [], "b": ["a"]}), held).nothing_new
+    store.close()
+
+
+def test_a_plan_whose_failed_task_was_retried_is_listed_as_running(database_url: str) -> None:
+    store = Store.open(database_url)
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+    store.retry_task(claim.task_id)  # ready again, waiting for a worker: it has run once
+    (row,) = store.plan_rows()
+    assert (row.states, row.started, row.state) == ({"ready": 1}, True, "running")
+    store.cancel_task(claim.task_id)
+    (row,) = store.plan_rows()
+    assert (row.states, row.state) == ({"cancelled": 1}, "cancelled")
     store.close()
