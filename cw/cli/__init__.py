@@ -6,6 +6,7 @@ Subcommands are loaded on first use (click's lazy-loading pattern), so ``cw --ve
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import os
@@ -74,6 +75,7 @@ def _from(module: str, *names: str, prefix: str = "") -> dict[str, str]:
 @click.pass_context
 def cli(ctx: click.Context, verbose: bool, server_mode: bool) -> None:
     """cw (Codewalk District): many coding agents on one repository, merged in order."""
+    gc.enable()  # paused while the modules loaded (cw/__main__.py)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if not server_mode:
         if ctx.invoked_subcommand is None:

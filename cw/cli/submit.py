@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from cw.cli.common import counted, load_settings, open_store
+from cw.cli.common import counted, gc_paused, load_settings, open_store
 from cw.errors import UsageError
 from cw.plans.cache import ReadCache
 from cw.plans.diff import (
@@ -46,6 +46,7 @@ def submit() -> None:
 )
 @click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
 @click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
+@gc_paused()
 def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready.
 
@@ -78,7 +79,7 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
 
         app = connected_app(settings)
     if not diff.nothing_new:  # nothing new: the answer is in, and no transaction is needed
-        diff = store.submit(spec, held.get(spec.name))
+        diff = store.submit(spec, held.get(spec.name), diff)
     _echo_lines(_summary(diff, spec) + submit_report(spec))
     if files is not None and diff.settled and diff.initiative_id is not None:
         lines = _summary(_unchanged(diff, spec), spec) + submit_report(spec)

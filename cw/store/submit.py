@@ -43,15 +43,19 @@ class Submitting(StoreBase):
         with self._read() as s:
             return _stored(s, initiative)
 
-    def submit(self, spec: InitiativeSpec, held: Stored | None = None) -> PlanDiff:
+    def submit(
+        self, spec: InitiativeSpec, held: Stored | None = None, diff: PlanDiff | None = None
+    ) -> PlanDiff:
         """Reconcile a validated plan with what the district holds, in one transaction: add
         what is new, update in place the changed plans none of whose tasks started. A refusal
         raises UsageError and stores nothing. ``held``: :meth:`held` read moments ago, used
-        again if no submit changed the initiative since (its tasks' states are read anew)."""
+        again if no submit changed the initiative since (its tasks' states are read anew);
+        ``diff``: ``compare(spec, held)``, used again if no task's state changed either."""
         with self._write() as s:
             db.serialize(s, "submit")  # two submits at once: the second sees the first's rows
             stored = _still_held(s, held) or _stored(s, spec.name)
-            diff = compare(spec, stored)
+            if diff is None or stored is not held:
+                diff = compare(spec, stored)
             diff.check()
             if diff.nothing_new:
                 return diff
@@ -209,11 +213,12 @@ def _still_held(s: Session, held: Stored | None) -> Stored | None:
     rows = s.connection().execute(states).all()
     if {key for key, _state, _attempt in rows} != set(held.tasks):
         return None
-    tasks = dict(held.tasks)
-    for key, state, attempt in rows:
-        if (tasks[key].state, tasks[key].attempt) != (state, attempt):  # most are as they were
-            tasks[key] = replace(tasks[key], state=state, attempt=attempt)
-    return replace(held, tasks=tasks)
+    moved = {
+        key: replace(held.tasks[key], state=state, attempt=attempt)
+        for key, state, attempt in rows
+        if (held.tasks[key].state, held.tasks[key].attempt) != (state, attempt)
+    }  # most are as they were: then ``held`` itself
+    return replace(held, tasks={**held.tasks, **moved}) if moved else held
 
 
 def _stored_edges(

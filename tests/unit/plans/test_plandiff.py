@@ -11,7 +11,7 @@ from alembic import command
 from sqlalchemy import update
 
 from cw.errors import UsageError
-from cw.plans.diff import CHANGED, digest, merged_order, phase_order_of, prints, rollup
+from cw.plans.diff import CHANGED, compare, digest, merged_order, phase_order_of, prints, rollup
 from cw.plans.spec import InitiativeSpec, PhaseSpec
 from cw.store import AttemptResult, Store, db
 from cw.store.models import Plan
@@ -110,7 +110,11 @@ def test_what_a_submit_read_before_is_used_with_its_tasks_states_read_anew(
     edited.plans()[0].tasks[0].prompt = "something else"
     held = store.held(edited.name)  # as `cw submit plan` reads it before the transaction
     assert held is not None and held.tasks["a"].state.value == "ready"
+    diff = compare(edited, held)  # and compares: the plan may still change
+    assert [p.status for p in diff.plans] == [CHANGED]
     assert len(store.claim_ready_tasks()) == 1  # a starts in between
+    with pytest.raises(UsageError, match="its tasks have started"):
+        store.submit(edited, held, diff)  # compared again: a state changed
     with pytest.raises(UsageError, match="its tasks have started"):
         store.submit(edited, held)
     assert store.submit(spec({"a": [], "b": ["a"]}), held).nothing_new
