@@ -17,13 +17,13 @@ import os
 import pickle
 from pathlib import Path
 
-from cw.plans import gsd, gsdnames, gsdtags, source, spec
+from cw.plans import gsd, gsdnames, gsdtags, gsdtasks, source, spec
 from cw.plans.gsd import GsdPlan, Place, read_plan
 
 logger = logging.getLogger(__name__)
 
 #: The modules whose code decides what a plan file reads as: a change in any reads again.
-_READERS = (gsd, gsdnames, gsdtags, source, spec)
+_READERS = (gsd, gsdnames, gsdtags, gsdtasks, source, spec)
 
 
 class ReadCache:

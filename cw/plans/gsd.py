@@ -1,4 +1,5 @@
-"""Read one GSD ``PLAN.md``: frontmatter, objective, context and tasks.
+"""Read one GSD ``PLAN.md``: frontmatter, objective, context, and its tasks (read by
+:mod:`cw.plans.gsdtasks`).
 
 A PLAN.md body looks like XML but is not (markdown, ``@file`` references, bare ``<`` and ``&``),
 so it is read with forgiving regular expressions: an opening tag counts only when its closing
@@ -8,7 +9,6 @@ dependencies between plans) is :mod:`cw.plans.gsddir`'s.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import logging
 import re
@@ -18,9 +18,10 @@ from typing import Any
 
 from cw.errors import PlanError
 from cw.plans.gsdnames import PHASE_NUMBER, PlanName, phase_key, phase_order, plan_number
-from cw.plans.gsdtags import Element, LineIndex, attributes, clean, elements, split_files
+from cw.plans.gsdtags import Element, elements, section_text
+from cw.plans.gsdtasks import read_tasks
 from cw.plans.source import YamlDoc, load_yaml, read_plan_text
-from cw.plans.spec import TASK_KINDS, PlanSpec, TaskSpec, Where, plan_error, show
+from cw.plans.spec import PlanSpec, TaskSpec, Where, plan_error, show
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +29,9 @@ _FRONTMATTER_RE = re.compile(r"---[ \t]*\n(.*?)^(?:---|\.\.\.)[ \t]*$\n?", re.S 
 _TOP_KEY_RE = re.compile(r"^([A-Za-z_][\w.-]*)[ \t]*:", re.M)
 _PHASE_VALUE_RE = re.compile(rf"({PHASE_NUMBER})(?:[-_ ]+(.*))?", re.S | re.A)
 _PLAN_VALUE_RE = re.compile(rf"(?:{PHASE_NUMBER}-)?(\d{{1,6}})", re.A)
-_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.*)$", re.M)
-_MD_TASK_RE = re.compile(r"Task[ \t]+\d{1,4}\b[ \t]*[:.\u2013\u2014-]?[ \t]*(.*)", re.I)
-_FENCE_RE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
-_MISSING_RE = re.compile(r"MISSING\b")
-_TASK_OPEN_RE = re.compile(r"<task(\s[^<>]*)?>", re.I)
 #: Frontmatter keys cw reads; a YAML error in any other key is a warning, not a problem.
 USED_KEYS = frozenset({"phase", "plan", "depends_on", "name", "title", "type", "initiative"})
 _PLAN_FIELDS = ("phase", "plan", "depends_on")
-_TASK_FIELDS = ("name", "files", "action", "done")
 
 
 @dataclass(frozen=True)
@@ -77,8 +72,8 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     key = f"{phase}-{_plan_number(doc, place.name, warnings)}"
     body = text[body_start:]
     sections = list(elements(body, body_start))
-    tasks = _tasks(text, body_start, sections, key, display)
-    objective, context = _section(sections, "objective"), _section(sections, "context")
+    tasks = read_tasks(text, body_start, sections, key, display, warnings)
+    objective, context = section_text(sections, "objective"), section_text(sections, "context")
     name = _plan_name(doc, plan_names, key, objective)
     extra = {**_plan_extra(doc, sections), "plan_file": display}
     spec = PlanSpec(key, name, objective, context, extra, tasks, Where(display, 1))
@@ -250,228 +245,3 @@ def _plan_extra(doc: YamlDoc, sections: list[Element]) -> dict[str, Any]:
     if unknown:
         extra["sections"] = unknown
     return extra
-
-
-def _section(sections: list[Element], tag: str) -> str:
-    return "\n\n".join(section.text for section in sections if section.tag == tag)
-
-
-def _tasks(
-    text: str, body_start: int, sections: list[Element], plan_key: str, display: str
-) -> list[TaskSpec]:
-    """``<task>``s in ``<tasks>``; else a tdd ``<feature>``; else ``### Task N`` headings."""
-    line_at = LineIndex(text)
-    found = [task for section in sections if section.tag == "tasks" for task in _tasks_in(section)]
-    tasks = [
-        _task(el, f"{plan_key}-{n}", Where(display, line_at(el.start)))
-        for n, el in enumerate(found, 1)
-    ]
-    tasks = tasks or _tdd_task(sections, line_at, plan_key, display)
-    tasks = tasks or _markdown_tasks(text, body_start, line_at, plan_key, display)
-    if not tasks:
-        raise _no_tasks(text, body_start, sections, line_at, plan_key, display)
-    for previous, task in itertools.pairwise(tasks):
-        task.depends_on.append(previous.key)
-    return tasks
-
-
-def _tasks_in(section: Element) -> list[Element]:
-    """The ``<task>`` elements of ``<tasks>``; when none is closed, each ``<task ...>`` runs up
-    to the next one (GSD's executor reads such plans the same way)."""
-    closed = [task for task in section.children() if task.tag == "task"]
-    if closed:
-        return closed
-    opens = list(_TASK_OPEN_RE.finditer(section.inner))
-    ends = [match.start() for match in opens[1:]] + [len(section.inner)]
-    return [
-        Element(
-            "task",
-            attributes(match.group(1) or ""),
-            section.inner[match.end() : end],
-            section.inner_start + match.end(),
-            section.inner_start + match.start(),
-        )
-        for match, end in zip(opens, ends, strict=True)
-    ]
-
-
-def _no_tasks(
-    text: str,
-    body_start: int,
-    sections: list[Element],
-    line_at: LineIndex,
-    plan_key: str,
-    display: str,
-) -> PlanError:
-    opened = re.compile(r"<tasks(?:\s[^<>]*)?>").search(text, body_start)
-    if opened and not any(section.tag == "tasks" for section in sections):
-        problem = (
-            f"plan {plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "
-            "short; finish it or remove it"
-        )
-        return plan_error(display, line_at(opened.start()), "tasks", problem)
-    problem = (
-        f"plan {plan_key} has no tasks: write them as <task> elements inside <tasks> "
-        "or as '### Task N: name' headings"
-    )
-    return plan_error(display, 1, "tasks", problem)
-
-
-def _task(element: Element, key: str, where: Where) -> TaskSpec:
-    kind, extra = _kind(element.attrs)
-    fields: dict[str, str] = {}
-    verify: Element | None = None
-    others: list[Element] = []
-    for child in element.children():
-        if child.tag == "verify" and verify is None:
-            verify = child
-        elif child.tag in _TASK_FIELDS and child.tag not in fields:
-            fields[child.tag] = child.text
-        else:
-            others.append(child)
-    extra.update(_checkpoint_extra(others))
-    gate = read_verify(verify, extra)
-    prompt = fields.get("action", "")
-    if kind != "auto":
-        prompt = _checkpoint_prompt(fields.get("action", ""), others)
-    if not prompt:
-        problem = f"task {key} is empty: it needs an <action> (a checkpoint: what to check)"
-        raise plan_error(where.file, where.line, "action", problem)
-    name = fields.get("name") or _default_name(kind, fields, others, key)
-    files = split_files(fields.get("files", ""))
-    return TaskSpec(key, name, kind, prompt, files, gate, fields.get("done"), [], extra, where)
-
-
-def read_verify(verify: Element | None, extra: dict[str, Any]) -> str | None:
-    """The merge gate of a GSD ``<verify>``: its ``<automated>`` command(s), run one after the
-    other. The whole text is kept in ``extra["verify_text"]`` for the agent; prose without
-    ``<automated>`` (or ``<automated>MISSING ...``) is never run as a command."""
-    if verify is None or not verify.text:
-        return None
-    commands = [
-        child.text
-        for child in verify.children()
-        if child.tag == "automated" and child.text and not _MISSING_RE.match(child.text)
-    ]
-    extra["verify_text"] = verify.text
-    extra["verify_mode"] = "automated" if commands else "prose"
-    if len(commands) <= 1:
-        return commands[0] if commands else None
-    return " && ".join(f"(\n{command}\n)" for command in commands)
-
-
-def _kind(attrs: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """The task kind (GSD's words, in any case) and the other attributes (``gate="blocking"``)
-    to keep in extra. An unknown type that names a checkpoint or a person still stops for one;
-    any other (``tdd``) is agent work, its type kept in extra."""
-    extra: dict[str, Any] = {key: value for key, value in attrs.items() if key != "type"}
-    written = attrs.get("type", "auto").strip()
-    kind = written.lower()
-    if kind in TASK_KINDS:
-        return kind, extra
-    extra["type"] = written
-    person = "checkpoint" in kind or "human" in kind
-    return ("checkpoint:human-action" if person else "auto"), extra
-
-
-def _checkpoint_extra(others: list[Element]) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    for child in others:
-        extra[child.tag] = _options(child) if child.tag == "options" else child.text
-    return extra
-
-
-def _options(element: Element) -> list[dict[str, str]]:
-    options = []
-    for option in element.children():
-        if option.tag != "option":
-            continue
-        entry = dict(option.attrs)
-        parts = {child.tag: child.text for child in option.children()}
-        entry.update(parts if parts else {"text": option.text})
-        options.append(entry)
-    return options
-
-
-def _checkpoint_prompt(action: str, others: list[Element]) -> str:
-    parts = [action] if action else []
-    for child in others:
-        label = child.tag.replace("-", " ").replace("_", " ").capitalize()
-        body = _options_text(_options(child)) if child.tag == "options" else child.text
-        parts.append(
-            f"{label}:\n{body}" if "\n" in body or child.tag == "options" else f"{label}: {body}"
-        )
-    return "\n\n".join(part for part in parts if part.strip())
-
-
-def _options_text(options: list[dict[str, str]]) -> str:
-    lines = []
-    for option in options:
-        details = "; ".join(f"{k}: {v}" for k, v in option.items() if k not in ("id", "name"))
-        head = " ".join(
-            part for part in (option.get("id", "-") + ":", option.get("name", "")) if part
-        )
-        lines.append(f"- {head} ({details})" if details else f"- {head}")
-    return "\n".join(lines)
-
-
-def _default_name(kind: str, fields: dict[str, str], others: list[Element], key: str) -> str:
-    """A task without ``<name>`` is named after its action, else its first other part."""
-    texts = [fields.get("action", "")] + [c.text for c in others if c.tag != "options"]
-    first = next((text for text in texts if text), "")
-    return first.splitlines()[0][:80] if first else f"{kind} {key}"
-
-
-def _tdd_task(
-    sections: list[Element], line_at: LineIndex, plan_key: str, display: str
-) -> list[TaskSpec]:
-    """A ``type: tdd`` plan has one ``<feature>`` instead of tasks: the plan is one task."""
-    feature = next((s for s in sections if s.tag == "feature"), None)
-    if feature is None:
-        return []
-    parts = {child.tag: child for child in feature.children()}
-    prompt = feature.text
-    cycle = _section(sections, "tdd_cycle")
-    if cycle:
-        prompt = f"{prompt}\n\nTDD cycle:\n{cycle}"
-    where = Where(display, line_at(feature.start))
-    name = _part(parts, "name") or f"TDD {plan_key}"
-    extra: dict[str, Any] = {"tdd": True}
-    gate = read_verify(parts.get("verify"), extra)
-    files, done = split_files(_part(parts, "files")), _part(parts, "done") or None
-    return [TaskSpec(f"{plan_key}-1", name, "auto", prompt, files, gate, done, [], extra, where)]
-
-
-def _part(parts: dict[str, Element], tag: str) -> str:
-    return parts[tag].text if tag in parts else ""
-
-
-def _markdown_tasks(
-    text: str, body_start: int, line_at: LineIndex, plan_key: str, display: str
-) -> list[TaskSpec]:
-    """Tasks written as Markdown headings, ``### Task 1: name``, each up to the next heading
-    of the same or a higher level; the section is the prompt."""
-    headings = _headings(text, body_start)
-    tasks: list[TaskSpec] = []
-    for index, (start, end, level, title) in enumerate(headings):
-        match = _MD_TASK_RE.fullmatch(title.strip())
-        if level < 2 or not match:
-            continue
-        stop = next((h[0] for h in headings[index + 1 :] if h[2] <= level), len(text))
-        key = f"{plan_key}-{len(tasks) + 1}"
-        name = match.group(1).strip() or f"Task {len(tasks) + 1}"
-        prompt = clean(text[end:stop]) or name
-        where = Where(display, line_at(start))
-        extra = {"format": "markdown"}
-        tasks.append(TaskSpec(key, name, "auto", prompt, [], None, None, [], extra, where))
-    return tasks
-
-
-def _headings(text: str, start: int) -> list[tuple[int, int, int, str]]:
-    """``(start, end, level, title)`` of each Markdown heading outside fenced code blocks."""
-    fences = [m.start() for m in _FENCE_RE.finditer(text, start)]
-    found = []
-    for match in _HEADING_RE.finditer(text, start):
-        if bisect.bisect_left(fences, match.start()) % 2 == 0:
-            found.append((match.start(), match.end(), len(match.group(1)), match.group(2)))
-    return found

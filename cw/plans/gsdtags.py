@@ -90,3 +90,8 @@ class LineIndex:
 
     def __call__(self, offset: int) -> int:
         return bisect.bisect_left(self.newlines, offset) + 1
+
+
+def section_text(sections: list[Element], tag: str) -> str:
+    """The text of every top-level ``<tag>`` section, one paragraph each."""
+    return "\n\n".join(section.text for section in sections if section.tag == tag)

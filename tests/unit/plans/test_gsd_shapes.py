@@ -253,6 +253,42 @@ def test_tasks_never_closed_each_run_to_the_next_task(tmp_path: Path) -> None:
     assert [task.name for task in load_plan(root).tasks()] == ["A", "B"]
 
 
+def test_a_task_whose_close_is_missing_among_closed_ones_does_not_swallow_the_next(
+    tmp_path: Path,
+) -> None:
+    closed = '<task type="auto"><name>{0}</name><action>do {0}</action></task>\n'
+    body = "<tasks>\n" + closed.format("A")
+    body += '<task type="auto"><name>B</name><action>do B</action>\n\n'  # its </task> is missing
+    body += closed.format("C") + "</tasks>\n"
+    root = layout(tmp_path, {"03-x/03-01-PLAN.md": plan("03", "01", body=body)})
+    spec = load_plan(root)
+    read = [(t.key, t.name, t.prompt, t.extra) for t in spec.tasks()]
+    assert read == [
+        ("03-01-1", "A", "do A", {}),
+        ("03-01-2", "B", "do B", {}),
+        ("03-01-3", "C", "do C", {}),
+    ]
+    assert spec.warnings == [
+        f"{root}/.planning/phases/03-x/03-01-PLAN.md:9: tasks: a <task> opens before the one "
+        "above it is closed (a </task> is missing): read as two tasks"
+    ]
+
+
+@pytest.mark.parametrize("inside", ["", "\n", "\n### Task 1: Do it\nDo the thing.\n"])
+def test_tasks_with_no_task_element_are_read_as_headings_or_are_one_problem(
+    tmp_path: Path, inside: str
+) -> None:
+    root = layout(
+        tmp_path, {"03-x/03-01-PLAN.md": plan("03", "01", body=f"<tasks>{inside}</tasks>")}
+    )
+    if inside.strip():
+        (task,) = load_plan(root).tasks()
+        assert (task.name, task.prompt) == ("Do it", "Do the thing.")
+    else:
+        (problem,) = problems(root)
+        assert "03-01-PLAN.md:1: tasks: plan 03-01 has no tasks" in problem
+
+
 def test_human_action_without_a_name_is_named_after_its_action(tmp_path: Path) -> None:
     body = '<tasks><task type="checkpoint:human-action" gate="blocking">\n'
     body += "<action>Provision staging</action>\n<instructions>Rent a VPS.\nThen...</instructions>"

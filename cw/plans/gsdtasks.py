@@ -1,0 +1,283 @@
+"""The tasks of one GSD plan's body: ``<task>`` elements in ``<tasks>``, else a TDD plan's
+``<feature>``, else Markdown ``### Task N`` headings; each task's kind, prompt, files and
+``<verify>``. The rest of the file (frontmatter, objective, context) is :mod:`cw.plans.gsd`'s.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import re
+from typing import Any
+
+from cw.errors import PlanError
+from cw.plans.gsdtags import Element, LineIndex, attributes, clean, section_text, split_files
+from cw.plans.spec import TASK_KINDS, TaskSpec, Where, plan_error
+
+_HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.*)$", re.M)
+_MD_TASK_RE = re.compile(r"Task[ \t]+\d{1,4}\b[ \t]*[:.\u2013\u2014-]?[ \t]*(.*)", re.I)
+_FENCE_RE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
+_MISSING_RE = re.compile(r"MISSING\b")
+_TASK_OPEN_RE = re.compile(r"<task(\s[^<>]*)?>", re.I)
+_TASK_FIELDS = ("name", "files", "action", "done")
+
+
+def read_tasks(
+    text: str,
+    body_start: int,
+    sections: list[Element],
+    plan_key: str,
+    display: str,
+    warnings: list[str],
+) -> list[TaskSpec]:
+    """``<task>``s in ``<tasks>``; else a tdd ``<feature>``; else ``### Task N`` headings."""
+    line_at = LineIndex(text)
+    missing_close: list[int] = []
+    found = [
+        task
+        for section in sections
+        if section.tag == "tasks"
+        for task in _tasks_in(section, missing_close)
+    ]
+    tasks = [
+        _task(el, f"{plan_key}-{n}", Where(display, line_at(el.start)))
+        for n, el in enumerate(found, 1)
+    ]
+    warnings += [
+        f"{display}:{line_at(start)}: tasks: a <task> opens before the one above it is closed "
+        "(a </task> is missing): read as two tasks"
+        for start in missing_close
+    ]
+    tasks = tasks or _tdd_task(sections, line_at, plan_key, display)
+    tasks = tasks or _markdown_tasks(text, body_start, sections, line_at, plan_key, display)
+    if not tasks:
+        raise _no_tasks(text, body_start, sections, line_at, plan_key, display)
+    for previous, task in itertools.pairwise(tasks):
+        task.depends_on.append(previous.key)
+    return tasks
+
+
+def _tasks_in(section: Element, missing_close: list[int]) -> list[Element]:
+    """The ``<task>`` elements of ``<tasks>``. A ``<task ...>`` that no ``</task>`` closes runs
+    up to the next one (GSD's executor reads such plans the same way), also when it stands
+    inside a closed one (whose ``</task>`` is then the other's): the offset of each such
+    opening goes to ``missing_close``."""
+    closed = [task for task in section.children() if task.tag == "task"]
+    if not closed:
+        return _runs(section.inner, section.inner_start, None)
+    found: list[Element] = []
+    for task in closed:
+        runs = _runs(task.inner, task.inner_start, task)
+        missing_close += [run.start for run in runs[1:]]
+        found += runs
+    return found
+
+
+def _runs(inner: str, inner_start: int, first: Element | None) -> list[Element]:
+    """``inner`` cut at each ``<task ...>`` opening in it: an element from each to the next;
+    with ``first``, what comes before the first opening is ``first`` itself (shortened)."""
+    opens = list(_TASK_OPEN_RE.finditer(inner))
+    ends = [match.start() for match in opens] + [len(inner)]
+    runs = [
+        Element(
+            "task",
+            attributes(match.group(1) or ""),
+            inner[match.end() : end],
+            inner_start + match.end(),
+            inner_start + match.start(),
+        )
+        for match, end in zip(opens, ends[1:], strict=True)
+    ]
+    if first is None:
+        return runs
+    return [Element("task", first.attrs, inner[: ends[0]], inner_start, first.start), *runs]
+
+
+def _no_tasks(
+    text: str,
+    body_start: int,
+    sections: list[Element],
+    line_at: LineIndex,
+    plan_key: str,
+    display: str,
+) -> PlanError:
+    opened = re.compile(r"<tasks(?:\s[^<>]*)?>").search(text, body_start)
+    if opened and not any(section.tag == "tasks" for section in sections):
+        problem = (
+            f"plan {plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "
+            "short; finish it or remove it"
+        )
+        return plan_error(display, line_at(opened.start()), "tasks", problem)
+    problem = (
+        f"plan {plan_key} has no tasks: write them as <task> elements inside <tasks> "
+        "or as '### Task N: name' headings"
+    )
+    return plan_error(display, 1, "tasks", problem)
+
+
+def _task(element: Element, key: str, where: Where) -> TaskSpec:
+    kind, extra = _kind(element.attrs)
+    fields: dict[str, str] = {}
+    verify: Element | None = None
+    others: list[Element] = []
+    for child in element.children():
+        if child.tag == "verify" and verify is None:
+            verify = child
+        elif child.tag in _TASK_FIELDS and child.tag not in fields:
+            fields[child.tag] = child.text
+        else:
+            others.append(child)
+    extra.update(_checkpoint_extra(others))
+    gate = read_verify(verify, extra)
+    prompt = fields.get("action", "")
+    if kind != "auto":
+        prompt = _checkpoint_prompt(fields.get("action", ""), others)
+    if not prompt:
+        problem = f"task {key} is empty: it needs an <action> (a checkpoint: what to check)"
+        raise plan_error(where.file, where.line, "action", problem)
+    name = fields.get("name") or _default_name(kind, fields, others, key)
+    files = split_files(fields.get("files", ""))
+    return TaskSpec(key, name, kind, prompt, files, gate, fields.get("done"), [], extra, where)
+
+
+def read_verify(verify: Element | None, extra: dict[str, Any]) -> str | None:
+    """The merge gate of a GSD ``<verify>``: its ``<automated>`` command(s), run one after the
+    other. The whole text is kept in ``extra["verify_text"]`` for the agent; prose without
+    ``<automated>`` (or ``<automated>MISSING ...``) is never run as a command."""
+    if verify is None or not verify.text:
+        return None
+    commands = [
+        child.text
+        for child in verify.children()
+        if child.tag == "automated" and child.text and not _MISSING_RE.match(child.text)
+    ]
+    extra["verify_text"] = verify.text
+    extra["verify_mode"] = "automated" if commands else "prose"
+    if len(commands) <= 1:
+        return commands[0] if commands else None
+    return " && ".join(f"(\n{command}\n)" for command in commands)
+
+
+def _kind(attrs: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """The task kind (GSD's words, in any case) and the other attributes (``gate="blocking"``)
+    to keep in extra. An unknown type that names a checkpoint or a person still stops for one;
+    any other (``tdd``) is agent work, its type kept in extra."""
+    extra: dict[str, Any] = {key: value for key, value in attrs.items() if key != "type"}
+    written = attrs.get("type", "auto").strip()
+    kind = written.lower()
+    if kind in TASK_KINDS:
+        return kind, extra
+    extra["type"] = written
+    person = "checkpoint" in kind or "human" in kind
+    return ("checkpoint:human-action" if person else "auto"), extra
+
+
+def _checkpoint_extra(others: list[Element]) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    for child in others:
+        extra[child.tag] = _options(child) if child.tag == "options" else child.text
+    return extra
+
+
+def _options(element: Element) -> list[dict[str, str]]:
+    options = []
+    for option in element.children():
+        if option.tag != "option":
+            continue
+        entry = dict(option.attrs)
+        parts = {child.tag: child.text for child in option.children()}
+        entry.update(parts if parts else {"text": option.text})
+        options.append(entry)
+    return options
+
+
+def _checkpoint_prompt(action: str, others: list[Element]) -> str:
+    parts = [action] if action else []
+    for child in others:
+        label = child.tag.replace("-", " ").replace("_", " ").capitalize()
+        body = _options_text(_options(child)) if child.tag == "options" else child.text
+        parts.append(
+            f"{label}:\n{body}" if "\n" in body or child.tag == "options" else f"{label}: {body}"
+        )
+    return "\n\n".join(part for part in parts if part.strip())
+
+
+def _options_text(options: list[dict[str, str]]) -> str:
+    lines = []
+    for option in options:
+        details = "; ".join(f"{k}: {v}" for k, v in option.items() if k not in ("id", "name"))
+        head = " ".join(
+            part for part in (option.get("id", "-") + ":", option.get("name", "")) if part
+        )
+        lines.append(f"- {head} ({details})" if details else f"- {head}")
+    return "\n".join(lines)
+
+
+def _default_name(kind: str, fields: dict[str, str], others: list[Element], key: str) -> str:
+    """A task without ``<name>`` is named after its action, else its first other part."""
+    texts = [fields.get("action", "")] + [c.text for c in others if c.tag != "options"]
+    first = next((text for text in texts if text), "")
+    return first.splitlines()[0][:80] if first else f"{kind} {key}"
+
+
+def _tdd_task(
+    sections: list[Element], line_at: LineIndex, plan_key: str, display: str
+) -> list[TaskSpec]:
+    """A ``type: tdd`` plan has one ``<feature>`` instead of tasks: the plan is one task."""
+    feature = next((s for s in sections if s.tag == "feature"), None)
+    if feature is None:
+        return []
+    parts = {child.tag: child for child in feature.children()}
+    prompt = feature.text
+    cycle = section_text(sections, "tdd_cycle")
+    if cycle:
+        prompt = f"{prompt}\n\nTDD cycle:\n{cycle}"
+    where = Where(display, line_at(feature.start))
+    name = _part(parts, "name") or f"TDD {plan_key}"
+    extra: dict[str, Any] = {"tdd": True}
+    gate = read_verify(parts.get("verify"), extra)
+    files, done = split_files(_part(parts, "files")), _part(parts, "done") or None
+    return [TaskSpec(f"{plan_key}-1", name, "auto", prompt, files, gate, done, [], extra, where)]
+
+
+def _part(parts: dict[str, Element], tag: str) -> str:
+    return parts[tag].text if tag in parts else ""
+
+
+def _markdown_tasks(
+    text: str,
+    body_start: int,
+    sections: list[Element],
+    line_at: LineIndex,
+    plan_key: str,
+    display: str,
+) -> list[TaskSpec]:
+    """Tasks written as Markdown headings, ``### Task 1: name``, each up to the next heading
+    of the same or a higher level, or the end of the section (``<tasks>``) it stands in; the
+    section is the prompt."""
+    headings = _headings(text, body_start)
+    ends = [(el.inner_start, el.inner_start + len(el.inner)) for el in sections]
+    tasks: list[TaskSpec] = []
+    for index, (start, end, level, title) in enumerate(headings):
+        match = _MD_TASK_RE.fullmatch(title.strip())
+        if level < 2 or not match:
+            continue
+        stop = next((h[0] for h in headings[index + 1 :] if h[2] <= level), len(text))
+        stop = min([stop] + [close for opens, close in ends if opens <= start < close])
+        key = f"{plan_key}-{len(tasks) + 1}"
+        name = match.group(1).strip() or f"Task {len(tasks) + 1}"
+        prompt = clean(text[end:stop]) or name
+        where = Where(display, line_at(start))
+        extra = {"format": "markdown"}
+        tasks.append(TaskSpec(key, name, "auto", prompt, [], None, None, [], extra, where))
+    return tasks
+
+
+def _headings(text: str, start: int) -> list[tuple[int, int, int, str]]:
+    """``(start, end, level, title)`` of each Markdown heading outside fenced code blocks."""
+    fences = [m.start() for m in _FENCE_RE.finditer(text, start)]
+    found = []
+    for match in _HEADING_RE.finditer(text, start):
+        if bisect.bisect_left(fences, match.start()) % 2 == 0:
+            found.append((match.start(), match.end(), len(match.group(1)), match.group(2)))
+    return found
