@@ -19,7 +19,7 @@ from typing import Any
 from cw.errors import PlanError
 from cw.plans.gsdnames import PHASE_NUMBER, PlanName, phase_key, phase_order, plan_number
 from cw.plans.gsdtags import Element, elements, section_text
-from cw.plans.gsdtasks import read_tasks
+from cw.plans.gsdtasks import Body, read_tasks
 from cw.plans.source import YamlDoc, load_yaml, read_plan_text
 from cw.plans.spec import PlanSpec, TaskSpec, Where, plan_error, show
 
@@ -72,7 +72,7 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     key = f"{phase}-{_plan_number(doc, place.name, warnings)}"
     body = text[body_start:]
     sections = list(elements(body, body_start))
-    tasks = read_tasks(text, body_start, sections, key, display, warnings)
+    tasks = read_tasks(Body(text, body_start, sections, key, display), warnings)
     objective, context = section_text(sections, "objective"), section_text(sections, "context")
     name = _plan_name(doc, plan_names, key, objective)
     extra = {**_plan_extra(doc, sections), "plan_file": display}

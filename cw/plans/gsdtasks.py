@@ -8,6 +8,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from cw.errors import PlanError
@@ -22,36 +23,44 @@ _TASK_OPEN_RE = re.compile(r"<task(\s[^<>]*)?>", re.I)
 _TASK_FIELDS = ("name", "files", "action", "done")
 
 
-def read_tasks(
-    text: str,
-    body_start: int,
-    sections: list[Element],
-    plan_key: str,
-    display: str,
-    warnings: list[str],
-) -> list[TaskSpec]:
+@dataclass(frozen=True)
+class Body:
+    """A plan file's text, where its body starts, its top-level sections, and its names."""
+
+    text: str
+    start: int
+    sections: list[Element]
+    plan_key: str
+    display: str
+    line_at: LineIndex = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "line_at", LineIndex(self.text))
+
+    def where(self, offset: int) -> Where:
+        return Where(self.display, self.line_at(offset))
+
+
+def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
     """``<task>``s in ``<tasks>``; else a tdd ``<feature>``; else ``### Task N`` headings."""
-    line_at = LineIndex(text)
     missing_close: list[int] = []
     found = [
         task
-        for section in sections
+        for section in body.sections
         if section.tag == "tasks"
         for task in _tasks_in(section, missing_close)
     ]
     tasks = [
-        _task(el, f"{plan_key}-{n}", Where(display, line_at(el.start)))
-        for n, el in enumerate(found, 1)
+        _task(el, f"{body.plan_key}-{n}", body.where(el.start)) for n, el in enumerate(found, 1)
     ]
     warnings += [
-        f"{display}:{line_at(start)}: tasks: a <task> opens before the one above it is closed "
+        f"{body.where(start)}: tasks: a <task> opens before the one above it is closed "
         "(a </task> is missing): read as two tasks"
         for start in missing_close
     ]
-    tasks = tasks or _tdd_task(sections, line_at, plan_key, display)
-    tasks = tasks or _markdown_tasks(text, body_start, sections, line_at, plan_key, display)
+    tasks = tasks or _tdd_task(body) or _markdown_tasks(body)
     if not tasks:
-        raise _no_tasks(text, body_start, sections, line_at, plan_key, display)
+        raise _no_tasks(body)
     for previous, task in itertools.pairwise(tasks):
         task.depends_on.append(previous.key)
     return tasks
@@ -93,26 +102,19 @@ def _runs(inner: str, inner_start: int, first: Element | None) -> list[Element]:
     return [Element("task", first.attrs, inner[: ends[0]], inner_start, first.start), *runs]
 
 
-def _no_tasks(
-    text: str,
-    body_start: int,
-    sections: list[Element],
-    line_at: LineIndex,
-    plan_key: str,
-    display: str,
-) -> PlanError:
-    opened = re.compile(r"<tasks(?:\s[^<>]*)?>").search(text, body_start)
-    if opened and not any(section.tag == "tasks" for section in sections):
+def _no_tasks(body: Body) -> PlanError:
+    opened = re.compile(r"<tasks(?:\s[^<>]*)?>").search(body.text, body.start)
+    if opened and not any(section.tag == "tasks" for section in body.sections):
         problem = (
-            f"plan {plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "
+            f"plan {body.plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "
             "short; finish it or remove it"
         )
-        return plan_error(display, line_at(opened.start()), "tasks", problem)
+        return plan_error(body.display, body.line_at(opened.start()), "tasks", problem)
     problem = (
-        f"plan {plan_key} has no tasks: write them as <task> elements inside <tasks> "
+        f"plan {body.plan_key} has no tasks: write them as <task> elements inside <tasks> "
         "or as '### Task N: name' headings"
     )
-    return plan_error(display, 1, "tasks", problem)
+    return plan_error(body.display, 1, "tasks", problem)
 
 
 def _task(element: Element, key: str, where: Where) -> TaskSpec:
@@ -220,43 +222,35 @@ def _default_name(kind: str, fields: dict[str, str], others: list[Element], key:
     return first.splitlines()[0][:80] if first else f"{kind} {key}"
 
 
-def _tdd_task(
-    sections: list[Element], line_at: LineIndex, plan_key: str, display: str
-) -> list[TaskSpec]:
+def _tdd_task(body: Body) -> list[TaskSpec]:
     """A ``type: tdd`` plan has one ``<feature>`` instead of tasks: the plan is one task."""
-    feature = next((s for s in sections if s.tag == "feature"), None)
+    feature = next((s for s in body.sections if s.tag == "feature"), None)
     if feature is None:
         return []
     parts = {child.tag: child for child in feature.children()}
     prompt = feature.text
-    cycle = section_text(sections, "tdd_cycle")
+    cycle = section_text(body.sections, "tdd_cycle")
     if cycle:
         prompt = f"{prompt}\n\nTDD cycle:\n{cycle}"
-    where = Where(display, line_at(feature.start))
-    name = _part(parts, "name") or f"TDD {plan_key}"
+    name = _part(parts, "name") or f"TDD {body.plan_key}"
     extra: dict[str, Any] = {"tdd": True}
     gate = read_verify(parts.get("verify"), extra)
     files, done = split_files(_part(parts, "files")), _part(parts, "done") or None
-    return [TaskSpec(f"{plan_key}-1", name, "auto", prompt, files, gate, done, [], extra, where)]
+    key, where = f"{body.plan_key}-1", body.where(feature.start)
+    return [TaskSpec(key, name, "auto", prompt, files, gate, done, [], extra, where)]
 
 
 def _part(parts: dict[str, Element], tag: str) -> str:
     return parts[tag].text if tag in parts else ""
 
 
-def _markdown_tasks(
-    text: str,
-    body_start: int,
-    sections: list[Element],
-    line_at: LineIndex,
-    plan_key: str,
-    display: str,
-) -> list[TaskSpec]:
+def _markdown_tasks(body: Body) -> list[TaskSpec]:
     """Tasks written as Markdown headings, ``### Task 1: name``, each up to the next heading
     of the same or a higher level, or the end of the section (``<tasks>``) it stands in; the
     section is the prompt."""
-    headings = _headings(text, body_start)
-    ends = [(el.inner_start, el.inner_start + len(el.inner)) for el in sections]
+    text = body.text
+    headings = _headings(text, body.start)
+    ends = [(el.inner_start, el.inner_start + len(el.inner)) for el in body.sections]
     tasks: list[TaskSpec] = []
     for index, (start, end, level, title) in enumerate(headings):
         match = _MD_TASK_RE.fullmatch(title.strip())
@@ -264,11 +258,11 @@ def _markdown_tasks(
             continue
         stop = next((h[0] for h in headings[index + 1 :] if h[2] <= level), len(text))
         stop = min([stop] + [close for opens, close in ends if opens <= start < close])
-        key = f"{plan_key}-{len(tasks) + 1}"
+        key = f"{body.plan_key}-{len(tasks) + 1}"
         name = match.group(1).strip() or f"Task {len(tasks) + 1}"
         prompt = clean(text[end:stop]) or name
-        where = Where(display, line_at(start))
         extra = {"format": "markdown"}
+        where = body.where(start)
         tasks.append(TaskSpec(key, name, "auto", prompt, [], None, None, [], extra, where))
     return tasks
 
