@@ -191,6 +191,7 @@ class PlanChange:
     where: str = ""
     changes: TaskChanges | None = None
     waits_for: list[str] = field(default_factory=list)  # plans it newly waits for
+    waits_no_more: list[str] = field(default_factory=list)  # plans it no longer waits for
     conflict: str = ""  # why an added or changed plan cannot be stored; a missing one's hint
 
     def line(self, width: int = 0) -> str:
@@ -204,6 +205,8 @@ class PlanChange:
             text += f": {self.refusal()}"
         if self.waits_for:
             text += f"; waits for {', '.join(self.waits_for)}"
+        if self.waits_no_more:
+            text += f"; no longer waits for {', '.join(self.waits_no_more)}"
         if self.status == MISSING:
             text += f": missing on disk (kept as stored{self.conflict})"
         return text
@@ -225,7 +228,8 @@ class PlanDiff:
     plans: list[PlanChange]
     new_tasks: list[str]  # keys of tasks to add
     new_edges: list[tuple[str, str]] = field(default_factory=list)  # (task, dependency) to add
-    dropped_edges: list[tuple[str, str]] = field(default_factory=list)  # of updated plans' tasks
+    #: (task, dependency) to remove: of updated plans' tasks, and of tasks still waiting
+    dropped_edges: list[tuple[str, str]] = field(default_factory=list)
     #: (task, dependency, the task's state): wanted by a task past pending, so not added
     late_edges: list[tuple[str, str, str]] = field(default_factory=list)
     #: The initiative's revision: as read, then as this submit leaves it.
@@ -239,7 +243,7 @@ class PlanDiff:
 
     @property
     def nothing_new(self) -> bool:
-        return not (self.of(ADDED) or self.of(CHANGED) or self.new_edges)
+        return not (self.of(ADDED) or self.of(CHANGED) or self.new_edges or self.dropped_edges)
 
     def check(self) -> None:
         """Raise the refusal (one line, each refused plan in it) if the submit cannot be stored."""
@@ -286,7 +290,7 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
     diff.revision = held.revision
     wanted = _edges(spec, held, fresh, diff)
-    _waits(spec, held, by_key, diff)
+    _waits(spec, held, by_key, diff, wanted)
     diff.settled = (
         spec.whole
         and not (diff.of(REFUSED) or diff.of(MISSING))
@@ -344,16 +348,27 @@ def _edges(
 ) -> set[tuple[str, str]]:
     """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
     before it, a plan updated) while it still waits. A task that has left pending cannot be
-    made to wait: those edges are noted, while the dependency is unfinished. Returns every
-    edge the plans want."""
+    made to wait: those edges are noted, while the dependency is unfinished. Edges to drop:
+    those the plans read no longer want, of an updated plan's tasks and of any task on disk
+    that still waits (a ``depends_on`` taken out). Returns every edge the plans want."""
     wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
     updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
+    updated |= {
+        t.key
+        for t in spec.tasks()
+        if t.key in held.tasks and held.tasks[t.key].state in (S.PENDING, S.BLOCKED)
+    }
     for task, dep in sorted(wanted - held.edges):
         if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
             diff.new_edges.append((task, dep))
         elif not _done(held, dep):  # a finished dependency: the order held anyway
             diff.late_edges.append((task, dep, held.tasks[task].state.value))
-    diff.dropped_edges = sorted(e for e in held.edges - wanted if e[0] in updated)
+    # An edge to a plan not read this time (missing on disk, or skipped as unreadable) stays:
+    # that plan still runs, and nothing on disk says its dependents no longer need it.
+    read = {t.key for t in spec.tasks()}
+    diff.dropped_edges = sorted(
+        (task, dep) for task, dep in held.edges - wanted if task in updated and dep in read
+    )
     return wanted
 
 
@@ -361,7 +376,14 @@ def _done(held: Stored, task: str) -> bool:
     return task in held.tasks and held.tasks[task].state == S.DONE
 
 
-def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d: PlanDiff) -> None:
+def _waits(
+    spec: InitiativeSpec,
+    held: Stored,
+    by_key: dict[str, PlanChange],
+    d: PlanDiff,
+    wanted: set[tuple[str, str]],
+) -> None:
+    """Which plans each plan newly waits for, and which it waits for no more."""
     plan_of = {t.key: plan.key for plan in spec.plans() for t in plan.tasks}
     plan_of.update({k: t.plan_key for k, t in held.tasks.items() if k not in plan_of})
     for task, dep in d.new_edges:
@@ -369,6 +391,28 @@ def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d:
         waits = by_key[mine].waits_for
         if theirs != mine and theirs not in waits:
             waits.append(theirs)
+    after: dict[str, set[str]] = {}
+    for task, dep in wanted:
+        after.setdefault(plan_of[task], set()).add(plan_of[dep])
+    upstream: dict[str, set[str]] = {}
+    for task, dep in d.dropped_edges:
+        mine, theirs = plan_of[task], plan_of[dep]
+        gone = by_key[mine].waits_no_more
+        if mine not in upstream:
+            upstream[mine] = _upstream(after, mine)
+        if theirs not in gone and theirs not in upstream[mine]:
+            gone.append(theirs)
+
+
+def _upstream(after: dict[str, set[str]], plan: str) -> set[str]:
+    """Every plan ``plan`` waits for, directly or through others (and itself)."""
+    seen, todo = {plan}, [plan]
+    while todo:
+        for earlier in after.get(todo.pop(), ()):
+            if earlier not in seen:
+                seen.add(earlier)
+                todo.append(earlier)
+    return seen
 
 
 class Held:

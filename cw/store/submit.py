@@ -92,6 +92,7 @@ class Submitting(StoreBase):
         if len(stored.tasks):
             self._block_waiting_on_bad(s, spec, stored, diff, keys)
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
+            touched += [task for task, _dep in diff.dropped_edges]
             self._promote_some(s, [keys[key] for key in touched] + self._unblock(s, waited))
             self._event(s, "initiative.resubmitted", None, None, spec.name)
         s.execute(

@@ -356,6 +356,22 @@ def test_dropping_the_edge_to_a_cancelled_task_frees_what_waited_on_it(repo: Pat
     assert (state_of(repo, "b"), state_of(repo, "c")) == ("ready", "pending")
 
 
+def test_a_depends_on_taken_out_frees_the_plan_that_still_waits(repo: Path) -> None:
+    after = 'depends_on: ["01-01"]\n'
+    first, second = plan("01", "01", "one"), plan("01", "02", "two", front=after)
+    write(repo, {"01-a/01-01-PLAN.md": first, "01-a/01-02-PLAN.md": second})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert (state_of(repo, "01-02-1"), depends_on(repo, "01-02-1")) == ("pending", ["01-01-1"])
+    write(repo, {"01-a/01-02-PLAN.md": plan("01", "02", "two", front="depends_on: []\n")})
+    said = "unchanged 01-02: 1 task; no longer waits for 01-01"
+    assert ok(repo, "submit", "plan", ".planning", "--dry-run")[2] == f"  {said}"
+    assert ok(repo, "submit", "plan", ".planning", "--no-dispatch")[1:] == [f"cw: {said}"]
+    assert (state_of(repo, "01-02-1"), depends_on(repo, "01-02-1")) == ("ready", [])
+    assert ok(repo, "submit", "plan", ".planning", "--no-dispatch")[0].endswith(
+        "nothing new; 2 plans unchanged"
+    )
+
+
 YAML_V1 = """\
 initiative: payments
 phases:

@@ -134,3 +134,27 @@ def test_a_plan_whose_failed_task_was_retried_is_listed_as_running(database_url:
     (row,) = store.plan_rows()
     assert (row.states, row.state) == ({"cancelled": 1}, "cancelled")
     store.close()
+
+
+def test_a_depends_on_taken_out_drops_the_edge_but_not_one_to_a_plan_not_read(
+    database_url: str,
+) -> None:
+    def plans(b_after: list[str], with_a: bool = True) -> InitiativeSpec:
+        found = spec({"a": []}).plans() + spec({"b": b_after}).plans()
+        found[1].key = "01-02"
+        kept = found if with_a else found[1:]
+        return InitiativeSpec("two", "", [PhaseSpec("01", "phase", kept, {}, HERE)], "t.yaml")
+
+    store = Store.open(database_url)
+    store.submit(plans(["a"]))
+    held = store.held("two")
+    assert held is not None
+    assert compare(plans([]), held).dropped_edges == [("b", "a")]
+    # Plan 01-01 unreadable (skipped) or gone from disk: 01-02 keeps waiting for it.
+    assert compare(plans([], with_a=False), held).dropped_edges == []
+    store.submit(plans([]))
+    assert {(row.key, row.state.value) for row in store.task_rows()} == {
+        ("a", "ready"),
+        ("b", "ready"),
+    }
+    store.close()
