@@ -77,6 +77,7 @@ class _Reading:
     folders: dict[str, str] = field(default_factory=dict)  # folder name -> phase key
     edges: dict[str, list[str]] = field(default_factory=dict)  # plan key -> plan keys
     known: list[GsdPlan] = field(default_factory=list)  # stored plans not in the submission
+    unread: set[PlanKey] = field(default_factory=set)  # plan files with a problem of their own
 
     def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
         self.skipped.append(Skipped(str(path), reason, refusable))
@@ -170,6 +171,9 @@ def _read_one(
         plan = read(file, str(file), place, project.plan_names)
     except PlanError as exc:
         reading.problems.append(exc)
+        phase, number = place.phase, place.name.plan if place.name else None
+        if phase and number and number.isascii() and number.isdigit():
+            reading.unread.add((phase_order(phase), int(number)))
         return
     reading.plans.append(plan)
     reading.warnings += plan.warnings
@@ -312,6 +316,7 @@ class _Index:
             self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
         self.folders = {name: phase_order(key) for name, key in reading.folders.items()}
         self.warnings = reading.warnings
+        self.unread = reading.unread
 
     def resolve(self, plan: GsdPlan, dep: Dependency) -> list[str]:
         text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
@@ -321,17 +326,15 @@ class _Index:
             return self._short(plan, dep, text)
         full = _PLAN_REF_RE.fullmatch(text)
         if full and text not in self.folders:
-            found = self.plans.get((phase_order(phase_key(full.group(1))), int(full.group(2))))
-            if found:
-                return [found]
-            return self._unknown(plan, dep, f"unknown plan {show(text)}")
+            wanted = (phase_order(phase_key(full.group(1))), int(full.group(2)))
+            return self._plan(plan, dep, wanted, text)
         return self._phase(plan, dep, text)
 
     def _short(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
         """A bare number names a plan of the same phase; failing that, a phase."""
-        found = self.plans.get((phase_order(plan.phase), int(text)))
-        if found:
-            return [found]
+        own_plan = (phase_order(plan.phase), int(text))
+        if own_plan in self.plans or own_plan in self.unread:
+            return self._plan(plan, dep, own_plan, f"{plan.phase}-{plan_number(text)}")
         order = phase_order(phase_key(text))
         if order in self.phases and order != phase_order(plan.phase):
             self.warnings.append(
@@ -351,10 +354,16 @@ class _Index:
         digits = _PLAN_REF_RE.fullmatch(number)
         number = digits.group(2) if digits else number
         if order is not None and number.isascii() and number.isdigit() and len(number) <= 6:
-            found = self.plans.get((order, int(number)))
-            if found:
-                return [found]
+            return self._plan(plan, dep, (order, int(number)), dep.text)
         return self._unknown(plan, dep, f"unknown plan {show(dep.text)}")
+
+    def _plan(self, plan: GsdPlan, dep: Dependency, wanted: PlanKey, shown: str) -> list[str]:
+        found = self.plans.get(wanted)
+        if found:
+            return [found]
+        if wanted in self.unread:
+            return self._unknown(plan, dep, f"plan {show(shown)}, whose file cannot be read")
+        return self._unknown(plan, dep, f"unknown plan {show(shown)}")
 
     def _phase(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
         order = self._phase_order(text)
@@ -383,24 +392,55 @@ class _Index:
 
 
 def _drop_problems(reading: _Reading) -> None:
-    """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one."""
+    """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one:
+    by ``depends_on``, or by the phase order (a plan without ``depends_on`` waits for the whole
+    phase before its own, so for a plan skipped there too)."""
     for problem in reading.problems:
         reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
     bad = {problem.file for problem in reading.problems}
     keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
+    short = {phase for file in bad if (phase := _phase_of_file(reading, file))}  # lost a plan
+    phases = sorted({p.phase for p in reading.plans + reading.known} | short, key=phase_order)
     stored = {plan.spec.key for plan in reading.known}
     while True:
         keys = {plan.spec.key for plan in keep} | stored
-        waiting = [p for p in keep if any(k not in keys for k in reading.edges[p.spec.key])]
+        waiting = [
+            (plan, reason)
+            for plan in keep
+            if (
+                reason := _waits_for_skipped(
+                    plan, reading.edges[plan.spec.key], keys, phases, short
+                )
+            )
+        ]
         if not waiting:
             break
-        for plan in waiting:
-            missing = ", ".join(k for k in reading.edges[plan.spec.key] if k not in keys)
-            reason = f"depends_on: waits for {missing}, which is not stored"
+        for plan, reason in waiting:
             reading.skip(f"{plan.spec.where.file}:1", reason)
-        keep = [plan for plan in keep if plan not in waiting]
+            short.add(plan.phase)
+        keep = [plan for plan in keep if all(plan is not p for p, _reason in waiting)]
     reading.plans = keep
     reading.problems = []
+
+
+def _waits_for_skipped(
+    plan: GsdPlan, edges: list[str], keys: set[str], phases: list[str], short: set[str]
+) -> str:
+    """Why ``plan`` waits on something not stored ('' if it does not)."""
+    missing = [key for key in edges if key not in keys]
+    if missing:
+        return f"depends_on: waits for {', '.join(missing)}, which is not stored"
+    before = [p for p in phases if phase_order(p) < phase_order(plan.phase)]
+    if not edges and before and before[-1] in short:
+        return f"phase order: waits for all of phase {before[-1]}, part of which is not stored"
+    return ""
+
+
+def _phase_of_file(reading: _Reading, file: str) -> str | None:
+    """The phase of the folder a plan file stands in (None: not in a phase folder)."""
+    return next(
+        (reading.folders[p.name] for p in Path(file).parents if p.name in reading.folders), None
+    )
 
 
 def _link(phases: list[list[GsdPlan]], edges: dict[str, list[str]]) -> None:

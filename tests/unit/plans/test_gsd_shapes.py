@@ -161,7 +161,8 @@ def test_every_problem_is_reported_in_one_run_one_line_each(tmp_path: Path) -> N
         "elements inside <tasks> or as '### Task N: name' headings",
         f"{phases}/02-b/02-01-PLAN.md:5: tasks: plan 02-01: <tasks> is never closed (no "
         "</tasks>): the file looks cut short; finish it or remove it",
-        f"{phases}/02-b/02-02-PLAN.md:4: depends_on: plan 02-02 depends on unknown plan '01-02'",
+        f"{phases}/02-b/02-02-PLAN.md:4: depends_on: plan 02-02 depends on plan '01-02', whose "
+        "file cannot be read",
         f"{phases}/02-b/02-04-PLAN.md:4: depends_on: plan 02-04 depends on unknown plan '09-09'",
     ]
     assert all("\n" not in line for line in found)
@@ -176,6 +177,33 @@ def test_lenient_stores_the_readable_plans_and_lists_the_rest_with_reasons(tmp_p
         "01-02-PLAN.md:1", "02-01-PLAN.md:5", "02-02-PLAN.md:4", "02-04-PLAN.md:4",
         "02-03-PLAN.md:1",
     }  # fmt: skip
+
+
+def test_lenient_skips_what_waits_by_the_phase_order_for_a_phase_that_lost_a_plan(
+    tmp_path: Path,
+) -> None:
+    """GSD runs a phase after the whole phase before it: with a plan of phase 02 unreadable,
+    phase 03 (no depends_on) is not stored to run after phase 01 alone, nor is what follows."""
+    empty = "<objective>o</objective>\nno tasks here\n"
+    root = layout(tmp_path, {
+        "01-a/01-01-PLAN.md": plan("01", "01"),
+        "02-b/02-01-PLAN.md": plan("02", "01", body=empty),
+        "02-b/02-02-PLAN.md": plan("02", "02", depends='depends_on: ["02-01"]\n'),
+        "03-c/03-01-PLAN.md": plan("03", "01", depends="depends_on: []\n"),
+        "04-d/04-01-PLAN.md": plan("04", "01"),
+        "04-d/04-02-PLAN.md": plan("04", "02", depends='depends_on: ["01-01"]\n'),
+    })  # fmt: skip
+    spec = load_plan(root, lenient=True)
+    assert plan_keys(spec) == ["01-01", "04-02"], "04-02 waits for 01-01 alone"
+    skipped = {Path(item.path).name: item.reason for item in spec.skipped}
+    assert skipped == {
+        "02-01-PLAN.md:1": "tasks: plan 02-01 has no tasks: write them as <task> elements "
+        "inside <tasks> or as '### Task N: name' headings",
+        "02-02-PLAN.md:4": "depends_on: plan 02-02 depends on plan '02-01', whose file "
+        "cannot be read",
+        "03-01-PLAN.md:1": "phase order: waits for all of phase 02, part of which is not stored",
+        "04-01-PLAN.md:1": "phase order: waits for all of phase 03, part of which is not stored",
+    }
 
 
 def test_two_folders_with_one_phase_number_is_a_problem_naming_both(tmp_path: Path) -> None:
