@@ -25,8 +25,11 @@ _ROADMAP_PHASE_RE = re.compile(
 )
 
 
+#: ``- [x] 01-02: Name``, ``- 01-02-PLAN.md -- Name``, ``- [ ] 12-PLAN-03.md — Name``.
 _ROADMAP_PLAN_RE = re.compile(
-    rf"^\s*[-*]\s+(?:\[[ xX]\]\s+)?({PHASE_NUMBER})-(\d{{1,6}})(?:-PLAN(?:\.md)?)?\s*:\s*(.+?)\s*$",
+    rf"^\s*[-*]\s+(?:\[[ xX]\]\s+)?"
+    rf"(?:({PHASE_NUMBER})-(\d{{1,6}})(?:-PLAN(?:\.md)?)?|({PHASE_NUMBER})-PLAN-(\d{{1,6}})(?:\.md)?)"
+    r"(?:\s*:\s*|\s+(?:--?|[\u2013\u2014])\s+)(.+?)\s*$",
     re.A,
 )
 
@@ -86,8 +89,8 @@ def _roadmap_names(text: str) -> tuple[dict[str, tuple[str, str]], dict[str, str
             phases.setdefault(phase_key(number), (_strip_suffix(name), goal))
         plan = _ROADMAP_PLAN_RE.match(line)
         if plan:
-            key = f"{phase_key(plan.group(1))}-{plan_number(plan.group(2))}"
-            plans.setdefault(key, _strip_suffix(plan.group(3)))
+            key = f"{phase_key(plan[1] or plan[3])}-{plan_number(plan[2] or plan[4])}"
+            plans.setdefault(key, _strip_suffix(plan[5]))
     return phases, plans
 
 

@@ -206,6 +206,28 @@ def test_lenient_skips_what_waits_by_the_phase_order_for_a_phase_that_lost_a_pla
     }
 
 
+def test_the_roadmap_names_plans_in_every_form_gsd_projects_write(tmp_path: Path) -> None:
+    root = layout(tmp_path, {
+        "01-a/01-01-PLAN.md": plan("01", "01"),
+        "01-a/01-02-PLAN.md": plan("01", "02"),
+        "02-b/02-PLAN-01.md": plan("02", "01"),
+        "02-b/02-02-PLAN.md": plan("02", "02"),
+        "02-b/02-03-PLAN.md": plan("02", "03"),
+    })  # fmt: skip
+    (root / ".planning/ROADMAP.md").write_text(
+        "# Roadmap\n"
+        "- [x] 01-01: Colon form (Wave 1)\n"
+        "- [x] 01-02-PLAN.md -- Double hyphen\n"
+        "- [ ] 02-PLAN-01.md \u2014 Em dash, plan number after PLAN\n"
+        "- [ ] 02-02-PLAN.md\n"
+        "- 02-03-extra: not a plan line\n",
+        encoding="utf-8",
+    )
+    names = [p.name for p in load_plan(root).plans()]
+    assert names[:3] == ["Colon form", "Double hyphen", "Em dash, plan number after PLAN"]
+    assert names[3:] == ["Plan 02-02.", "Plan 02-03."], "no name given: from the objective"
+
+
 def test_two_folders_with_one_phase_number_is_a_problem_naming_both(tmp_path: Path) -> None:
     root = layout(tmp_path, {
         "52-golden/52-001-PLAN.md": plan("52", "001"),
