@@ -149,10 +149,15 @@ def _phase_of(doc: YamlDoc, place: Place, warnings: list[str]) -> tuple[str, str
     """The phase key and slug: the folder's, else the frontmatter's, else the file name's."""
     written = _frontmatter_phase(doc, strict=place.phase is None)
     if place.phase is not None:
+        said = None
         if written and phase_order(written[0]) != phase_order(place.phase):
+            said = f"the frontmatter says phase {written[0]}"
+        elif not written and doc.data.get("phase") is not None:
+            said = f"cannot read phase {show(doc.text(('phase',), doc.data['phase']).strip())}"
+        if said:
             warnings.append(
-                f"{doc.file}:{doc.line(('phase',))}: phase: the frontmatter says phase "
-                f"{written[0]}, the folder says {place.phase}: the folder's is used"
+                f"{doc.file}:{doc.line(('phase',))}: phase: {said}, the folder says "
+                f"{place.phase}: the folder's is used"
             )
         return place.phase, place.slug
     if written:
@@ -190,6 +195,11 @@ def _plan_number(doc: YamlDoc, name: PlanName | None, warnings: list[str]) -> st
         elif not (name and name.plan):
             problem = f"cannot read plan number {show(text)}: expected a number like 03"
             raise plan_error(doc.file, doc.line(("plan",)), "plan", problem)
+        else:
+            warnings.append(
+                f"{doc.file}:{doc.line(('plan',))}: plan: cannot read plan number {show(text)}, "
+                f"the file name says {name.plan}: the file name's is used"
+            )
     if name and name.plan:
         if written and int(written) != int(name.plan):
             warnings.append(

@@ -228,6 +228,27 @@ def test_the_roadmap_names_plans_in_every_form_gsd_projects_write(tmp_path: Path
     assert names[3:] == ["Plan 02-02.", "Plan 02-03."], "no name given: from the objective"
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "said"),
+    [
+        ("plan", "abc", "plan: cannot read plan number 'abc', the file name says 03"),
+        ("plan", "3.5", "plan: cannot read plan number '3.5', the file name says 03"),
+        ("phase", "true", "phase: cannot read phase 'true', the folder says 01"),
+    ],
+)
+def test_a_number_the_frontmatter_gives_unreadably_is_a_warning_when_the_name_decides(
+    tmp_path: Path, key: str, value: str, said: str
+) -> None:
+    written = {"phase": "01", "plan": "03"}[key]
+    text = plan("01", "03").replace(f"{key}: {written}\n", f"{key}: {value}\n")
+    root = layout(tmp_path, {"01-a/01-03-PLAN.md": text})
+    spec = load_plan(root)
+    assert plan_keys(spec) == ["01-03"]
+    line, decides = (2, "folder") if key == "phase" else (3, "file name")
+    where = f"{root}/.planning/phases/01-a/01-03-PLAN.md:{line}"
+    assert spec.warnings == [f"{where}: {said}: the {decides}'s is used"]
+
+
 def test_two_folders_with_one_phase_number_is_a_problem_naming_both(tmp_path: Path) -> None:
     root = layout(tmp_path, {
         "52-golden/52-001-PLAN.md": plan("52", "001"),
