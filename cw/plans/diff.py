@@ -193,6 +193,7 @@ class PlanChange:
     waits_for: list[str] = field(default_factory=list)  # plans it newly waits for
     waits_no_more: list[str] = field(default_factory=list)  # plans it no longer waits for
     conflict: str = ""  # why an added or changed plan cannot be stored; a missing one's hint
+    note: str = ""  # what else a person should know about it
 
     def line(self, width: int = 0) -> str:
         """One line for the summary: what happens to this plan (its status padded to ``width``,
@@ -209,6 +210,8 @@ class PlanChange:
             text += f"; no longer waits for {', '.join(self.waits_no_more)}"
         if self.status == MISSING:
             text += f": missing on disk (kept as stored{self.conflict})"
+        if self.note:
+            text += f" ({self.note})"
         return text
 
     def refusal(self) -> str:
@@ -311,6 +314,8 @@ def _plan_change(plan: PlanSpec, held: Stored, digests: dict[str, str]) -> PlanC
         status = REFUSED if old.started(held.tasks) else CHANGED
         changes = _task_changes(old.prints, prints(plan))
         change = PlanChange(plan.key, status, len(plan.tasks), where, changes)
+        if status == CHANGED:
+            change.note = _still_cancelled(plan, held)
     taken = [t.key for t in plan.tasks if _owner(held, t.key) not in (None, plan.key)]
     if taken and change.status != REFUSED:
         change.status = REFUSED
@@ -320,6 +325,17 @@ def _plan_change(plan: PlanSpec, held: Stored, digests: dict[str, str]) -> PlanC
             "a task cannot move between plans"
         )
     return change
+
+
+def _still_cancelled(plan: PlanSpec, held: Stored) -> str:
+    """An updated plan's cancelled tasks stay cancelled: said, since the edit may look like
+    it brings them back."""
+    count = sum(
+        1 for t in plan.tasks if t.key in held.tasks and held.tasks[t.key].state == S.CANCELLED
+    )
+    if not count:
+        return ""
+    return f"{count} cancelled task{'s stay' if count > 1 else ' stays'} cancelled"
 
 
 def _known_digest(plan: PlanSpec, digests: dict[str, str]) -> str:

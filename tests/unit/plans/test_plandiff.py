@@ -158,3 +158,24 @@ def test_a_depends_on_taken_out_drops_the_edge_but_not_one_to_a_plan_not_read(
         ("b", "ready"),
     }
     store.close()
+
+
+def test_an_edited_plan_whose_tasks_were_cancelled_says_they_stay_cancelled(
+    database_url: str,
+) -> None:
+    store = Store.open(database_url)
+    store.submit(spec({"a": [], "b": ["a"]}))
+    store.cancel_task(store.find_task_id("a"))
+    edited = spec({"a": [], "b": ["a"]})
+    edited.plans()[0].tasks[1].prompt = "something else"
+    diff = store.submit(edited)
+    (change,) = diff.plans
+    assert (
+        change.line()
+        == "changed 01-01: 2 tasks: 1 task edited (b) (1 cancelled task stays cancelled)"
+    )
+    assert {(row.key, row.state.value) for row in store.task_rows()} == {
+        ("a", "cancelled"),
+        ("b", "blocked"),
+    }
+    store.close()
