@@ -325,7 +325,8 @@ def test_a_cancelled_task_that_never_ran_leaves_its_plan_unstarted(repo: Path) -
     assert listed["01-01"] == "not started"
     write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.", "Test it well.")})
     lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
-    assert lines[1] == "cw: changed 01-01: 2 tasks: 1 task edited (01-01-2)"
+    said = "cw: changed 01-01: 2 tasks: 1 task edited (01-01-2) (1 cancelled task stays cancelled)"
+    assert lines[1] == said
     assert state_of(repo, "01-01-2") == "cancelled", "the person's cancel stands"
     assert ok(repo, "plan", "cancel", "01-01") == ["cw: plan 01-01 cancelled (1 task)"]
 
