@@ -224,11 +224,18 @@ def _scan(phases: Path, reading: _Reading) -> list[_Folder]:
         if found:
             folders.append(_scan_folder(_Folder(found[0], found[1], entry), reading))
         elif entry.is_dir():
-            reading.skip(entry, "not a phase folder: GSD names them NN-name (03-api, 20A-ui)")
+            reading.skip(entry, _not_a_phase(entry.name))
         else:
             reading.skip(entry, "a file directly in phases/: GSD reads plans in phase folders only")
     folders.sort(key=lambda folder: (phase_order(folder.key), folder.path.name))
     return _one_folder_per_phase(folders, reading)
+
+
+def _not_a_phase(name: str) -> str:
+    reason = "not a phase folder: GSD names them NN-name (03-api, 20A-ui)"
+    if name[:1].isascii() and name[:1].isdigit():
+        reason += "; cw reads phase numbers of up to 6 digits and 5 levels (1.2.3.4.5)"
+    return reason
 
 
 def _scan_folder(folder: _Folder, reading: _Reading) -> _Folder:

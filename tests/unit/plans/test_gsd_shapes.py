@@ -110,6 +110,7 @@ def test_every_file_and_folder_that_is_not_a_plan_is_named_with_the_reason(tmp_p
         "05-hardening/PAPER_TRADING_PLAN.md": "# Paper trading\nA document.",
         "05-hardening/archive/05-01-PLAN.md": plan("05", "01"),
         "notes/x.md": "x",
+        "1234567-big/1234567-01-PLAN.md": plan("1234567", "01"),
         "README.md": "x",
     })  # fmt: skip
     spec = load_plan(root)
@@ -121,7 +122,10 @@ def test_every_file_and_folder_that_is_not_a_plan_is_named_with_the_reason(tmp_p
     assert reasons["05-01-SUMMARY.md"] == ("a GSD summary, not a plan", False)
     assert reasons["05-RESEARCH.md"] == ("a GSD RESEARCH document, not a plan", False)
     assert reasons["archive"][0].startswith("a folder inside a phase folder")
-    assert reasons["notes"][0].startswith("not a phase folder")
+    assert reasons["notes"][0] == "not a phase folder: GSD names them NN-name (03-api, 20A-ui)"
+    assert reasons["1234567-big"][0].endswith(
+        "cw reads phase numbers of up to 6 digits and 5 levels (1.2.3.4.5)"
+    )
     assert reasons["README.md"][0].startswith("a file directly in phases/")
     report = submit_report(spec)
     assert any(line.startswith("cw: skipped ") and "PAPER_TRADING" in line for line in report)
