@@ -7,6 +7,7 @@ imports no more than reading plans and the store need, and Celery only when some
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -46,8 +47,15 @@ def submit() -> None:
 )
 @click.option("--lenient", is_flag=True, help="Store the readable plans; list the others.")
 @click.option("--strict", is_flag=True, help="Refuse if anything under phases/ is skipped.")
+@click.option(
+    "--new-initiative",
+    is_flag=True,
+    help="Store it as a new initiative although this path was submitted under another name.",
+)
 @gc_paused()
-def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool) -> None:
+def submit_plan(
+    path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool, new_initiative: bool
+) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready.
 
     Submitted again, the plan is reconciled with what the district holds: new phases, plans and
@@ -68,6 +76,8 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
     if strict:
         refuse_skips(spec)
     diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
+    if diff.created and not new_initiative:
+        _refuse_a_second_name(spec, store.sources())
     if dry_run:
         _echo_lines(_dry_run(diff) + submit_report(spec))
         diff.check()
@@ -89,6 +99,29 @@ def submit_plan(path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, str
 
         claims = dispatch_ready(store, app, settings)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
+
+
+def _refuse_a_second_name(spec: InitiativeSpec, sources: list[tuple[int, str, str]]) -> None:
+    """A path submitted before under another name would be every task again: most often the
+    project was renamed (PROJECT.md's heading, the YAML's ``initiative``)."""
+    here = _place(spec.source)
+    earlier = [(i, name) for i, name, source in sources if _place(source) == here]
+    if not earlier:
+        return
+    named = ", ".join(f"{name!r} (id {initiative_id})" for initiative_id, name in earlier)
+    raise UsageError(
+        f"{spec.source} was submitted before as {named}; as {spec.name!r} it would be a new "
+        "initiative and every task would run again. If the project was renamed, give it its "
+        "old name back (PROJECT.md's first heading, or the YAML's initiative); to run it as a "
+        "second initiative, add --new-initiative"
+    )
+
+
+def _place(source: str) -> Path:
+    """Where a plan was read from, however it was named: a repository and its ``.planning/``
+    are one place (a relative path is taken from here, as it was when submitted)."""
+    path = Path(os.path.abspath(source))
+    return path / ".planning" if (path / ".planning").is_dir() else path
 
 
 def _answer(receipt: Receipt | None, settings: Settings) -> list[str] | None:

@@ -43,6 +43,12 @@ class Submitting(StoreBase):
         with self._read() as s:
             return _stored(s, initiative)
 
+    def sources(self) -> list[tuple[int, str, str]]:
+        """Every initiative's id, name and the path it was submitted from, as given."""
+        with self._read() as s:
+            rows = s.execute(select(Initiative.id, Initiative.name, Initiative.source)).all()
+        return [(initiative_id, name, source) for initiative_id, name, source in rows]
+
     def submit(
         self, spec: InitiativeSpec, held: Stored | None = None, diff: PlanDiff | None = None
     ) -> PlanDiff:

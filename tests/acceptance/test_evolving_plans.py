@@ -373,6 +373,27 @@ def test_a_depends_on_taken_out_frees_the_plan_that_still_waits(repo: Path) -> N
     )
 
 
+def test_a_renamed_project_is_refused_rather_than_run_again_as_a_new_initiative(
+    repo: Path,
+) -> None:
+    write(repo, PHASE_1)
+    (repo / ".planning" / "PROJECT.md").write_text("# Tally\n", encoding="utf-8")
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    (repo / ".planning" / "PROJECT.md").write_text("# Tally App\n", encoding="utf-8")
+    said = refused(repo, "submit", "plan", ".")  # the repository: the same .planning/
+    assert said.startswith(
+        "cw: error: . was submitted before as 'Tally' (id 1); as 'Tally App' it would be a new "
+        "initiative and every task would run again."
+    )
+    assert said.endswith("add --new-initiative")
+    assert refused(repo, "submit", "plan", ".planning", "--dry-run") == said.replace(
+        "cw: error: . ", "cw: error: .planning "
+    )
+    assert ok(repo, "submit", "plan", ".planning", "--new-initiative", "--no-dispatch")[0] == (
+        "cw: submitted initiative 'Tally App' (id 2): 3 tasks in 2 plans"
+    )
+
+
 YAML_V1 = """\
 initiative: payments
 phases:
