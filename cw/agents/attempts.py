@@ -102,6 +102,9 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
+    if (elsewhere := branches.back_on_branch(worktree, branch)) is not None:
+        return replace(result, outcome="failed", error=elsewhere)  # never a silent "no changes"
+    if finished is None:
         left = treemerge.conflict_markers(worktree, conflicts) if result.ok else []
         if left:
             # Never commit conflict markers: the agent has to finish resolving.
