@@ -39,6 +39,12 @@ def doctor(settings: Settings) -> list[Finding]:
     findings.append(finding)
     if not schema.ok:
         return [*findings, *_integration_worktree(settings, merging=False)]
+    # Git first, the records after: a branch or worktree a worker is making now belongs to a
+    # task the records then show claimed (queued or running), not to no task.
+    git = _GitSeen(
+        branches.list_branches(settings.repo, PREFIX),
+        worktrees.half_made_worktrees(settings.repo, settings.worktree_dir),
+    )
     store = Store.open(settings.db_url)
     try:
         tasks = store.workspaces()
@@ -50,8 +56,8 @@ def doctor(settings: Settings) -> list[Finding]:
     if integration is not None:
         findings += _done_tasks(settings, tasks, integration)
     findings += _unfinished_tasks(settings, tasks)
-    findings += _orphans(settings, tasks, integration)
-    findings += _leftovers(settings, tasks)
+    findings += _orphans(settings, tasks, integration, git.branches)
+    findings += _leftovers(settings, tasks, git.half_made)
     findings += _stray_agent_findings(settings, tasks, strays)
     return findings
 
@@ -307,12 +313,34 @@ def _recoverable(settings: Settings, task: TaskFootprint, on_hub: set[str]) -> F
     )
 
 
+@dataclass(frozen=True)
+class _GitSeen:
+    branches: dict[str, str]  # task branches, each with its sha
+    half_made: list[Path]  # worktrees whose `git worktree add` has not finished
+
+
+#: A task a worker has claimed and may be setting up: its branch and worktree come before
+#: its record of them.
+_SETTING_UP = (S.QUEUED, S.RUNNING)
+
+
+def being_set_up(tasks: list[TaskFootprint], name: str) -> bool:
+    """Whether ``name`` (a task branch, or a worktree folder: ``<id>-<key>``) is a claimed
+    task's, by the id it starts with."""
+    head = name.removeprefix(PREFIX).split("-", 1)[0]
+    claimed = {t.id for t in tasks if t.state in _SETTING_UP}
+    return head.isascii() and head.isdigit() and int(head) in claimed
+
+
 def _orphans(
-    settings: Settings, tasks: list[TaskFootprint], integration: str | None
+    settings: Settings, tasks: list[TaskFootprint], integration: str | None, local: dict[str, str]
 ) -> list[Finding]:
     recorded = {t.branch for t in tasks if t.branch}
-    local = branches.list_branches(settings.repo, PREFIX)
-    orphans = {b: sha for b, sha in sorted(local.items()) if b not in recorded}
+    orphans = {
+        b: sha
+        for b, sha in sorted(local.items())
+        if b not in recorded and not being_set_up(tasks, b)
+    }
     found = []
     integ = settings.integration_branch
     for branch, sha in orphans.items():
@@ -343,9 +371,11 @@ def _orphans(
 FIX = "`cw doctor --fix`"
 
 
-def _leftovers(settings: Settings, tasks: list[TaskFootprint]) -> list[Finding]:
+def _leftovers(
+    settings: Settings, tasks: list[TaskFootprint], half_made: list[Path]
+) -> list[Finding]:
     """Half-made worktrees, half-removed ones, stale git locks, worktrees of finished tasks."""
-    repo, where = settings.repo, str(settings.worktree_dir)
+    where = str(settings.worktree_dir)
     finished = finished_worktrees(settings, tasks)
     soon = [t for t, _path in finished if _cleaned_up_soon(settings, t)]
     found = (
@@ -357,7 +387,8 @@ def _leftovers(settings: Settings, tasks: list[TaskFootprint]) -> list[Finding]:
                 f"{FIX} removes it (nothing was done in it); its task's next attempt makes it "
                 "again",
             )
-            for path in worktrees.half_made_worktrees(repo, settings.worktree_dir)
+            for path in half_made
+            if not being_set_up(tasks, path.name)
         ]
         + [
             Finding(

@@ -7,7 +7,7 @@ import logging
 from cw import defaults
 from cw.git import branches, worktrees
 from cw.host import processes
-from cw.maintenance.doctor import cw_locks, finished_worktrees, stray_agents
+from cw.maintenance.doctor import being_set_up, cw_locks, finished_worktrees, stray_agents
 from cw.maintenance.gc import PREFIX, clean_finished_worktrees, current_integration
 from cw.settings import Settings
 from cw.store import Store
@@ -51,11 +51,14 @@ def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:
     integration = current_integration(settings)
     if integration is None:
         return []
-    recorded = {t.branch for t in store.workspaces() if t.branch}
+    local = branches.list_branches(settings.repo, PREFIX)  # before the records, as doctor
+    tasks = store.workspaces()
+    recorded = {t.branch for t in tasks if t.branch}
     return [
         f"deleted branch {branch} (in no task's record, all of it merged)"
-        for branch, sha in sorted(branches.list_branches(settings.repo, PREFIX).items())
+        for branch, sha in sorted(local.items())
         if branch not in recorded
+        and not being_set_up(tasks, branch)
         and branches.is_ancestor(settings.repo, sha, integration)
         and worktrees.delete_branch(settings.repo, branch, sha)
     ]

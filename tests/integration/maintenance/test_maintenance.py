@@ -338,6 +338,23 @@ def test_doctor_reports_an_orphan_task_branch_with_unmerged_commits(
     assert [p.what for p in problems] == [lost]
 
 
+def test_doctor_and_fix_leave_alone_what_a_worker_is_setting_up_for_a_claimed_task(
+    district: Callable[..., District],
+) -> None:
+    """A worker makes its task's branch and worktree before it records them: for a claimed
+    task they are work being set up, not leftovers (and --fix must not delete the branch)."""
+    d = district()
+    d.submit("a")
+    (claim,) = d.store.claim_ready_tasks()  # queued: its worker has just begun
+    name = f"{claim.task_id}-a"
+    git(d.repo, "branch", f"cw/task/{name}", "main")  # merged: all of it is in integration
+    a_killed_worktree_add(d, name)  # what a `git worktree add` under way looks like
+
+    assert [f.what for f in doctor(d.settings) if not f.ok] == []
+    assert "deleted branch" not in d.cw("doctor", "--fix").stdout
+    assert f"cw/task/{name}" in d.branches()
+
+
 def test_merge_status_lists_queued_merged_and_conflicting_merges(
     district: Callable[..., District],
 ) -> None:
