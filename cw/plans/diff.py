@@ -3,21 +3,20 @@
 Pure: :func:`compare` takes the parsed spec and a :class:`Stored` snapshot of the initiative
 (the store reads it) and says, plan by plan, what is added, changed, unchanged, refused or
 missing on disk, and which dependency edges are new. :meth:`cw.store.Store.submit` applies the
-result in one transaction. Plans are compared by their :func:`prints`, made from the parsed
-plan with whitespace runs collapsed, so re-wrapping a paragraph or touching a file is no change.
+result in one transaction. Plans are compared by their prints (:mod:`cw.plans.prints`), made
+from the parsed plan with whitespace runs collapsed, so re-wrapping a paragraph or touching a
+file is no change.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from cw.errors import UsageError
 from cw.plans.gsdnames import is_phase_number, phase_order
-from cw.plans.spec import InitiativeSpec, KnownPlan, PlanSpec, TaskSpec
+from cw.plans.prints import Prints, digest, prints
+from cw.plans.spec import InitiativeSpec, KnownPlan, PlanSpec
 from cw.states import TaskState
 
 S = TaskState
@@ -28,91 +27,6 @@ UNSTARTED = frozenset({S.PENDING, S.READY, S.BLOCKED})
 NEVER_RAN = UNSTARTED | {S.CANCELLED}
 #: A new task waiting on a task in one of these states can never start: it is blocked.
 BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})
-#: Plan extra that says where the plan was read, not what it asks for.
-_WHERE_KEYS = frozenset({"plan_file"})
-
-#: {"v": PRINTS_VERSION, "all": digest, "plan": digest, "tasks": [[key, digest], ...]}
-Prints = dict[str, Any]
-#: Changes when :func:`prints` reads a plan differently: older prints are made again from rows.
-PRINTS_VERSION = 1
-
-
-def current(held: Prints | None) -> bool:
-    """Stored prints made the way :func:`prints` makes them now."""
-    return held is not None and held.get("v") == PRINTS_VERSION
-
-
-# --- prints ---------------------------------------------------------------------------------
-
-
-def prints(plan: PlanSpec) -> Prints:
-    """Digests of the plan as a whole (``all``), of its own fields, and of each task in order."""
-    fields, tasks = _fields(plan)
-    return _prints(fields, tasks)
-
-
-def digest(plan: PlanSpec) -> str:
-    """``prints(plan)["all"]`` alone: what telling an unchanged plan apart needs."""
-    return _digest(list(_fields(plan)))
-
-
-def row_prints(plan: dict[str, Any], tasks: list[dict[str, Any]]) -> Prints:
-    """:func:`prints` of a stored plan (rows as dicts, tasks in order, each with ``after``: the
-    keys of the tasks of its own plan it depends on)."""
-    fields = plan_fields(plan["objective"], plan["context"], plan["extra"])
-    return _prints(fields, [(t["key"], _task_row_fields(t)) for t in tasks])
-
-
-def _fields(plan: PlanSpec) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
-    own = {t.key for t in plan.tasks}
-    fields = plan_fields(plan.objective, plan.context, plan.extra)
-    return fields, [(t.key, task_fields(t, own)) for t in plan.tasks]
-
-
-def _prints(fields: dict[str, Any], tasks: list[tuple[str, dict[str, Any]]]) -> Prints:
-    return {
-        "v": PRINTS_VERSION,
-        "all": _digest([fields, tasks]),
-        "plan": _digest(fields),
-        "tasks": [[key, _digest(task)] for key, task in tasks],
-    }
-
-
-def plan_fields(objective: str, context: str, extra: dict[str, Any]) -> dict[str, Any]:
-    kept = {k: v for k, v in extra.items() if k not in _WHERE_KEYS}
-    return {"objective": objective, "context": context, "extra": kept}
-
-
-def task_fields(task: TaskSpec, own: set[str]) -> dict[str, Any]:
-    """A task's content; of its dependencies only those inside its own plan (edges to other
-    plans follow the plans around it, which may grow without this plan changing)."""
-    return {
-        "name": task.name,
-        "kind": task.kind,
-        "prompt": task.prompt,
-        "files": task.files,
-        "verify": task.verify,
-        "done": task.done,
-        "extra": task.extra,
-        "after": sorted(d for d in task.depends_on if d in own),
-    }
-
-
-def _task_row_fields(row: dict[str, Any]) -> dict[str, Any]:
-    names = ("name", "kind", "prompt", "files", "verify", "extra", "after")
-    return {**{n: row[n] for n in names}, "done": row["done_criteria"]}
-
-
-def _digest(value: Any) -> str:
-    """A digest of ``value`` with every run of whitespace in its text collapsed to one space
-    and none next to a quote: wrapping text differently does not change it."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    for escape in ("\\n", "\\t", "\\r"):  # whitespace as JSON writes it inside strings
-        text = text.replace(escape, " ")
-    text = " ".join(text.split()).replace('" ', '"').replace(' "', '"')
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
 # --- what the district holds -----------------------------------------------------------------
 
 
@@ -293,7 +207,7 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
     diff.revision = held.revision
     wanted = _edges(spec, held, fresh, diff)
-    _waits(spec, held, by_key, diff, wanted)
+    _waits(spec, held, by_key, diff)
     diff.settled = (
         spec.whole
         and not (diff.of(REFUSED) or diff.of(MISSING))
@@ -382,23 +296,39 @@ def _edges(
     # An edge to a plan not read this time (missing on disk, or skipped as unreadable) stays:
     # that plan still runs, and nothing on disk says its dependents no longer need it.
     read = {t.key for t in spec.tasks()}
-    diff.dropped_edges = sorted(
-        (task, dep) for task, dep in held.edges - wanted if task in updated and dep in read
-    )
+    unwanted = {(t, d) for t, d in held.edges - wanted if t in updated and d in read}
+    diff.dropped_edges = sorted(_safe_to_drop(unwanted, wanted, held, diff))
     return wanted
+
+
+def _safe_to_drop(
+    unwanted: set[tuple[str, str]], wanted: set[tuple[str, str]], held: Stored, diff: PlanDiff
+) -> set[tuple[str, str]]:
+    """The unwanted edges whose order nobody needs any more: the plans no longer ask for it
+    even through other tasks, or the edges that will be stored still keep it. An order the
+    plans still ask for only through an edge that cannot be stored (a late one: its task has
+    left pending) keeps its old edge."""
+    stored = _graph((held.edges - unwanted) | set(diff.new_edges))
+    asked = _graph(wanted)
+    safe = set()
+    for task in {task for task, _dep in unwanted}:
+        still, kept = _upstream(asked, task), _upstream(stored, task)
+        safe |= {(t, d) for t, d in unwanted if t == task and (d not in still or d in kept)}
+    return safe
+
+
+def _graph(edges: set[tuple[str, str]]) -> dict[str, set[str]]:
+    after: dict[str, set[str]] = {}
+    for task, dep in edges:
+        after.setdefault(task, set()).add(dep)
+    return after
 
 
 def _done(held: Stored, task: str) -> bool:
     return task in held.tasks and held.tasks[task].state == S.DONE
 
 
-def _waits(
-    spec: InitiativeSpec,
-    held: Stored,
-    by_key: dict[str, PlanChange],
-    d: PlanDiff,
-    wanted: set[tuple[str, str]],
-) -> None:
+def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d: PlanDiff) -> None:
     """Which plans each plan newly waits for, and which it waits for no more."""
     plan_of = {t.key: plan.key for plan in spec.plans() for t in plan.tasks}
     plan_of.update({k: t.plan_key for k, t in held.tasks.items() if k not in plan_of})
@@ -407,9 +337,8 @@ def _waits(
         waits = by_key[mine].waits_for
         if theirs != mine and theirs not in waits:
             waits.append(theirs)
-    after: dict[str, set[str]] = {}
-    for task, dep in wanted:
-        after.setdefault(plan_of[task], set()).add(plan_of[dep])
+    kept = (held.edges - set(d.dropped_edges)) | set(d.new_edges)
+    after = _graph({(plan_of[task], plan_of[dep]) for task, dep in kept})
     upstream: dict[str, set[str]] = {}
     for task, dep in d.dropped_edges:
         mine, theirs = plan_of[task], plan_of[dep]
@@ -421,7 +350,8 @@ def _waits(
 
 
 def _upstream(after: dict[str, set[str]], plan: str) -> set[str]:
-    """Every plan ``plan`` waits for, directly or through others (and itself)."""
+    """Everything ``plan`` (a plan, or a task) waits for, directly or through others (and
+    itself), in the graph ``after``."""
     seen, todo = {plan}, [plan]
     while todo:
         for earlier in after.get(todo.pop(), ()):

@@ -14,17 +14,14 @@ from cw.plans.diff import (
     BAD,
     CHANGED,
     PlanDiff,
-    Prints,
     Stored,
     StoredPlan,
     StoredTask,
     compare,
-    current,
     merged_order,
     phase_order_of,
-    prints,
-    row_prints,
 )
+from cw.plans.prints import Prints, current, prints, row_prints
 from cw.store import db
 from cw.store.models import Initiative, Phase, Plan, PlanVersion, Task, TaskDependency
 

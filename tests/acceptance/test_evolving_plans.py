@@ -397,6 +397,21 @@ def test_a_renamed_project_is_refused_rather_than_run_again_as_a_new_initiative(
     )
 
 
+def test_a_wait_kept_only_through_a_task_past_pending_is_not_dropped(repo: Path) -> None:
+    """02-01 waits for phase 01 (01-01 and 01-02). 01-02 now depends on 01-01, so the plans
+    would keep 02-01 after 01-01 through 01-02, but 01-02's task is ready already and cannot be
+    made to wait: 02-01 keeps its own wait for 01-01."""
+    write(repo, PHASE_1 | {"02-api/02-01-PLAN.md": plan("02", "01", "Serve it.")})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
+    after = 'depends_on: ["01-01"]\n'
+    write(repo, {"01-core/01-02-PLAN.md": plan("01", "02", "Write the docs.", front=after)})
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert "cw: note: task 01-02-1 is ready already, so it does not wait for 01-01-2" in lines
+    assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
+    assert not any("no longer waits" in line for line in lines)
+
+
 YAML_V1 = """\
 initiative: payments
 phases:

@@ -11,7 +11,8 @@ from alembic import command
 from sqlalchemy import update
 
 from cw.errors import UsageError
-from cw.plans.diff import CHANGED, compare, digest, merged_order, phase_order_of, prints, rollup
+from cw.plans.diff import CHANGED, compare, merged_order, phase_order_of, rollup
+from cw.plans.prints import digest, prints
 from cw.plans.spec import InitiativeSpec, PhaseSpec
 from cw.store import AttemptResult, Store, db
 from cw.store.models import Plan
