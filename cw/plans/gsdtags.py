@@ -76,20 +76,10 @@ def clean(text: str) -> str:
     return inspect.cleandoc(text) if text.strip() else ""
 
 
-#: ``src/a.py (MODIFIED)``, ``src/a.py — read the class``: the path, then words about it.
-_ANNOTATED_RE = re.compile(r"`?([^\s`]+)`?\s+(?:\(.*\)|(?:--?|[\u2013\u2014])\s.*)", re.S)
-
-
 def split_files(text: str) -> list[str]:
-    """``<files>`` as a list of paths: one per line or comma, without bullets, backticks or
-    what is said about a path after it (``(MODIFIED)``, ``— why``)."""
-    paths = []
-    for line in text.splitlines():
-        entry = line.strip().lstrip("-*").strip()
-        annotated = _ANNOTATED_RE.fullmatch(entry)
-        parts = [annotated.group(1)] if annotated else entry.split(",")
-        paths += [p.strip().strip("`").strip() for p in parts]
-    return [path for path in paths if path]
+    """``<files>`` as a list: one per line or comma, without bullets or backticks."""
+    parts = re.split(r"[,\n]", text)
+    return [p.strip().lstrip("-*").strip().strip("`").strip() for p in parts if p.strip()]
 
 
 class LineIndex:

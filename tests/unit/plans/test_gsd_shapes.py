@@ -500,14 +500,3 @@ def test_the_file_ui_shows_the_whole_verify_and_how_it_is_used(
     text = task_doc(row).text
     check = text.split("## Check\n", 1)[1]
     assert check.lstrip("\n").startswith(f"> {verify}") and said in check
-
-
-def test_files_are_paths_without_what_is_said_about_them(tmp_path: Path) -> None:
-    files = (
-        "\n- src/main.js (MODIFIED)\n- `src/a.py`\n* b.py, c.py\n"
-        "src/d.py \u2014 read the class, then extend it\nsrc/e.py - why\n"
-    )
-    task = f'<task type="auto"><name>W</name><files>{files}</files><action>Do.</action></task>'
-    root = layout(tmp_path, {"01-a/01-01-PLAN.md": plan("01", "01", body=f"<tasks>{task}</tasks>")})
-    (read,) = load_plan(root).tasks()
-    assert read.files == ["src/main.js", "src/a.py", "b.py", "c.py", "src/d.py", "src/e.py"]
