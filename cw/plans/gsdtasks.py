@@ -20,6 +20,9 @@ _MD_TASK_RE = re.compile(r"Task[ \t]+\d{1,4}\b[ \t]*[:.\u2013\u2014-]?[ \t]*(.*)
 _FENCE_RE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
 _MISSING_RE = re.compile(r"MISSING\b")
 _TASK_OPEN_RE = re.compile(r"<task(\s[^<>]*)?>", re.I)
+#: An opening that starts a line: inside a task's text, only such a one starts another task
+#: (``<task>`` quoted in a sentence or in code does not).
+_LINE_OPEN_RE = re.compile(r"^[ \t]*<task(\s[^<>]*)?>", re.I | re.M)
 _TASK_FIELDS = ("name", "files", "action", "done")
 
 
@@ -43,7 +46,7 @@ class Body:
 
 def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
     """``<task>``s in ``<tasks>``; else a tdd ``<feature>``; else ``### Task N`` headings."""
-    missing_close: list[int] = []
+    missing_close: list[tuple[int, str]] = []
     found = [
         task
         for section in body.sections
@@ -53,11 +56,7 @@ def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
     tasks = [
         _task(el, f"{body.plan_key}-{n}", body.where(el.start)) for n, el in enumerate(found, 1)
     ]
-    warnings += [
-        f"{body.where(start)}: tasks: a <task> opens before the one above it is closed "
-        "(a </task> is missing): read as two tasks"
-        for start in missing_close
-    ]
+    warnings += [f"{body.where(start)}: tasks: {why}" for start, why in missing_close]
     tasks = tasks or _tdd_task(body) or _markdown_tasks(body)
     if not tasks:
         raise _no_tasks(body)
@@ -66,26 +65,49 @@ def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
     return tasks
 
 
-def _tasks_in(section: Element, missing_close: list[int]) -> list[Element]:
+#: Why a task is read where no ``</task>`` closes it.
+_OPENS_INSIDE = "a <task> opens before the one above it is closed (a </task> is missing): "
+_OPENS_INSIDE += "read as two tasks"
+_NEVER_CLOSED = "a <task> is never closed (no </task>): read up to the end of <tasks>"
+
+
+def _tasks_in(section: Element, missing_close: list[tuple[int, str]]) -> list[Element]:
     """The ``<task>`` elements of ``<tasks>``. A ``<task ...>`` that no ``</task>`` closes runs
-    up to the next one (GSD's executor reads such plans the same way), also when it stands
-    inside a closed one (whose ``</task>`` is then the other's): the offset of each such
-    opening goes to ``missing_close``."""
+    up to the next one (GSD's executor reads such plans the same way): when none is closed,
+    every opening; else one that starts a line outside fenced code, inside a closed task
+    (whose ``</task>`` is then the other's) or after the last. The offset of each such opening
+    among closed ones goes to ``missing_close``, with why."""
     closed = [task for task in section.children() if task.tag == "task"]
     if not closed:
-        return _runs(section.inner, section.inner_start, None)
+        return _runs(
+            section.inner, section.inner_start, None, list(_TASK_OPEN_RE.finditer(section.inner))
+        )
     found: list[Element] = []
     for task in closed:
-        runs = _runs(task.inner, task.inner_start, task)
-        missing_close += [run.start for run in runs[1:]]
+        runs = _runs(task.inner, task.inner_start, task, _line_opens(task.inner))
+        missing_close += [(run.start, _OPENS_INSIDE) for run in runs[1:]]
         found += runs
-    return found
+    last = closed[-1]
+    after = section.inner.find(">", last.inner_start - section.inner_start + len(last.inner)) + 1
+    tail = section.inner[after:]
+    runs = _runs(tail, section.inner_start + after, None, _line_opens(tail))
+    missing_close += [(run.start, _NEVER_CLOSED) for run in runs]
+    return found + runs
 
 
-def _runs(inner: str, inner_start: int, first: Element | None) -> list[Element]:
-    """``inner`` cut at each ``<task ...>`` opening in it: an element from each to the next;
-    with ``first``, what comes before the first opening is ``first`` itself (shortened)."""
-    opens = list(_TASK_OPEN_RE.finditer(inner))
+def _line_opens(text: str) -> list[re.Match[str]]:
+    """The ``<task ...>`` openings that start a line of ``text`` outside fenced code."""
+    fences = [m.start() for m in _FENCE_RE.finditer(text)]
+    return [
+        m for m in _LINE_OPEN_RE.finditer(text) if bisect.bisect_left(fences, m.start()) % 2 == 0
+    ]
+
+
+def _runs(
+    inner: str, inner_start: int, first: Element | None, opens: list[re.Match[str]]
+) -> list[Element]:
+    """``inner`` cut at each of ``opens`` (``<task ...>`` openings in it): an element from each
+    to the next; with ``first``, what comes before the first opening is ``first`` itself."""
     ends = [match.start() for match in opens] + [len(inner)]
     runs = [
         Element(

@@ -349,6 +349,24 @@ def test_a_task_whose_close_is_missing_among_closed_ones_does_not_swallow_the_ne
     ]
 
 
+def test_a_task_opening_quoted_in_a_task_s_text_is_text_and_one_left_open_last_is_read(
+    tmp_path: Path,
+) -> None:
+    quoted = (
+        '<task type="auto"><name>A</name><action>Teach the parser `<task type="auto">` tags.\n'
+        '```xml\n<task type="auto">\n```\n</action></task>\n'
+    )
+    body = f'<tasks>\n{quoted}<task type="auto"><name>B</name><action>do B</action>\n</tasks>\n'
+    root = layout(tmp_path, {"03-x/03-01-PLAN.md": plan("03", "01", body=body)})
+    spec = load_plan(root)
+    assert [t.name for t in spec.tasks()] == ["A", "B"]
+    assert spec.tasks()[0].prompt.startswith('Teach the parser `<task type="auto">` tags.')
+    assert spec.warnings == [
+        f"{root}/.planning/phases/03-x/03-01-PLAN.md:11: tasks: a <task> is never closed (no "
+        "</task>): read up to the end of <tasks>"
+    ]
+
+
 @pytest.mark.parametrize("inside", ["", "\n", "\n### Task 1: Do it\nDo the thing.\n"])
 def test_tasks_with_no_task_element_are_read_as_headings_or_are_one_problem(
     tmp_path: Path, inside: str
