@@ -77,7 +77,7 @@ class _Reading:
     folders: dict[str, str] = field(default_factory=dict)  # folder name -> phase key
     edges: dict[str, list[str]] = field(default_factory=dict)  # plan key -> plan keys
     known: list[GsdPlan] = field(default_factory=list)  # stored plans not in the submission
-    unread: set[PlanKey] = field(default_factory=set)  # plan files with a problem of their own
+    unread: dict[str, PlanKey] = field(default_factory=dict)  # file with a problem -> its plan
 
     def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
         self.skipped.append(Skipped(str(path), reason, refusable))
@@ -173,7 +173,7 @@ def _read_one(
         reading.problems.append(exc)
         phase, number = place.phase, place.name.plan if place.name else None
         if phase and number and number.isascii() and number.isdigit():
-            reading.unread.add((phase_order(phase), int(number)))
+            reading.unread[str(file)] = (phase_order(phase), int(number))
         return
     reading.plans.append(plan)
     reading.warnings += plan.warnings
@@ -323,7 +323,7 @@ class _Index:
             self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
         self.folders = {name: phase_order(key) for name, key in reading.folders.items()}
         self.warnings = reading.warnings
-        self.unread = reading.unread
+        self.unread = set(reading.unread.values())
 
     def resolve(self, plan: GsdPlan, dep: Dependency) -> list[str]:
         text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
@@ -406,9 +406,15 @@ def _drop_problems(reading: _Reading) -> None:
         reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
     bad = {problem.file for problem in reading.problems}
     keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
-    short = {phase for file in bad if (phase := _phase_of_file(reading, file))}  # lost a plan
-    phases = sorted({p.phase for p in reading.plans + reading.known} | short, key=phase_order)
     stored = {plan.spec.key for plan in reading.known}
+    kept_as_stored = {_plan_order(plan) for plan in reading.known}  # its last version runs
+    short = {  # phases that lost a plan
+        phase
+        for file in bad
+        if (phase := _phase_of_file(reading, file))
+        and reading.unread.get(file) not in kept_as_stored
+    }
+    phases = sorted({p.phase for p in reading.plans + reading.known} | short, key=phase_order)
     while True:
         keys = {plan.spec.key for plan in keep} | stored
         waiting = [
@@ -455,7 +461,9 @@ def _link(phases: list[list[GsdPlan]], edges: dict[str, list[str]]) -> None:
     by_key = {plan.spec.key: plan.spec for plans in phases for plan in plans}
     for plans in phases:
         for plan in plans:
-            _after(plan.spec, [by_key[key] for key in edges.get(plan.spec.key, [])])
+            # A stored plan may wait for one a lenient reading skipped: not in the graph now.
+            after = [by_key[key] for key in edges.get(plan.spec.key, []) if key in by_key]
+            _after(plan.spec, after)
     for previous, plans in itertools.pairwise(phases):
         terminals = _terminal_plans(previous, edges)
         for plan in plans:

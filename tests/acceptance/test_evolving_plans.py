@@ -412,6 +412,35 @@ def test_a_wait_kept_only_through_a_task_past_pending_is_not_dropped(repo: Path)
     assert not any("no longer waits" in line for line in lines)
 
 
+def test_lenient_keeps_the_stored_version_of_a_plan_it_cannot_read_now(repo: Path) -> None:
+    """01-02 was stored; its file is broken now: its stored version still runs, so phase 02's
+    plans still wait for it and are not skipped (a new one included)."""
+    write(repo, PHASE_1 | {"02-api/02-01-PLAN.md": plan("02", "01", "Serve it.")})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    write(repo, {"01-core/01-02-PLAN.md": "---\nphase: 01\nplan: 02\n---\n<tasks></tasks>\n"})
+    write(repo, {"02-api/02-02-PLAN.md": plan("02", "02", "Add a client.")})
+    lines = ok(repo, "submit", "plan", ".planning", "--lenient", "--no-dispatch")
+    assert "cw: added 02-02: 1 task; waits for 01-01, 01-02" in lines
+    assert not any("phase order" in line for line in lines)
+    assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
+
+
+def test_lenient_reads_a_stored_plan_waiting_for_one_it_skips(repo: Path) -> None:
+    """01-02 (stored, after 01-01) is gone from disk; 01-01 now names a plan that does not
+    exist, so a lenient reading skips it: the stored 01-02 still waits for it."""
+    after = 'depends_on: ["01-01"]\n'
+    first, second = plan("01", "01", "one"), plan("01", "02", "two", front=after)
+    third = plan("01", "03", "three")
+    write(repo, {"01-a/01-01-PLAN.md": first, "01-a/01-02-PLAN.md": second})
+    write(repo, {"01-a/01-03-PLAN.md": third})
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    (repo / ".planning/phases/01-a/01-02-PLAN.md").unlink()
+    write(repo, {"01-a/01-01-PLAN.md": plan("01", "01", "one", front='depends_on: ["09-09"]\n')})
+    out = cw(repo, "submit", "plan", ".planning", "--lenient", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "depends on unknown plan '09-09'" in out.stdout
+
+
 YAML_V1 = """\
 initiative: payments
 phases:
