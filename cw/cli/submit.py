@@ -7,7 +7,6 @@ imports no more than reading plans and the store need, and Celery only when some
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -76,13 +75,14 @@ def submit_plan(
     if strict:
         refuse_skips(spec)
     diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
-    if diff.created and not new_initiative:
-        _refuse_a_second_name(spec, store.sources())
+    twin = store.held_elsewhere(spec) if diff.created and not new_initiative else {}
     if dry_run:
         _echo_lines(_dry_run(diff) + submit_report(spec))
         diff.check()
+        _refuse_a_second_name(spec, twin)
         return
     diff.check()
+    _refuse_a_second_name(spec, twin)
     app = None
     if not (no_dispatch or diff.nothing_new):
         from cw.transport.celeryapp import connected_app  # Celery: only to send something
@@ -101,27 +101,21 @@ def submit_plan(
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
 
 
-def _refuse_a_second_name(spec: InitiativeSpec, sources: list[tuple[int, str, str]]) -> None:
-    """A path submitted before under another name would be every task again: most often the
-    project was renamed (PROJECT.md's heading, the YAML's ``initiative``)."""
-    here = _place(spec.source)
-    earlier = [(i, name) for i, name, source in sources if _place(source) == here]
-    if not earlier:
+def _refuse_a_second_name(spec: InitiativeSpec, held: dict[tuple[int, str], int]) -> None:
+    """A new initiative most of whose plans another holds as they are would run every task
+    again: most often the project was renamed (PROJECT.md's heading, the YAML's
+    ``initiative``)."""
+    plans = len(spec.plans())
+    same = [(ident, n) for ident, n in held.items() if 2 * n >= plans]
+    if not same:
         return
-    named = ", ".join(f"{name!r} (id {initiative_id})" for initiative_id, name in earlier)
+    (initiative_id, name), count = max(same, key=lambda item: item[1])
     raise UsageError(
-        f"{spec.source} was submitted before as {named}; as {spec.name!r} it would be a new "
-        "initiative and every task would run again. If the project was renamed, give it its "
-        "old name back (PROJECT.md's first heading, or the YAML's initiative); to run it as a "
-        "second initiative, add --new-initiative"
+        f"initiative {spec.name!r} would be new, but {name!r} (id {initiative_id}) holds "
+        f"{count} of its {counted(plans, 'plan')} as they are: every task would run again. If "
+        "the project was renamed, give it its old name back (PROJECT.md's first heading, or "
+        "the YAML's initiative); to run it as a second initiative, add --new-initiative"
     )
-
-
-def _place(source: str) -> Path:
-    """Where a plan was read from, however it was named: a repository and its ``.planning/``
-    are one place (a relative path is taken from here, as it was when submitted)."""
-    path = Path(os.path.abspath(source))
-    return path / ".planning" if (path / ".planning").is_dir() else path
 
 
 def _answer(receipt: Receipt | None, settings: Settings) -> list[str] | None:

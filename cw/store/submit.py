@@ -21,7 +21,7 @@ from cw.plans.diff import (
     merged_order,
     phase_order_of,
 )
-from cw.plans.prints import Prints, current, prints, row_prints
+from cw.plans.prints import Prints, current, digest, prints, row_prints
 from cw.store import db
 from cw.store.models import Initiative, Phase, Plan, PlanVersion, Task, TaskDependency
 
@@ -40,11 +40,22 @@ class Submitting(StoreBase):
         with self._read() as s:
             return _stored(s, initiative)
 
-    def sources(self) -> list[tuple[int, str, str]]:
-        """Every initiative's id, name and the path it was submitted from, as given."""
+    def held_elsewhere(self, spec: InitiativeSpec) -> dict[tuple[int, str], int]:
+        """For each other initiative (id, name), how many of ``spec``'s plans it holds as they
+        are (the same key, the same content): a project submitted again under a new name."""
+        wanted = {plan.key: digest(plan) for plan in spec.plans()}
+        rows = (
+            select(Initiative.id, Initiative.name, Plan.key, Plan.prints)
+            .join(Phase, Phase.initiative_id == Initiative.id)
+            .join(Plan, Plan.phase_id == Phase.id)
+            .where(Initiative.name != spec.name)
+        )
+        found: dict[tuple[int, str], int] = {}
         with self._read() as s:
-            rows = s.execute(select(Initiative.id, Initiative.name, Initiative.source)).all()
-        return [(initiative_id, name, source) for initiative_id, name, source in rows]
+            for initiative_id, name, key, kept in s.execute(rows):
+                if key in wanted and current(kept) and kept["all"] == wanted[key]:
+                    found[(initiative_id, name)] = found.get((initiative_id, name), 0) + 1
+        return found
 
     def submit(
         self, spec: InitiativeSpec, held: Stored | None = None, diff: PlanDiff | None = None

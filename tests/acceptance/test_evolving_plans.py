@@ -385,16 +385,25 @@ def test_a_renamed_project_is_refused_rather_than_run_again_as_a_new_initiative(
     (repo / ".planning" / "PROJECT.md").write_text("# Tally App\n", encoding="utf-8")
     said = refused(repo, "submit", "plan", ".")  # the repository: the same .planning/
     assert said.startswith(
-        "cw: error: . was submitted before as 'Tally' (id 1); as 'Tally App' it would be a new "
-        "initiative and every task would run again."
+        "cw: error: initiative 'Tally App' would be new, but 'Tally' (id 1) holds 2 of its 2 "
+        "plans as they are: every task would run again."
     )
     assert said.endswith("add --new-initiative")
-    assert refused(repo, "submit", "plan", ".planning", "--dry-run") == said.replace(
-        "cw: error: . ", "cw: error: .planning "
-    )
+    assert refused(repo, "submit", "plan", ".planning", "--dry-run") == said
     assert ok(repo, "submit", "plan", ".planning", "--new-initiative", "--no-dispatch")[0] == (
         "cw: submitted initiative 'Tally App' (id 2): 3 tasks in 2 plans"
     )
+
+
+def test_two_projects_submitted_from_same_named_paths_are_two_initiatives(repo: Path) -> None:
+    for name, step in (("front", "Draw it."), ("back", "Serve it.")):
+        (repo / name).mkdir()
+        (repo / name / "plan.yaml").write_text(
+            f"initiative: {name}\ntasks:\n  - {{id: a, prompt: {step}}}\n", encoding="utf-8"
+        )
+        assert ok(repo / name, "submit", "plan", "plan.yaml", "--no-dispatch")[0].startswith(
+            f"cw: submitted initiative '{name}'"
+        )
 
 
 def test_a_wait_kept_only_through_a_task_past_pending_is_not_dropped(repo: Path) -> None:
