@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -22,8 +21,7 @@ def plan() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan_list(as_json: bool) -> None:
     """Every plan by phase, with its state, tasks done, version and file."""
-    settings = load_settings()
-    rows = open_store(settings).plan_rows()
+    rows = open_store(load_settings()).plan_rows()
     if as_json:
         emit_json(rows)
         return
@@ -37,7 +35,7 @@ def plan_list(as_json: bool) -> None:
             click.echo(_phase_line(row, [r for r in rows if (r.initiative, r.phase) == phase]))
         click.echo(
             f"  {row.id:>4}  {row.plan:<10} {row.state:<12} {_done(row):>7}  "
-            f"v{row.version}  {row.source}{_gone(settings.repo, row.source)}"
+            f"v{row.version}  {row.source}"
         )
 
 
@@ -49,12 +47,6 @@ def _phase_line(first: PlanListing, plans: list[PlanListing]) -> str:
     return f"{first.initiative}: phase {first.phase}{name}: {state}, {done}/{tasks} tasks done"
 
 
-def _gone(repo: Path, source: str) -> str:
-    """`` (not on disk)`` for a plan file that is no longer where it was read (a path as the
-    submit was given it: relative to the repository, as a rule, or absolute)."""
-    return "" if (repo / source).exists() or Path(source).exists() else " (not on disk)"
-
-
 def _done(row: PlanListing) -> str:
     return f"{row.done}/{row.tasks}"
 
@@ -64,8 +56,7 @@ def _done(row: PlanListing) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan_show(ref: str, as_json: bool) -> None:
     """One plan (id or key): its tasks, its versions and where each came from."""
-    settings = load_settings()
-    store = open_store(settings)
+    store = open_store(load_settings())
     detail = store.plan_detail(store.find_plan_id(ref))
     if as_json:
         emit_json(detail)
@@ -73,9 +64,7 @@ def plan_show(ref: str, as_json: bool) -> None:
     click.echo(f"plan {detail.plan} (id {detail.id}): {detail.name}")
     click.echo(f"  initiative  {detail.initiative}, phase {detail.phase}")
     click.echo(f"  state       {detail.state}, {_done(detail)} tasks done")
-    click.echo(
-        f"  version     {detail.version}, from {detail.source}{_gone(settings.repo, detail.source)}"
-    )
+    click.echo(f"  version     {detail.version}, from {detail.source}")
     click.echo("  tasks")
     for task in detail.task_rows:
         click.echo(f"    {task.id:>4}  {task.key:<14} {task.state:<10} {task.name}")
