@@ -429,7 +429,7 @@ def rollup(states: list[str], started: bool) -> str:
         return "done"
     if kinds & {S.FAILED.value, S.CONFLICT.value}:
         return "failed"
-    if kinds <= {S.CANCELLED.value, S.BLOCKED.value}:
+    if kinds <= {S.DONE.value, S.CANCELLED.value, S.BLOCKED.value}:  # nothing left to run
         return "cancelled" if S.CANCELLED.value in kinds else "blocked"
     if not started and kinds <= {s.value for s in NEVER_RAN}:
         return "not started"

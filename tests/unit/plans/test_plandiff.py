@@ -46,6 +46,8 @@ def test_a_plan_rolls_up_its_tasks_states() -> None:
     assert rollup(["ready", "cancelled"], False) == "not started"
     assert rollup(["done", "failed"], True) == "failed"
     assert rollup(["cancelled", "blocked"], False) == "cancelled"
+    assert rollup(["done", "cancelled"], True) == "cancelled", "finished: nothing left to run"
+    assert rollup(["done", "blocked"], True) == "blocked"
 
 
 def test_a_plan_whose_task_ran_is_not_shown_as_not_started() -> None:
