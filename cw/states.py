@@ -71,6 +71,8 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.PENDING, S.CANCELLED): "a person (cw task cancel)",
     (S.READY, S.CANCELLED): "a person (cw task cancel)",
     (S.FAILED, S.READY): "a person (cw task retry): the next attempt resumes the same branch",
+    (S.CONFLICT, S.READY): "a person (cw task retry): back to its agent with the conflict to "
+    "resolve, as a bounce would",
     (S.BLOCKED, S.PENDING): "cw task retry of what blocked it, or a re-submit dropping it",
     (S.WAITING, S.READY): "a person answers its agent's last question: the session resumes",
     (S.WAITING, S.DONE): "a person approves a checkpoint or picks a decision's option",

@@ -24,6 +24,7 @@ from cw.store.records import (
     MERGE_RETRIES,
     NEVER_RAN,
     UNSTARTED,
+    Bounce,
     Claim,
     S,
     Scope,
@@ -34,16 +35,23 @@ class OperatorActions(StoreBase):
     """What a person does to tasks: retry, cancel, stop, resume, edit, budgets."""
 
     def retry_task(self, task_id: int) -> None:
-        """failed -> ready (a new attempt on the same branch); unblock what waited on it."""
+        """failed -> ready (a new attempt on the same branch), or conflict -> ready (sent back
+        to its agent with the conflict to resolve, as a bounce does); unblock what waited on
+        it."""
         with self._write() as s:
+            task = s.get_one(Task, task_id)
             extra = {
-                k: v
-                for k, v in s.get_one(Task, task_id).extra.items()
-                if k not in (MACHINERY_RETRIES, MERGE_RETRIES)
+                k: v for k, v in task.extra.items() if k not in (MACHINERY_RETRIES, MERGE_RETRIES)
             }
-            if not self._move(s, task_id, [S.FAILED], S.READY, last_error=None, extra=extra):
+            values: dict[str, Any] = {"last_error": None, "extra": extra}
+            if task.state == S.CONFLICT:
+                values["bounce"] = Bounce(
+                    kind="conflict", files=list(task.conflict_files), output=task.last_error or ""
+                ).to_json()
+            if not self._move(s, task_id, [S.FAILED, S.CONFLICT], S.READY, **values):
                 raise UsageError(
-                    f"task {self._describe(s, task_id)}: only a failed task can be retried"
+                    f"task {self._describe(s, task_id)}: only a failed task, or one stopped by a "
+                    "merge conflict, can be retried"
                 )
             self._close_notices(s, task_id, "retried")
             self._unblock_dependents(s, task_id)

@@ -58,6 +58,24 @@ def test_the_second_of_two_conflicting_tasks_is_resolved_by_its_agent_and_both_s
     d.wait_for(lambda: not any(w.exists() for w in worktrees), 10, "merged worktrees removed")
 
 
+def test_a_conflict_left_for_a_person_is_retried_back_to_its_agent_which_resolves_it(
+    coordinated: Callable[..., District],
+) -> None:
+    d = coordinated(CW_MAX_BOUNCES="0")  # a conflict stops for a person
+    d.submit({"one": [], "two": [], "after": ["one", "two"]})
+    states = d.wait_settled()
+    loser = next(k for k, v in states.items() if v == "conflict")
+    assert states["after"] == "pending", "it waits for the conflicting task"
+    said = d.cw("task", "retry", loser).stdout
+    assert said.startswith(f"cw: task {loser} retried")
+    assert d.wait_settled() == {"one": "done", "two": "done", "after": "done"}
+    merges = d.task(loser)["merges"]
+    assert [m["state"] for m in merges] == ["conflict", "merged"]  # type: ignore[index]
+    merged = str(d.task(loser)["merged_sha"])
+    result = git(d.repo, "show", f"{merged}:shared.txt").splitlines()
+    assert sorted(result) == ["line from one", "line from two"], "the agent kept both sides"
+
+
 def test_a_red_verify_never_reaches_the_integration_branch_and_the_fix_does(
     coordinated: Callable[..., District],
 ) -> None:
