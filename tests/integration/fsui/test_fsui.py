@@ -441,7 +441,8 @@ def test_a_store_refusal_is_kept_aside_with_the_stores_words(
     m.start()
     edit(m.task_file("a"), "action: none", "action: retry")
     wait_for(lambda: len(m.kept()) == 1, "the refused retry to be kept")
-    assert "only a failed task, or one stopped by a merge conflict, can be" in m.kept()[0].read_text()
+    refused = "only a failed task, or one stopped by a merge conflict, can be retried"
+    assert refused in m.kept()[0].read_text()
     assert m.store.task_state(m.id("a")) == "ready" and m.dispatched == []
 
 
