@@ -46,7 +46,8 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (
         S.RUNNING,
         S.STOPPED,
-    ): "agent worker: a person asked for a stop; WIP committed, worktree removed",
+    ): "agent worker: a person asked for a stop; WIP committed, worktree removed. Reconciler: "
+    "the lease expired after a person asked for a stop (the worker died): the stop holds",
     (
         S.RUNNING,
         S.READY,

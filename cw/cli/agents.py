@@ -42,7 +42,10 @@ def spawn(task_ref: str) -> None:
 def stop(name: str, timeout: float) -> None:
     """Stop an agent: its work is committed on its branch and its worktree removed."""
     district = District.open(load_settings())
-    _say_stopped(district.stop(district.store.agent_task_id(name), timeout))
+    state = district.stop(district.store.agent_task_id(name), timeout)
+    if state != TaskState.STOPPED:
+        _say_stopped(state)
+        return
     click.echo(
         f"cw: agent {name} stopped; its work is on its branch. "
         f"Continue it with `cw agent resume {name}`"

@@ -7,6 +7,7 @@ imports no more than reading plans and the store need, and Celery only when some
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -101,21 +102,28 @@ def submit_plan(
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
 
 
-def _refuse_a_second_name(spec: InitiativeSpec, held: dict[tuple[int, str], int]) -> None:
-    """A new initiative most of whose plans another holds as they are would run every task
-    again: most often the project was renamed (PROJECT.md's heading, the YAML's
-    ``initiative``)."""
-    plans = len(spec.plans())
-    same = [(ident, n) for ident, n in held.items() if 2 * n >= plans]
+def _refuse_a_second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) -> None:
+    """A new initiative read from where another was, at least half of whose plans that one
+    holds as they are, would run every task again: the project was renamed (PROJECT.md's
+    heading, the YAML's ``initiative``)."""
+    plans, here = len(spec.plans()), _place(spec.source)
+    same = [(i, n) for i, n in held.items() if 2 * n >= plans and _place(i[2]) == here]
     if not same:
         return
-    (initiative_id, name), count = max(same, key=lambda item: item[1])
+    (initiative_id, name, _source), count = max(same, key=lambda item: item[1])
     raise UsageError(
         f"initiative {spec.name!r} would be new, but {name!r} (id {initiative_id}) holds "
         f"{count} of its {counted(plans, 'plan')} as they are: every task would run again. If "
         "the project was renamed, give it its old name back (PROJECT.md's first heading, or "
         "the YAML's initiative); to run it as a second initiative, add --new-initiative"
     )
+
+
+def _place(source: str) -> Path:
+    """Where a plan was read from, however it was named: a repository and its ``.planning/``
+    are one place (a relative path is taken from here)."""
+    path = Path(os.path.abspath(source))
+    return path / ".planning" if (path / ".planning").is_dir() else path
 
 
 def _answer(receipt: Receipt | None, settings: Settings) -> list[str] | None:

@@ -95,7 +95,8 @@ class Recovery(StoreBase):
             )
 
     def release_lost_attempts(self, now: float) -> list[tuple[Claim, tuple[str, int | None]]]:
-        """running -> ready for every attempt whose lease expired before ``now``.
+        """running -> ready for every attempt whose lease expired before ``now`` (-> stopped,
+        where a person had asked its agent to stop).
 
         Its worker stopped renewing the lease (it died, or lost the database): the run is
         marked ``lost`` and the next claim starts a new attempt that resumes the session. The
@@ -116,7 +117,10 @@ class Recovery(StoreBase):
             lost = []
             for run in runs:
                 claim = Claim(run.task_id, run.attempt)
-                if not self._move(s, run.task_id, [S.RUNNING], S.READY, of_attempt=run.attempt):
+                # A person asked this agent to stop: the stop holds, no other worker runs it.
+                asked = s.scalar(select(Task.stop_requested_at).where(Task.id == run.task_id))
+                then = S.READY if asked is None else S.STOPPED
+                if not self._move(s, run.task_id, [S.RUNNING], then, of_attempt=run.attempt):
                     continue
                 run.state, run.finished_at = "lost", now
                 run.error = (

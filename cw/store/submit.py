@@ -40,21 +40,23 @@ class Submitting(StoreBase):
         with self._read() as s:
             return _stored(s, initiative)
 
-    def held_elsewhere(self, spec: InitiativeSpec) -> dict[tuple[int, str], int]:
-        """For each other initiative (id, name), how many of ``spec``'s plans it holds as they
-        are (the same key, the same content): a project submitted again under a new name."""
+    def held_elsewhere(self, spec: InitiativeSpec) -> dict[tuple[int, str, str], int]:
+        """For each other initiative (id, name, the path it was submitted from), how many of
+        ``spec``'s plans it holds as they are (the same key, the same content): a project
+        submitted again under a new name."""
         wanted = {plan.key: digest(plan) for plan in spec.plans()}
         rows = (
-            select(Initiative.id, Initiative.name, Plan.key, Plan.prints)
+            select(Initiative.id, Initiative.name, Initiative.source, Plan.key, Plan.prints)
             .join(Phase, Phase.initiative_id == Initiative.id)
             .join(Plan, Plan.phase_id == Phase.id)
             .where(Initiative.name != spec.name)
         )
-        found: dict[tuple[int, str], int] = {}
+        found: dict[tuple[int, str, str], int] = {}
         with self._read() as s:
-            for initiative_id, name, key, kept in s.execute(rows):
+            for initiative_id, name, source, key, kept in s.execute(rows):
                 if key in wanted and current(kept) and kept["all"] == wanted[key]:
-                    found[(initiative_id, name)] = found.get((initiative_id, name), 0) + 1
+                    which = (initiative_id, name, source)
+                    found[which] = found.get(which, 0) + 1
         return found
 
     def submit(

@@ -19,6 +19,7 @@ from cw.agents.registry import make_adapter
 from cw.git import merging
 from cw.service import reconcile
 from cw.settings import Settings
+from cw.states import TaskState
 from cw.store import AttemptResult, Claim, Store, TaskBrief
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready, send
@@ -102,6 +103,25 @@ def test_an_expired_lease_sends_the_task_back_and_fences_the_old_worker(
     runs = store.task_detail(claim.task_id)["runs"]
     assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "running")]
     assert "lease expired" in runs[0]["error"]
+
+
+def test_an_expired_lease_of_an_agent_asked_to_stop_leaves_the_task_stopped(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    """Its worker died before it saw the stop: no other worker is to run the agent again."""
+    _settings, store, _app = district_of({"a": []})
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w1@far", host="far", lease_seconds=30)
+    assert store.record_heartbeat(claim, 30, pid=4242)
+    assert store.request_stop(claim.task_id) == (TaskState.RUNNING, "far", 4242)
+
+    lost = store.release_lost_attempts(time.time() + 31)
+
+    assert lost == [(claim, ("far", 4242))], "its agent is still to be stopped"
+    assert store.task_state(claim.task_id) == TaskState.STOPPED
+    assert store.claim_ready_tasks() == []
+    store.resume_task(claim.task_id)
+    assert store.claim_ready_tasks() == [Claim(claim.task_id, 2)]
 
 
 def test_an_extra_pass_is_booked_for_just_after_a_lease_that_ends_before_the_next_pass(
