@@ -88,7 +88,8 @@ def logs(name: str, follow: bool, raw: bool) -> None:
     store.agent_task_id(name)  # a clear error for an unknown name
     events = log_dir / "events.jsonl"
     if not events.exists():
-        _print_outputs(log_dir)
+        with until_ctrl_c() as stop:
+            _print_outputs(log_dir, follow, lambda: _settled(store, name), stop)
         return
     with until_ctrl_c() as stop:
         for line in _lines(events, follow, lambda: _settled(store, name), stop):
@@ -118,10 +119,25 @@ def _lines(
                 stop.wait(STOP_POLL_SECONDS)
 
 
-def _print_outputs(log_dir: Path) -> None:
+def _print_outputs(
+    log_dir: Path, follow: bool, settled: Callable[[], bool], stop: threading.Event
+) -> None:
+    """An agent's output without an event stream (the command adapter): each attempt's stderr
+    and stdout in order; with ``follow``, the last stdout as it grows, until it settles."""
     if not log_dir.is_dir():
         click.echo("cw: no output yet")
         return
-    for path in sorted(log_dir.glob("attempt-*")):
+    paths = sorted(log_dir.glob("attempt-*.std*"), key=_attempt_order)
+    for path in paths:
         click.echo(f"=== {path.name}")
-        click.echo(path.read_text(errors="replace"), nl=False)
+        if follow and path == paths[-1]:
+            for line in _lines(path, True, settled, stop):
+                click.echo(line)
+        else:
+            click.echo(path.read_text(errors="replace"), nl=False)
+
+
+def _attempt_order(path: Path) -> tuple[int, str]:
+    """``attempt-10.stdout`` after ``attempt-9.stdout``; stderr before stdout."""
+    number, _, stream = path.name.removeprefix("attempt-").partition(".")
+    return (int(number) if number.isascii() and number.isdigit() else 0), stream

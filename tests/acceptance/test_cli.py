@@ -34,7 +34,9 @@ tasks:
 AGENT = """\
 mkdir -p out
 echo "$CW_TASK_KEY saw: $(ls out | tr '\\n' ' ')" > "out/$CW_TASK_KEY.txt"
-if [ "$CW_TASK_KEY" = a ]; then sleep 6; else sleep 0.2; fi
+if [ "$CW_TASK_KEY" = a ]; then echo "a starts"; sleep 3; echo "a halfway"; sleep 3;
+else sleep 0.2; fi
+echo "$CW_TASK_KEY ends"
 """
 
 
@@ -225,6 +227,23 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
     assert other.returncode == 2 and "already initialised" in other.stderr
     assert git(repo, "branch", "--list", "elsewhere") == ""
     assert git(repo, "status", "--porcelain") == ""
+
+
+def test_logs_follow_a_command_agent_while_it_runs(district: Path, processes: Processes) -> None:
+    repo = district
+    (repo / "plan.yaml").write_text("initiative: f\ntasks:\n  - {id: a, prompt: slow}\n")
+    run_cw(repo, "submit", "plan", "plan.yaml", "--no-dispatch")
+    start_workers(processes, repo)
+    run_cw(repo, "dispatch")
+    deadline = time.monotonic() + 60
+    while not (running := json.loads(run_cw(repo, "agent", "list", "--json").stdout)):
+        assert time.monotonic() < deadline, "the agent never started"
+        time.sleep(0.2)
+    started = time.monotonic()
+    followed = run_cw(repo, "agent", "logs", running[0]["name"], "-f").stdout
+    assert time.monotonic() - started > 2, "it followed the agent instead of returning at once"
+    lines = followed.splitlines()
+    assert lines[-3:] == ["a starts", "a halfway", "a ends"], followed
 
 
 def test_spawn_starts_a_ready_task_and_refuses_one_that_waits(
