@@ -7,6 +7,8 @@ import uuid
 STATE_DIR = ".cw"
 #: Every agent process carries it: which district, host, task and attempt it works for.
 AGENT_RUN_ENV = "CW_AGENT_RUN"
+#: Set by ``cw server`` for its children (its pid): each stops when the server dies.
+SERVER_PID_ENV = "CW_SERVER_PID"
 DATABASE_FILE = "cw.db"
 CONFIG_FILE = "config.toml"
 LOG_DIR = "logs"

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from cw import __version__
-from cw.defaults import AGENT_RUN_ENV
+from cw.defaults import AGENT_RUN_ENV, SERVER_PID_ENV
 from cw.errors import CwError, UsageError
 
 
@@ -76,6 +76,11 @@ def _from(module: str, *names: str, prefix: str = "") -> dict[str, str]:
 def cli(ctx: click.Context, verbose: bool, server_mode: bool) -> None:
     """cw (Codewalk District): many coding agents on one repository, merged in order."""
     gc.enable()  # paused while the modules loaded (cw/__main__.py)
+    supervisor = os.environ.pop(SERVER_PID_ENV, "")  # not for what this command starts
+    if supervisor.isascii() and supervisor.isdigit():
+        from cw.host import processes  # a child of `cw server`: it ends with the server
+
+        processes.end_with_parent(int(supervisor))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if not server_mode:
         if ctx.invoked_subcommand is None:

@@ -352,3 +352,15 @@ def parent_started_at() -> float:
         return psutil.Process(os.getppid()).create_time()
     except psutil.Error:
         return time.time()
+
+
+def end_with_parent(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when its parent ``parent`` dies, even by
+    SIGKILL (Linux; elsewhere nothing); if it has died already, now. For a supervisor's
+    children, which would otherwise run on unseen."""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before the request was in place
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -27,6 +27,7 @@ from pathlib import Path
 from types import FrameType
 
 from cw.agents.protocol import last_line
+from cw.defaults import SERVER_PID_ENV
 from cw.errors import CwError
 from cw.host import pidfile, processes
 from cw.service import monitoring
@@ -133,7 +134,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.forced = False
         self.started_at = time.time()
-        self.env = {**os.environ, **settings.child_env()}
+        self.env = {**os.environ, **settings.child_env(), SERVER_PID_ENV: str(os.getpid())}
 
     def install_signals(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

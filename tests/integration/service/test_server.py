@@ -346,6 +346,31 @@ def test_the_detached_server_runs_in_its_own_session_and_stops_on_request(
     assert "stopped (clean)" in log
 
 
+def test_the_children_of_a_server_killed_by_sigkill_end_with_it(
+    server: Callable[..., Server],
+) -> None:
+    srv = server()
+    started = srv.cw("server", "start", "--detach", "--no-flower", "--no-fsui")
+    assert started.returncode == 0, started.stderr
+    pid = srv.status()["pid"]
+    assert isinstance(pid, int)
+    children = [  # the broker is not one: it serves every cw command, until `cw broker stop`
+        c for c in psutil.Process(pid).children() if "redis-server" not in c.cmdline()[0]
+    ]
+    assert len(children) >= 3, "agents, merge, beat at least"
+    os.kill(pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 60
+        while alive(children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive(children) == [], "no child runs on unseen"
+    finally:
+        for child in children:  # whatever this test left
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        srv.cw("broker", "stop")
+
+
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     make_repo: Callable[[str], Path], database_url: str
 ) -> None:
