@@ -177,6 +177,7 @@ class Supervisor:
 
     def _watch(self) -> None:
         processes.reap_adopted(c.proc.pid for c in self.children.values())
+        self._keep_broker()
         for name, child in list(self.children.items()):
             if child.gave_up or (code := child.proc.poll()) is None:
                 continue
@@ -194,6 +195,18 @@ class Supervisor:
             )
             self._start(child.spec)
             self._write_state()
+
+    def _keep_broker(self) -> None:
+        """The embedded broker is not a child (every cw command uses it), but the district
+        stalls without it: one that died is started again (its append-only file keeps what
+        it held)."""
+        if self.settings.broker_url or broker.embedded_running(self.settings):
+            return
+        logger.warning("the embedded broker does not answer; starting it again")
+        try:
+            broker.ensure_embedded(self.settings)
+        except CwError as exc:
+            logger.error("could not start the embedded broker: %s", exc)
 
     def shutdown(self) -> int:
         """Stop the children in order, then the broker; make sure nothing is left."""

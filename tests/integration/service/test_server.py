@@ -371,6 +371,20 @@ def test_the_children_of_a_server_killed_by_sigkill_end_with_it(
         srv.cw("broker", "stop")
 
 
+def test_the_server_starts_a_dead_embedded_broker_again(server: Callable[..., Server]) -> None:
+    srv = server()
+    srv.start("--no-flower", "--no-fsui", "--no-web")
+    redis = [p for p in srv.tree() if "redis-server" in p.cmdline()[0]]
+    assert len(redis) == 1
+    redis[0].kill()
+    srv.wait_for(
+        lambda: srv.status()["broker"] is True and not redis[0].is_running(),
+        30,
+        "the broker again",
+    )
+    assert "the embedded broker does not answer; starting it again" in srv.log()
+
+
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     make_repo: Callable[[str], Path], database_url: str
 ) -> None:
