@@ -148,6 +148,15 @@ def status(data: Status, here: str = "") -> None:
     _needs_you(data, console)
 
 
+#: What a person does about a task in one of these states when it carries no error.
+_NEXT_STEP = {
+    "waiting": "its agent asked something: `cw message list --pending`",
+    "stopped": "`cw agent resume` continues it",
+    "review": "`cw review show` it, then approve or reject",
+    "conflict": "`cw task retry` sends it back to its agent",
+}
+
+
 def _needs_you(data: Status, console: Console) -> None:
     for pause in data.paused:
         console.print(f"[bold yellow]paused:[/] {pause.describe()}")
@@ -155,7 +164,10 @@ def _needs_you(data: Status, console: Console) -> None:
         keys = ", ".join(data.no_changes[:20])
         console.print(f"done with no changes (their agents committed nothing): {keys}")
     for a in data.attention:
-        console.print(f"[bold]needs you:[/] {a.task} is {_state(a.state)}: {a.error or ''}")
+        why = a.error or _NEXT_STEP.get(a.state, "")
+        console.print(
+            f"[bold]needs you:[/] {a.task} is {_state(a.state)}" + (f": {why}" if why else "")
+        )
     if data.messages_pending:
         console.print(
             f"[bold]messages:[/] {data.messages_pending} pending: `cw message list --pending`, "
