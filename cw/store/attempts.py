@@ -78,6 +78,8 @@ class Attempts(Limits):
             else:
                 return None
             run.state, run.worker, run.host, run.pid = "running", worker, host, None
+            if task is not None and run.worktree is None:
+                run.worktree = task.worktree  # its worktree, unless it makes one elsewhere
             run.started_at = run.heartbeat_at = now
             run.lease_expires_at = now + lease_seconds
             s.flush()

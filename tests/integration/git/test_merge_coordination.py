@@ -71,6 +71,8 @@ def test_a_conflict_left_for_a_person_is_retried_back_to_its_agent_which_resolve
     assert d.wait_settled() == {"one": "done", "two": "done", "after": "done"}
     merges = d.task(loser)["merges"]
     assert [m["state"] for m in merges] == ["conflict", "merged"]  # type: ignore[index]
+    runs = d.task(loser)["runs"]
+    assert [r["worktree"] for r in runs] == [d.task(loser)["worktree"]] * 2  # type: ignore[index]
     merged = str(d.task(loser)["merged_sha"])
     result = git(d.repo, "show", f"{merged}:shared.txt").splitlines()
     assert sorted(result) == ["line from one", "line from two"], "the agent kept both sides"
