@@ -37,23 +37,20 @@ TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
     (S.READY, S.WAITING): "dispatcher: a checkpoint task asks its person instead",
     (S.QUEUED, S.RUNNING): "agent worker: starts the attempt and takes the lease",
     (S.RUNNING, S.MERGING): "agent worker: the agent succeeded; work committed",
-    (
-        S.RUNNING,
-        S.FAILED,
-    ): "agent worker: the agent failed or timed out, or cw's machinery failed more often than it "
-    "retries",
+    (S.RUNNING, S.FAILED): (
+        "agent worker: the agent failed or timed out, or cw's machinery failed more often than it "
+        "retries"
+    ),
     (S.RUNNING, S.WAITING): "agent worker: the agent asked questions (messages); no slot held",
-    (
-        S.RUNNING,
-        S.STOPPED,
-    ): "agent worker: a person asked for a stop; WIP committed, worktree removed. Reconciler: "
-    "the lease expired after a person asked for a stop (the worker died): the stop holds",
-    (
-        S.RUNNING,
-        S.READY,
-    ): "agent worker: shut down (WIP committed), a usage limit (parked until it resets) or a "
-    "failure of cw's machinery (retried after a back-off); reconciler: the lease expired (the "
-    "worker died). The next attempt resumes the session",
+    (S.RUNNING, S.STOPPED): (
+        "agent worker: a person asked for a stop; WIP committed, worktree removed. Reconciler: "
+        "the lease expired after a person asked for a stop (the worker died): the stop holds"
+    ),
+    (S.RUNNING, S.READY): (
+        "agent worker: shut down (WIP committed), a usage limit (parked until it resets) or a "
+        "failure of cw's machinery (retried after a back-off); reconciler: the lease expired (the "
+        "worker died). The next attempt resumes the session"
+    ),
     (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
     (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
     (S.MERGING, S.DONE): "merge worker: merged into the integration branch",
