@@ -422,7 +422,8 @@ def phase_order_of(on_disk: list[str], stored: list[str]) -> list[str]:
 
 
 def rollup(states: list[str], started: bool) -> str:
-    """One word for a plan's or phase's tasks: done, failed, cancelled, not started, running.
+    """One word for a plan's or phase's tasks: done, failed, cancelled, blocked, not started,
+    needs you (nothing moves until a person answers, reviews or resumes), running.
     ``started``: one of them has run (a retried task waiting again, or cancelled after)."""
     kinds = set(states)
     if kinds <= {S.DONE.value}:
@@ -433,4 +434,11 @@ def rollup(states: list[str], started: bool) -> str:
         return "cancelled" if S.CANCELLED.value in kinds else "blocked"
     if not started and kinds <= {s.value for s in NEVER_RAN}:
         return "not started"
+    if kinds & _FOR_A_PERSON and not kinds & _MOVING:
+        return "needs you"
     return "running"
+
+
+#: Task states that wait for a person, and those in which work goes on without one.
+_FOR_A_PERSON = frozenset({S.WAITING.value, S.REVIEW.value, S.STOPPED.value})
+_MOVING = frozenset(s.value for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))

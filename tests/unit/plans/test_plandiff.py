@@ -48,6 +48,9 @@ def test_a_plan_rolls_up_its_tasks_states() -> None:
     assert rollup(["cancelled", "blocked"], False) == "cancelled"
     assert rollup(["done", "cancelled"], True) == "cancelled", "finished: nothing left to run"
     assert rollup(["done", "blocked"], True) == "blocked"
+    assert rollup(["stopped"], True) == "needs you"
+    assert rollup(["done", "review", "pending"], True) == "needs you"
+    assert rollup(["review", "running"], True) == "running"
 
 
 def test_a_plan_whose_task_ran_is_not_shown_as_not_started() -> None:
