@@ -102,8 +102,13 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
-    if (elsewhere := branches.back_on_branch(worktree, branch)) is not None:
-        return replace(result, outcome="failed", error=elsewhere)  # never a silent "no changes"
+    if (elsewhere := branches.back_on_branch(worktree, branch, ws.base_sha)) is not None:
+        # Nothing is committed or removed: the worktree stays as the agent left it.
+        tip = branches.branch_sha(settings.repo, branch)
+        if result.outcome in ("done", "failed"):  # never a silent "no changes"
+            return replace(result, outcome="failed", error=elsewhere, head_sha=tip)
+        logger.warning("task %s: %s", ws.brief.key, elsewhere)  # it goes on later, here
+        return replace(result, head_sha=tip)
     if finished is None:
         left = treemerge.conflict_markers(worktree, conflicts) if result.ok else []
         if left:

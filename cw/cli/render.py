@@ -148,7 +148,7 @@ def status(data: Status, here: str = "") -> None:
     _needs_you(data, console)
 
 
-#: What a person does about a task in one of these states when it carries no error.
+#: What a person does about a task in one of these states.
 _NEXT_STEP = {
     "waiting": "its agent asked something: `cw message list --pending`",
     "stopped": "`cw agent resume` continues it",
@@ -164,7 +164,7 @@ def _needs_you(data: Status, console: Console) -> None:
         keys = ", ".join(data.no_changes[:20])
         console.print(f"done with no changes (their agents committed nothing): {keys}")
     for a in data.attention:
-        why = a.error or _NEXT_STEP.get(a.state, "")
+        why = "; ".join(part for part in (a.error, _NEXT_STEP.get(a.state)) if part)
         console.print(
             f"[bold]needs you:[/] {a.task} is {_state(a.state)}" + (f": {why}" if why else "")
         )

@@ -43,22 +43,25 @@ def checked_out(repo: Path) -> str | None:
     return result.out.removeprefix("refs/heads/") if result.status == 0 else None
 
 
-def back_on_branch(worktree: Path, branch: str) -> str | None:
+def back_on_branch(worktree: Path, branch: str, base: str | None) -> str | None:
     """Put ``worktree`` back on ``branch`` if its agent left it (checked out another branch or
     a detached HEAD) for commits that build on it: the branch moves up to them, so their work
-    is merged rather than lost (uncommitted changes stay). None when it is on the branch now;
-    else why it cannot be: HEAD holds something that does not build on the branch."""
+    is merged rather than lost (uncommitted changes stay). ``base``: where the branch started,
+    what a HEAD must build on if the agent deleted the branch. None when it is on the branch
+    now; else why it cannot be: HEAD holds something that does not build on the branch."""
     where = checked_out(worktree)
     if where == branch:
         return None
-    head, tip = rev(worktree, "HEAD"), rev(worktree, f"refs/heads/{branch}")
+    head = rev(worktree, "HEAD")
+    tip = rev(worktree, f"refs/heads/{branch}") or base
     left = f"the agent left branch {branch} for " + (
         f"branch {where}" if where else "a detached HEAD"
     )
-    if head is None or (tip is not None and not is_ancestor(worktree, tip, head)):
+    if head is None or tip is None or not is_ancestor(worktree, tip, head):
         at = head[:12] if head else "no commit"
         return (
-            f"{left} at {at}, which does not build on it: none of it is merged (see its worktree)"
+            f"{left} at {at}, which does not build on it: none of it is merged; in {worktree}, "
+            f"`git checkout {branch}` (and bring the work over), then `cw task retry`"
         )
     run(worktree, "checkout", "--quiet", "-B", branch, head)
     logger.warning("%s; the branch moves up to %s, where its work is", left, head[:12])

@@ -297,24 +297,12 @@ def _edges(
     # that plan still runs, and nothing on disk says its dependents no longer need it.
     read = {t.key for t in spec.tasks()}
     unwanted = {(t, d) for t, d in held.edges - wanted if t in updated and d in read}
-    diff.dropped_edges = sorted(_safe_to_drop(unwanted, wanted, held, diff))
+    # Dropped only when every order the plans ask for is stored (held, or new) or waits on a
+    # finished task. A late edge (its task has left pending, its dependency is unfinished)
+    # cannot be stored, and the old edges may be what still keeps that order: then none is
+    # dropped this time (a later submit drops them).
+    diff.dropped_edges = [] if diff.late_edges else sorted(unwanted)
     return wanted
-
-
-def _safe_to_drop(
-    unwanted: set[tuple[str, str]], wanted: set[tuple[str, str]], held: Stored, diff: PlanDiff
-) -> set[tuple[str, str]]:
-    """The unwanted edges whose order nobody needs any more: the plans no longer ask for it
-    even through other tasks, or the edges that will be stored still keep it. An order the
-    plans still ask for only through an edge that cannot be stored (a late one: its task has
-    left pending) keeps its old edge."""
-    stored = _graph((held.edges - unwanted) | set(diff.new_edges))
-    asked = _graph(wanted)
-    safe = set()
-    for task in {task for task, _dep in unwanted}:
-        still, kept = _upstream(asked, task), _upstream(stored, task)
-        safe |= {(t, d) for t, d in unwanted if t == task and (d not in still or d in kept)}
-    return safe
 
 
 def _graph(edges: set[tuple[str, str]]) -> dict[str, set[str]]:

@@ -107,6 +107,9 @@ def child_specs(settings: Settings, options: ServerOptions) -> list[ChildSpec]:
     return specs
 
 
+#: Seconds between two tries to start the embedded broker again.
+BROKER_RETRY_SECONDS = 5.0
+
 #: Shutdown order: no more dispatching first, the broker (not a child) after all of them.
 STOP_ORDER = ("beat", "agents", "merge", "fsui", "flower", "web")
 
@@ -134,6 +137,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.forced = False
         self.started_at = time.time()
+        self.broker_retry_at = 0.0  # time.monotonic() of the next try to start the broker
         self.env = {**os.environ, **settings.child_env(), SERVER_PID_ENV: str(os.getpid())}
 
     def install_signals(self) -> None:
@@ -198,11 +202,16 @@ class Supervisor:
 
     def _keep_broker(self) -> None:
         """The embedded broker is not a child (every cw command uses it), but the district
-        stalls without it: one that died is started again (its append-only file keeps what
-        it held)."""
-        if self.settings.broker_url or broker.embedded_running(self.settings):
+        stalls without it: one whose process is gone is started again (its append-only file
+        keeps what it held). One that lives but does not answer yet (loading its file) is
+        left alone; a start that fails is tried again after a pause, not at every look."""
+        now = time.monotonic()
+        if self.settings.broker_url or now < self.broker_retry_at:
             return
-        logger.warning("the embedded broker does not answer; starting it again")
+        if broker.embedded_running(self.settings) or broker.embedded_pid(self.settings):
+            return
+        self.broker_retry_at = now + BROKER_RETRY_SECONDS
+        logger.warning("the embedded broker is gone; starting it again")
         try:
             broker.ensure_embedded(self.settings)
         except CwError as exc:

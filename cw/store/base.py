@@ -153,7 +153,10 @@ class StoreBase:
         walk_dependents(s, task_id, lambda d: self._move(s, d, [S.PENDING], S.BLOCKED))
 
     def _claim(self, s: Session, task_id: int) -> Claim | None:
-        if not self._move(s, task_id, [S.READY], S.QUEUED, attempt=Task.attempt + 1):
+        # A new attempt: a stop asked of an earlier one is over (it stopped, or finished).
+        if not self._move(
+            s, task_id, [S.READY], S.QUEUED, attempt=Task.attempt + 1, stop_requested_at=None
+        ):
             return None
         self._ensure_agent(s, task_id)
         return labelled(s, task_id)

@@ -129,6 +129,7 @@ class Merges(StoreBase):
                 S.READY if full else S.QUEUED,
                 of_attempt=claim.attempt,
                 **({} if full else {"attempt": Task.attempt + 1}),
+                stop_requested_at=None,  # a stop asked of the attempt that ended is over
                 bounces=Task.bounces + 1,
                 bounce=bounce.to_json(),
                 conflict_files=report.conflict_files,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cw.git.branches import back_on_branch
 from tests.integration.conftest import District, git
 
 pytestmark = pytest.mark.redis
@@ -49,3 +50,27 @@ def test_a_head_that_does_not_build_on_the_task_branch_fails_the_task_saying_so(
     error = str(wanderer.task("elsewhere")["last_error"])
     assert error.startswith("the agent left branch cw/task/")
     assert "for branch unrelated at " in error and "none of it is merged" in error
+
+
+def test_a_deleted_task_branch_comes_back_only_on_work_that_builds_on_its_start(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    base = git(repo, "rev-parse", "HEAD")
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "task", str(worktree), base)
+    git(worktree, "checkout", "-q", "--detach")
+    git(worktree, "branch", "-q", "-D", "task")  # the agent deleted it
+    git(worktree, "commit", "-q", "--allow-empty", "-m", "work")
+    assert back_on_branch(worktree, "task", base) is None
+    assert git(worktree, "rev-parse", "task") == git(worktree, "rev-parse", "HEAD") != base
+
+    git(worktree, "checkout", "-q", "--orphan", "elsewhere")
+    git(worktree, "commit", "-q", "--allow-empty", "-m", "unrelated")
+    git(worktree, "branch", "-q", "-D", "task")
+    error = back_on_branch(worktree, "task", base)
+    assert error is not None and "does not build on it" in error
+    assert f"in {worktree}, `git checkout task`" in error

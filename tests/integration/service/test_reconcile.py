@@ -124,6 +124,22 @@ def test_an_expired_lease_of_an_agent_asked_to_stop_leaves_the_task_stopped(
     assert store.claim_ready_tasks() == [Claim(claim.task_id, 2)]
 
 
+def test_a_stop_asked_of_an_attempt_that_finished_first_is_not_one_of_the_next(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    _settings, store, _app = district_of({"a": []})
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w1@far", host="far", lease_seconds=30)
+    store.request_stop(claim.task_id)  # the agent fails before it sees the request
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+    store.retry_task(claim.task_id)
+    (second,) = store.claim_ready_tasks()
+    assert store.start_attempt(second, worker="w2@near", host="near", lease_seconds=30)
+    assert not store.stop_requested(second)
+    store.release_lost_attempts(time.time() + 31)  # its worker dies too
+    assert store.task_state(claim.task_id) == TaskState.READY, "no stop was asked of it"
+
+
 def test_an_extra_pass_is_booked_for_just_after_a_lease_that_ends_before_the_next_pass(
     district_of: Callable[..., tuple[Settings, Store, Celery]],
 ) -> None:

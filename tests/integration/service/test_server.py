@@ -20,7 +20,9 @@ import psutil
 import pytest
 
 from cw.agents import attempts
+from cw.service.server import Supervisor
 from cw.store import AttemptResult, Claim, Store
+from cw.transport import broker
 from tests.conftest import CW, Processes, database_env, git, init_district
 from tests.factories import spec
 from tests.fakes.fake_claude_script import FAKE_CLAUDE, Done, Run, Sleep, Write, read_jsonl
@@ -382,7 +384,24 @@ def test_the_server_starts_a_dead_embedded_broker_again(server: Callable[..., Se
         30,
         "the broker again",
     )
-    assert "the embedded broker does not answer; starting it again" in srv.log()
+
+
+def test_the_supervisor_starts_a_broker_whose_process_is_gone(
+    make_repo: Callable[[str], Path], database_url: str
+) -> None:
+    repo = make_repo("repo")
+    settings, store = init_district(repo, {"CW_REPO": str(repo), **database_env(database_url)})
+    store.close()
+    supervisor = Supervisor(settings, [])
+    assert not broker.embedded_running(settings)
+    try:
+        supervisor._keep_broker()
+        assert broker.embedded_running(settings)
+        pid = broker.embedded_pid(settings)
+        supervisor._keep_broker()  # it answers: nothing to do
+        assert broker.embedded_pid(settings) == pid
+    finally:
+        broker.stop_embedded(settings)
 
 
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(

@@ -26,5 +26,6 @@ def test_each_task_that_needs_a_person_says_why_or_what_to_do() -> None:
     assert out.getvalue().splitlines() == [
         "needs you: ask is waiting: its agent asked something: `cw message list --pending`",
         "needs you: long is stopped: `cw agent resume` continues it",
-        "needs you: clash is conflict: merge conflict in shared.txt",
+        "needs you: clash is conflict: merge conflict in shared.txt; `cw task retry` sends it "
+        "back to its agent",
     ]
