@@ -80,7 +80,7 @@ def cli(ctx: click.Context, verbose: bool, server_mode: bool) -> None:
     if supervisor.isascii() and supervisor.isdigit():
         from cw.host import processes  # a child of `cw server`: it ends with the server
 
-        processes.end_with_parent(int(supervisor))
+        processes.die_with_parent(int(supervisor))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     if not server_mode:
         if ctx.invoked_subcommand is None:

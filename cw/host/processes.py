@@ -262,9 +262,13 @@ def start_group(
         )
 
 
-def die_with_parent() -> None:
-    """In a forked child: SIGTERM when the parent thread exits (Linux)."""
+def die_with_parent(parent: int | None = None) -> None:
+    """SIGTERM when the parent thread exits (Linux), even by SIGKILL: for a supervisor's
+    children, which would otherwise run on unseen. With ``parent`` (its pid), one that has
+    died before the request was in place ends this process now."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def become_subreaper() -> bool:
@@ -352,15 +356,3 @@ def parent_started_at() -> float:
         return psutil.Process(os.getppid()).create_time()
     except psutil.Error:
         return time.time()
-
-
-def end_with_parent(parent: int) -> None:
-    """Have the kernel send this process SIGTERM when its parent ``parent`` dies, even by
-    SIGKILL (Linux; elsewhere nothing); if it has died already, now. For a supervisor's
-    children, which would otherwise run on unseen."""
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before the request was in place
-        os.kill(os.getpid(), signal.SIGTERM)
