@@ -25,9 +25,16 @@ def watch(read: Callable[[], Board], every: float) -> None:
     """Redraw the board every ``every`` seconds until Ctrl-C (one raised as KeyboardInterrupt
     while SQLAlchemy's finalizers ran during a read was lost, and the board went on)."""
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    if not console.is_terminal:  # a pipe or a file: each board after the last, as it is drawn
+        with until_ctrl_c() as stop:
+            while not stop.is_set():
+                console.print(draw(read()))
+                console.file.flush()
+                stop.wait(every)
+        return
     with (
         until_ctrl_c() as stop,
-        Live(console=console, auto_refresh=False, screen=console.is_terminal) as live,
+        Live(console=console, auto_refresh=False, screen=True) as live,
     ):
         while not stop.is_set():
             live.update(draw(read()), refresh=True)

@@ -339,6 +339,23 @@ def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None
         os.close(primary)
 
 
+def test_status_watch_into_a_pipe_writes_each_board_as_it_is_drawn(district: Path) -> None:
+    proc = subprocess.Popen([*CW, "status", "--watch", "0.2"], cwd=district,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # written before the next board, not at the end
+        assert first.startswith(b"cw, ") and b"0 tasks" in first, first
+        second = b""
+        while b"0 tasks" not in second:
+            second = proc.stdout.readline()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
 def test_wait_ends_on_ctrl_c_with_130_while_tasks_are_still_active(district: Path) -> None:
     (district / "plan.yaml").write_text(NSP_PLAN)
     run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")  # no worker: it waits
