@@ -157,7 +157,9 @@ def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
         f"{counted(len(diff.of(UNCHANGED)), 'plan')} unchanged",
     ]
     head = "nothing new; " if diff.nothing_new else ""
-    shown = [c for c in diff.plans if c.status != UNCHANGED or c.waits_for or c.waits_no_more]
+    shown = [
+        c for c in diff.plans if c.status != UNCHANGED or c.waits_for or c.waits_no_more or c.note
+    ]
     lines = [f"cw: {name}: {head}{', '.join(c for c in counts if c)}"]
     return lines + [f"cw: {c.line()}" for c in shown] + _late(diff)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from cw.errors import UsageError
 from cw.plans.gsdnames import is_phase_number, phase_order
-from cw.plans.prints import Prints, digest, prints
+from cw.plans.prints import Prints, digest, prints, same_file
 from cw.plans.spec import InitiativeSpec, KnownPlan, PlanSpec
 from cw.states import TaskState
 
@@ -108,6 +108,7 @@ class PlanChange:
     waits_no_more: list[str] = field(default_factory=list)  # plans it no longer waits for
     conflict: str = ""  # why an added or changed plan cannot be stored; a missing one's hint
     note: str = ""  # what else a person should know about it
+    kept: bool = False  # read differently from its stored bytes: the stored plan stands
 
     def line(self, width: int = 0) -> str:
         """One line for the summary: what happens to this plan (its status padded to ``width``,
@@ -206,7 +207,8 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     initiative_id = stored.initiative_id if stored else None
     diff = PlanDiff(spec.name, initiative_id, stored is None, changes, new_tasks)
     diff.revision = held.revision
-    wanted = _edges(spec, held, fresh, diff)
+    stands = {t.key for p in spec.plans() if by_key[p.key].kept for t in p.tasks}
+    wanted = _edges(spec, held, fresh, diff, stands)
     _waits(spec, held, by_key, diff)
     diff.settled = (
         spec.whole
@@ -224,6 +226,10 @@ def _plan_change(plan: PlanSpec, held: Stored, digests: dict[str, str]) -> PlanC
         change = PlanChange(plan.key, ADDED, len(plan.tasks), where)
     elif old.prints["all"] == _known_digest(plan, digests):
         return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where)
+    elif old.started(held.tasks) and same_file(old.prints, plan):
+        # The same bytes, read differently by this cw: not a person's edit of finished work.
+        kept = "its file is as stored, but this cw reads it differently: kept as stored"
+        return PlanChange(plan.key, UNCHANGED, len(plan.tasks), where, note=kept, kept=True)
     else:
         status = REFUSED if old.started(held.tasks) else CHANGED
         changes = _task_changes(old.prints, prints(plan))
@@ -274,20 +280,27 @@ def _task_changes(old: Prints, new: Prints) -> TaskChanges:
 
 
 def _edges(
-    spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff
+    spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff, stands: set[str]
 ) -> set[tuple[str, str]]:
     """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
     before it, a plan updated) while it still waits. A task that has left pending cannot be
     made to wait: those edges are noted, while the dependency is unfinished. Edges to drop:
     those the plans read no longer want, of an updated plan's tasks and of any task on disk
-    that still waits (a ``depends_on`` taken out). Returns every edge the plans want."""
-    wanted = {(t.key, d) for t in spec.tasks() for d in t.depends_on}
+    that still waits (a ``depends_on`` taken out). The tasks of plans kept as stored
+    (``stands``) are left out: their edges are as stored. Returns every edge the plans want."""
+    wanted = {
+        (t.key, d)
+        for t in spec.tasks()
+        for d in t.depends_on
+        if t.key not in stands and d not in stands
+    }
     updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
     updated |= {
         t.key
         for t in spec.tasks()
         if t.key in held.tasks and held.tasks[t.key].state in (S.PENDING, S.BLOCKED)
     }
+    updated -= stands
     for task, dep in sorted(wanted - held.edges):
         if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
             diff.new_edges.append((task, dep))
@@ -295,7 +308,7 @@ def _edges(
             diff.late_edges.append((task, dep, held.tasks[task].state.value))
     # An edge to a plan not read this time (missing on disk, or skipped as unreadable) stays:
     # that plan still runs, and nothing on disk says its dependents no longer need it.
-    read = {t.key for t in spec.tasks()}
+    read = {t.key for t in spec.tasks()} - stands
     unwanted = {(t, d) for t, d in held.edges - wanted if t in updated and d in read}
     # Dropped only when every order the plans ask for is stored (held, or new) or waits on a
     # finished task. A late edge (its task has left pending, its dependency is unfinished)

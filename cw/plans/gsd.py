@@ -9,6 +9,7 @@ dependencies between plans) is :mod:`cw.plans.gsddir`'s.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import re
@@ -20,6 +21,7 @@ from cw.errors import PlanError
 from cw.plans.gsdnames import PHASE_NUMBER, PlanName, phase_key, phase_order, plan_number
 from cw.plans.gsdtags import Element, elements, section_text
 from cw.plans.gsdtasks import Body, read_tasks
+from cw.plans.prints import FILE_DIGEST
 from cw.plans.source import YamlDoc, load_yaml, read_plan_text
 from cw.plans.spec import PlanSpec, TaskSpec, Where, plan_error, show
 
@@ -75,7 +77,8 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     tasks = read_tasks(Body(text, body_start, sections, key, display), warnings)
     objective, context = section_text(sections, "objective"), section_text(sections, "context")
     name = _plan_name(doc, plan_names, key, objective)
-    extra = {**_plan_extra(doc, sections), "plan_file": display}
+    file_digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    extra = {**_plan_extra(doc, sections), "plan_file": display, FILE_DIGEST: file_digest}
     spec = PlanSpec(key, name, objective, context, extra, tasks, Where(display, 1))
     return GsdPlan(spec, phase, slug, _depends(doc), doc, warnings + _unclosed(tasks))
 

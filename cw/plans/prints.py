@@ -13,7 +13,10 @@ from typing import Any
 from cw.plans.spec import PlanSpec, TaskSpec
 
 #: Plan extra that says where the plan was read, not what it asks for.
-_WHERE_KEYS = frozenset({"plan_file"})
+_WHERE_KEYS = frozenset({"plan_file", "plan_file_digest"})
+#: Plan extra holding a digest of the plan file's bytes as read (GSD plans): a later reader
+#: that reads the same bytes differently is not a person's edit (:func:`same_file`).
+FILE_DIGEST = "plan_file_digest"
 
 #: {"v": PRINTS_VERSION, "all": digest, "plan": digest, "tasks": [[key, digest], ...]}
 Prints = dict[str, Any]
@@ -27,9 +30,18 @@ def current(held: Prints | None) -> bool:
 
 
 def prints(plan: PlanSpec) -> Prints:
-    """Digests of the plan as a whole (``all``), of its own fields, and of each task in order."""
+    """Digests of the plan as a whole (``all``), of its own fields, and of each task in order;
+    of its file's bytes (``file``) where the reader gave one."""
     fields, tasks = _fields(plan)
-    return _prints(fields, tasks)
+    made = _prints(fields, tasks)
+    if FILE_DIGEST in plan.extra:
+        made["file"] = plan.extra[FILE_DIGEST]
+    return made
+
+
+def same_file(held: Prints, plan: PlanSpec) -> bool:
+    """Whether ``plan`` was read from the very bytes the stored prints ``held`` were."""
+    return bool(held.get("file")) and held.get("file") == plan.extra.get(FILE_DIGEST)
 
 
 def digest(plan: PlanSpec) -> str:

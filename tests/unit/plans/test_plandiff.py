@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from cw.errors import UsageError
 from cw.plans.diff import CHANGED, compare, merged_order, phase_order_of, rollup
-from cw.plans.prints import digest, prints
+from cw.plans.prints import FILE_DIGEST, digest, prints
 from cw.plans.spec import InitiativeSpec, PhaseSpec
 from cw.store import AttemptResult, Store, db
 from cw.store.models import Plan
@@ -184,4 +184,29 @@ def test_an_edited_plan_whose_tasks_were_cancelled_says_they_stay_cancelled(
         ("a", "cancelled"),
         ("b", "blocked"),
     }
+    store.close()
+
+
+def test_a_started_plan_read_differently_from_the_same_bytes_is_kept_not_refused(
+    database_url: str,
+) -> None:
+    """A newer reader may read an unchanged file differently: that is no edit of finished
+    work, so the submit keeps the stored plan instead of refusing everything."""
+    store = Store.open(database_url)
+    stored = spec({"a": []})
+    stored.plans()[0].extra[FILE_DIGEST] = "bytes-1"
+    store.submit(stored)
+    assert len(store.claim_ready_tasks()) == 1  # it has started
+    read_anew = spec({"a": [], "b": ["a"]})  # the same file, read as two tasks now
+    read_anew.plans()[0].extra[FILE_DIGEST] = "bytes-1"
+    (change,) = compare(read_anew, store.held("test")).plans
+    assert change.line() == (
+        "unchanged 01-01: 2 tasks (its file is as stored, but this cw reads it differently: "
+        "kept as stored)"
+    )
+    assert store.submit(read_anew).nothing_new
+    edited = spec({"a": [], "b": ["a"]})
+    edited.plans()[0].extra[FILE_DIGEST] = "bytes-2"  # a person's edit
+    with pytest.raises(UsageError, match="its tasks have started"):
+        store.submit(edited)
     store.close()
