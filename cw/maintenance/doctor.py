@@ -324,22 +324,26 @@ class _GitSeen:
 _SETTING_UP = (S.QUEUED, S.RUNNING)
 
 
-def being_set_up(tasks: list[TaskFootprint], name: str) -> bool:
-    """Whether ``name`` (a task branch, or a worktree folder: ``<id>-<key>``) is a claimed
-    task's, by the id it starts with."""
+def setting_up(tasks: list[TaskFootprint]) -> set[int]:
+    """The ids of the tasks a worker may be setting up now (see :func:`being_set_up`)."""
+    return {t.id for t in tasks if t.state in _SETTING_UP}
+
+
+def being_set_up(claimed: set[int], name: str) -> bool:
+    """Whether ``name`` (a task branch, or a worktree folder: ``<id>-<key>``) is one of the
+    ``claimed`` tasks', by the id it starts with."""
     head = name.removeprefix(PREFIX).split("-", 1)[0]
-    claimed = {t.id for t in tasks if t.state in _SETTING_UP}
     return head.isascii() and head.isdigit() and int(head) in claimed
 
 
 def _orphans(
     settings: Settings, tasks: list[TaskFootprint], integration: str | None, local: dict[str, str]
 ) -> list[Finding]:
-    recorded = {t.branch for t in tasks if t.branch}
+    recorded, claimed = {t.branch for t in tasks if t.branch}, setting_up(tasks)
     orphans = {
         b: sha
         for b, sha in sorted(local.items())
-        if b not in recorded and not being_set_up(tasks, b)
+        if b not in recorded and not being_set_up(claimed, b)
     }
     found = []
     integ = settings.integration_branch
@@ -375,7 +379,7 @@ def _leftovers(
     settings: Settings, tasks: list[TaskFootprint], half_made: list[Path]
 ) -> list[Finding]:
     """Half-made worktrees, half-removed ones, stale git locks, worktrees of finished tasks."""
-    where = str(settings.worktree_dir)
+    where, claimed = str(settings.worktree_dir), setting_up(tasks)
     finished = finished_worktrees(settings, tasks)
     soon = [t for t, _path in finished if _cleaned_up_soon(settings, t)]
     found = (
@@ -388,7 +392,7 @@ def _leftovers(
                 "again",
             )
             for path in half_made
-            if not being_set_up(tasks, path.name)
+            if not being_set_up(claimed, path.name)
         ]
         + [
             Finding(

@@ -7,7 +7,13 @@ import logging
 from cw import defaults
 from cw.git import branches, worktrees
 from cw.host import processes
-from cw.maintenance.doctor import being_set_up, cw_locks, finished_worktrees, stray_agents
+from cw.maintenance.doctor import (
+    being_set_up,
+    cw_locks,
+    finished_worktrees,
+    setting_up,
+    stray_agents,
+)
 from cw.maintenance.gc import PREFIX, clean_finished_worktrees, current_integration
 from cw.settings import Settings
 from cw.store import Store
@@ -53,12 +59,12 @@ def _delete_merged_orphans(settings: Settings, store: Store) -> list[str]:
         return []
     local = branches.list_branches(settings.repo, PREFIX)  # before the records, as doctor
     tasks = store.workspaces()
-    recorded = {t.branch for t in tasks if t.branch}
+    recorded, claimed = {t.branch for t in tasks if t.branch}, setting_up(tasks)
     return [
         f"deleted branch {branch} (in no task's record, all of it merged)"
         for branch, sha in sorted(local.items())
         if branch not in recorded
-        and not being_set_up(tasks, branch)
+        and not being_set_up(claimed, branch)
         and branches.is_ancestor(settings.repo, sha, integration)
         and worktrees.delete_branch(settings.repo, branch, sha)
     ]
