@@ -73,6 +73,7 @@ class Stored:
 # --- the difference ---------------------------------------------------------------------------
 
 ADDED, CHANGED, UNCHANGED, REFUSED, MISSING = "added", "changed", "unchanged", "refused", "missing"
+SKIPPED = "skipped"  # stored, on disk, but --lenient skipped it this time
 
 
 @dataclass
@@ -125,6 +126,8 @@ class PlanChange:
             text += f"; no longer waits for {', '.join(self.waits_no_more)}"
         if self.status == MISSING:
             text += f": missing on disk (kept as stored{self.conflict})"
+        if self.status == SKIPPED:
+            text += f": not read this time, --lenient skipped it (kept as stored{self.conflict})"
         if self.note:
             text += f" ({self.note})"
         return text
@@ -174,13 +177,15 @@ class PlanDiff:
         raise UsageError(f"{len(lines)} plans refused, nothing stored: " + "; ".join(lines))
 
 
-def _missing(plan: StoredPlan, held: Stored) -> PlanChange:
-    """A stored plan not on disk: kept; one that has not started still runs unless cancelled."""
+def _missing(plan: StoredPlan, held: Stored, skipped: set[str]) -> PlanChange:
+    """A stored plan not on disk (or skipped): kept; one that has not started still runs unless
+    cancelled."""
     waiting = not plan.started(held.tasks) and any(
         held.tasks[key].state != S.CANCELLED for key in plan.tasks
     )
     hint = f"; it still runs: `cw plan cancel {plan.key}` stops it" if waiting else ""
-    return PlanChange(plan.key, MISSING, len(plan.tasks), conflict=hint)
+    status = SKIPPED if plan.key in skipped else MISSING
+    return PlanChange(plan.key, status, len(plan.tasks), conflict=hint)
 
 
 def _refusal_line(plan: PlanChange) -> str:
@@ -193,8 +198,11 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     held = stored or Stored(0, 0, {}, {}, {}, set())
     changes = [_plan_change(plan, held, spec.digests) for plan in spec.plans()]
     on_disk = {plan.key for plan in spec.plans()}
+    skipped = {s.plan for s in spec.skipped if s.plan}
     if spec.whole:
-        changes += [_missing(plan, held) for key, plan in held.plans.items() if key not in on_disk]
+        changes += [
+            _missing(plan, held, skipped) for key, plan in held.plans.items() if key not in on_disk
+        ]
     by_key = {p.key: p for p in changes}
     fresh = {p.key for p in changes if p.status in (ADDED, CHANGED)}
     new_tasks = [
@@ -212,7 +220,7 @@ def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     _waits(spec, held, by_key, diff)
     diff.settled = (
         spec.whole
-        and not (diff.of(REFUSED) or diff.of(MISSING))
+        and not (diff.of(REFUSED) or diff.of(MISSING) or diff.of(SKIPPED))
         and wanted <= held.edges | set(diff.new_edges)
         and all(plan.prints_kept for plan in held.plans.values())
     )

@@ -79,8 +79,8 @@ class _Reading:
     known: list[GsdPlan] = field(default_factory=list)  # stored plans not in the submission
     unread: dict[str, PlanKey] = field(default_factory=dict)  # file with a problem -> its plan
 
-    def skip(self, path: Path | str, reason: str, refusable: bool = True) -> None:
-        self.skipped.append(Skipped(str(path), reason, refusable))
+    def skip(self, path: Path | str, reason: str, refusable: bool = True, plan: str = "") -> None:
+        self.skipped.append(Skipped(str(path), reason, refusable, plan))
 
 
 def load_planning_dir(
@@ -402,12 +402,16 @@ def _drop_problems(reading: _Reading) -> None:
     """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one:
     by ``depends_on``, or by the phase order (a plan without ``depends_on`` waits for the whole
     phase before its own, so for a plan skipped there too)."""
+    stored_as = {_plan_order(plan): plan.spec.key for plan in reading.known}
     for problem in reading.problems:
-        reading.skip(f"{problem.file}:{problem.line}", f"{problem.field}: {problem.problem}")
+        order = reading.unread.get(problem.file)
+        was = stored_as.get(order, "") if order else ""  # a stored plan: kept as it is
+        reason = f"{problem.field}: {problem.problem}"
+        reading.skip(f"{problem.file}:{problem.line}", reason, plan=was)
     bad = {problem.file for problem in reading.problems}
     keep = [plan for plan in reading.plans if plan.spec.where.file not in bad]
-    stored = {plan.spec.key for plan in reading.known}
-    kept_as_stored = {_plan_order(plan) for plan in reading.known}  # its last version runs
+    stored = set(stored_as.values())
+    kept_as_stored = set(stored_as)  # its last version runs
     short = {  # phases that lost a plan
         phase
         for file in bad
@@ -429,7 +433,7 @@ def _drop_problems(reading: _Reading) -> None:
         if not waiting:
             break
         for plan, reason in waiting:
-            reading.skip(f"{plan.spec.where.file}:1", reason)
+            reading.skip(f"{plan.spec.where.file}:1", reason, plan=plan.spec.key)
             short.add(plan.phase)
         keep = [plan for plan in keep if all(plan is not p for p, _reason in waiting)]
     reading.plans = keep

@@ -72,12 +72,14 @@ class Skipped:
     """A file or folder of a plan directory that did not become a plan, and why.
 
     ``refusable`` is False for GSD's own documents (summaries, research ...): they are listed
-    but never a reason to refuse; anything else is refused under ``--strict``.
+    but never a reason to refuse; anything else is refused under ``--strict``. ``plan`` is the
+    key of the plan a ``--lenient`` reading skipped (a stored one is kept as it is).
     """
 
     path: str
     reason: str
     refusable: bool = True
+    plan: str = ""
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}"
