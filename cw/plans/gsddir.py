@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -122,9 +123,10 @@ def load_planning_dir(
 def load_plan_file(path: Path, known: Known = nothing_known) -> InitiativeSpec:
     """Read one PLAN.md on its own: the other plans it may wait for are those the district
     holds (``known``); those it holds are not missing on disk."""
-    planning = next((p for p in path.parents if p.name == ".planning"), None)
+    where = Path(os.path.abspath(path))  # run from inside .planning too: "01-02-PLAN.md"
+    planning = next((p for p in where.parents if p.name == ".planning"), None)
     project = read_project(planning) if planning else Project()
-    name, folder = plan_name(path.name), phase_folder(path.parent.name)
+    name, folder = plan_name(path.name), phase_folder(where.parent.name)
     if folder and not (name and name.phase):
         name = PlanName(folder[0], name.plan if name else None)
     reading = _Reading()
@@ -135,7 +137,7 @@ def load_plan_file(path: Path, known: Known = nothing_known) -> InitiativeSpec:
     if isinstance(initiative, str) and initiative.strip():
         project.name = initiative.strip()
     elif not planning:
-        project.name = path.absolute().parent.name or path.stem
+        project.name = where.parent.name or path.stem
     _add_known(reading, known(project.name))
     _resolve_all(reading)
     if reading.problems:

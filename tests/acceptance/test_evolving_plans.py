@@ -294,7 +294,9 @@ def test_one_new_plan_md_may_depend_on_plans_submitted_before(repo: Path) -> Non
         "cw: initiative 'repo' (id 1): 1 task added, 1 plan new, 0 plans unchanged",
         "cw: added 02-02: 1 task; waits for 01-01",
     ]
-    lines = ok(repo, "submit", "plan", ".planning/phases/02-api/02-01-PLAN.md", "--no-dispatch")
+    folder = repo / ".planning/phases/02-api"  # run from inside it: the same plan, the same name
+    lines = ok(folder, "submit", "plan", "02-01-PLAN.md", "--no-dispatch")
+    assert lines[0] == "cw: initiative 'repo' (id 1): 2 tasks added, 1 plan new, 0 plans unchanged"
     assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]  # phase order reaches them
 
 
