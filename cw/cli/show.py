@@ -58,15 +58,15 @@ def wait(timeout: float | None, interval: float) -> None:
     deadline = None if timeout is None else time.monotonic() + timeout
     with until_ctrl_c() as stop:
         while True:
-            active, done, total = views.progress(store)
-            if active == 0:
+            now = views.progress(store)
+            if now.active == 0:
                 break
             if deadline is not None and time.monotonic() > deadline:
-                raise CwError(f"timed out: {done}/{total} tasks done, {active} still active")
+                raise CwError(f"timed out: {now.line()}; {now.active} still active")
             if stop.wait(interval):
                 raise click.Abort  # Ctrl-C: not done waiting (exit 130)
-    click.echo(f"cw: {done}/{total} tasks done")
-    if done != total:
+    click.echo(f"cw: {now.line()}")
+    if now.done != now.total:
         sys.exit(1)
 
 

@@ -98,6 +98,13 @@ WHERE i.budget_usd IS NOT NULL OR i.budget_tokens IS NOT NULL
 GROUP BY i.id
 """
 
+#: Each ready task with its plan and initiative (which budgets may hold it).
+READY_PLACES = """
+SELECT t.id, p.id, ph.initiative_id
+FROM tasks t JOIN plans p ON p.id = t.plan_id JOIN phases ph ON ph.id = p.phase_id
+WHERE t.state = 'ready'
+"""
+
 _NONE: Mapping[str, object] = {}
 
 
@@ -130,6 +137,17 @@ class Listings:
 
     def budgets(self) -> list[Budget]:
         return budgets(self._select)
+
+    def over_budget(self) -> set[int]:
+        """The ready tasks no budget lets start: their plan's or initiative's is spent."""
+        spent = {(b.kind, b.id) for b in self.budgets() if b.exhausted}
+        if not spent:
+            return set()
+        return {
+            task_id
+            for task_id, plan_id, initiative_id in self._select(READY_PLACES, _NONE)
+            if ("plan", plan_id) in spent or ("initiative", initiative_id) in spent
+        }
 
 
 class Reading(Listings):

@@ -158,8 +158,38 @@ def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
     ]
 
 
-def progress(store: Listings) -> tuple[int, int, int]:
-    """(active, done, total). Nothing active means nothing moves until a person acts."""
+#: What waits for a person, by task state, as ``cw wait`` names it.
+FOR_A_PERSON = {
+    S.FAILED: "failed",
+    S.CONFLICT: "in conflict",
+    S.WAITING: "waiting for an answer",
+    S.REVIEW: "in review",
+    S.STOPPED: "stopped",
+}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far the district is. Nothing active: nothing moves until a person acts."""
+
+    active: int
+    done: int
+    total: int
+    for_a_person: dict[str, int]  # what waits for one, as FOR_A_PERSON names it: how many
+
+    def line(self) -> str:
+        """``22/30 tasks done; for you: 2 failed, 3 over budget (cw budget set)``."""
+        waits = ", ".join(f"{n} {what}" for what, n in self.for_a_person.items())
+        return f"{self.done}/{self.total} tasks done" + (f"; for you: {waits}" if waits else "")
+
+
+def progress(store: Listings) -> Progress:
+    """What moves, what is done, what waits for a person: a ready task whose budget is spent
+    moves only once a person raises it."""
     counts = Counter(t.state for t in task_list(store))
-    active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))
-    return active, counts[S.DONE], sum(counts.values())
+    held = len(store.over_budget()) if counts[S.READY] else 0
+    active = sum(counts[s] for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING)) - held
+    waiting = {what: counts[state] for state, what in FOR_A_PERSON.items() if counts[state]}
+    if held:
+        waiting["ready but over budget (cw budget set)"] = held
+    return Progress(active, counts[S.DONE], sum(counts.values()), waiting)

@@ -375,6 +375,20 @@ def test_wait_ends_on_ctrl_c_with_130_while_tasks_are_still_active(district: Pat
         proc.communicate()
 
 
+def test_wait_ends_when_only_a_spent_budget_holds_work_and_says_so(district: Path) -> None:
+    """A ready task whose budget is spent moves only when a person raises it: nothing to wait
+    for (it waited until --timeout, or for ever)."""
+    (district / "plan.yaml").write_text(NSP_PLAN)
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    run_cw(district, "budget", "set", "0", "--initiative", "nsp")
+    out = run_cw(district, "wait", "--timeout", "30", check=False)
+    assert out.returncode == 1, out.stderr
+    ready = len(json.loads(run_cw(district, "task", "list", "--state", "ready", "--json").stdout))
+    assert out.stdout == (
+        f"cw: 0/5 tasks done; for you: {ready} ready but over budget (cw budget set)\n"
+    ), out.stdout
+
+
 def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
     refused = run_cw(district, "status", "--watch", "--json", check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
