@@ -20,6 +20,7 @@ from cw.store import db, names, selects
 from cw.store.models import (
     Agent,
     AgentRun,
+    Base,
     Event,
     Initiative,
     Merge,
@@ -31,6 +32,7 @@ from cw.store.models import (
 from cw.store.records import Claim, S, Scope
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Base)
 
 
 class StoreBase:
@@ -202,6 +204,16 @@ class StoreBase:
             )
         )
         return (run.host, run.pid) if run is not None else None
+
+
+def named_row(s: Session, model: type[R], row_id: int, **options: Any) -> R:
+    """The row a person named by id: NotFound (one line, exit 2; a 404 on the page) if there
+    is none, where ``Session.get_one`` raises SQLAlchemy's own error."""
+    row = s.get(model, row_id, **options)
+    if row is None:
+        what = model.__name__.lower()
+        raise NotFound(f"no {what} {row_id}: see `cw {what} list`")
+    return row
 
 
 def lock_task(s: Session, task_id: int) -> Task | None:

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from cw.errors import NotFound, UsageError
 from cw.store import answers
-from cw.store.base import StoreBase, lock_task
+from cw.store.base import StoreBase, lock_task, named_row
 from cw.store.models import Agent, Event, Message, Task, TaskDependency
 from cw.store.records import DECISION, HUMAN_ACTION, Bounce, S
 
@@ -110,7 +110,7 @@ class Messages(StoreBase):
     def mark_notified(self, message_id: int, outcome: str) -> None:
         """The hook ran for this message (whatever it did): it does not run for it again."""
         with self._write() as s:
-            message = s.get_one(Message, message_id)
+            message = named_row(s, Message, message_id)
             message.notified_at = time.time()
             s.add(
                 Event(

@@ -17,6 +17,7 @@ from cw.store.base import (
     direct_dependents,
     keys_not_done,
     lock_task,
+    named_row,
 )
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.records import (
@@ -39,7 +40,7 @@ class OperatorActions(StoreBase):
         to its agent with the conflict to resolve, as a bounce does); unblock what waited on
         it."""
         with self._write() as s:
-            task = s.get_one(Task, task_id)
+            task = named_row(s, Task, task_id)
             extra = {
                 k: v for k, v in task.extra.items() if k not in (MACHINERY_RETRIES, MERGE_RETRIES)
             }
@@ -80,7 +81,7 @@ class OperatorActions(StoreBase):
 
     @staticmethod
     def _describe(s: Session, task_id: int) -> str:
-        task = s.get_one(Task, task_id)
+        task = named_row(s, Task, task_id)
         return f"{task.key} is {task.state.value}"
 
     def _unblock_dependents(self, s: Session, task_id: int) -> None:
@@ -123,7 +124,7 @@ class OperatorActions(StoreBase):
         """For ``cw agent spawn``: the task must be ready (all its dependencies merged)."""
         with self._write() as s:
             self._promote(s)
-            task = s.get_one(Task, task_id)
+            task = named_row(s, Task, task_id)
             if task.state == S.READY:
                 return
             waits = keys_not_done(s, task_id)
@@ -152,7 +153,7 @@ class OperatorActions(StoreBase):
 
     def task_state(self, task_id: int) -> TaskState:
         with self._read() as s:
-            return s.get_one(Task, task_id).state
+            return named_row(s, Task, task_id).state
 
     def agent_of(self, task_id: int) -> str | None:
         with self._read() as s:
@@ -179,7 +180,7 @@ class OperatorActions(StoreBase):
         """Cancel every task of a plan none of whose tasks has started; what depends on them is
         blocked. Returns how many tasks were cancelled."""
         with self._write() as s:
-            plan = s.get_one(Plan, plan_id)
+            plan = named_row(s, Plan, plan_id)
             tasks = s.scalars(select(Task).where(Task.plan_id == plan_id)).all()
             started = [t for t in tasks if t.state not in NEVER_RAN or t.attempt > 0]
             if started:

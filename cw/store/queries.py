@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from cw.plans import spec as planspec
 from cw.plans.diff import rollup
-from cw.store.base import StoreBase, matching_ids, one_found
+from cw.store.base import StoreBase, matching_ids, named_row, one_found
 from cw.store.models import (
     NO_CHANGES,
     Agent,
@@ -84,7 +84,7 @@ class Queries(StoreBase):
         """A plan's row, its tasks and the versions a submit replaced."""
         (row,) = self.plan_rows(plan_id)
         with self._read() as s:
-            plan = s.get_one(Plan, plan_id)
+            plan = named_row(s, Plan, plan_id)
             tasks = select(Task.id, Task.key, Task.name, Task.state).where(Task.plan_id == plan_id)
             versions = select(PlanVersion).where(PlanVersion.plan_id == plan_id)
             return PlanDetail(
@@ -135,7 +135,7 @@ class Queries(StoreBase):
         """A task with every column, its plan, dependencies, agent, attempts, merges and
         messages."""
         with self._read() as s:
-            task = s.get_one(Task, task_id)
+            task = named_row(s, Task, task_id)
             agent = s.scalar(select(Agent).where(Agent.task_id == task_id))
             return TaskDetail(
                 **_columns(task),

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cw.errors import UsageError
-from cw.store.base import StoreBase, labelled, queue_merge
+from cw.store.base import StoreBase, labelled, named_row, queue_merge
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.read import ReviewListing
 from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Bounce, Claim, ReviewCheck, S, Scope
@@ -24,7 +24,7 @@ class Reviews(StoreBase):
     def approve(self, task_id: int) -> Claim:
         """review -> merging; the claim whose merge message is to be sent."""
         with self._write() as s:
-            task = s.get_one(Task, task_id)
+            task = named_row(s, Task, task_id)
             if not self._move(s, task_id, [S.REVIEW], S.MERGING, of_attempt=task.attempt):
                 raise UsageError(_not_in_review(task))
             queue_merge(s, task_id, task.attempt)
@@ -37,7 +37,7 @@ class Reviews(StoreBase):
         if not feedback.strip():
             raise UsageError("a rejection needs feedback for the agent: -m 'what to change'")
         with self._write() as s:
-            task = s.get_one(Task, task_id)
+            task = named_row(s, Task, task_id)
             bounce = Bounce(REJECTED, feedback=feedback.strip()).to_json()
             moved = self._move(
                 s,

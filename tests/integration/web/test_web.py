@@ -96,6 +96,11 @@ def test_an_agent_has_its_page_and_an_unknown_one_is_not_found(
     assert page.get("/agents/nope/transcript")[0] == 404
     assert page.get("/agents/..%2F..%2Fetc")[0] == 404
     assert page.get("/messages/1/answer")[0] == 405
+    for action, form in (("retry", {}), ("approve", {}), ("reject", {"feedback": "x"})):
+        status, body = page.post(f"/tasks/999999/{action}", {**form, "_csrf": page.csrf()})
+        assert status == 404 and "no task 999999" in body, (action, status, body)
+    status, body = page.post("/messages/999999/answer", {"text": "x", "_csrf": page.csrf()})
+    assert status == 404 and "no message 999999" in body, (status, body)
 
 
 def test_an_agents_transcript_streams_as_it_grows(
