@@ -322,9 +322,9 @@ def message_detail(m: MessageDetail) -> None:
     console.print("  " + m.body.strip().replace("\n", "\n  "), markup=False)
     if m.options:
         many = " (several: separate them with commas)" if m.multi_select else ""
-        console.print(f"  options{many}:")
-        for option in m.options:
-            console.print(f"    - {option}", markup=False)
+        console.print(f"  options{many}, by number, id or text:")
+        for number, option in enumerate(m.options, 1):
+            console.print(f"    {number}. {option}", markup=False)
     if m.answer is not None:
         console.print(f"  answer ({_ago(m.answered_at)}): {m.answer}", markup=False)
     else:

@@ -15,19 +15,24 @@ class Option:
 
     id: str
     text: str
+    alias: str = ""  # another id: its number beside a declared id, its letter beside a number
 
     def names(self) -> tuple[str, ...]:
-        """What a person may type for it: the text, the text after ``id:``, the id."""
+        """What a person may type for it: the text, the text after ``id:``, the id, the alias."""
         label = self.text.removeprefix(f"{self.id}:").strip()
-        return tuple(n.casefold() for n in (self.text, label, self.id))
+        return tuple(n.casefold() for n in (self.text, label, self.id, self.alias))
 
 
 def options_of(texts: list[str], declared: Any = None) -> list[Option]:
-    """A message's options: a checkpoint's own ids (``a``, ``b``) when declared, else 1, 2, ..."""
-    ids = [str(i) for i in range(1, len(texts) + 1)]
+    """A message's options: a checkpoint's own ids (``pg``, ``lite``) when declared, each also
+    by its number; else 1, 2, ... and a, b, ..."""
+    numbers = [str(i) for i in range(1, len(texts) + 1)]
+    letters = [chr(ord("a") + i) if i < 26 else "" for i in range(len(texts))]
     if isinstance(declared, list) and len(declared) == len(texts):
-        ids = [_declared_id(d, default) for d, default in zip(declared, ids, strict=True)]
-    return [Option(i, t) for i, t in zip(ids, texts, strict=True)]
+        ids = [_declared_id(d, default) for d, default in zip(declared, numbers, strict=True)]
+        aliases = [n if n != i else "" for i, n in zip(ids, numbers, strict=True)]
+        return [Option(*o) for o in zip(ids, texts, aliases, strict=True)]
+    return [Option(*o) for o in zip(numbers, texts, letters, strict=True)]
 
 
 def _declared_id(option: Any, default: str) -> str:
@@ -54,7 +59,7 @@ def choose(options: list[Option], answer: str, *, multi: bool) -> list[Option]:
 
 def _match(options: list[Option], said: str) -> Option | None:
     word = said.strip().casefold()
-    for rank in range(3):  # the full text first, then the label, then the id
+    for rank in range(4):  # the full text first, then the label, then the id, the alias
         found = [o for o in options if o.names()[rank] == word]
         if found:
             return found[0]

@@ -184,7 +184,7 @@ def test_the_message_commands_show_and_refuse_bad_answers_with_one_line(
     dispatch_ready(d.store, make_app(d.settings))
     (message,) = pending(d)
     shown = d.cw("message", "show", str(message["id"])).stdout
-    assert "from checkpoint on task pick" in shown and "- b: Use Postgres" in shown
+    assert "from checkpoint on task pick" in shown and "2. b: Use Postgres" in shown
     assert "pick" in d.cw("message", "list").stdout
     assert "messages: 1 pending" in d.cw("status").stdout
     before = (d.store.message_rows(), d.store.events())

@@ -274,6 +274,12 @@ def test_options_are_named_by_text_before_id_and_several_by_commas() -> None:
     assert answers.choose(lettered, "a, b", multi=True) == lettered
     assert answers.choose(lettered, "a, z", multi=True) == []
     assert answers.choose(lettered, "a, b", multi=False) == []
+    assert answers.choose(lettered, "2", multi=False) == [lettered[1]], "a declared id's number"
+    plain = answers.options_of(["sqlite", "postgres", "both"])  # an agent's: 1, 2, 3 or a, b, c
+    assert answers.choose(plain, "B", multi=False) == answers.choose(plain, "2", multi=False)
+    assert answers.choose(plain, "a, c", multi=True) == [plain[0], plain[2]]
+    swapped = answers.options_of(["x", "y"], [{"id": "2"}, {"id": "1"}])
+    assert answers.choose(swapped, "1", multi=False) == [swapped[1]], "an id before a number"
     assert answers.is_approval(" Approved! ") and not answers.is_approval("approved, but")
 
 
