@@ -52,6 +52,8 @@ EMPTY_PATIENCE_SECONDS = 1.0
 STATE_FILE = "fsui-state.json"
 LOCK_FILE = "fsui.lock"
 _EDIT_EVENTS = frozenset({"created", "modified", "closed", "moved", "deleted"})
+#: A submit, first or again: tasks added, edited or waiting anew without an event of their own.
+WHOLE_PLAN_EVENTS = frozenset({"initiative.submitted", "initiative.resubmitted"})
 
 
 @dataclass
@@ -123,7 +125,7 @@ class Watcher:
         if not events:
             return False
         self.last_event = events[-1].id
-        if any(e.kind == "initiative.submitted" for e in events):
+        if any(e.kind in WHOLE_PLAN_EVENTS for e in events):
             docs = self.render_all()
         else:
             tasks = {e.task_id for e in events if e.task_id is not None}

@@ -274,6 +274,27 @@ def test_a_new_priority_and_prompt_reach_the_database_and_the_file_follows(
     assert m.dispatched == [], "an edit starts nothing"
 
 
+def test_a_resubmitted_plan_is_rendered_again_and_its_new_tasks_get_files(
+    mirrored: Callable[..., Mirrored],
+) -> None:
+    """A re-submit that edits a waiting task and adds a plan: the files follow at once (they
+    showed the old prompt, and the new tasks had none, until some task changed state)."""
+    m = mirrored({"a": [], "b": ["a"]})
+    m.start()
+    path = m.task_file("b")
+    grown = spec({"a": [], "b": ["a"]})
+    grown.plans()[0].tasks[1].prompt = "do b, as planned again"
+    more = spec({"c": []}).plans()[0]
+    more.key = "01-02"
+    grown.phases[0].plans.append(more)
+    m.store.submit(grown)
+    wait_for(lambda: "do b, as planned again" in path.read_text(), "the edited task's file")
+    wait_for(lambda: m.task_file("c").is_file(), "the new task's file")
+    edit(m.task_file("c"), "priority: 0", "priority: 4")
+    wait_for(lambda: m.store.task_detail(m.id("c"))["priority"] == 4, "the new file's edit")
+    assert m.kept() == []
+
+
 def test_cancel_and_retry_through_the_action_field(mirrored: Callable[..., Mirrored]) -> None:
     m = mirrored({"a": [], "b": ["a"], "c": []})
     fail(m.store, m.id("a"))
