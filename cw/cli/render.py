@@ -313,7 +313,7 @@ def message_table(rows: list[MessageListing]) -> None:
 
 def message_detail(m: MessageDetail) -> None:
     console = _console()
-    who = f"agent {m.agent}" if m.agent else m.author
+    who = f"agent {m.agent}" if m.agent and m.author == "agent" else m.author
     console.print(
         f"[bold]message {m.id}[/] from {who} on task {m.task} "
         f"({m.task_name}, {_state(m.task_state)})"

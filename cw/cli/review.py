@@ -11,6 +11,7 @@ from cw.cli.common import load_settings, open_store, show
 from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches
+from cw.settings import Settings
 from cw.store.read import ReviewListing
 from cw.store.records import Scope
 from cw.store.review import MODES
@@ -39,7 +40,10 @@ def review_list(as_json: bool) -> None:
 
 @click.command("show")
 @click.argument("ref")
-def review_show(ref: str) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="The review's row (`cw task diff` for the diff)."
+)
+def review_show(ref: str, as_json: bool) -> None:
     """What the agent said, its diff against the integration branch, and its check's output."""
     settings = load_settings()
     store = open_store(settings)
@@ -47,6 +51,10 @@ def review_show(ref: str) -> None:
     row = next((r for r in store.review_rows() if r.id == task_id), None)
     if row is None:
         raise UsageError(f"task {ref} is {store.task_state(task_id).value}, not in review")
+    show(row, as_json, lambda row: _show(settings, row))
+
+
+def _show(settings: Settings, row: ReviewListing) -> None:
     click.echo(f"{row.key}: {row.name} (agent {row.agent}, attempt {row.attempt}, plan {row.plan})")
     click.echo(f"summary: {row.summary or '-'}")
     click.echo(f"check: {_check(row)}")

@@ -153,6 +153,8 @@ def _budget_lines(rows: list[Budget]) -> None:
     for r in rows:
         flag = "  (spent: no new work starts)" if r.exhausted else ""
         click.echo(f"{r.describe()}{flag}")
+    if not rows:
+        click.echo("no budgets: nothing caps what agents spend (cw budget set)")
 
 
 def _pause_lines(rows: list[Pause]) -> None:

@@ -86,8 +86,12 @@ class District:
     def set_budget(
         self, scope: Scope, *, usd: float | None = None, tokens: int | None = None
     ) -> None:
-        """Cap what a plan or an initiative may cost, in dollars, tokens or both."""
+        """Cap what a plan or an initiative may cost, in dollars, tokens or both; work a
+        raised cap lets start again is sent at once."""
+        held = self.store.over_budget()
         self.store.set_budget(scope, usd=usd, tokens=tokens)
+        if held - self.store.over_budget():
+            self._dispatch()
 
     # -- review --------------------------------------------------------------------------
 

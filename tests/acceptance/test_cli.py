@@ -287,6 +287,8 @@ def test_task_list_names_the_initiative_once_there_are_several(district: Path) -
 def test_a_budget_caps_dollars_tokens_or_both_and_lists_what_is_spent(district: Path) -> None:
     (district / "plan.yaml").write_text(NSP_PLAN)
     run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    none = "no budgets: nothing caps what agents spend (cw budget set)\n"
+    assert run_cw(district, "budget", "list").stdout == none
     said = run_cw(district, "budget", "set", "--tokens", "2M", "--initiative", "nsp").stdout
     assert said == "cw: budget of nsp set to 2M tokens\n"
     said = run_cw(district, "budget", "set", "5", "--initiative", "nsp").stdout
@@ -387,6 +389,9 @@ def test_wait_ends_when_only_a_spent_budget_holds_work_and_says_so(district: Pat
     assert out.stdout == (
         f"cw: 0/5 tasks done; for you: {ready} ready but over budget (cw budget set)\n"
     ), out.stdout
+    run_cw(district, "budget", "set", "5", "--initiative", "nsp")  # raised: sent at once
+    queued = json.loads(run_cw(district, "task", "list", "--state", "queued", "--json").stdout)
+    assert len(queued) == ready
 
 
 def test_status_watch_is_for_people_not_scripts(district: Path) -> None:

@@ -58,8 +58,11 @@ def test_work_waits_for_review_without_a_slot_and_feedback_reaches_the_same_agen
     assert "1 file changed" in d.cw("review", "list").stdout
     shown = d.cw("review", "show", "a").stdout
     assert "+a draft" in shown and "check: passed (`test -f a.txt`)" in shown
+    assert json.loads(d.cw("review", "show", "a", "--json").stdout) == listed["a"]
     notices = json.loads(d.cw("message", "list", "--pending", "--json").stdout)
     assert sorted(m["task"] for m in notices if m["author"] == "review") == ["a", "c"]
+    notice = next(m for m in notices if m["author"] == "review")
+    assert " from review on task " in d.cw("message", "show", str(notice["id"])).stdout
     assert "2 task(s) wait for your review" in d.cw("status").stdout
 
     said = d.cw("review", "reject", "a", "-m", "shout")
