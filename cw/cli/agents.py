@@ -42,9 +42,16 @@ def spawn(task_ref: str) -> None:
 def stop(name: str, timeout: float) -> None:
     """Stop an agent: its work is committed on its branch and its worktree removed."""
     district = District.open(load_settings())
-    state = district.stop(district.store.agent_task_id(name), timeout)
+    task_id = district.store.agent_task_id(name)
+    before = district.store.task_state(task_id)
+    state = district.stop(task_id, timeout)
     if state != TaskState.STOPPED:
         _say_stopped(state)
+        return
+    if before == TaskState.QUEUED:  # sent to a worker, never started
+        click.echo(
+            f"cw: agent {name} stopped before it started. Send it with `cw agent resume {name}`"
+        )
         return
     click.echo(
         f"cw: agent {name} stopped; its work is on its branch. "

@@ -82,4 +82,7 @@ def plan_cancel(ref: str) -> None:
     """Cancel a plan none of whose tasks has started; what depends on it is blocked."""
     district = District.open(load_settings())
     count = district.cancel_plan(district.store.find_plan_id(ref))
+    if count == 0:
+        click.echo(f"cw: plan {ref} was cancelled already; nothing changed")
+        return
     click.echo(f"cw: plan {ref} cancelled ({count} task{'s' * (count != 1)})")

@@ -121,6 +121,8 @@ def task_diff(ref: str, stat: bool, integrated: bool) -> None:
         click.echo(text, nl=not text.endswith("\n"))
         return
     if not detail.base_sha:
+        if detail.kind.startswith("checkpoint"):
+            raise UsageError(f"task {ref} is a checkpoint: a person's, with no changes of its own")
         raise UsageError(f"task {ref} has not started: no changes yet")
     worktree = Path(detail.worktree) if detail.worktree else None
     if worktree is not None and worktree.is_dir():

@@ -168,7 +168,13 @@ def _dry_run(diff: PlanDiff) -> list[str]:
     name = f"initiative {diff.initiative!r}"
     where = f"{name} (id {diff.initiative_id})" if diff.initiative_id else f"new {name}"
     verdict = (
-        "refused" if diff.of(REFUSED) else "nothing new" if diff.nothing_new else "would change"
+        "refused"
+        if diff.of(REFUSED)
+        else "nothing new"
+        if diff.nothing_new
+        else "would be stored"
+        if diff.created
+        else "would change"
     )
     tasks = counted(len(diff.new_tasks), "task")
     return [

@@ -394,6 +394,34 @@ def test_wait_ends_when_only_a_spent_budget_holds_work_and_says_so(district: Pat
     assert len(queued) == ready
 
 
+def test_what_cw_says_is_true_of_work_that_never_ran(district: Path) -> None:
+    """A dry run of a new initiative stores it (it "would change"); an agent stopped while
+    queued never ran (its "work on its branch"); a checkpoint has no diff (it "has not
+    started"); a plan cancelled again changes nothing (it said "cancelled (0 tasks)")."""
+    plan = NSP_PLAN + "  - {id: check, kind: 'checkpoint:human-verify', prompt: look}\n"
+    (district / "plan.yaml").write_text(plan)
+    said = run_cw(district, "submit", "plan", "plan.yaml", "--dry-run").stdout.splitlines()[0]
+    assert (
+        said == "cw: dry run, nothing stored: new initiative 'nsp': would be stored; 6 tasks to add"
+    )
+    run_cw(district, "submit", "plan", "plan.yaml")  # no worker: the roots stay queued
+    agent = json.loads(run_cw(district, "task", "show", "a", "--json").stdout)["agent"]
+    said = run_cw(district, "agent", "stop", agent).stdout
+    assert (
+        said
+        == f"cw: agent {agent} stopped before it started. Send it with `cw agent resume {agent}`\n"
+    )
+    out = run_cw(district, "task", "diff", "check", check=False)
+    assert out.returncode == 2 and "is a checkpoint" in out.stderr, out.stderr
+    assert run_cw(district, "plan", "cancel", "01-01", check=False).returncode == 2  # a started one
+    (district / "two.yaml").write_text("initiative: two\ntasks:\n  - {id: x, prompt: x}\n")
+    run_cw(district, "submit", "plan", "two.yaml", "--no-dispatch")
+    plan_id = json.loads(run_cw(district, "task", "show", "x", "--json").stdout)["plan_id"]
+    assert "(1 task)" in run_cw(district, "plan", "cancel", str(plan_id)).stdout
+    again = run_cw(district, "plan", "cancel", str(plan_id)).stdout
+    assert again == f"cw: plan {plan_id} was cancelled already; nothing changed\n"
+
+
 def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
     refused = run_cw(district, "status", "--watch", "--json", check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
