@@ -102,7 +102,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
-    if (elsewhere := branches.back_on_branch(worktree, branch, ws.base_sha)) is not None:
+    elsewhere = branches.back_on_branch(worktree, branch, ws.base_sha, settings.integration_branch)
+    if elsewhere is not None:
         # Nothing is committed or removed: the worktree stays as the agent left it.
         tip = branches.branch_sha(settings.repo, branch)
         if result.outcome in ("done", "failed"):  # never a silent "no changes"

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from cw import defaults
 from cw.errors import GitError
 from cw.git.runner import DIFF_FLAGS, call, failure, loose_ref, nul_split, repo_lock, rev, run
 
@@ -43,12 +44,13 @@ def checked_out(repo: Path) -> str | None:
     return result.out.removeprefix("refs/heads/") if result.status == 0 else None
 
 
-def back_on_branch(worktree: Path, branch: str, base: str | None) -> str | None:
+def back_on_branch(worktree: Path, branch: str, base: str | None, integration: str) -> str | None:
     """Put ``worktree`` back on ``branch`` if its agent left it (checked out another branch or
-    a detached HEAD) for commits that build on it: the branch moves up to them, so their work
-    is merged rather than lost (uncommitted changes stay). ``base``: where the branch started,
-    what a HEAD must build on if the agent deleted the branch. None when it is on the branch
-    now; else why it cannot be: HEAD holds something that does not build on the branch."""
+    a detached HEAD) for commits of its own that build on it: the branch moves up to them, so
+    their work is merged rather than lost (uncommitted changes stay). ``base``: where the
+    branch started, what a HEAD must build on if the agent deleted the branch. None when it is
+    on the branch now; else why it cannot be: HEAD does not build on the branch, or holds
+    commits that are not the agent's (``integration``'s, another task's, a person's branch)."""
     where = checked_out(worktree)
     if where == branch:
         return None
@@ -57,15 +59,28 @@ def back_on_branch(worktree: Path, branch: str, base: str | None) -> str | None:
     left = f"the agent left branch {branch} for " + (
         f"branch {where}" if where else "a detached HEAD"
     )
+    fix = f"in {worktree}, `git checkout {branch}` (and bring the work over), then `cw task retry`"
     if head is None or tip is None or not is_ancestor(worktree, tip, head):
         at = head[:12] if head else "no commit"
+        return f"{left} at {at}, which does not build on it: none of it is merged; {fix}"
+    if where == integration or (where or "").startswith(defaults.TASK_BRANCH_PREFIX):
+        return f"{left}, a branch cw keeps: none of it is merged (see `git log {where}`); {fix}"
+    if _others(worktree, tip, head, where):
         return (
-            f"{left} at {at}, which does not build on it: none of it is merged; in {worktree}, "
-            f"`git checkout {branch}` (and bring the work over), then `cw task retry`"
+            f"{left} at {head[:12]}, which holds commits of other branches: none of it is "
+            f"merged; {fix}"
         )
     run(worktree, "checkout", "--quiet", "-B", branch, head)
     logger.warning("%s; the branch moves up to %s, where its work is", left, head[:12])
     return None
+
+
+def _others(worktree: Path, tip: str, head: str, where: str | None) -> bool:
+    """Whether any commit ``head`` has beyond ``tip`` is on a branch other than ``where``."""
+    beyond = count_commits(worktree, head, tip)
+    mine = ["--exclude", where] if where else []
+    alone = run(worktree, "rev-list", "--count", head, f"^{tip}", "--not", *mine, "--branches")
+    return int(alone) != beyond
 
 
 def is_valid_branch_name(repo: Path, name: str) -> bool:

@@ -18,6 +18,8 @@ case "$CW_TASK_KEY" in
   side) git checkout -q -b "side-$CW_TASK_KEY" ;;
   detached) git checkout -q --detach ;;
   elsewhere) git checkout -q --orphan unrelated ;;
+  onto) git checkout -q cw/integration ;;
+  later) sleep 2 ;;
 esac
 echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"
 git add -A && git commit -q -m "work of $CW_TASK_KEY"
@@ -65,12 +67,48 @@ def test_a_deleted_task_branch_comes_back_only_on_work_that_builds_on_its_start(
     git(worktree, "checkout", "-q", "--detach")
     git(worktree, "branch", "-q", "-D", "task")  # the agent deleted it
     git(worktree, "commit", "-q", "--allow-empty", "-m", "work")
-    assert back_on_branch(worktree, "task", base) is None
+    assert back_on_branch(worktree, "task", base, "cw/integration") is None
     assert git(worktree, "rev-parse", "task") == git(worktree, "rev-parse", "HEAD") != base
 
     git(worktree, "checkout", "-q", "--orphan", "elsewhere")
     git(worktree, "commit", "-q", "--allow-empty", "-m", "unrelated")
     git(worktree, "branch", "-q", "-D", "task")
-    error = back_on_branch(worktree, "task", base)
+    error = back_on_branch(worktree, "task", base, "cw/integration")
     assert error is not None and "does not build on it" in error
     assert f"in {worktree}, `git checkout task`" in error
+
+
+def test_an_agent_on_the_integration_branch_fails_and_others_work_stays(
+    wanderer: District,
+) -> None:
+    """An agent that checks out cw/integration and commits there while others merge: its
+    branch never moves to integration's tip, whose stale index would have been committed over
+    the others' merged work (deleting it)."""
+    wanderer.submit({"onto": [], "later": []})
+    assert wanderer.wait_settled() == {"onto": "failed", "later": "done"}
+    error = str(wanderer.task("onto")["last_error"])
+    assert "for branch cw/integration, a branch cw keeps: none of it is merged" in error
+    files = git(wanderer.repo, "ls-tree", "--name-only", "cw/integration").split()
+    assert "later.txt" in files
+
+
+def test_a_branch_holding_others_commits_is_not_taken_as_the_agents_work(
+    tmp_path: Path,
+) -> None:
+    """Another branch that builds on the task branch, with commits not the agent's (a
+    person's, another task's): the task branch does not move to it."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "branch", "someone", base)
+    worktree = tmp_path / "wt"
+    git(repo, "worktree", "add", "-q", "-b", "task", str(worktree), base)
+    git(worktree, "checkout", "-q", "someone")
+    git(worktree, "commit", "-q", "--allow-empty", "-m", "agent")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "a person's, on main")
+    git(worktree, "merge", "-q", "--no-edit", "main")  # the agent brings main's commit in
+    error = back_on_branch(worktree, "task", base, "cw/integration")
+    assert error is not None and "holds commits of other branches" in error
+    assert git(worktree, "rev-parse", "task") == base
