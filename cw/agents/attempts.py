@@ -111,18 +111,25 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         logger.warning("task %s: %s", ws.brief.key, elsewhere)  # it goes on later, here
         return replace(result, head_sha=tip)
     if finished is None:
-        left = treemerge.conflict_markers(worktree, conflicts) if result.ok else []
+        left = _unresolved(worktree, conflicts) if result.ok else ""
         if left:
             # Never commit conflict markers: the agent has to finish resolving.
-            return replace(
-                result, outcome="failed", error="unresolved conflicts in " + ", ".join(left)
-            )
+            return replace(result, outcome="failed", error=f"unresolved conflicts in {left}")
         if result.ok:
             store.record_agent_finished(claim, result)
     with _lease_kept(settings, store, claim):
         head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
         result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
         return _review_gate(settings, ws, worktree, result)
+
+
+def _unresolved(worktree: Path, conflicts: list[str]) -> str:
+    """The conflicts the agent left open ('' if none): files with markers, and deletions on
+    one side of changed files that nobody decided."""
+    marked = treemerge.conflict_markers(worktree, conflicts)
+    undecided = treemerge.undecided_deletions(worktree) if conflicts else []
+    said = [*marked, *(f"{p} (deleted on one side: `git rm` or `git add` it)" for p in undecided)]
+    return ", ".join(said)
 
 
 def _review_gate(

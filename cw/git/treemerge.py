@@ -301,6 +301,17 @@ def unmerged_paths(worktree: Path) -> list[str]:
     return nul_split(run(worktree, "diff", "--name-only", "-z", "--diff-filter=U"))
 
 
+def undecided_deletions(worktree: Path) -> list[str]:
+    """The paths a merge in progress left deleted on one side and changed on the other, still
+    unmerged: no marker shows them, and ``git add -A`` would keep the change (undoing the
+    deletion) without anyone deciding it."""
+    stages: dict[str, set[str]] = {}
+    for entry in nul_split(run(worktree, "ls-files", "--unmerged", "-z")):
+        meta, _, path = entry.partition("\t")
+        stages.setdefault(path, set()).add(meta.rsplit(" ", 1)[-1])
+    return sorted(path for path, found in stages.items() if not {"2", "3"} <= found)
+
+
 def open_conflicts(worktree: Path) -> list[str]:
     """The conflicts of a merge still in progress: unmerged paths and files with markers."""
     return sorted({*unmerged_paths(worktree), *conflict_markers(worktree)})

@@ -179,3 +179,28 @@ def test_a_conflict_left_open_by_a_failed_agent_is_told_again_to_the_next_attemp
     told = {path.name: path.read_text() for path in marks.glob("told-*")}
     assert told == {"told-2": "shared.txt", "told-3": "shared.txt"}, "the same conflict again"
     assert git(d.repo, "show", "cw/integration:notes.txt") == "half", "the failed try's work"
+
+
+IDLE_AGENT = """\
+case "$CW_BOUNCE" in
+  conflict) exit 0 ;;
+  *)        if [ "$CW_TASK_KEY" = gone ]; then rm shared.txt; else echo kept > shared.txt; fi ;;
+esac
+"""
+
+
+def test_a_deletion_conflict_the_agent_leaves_undecided_is_not_committed_for_it(
+    coordinated: Callable[..., District],
+) -> None:
+    """A modify/delete conflict leaves no marker: an agent sent back with one that does
+    nothing must not see `git add -A` decide it (keeping the change, undoing the deletion)."""
+    d = coordinated(IDLE_AGENT)
+    d.submit({"gone": [], "kept": []})
+    states = d.wait_settled()
+    assert sorted(states.values()) == ["done", "failed"], states
+    (bounced,) = [key for key, state in states.items() if state == "failed"]
+    error = str(d.task(bounced)["last_error"])
+    assert (
+        error
+        == "unresolved conflicts in shared.txt (deleted on one side: `git rm` or `git add` it)"
+    )
