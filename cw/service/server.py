@@ -53,7 +53,9 @@ logger = logging.getLogger(__name__)
 LOG_FILE = "server.log"  # the detached server's own output, under .cw/logs/
 CHILD_LOG_DIR = "server"  # each child's output: .cw/logs/server/<name>.log
 QUICK_EXIT_SECONDS = 10.0  # a child that dies sooner than this after starting ...
-MAX_QUICK_EXITS = 3  # ... this many times in a row is not started again
+MAX_QUICK_EXITS = 3  # ... this many times in a row is started again only after a pause:
+BACKOFF_SECONDS = 30.0  # the first; each next one twice as long ...
+MAX_BACKOFF_SECONDS = 600.0  # ... up to this
 STOP_SECONDS = 10.0  # beat, the watcher, Flower
 STOP_MARGIN_SECONDS = 60.0  # on top of what a worker's own work may take to end
 READY_TIMEOUT_SECONDS = 60.0  # for --detach: until the server has started its children
@@ -124,7 +126,7 @@ class Child:
     log: Path
     started_at: float = field(default_factory=time.time)
     quick_exits: int = 0
-    gave_up: bool = False
+    retry_at: float | None = None  # exited too often: started again then (time.monotonic)
 
 
 class Supervisor:
@@ -183,16 +185,26 @@ class Supervisor:
         processes.reap_adopted(c.proc.pid for c in self.children.values())
         self._keep_broker()
         for name, child in list(self.children.items()):
-            if child.gave_up or (code := child.proc.poll()) is None:
+            if child.retry_at is not None:
+                if time.monotonic() >= child.retry_at:
+                    logger.warning("starting %s again after its pause", name)
+                    self._start(child.spec)
+                    self._write_state()
+                continue
+            if (code := child.proc.poll()) is None:
                 continue
             processes.kill_group(child.proc.pid)  # whatever it left in its group
             quick = time.time() - child.started_at < QUICK_EXIT_SECONDS
             child.quick_exits = child.quick_exits + 1 if quick else 0
             if child.quick_exits >= MAX_QUICK_EXITS:
+                # Never for good: what killed it (memory, a full disk) may pass.
+                doubled = BACKOFF_SECONDS * 2 ** (child.quick_exits - MAX_QUICK_EXITS)
+                delay = min(doubled, MAX_BACKOFF_SECONDS)
                 logger.error(
-                    "%s keeps exiting (code %s); not restarting it: see %s", name, code, child.log
+                    "%s keeps exiting (code %s); starting it again in %.0f s: see %s",
+                    *(name, code, delay, child.log),
                 )
-                child.gave_up = True
+                child.retry_at = time.monotonic() + delay
                 continue
             logger.warning(
                 "%s exited with code %s; starting it again (log: %s)", name, code, child.log
@@ -281,7 +293,10 @@ class Supervisor:
             "flower": flower,
             "web": web,
         }
-        write_json(state_path(self.settings), state)
+        try:
+            write_json(state_path(self.settings), state)
+        except OSError as exc:  # a full disk: the district runs on, `cw server status` is stale
+            logger.error("could not write %s: %s", state_path(self.settings), exc)
 
 
 def serve(settings: Settings, options: ServerOptions) -> int:

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from cw.agents import attempts
-from cw.service.server import Supervisor
+from cw.service import server as supervising
+from cw.service.server import ChildSpec, Supervisor
 from cw.store import AttemptResult, Claim, Store
 from cw.transport import broker
 from tests.conftest import CW, Processes, database_env, git, init_district
@@ -402,6 +403,34 @@ def test_the_supervisor_starts_a_broker_whose_process_is_gone(
         assert broker.embedded_pid(settings) == pid
     finally:
         broker.stop_embedded(settings)
+
+
+def test_a_child_that_keeps_exiting_is_started_again_after_a_pause_not_given_up(
+    make_repo: Callable[[str], Path], database_url: str
+) -> None:
+    """An OOM killer or a full disk kills the merge worker three times: it comes back once
+    that has passed (it was left dead, merges stalled, until a person restarted the server);
+    a state file the full disk cannot take is logged, not a crash of the server."""
+    repo = make_repo("repo")
+    settings, store = init_district(repo, {"CW_REPO": str(repo), **database_env(database_url)})
+    store.close()
+    supervisor = Supervisor(settings, [])
+    quick = ChildSpec("quick", ["--version"], stop_seconds=5)  # exits at once, every time
+    first = supervisor._start(quick)
+    for _ in range(supervising.MAX_QUICK_EXITS):
+        supervisor.children["quick"].proc.wait(timeout=60)
+        supervisor._watch()
+    child = supervisor.children["quick"]
+    assert child.retry_at is not None and child.proc is not first.proc, "paused, not given up"
+    supervisor._watch()
+    assert supervisor.children["quick"] is child, "not before the pause is over"
+    child.retry_at = time.monotonic()
+    serverctl_tmp = supervising.state_path(settings).with_suffix(".tmp")
+    serverctl_tmp.mkdir()  # the state file cannot be written
+    supervisor._watch()
+    again = supervisor.children["quick"]
+    assert again is not child and again.retry_at is None, "started again"
+    again.proc.wait(timeout=60)
 
 
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
