@@ -430,6 +430,10 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
         branch = defaults.TASK_BRANCH_PREFIX + slug
         base = integration_sha(settings)
         store.record_workspace(ws.task_id, branch, str(worktree), base)
+        if aside := branches.set_aside(settings.repo, branch):
+            logger.warning(
+                "task %s: branch %s was there before it: now %s", ws.brief.key, branch, aside
+            )
     worktrees.add_worktree(settings.repo, worktree, branch, base)
     return worktree, branch
 

@@ -13,6 +13,9 @@ from cw.git.runner import DIFF_FLAGS, call, failure, loose_ref, nul_split, repo_
 
 logger = logging.getLogger(__name__)
 
+#: Where a task's first attempt puts a branch of its name it finds already there.
+STALE_PREFIX = "cw/stale/"
+
 
 def head_sha(repo: Path) -> str | None:
     """The sha of HEAD, or None for an unborn HEAD (a repository with no commits)."""
@@ -81,6 +84,18 @@ def _others(worktree: Path, tip: str, head: str, where: str | None) -> bool:
     mine = ["--exclude", where] if where else []
     alone = run(worktree, "rev-list", "--count", head, f"^{tip}", "--not", *mine, "--branches")
     return int(alone) != beyond
+
+
+def set_aside(repo: Path, branch: str) -> str | None:
+    """Rename ``branch``, if it exists, to ``cw/stale/...`` (its work kept, out of the way): a
+    task's first attempt finding its branch there finds an earlier district's (``.cw`` made
+    again), whose commits are not this task's. The new name, or None when there was none."""
+    sha = branch_sha(repo, branch)
+    if sha is None:
+        return None
+    aside = f"{STALE_PREFIX}{branch.removeprefix(defaults.TASK_BRANCH_PREFIX)}-{sha[:10]}"
+    run(repo, "branch", "--move", "--force", branch, aside)
+    return aside
 
 
 def is_valid_branch_name(repo: Path, name: str) -> bool:

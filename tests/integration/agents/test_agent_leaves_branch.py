@@ -3,12 +3,16 @@ and commits there: its work is merged all the same, never reported "done (no cha
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from cw.git.branches import back_on_branch
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready
+from tests.factories import spec
 from tests.integration.conftest import District, git
 
 pytestmark = pytest.mark.redis
@@ -112,3 +116,27 @@ def test_a_branch_holding_others_commits_is_not_taken_as_the_agents_work(
     error = back_on_branch(worktree, "task", base, "cw/integration")
     assert error is not None and "holds commits of other branches" in error
     assert git(worktree, "rev-parse", "task") == base
+
+
+def test_a_branch_an_earlier_district_left_is_set_aside_not_worked_on(
+    wanderer: District,
+) -> None:
+    """`rm -rf .cw && cw init` leaves the old district's task branches (and worktrees) in
+    git: the new task 1 found `cw/task/1-...` and merged the old work as its own."""
+    repo = wanderer.repo
+    git(repo, "checkout", "-q", "-b", "old", "cw/integration")
+    (repo / "garbage.txt").write_text("an earlier district's work\n")
+    git(repo, "add", "garbage.txt")
+    git(repo, "commit", "-q", "-m", "wip garbage")
+    git(repo, "checkout", "-q", "-")
+    wanderer.store.submit(spec({"plain": []}))
+    slug = f"{wanderer.store.find_task_id('plain')}-plain"  # as the old district named its own
+    old = wanderer.settings.worktree_dir / slug
+    git(repo, "worktree", "add", "-q", "-b", f"cw/task/{slug}", str(old), "old")
+    shutil.rmtree(old)  # gone with the old .cw, still registered
+    dispatch_ready(wanderer.store, make_app(wanderer.settings), wanderer.settings)
+    assert wanderer.wait_settled() == {"plain": "done"}
+    files = git(repo, "ls-tree", "--name-only", "cw/integration").split()
+    assert "plain.txt" in files and "garbage.txt" not in files
+    kept = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/cw/stale/")
+    assert kept.startswith(f"cw/stale/{slug}-"), "the old work is kept, out of the way"
