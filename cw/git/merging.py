@@ -70,8 +70,9 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
 def _train(settings: Settings, store: Store, cars: Cars) -> list[tuple[Claim, MergeJob, Outcome]]:
     """Run the train. Should it break on something unexpected, the message's own merge is
     made alone and the others wait for their own messages: one bad car fails only its task."""
+    landed = store.last_landed()
     try:
-        outcomes = run_train(settings, [job for _, job in cars])
+        outcomes = run_train(settings, [job for _, job in cars], landed)
     except GitError:
         raise
     except Exception:
@@ -80,7 +81,7 @@ def _train(settings: Settings, store: Store, cars: Cars) -> list[tuple[Claim, Me
         logger.exception("the merge train of %d broke; merging %s alone", len(cars), cars[0][1].key)
         _requeue(store, cars[1:])
         cars = cars[:1]
-        outcomes = run_train(settings, [cars[0][1]])
+        outcomes = run_train(settings, [cars[0][1]], landed)
     return [(claim, job, outcome) for (claim, job), outcome in zip(cars, outcomes, strict=True)]
 
 

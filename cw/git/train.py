@@ -16,9 +16,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from cw.errors import GitError
-from cw.git import hub, treemerge
+from cw.git import branches, hub, treemerge
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
 from cw.git.verify import Verdict, run_checks
 from cw.settings import Settings
@@ -45,16 +46,20 @@ class _Car:
 Outcome = MergeReport | GitError
 
 
-def run_train(settings: Settings, jobs: Sequence[MergeJob]) -> list[Outcome]:
+def run_train(
+    settings: Settings, jobs: Sequence[MergeJob], landed: tuple[str, str] | None = None
+) -> list[Outcome]:
     """Merge ``jobs`` in order into the integration branch; one outcome per job, in order: a
     sha for each that landed, conflicts or a red check for each that did not. A git failure
-    around the whole train (the branch moved, the hub away) raises :class:`GitError`."""
+    around the whole train (the branch moved, the hub away) raises :class:`GitError`, and so
+    does a branch that no longer holds ``landed`` (task key, sha: the last merge recorded)."""
     globs = [g.strip() for g in settings.merge_union.split(",") if g.strip()]
     treemerge.set_union_merge(settings.repo, globs)
     repo, branch = settings.repo, settings.integration_branch
     if settings.git_hub:  # every car is merged onto the hub's integration branch
         hub.fetch_branch(repo, settings.git_hub, branch, f"refs/heads/{branch}")
     start = tip = treemerge.tip_of(repo, branch)
+    _holds(repo, branch, tip, landed)
     outcomes: dict[int, Outcome] = {}
     pending, reds = list(range(len(jobs))), 0
     while pending:
@@ -70,6 +75,19 @@ def run_train(settings: Settings, jobs: Sequence[MergeJob]) -> list[Outcome]:
         count = sum(isinstance(o, MergeReport) and o.sha is not None for o in outcomes.values())
         logger.info("merge train of %d: %d landed", len(jobs), count)
     return [outcomes[i] for i in range(len(jobs))]
+
+
+def _holds(repo: Path, branch: str, tip: str, landed: tuple[str, str] | None) -> None:
+    """Merging onto a branch moved back (``git branch -f``, ``reset --hard``) would drop the
+    merged work it lost for good, unseen: refused until a person puts it back."""
+    if landed is None or branches.is_ancestor(repo, landed[1], tip):
+        return
+    key, sha = landed
+    raise GitError(
+        f"{branch} was moved back outside cw: it no longer holds task {key}'s merge {sha[:12]} "
+        f"(nor what came before it); put it back (`git branch -f {branch} {sha[:12]}`, or a "
+        "commit holding it), then `cw task retry` the tasks whose merge failed"
+    )
 
 
 def _round(

@@ -194,6 +194,19 @@ class Merges(StoreBase):
             ).all()
             return [claim_of(row) for row in rows]
 
+    def last_landed(self) -> tuple[str, str] | None:
+        """(task key, sha) of the newest merge that landed: what the integration branch must
+        still hold (a branch moved back outside cw has lost it)."""
+        with self._read() as s:
+            row = s.execute(
+                select(Task.key, Merge.result_sha)
+                .join(Task, Task.id == Merge.task_id)
+                .where(Merge.state == "merged", Merge.result_sha.is_not(None))
+                .order_by(Merge.finished_at.desc(), Merge.id.desc())
+                .limit(1)
+            ).first()
+            return (str(row[0]), str(row[1])) if row else None
+
     def requeue_merge(self, claim: Claim) -> bool:
         """A merge begun and not finished goes back to waiting (its train stopped short)."""
         with self._write() as s:

@@ -1,0 +1,46 @@
+"""The integration branch moved back outside cw (``git branch -f``, ``reset --hard``): the
+merge worker merged onto it, and the done tasks' work it had lost was gone for good, unseen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from cw.transport.celeryapp import make_app
+from cw.transport.dispatch import dispatch_ready
+from tests.conftest import git
+from tests.factories import spec
+from tests.integration.conftest import District
+
+pytestmark = pytest.mark.redis
+
+AGENT = 'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"\n'
+
+
+def test_no_merge_lands_on_an_integration_branch_moved_back_until_it_is_put_back(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    (tmp_path / "agent.sh").write_text(AGENT)
+    d = district({"CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}"})
+    root = git(d.repo, "rev-parse", "cw/integration")
+    d.start_workers()
+    d.submit({"first": []})
+    assert d.wait_settled() == {"first": "done"}
+    merged = git(d.repo, "rev-parse", "cw/integration")
+    git(d.repo, "branch", "-f", "cw/integration", root)  # moved back: first's work is lost
+
+    d.store.submit(spec({"second": []}, name="more"))
+    dispatch_ready(d.store, make_app(d.settings), d.settings)
+
+    def refused() -> bool:
+        merges = d.task("second")["merges"]
+        return bool(merges) and "was moved back outside cw" in str(merges[-1]["output"])  # type: ignore[index]
+
+    d.wait_for(refused, 60, "the merge to be refused")
+    assert git(d.repo, "rev-parse", "cw/integration") == root, "nothing merged onto it"
+    git(d.repo, "branch", "-f", "cw/integration", merged)  # put back: the retry lands
+    assert d.wait_settled(timeout=120) == {"first": "done", "second": "done"}
+    files = git(d.repo, "ls-tree", "--name-only", "cw/integration").split()
+    assert {"first.txt", "second.txt"} <= set(files)
