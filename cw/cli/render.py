@@ -18,7 +18,7 @@ from cw.store.read import (
     TaskListing,
     short_count,
 )
-from cw.store.records import Tokens
+from cw.store.records import Tokens, check_ended
 
 if TYPE_CHECKING:  # rich is imported when a table is drawn: ``--json`` output needs none of it
     from rich.console import Console
@@ -284,7 +284,8 @@ def _merge_lines(console: Console, merge: MergeRecord) -> None:
     )
     if merge.verify_command:
         console.print(
-            f"    verify `{merge.verify_command}` exited {merge.verify_exit_code}", markup=False
+            f"    verify `{merge.verify_command}` {check_ended(merge.verify_exit_code)}",
+            markup=False,
         )
         if merge.verify_exit_code != 0 and merge.verify_output:
             tail = merge.verify_output.strip().splitlines()[-10:]

@@ -27,6 +27,7 @@ from cw.store.records import (
     MergeJob,
     MergeReport,
     S,
+    check_ended,
     machinery_backoff,
     machinery_gave_up,
 )
@@ -283,7 +284,8 @@ def _set_merge(s: Session, claim: Claim, **values: Any) -> int:
 
 def _bounce_reason(report: MergeReport) -> str:
     if report.rejected:
-        return f"verify failed: `{report.verify_command}` exited {report.verify_exit_code}"
+        ended = check_ended(report.verify_exit_code)
+        return f"verify failed: `{report.verify_command}` {ended}"
     return "merge conflict in " + ", ".join(report.conflict_files)
 
 

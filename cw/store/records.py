@@ -353,3 +353,8 @@ OUTCOMES: dict[str, tuple[TaskState, str]] = {
     "interrupted": (TaskState.READY, "interrupted"),  # the worker shut down
     "rate_limited": (TaskState.READY, "rate_limited"),  # parked until the limit resets
 }
+
+
+def check_ended(exit_code: int | None) -> str:
+    """How a check command ended, for a person: ``exited 1``; no exit code, ``timed out``."""
+    return "timed out" if exit_code is None else f"exited {exit_code}"

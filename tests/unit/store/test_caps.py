@@ -64,3 +64,13 @@ def test_a_spawn_over_the_cap_is_refused_and_changes_nothing(store: Store) -> No
         store.claim_task(b, cap=1)
     assert states(store) == {"a": "queued", "b": "ready"}
     assert store.claim_task(b) == Claim(b, 1), "no cap: spawned"
+
+
+def test_a_check_that_timed_out_says_so_not_exited_none(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    (a,) = store.claim_ready_tasks()
+    to_merging(store, a)
+    slow = MergeReport(rejected=True, verify_command="sleep 1000", verify_output="(timed out)")
+    store.bounce(a, slow, intent=[], max_bounces=3)
+    error = str(store.task_detail(a.task_id).last_error)
+    assert "verify failed: `sleep 1000` timed out" in error, error
