@@ -102,6 +102,12 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
+    if not (worktree / ".git").exists():  # the agent's doing: not cw's machinery to retry
+        gone = f"the agent removed its worktree {worktree}; its commits stay on {branch}"
+        tip = branches.branch_sha(settings.repo, branch)
+        return replace(
+            result, outcome="failed", error=f"{gone}: `cw task retry` goes on", head_sha=tip
+        )
     elsewhere = branches.back_on_branch(worktree, branch, ws.base_sha, settings.integration_branch)
     if elsewhere is not None:
         # Nothing is committed or removed: the worktree stays as the agent left it.

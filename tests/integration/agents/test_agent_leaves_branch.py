@@ -24,6 +24,8 @@ case "$CW_TASK_KEY" in
   elsewhere) git checkout -q --orphan unrelated ;;
   onto) git checkout -q cw/integration ;;
   later) sleep 2 ;;
+  vanish) echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; git add -A; git commit -q -m mine
+          rm -rf "$PWD"; exit 0 ;;
 esac
 echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"
 git add -A && git commit -q -m "work of $CW_TASK_KEY"
@@ -140,3 +142,15 @@ def test_a_branch_an_earlier_district_left_is_set_aside_not_worked_on(
     assert "plain.txt" in files and "garbage.txt" not in files
     kept = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/cw/stale/")
     assert kept.startswith(f"cw/stale/{slug}-"), "the old work is kept, out of the way"
+
+
+def test_an_agent_that_removes_its_worktree_fails_once_saying_so(wanderer: District) -> None:
+    """Not cw's machinery failing (it was retried six times, each a paid run, and blamed on
+    cw): the task fails at once, its commits on its branch, and a retry goes on from them."""
+    wanderer.submit({"vanish": []})
+    assert wanderer.wait_settled() == {"vanish": "failed"}
+    task = wanderer.task("vanish")
+    assert str(task["last_error"]).startswith("the agent removed its worktree ")
+    assert task["attempt"] == 1 and len(task["runs"]) == 1  # type: ignore[arg-type]
+    branch = str(task["branch"])
+    assert "vanish.txt" in git(wanderer.repo, "ls-tree", "--name-only", branch).split()
