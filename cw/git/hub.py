@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cw.errors import GitError
-from cw.git import worktrees
+from cw.git import stalelocks
 from cw.git.branches import branch_sha, is_ancestor
 from cw.git.runner import Result, call, failure, repo_lock, rev, run
 from cw.git.worktrees import find_worktree, is_dirty
@@ -66,7 +66,7 @@ def _push(repo: Path, *args: str) -> Result:
     is stale, and the push is tried again. A live push's lock is left alone."""
     result = call(repo, "push", "--quiet", *args)
     locks = [Path(found) for found in LOCKED.findall(result.err)]
-    if result.status == 0 or not locks or not worktrees.remove_stale_locks(locks):
+    if result.status == 0 or not locks or not stalelocks.remove_stale_locks(locks):
         return result
     return call(repo, "push", "--quiet", *args)
 

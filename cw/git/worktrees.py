@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cw.defaults import GIT_LOCK_STALE_SECONDS, WORKTREE_TRASH_DIR
-from cw.errors import GitError
+from cw.defaults import WORKTREE_TRASH_DIR
+from cw.errors import AgentError, GitError
 from cw.git.branches import branch_sha
 from cw.git.runner import (
     NO_HOOKS,
@@ -24,11 +25,16 @@ from cw.git.runner import (
     git_common_dir,
     identity,
     loose_ref,
+    nul_split,
     repo_lock,
     run,
 )
+from cw.git.stalelocks import remove_stale_locks
 
 logger = logging.getLogger(__name__)
+
+#: What ``git add`` says of a repository inside the worktree that has no commit yet.
+_EMPTY_REPOSITORY = re.compile(r"'(.+?)/?' does not have a commit checked out")
 
 
 @dataclass(frozen=True)
@@ -271,51 +277,6 @@ def git_lock_files(repo: Path, under: Path, branch_prefix: str) -> list[Path]:
     return sorted({*found, *refs.glob("**/*.lock")})
 
 
-def stale_locks(locks: list[Path]) -> list[Path]:
-    """The lock files of ``locks`` a killed git left: older than ``GIT_LOCK_STALE_SECONDS`` (git
-    closes a lock file just before it renames it) and open in no process."""
-    now = time.time()
-    old = [p for p in locks if _age(p, now) > GIT_LOCK_STALE_SECONDS]
-    held = _open_files() if old else set()
-    return [p for p in old if held is not None and str(p.resolve()) not in held]
-
-
-def remove_stale_locks(locks: list[Path]) -> list[Path]:
-    """Delete the stale ones of ``locks`` (:func:`stale_locks`); return what was deleted."""
-    removed = []
-    for lock in stale_locks(locks):
-        logger.warning("removing %s: left by a git that was killed", lock)
-        lock.unlink(missing_ok=True)
-        removed.append(lock)
-    return removed
-
-
-def _age(path: Path, now: float) -> float:
-    try:
-        return now - path.stat().st_mtime
-    except OSError:
-        return -1.0  # gone: nothing to remove
-
-
-def _open_files() -> set[str] | None:
-    """Every file some process on this host has open (the processes this user may look at);
-    None without ``/proc``, where no lock can be known to be stale."""
-    if not Path("/proc/self/fd").is_dir():
-        return None
-    found: set[str] = set()
-    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
-        try:
-            fds = list(fd_dir.iterdir())
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                found.add(os.readlink(fd))
-            except OSError:
-                continue
-    return found
-
-
 def is_dirty(worktree: Path) -> bool:
     """Whether ``worktree`` has uncommitted changes, untracked files included."""
     return bool(run(worktree, "status", "--porcelain", "--untracked-files=all"))
@@ -333,7 +294,13 @@ def commit_all(
     the branch; the conflicts are told again from the task's bounce). A finished commit is
     tried first and asks whether anything was staged only when it fails (one git process
     fewer on the usual path)."""
-    run(worktree, "add", "-A")
+    added = call(worktree, "add", "-A")
+    if added.status != 0:
+        if empty := _EMPTY_REPOSITORY.findall(added.err):  # one without a commit yet
+            raise AgentError(_embedded(empty))
+        raise GitError(failure(("add",), added))
+    if added.err:  # git warns of an embedded repository, among other things
+        _refuse_embedded(worktree)
     if not finished and _nothing_staged(worktree):
         return None
     env = identity(author)
@@ -343,6 +310,32 @@ def commit_all(
             return None
         raise GitError(failure(("commit",), done))
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
+
+
+def _refuse_embedded(worktree: Path) -> None:
+    """A repository of its own inside the worktree (``git init`` or ``git clone`` there) is
+    staged as a bare link to a commit only it holds: committed, the files are lost with the
+    worktree. Unstaged, and the agent's attempt fails saying so (a submodule it registered in
+    ``.gitmodules`` is left alone)."""
+    fields = nul_split(run(worktree, "diff", "--cached", "--raw", "-z", "--diff-filter=A"))
+    links = [
+        path for meta, path in zip(fields[::2], fields[1::2], strict=False) if " 160000 " in meta
+    ]
+    modules = worktree / ".gitmodules"
+    listed = modules.read_text(errors="replace") if modules.is_file() else ""
+    embedded = [path for path in links if f"path = {path}\n" not in listed + "\n"]
+    if not embedded:
+        return
+    run(worktree, "reset", "-q", "--", *embedded)
+    raise AgentError(_embedded(embedded))
+
+
+def _embedded(paths: list[str]) -> str:
+    return (
+        f"{', '.join(paths)}: a git repository of its own inside the worktree (git init or "
+        "clone there), whose files cannot be committed: remove its .git (or register it as a "
+        "submodule), then `cw task retry`"
+    )
 
 
 def _nothing_staged(worktree: Path) -> bool:

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cw.git import branches, hub, worktrees
+from cw.git import branches, hub, stalelocks, worktrees
 from cw.host import runmarks
 from cw.maintenance.gc import FINISHED, PREFIX, S, current_integration, task_worktrees
 from cw.settings import Settings
@@ -440,7 +440,7 @@ def _cleaned_up_soon(settings: Settings, task: TaskFootprint) -> bool:
 
 def cw_locks(settings: Settings) -> list[Path]:
     locks = worktrees.git_lock_files(settings.repo, settings.state_dir, "cw/")
-    return worktrees.stale_locks(locks)
+    return stalelocks.stale_locks(locks)
 
 
 def finished_worktrees(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from cw import defaults
-from cw.git import branches, worktrees
+from cw.git import branches, stalelocks, worktrees
 from cw.host import processes
 from cw.maintenance.doctor import (
     being_set_up,
@@ -33,7 +33,7 @@ def repair(settings: Settings, store: Store) -> list[str]:
             done.append(f"removed half-made worktree {path}")
     done += [
         f"removed stale git lock {lock}"
-        for lock in worktrees.remove_stale_locks(cw_locks(settings))
+        for lock in stalelocks.remove_stale_locks(cw_locks(settings))
     ]
     finished = [path for _, path in finished_worktrees(settings, store.workspaces())]
     report = clean_finished_worktrees(settings, store, finished)

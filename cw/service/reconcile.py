@@ -33,7 +33,7 @@ from kombu.exceptions import ChannelError
 from cw import defaults
 from cw.agents.attempts import stop_lost_agent
 from cw.errors import CwError
-from cw.git import worktrees
+from cw.git import stalelocks, worktrees
 from cw.git.merging import stuck_merges
 from cw.host import runmarks
 from cw.maintenance.gc import clean_host_worktrees
@@ -169,7 +169,7 @@ def clear_stale_locks(settings: Settings) -> int:
     than ``GIT_LOCK_STALE_SECONDS`` that no process holds open."""
     try:
         locks = worktrees.git_lock_files(settings.repo, settings.state_dir, "cw/")
-        return len(worktrees.remove_stale_locks(locks))
+        return len(stalelocks.remove_stale_locks(locks))
     except (CwError, OSError) as exc:
         logger.warning("could not look for stale git locks: %s", exc)
         return 0

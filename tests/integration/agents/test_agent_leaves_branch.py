@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from cw.errors import AgentError
 from cw.git.branches import back_on_branch
+from cw.git.worktrees import commit_all
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready
 from tests.factories import spec
@@ -26,6 +28,9 @@ case "$CW_TASK_KEY" in
   later) sleep 2 ;;
   vanish) echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; git add -A; git commit -q -m mine
           rm -rf "$PWD"; exit 0 ;;
+  nested) git init -q vendor/lib; echo n > vendor/lib/n.txt; git -C vendor/lib add n.txt
+          git -C vendor/lib -c user.name=a -c user.email=a@b commit -q -m mine
+          echo top > top.txt; exit 0 ;;
 esac
 echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"
 git add -A && git commit -q -m "work of $CW_TASK_KEY"
@@ -154,3 +159,32 @@ def test_an_agent_that_removes_its_worktree_fails_once_saying_so(wanderer: Distr
     assert task["attempt"] == 1 and len(task["runs"]) == 1  # type: ignore[arg-type]
     branch = str(task["branch"])
     assert "vanish.txt" in git(wanderer.repo, "ls-tree", "--name-only", branch).split()
+
+
+def test_a_repository_made_inside_the_worktree_fails_the_task_not_its_files(
+    wanderer: District,
+) -> None:
+    """`git init` (or a clone) inside the worktree: `git add -A` staged a link to a commit
+    only that repository holds, merged as "done", and its files went with the worktree."""
+    wanderer.submit({"nested": []})
+    assert wanderer.wait_settled() == {"nested": "failed"}
+    error = str(wanderer.task("nested")["last_error"])
+    assert error.startswith("vendor/lib: a git repository of its own inside the worktree"), error
+    worktree = Path(str(wanderer.task("nested")["worktree"]))
+    assert (worktree / "vendor/lib/n.txt").is_file(), "nothing removed"
+    staged = git(worktree, "diff", "--cached", "--name-only").split()
+    assert "vendor/lib" not in staged and "top.txt" in staged
+
+
+def test_a_repository_with_no_commit_inside_the_worktree_is_the_agents_not_cws(
+    tmp_path: Path,
+) -> None:
+    """`git add -A` fails on it: that is no failure of cw's machinery (retried six times)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    git(repo, "init", "-q", "sub")
+    (repo / "sub" / "x.txt").write_text("x\n")
+    with pytest.raises(AgentError, match=r"^sub: a git repository of its own"):
+        commit_all(repo, "work")
