@@ -14,7 +14,7 @@ DOCS = [TOP / "README.md", *sorted((TOP / "docs").glob("*.md"))]
 PATH = re.compile(r"(?<![\w./-])((?:cw|workers|beat|bench|tests|scripts)/[\w./-]*[\w/])")
 #: Look like paths but are not files of this tree: cw's branch names, and the files of the
 #: example project in docs/plan-format.md.
-NOT_FILES = {"cw/integration", "cw/task/", "tests/test_api.py", "tests/test_schema.py"}
+NOT_FILES = {"cw/integration", "cw/task/", "cw/stale/", "tests/test_api.py", "tests/test_schema.py"}
 #: Written by a run (git ignores them): a clean checkout does not have them yet.
 WRITTEN_BY_RUNS = {"bench/results.json"}
 

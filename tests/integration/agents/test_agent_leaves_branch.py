@@ -38,6 +38,14 @@ echo "left uncommitted" > "$CW_TASK_KEY.extra"
 """
 
 
+def one_commit_repo(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    return repo
+
+
 @pytest.fixture
 def wanderer(district: Callable[..., District], tmp_path: Path) -> District:
     (tmp_path / "agent.sh").write_text(AGENT)
@@ -68,10 +76,7 @@ def test_a_head_that_does_not_build_on_the_task_branch_fails_the_task_saying_so(
 def test_a_deleted_task_branch_comes_back_only_on_work_that_builds_on_its_start(
     tmp_path: Path,
 ) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    repo = one_commit_repo(tmp_path)
     base = git(repo, "rev-parse", "HEAD")
     worktree = tmp_path / "wt"
     git(repo, "worktree", "add", "-q", "-b", "task", str(worktree), base)
@@ -108,10 +113,7 @@ def test_a_branch_holding_others_commits_is_not_taken_as_the_agents_work(
 ) -> None:
     """Another branch that builds on the task branch, with commits not the agent's (a
     person's, another task's): the task branch does not move to it."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    repo = one_commit_repo(tmp_path)
     base = git(repo, "rev-parse", "HEAD")
     git(repo, "branch", "someone", base)
     worktree = tmp_path / "wt"
@@ -180,10 +182,7 @@ def test_a_repository_with_no_commit_inside_the_worktree_is_the_agents_not_cws(
     tmp_path: Path,
 ) -> None:
     """`git add -A` fails on it: that is no failure of cw's machinery (retried six times)."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "commit", "-q", "--allow-empty", "-m", "start")
+    repo = one_commit_repo(tmp_path)
     git(repo, "init", "-q", "sub")
     (repo / "sub" / "x.txt").write_text("x\n")
     with pytest.raises(AgentError, match=r"^sub: a git repository of its own"):
