@@ -303,13 +303,14 @@ def unmerged_paths(worktree: Path) -> list[str]:
 
 def undecided_deletions(worktree: Path) -> list[str]:
     """The paths a merge in progress left deleted on one side and changed on the other, still
-    unmerged: no marker shows them, and ``git add -A`` would keep the change (undoing the
-    deletion) without anyone deciding it."""
+    unmerged and still there: no marker shows them, and ``git add -A`` would keep the change
+    (undoing the deletion) without anyone deciding it. One the agent removed is decided."""
     stages: dict[str, set[str]] = {}
     for entry in nul_split(run(worktree, "ls-files", "--unmerged", "-z")):
         meta, _, path = entry.partition("\t")
         stages.setdefault(path, set()).add(meta.rsplit(" ", 1)[-1])
-    return sorted(path for path, found in stages.items() if not {"2", "3"} <= found)
+    one_sided = (path for path, found in stages.items() if not {"2", "3"} <= found)
+    return sorted(path for path in one_sided if (worktree / path).exists())  # removed: decided
 
 
 def open_conflicts(worktree: Path) -> list[str]:

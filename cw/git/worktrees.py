@@ -294,13 +294,11 @@ def commit_all(
     the branch; the conflicts are told again from the task's bounce). A finished commit is
     tried first and asks whether anything was staged only when it fails (one git process
     fewer on the usual path)."""
-    added = call(worktree, "add", "-A")
-    if added.status != 0:
-        if empty := _EMPTY_REPOSITORY.findall(added.err):  # one without a commit yet
-            raise AgentError(_embedded(empty))
-        raise GitError(failure(("add",), added))
-    if added.err:  # git warns of an embedded repository, among other things
-        _refuse_embedded(worktree)
+    embedded = _add_all(worktree)
+    if embedded and finished:
+        raise AgentError(_embedded(embedded))
+    if embedded:  # work in progress: the rest is committed, the next attempt is told
+        logger.warning("%s: %s", worktree, _embedded(embedded))
     if not finished and _nothing_staged(worktree):
         return None
     env = identity(author)
@@ -312,11 +310,20 @@ def commit_all(
     return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
 
 
-def _refuse_embedded(worktree: Path) -> None:
-    """A repository of its own inside the worktree (``git init`` or ``git clone`` there) is
-    staged as a bare link to a commit only it holds: committed, the files are lost with the
-    worktree. Unstaged, and the agent's attempt fails saying so (a submodule it registered in
-    ``.gitmodules`` is left alone)."""
+def _add_all(worktree: Path) -> list[str]:
+    """``git add -A``, but for repositories of their own inside the worktree (``git init`` or
+    a clone there), which would be staged as a bare link to a commit only they hold (their
+    files lost with the worktree): those are left out and returned. A submodule registered in
+    ``.gitmodules`` is left alone."""
+    added = call(worktree, "add", "-A")
+    if added.status != 0:
+        empty = _EMPTY_REPOSITORY.findall(added.err)  # one without a commit: add fails
+        if not empty:
+            raise GitError(failure(("add",), added))
+        run(worktree, "add", "-A", "--", ".", *(f":(exclude){path}" for path in empty))
+        return list(empty)
+    if not added.err:  # git warns of an embedded repository, among other things
+        return []
     fields = nul_split(run(worktree, "diff", "--cached", "--raw", "-z", "--diff-filter=A"))
     links = [
         path for meta, path in zip(fields[::2], fields[1::2], strict=False) if " 160000 " in meta
@@ -324,10 +331,9 @@ def _refuse_embedded(worktree: Path) -> None:
     modules = worktree / ".gitmodules"
     listed = modules.read_text(errors="replace") if modules.is_file() else ""
     embedded = [path for path in links if f"path = {path}\n" not in listed + "\n"]
-    if not embedded:
-        return
-    run(worktree, "reset", "-q", "--", *embedded)
-    raise AgentError(_embedded(embedded))
+    if embedded:
+        run(worktree, "reset", "-q", "--", *embedded)
+    return embedded
 
 
 def _embedded(paths: list[str]) -> str:

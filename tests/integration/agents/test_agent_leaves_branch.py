@@ -185,5 +185,13 @@ def test_a_repository_with_no_commit_inside_the_worktree_is_the_agents_not_cws(
     repo = one_commit_repo(tmp_path)
     git(repo, "init", "-q", "sub")
     (repo / "sub" / "x.txt").write_text("x\n")
+    (repo / "kept.txt").write_text("the rest\n")
     with pytest.raises(AgentError, match=r"^sub: a git repository of its own"):
-        commit_all(repo, "work")
+        commit_all(repo, "work", finished=True)
+    assert commit_all(repo, "work in progress") is not None, "the rest is committed"
+    assert git(repo, "ls-tree", "--name-only", "HEAD").split() == ["kept.txt"]
+    git(repo, "-C", "sub", "add", "x.txt")
+    git(repo, "-C", "sub", "-c", "user.name=a", "-c", "user.email=a@b", "commit", "-qm", "x")
+    (repo / "more.txt").write_text("more\n")
+    assert commit_all(repo, "work in progress") is not None, "a link to its commit is not staged"
+    assert git(repo, "ls-tree", "--name-only", "HEAD").split() == ["kept.txt", "more.txt"]

@@ -204,3 +204,15 @@ def test_a_deletion_conflict_the_agent_leaves_undecided_is_not_committed_for_it(
         error
         == "unresolved conflicts in shared.txt (deleted on one side: `git rm` or `git add` it)"
     )
+
+
+def test_a_deletion_conflict_decided_by_removing_the_file_is_the_agents_decision(
+    coordinated: Callable[..., District],
+) -> None:
+    """Plain `rm` of the file (no `git rm`) keeps the unmerged stages, yet it is decided."""
+    agent = IDLE_AGENT.replace("conflict) exit 0 ;;", "conflict) rm -f shared.txt ;;")
+    d = coordinated(agent)
+    d.submit({"gone": [], "kept": []})
+    assert d.wait_settled() == {"gone": "done", "kept": "done"}
+    files = git(d.repo, "ls-tree", "--name-only", "cw/integration").split()
+    assert "shared.txt" not in files, "the bounced agent removed it: its decision stands"
