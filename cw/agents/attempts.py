@@ -452,7 +452,8 @@ def integration_sha(settings: Settings) -> str:
     sha = branches.branch_sha(settings.repo, settings.integration_branch)
     if sha is None:
         raise CwError(
-            f"the integration branch {settings.integration_branch!r} is gone; run `cw init` again"
+            f"the integration branch {settings.integration_branch!r} is gone; recreate it at "
+            "its last merge (`cw doctor` says which)"
         )
     return sha
 

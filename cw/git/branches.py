@@ -111,6 +111,12 @@ def is_ancestor(repo: Path, commit: str, of: str) -> bool:
     raise GitError(failure(("merge-base",), result))
 
 
+def holds(repo: Path, tip: str, commit: str) -> bool:
+    """Whether ``tip`` holds ``commit``; False too when ``commit`` is not in the repository
+    (gone with a reset and a prune, or never fetched from the hub)."""
+    return call(repo, "merge-base", "--is-ancestor", commit, tip).status == 0
+
+
 def list_branches(repo: Path, prefix: str) -> dict[str, str]:
     """Local branches whose names start with ``prefix``, each with its sha."""
     pattern = f"refs/heads/{prefix.rstrip('/')}"

@@ -80,7 +80,7 @@ def run_train(
 def _holds(repo: Path, branch: str, tip: str, landed: tuple[str, str] | None) -> None:
     """Merging onto a branch moved back (``git branch -f``, ``reset --hard``) would drop the
     merged work it lost for good, unseen: refused until a person puts it back."""
-    if landed is None or branches.is_ancestor(repo, landed[1], tip):
+    if landed is None or branches.holds(repo, tip, landed[1]):
         return
     key, sha = landed
     raise GitError(

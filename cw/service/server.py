@@ -188,8 +188,7 @@ class Supervisor:
             if child.retry_at is not None:
                 if time.monotonic() >= child.retry_at:
                     logger.warning("starting %s again after its pause", name)
-                    self._start(child.spec)
-                    self._write_state()
+                    self._restart(child)
                 continue
             if (code := child.proc.poll()) is None:
                 continue
@@ -209,8 +208,20 @@ class Supervisor:
             logger.warning(
                 "%s exited with code %s; starting it again (log: %s)", name, code, child.log
             )
+            self._restart(child)
+
+    def _restart(self, child: Child) -> None:
+        """Start ``child`` again; a start that fails (no memory to fork, a full disk for its
+        log) is tried again after the longest pause, not the supervisor's end."""
+        try:
             self._start(child.spec)
-            self._write_state()
+        except OSError as exc:
+            name, pause = child.spec.name, MAX_BACKOFF_SECONDS
+            logger.error("could not start %s again (%s); trying in %.0f s", name, exc, pause)
+            child.quick_exits += 1
+            child.retry_at = time.monotonic() + MAX_BACKOFF_SECONDS
+            return
+        self._write_state()
 
     def _keep_broker(self) -> None:
         """The embedded broker is not a child (every cw command uses it), but the district

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from cw.git import branches
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready
 from tests.conftest import git
@@ -44,3 +45,12 @@ def test_no_merge_lands_on_an_integration_branch_moved_back_until_it_is_put_back
     assert d.wait_settled(timeout=120) == {"first": "done", "second": "done"}
     files = git(d.repo, "ls-tree", "--name-only", "cw/integration").split()
     assert {"first.txt", "second.txt"} <= set(files)
+
+
+def test_a_merge_the_repository_does_not_have_is_not_held(tmp_path: Path) -> None:
+    """Gone with a reset and a prune, or never fetched: 'not held' (git's raw error before)."""
+    git(tmp_path, "init", "-q", "-b", "main")
+    git(tmp_path, "commit", "-q", "--allow-empty", "-m", "start")
+    tip = git(tmp_path, "rev-parse", "HEAD")
+    assert branches.holds(tmp_path, tip, tip)
+    assert not branches.holds(tmp_path, tip, "1" * 40)

@@ -431,6 +431,14 @@ def test_a_child_that_keeps_exiting_is_started_again_after_a_pause_not_given_up(
     again = supervisor.children["quick"]
     assert again is not child and again.retry_at is None, "started again"
     again.proc.wait(timeout=60)
+    again.retry_at = time.monotonic()  # due again; this time the fork fails (no memory)
+
+    def no_fork(_spec: ChildSpec) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    supervisor._start = no_fork  # type: ignore[method-assign,assignment]
+    supervisor._watch()
+    assert supervisor.children["quick"] is again and again.retry_at is not None, "later"
 
 
 def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
