@@ -405,9 +405,10 @@ def _drop_problems(reading: _Reading) -> None:
     by ``depends_on``, or by the phase order (a plan without ``depends_on`` waits for the whole
     phase before its own, so for a plan skipped there too)."""
     stored_as = {_plan_order(plan): plan.spec.key for plan in reading.known}
+    read_as = {plan.spec.where.file: plan.spec.key for plan in reading.plans}  # read, unlinked
     for problem in reading.problems:
         order = reading.unread.get(problem.file)
-        was = stored_as.get(order, "") if order else ""  # a stored plan: kept as it is
+        was = stored_as.get(order, "") if order else read_as.get(problem.file, "")
         reason = f"{problem.field}: {problem.problem}"
         reading.skip(f"{problem.file}:{problem.line}", reason, plan=was)
     bad = {problem.file for problem in reading.problems}

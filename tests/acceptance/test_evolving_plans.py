@@ -450,6 +450,7 @@ def test_lenient_reads_a_stored_plan_waiting_for_one_it_skips(repo: Path) -> Non
     out = cw(repo, "submit", "plan", ".planning", "--lenient", "--dry-run")
     assert out.returncode == 0, out.stderr
     assert "depends on unknown plan '09-09'" in out.stdout
+    assert "  skipped   01-01: 1 task: not read this time" in out.stdout, "read, yet skipped"
 
 
 YAML_V1 = """\
