@@ -92,7 +92,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     if finished is None and (until := store.paused_until(settings.agent)) is not None:
         return _paused(settings, ws, until)
     with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
-        worktree, branch = prepare_worktree(settings, store, ws)
+        worktree, branch, base = prepare_worktree(settings, store, ws)
         catch_up = ws.bounce is not None and ws.bounce.kind != REJECTED and not finished
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
     if finished is not None:
@@ -108,7 +108,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         return replace(
             result, outcome="failed", error=f"{gone}: `cw task retry` goes on", head_sha=tip
         )
-    elsewhere = branches.back_on_branch(worktree, branch, ws.base_sha, settings.integration_branch)
+    elsewhere = branches.back_on_branch(worktree, branch, base, settings.integration_branch)
     if elsewhere is not None:
         # Nothing is committed or removed: the worktree stays as the agent left it.
         tip = branches.branch_sha(settings.repo, branch)
@@ -416,7 +416,7 @@ def _works_in(pgid: int, worktree: str | None) -> bool:
     return worktree is None or cwd.is_relative_to(Path(worktree).resolve())
 
 
-def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str]:
+def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str, str]:
     """The task's worktree and branch on this host: created from the integration branch's sha
     the first time; later from the task's branch (work intact), taken from the hub when
     another host worked on it. The path is always this host's own (the attempt records it)."""
@@ -435,13 +435,13 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
         worktree = settings.worktree_dir / slug
         branch = defaults.TASK_BRANCH_PREFIX + slug
         base = integration_sha(settings)
-        store.record_workspace(ws.task_id, branch, str(worktree), base)
-        if aside := branches.set_aside(settings.repo, branch):
+        first = store.record_workspace(ws.task_id, branch, str(worktree), base)
+        if first and (aside := branches.set_aside(settings.repo, branch)):
             logger.warning(
                 "task %s: branch %s was there before it: now %s", ws.brief.key, branch, aside
             )
     worktrees.add_worktree(settings.repo, worktree, branch, base)
-    return worktree, branch
+    return worktree, branch, base
 
 
 def _own_worktree(settings: Settings, branch: str) -> Path:

@@ -135,9 +135,10 @@ class Attempts(Limits):
             for m in heard
         ]
 
-    def record_workspace(self, task_id: int, branch: str, worktree: str, base_sha: str) -> None:
+    def record_workspace(self, task_id: int, branch: str, worktree: str, base_sha: str) -> bool:
+        """The task's first workspace; False when one was recorded already (another attempt)."""
         with self._write() as s:
-            s.execute(
+            first = s.execute(
                 update(Task)
                 .where(Task.id == task_id, Task.branch.is_(None))
                 .values(branch=branch, worktree=worktree, base_sha=base_sha)
@@ -147,6 +148,7 @@ class Attempts(Limits):
                 .where(AgentRun.task_id == task_id, AgentRun.state == "running")
                 .values(worktree=worktree)
             )
+            return bool(getattr(first, "rowcount", 0))
 
     def record_worktree(self, claim: Claim, worktree: str) -> None:
         """Where this attempt keeps the task's worktree: a path on its own host (the run

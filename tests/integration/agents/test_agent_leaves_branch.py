@@ -25,6 +25,7 @@ case "$CW_TASK_KEY" in
   detached) git checkout -q --detach ;;
   elsewhere) git checkout -q --orphan unrelated ;;
   onto) git checkout -q cw/integration ;;
+  orphaned) b=$(git symbolic-ref --short HEAD); git checkout -q --detach; git branch -q -D "$b" ;;
   later) sleep 2 ;;
   vanish) echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; git add -A; git commit -q -m mine
           rm -rf "$PWD"; exit 0 ;;
@@ -61,6 +62,16 @@ def test_work_committed_off_the_task_branch_is_merged(wanderer: District) -> Non
     assert {"side.txt", "side.extra", "detached.txt", "detached.extra"} <= set(files)
     for key in ("side", "detached"):
         assert wanderer.task(key)["no_changes"] is False
+
+
+def test_a_first_attempt_whose_agent_deleted_its_branch_is_merged_from_its_start(
+    wanderer: District,
+) -> None:
+    """On a first attempt the branch's start was not yet in the workspace it was given."""
+    wanderer.submit({"orphaned": []})
+    assert wanderer.wait_settled() == {"orphaned": "done"}
+    files = git(wanderer.repo, "ls-tree", "--name-only", "cw/integration").split()
+    assert "orphaned.txt" in files
 
 
 def test_a_head_that_does_not_build_on_the_task_branch_fails_the_task_saying_so(

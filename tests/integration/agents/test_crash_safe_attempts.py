@@ -150,7 +150,7 @@ def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_star
     first = claim(store)
     workspace = store.start_attempt(first, worker="w1", host=socket.gethostname(), lease_seconds=1)
     assert workspace is not None
-    worktree, _branch = attempts.prepare_worktree(settings, store, workspace)
+    worktree, _branch, _base = attempts.prepare_worktree(settings, store, workspace)
     orphan = subprocess.Popen(["sleep", "60"], cwd=worktree, start_new_session=True)
     try:
         store.record_heartbeat(first, 1, orphan.pid)  # its worker dies: the agent lives on
