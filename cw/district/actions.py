@@ -91,7 +91,10 @@ class District:
         held = self.store.over_budget()
         self.store.set_budget(scope, usd=usd, tokens=tokens)
         if held - self.store.over_budget():
-            self._dispatch()
+            try:
+                self._dispatch()
+            except CwError as exc:  # the cap holds: say so beside why nothing was sent
+                raise CwError(f"budget of {scope.name} set, but the work it frees waits: {exc}")
 
     # -- review --------------------------------------------------------------------------
 

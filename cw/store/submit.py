@@ -110,6 +110,7 @@ class Submitting(StoreBase):
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
             touched += [task for task, _dep in diff.dropped_edges]
             self._promote_some(s, [keys[key] for key in touched] + self._unblock(s, waited))
+        if stored.revision:  # stored before: readers that follow events render it all again
             self._event(s, "initiative.resubmitted", None, None, spec.name)
         s.execute(
             update(Initiative)
