@@ -94,7 +94,8 @@ class District:
             try:
                 self._dispatch()
             except CwError as exc:  # the cap holds: say so beside why nothing was sent
-                raise CwError(f"budget of {scope.name} set, but the work it frees waits: {exc}")
+                said = f"budget of {scope.name} set, but the work it frees waits: {exc}"
+                raise CwError(said) from exc
 
     # -- review --------------------------------------------------------------------------
 
