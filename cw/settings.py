@@ -14,7 +14,7 @@ import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote
 
@@ -182,6 +182,8 @@ def _check_database_url(where: str, url: str) -> None:
     """A SQLite file at an absolute path (SQLAlchemy's ``sqlite[+driver]:////path``), or a
     PostgreSQL server (``postgresql[+driver]://``, or ``postgres://`` as libpq writes it);
     read without loading SQLAlchemy."""
+    if not url:
+        return  # the district's own SQLite file
     scheme, _, rest = url.partition("://")
     dialect = scheme.split("+", 1)[0]
     if (dialect == "postgresql" or scheme == "postgres") and rest:
@@ -195,9 +197,22 @@ def _check_database_url(where: str, url: str) -> None:
         raise ConfigError(f"{where}: {url!r} names a relative path; give an absolute one")
 
 
+def _check_fsui_dir(where: str, value: str) -> None:
+    """The file UI's directory: inside the repository, and none of git's or cw's own."""
+    rel = PurePosixPath(value)
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts or rel.parts[0] in _NOT_FSUI:
+        raise ConfigError(
+            f"{where}: {value!r} must be a directory inside the repository (relative, no '..', "
+            "not in .git or .cw), like cw-district"
+        )
+
+
+_NOT_FSUI = (".git", defaults.STATE_DIR)
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "integration_branch": _check_branch,
     "database_url": _check_database_url,
+    "fsui_dir": _check_fsui_dir,
 }
 
 
@@ -302,7 +317,7 @@ def _coerce(values: dict[str, Any], label: Callable[[str], str]) -> dict[str, An
             raise ConfigError(f"{where}: expected one of {', '.join(_CHOICES[name])}, got {raw!r}")
         if kind in (int, float):
             _in_range(where, name, value, raw)
-        if name in _CHECKS and value:
+        if name in _CHECKS:
             _CHECKS[name](where, value)
         out[name] = value
     return out

@@ -164,3 +164,22 @@ def test_every_adapter_cw_runs_may_be_capped() -> None:
 def test_agents_run_nicer_by_default_and_zero_keeps_the_worker_s_priority(tmp_path: Path) -> None:
     assert Settings.load(env={"CW_REPO": str(tmp_path)}).agent_nice == 10
     assert Settings.load(env={"CW_REPO": str(tmp_path), "CW_AGENT_NICE": "0"}).agent_nice == 0
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "message"),
+    [
+        ('fsui_dir = "/abs"\n', {}, "config.toml: fsui_dir: '/abs' must be a directory inside"),
+        ("", {"CW_FSUI_DIR": "../out"}, "CW_FSUI_DIR: '../out' must be a directory inside"),
+        ("", {"CW_FSUI_DIR": ""}, "CW_FSUI_DIR: '' must be a directory inside"),
+        ("", {"CW_INTEGRATION_BRANCH": ""}, "CW_INTEGRATION_BRANCH: '' is not a name git allows"),
+    ],
+)
+def test_the_file_uis_directory_and_an_empty_branch_are_checked_where_written(
+    tmp_path: Path, config: str, env: dict[str, str], message: str
+) -> None:
+    """Checked by every command as it reads the settings, named as written (the file UI alone
+    checked its directory, naming CW_FSUI_DIR for the config file's; an empty value passed)."""
+    write_config(tmp_path, config)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load(env={"CW_REPO": str(tmp_path), **env})
