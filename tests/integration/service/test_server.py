@@ -22,6 +22,7 @@ import pytest
 from cw.agents import attempts
 from cw.service import server as supervising
 from cw.service.server import ChildSpec, Supervisor
+from cw.settings import Settings
 from cw.store import AttemptResult, Claim, Store
 from cw.transport import broker
 from tests.conftest import CW, Processes, database_env, git, init_district
@@ -415,6 +416,13 @@ def test_a_child_that_keeps_exiting_is_started_again_after_a_pause_not_given_up(
     settings, store = init_district(repo, {"CW_REPO": str(repo), **database_env(database_url)})
     store.close()
     supervisor = Supervisor(settings, [])
+    try:
+        _restarts_after_a_pause(supervisor, settings)
+    finally:
+        broker.stop_embedded(settings)  # the supervisor's watch starts the district's broker
+
+
+def _restarts_after_a_pause(supervisor: Supervisor, settings: Settings) -> None:
     quick = ChildSpec("quick", ["--version"], stop_seconds=5)  # exits at once, every time
     first = supervisor._start(quick)
     for _ in range(supervising.MAX_QUICK_EXITS):
