@@ -102,13 +102,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, _Publisher(settings, branch))
-    if not (worktree / ".git").exists():  # the agent's doing: not cw's machinery to retry
-        gone = f"the agent removed its worktree {worktree}; its commits stay on {branch}"
-        tip = branches.branch_sha(settings.repo, branch)
-        return replace(
-            result, outcome="failed", error=f"{gone}: `cw task retry` goes on", head_sha=tip
-        )
-    elsewhere = branches.back_on_branch(worktree, branch, base, settings.integration_branch)
+    elsewhere = _left(settings, worktree, branch, base)
     if elsewhere is not None:
         # Nothing is committed or removed: the worktree stays as the agent left it.
         tip = branches.branch_sha(settings.repo, branch)
@@ -127,6 +121,15 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
         result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
         return _review_gate(settings, ws, worktree, result)
+
+
+def _left(settings: Settings, worktree: Path, branch: str, base: str) -> str | None:
+    """Why the agent left the work where cw cannot commit it (None: it did not): it removed
+    its worktree (not cw's machinery failing, to be retried), or left its task branch."""
+    if not (worktree / ".git").exists():
+        gone = f"the agent removed its worktree {worktree}; its commits stay on {branch}"
+        return f"{gone}: `cw task retry` goes on from them"
+    return branches.back_on_branch(worktree, branch, base, settings.integration_branch)
 
 
 def _unresolved(worktree: Path, conflicts: list[str]) -> str:

@@ -164,18 +164,18 @@ def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
     return lines + [f"cw: {c.line()}" for c in shown] + _late(diff)
 
 
+def _verdict(diff: PlanDiff) -> str:
+    if diff.of(REFUSED):
+        return "refused"
+    if diff.nothing_new:
+        return "nothing new"
+    return "would be stored" if diff.created else "would change"
+
+
 def _dry_run(diff: PlanDiff) -> list[str]:
     name = f"initiative {diff.initiative!r}"
     where = f"{name} (id {diff.initiative_id})" if diff.initiative_id else f"new {name}"
-    verdict = (
-        "refused"
-        if diff.of(REFUSED)
-        else "nothing new"
-        if diff.nothing_new
-        else "would be stored"
-        if diff.created
-        else "would change"
-    )
+    verdict = _verdict(diff)
     tasks = counted(len(diff.new_tasks), "task")
     return [
         f"cw: dry run, nothing stored: {where}: {verdict}; {tasks} to add",

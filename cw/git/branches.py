@@ -114,7 +114,10 @@ def is_ancestor(repo: Path, commit: str, of: str) -> bool:
 def holds(repo: Path, tip: str, commit: str) -> bool:
     """Whether ``tip`` holds ``commit``; False too when ``commit`` is not in the repository
     (gone with a reset and a prune, or never fetched from the hub)."""
-    return call(repo, "merge-base", "--is-ancestor", commit, tip).status == 0
+    try:
+        return is_ancestor(repo, commit, tip)
+    except GitError:  # git cannot find the commit
+        return False
 
 
 def list_branches(repo: Path, prefix: str) -> dict[str, str]:

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from cw.store import db, selects
-from cw.store.base import CLAIM_COLUMNS, agents_in_flight, claim_of, named_row, selecting
+from cw.store.base import CLAIM_COLUMNS, agents_in_flight, claim_of, selecting
 from cw.store.limits import Limits
 from cw.store.models import Agent, Message, Phase, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
@@ -74,7 +74,7 @@ class Dispatching(Limits):
         return [Candidate(i, kind, declared_files(files, extra)) for i, kind, files, extra in rows]
 
     def _open_checkpoint(self, s: Session, task_id: int) -> None:
-        task = named_row(s, Task, task_id)
+        task = s.get_one(Task, task_id)
         if self._move(s, task_id, [S.READY], S.WAITING):
             options = [option_text(o) for o in task.extra.get("options", [])]
             self._add_message(
