@@ -35,6 +35,8 @@ AGENT = """\
 mkdir -p out
 echo "$CW_TASK_KEY saw: $(ls out | tr '\\n' ' ')" > "out/$CW_TASK_KEY.txt"
 if [ "$CW_TASK_KEY" = a ]; then echo "a starts"; sleep 3; echo "a halfway"; sleep 3;
+elif [ "$CW_TASK_KEY" = held ]; then echo "held starts";
+  while [ ! -e "$(dirname "$0")/release" ]; do sleep 0.1; done; echo "held released";
 else sleep 0.2; fi
 echo "$CW_TASK_KEY ends"
 """
@@ -231,7 +233,7 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
 
 def test_logs_follow_a_command_agent_while_it_runs(district: Path, processes: Processes) -> None:
     repo = district
-    (repo / "plan.yaml").write_text("initiative: f\ntasks:\n  - {id: a, prompt: slow}\n")
+    (repo / "plan.yaml").write_text("initiative: f\ntasks:\n  - {id: held, prompt: wait}\n")
     run_cw(repo, "submit", "plan", "plan.yaml", "--no-dispatch")
     start_workers(processes, repo)
     run_cw(repo, "dispatch")
@@ -239,11 +241,21 @@ def test_logs_follow_a_command_agent_while_it_runs(district: Path, processes: Pr
     while not (running := json.loads(run_cw(repo, "agent", "list", "--json").stdout)):
         assert time.monotonic() < deadline, "the agent never started"
         time.sleep(0.2)
-    started = time.monotonic()
-    followed = run_cw(repo, "agent", "logs", running[0]["name"], "-f").stdout
-    assert time.monotonic() - started > 2, "it followed the agent instead of returning at once"
-    lines = followed.splitlines()
-    assert lines[-3:] == ["a starts", "a halfway", "a ends"], followed
+    command = [*CW, "agent", "logs", running[0]["name"], "-f"]
+    follow = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, text=True)
+    try:
+        assert follow.stdout is not None
+        seen = [follow.stdout.readline().rstrip("\n")]
+        while seen[-1] != "held starts":  # the agent waits for the release file meanwhile
+            assert seen[-1] or follow.poll() is None, f"it returned before the agent ended: {seen}"
+            seen.append(follow.stdout.readline().rstrip("\n"))
+        assert follow.poll() is None, "it returned while the agent still ran"
+        (repo / "release").touch()
+        rest, _ = follow.communicate(timeout=60)
+    finally:
+        follow.kill()
+    assert follow.returncode == 0
+    assert rest.splitlines()[-2:] == ["held released", "held ends"], rest
 
 
 def test_spawn_starts_a_ready_task_and_refuses_one_that_waits(

@@ -312,7 +312,7 @@ def test_a_slow_hook_runs_in_the_background_and_still_sees_every_message(
         ask(store, ASKS)
         started = time.monotonic()
         notify_later(settings, store)
-        assert time.monotonic() - started < 0.5, "the caller does not wait for the hook"
+        assert time.monotonic() - started < 0.9, "the caller does not wait for the hook (1 s)"
         deadline = time.monotonic() + 15
         while store.unnotified_messages() and time.monotonic() < deadline:
             time.sleep(0.1)
