@@ -15,19 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.errors import GitError
+from cw.git import runner
 from cw.git.branches import branch_sha, is_ancestor
 from cw.git.kept import move_ref, write_commit
-from cw.git.runner import (
-    NO_HOOKS,
-    call,
-    failure,
-    git_common_dir,
-    identity,
-    loose_ref,
-    nul_split,
-    repo_lock,
-    run,
-)
+from cw.git.runner import call, nul_split, run
 from cw.git.worktrees import find_worktree
 
 logger = logging.getLogger(__name__)
@@ -83,7 +74,9 @@ def merge_onto(
     worktree with git's recorded resolutions; what they resolve completely counts as merged.
     A branch that brings nothing new makes no merge commit (``already_merged``).
     """
-    source = loose_ref(repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}")
+    source = runner.loose_ref(
+        repo, branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+    )
     tree = _TIP_TREES.get(tip)
     if source is None or tree is None:
         result = call(repo, "rev-parse", f"{branch}^{{commit}}", f"{tip}^{{tree}}")
@@ -96,7 +89,7 @@ def merge_onto(
 
 def tip_of(repo: Path, branch: str) -> str:
     """The commit ``branch`` points at (from its loose ref when it has one)."""
-    sha = loose_ref(repo, f"refs/heads/{branch}") or branch_sha(repo, branch)
+    sha = runner.loose_ref(repo, f"refs/heads/{branch}") or branch_sha(repo, branch)
     if sha is None:
         raise GitError(f"integration branch {branch} does not exist")
     return sha
@@ -110,7 +103,7 @@ def _merge_step(
     flags = ("--write-tree", "--messages", "--name-only", "-z")
     result = call(repo, "merge-tree", *flags, old, source, strip=False)
     if result.status not in (0, 1):
-        raise GitError(failure(("merge-tree",), result))
+        raise GitError(runner.failure(("merge-tree",), result))
     done = _parse_merge_tree(result.out)
     if not done.conflicts and done.tree == old_tree and is_ancestor(repo, source, old):
         unchanged = MergedTree(repo, old, source, old, worktree, [])
@@ -178,7 +171,14 @@ def _rerere_merge(
     reset_worktree(worktree, old)
     rerere = ("-c", "rerere.enabled=true", "-c", "rerere.autoUpdate=true")
     result = call(
-        worktree, *rerere, *NO_HOOKS, "merge", "--no-ff", "--no-commit", source, env=identity()
+        worktree,
+        *rerere,
+        *runner.NO_HOOKS,
+        "merge",
+        "--no-ff",
+        "--no-commit",
+        source,
+        env=runner.identity(),
     )
     unresolved = unmerged_paths(worktree)
     if result.status != 0 and (unresolved or conflict_markers(worktree)):
@@ -197,7 +197,7 @@ def _rerere_merge(
 def advance(repo: Path, branch: str, old: str, new: str) -> None:
     """Move ``branch`` from ``old`` to ``new``, refusing if it moved meanwhile. ``update-ref``
     with the old value is git's own compare-and-swap under the ref's lock, so this does not
-    wait for :func:`repo_lock`: under load the agents' worktree work held it most of the time
+    wait for :func:`runner.repo_lock`: under load the agents' worktree work held it most of the time
     and every merge queued behind it."""
     refused = move_ref(repo, f"refs/heads/{branch}", new, old, f"cw: merge into {branch}")
     if refused is not None:
@@ -223,7 +223,7 @@ def _ensure_detached_worktree(repo: Path, path: Path, sha: str) -> None:
         raise GitError(f"{path} is the main worktree of {repo}; cw merges only in its own")
     if entry is not None and _is_worktree_top(path):
         return
-    with repo_lock(repo):
+    with runner.repo_lock(repo):
         _discard_leftover(path, registered=entry is not None)
         run(repo, "worktree", "prune")
         run(repo, "worktree", "add", "--detach", str(path), sha)
@@ -265,20 +265,20 @@ def merge_into_worktree(
     result = call(
         worktree,
         *config,
-        *NO_HOOKS,
+        *runner.NO_HOOKS,
         "merge",
         "--no-ff",
         "--no-edit",
         "-m",
         message,
         commit,
-        env=identity(),
+        env=runner.identity(),
     )
     if result.status == 0:
         return []
     conflicts = unmerged_paths(worktree)
     if not conflicts:
-        raise GitError(failure(("merge",), result))
+        raise GitError(runner.failure(("merge",), result))
     return conflicts
 
 
@@ -363,7 +363,7 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
     Written to ``info/attributes`` in the git common dir, between cw's own markers, so the
     user's attributes and checkout are untouched and every worktree sees it.
     """
-    path = git_common_dir(repo) / "info" / "attributes"
+    path = runner.git_common_dir(repo) / "info" / "attributes"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     if UNION_BEGIN in text:
         head, _, rest = text.partition(UNION_BEGIN)
@@ -374,6 +374,6 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
     if block:
         text = text.rstrip("\n") + ("\n" if text.strip() else "")
         text += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
-    with repo_lock(repo):
+    with runner.repo_lock(repo):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")

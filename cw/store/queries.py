@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from cw.plans import spec as planspec
 from cw.plans.diff import rollup
+from cw.store import models
 from cw.store.base import StoreBase, matching_ids, named_row, one_found
 from cw.store.models import (
     NO_CHANGES,
-    Agent,
-    AgentRun,
-    Base,
     Event,
     Initiative,
     Merge,
-    Message,
     Phase,
     Plan,
     PlanVersion,
@@ -40,6 +38,8 @@ from cw.store.read import (
     TaskFootprint,
 )
 from cw.store.records import S
+
+Owned = TypeVar("Owned", models.AgentRun, Merge, models.Message)
 
 #: What :class:`TaskFootprint` reads of a task.
 FOOTPRINT = "id key kind state state_changed_at branch worktree base_sha head_sha merged_sha"
@@ -136,7 +136,7 @@ class Queries(StoreBase):
         messages."""
         with self._read() as s:
             task = named_row(s, Task, task_id)
-            agent = s.scalar(select(Agent).where(Agent.task_id == task_id))
+            agent = s.scalar(select(models.Agent).where(models.Agent.task_id == task_id))
             return TaskDetail(
                 **_columns(task),
                 plan=task.plan.key,
@@ -145,17 +145,10 @@ class Queries(StoreBase):
                 dependents=_keys(s, TaskDependency.task_id, TaskDependency.depends_on_id, task_id),
                 agent=agent.name if agent else None,
                 session_id=agent.session_id if agent else None,
-                runs=[
-                    AttemptRecord(**_columns(run))
-                    for run in s.scalars(select(AgentRun).where(AgentRun.task_id == task_id))
-                ],
-                merges=[
-                    MergeRecord(**_columns(merge))
-                    for merge in s.scalars(select(Merge).where(Merge.task_id == task_id))
-                ],
+                runs=[AttemptRecord(**_columns(r)) for r in _of_task(s, models.AgentRun, task_id)],
+                merges=[MergeRecord(**_columns(r)) for r in _of_task(s, Merge, task_id)],
                 messages=[
-                    MessageRecord(**_columns(message))
-                    for message in s.scalars(select(Message).where(Message.task_id == task_id))
+                    MessageRecord(**_columns(r)) for r in _of_task(s, models.Message, task_id)
                 ],
                 verify_treatment=planspec.verify_treatment(
                     (task.extra or {}).get("verify_mode"), task.verify
@@ -212,6 +205,11 @@ def _keys(s: Session, want: Any, where: Any, task_id: int) -> list[str]:
     return list(s.scalars(select(Task.key).where(Task.id.in_(ids)).order_by(Task.position)))
 
 
-def _columns(row: Base) -> dict[str, Any]:
+def _of_task(s: Session, model: type[Owned], task_id: int) -> Sequence[Owned]:
+    """The rows of ``model`` (attempts, merges, messages) that belong to one task."""
+    return s.scalars(select(model).where(model.task_id == task_id)).all()
+
+
+def _columns(row: models.Base) -> dict[str, Any]:
     """An ORM row's columns by name, as a record's fields."""
     return {c.name: getattr(row, c.name) for c in row.__table__.columns}
