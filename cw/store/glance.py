@@ -18,7 +18,7 @@ from pathlib import Path
 from cw import defaults
 
 #: The newest migration; a unit test checks it is Alembic's head.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 _PLAIN_SQLITE = "sqlite:///"  # SQLAlchemy's form of a SQLite file, with no options after it
 

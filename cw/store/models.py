@@ -269,7 +269,10 @@ class Merge(Base):
     """One attempt to integrate a task's branch."""
 
     __tablename__ = "merges"
-    __table_args__ = (UniqueConstraint("task_id", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("task_id", "attempt"),
+        Index("ix_merges_landed", "state", "finished_at"),  # the newest merge that landed
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id"))

@@ -113,10 +113,10 @@ def test_glance_opens_only_a_sqlite_file_at_this_schema(tmp_path: Path) -> None:
     opened.close()
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0007'"))
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0008'"))
     engine.dispose()
     assert Glance.open(url) is None, "a database to migrate is the store's"
-    assert glance.SCHEMA_REVISION == "0008"
+    assert glance.SCHEMA_REVISION == "0009"
 
 
 @pytest.mark.sqlite_only
