@@ -28,7 +28,7 @@ from cw.agents.prompts import (
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
 from cw.errors import AgentError, CwError, GitError, UsageError
-from cw.git import branches, hub, treemerge, worktrees
+from cw.git import branches, hub, nested, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes, runmarks
 from cw.settings import Settings
@@ -95,6 +95,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         worktree, branch, base = prepare_worktree(settings, store, ws)
         catch_up = ws.bounce is not None and ws.bounce.kind != REJECTED and not finished
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
+        start = _head(worktree)
     if finished is not None:
         # Its agent finished before a crash took the attempt: its work is what gets merged.
         logger.info("task %s: an earlier agent finished; straight to merge", ws.brief.key)
@@ -115,6 +116,9 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         if left:
             # Never commit conflict markers: the agent has to finish resolving.
             return replace(result, outcome="failed", error=f"unresolved conflicts in {left}")
+        links = _committed_links(worktree, start) if result.ok else []
+        if links:
+            return replace(result, outcome="failed", error=nested.why(links, committed=True))
         if result.ok:
             store.record_agent_finished(claim, result)
     with _lease_kept(settings, store, claim):
@@ -130,6 +134,16 @@ def _left(settings: Settings, worktree: Path, branch: str, base: str) -> str | N
         gone = f"the agent removed its worktree {worktree}; its commits stay on {branch}"
         return f"{gone}: `cw task retry` goes on from them"
     return branches.back_on_branch(worktree, branch, base, settings.integration_branch)
+
+
+def _committed_links(worktree: Path, start: str | None) -> list[str]:
+    """Repositories of their own the agent committed as links (none when it committed
+    nothing itself: ``git add -A`` then finds them before cw commits)."""
+    return nested.committed(worktree, start) if start and _head(worktree) != start else []
+
+
+def _head(worktree: Path) -> str | None:
+    return worktrees.head_file_sha(worktree) or branches.head_sha(worktree)
 
 
 def _unresolved(worktree: Path, conflicts: list[str]) -> str:

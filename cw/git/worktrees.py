@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from cw.defaults import WORKTREE_TRASH_DIR
 from cw.errors import AgentError, GitError
+from cw.git import nested
 from cw.git.branches import branch_sha
 from cw.git.runner import (
     NO_HOOKS,
@@ -25,16 +25,12 @@ from cw.git.runner import (
     git_common_dir,
     identity,
     loose_ref,
-    nul_split,
     repo_lock,
     run,
 )
 from cw.git.stalelocks import remove_stale_locks
 
 logger = logging.getLogger(__name__)
-
-#: What ``git add`` says of a repository inside the worktree that has no commit yet.
-_EMPTY_REPOSITORY = re.compile(r"'(.+?)/?' does not have a commit checked out")
 
 
 @dataclass(frozen=True)
@@ -294,11 +290,11 @@ def commit_all(
     the branch; the conflicts are told again from the task's bounce). A finished commit is
     tried first and asks whether anything was staged only when it fails (one git process
     fewer on the usual path)."""
-    embedded = _add_all(worktree)
+    embedded = nested.add_all(worktree)
     if embedded and finished:
-        raise AgentError(_embedded(embedded))
+        raise AgentError(nested.why(embedded))
     if embedded:  # work in progress: the rest is committed, the next attempt is told
-        logger.warning("%s: %s", worktree, _embedded(embedded))
+        logger.warning("%s: %s", worktree, nested.why(embedded))
     if not finished and _nothing_staged(worktree):
         return None
     env = identity(author)
@@ -307,41 +303,7 @@ def commit_all(
         if finished and not merge_in_progress(worktree) and _nothing_staged(worktree):
             return None
         raise GitError(failure(("commit",), done))
-    return _head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
-
-
-def _add_all(worktree: Path) -> list[str]:
-    """``git add -A``, but for repositories of their own inside the worktree (``git init`` or
-    a clone there), which would be staged as a bare link to a commit only they hold (their
-    files lost with the worktree): those are left out and returned. A submodule registered in
-    ``.gitmodules`` is left alone."""
-    added = call(worktree, "add", "-A")
-    if added.status != 0:
-        empty = _EMPTY_REPOSITORY.findall(added.err)  # one without a commit: add fails
-        if not empty:
-            raise GitError(failure(("add",), added))
-        run(worktree, "add", "-A", "--", ".", *(f":(exclude){path}" for path in empty))
-        return list(empty)
-    if not added.err:  # git warns of an embedded repository, among other things
-        return []
-    fields = nul_split(run(worktree, "diff", "--cached", "--raw", "-z", "--diff-filter=A"))
-    links = [
-        path for meta, path in zip(fields[::2], fields[1::2], strict=False) if " 160000 " in meta
-    ]
-    modules = worktree / ".gitmodules"
-    listed = modules.read_text(errors="replace") if modules.is_file() else ""
-    embedded = [path for path in links if f"path = {path}\n" not in listed + "\n"]
-    if embedded:
-        run(worktree, "reset", "-q", "--", *embedded)
-    return embedded
-
-
-def _embedded(paths: list[str]) -> str:
-    return (
-        f"{', '.join(paths)}: a git repository of its own inside the worktree (git init or "
-        "clone there), whose files cannot be committed: remove its .git (or register it as a "
-        "submodule), then `cw task retry`"
-    )
+    return head_file_sha(worktree) or run(worktree, "rev-parse", "HEAD")
 
 
 def _nothing_staged(worktree: Path) -> bool:
@@ -370,7 +332,7 @@ def _admin_of(worktree: Path) -> Path | None:
     return admin if text.startswith("gitdir:") and admin.is_dir() else None
 
 
-def _head_file_sha(worktree: Path) -> str | None:
+def head_file_sha(worktree: Path) -> str | None:
     """The commit a linked worktree's HEAD names, read from the files git keeps for it (no git
     process); None when anything is unusual (a main worktree, a packed ref): ask git then."""
     admin = _admin_of(worktree)

@@ -32,6 +32,8 @@ case "$CW_TASK_KEY" in
   nested) git init -q vendor/lib; echo n > vendor/lib/n.txt; git -C vendor/lib add n.txt
           git -C vendor/lib -c user.name=a -c user.email=a@b commit -q -m mine
           echo top > top.txt; exit 0 ;;
+  linked) git clone -q "$(git rev-parse --git-common-dir)" vendor/copy 2>/dev/null
+          echo top > top.txt; git add -A 2>/dev/null; git commit -q -m "vendored"; exit 0 ;;
 esac
 echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"
 git add -A && git commit -q -m "work of $CW_TASK_KEY"
@@ -187,6 +189,18 @@ def test_a_repository_made_inside_the_worktree_fails_the_task_not_its_files(
     assert (worktree / "vendor/lib/n.txt").is_file(), "nothing removed"
     staged = git(worktree, "diff", "--cached", "--name-only").split()
     assert "vendor/lib" not in staged and "top.txt" in staged
+
+
+def test_a_repository_the_agent_committed_as_a_link_fails_the_task(wanderer: District) -> None:
+    """The agent's own `git add -A` and commit: git warned it, not cw's later add."""
+    wanderer.submit({"linked": []})
+    assert wanderer.wait_settled() == {"linked": "failed"}
+    error = str(wanderer.task("linked")["last_error"])
+    assert error.startswith("vendor/copy: a git repository of its own"), error
+    assert "`git rm --cached vendor/copy`" in error
+    assert "vendor/copy" not in git(wanderer.repo, "ls-tree", "--name-only", "cw/integration")
+    worktree = Path(str(wanderer.task("linked")["worktree"]))
+    assert (worktree / "vendor/copy/.git").is_dir(), "nothing removed"
 
 
 def test_a_repository_with_no_commit_inside_the_worktree_is_the_agents_not_cws(
