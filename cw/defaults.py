@@ -44,6 +44,8 @@ ADAPTER_NAMES = ("claude", "codex", "command")
 OVERLAP_MODES = ("prefer", "strict", "ignore")
 OVERLAP = "prefer"
 REVIEW_MODES = ("auto", "manual")
+#: A plan's or an initiative's review mode: its own, or ``inherit`` the one above it.
+SCOPE_REVIEW_MODES = (*REVIEW_MODES, "inherit")
 REVIEW = "auto"
 RUN_AGENT_TASK = "cw.run_agent"
 MERGE_TASK = "cw.merge"

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from cw import defaults
 from cw.cli.common import load_settings, open_store, show
 from cw.district import District
 from cw.errors import UsageError
@@ -14,7 +15,6 @@ from cw.git import branches
 from cw.settings import Settings
 from cw.store.read import ReviewListing
 from cw.store.records import Scope
-from cw.store.review import MODES
 
 
 @click.command("list")
@@ -88,7 +88,7 @@ def review_reject(ref: str, feedback: str) -> None:
 
 
 @click.command("mode")
-@click.argument("mode", type=click.Choice(MODES))
+@click.argument("mode", type=click.Choice(defaults.SCOPE_REVIEW_MODES))
 @click.option("--plan", "plan", default=None, help="Plan id or key, e.g. 02-03.")
 @click.option("--initiative", "initiative", default=None, help="Initiative name.")
 def review_mode(mode: str, plan: str | None, initiative: str | None) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import click
 
-from cw.cli.common import counted, gc_paused, load_settings, open_store
+from cw import defaults
+from cw.cli.common import Finite, counted, gc_paused, load_settings, open_store, token_count
 from cw.errors import UsageError
 from cw.plans.cache import ReadCache
 from cw.plans.diff import (
@@ -29,6 +30,8 @@ from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
 from cw.plans.receipt import RECEIPTS, Receipt, Receipts, fingerprint
 from cw.settings import Settings
 from cw.store import glance
+from cw.store.read.row import short_count
+from cw.store.records import Terms
 
 #: Where, under the district's state directory, the plan files read before are kept.
 READ_CACHE = "cache/plans.pickle"
@@ -52,20 +55,41 @@ def submit() -> None:
     is_flag=True,
     help="Store it as a new initiative although this path was submitted under another name.",
 )
+@click.option(
+    "--review",
+    type=click.Choice(defaults.SCOPE_REVIEW_MODES),
+    default=None,
+    help="The initiative's review mode.",
+)
+@click.option("--budget", "usd", type=Finite(min=0), default=None, help="A cap in USD.")
+@click.option("--budget-tokens", default=None, help="A cap in tokens: 2M, 500k, 1500000.")
 @gc_paused()
 def submit_plan(
-    path: Path, no_dispatch: bool, dry_run: bool, lenient: bool, strict: bool, new_initiative: bool
+    path: Path,
+    no_dispatch: bool,
+    dry_run: bool,
+    lenient: bool,
+    strict: bool,
+    new_initiative: bool,
+    review: str | None,
+    usd: float | None,
+    budget_tokens: str | None,
 ) -> None:
     """Store a plan (GSD PLAN.md, a .planning/ directory, or cw YAML) and dispatch what is ready.
 
     Submitted again, the plan is reconciled with what the district holds: new phases, plans and
     tasks are added, unchanged plans left alone, changed plans none of whose tasks started
-    updated in place (their previous version kept)."""
+    updated in place (their previous version kept). --review and --budget are set on the
+    initiative with the plan, before anything is sent (as `cw review mode` and `cw budget set`
+    would after)."""
     if lenient and strict:
         raise UsageError("give at most one of --lenient and --strict")
+    tokens = None if budget_tokens is None else token_count(budget_tokens, "--budget-tokens")
+    terms = Terms(review, usd, tokens)
     settings = load_settings().require_initialized()
     receipts = Receipts(settings.state_dir / RECEIPTS)
-    files = None if dry_run else fingerprint(path, f"lenient={lenient} strict={strict}")
+    given = f"lenient={lenient} strict={strict}"
+    files = None if dry_run or terms.given else fingerprint(path, given)
     if files is not None and (answer := _answer(receipts.find(files), settings)) is not None:
         _echo_lines(answer)  # the same files, the same initiative: what the last submit said
         return
@@ -78,20 +102,20 @@ def submit_plan(
     diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
     twin = store.held_elsewhere(spec) if diff.created and not new_initiative else {}
     if dry_run:
-        _echo_lines(_dry_run(diff) + submit_report(spec))
+        _echo_lines(_dry_run(diff) + _terms(terms, "would set") + submit_report(spec))
         diff.check()
         _refuse_a_second_name(spec, twin)
         return
     diff.check()
     _refuse_a_second_name(spec, twin)
     app = None
-    if not (no_dispatch or diff.nothing_new):
+    if not (no_dispatch or (diff.nothing_new and not terms.given)):
         from cw.transport.celeryapp import connected_app  # Celery: only to send something
 
         app = connected_app(settings)
-    if not diff.nothing_new:  # nothing new: the answer is in, and no transaction is needed
-        diff = store.submit(spec, held.get(spec.name), diff)
-    _echo_lines(_summary(diff, spec) + submit_report(spec))
+    if not diff.nothing_new or terms.given:  # else the answer is in; no transaction is needed
+        diff = store.submit(spec, held.get(spec.name), diff, terms)
+    _echo_lines(_summary(diff, spec) + _terms(terms, "set") + submit_report(spec))
     if files is not None and diff.settled and diff.initiative_id is not None:
         lines = _summary(_unchanged(diff, spec), spec) + submit_report(spec)
         receipts.keep(files, diff.initiative, diff.initiative_id, diff.revision, lines)
@@ -100,6 +124,15 @@ def submit_plan(
 
         claims = dispatch_ready(store, app, settings)
         click.echo(f"cw: dispatched {len(claims)} ready task(s)")
+
+
+def _terms(terms: Terms, verb: str) -> list[str]:
+    """What a submit sets (or would) on the initiative beside its plans."""
+    said = [f"review {terms.review}"] if terms.review else []
+    caps = [f"${terms.usd:.2f}"] if terms.usd is not None else []
+    caps += [f"{short_count(terms.tokens)} tokens"] if terms.tokens is not None else []
+    said += [f"budget {' and '.join(caps)}"] if caps else []
+    return [f"cw: {verb} {', '.join(said)}"] if said else []
 
 
 def _refuse_a_second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) -> None:

@@ -63,6 +63,23 @@ class Scope:
         return f"plan {self.plan!r}" if self.plan else f"initiative {self.initiative!r}"
 
 
+@dataclass(frozen=True)
+class Terms:
+    """What a submit sets on its initiative in the transaction that stores the plan, so that
+    nothing is sent before it holds: the review mode and the budget's caps (None: as it is)."""
+
+    review: str | None = None
+    usd: float | None = None
+    tokens: int | None = None
+
+    @property
+    def given(self) -> bool:
+        return (self.review, self.usd, self.tokens) != (None, None, None)
+
+
+NO_TERMS = Terms()
+
+
 def option_text(option: Any) -> str:
     """A checkpoint's or an agent's option as a person reads it: ``id: name``."""
     if isinstance(option, dict):

@@ -8,6 +8,7 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cw import defaults
 from cw.errors import UsageError
 from cw.store.base import StoreBase, labelled, named_row, queue_merge
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
@@ -15,7 +16,7 @@ from cw.store.read import ReviewListing
 from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Bounce, Claim, ReviewCheck, S, Scope
 
 #: What ``cw review mode`` takes: a mode, or ``inherit`` to drop a plan's or initiative's own.
-MODES = ("auto", "manual", "inherit")
+MODES = defaults.SCOPE_REVIEW_MODES
 
 
 class Reviews(StoreBase):

@@ -28,7 +28,7 @@ from cw.store.models import Initiative, Phase, Plan, PlanVersion, Task, TaskDepe
 if TYPE_CHECKING:
     from cw.plans.spec import InitiativeSpec, PhaseSpec, PlanSpec, TaskSpec
 from cw.store.base import StoreBase, chunks, promotable
-from cw.store.records import NEVER_RAN, S
+from cw.store.records import NEVER_RAN, NO_TERMS, S, Scope, Terms
 
 
 class Submitting(StoreBase):
@@ -60,28 +60,44 @@ class Submitting(StoreBase):
         return found
 
     def submit(
-        self, spec: InitiativeSpec, held: Stored | None = None, diff: PlanDiff | None = None
+        self,
+        spec: InitiativeSpec,
+        held: Stored | None = None,
+        diff: PlanDiff | None = None,
+        terms: Terms = NO_TERMS,
     ) -> PlanDiff:
         """Reconcile a validated plan with what the district holds, in one transaction: add
-        what is new, update in place the changed plans none of whose tasks started. A refusal
-        raises UsageError and stores nothing. ``held``: :meth:`held` read moments ago, used
-        again if no submit changed the initiative since (its tasks' states are read anew);
-        ``diff``: ``compare(spec, held)``, used again if no task's state changed either."""
+        what is new, update in place the changed plans none of whose tasks started, set the
+        initiative's ``terms``. A refusal raises UsageError and stores nothing. ``held``:
+        :meth:`held` read moments ago, used again if no submit changed the initiative since
+        (its tasks' states are read anew); ``diff``: ``compare(spec, held)``, used again if no
+        task's state changed either."""
         with self._write() as s:
             db.serialize(s, "submit")  # two submits at once: the second sees the first's rows
             stored = _still_held(s, held) or _stored(s, spec.name)
             if diff is None or stored is not held:
                 diff = compare(spec, stored)
             diff.check()
-            if diff.nothing_new:
-                return diff
-            now = time.time()
-            if stored is None:
-                stored = self._new_initiative(s, spec, now)
-                diff.initiative_id = stored.initiative_id
-            self._apply(s, spec, stored, diff, now)
-            diff.revision = stored.revision + 1  # as _apply leaves it
+            if not diff.nothing_new:
+                now = time.time()
+                if stored is None:
+                    stored = self._new_initiative(s, spec, now)
+                    diff.initiative_id = stored.initiative_id
+                self._apply(s, spec, stored, diff, now)
+                diff.revision = stored.revision + 1  # as _apply leaves it
+            self._set_terms(s, spec.name, terms)
             return diff
+
+    def _set_terms(self, s: Session, initiative: str, terms: Terms) -> None:
+        scope = Scope(initiative=initiative)
+        if terms.review is not None:
+            review = None if terms.review == "inherit" else terms.review
+            self._set_on_scope(s, scope, "review.mode", review=review)
+        caps = {"budget_usd": terms.usd, "budget_tokens": terms.tokens}
+        if terms.usd is not None or terms.tokens is not None:
+            self._set_on_scope(
+                s, scope, "budget.set", **{k: v for k, v in caps.items() if v is not None}
+            )
 
     def _new_initiative(self, s: Session, spec: InitiativeSpec, now: float) -> Stored:
         initiative = Initiative(

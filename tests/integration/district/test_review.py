@@ -15,7 +15,7 @@ import pytest
 from cw.fsui import mirror
 from cw.fsui.mirrordir import REJECTED_MARK
 from cw.store.snapshot import Snapshot
-from tests.conftest import git
+from tests.conftest import dump_store, git
 from tests.factories import spec
 from tests.integration.conftest import District
 from tests.integration.fsui.test_fsui import cw_fsui, edit, fields, wait_for
@@ -35,13 +35,16 @@ def runs(tmp_path: Path) -> list[list[str]]:
     return [line.split() for line in (tmp_path / "runs").read_text().splitlines()]
 
 
-def reviewing(district: Callable[..., District], tmp_path: Path) -> District:
+def with_agent(district: Callable[..., District], tmp_path: Path, **env: str) -> District:
+    """A district whose agents run AGENT, logging their runs in ``tmp_path/runs``."""
     script = tmp_path / "agent.sh"
     script.write_text(AGENT)
-    d = district(
-        {"CW_AGENT_COMMAND": f"sh '{script}'", "CW_REVIEW": "manual"},
-        extra={"RUNS": str(tmp_path / "runs")},
-    )
+    settings = {"CW_AGENT_COMMAND": f"sh '{script}'", **env}
+    return district(settings, extra={"RUNS": str(tmp_path / "runs")})
+
+
+def reviewing(district: Callable[..., District], tmp_path: Path) -> District:
+    d = with_agent(district, tmp_path, CW_REVIEW="manual")
     d.start_workers(1)  # one agent slot: c can only run while a waits for review
     d.submit(PLAN, verify={"a": "test -f a.txt"})
     return d
@@ -91,9 +94,7 @@ def test_work_waits_for_review_without_a_slot_and_feedback_reaches_the_same_agen
 def test_a_plan_may_be_reviewed_while_the_district_merges_at_once(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    script = tmp_path / "agent.sh"
-    script.write_text(AGENT)
-    d = district({"CW_AGENT_COMMAND": f"sh '{script}'"}, extra={"RUNS": str(tmp_path / "runs")})
+    d = with_agent(district, tmp_path)
     d.store.submit(spec({"a": [], "b": ["a"]}))
     said = d.cw("review", "mode", "manual", "--plan", "01-01").stdout
     assert said == "cw: review of 01-01: manual\n"
@@ -151,3 +152,29 @@ def test_the_file_ui_approves_and_rejects_work_in_review(
     assert runs(tmp_path)[-1][:3] == ["a", "rejected", "shout"]
     edit(c_file, "action: none", "action: approve")
     d.wait_for(lambda: d.states()["c"] == "done", what="c merged")
+
+
+def test_a_submit_sets_review_and_budget_before_anything_runs(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    d = with_agent(district, tmp_path)
+    (d.repo / "plan.yaml").write_text("initiative: gated\ntasks:\n  - {id: a, prompt: go}\n")
+    before = dump_store(d.settings.db_url)
+    dry = d.cw("submit", "plan", "plan.yaml", "--review", "manual", "--budget", "5", "--dry-run")
+    assert "cw: would set review manual, budget $5.00" in dry.stdout.splitlines()
+    assert dump_store(d.settings.db_url) == before, "a dry run stores nothing"
+    d.start_workers(1)
+    said = d.cw(
+        "submit", "plan", "plan.yaml", "--review", "manual", "--budget", "5",
+        "--budget-tokens", "2M",
+    ).stdout  # fmt: skip
+    assert "cw: set review manual, budget $5.00 and 2M tokens" in said.splitlines()
+    assert d.wait_settled() == {"a": "review"}, "the initiative's mode held from the start"
+    (budget,) = json.loads(d.cw("budget", "list", "--json").stdout)
+    assert (budget["budget_usd"], budget["budget_tokens"]) == (5.0, 2_000_000)
+    again = d.cw("submit", "plan", "plan.yaml", "--review", "auto").stdout
+    assert "nothing new" in again and "cw: set review auto" in again
+    d.cw("review", "approve", "a")
+    assert d.wait_settled() == {"a": "done"}
+    bad = d.cw("submit", "plan", "plan.yaml", "--budget-tokens", "lots", check=False)
+    assert bad.returncode == 2 and "--budget-tokens" in bad.stderr
