@@ -20,9 +20,13 @@ def run() -> None:
 
         sys.stdout.write(f"cw, version {__version__}\n")
         return
-    from cw.cli import main
+    try:
+        from cw.cli import main
 
-    main()
+        main()
+    except KeyboardInterrupt:  # Ctrl-C while the command loads: as one the command catches
+        sys.stderr.write("cw: interrupted\n")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

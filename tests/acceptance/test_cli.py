@@ -20,8 +20,8 @@ import pytest
 import cw
 from tests.conftest import CW, Processes, dump_store, git, store_url
 
-# a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` is slow, so d and e must get
-# merged while a still runs: nothing waits for a "wave" to finish.
+# a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` runs until the test releases it,
+# so d and e must get merged while a still runs: nothing waits for a "wave" to finish.
 NSP_PLAN = """\
 initiative: nsp
 tasks:
@@ -34,7 +34,8 @@ tasks:
 AGENT = """\
 mkdir -p out
 echo "$CW_TASK_KEY saw: $(ls out | tr '\\n' ' ')" > "out/$CW_TASK_KEY.txt"
-if [ "$CW_TASK_KEY" = a ]; then echo "a starts"; sleep 3; echo "a halfway"; sleep 3;
+if [ "$CW_TASK_KEY" = a ]; then
+  while [ ! -e "$(dirname "$0")/.cw/release-a" ]; do sleep 0.1; done
 elif [ "$CW_TASK_KEY" = held ]; then echo "held starts";
   while [ ! -e "$(dirname "$0")/release" ]; do sleep 0.1; done; echo "held released";
 else sleep 0.2; fi
@@ -73,6 +74,10 @@ def start_workers(processes: Processes, repo: Path) -> None:
     processes.start([*CW, "worker", "--merge"], repo, env, "merge-worker")
 
 
+def task_states(repo: Path) -> dict[str, str]:
+    return {t["key"]: t["state"] for t in json.loads(run_cw(repo, "task", "list", "--json").stdout)}
+
+
 def merge_order(repo: Path) -> list[str]:
     subjects = git(repo, "log", "--first-parent", "--reverse", "--format=%s", "cw/integration")
     return [s.split()[2].rstrip(":") for s in subjects.splitlines() if s.startswith("cw: merge")]
@@ -86,6 +91,12 @@ def test_plan_with_a_non_series_parallel_dag_merges_in_dependency_order(
     start_workers(processes, repo)
     out = run_cw(repo, "submit", "plan", "plan.yaml").stdout
     assert "5 tasks" in out and "dispatched 2" in out
+    deadline = time.monotonic() + 90
+    while (states := task_states(repo))["e"] != "done":
+        assert time.monotonic() < deadline, f"e was not merged while a ran: {states}"
+        time.sleep(0.3)
+    assert states["a"] == "running" and states["c"] == "pending", states
+    (repo / ".cw" / "release-a").touch()
     assert "5/5 tasks done" in run_cw(repo, "wait", "--timeout", "90").stdout
 
     order = merge_order(repo)

@@ -95,7 +95,7 @@ def test_killing_the_pool_process_of_a_running_agent_resumes_its_session_elsewhe
 
     took = check_recovered(d, agent, killed_at)
     print(f"RECOVERY pool kill: second agent started after {took:.1f} s")
-    assert took < 15
+    assert took < 25  # the lease and a reconcile pass; not the broker's 4 h redelivery
 
 
 def test_killing_a_whole_worker_mid_run_moves_the_task_to_another_worker(
@@ -108,6 +108,7 @@ def test_killing_a_whole_worker_mid_run_moves_the_task_to_another_worker(
     d.submit({"t": []})
     agent = running_agent(d)
     d.start_worker("survivor", "agents")
+    d.wait_for_workers(3)  # the survivor's own start is not part of the recovery
 
     os.killpg(doomed.pid, signal.SIGKILL)  # the worker and its pool; the agent is orphaned
     killed_at = time.time()
@@ -118,7 +119,7 @@ def test_killing_a_whole_worker_mid_run_moves_the_task_to_another_worker(
     assert isinstance(runs, list)
     assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "succeeded")]
     assert runs[0]["worker"].startswith("doomed@") and runs[1]["worker"].startswith("survivor@")
-    assert took < 15
+    assert took < 25  # the lease and a reconcile pass; not the broker's 4 h redelivery
 
 
 def test_killing_a_merge_worker_mid_merge_has_another_merge_it_once(

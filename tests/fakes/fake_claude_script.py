@@ -166,7 +166,20 @@ class RateLimit:
         return {"rate_limit": self.resets_at}
 
 
-End = Done | Questions | Error | ApiError | MaxTurns | NoStructuredOutput | HangAtStart | RateLimit
+@dataclass
+class RateLimitIn:
+    """A usage limit that resets ``seconds`` after the fake hits it (a loaded machine's delays
+    before it cannot eat into the wait)."""
+
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rate_limit_in": self.seconds}
+
+
+End = (
+    Done | Questions | Error | ApiError | MaxTurns | NoStructuredOutput | HangAtStart | RateLimit
+) | RateLimitIn
 
 
 @dataclass

@@ -28,9 +28,11 @@ def claude_district(district: Callable[..., District], tmp_path: Path) -> Callab
     """Agents are the fake `claude` following ``runs``; every new message is appended as JSON
     to ``hook.jsonl`` by the notification hook (or ``hook`` runs instead)."""
 
-    def make(runs: list[Run], agents: int = 1, hook: str | None = None) -> District:
+    def make(
+        runs: list[Run], agents: int = 1, hook: str | None = None, timeout: str = "30"
+    ) -> District:
         d = fake_claude_district(
-            district, tmp_path, runs, CW_NOTIFY_TIMEOUT="1",
+            district, tmp_path, runs, CW_NOTIFY_TIMEOUT=timeout,
             CW_NOTIFY_COMMAND=hook or f"cat >> '{tmp_path / 'hook.jsonl'}'",
         )  # fmt: skip
         d.start_workers(agents)
@@ -149,15 +151,17 @@ def test_a_checkpoints_comments_send_the_work_back_to_its_agent_until_approved(
     assert "1 checkpoint(s) passed" in doctor.stdout
 
 
-@pytest.mark.parametrize(("hook", "outcome"), [("echo oops >&2; exit 3", "exit code 3"),
-                                                ("sleep 60", "timed out after 1 s")])  # fmt: skip
+@pytest.mark.parametrize(("hook", "timeout", "outcome"), [
+    ("echo oops >&2; exit 3", "30", "exit code 3"),
+    ("sleep 60", "1", "timed out after 1 s"),
+])  # fmt: skip
 def test_a_failing_or_hanging_hook_is_logged_and_breaks_nothing(
-    claude_district: Callable[..., District], hook: str, outcome: str
+    claude_district: Callable[..., District], hook: str, timeout: str, outcome: str
 ) -> None:
     d = claude_district([
         Run([], Questions([Question("q", "Go on?")]), when_prompt_contains="Task asks", attempt=1),
         Run([Write("a.txt", "a\n")], Done("ok")),
-    ], hook=hook)  # fmt: skip
+    ], hook=hook, timeout=timeout)  # fmt: skip
     submit(d, {"asks": [], "other": []}, {})
     assert d.wait_settled() == {"asks": "waiting", "other": "done"}
     (message,) = pending(d)

@@ -87,16 +87,15 @@ def test_a_stale_index_lock_is_removed_and_one_held_open_is_kept(tmp_path: Path)
     lock = git_common_dir(repo) / "worktrees" / "1-a" / "index.lock"
     lock.touch()
     age(lock, 10)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", f"import time; f = open({str(lock)!r}); time.sleep(60)"]
-    )
+    hold = f"import time; f = open({str(lock)!r}); print(1, flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE)
     try:
-        time.sleep(0.5)  # the holder has it open
+        assert holder.stdout is not None and holder.stdout.readline(), "the holder has it open"
         add_worktree(repo, path, BRANCH, base)
         assert lock.exists(), "a lock a live process holds is never removed"
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     add_worktree(repo, path, BRANCH, base)
     assert not lock.exists(), "the holder died: the lock is stale"
     (path / "work.txt").write_text("work\n")

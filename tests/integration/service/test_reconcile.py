@@ -30,6 +30,7 @@ from tests.fakes.fake_claude_script import (
     ApiError,
     Done,
     RateLimit,
+    RateLimitIn,
     Run,
     Write,
     read_jsonl,
@@ -352,9 +353,9 @@ def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
     d = fake_claude_running(district, tmp_path)
-    resets = int(time.time()) + 4  # the workers are up: the limit is hit well before
+    submitted = time.time()
     write_scenario(tmp_path / "scenario.json", [
-        Run([Write("before.txt", "before the limit\n")], RateLimit(resets), attempt=1,
+        Run([Write("before.txt", "before the limit\n")], RateLimitIn(5), attempt=1,
             when_prompt_contains="do limited"),
         Run([Write("after.txt", "after the reset\n")], Done("finished"), attempt=2),
         Run(end=Done("the next task")),
@@ -362,8 +363,9 @@ def test_a_usage_limit_parks_the_task_until_the_reset_then_resumes_its_session(
     d.submit({"limited": [], "next": ["limited"]})
 
     d.wait_for(lambda: bool(d.task("limited")["not_before"]), what="the task to be parked")
-    assert d.states() == {"limited": "ready", "next": "pending"}
-    assert d.task("limited")["not_before"] == resets
+    resets = float(d.task("limited")["not_before"])  # type: ignore[arg-type]
+    assert d.states() == {"limited": "ready", "next": "pending"}, "not claimed before the reset"
+    assert submitted + 3 < resets, "the reset the agent was told, not a default"
 
     assert d.wait_settled(timeout=40) == {"limited": "done", "next": "done"}
     calls = read_jsonl(Path(d.env["FAKE_CLAUDE_LOG"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -298,19 +299,22 @@ def test_an_idle_district_stops_in_seconds_by_ctrl_c_and_by_cw_server_stop(
     proc = srv.start()
     time.sleep(2)  # the workers' first heartbeats, beat's first tick
     tree = srv.tree()
-    started = time.monotonic()
     proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the server alone: children have groups
     assert proc.wait(timeout=SHUTDOWN_BOUND_SECONDS) == 0
-    assert time.monotonic() - started < IDLE_STOP_BOUND_SECONDS, srv.log()
+    assert stop_seconds(srv.log()) < IDLE_STOP_BOUND_SECONDS, srv.log()
     assert alive(tree) == []
 
     srv.start()
     time.sleep(2)
     tree = srv.tree()
-    started = time.monotonic()
     assert srv.cw("server", "stop").returncode == 0
-    assert time.monotonic() - started < IDLE_STOP_BOUND_SECONDS, srv.log()
+    assert stop_seconds(srv.log()) < IDLE_STOP_BOUND_SECONDS, srv.log()
     assert alive(tree) == []
+
+
+def stop_seconds(log: str) -> float:
+    """How long the server's last stop took, as it timed it (not `cw server stop`'s own start)."""
+    return float(re.findall(r"stopped \(\w+\) in ([0-9.]+) s", log)[-1])
 
 
 def test_a_second_sigterm_during_a_slow_shutdown_forces_it(
@@ -462,7 +466,7 @@ def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     assert attempts.interrupt_attempts(store, worker, os.getppid()) == 0, "nothing runs yet"
     started = time.monotonic()
     assert attempts.run_attempt(settings, store, claim, worker=worker)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20, "not the agent's 60 s"
     assert store.task_state(claim.task_id).value == "ready"
     again = store.claim_ready_tasks()
     assert again == [Claim(claim.task_id, claim.attempt + 1)]

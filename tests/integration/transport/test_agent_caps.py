@@ -15,10 +15,13 @@ pytestmark = pytest.mark.redis
 
 TASKS = [f"t{n:02}" for n in range(12)]
 CAP = 4
-#: The agent: marks itself running while it works, and logs when it started and ended.
+#: The agent: marks itself running while it works, and logs when it started and ended. The
+#: first ones wait for ``go``, which the test writes once the cap is reached (a loaded
+#: machine's staggered starts would otherwise never fill it).
 AGENT = """set -e
 touch "$RUNNING/$CW_TASK_KEY"
 echo "start $(date +%s.%N)" >> "$RUNNING/../log"
+n=0; while [ ! -e "$RUNNING/../go" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done
 sleep 0.8
 echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"
 echo "end $(date +%s.%N)" >> "$RUNNING/../log"
@@ -66,6 +69,8 @@ def test_three_workers_of_four_slots_never_run_more_agents_than_the_cap(
     sampler.start()
     try:
         d.submit({key: [] for key in TASKS})
+        d.wait_for(lambda: len(list(running.iterdir())) >= CAP, 60, "the cap reached")
+        (tmp_path / "agent" / "go").touch()
         assert d.wait_settled(timeout=120) == dict.fromkeys(TASKS, "done")
     finally:
         stop.set()
