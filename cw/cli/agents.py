@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 from cw.agents import transcript
 from cw.cli.common import Finite, load_settings, open_store, until_ctrl_c
 from cw.district import District
+from cw.host.stopflag import StopFlag
 from cw.states import TaskState
 from cw.store import Store
 
@@ -111,9 +111,7 @@ def _settled(store: Store, name: str) -> bool:
     return store.task_state(store.agent_task_id(name)) != TaskState.RUNNING
 
 
-def _lines(
-    path: Path, follow: bool, settled: Callable[[], bool], stop: threading.Event
-) -> Iterator[str]:
+def _lines(path: Path, follow: bool, settled: Callable[[], bool], stop: StopFlag) -> Iterator[str]:
     """The file's lines; with ``follow``, new ones too until ``settled`` (or Ctrl-C)."""
     with open(path, encoding="utf-8", errors="replace") as handle:
         while True:
@@ -127,7 +125,7 @@ def _lines(
 
 
 def _print_outputs(
-    log_dir: Path, follow: bool, settled: Callable[[], bool], stop: threading.Event
+    log_dir: Path, follow: bool, settled: Callable[[], bool], stop: StopFlag
 ) -> None:
     """An agent's output without an event stream (the command adapter): each attempt's stderr
     and stdout in order; with ``follow``, the last stdout as it grows, until it settles."""

@@ -8,7 +8,6 @@ import json
 import math
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import fields, is_dataclass
@@ -18,6 +17,7 @@ import click
 
 from cw.defaults import MAX_ROW_ID, MAX_TOKENS
 from cw.errors import UsageError
+from cw.host.stopflag import StopFlag
 from cw.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,16 +28,17 @@ T = TypeVar("T")
 
 
 @contextmanager
-def until_ctrl_c() -> Iterator[threading.Event]:
-    """An event Ctrl-C sets, for a command that loops until then: its loop checks the event
+def until_ctrl_c() -> Iterator[StopFlag]:
+    """A flag Ctrl-C sets, for a command that loops until then: its loop checks the flag
     (and waits on it) instead of counting on KeyboardInterrupt, which the default handler
     raises wherever the main thread is, a finalizer included, where it is lost."""
-    stop = threading.Event()
+    stop = StopFlag()
     previous = signal.signal(signal.SIGINT, lambda _signum, _frame: stop.set())
     try:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+        stop.close()
 
 
 @contextmanager

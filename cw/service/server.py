@@ -20,7 +20,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from cw.agents.protocol import last_line
 from cw.defaults import SERVER_PID_ENV
 from cw.errors import CwError
 from cw.host import pidfile, processes
+from cw.host.stopflag import StopFlag
 from cw.service import monitoring
 from cw.service.serverctl import (
     POLL_SECONDS,
@@ -136,7 +136,7 @@ class Supervisor:
         self.settings = settings
         self.specs = specs
         self.children: dict[str, Child] = {}
-        self.stopping = threading.Event()
+        self.stopping = StopFlag()  # set by a signal handler: no threading.Event
         self.forced = False
         self.started_at = time.time()
         self.broker_retry_at = 0.0  # time.monotonic() of the next try to start the broker
