@@ -125,7 +125,24 @@ class Settings:
         if not self.repo.is_dir():  # CW_REPO names it (`cw flower` runs without one)
             raise NotInitialized(f"CW_REPO: {self.repo} is not a directory")
         if not self.initialized:
+            self.require_top()
             raise NotInitialized(f"{self.repo} has no {defaults.STATE_DIR}/: run `cw init` first")
+        database = self.state_dir / defaults.DATABASE_FILE
+        if not self.database_url and not _has_content(database):
+            # Made anew, it would pass for an empty district: every task would run again.
+            raise NotInitialized(
+                f"{database} is missing or empty: put the district's database back (a backup), "
+                "or `cw init` to start an empty district"
+            )
+        return self
+
+    def require_top(self) -> Settings:
+        """The repository is the top of a git working tree (CW_REPO may name any folder: a
+        district made in a subfolder would take the real one's task branches)."""
+        if not (self.repo / ".git").exists():
+            raise NotAGitRepository(
+                f"CW_REPO: {self.repo} is not the top of a git working tree (no .git there)"
+            )
         return self
 
     def child_env(self) -> dict[str, str]:
@@ -216,6 +233,13 @@ _CHECKS: dict[str, Callable[[str, Any], None]] = {
 }
 
 
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
 def find_repo(cwd: Path | None = None) -> Path:
     """The main working tree of the repository around ``cwd`` (also from inside a worktree)."""
     where = cwd or Path.cwd()
@@ -293,12 +317,14 @@ def _caps(raw: Any, where: str, prefix: str) -> dict[str, int]:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:  # a directory, or not readable: never silently the defaults
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
     unknown = sorted(set(data) - set(_FIELDS) - {CAPS})
     if unknown:
         raise ConfigError(f"{path}: unknown setting {unknown[0]!r}; known: {', '.join(_FIELDS)}")

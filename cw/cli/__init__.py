@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from cw import __version__
-from cw.defaults import AGENT_RUN_ENV, SERVER_PID_ENV
+from cw.defaults import AGENT_RUN_ENV, DATABASE_FILE, SERVER_PID_ENV
 from cw.errors import CwError, UsageError
 
 
@@ -45,6 +45,42 @@ class LazyGroup(click.Group):
         except CwError as exc:
             click.echo(f"cw: error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            said = _database_failure(exc)
+            if said is None:
+                raise
+            click.echo(f"cw: error: {said}", err=True)
+            ctx.exit(2)
+
+
+def _database_failure(exc: Exception) -> str | None:
+    """One line for a database that cannot be used (damaged, read-only, of an unknown
+    schema, unreachable), as the database said it; None for anything else."""
+    import sqlite3
+
+    origin = type(exc).__module__.split(".")[0]
+    if isinstance(exc, sqlite3.Error):
+        reason = str(exc)
+    elif origin == "sqlalchemy" and getattr(exc, "orig", None) is not None:
+        reason = str(getattr(exc, "orig", ""))
+    elif origin == "alembic":
+        reason = f"{exc} (a schema this cw does not know: a newer cw's?)"
+    else:
+        return None
+    return f"the district's database ({_database_named()}): {reason.strip().splitlines()[0]}"
+
+
+def _database_named() -> str:
+    """The SQLite file, or which server (never its URL: it may hold a password)."""
+    from cw.settings import Settings
+
+    try:
+        settings = Settings.load()
+    except CwError:
+        return "see `cw doctor`"
+    if settings.database_url:
+        return settings.database_url.partition(":")[0]
+    return str(settings.state_dir / DATABASE_FILE)
 
 
 def _from(module: str, *names: str, prefix: str = "") -> dict[str, str]:

@@ -24,17 +24,21 @@ from cw.transport.dispatch import dispatch_ready, resend_queued
 @click.option("--integration-branch", default=None, help="Branch that collects merged work.")
 def init(integration_branch: str | None) -> None:
     """Set up cw in the current git repository (.cw/, database, integration branch)."""
-    settings = load_settings()
+    settings = load_settings().require_top()
     head = branches.head_sha(settings.repo)
     if head is None:
         raise UsageError(f"{settings.repo} has no commits yet: make a first commit, then cw init")
     branch = _integration_branch(settings, integration_branch)
+    folders = (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir)
+    for path in folders:
+        if path.exists() and not path.is_dir():
+            raise UsageError(f"{path} is in the way: cw needs a folder there; move it away")
     # The branch first: a repository git refuses it in gets no half-made .cw/.
     runner.prepare_repository(settings.repo)
     sha = branches.ensure_branch(settings.repo, branch, head)
     where = _meet_at_hub(settings, branch, sha) if settings.git_hub else ""
     sha = branches.branch_sha(settings.repo, branch) or sha
-    for path in (settings.state_dir, settings.log_dir, settings.worktree_dir, settings.lock_dir):
+    for path in folders:
         path.mkdir(parents=True, exist_ok=True)
     config = settings.state_dir / defaults.CONFIG_FILE
     if not config.exists():
