@@ -41,6 +41,10 @@ QUEUES = (AGENTS_QUEUE, MERGE_QUEUE, CONTROL_QUEUE)
 #: How dispatch treats ready tasks that declare the files of work in flight (cw.store.overlap).
 #: The agent CLIs cw can run (cw.agents.registry maps each to its adapter).
 ADAPTER_NAMES = ("claude", "codex", "command")
+#: What `claude --permission-mode` takes (manual: default's other name).
+CLAUDE_PERMISSION_MODES = (
+    "acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan",
+)  # fmt: skip
 OVERLAP_MODES = ("prefer", "strict", "ignore")
 OVERLAP = "prefer"
 REVIEW_MODES = ("auto", "manual")
@@ -60,6 +64,8 @@ AGENT_KILL_GRACE_SECONDS = 10.0
 AGENT_NICE = 10
 #: The largest niceness POSIX defines.
 MAX_NICE = 19
+#: The most agent slots one worker runs (`cw worker -c`, the concurrency setting).
+MAX_CONCURRENCY = 256
 #: The largest id or count a database column holds (a signed 64-bit integer).
 MAX_ROW_ID = 2**63 - 1
 #: The largest token budget a plan or an initiative holds (a 32-bit column on PostgreSQL).

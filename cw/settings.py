@@ -266,7 +266,14 @@ _ZERO_MEANS_NONE = frozenset(
     {"claude_max_turns", "claude_max_budget_usd", "max_bounces", "agent_nice"}
 )
 #: Numeric settings with an upper bound.
-_MAXIMA = {"agent_nice": defaults.MAX_NICE, "flower_port": 65535, "web_port": 65535}
+_MAXIMA = {
+    "agent_nice": defaults.MAX_NICE,
+    "flower_port": 65535,
+    "web_port": 65535,
+    "concurrency": defaults.MAX_CONCURRENCY,
+}
+#: Any other number: beyond it a time overflows (a lease of 1e300 s) or a count is a typo.
+_LARGEST = 10**9
 
 CAPS = "max_running"
 CAPS_PREFIX = f"{ENV_PREFIX}{CAPS.upper()}_"
@@ -277,6 +284,7 @@ _CHOICES = {
     "agent": defaults.ADAPTER_NAMES,
     "overlap": defaults.OVERLAP_MODES,
     "review": defaults.REVIEW_MODES,
+    "claude_permission_mode": defaults.CLAUDE_PERMISSION_MODES,
 }
 
 
@@ -375,8 +383,9 @@ def _in_range(where: str, name: str, value: float, raw: Any) -> None:
         raise ConfigError(f"{where}: must be 0 or more, got {raw!r}")
     if name not in _ZERO_MEANS_NONE and value <= 0:
         raise ConfigError(f"{where}: must be positive, got {raw!r}")
-    if name in _MAXIMA and value > _MAXIMA[name]:
-        raise ConfigError(f"{where}: at most {_MAXIMA[name]}, got {raw!r}")
+    largest = _MAXIMA.get(name, _LARGEST)
+    if value > largest:
+        raise ConfigError(f"{where}: at most {largest}, got {raw!r}")
 
 
 _TRUE = frozenset({"1", "true", "yes", "on"})

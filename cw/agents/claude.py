@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 from cw import defaults
 from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch
-from cw.errors import AgentError
+from cw.errors import ConfigError
 from cw.host.processes import Finished, Launch, Tick, run_in_group
 from cw.settings import Settings
 from cw.store.records import Question
@@ -103,11 +103,11 @@ class ClaudeAdapter:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._check_can_run()  # a worker refuses to start, rather than fail every task
 
     def run(
         self, request: AgentRequest, tick: Tick, on_session: Callable[[str], None]
     ) -> AgentOutcome:
-        self._check_can_run()
         outcome = self._attempt(request, tick, on_session, resume=request.session_id)
         again = _second_try(request, outcome.error or "")
         if again is None:
@@ -117,7 +117,7 @@ class ClaudeAdapter:
 
     def _check_can_run(self) -> None:
         if shutil.which(self.settings.claude_binary) is None:
-            raise AgentError(
+            raise ConfigError(
                 f"Claude Code CLI {self.settings.claude_binary!r} not found: install it "
                 "(npm install -g @anthropic-ai/claude-code) or set CW_CLAUDE_BINARY"
             )
@@ -126,7 +126,7 @@ class ClaudeAdapter:
             and os.geteuid() == 0
             and os.environ.get("IS_SANDBOX") != "1"
         ):
-            raise AgentError(
+            raise ConfigError(
                 "Claude Code refuses bypassPermissions as root: run cw as another user, use "
                 "CW_CLAUDE_PERMISSION_MODE=acceptEdits, or set IS_SANDBOX=1 inside a sandbox"
             )

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from cw.agents.protocol import AgentOutcome, AgentRequest, launch
-from cw.errors import AgentError
+from cw.errors import ConfigError
 from cw.host.processes import Finished, Launch, Tick, run_in_group
 from cw.host.secrets import agent_env
 from cw.settings import Settings
@@ -44,6 +44,7 @@ class CodexAdapter:
         self.settings = settings
         self.binary = settings.codex_binary
         self.model = settings.codex_model
+        self._find_binary(os.environ)  # a worker refuses to start, rather than fail every task
 
     def run(
         self, request: AgentRequest, tick: Tick, on_session: Callable[[str], None]
@@ -76,7 +77,7 @@ class CodexAdapter:
     def _find_binary(self, env: Mapping[str, str]) -> str:
         found = shutil.which(self.binary, path=env.get("PATH"))
         if found is None:
-            raise AgentError(
+            raise ConfigError(
                 f"the Codex CLI {self.binary!r} was not found or is not executable: install it "
                 "(npm install -g @openai/codex) or set CW_CODEX_BINARY to its path"
             )

@@ -35,7 +35,7 @@ _loglevel = click.option(
 @click.option(
     "-c",
     "--concurrency",
-    type=click.IntRange(1, 256),
+    type=click.IntRange(1, defaults.MAX_CONCURRENCY),
     default=None,
     help="Agent processes in this worker (default: settings.concurrency).",
 )

@@ -257,6 +257,9 @@ CONFIGS = {
     "binary": ("\x00\x01\x02", "config.toml"),
     "negative-agent-cap": ("[max_running]\nclaude = -2\n", "[max_running] claude"),
     "cap-of-no-adapter": ("[max_running]\ngpt = 2\n", "no adapter 'gpt'"),
+    "unknown-permission-mode": ('claude_permission_mode = "yolo"\n', "claude_permission_mode"),
+    "too-many-slots": ("concurrency = 100000\n", "config.toml: concurrency: at most 256"),
+    "a-lease-too-long": ("lease = 1e300\nheartbeat = 1e299\n", "at most 1000000000"),
 }
 
 
@@ -273,6 +276,18 @@ def test_a_bad_config_file_stops_every_command_with_one_line(repo: Path, case: s
         config.unlink()
         if saved is not None:
             config.write_text(saved)
+
+
+def test_a_worker_whose_agent_cannot_run_here_does_not_start(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a worker that fails every task it takes (and blocks what depends on them)."""
+    monkeypatch.setenv("CW_AGENT", "claude")
+    monkeypatch.setenv("CW_CLAUDE_BINARY", "/nonexistent/claude")
+    assert "Claude Code CLI '/nonexistent/claude' not found" in refused(repo, "worker")
+    monkeypatch.setenv("CW_AGENT", "codex")
+    monkeypatch.setenv("CW_CODEX_BINARY", "/nonexistent/codex")
+    assert "Codex CLI '/nonexistent/codex' was not found" in refused(repo, "worker")
 
 
 def test_a_bad_environment_variable_is_named(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -52,7 +52,7 @@ import pytest
 
 from cw.agents.codex import CodexAdapter
 from cw.agents.protocol import AgentOutcome, AgentRequest
-from cw.errors import AgentError
+from cw.errors import ConfigError
 from cw.settings import Settings
 from cw.store import TaskBrief
 
@@ -287,7 +287,7 @@ def test_a_prompt_reaches_codex_whole_even_when_it_starts_with_a_dash(tmp_path: 
 
 
 def test_a_missing_binary_raises_before_anything_starts(tmp_path: Path) -> None:
-    with pytest.raises(AgentError, match=r"install.*CW_CODEX_BINARY"):
+    with pytest.raises(ConfigError, match=r"install.*CW_CODEX_BINARY"):
         run(tmp_path, codex_binary=str(tmp_path / "no-such-codex"))
     assert not (tmp_path / "logs").exists()
 

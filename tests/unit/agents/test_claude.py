@@ -11,6 +11,7 @@ import pytest
 
 from cw.agents.claude import ANSWER_SCHEMA, ClaudeAdapter, ClaudeStream, judge
 from cw.agents.protocol import AgentRequest
+from cw.errors import ConfigError
 from cw.host.processes import Finished
 from cw.settings import Settings
 from cw.store import Question, TaskBrief
@@ -122,6 +123,13 @@ def test_the_stream_reports_the_session_at_init_and_logs_every_line() -> None:
     assert kinds == ["system", "cw", "stream_event"]
 
 
+@pytest.fixture
+def claude_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the adapter checks for when it is made (the argv tests start no process)."""
+    monkeypatch.setattr("shutil.which", lambda _name: "/usr/bin/claude")
+
+
+@pytest.mark.usefixtures("claude_installed")
 def test_first_attempt_names_its_session_and_later_ones_resume(tmp_path: Path) -> None:
     adapter = ClaudeAdapter(settings(tmp_path, CW_CLAUDE_MODEL="opus", CW_CLAUDE_MAX_TURNS="30"))
     first = adapter.argv(request(tmp_path), resume=None)
@@ -144,11 +152,11 @@ def test_bypass_permissions_as_root_is_refused_before_starting(
     monkeypatch.setattr("os.geteuid", lambda: 0)
     monkeypatch.delenv("IS_SANDBOX", raising=False)
     monkeypatch.setattr("shutil.which", lambda _name: "/usr/bin/claude")
-    adapter = ClaudeAdapter(settings(tmp_path, CW_CLAUDE_PERMISSION_MODE="bypassPermissions"))
-    with pytest.raises(Exception, match="refuses bypassPermissions as root"):
-        adapter.run(request(tmp_path), lambda _pid: True, lambda _s: None)
+    with pytest.raises(ConfigError, match="refuses bypassPermissions as root"):
+        ClaudeAdapter(settings(tmp_path, CW_CLAUDE_PERMISSION_MODE="bypassPermissions"))
 
 
+@pytest.mark.usefixtures("claude_installed")
 def test_a_brief_too_long_for_one_argument_goes_on_stdin(tmp_path: Path) -> None:
     adapter = ClaudeAdapter(settings(tmp_path))
     long = request(tmp_path, prompt="x" * 200_000)
