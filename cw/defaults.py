@@ -66,6 +66,8 @@ AGENT_NICE = 10
 MAX_NICE = 19
 #: The most agent slots one worker runs (`cw worker -c`, the concurrency setting).
 MAX_CONCURRENCY = 256
+#: A task's priority fits a 32-bit column (plan.schema.json says the same).
+PRIORITY_RANGE = (-(2**31), 2**31 - 1)
 #: The largest id or count a database column holds (a signed 64-bit integer).
 MAX_ROW_ID = 2**63 - 1
 #: The largest token budget a plan or an initiative holds (a 32-bit column on PostgreSQL).

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from cw import defaults
 from cw.district import District
 from cw.errors import UsageError
 from cw.fsui import mirror
@@ -140,6 +141,9 @@ def _feedback(fields: dict[str, Any]) -> str:
 def _priority(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EditRefused(f"`priority: {value}` is not a whole number")
+    low, high = defaults.PRIORITY_RANGE
+    if not low <= value <= high:
+        raise EditRefused(f"`priority: {value}` is out of range ({low} to {high})")
     return value
 
 

@@ -92,12 +92,30 @@ def _inlined(node: Any, defs: dict[str, Any]) -> Any:
 def check_schema(doc: YamlDoc) -> None:
     if doc.data is None:
         raise plan_error(doc.file, 1, "(top level)", "the file is empty")
+    nul = _nul_at(doc.data, ())
+    if nul is not None:  # every process cw starts would refuse it ("embedded null byte")
+        raise plan_error(doc.file, doc.line(nul), field_name(nul), "contains a NUL character")
     errors = list(_validator().iter_errors(doc.data))
     if not errors:
         return
     described = [_describe(error, doc) for error in errors]
     line, field, problem = min(described, key=lambda item: (item[0], -len(item[1])))
     raise plan_error(doc.file, line, field, problem)
+
+
+def _nul_at(node: Any, path: YamlPath) -> YamlPath | None:
+    """Where the first text holding a NUL character is (a key or a value), if anywhere."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    if not isinstance(node, dict | list):
+        return None
+    for key, value in node.items() if isinstance(node, dict) else enumerate(node):
+        if isinstance(key, str) and "\x00" in key:
+            return path
+        found = _nul_at(value, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def _describe(error: ValidationError, doc: YamlDoc) -> tuple[int, str, str]:
@@ -165,6 +183,8 @@ _DESCRIBERS: dict[str, Any] = {
     "minItems": _simple("must list at least one item"),
     "minLength": _simple("must not be empty"),
     "enum": lambda error, path: (path, "must be one of: " + ", ".join(error.validator_value)),
+    "maximum": lambda error, path: (path, f"must be at most {error.validator_value}"),
+    "minimum": lambda error, path: (path, f"must be at least {error.validator_value}"),
 }
 
 

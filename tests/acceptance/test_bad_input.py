@@ -115,6 +115,14 @@ PLANS: dict[str, tuple[bytes, str]] = {
         b"f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\ng: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n",
         "plan.yaml",
     ),
+    "nul-in-a-prompt": (
+        b'initiative: x\ntasks:\n  - {id: a, prompt: "do \\u0000 this"}\n',
+        "plan.yaml:3: tasks[0].prompt: contains a NUL character",
+    ),
+    "priority-beyond-a-column": (
+        b"initiative: x\ntasks:\n  - {id: a, prompt: p, priority: 99999999999999999999999}\n",
+        "tasks[0].priority: must be at most 2147483647",
+    ),
     "python-tag": (b"initiative: !!python/object/apply:os.system ['true']\ntasks: []\n", "plan"),
 }
 

@@ -45,6 +45,8 @@ def test_an_action_with_other_changes_is_refused() -> None:
     [("action: none", "action: delete", "not one of none, cancel, retry"),
      ("priority: 0", "priority: high", "not a whole number"),
      ("priority: 0", "priority: true", "not a whole number"),
+     ("priority: 0", "priority: 99999999999999999999999", "out of range"),
+     ("priority: 0", "priority: -2147483649", "out of range"),
      ("task: build", "task: [unclosed", "not valid YAML"),
      ("---\ntask", "task", "frontmatter block"),
      ("revision: ", "old_revision: ", "revision:` is missing")],
