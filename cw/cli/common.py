@@ -153,4 +153,6 @@ def token_count(text: str, what: str) -> int:
         raise UsageError(f"{what}: {text!r} is no token count (e.g. 2M, 500k, 1500000)")
     if value > MAX_TOKENS:
         raise UsageError(f"{what}: {text!r} is more than a budget holds ({MAX_TOKENS:,} tokens)")
+    if value != int(value):  # 0.4 tokens would be stored as 0: a spent budget
+        raise UsageError(f"{what}: {text!r} is not a whole number of tokens")
     return int(value)

@@ -98,8 +98,19 @@ class MirrorDir:
             raise ConfigError(f"{self.root} is a symbolic link; cw does not follow links there")
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} exists and is not a directory")
+        fresh = not self.root.exists() or all(  # nothing, or only what a killed cw left
+            entry.name.startswith(TEMP_PREFIX) for entry in self.root.iterdir()
+        )
+        if not (fresh or self.record.on_disk()):
+            # Somebody's folder: cw would set their files aside and hide the folder from git.
+            raise ConfigError(
+                f"{self.root} holds files cw did not write; the file UI needs a folder of its "
+                "own: a new or empty one (set fsui_dir), or remove this one"
+            )
         self.root.mkdir(parents=True, exist_ok=True)
         self.record.load()
+        if fresh and not self.record.on_disk():
+            self.record.begin()
         self.identity = _identity(self.root)
 
     def replaced(self) -> bool:

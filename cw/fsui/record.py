@@ -49,6 +49,14 @@ class Record:
         if changes:
             self._fold()
 
+    def on_disk(self) -> bool:
+        """Whether a record was ever kept (the folder has been cw's)."""
+        return self.path.exists() or self.log.exists()
+
+    def begin(self) -> None:
+        """Keep the record on disk from now on, empty as it may be: the folder is cw's."""
+        self._fold()
+
     def expect(self, rel: str, digest: str) -> None:
         if self._apply(rel, digest):
             self._pending.append((rel, digest))

@@ -54,6 +54,8 @@ class Scope:
     def __post_init__(self) -> None:
         if (self.plan is None) == (self.initiative is None):
             raise UsageError("give exactly one of --plan KEY or --initiative NAME")
+        if not (self.plan or self.initiative or "").strip():
+            raise UsageError(f"--{'plan' if self.plan is not None else 'initiative'}: is empty")
 
     @property
     def name(self) -> str:

@@ -181,6 +181,8 @@ ARGUMENTS = {
     "approve-a-task-not-in-review": ["review", "approve", "a"],
     "reject-without-feedback": ["review", "reject", "a", "-m", " "],
     "review-mode-of-no-plan": ["review", "mode", "manual", "--plan", "nope"],
+    "review-mode-of-an-empty-plan": ["review", "mode", "manual", "--plan", ""],
+    "budget-in-fractional-tokens": ["budget", "set", "--plan", "01-01", "--tokens", "0.4"],
     "review-mode-unknown": ["review", "mode", "sometimes", "--plan", "01-01"],
     "review-mode-of-nothing": ["review", "mode", "manual"],
     "show-a-review-of-a-pending-task": ["review", "show", "b"],

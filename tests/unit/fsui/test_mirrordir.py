@@ -126,3 +126,21 @@ def test_paths_inside_hidden_folders_are_ignored() -> None:
     assert MirrorDir.ignored(f"tasks/{TEMP_PREFIX}1-2-p/t.md")
     assert MirrorDir.ignored("tasks/.git/x.md") and MirrorDir.ignored("tasks/.swp")
     assert not MirrorDir.ignored("tasks/p/t.md")
+
+
+def test_a_folder_holding_somebodys_files_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    """cw would set them aside as `.rejected` and hide the folder from git."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "README.md").write_text("notes\n")
+    with pytest.raises(ConfigError, match="holds files cw did not write"):
+        MirrorDir(mine, tmp_path / "state.json").open()
+    assert [p.name for p in mine.iterdir()] == ["README.md"]
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_a_folder_cw_made_is_its_own_after_a_restart(mdir: MirrorDir, tmp_path: Path) -> None:
+    """The record is kept from the first open on: a watcher killed before it wrote one
+    finds its files its own."""
+    (mdir.root / "STATUS.md").write_text("written before a kill\n")
+    MirrorDir(mdir.root, mdir.state_file).open()
