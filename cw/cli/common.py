@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import json
 import math
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -156,3 +158,18 @@ def token_count(text: str, what: str) -> int:
     if value != int(value):  # 0.4 tokens would be stored as 0: a spent budget
         raise UsageError(f"{what}: {text!r} is not a whole number of tokens")
     return int(value)
+
+
+def check_port_free(address: str, port: int, fix: str) -> None:
+    """One line, before anything starts, when ``port`` cannot be listened on; ``fix`` says
+    how to choose another."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise UsageError(
+                    f"cannot listen on {address} ({exc.strerror}): pass another --address"
+                ) from exc
+            raise UsageError(f"port {port} on {address} is taken ({exc.strerror}): {fix}") from exc

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cw.agents.registry import make_adapter
-from cw.cli.common import Finite, load_settings, show
+from cw.cli.common import Finite, check_port_free, load_settings, show
 from cw.errors import UsageError
-from cw.host import processes
+from cw.host import pidfile, processes
 from cw.service import serverctl
 from cw.service.serverctl import ServerHealth
+from cw.settings import Settings
+
+if TYPE_CHECKING:
+    from cw.service.server import ServerOptions
 
 F = Callable[..., Any]
 
@@ -67,6 +71,8 @@ def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool, no_
     options = district.ServerOptions(
         workers=workers, flower=not no_flower, fsui=not no_fsui, web=not no_web
     )
+    if pidfile.holder(serverctl.pid_path(settings)) is None:  # a running one holds them itself
+        _check_ports(settings, options)
     if detach:
         pid = district.start_detached(settings, options)
         click.echo(
@@ -131,3 +137,12 @@ def _log_to_stderr() -> None:
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
+
+
+def _check_ports(settings: Settings, options: ServerOptions) -> None:
+    """A port the page or Flower cannot have: said now, not as a child that exits again and
+    again behind a server that said it started."""
+    if options.web:
+        check_port_free("127.0.0.1", settings.web_port, "set web_port, or pass --no-web")
+    if options.flower:
+        check_port_free("127.0.0.1", settings.flower_port, "set flower_port, or pass --no-flower")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import socket
 import sys
 from typing import NoReturn
 
@@ -12,8 +10,7 @@ import click
 
 from cw import defaults
 from cw.agents.registry import make_adapter
-from cw.cli.common import load_settings
-from cw.errors import UsageError
+from cw.cli.common import check_port_free, load_settings
 from cw.git.merging import stuck_merges
 from cw.service import monitoring
 from cw.settings import Settings
@@ -112,7 +109,7 @@ def flower(show_credentials: bool, port: int | None, address: str) -> None:
         click.echo(f"{user}:{password}")
         return
     port = port or settings.flower_port
-    _check_port_free(address, port)
+    check_port_free(address, port, "set CW_FLOWER_PORT or pass --port")
     if address not in ("127.0.0.1", "::1", "localhost"):
         click.echo(
             f"cw: warning: Flower's /metrics answers without the password; on {address} anyone "
@@ -135,22 +132,6 @@ def flower(show_credentials: bool, port: int | None, address: str) -> None:
     # anyone can read with ps.
     os.chdir(settings.state_dir if settings.initialized else "/")
     _exec(argv, settings, {"FLOWER_BASIC_AUTH": f"{user}:{password}"})
-
-
-def _check_port_free(address: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((address, port))
-        except OSError as exc:
-            if exc.errno != errno.EADDRINUSE:
-                raise UsageError(
-                    f"cannot listen on {address} ({exc.strerror}): pass another --address"
-                ) from exc
-            raise UsageError(
-                f"port {port} on {address} is taken ({exc.strerror}): set CW_FLOWER_PORT "
-                "or pass --port"
-            ) from exc
 
 
 def _recover_merges(settings: Settings) -> None:

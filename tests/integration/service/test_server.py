@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -352,6 +353,22 @@ def test_the_detached_server_runs_in_its_own_session_and_stops_on_request(
     assert alive(tree) == []
     log = (srv.repo / ".cw" / "logs" / "server.log").read_text()
     assert "stopped (clean)" in log
+
+
+def test_a_taken_port_of_the_page_is_refused_before_anything_starts(
+    server: Callable[..., Server],
+) -> None:
+    """Not "server started" over a web child that exits again and again."""
+    srv = server()
+    port = int(srv.env["CW_WEB_PORT"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        started = srv.cw("server", "start", "--detach", "--no-flower", "--no-fsui")
+    assert started.returncode == 2, started.stderr
+    assert f"port {port} on 127.0.0.1 is taken" in started.stderr
+    assert "--no-web" in started.stderr
+    assert srv.status()["pid"] is None, "nothing started"
 
 
 def test_the_children_of_a_server_killed_by_sigkill_end_with_it(
