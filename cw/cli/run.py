@@ -77,7 +77,23 @@ def _integration_branch(settings: Settings, requested: str | None) -> str:
             "integration branch by itself, so it needs one of its own (the default: "
             f"{defaults.INTEGRATION_BRANCH})"
         )
+    _refuse_in_the_way(settings, [branch, f"{defaults.TASK_BRANCH_PREFIX}x"])
     return branch
+
+
+def _refuse_in_the_way(settings: Settings, names: list[str]) -> None:
+    """A branch named like a folder of cw's branches (``cw`` for ``cw/integration``): git
+    could make none of them."""
+    for name in names:
+        parts = name.split("/")
+        for end in range(1, len(parts)):
+            prefix = "/".join(parts[:end])
+            if branches.branch_sha(settings.repo, prefix) is not None:
+                raise UsageError(
+                    f"a branch {prefix!r} exists, so git cannot make {name.removesuffix('x')!r}"
+                    f"{'...' if name.endswith('/x') else ''}: rename it (git branch -m "
+                    f"{prefix} NEW), then cw init"
+                )
 
 
 def _app(settings: Settings, check: bool = False) -> Any:

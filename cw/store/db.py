@@ -8,6 +8,7 @@ or a transaction-level advisory lock (:func:`serialize`) instead.
 from __future__ import annotations
 
 import importlib.util
+import os
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +111,16 @@ def schema_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def _why_not(path: str | None) -> str:
+    """Why SQLite could not open (or make) the file at ``path``, as far as one can tell."""
+    folder = Path(path or ".").parent
+    if not folder.is_dir():
+        return f"its folder {folder} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"its folder {folder} is not writable (SQLite writes its journal there)"
+    return "it cannot be read or written (permissions?)"
+
+
 @contextmanager
 def _first_connection(engine: Engine) -> Iterator[Connection]:
     """A connection; a database server that cannot be reached is one clear line, not a trace."""
@@ -120,9 +131,7 @@ def _first_connection(engine: Engine) -> Iterator[Connection]:
             if "unable to open database file" not in str(exc.orig):
                 raise
             path = engine.url.database
-            raise ConfigError(
-                f"cannot open the SQLite database {path}: does its directory exist?"
-            ) from exc
+            raise ConfigError(f"cannot open the SQLite database {path}: {_why_not(path)}") from exc
         where = engine.url.render_as_string(hide_password=True)
         why = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise ConfigError(

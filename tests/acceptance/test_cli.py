@@ -233,6 +233,10 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
         assert bad.returncode == 2 and "not a valid git branch name" in bad.stderr
     mine = run_cw(repo, "init", "--integration-branch", "main", check=False)
     assert mine.returncode == 2 and "'main' is the branch checked out here" in mine.stderr
+    git(repo, "branch", "team")  # in the way of team/integration, as `cw` is of cw/task/...
+    in_the_way = run_cw(repo, "init", "--integration-branch", "team/integration", check=False)
+    assert in_the_way.returncode == 2 and "a branch 'team' exists" in in_the_way.stderr
+    git(repo, "branch", "-D", "team")
     assert not (repo / ".cw").exists()
     run_cw(repo, "init", "--integration-branch", "team/integration")
     assert "team/integration" in run_cw(repo, "init").stdout
