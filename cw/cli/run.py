@@ -154,6 +154,8 @@ def budget_set(
 @click.argument("adapter", required=False)
 def limits_resume(adapter: str | None) -> None:
     """Start agents again now, though a usage limit paused them (e.g. the plan was upgraded)."""
+    if adapter is not None and adapter not in defaults.ADAPTER_NAMES:
+        raise UsageError(f"no adapter {adapter!r}: one of {', '.join(defaults.ADAPTER_NAMES)}")
     lifted = District.open(load_settings()).resume_limits(adapter)
     if not lifted:
         raise UsageError(f"no {adapter + ' ' if adapter else ''}usage-limit pause is in force")

@@ -117,7 +117,8 @@ class OperatorActions(StoreBase):
         with self._write() as s:
             if not self._move(s, task_id, [S.STOPPED], S.READY, stop_requested_at=None):
                 raise UsageError(
-                    f"task {self._describe(s, task_id)}: only a stopped agent can be resumed"
+                    f"task {self._describe(s, task_id)}: only a stopped or failed agent can be "
+                    "resumed"
                 )
 
     def make_ready(self, task_id: int) -> None:

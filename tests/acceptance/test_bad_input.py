@@ -183,6 +183,7 @@ ARGUMENTS = {
     "review-mode-of-no-plan": ["review", "mode", "manual", "--plan", "nope"],
     "review-mode-of-an-empty-plan": ["review", "mode", "manual", "--plan", ""],
     "budget-in-fractional-tokens": ["budget", "set", "--plan", "01-01", "--tokens", "0.4"],
+    "limits-of-no-adapter": ["limits", "resume", "bogus"],
     "review-mode-unknown": ["review", "mode", "sometimes", "--plan", "01-01"],
     "review-mode-of-nothing": ["review", "mode", "manual"],
     "show-a-review-of-a-pending-task": ["review", "show", "b"],
