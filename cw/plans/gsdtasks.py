@@ -251,6 +251,10 @@ def _tdd_task(body: Body) -> list[TaskSpec]:
         return []
     parts = {child.tag: child for child in feature.children()}
     prompt = feature.text
+    if not prompt.strip():
+        where = body.where(feature.start)
+        problem = f"the <feature> of plan {body.plan_key} is empty: say what to build and test"
+        raise plan_error(where.file, where.line, "feature", problem)
     cycle = section_text(body.sections, "tdd_cycle")
     if cycle:
         prompt = f"{prompt}\n\nTDD cycle:\n{cycle}"

@@ -316,6 +316,15 @@ def test_tdd_plan_is_one_task_with_the_feature_as_prompt(repo: Path) -> None:
     assert task.extra == {"tdd": True}
 
 
+def test_a_tdd_plan_with_an_empty_feature_is_refused_not_stored_without_a_prompt(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path / "02-09-PLAN.md", PLAN_02_09.split("<feature>")[0] + "<feature>\n</feature>\n"
+    )
+    assert "feature: the <feature> of plan 02-09 is empty" in str(plan_error_for(path))
+
+
 def test_summary_and_other_files_are_ignored(repo: Path) -> None:
     write(repo / ".planning/phases/01-storage/notes.txt", "not a plan")
     write(repo / ".planning/phases/research/01-99-PLAN.md", "not a phase dir")
