@@ -127,9 +127,14 @@ class Settings:
         if not self.initialized:
             self.require_top()
             raise NotInitialized(f"{self.repo} has no {defaults.STATE_DIR}/: run `cw init` first")
+        return self
+
+    def require_database(self) -> Settings:
+        """Initialised, and a SQLite district's database is there: made anew by whatever opens
+        it, it would pass for an empty district (a re-submit would run every task again)."""
+        self.require_initialized()
         database = self.state_dir / defaults.DATABASE_FILE
         if not self.database_url and not _has_content(database):
-            # Made anew, it would pass for an empty district: every task would run again.
             raise NotInitialized(
                 f"{database} is missing or empty: put the district's database back (a backup), "
                 "or `cw init` to start an empty district"

@@ -66,7 +66,7 @@ def load_settings() -> Settings:
 def open_store(settings: Settings) -> Store:
     from cw.store import Store  # SQLAlchemy: only for commands that read or write the store
 
-    return Store.open(settings.require_initialized().db_url)
+    return Store.open(settings.require_database().db_url)
 
 
 @contextmanager
@@ -75,7 +75,7 @@ def open_listings(settings: Settings) -> Iterator[Listings]:
     ``sqlite3`` alone when it can (see :mod:`cw.store.glance`), else one read of the store."""
     from cw.store.selects import Glance
 
-    glance = Glance.open(settings.require_initialized().db_url)
+    glance = Glance.open(settings.require_database().db_url)
     if glance is not None:
         with closing(glance):
             yield glance

@@ -21,7 +21,7 @@ from cw.transport.dispatch import dispatch_ready
 @click.option("--once", is_flag=True, help="Write the files and apply pending edits, then exit.")
 def fsui(once: bool) -> None:
     """Mirror tasks, agents and messages as Markdown files, and apply a person's edits."""
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     root = place.mirror_root(settings)
     if once:
         _once(settings)

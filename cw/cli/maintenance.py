@@ -44,7 +44,7 @@ def gc(dry_run: bool, as_json: bool) -> None:
 def doctor(fix: bool, as_json: bool) -> None:
     """Check the district (integration branch, done tasks, worktrees, leftovers of crashes,
     schema); exit 1 on a problem. With --fix, repair what crashes left first."""
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     fixed = repairs.repair(settings, open_store(settings)) if fix else []
     findings = checks.doctor(settings)
     if as_json:

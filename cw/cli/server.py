@@ -66,7 +66,7 @@ def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool, no_
     """Start everything; SIGTERM or Ctrl-C stops it cleanly (twice: at once)."""
     from cw.service import server as district  # Celery and the store: not for `cw server stop`
 
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     make_adapter(settings)  # its agent workers could run no task: say so before starting them
     options = district.ServerOptions(
         workers=workers, flower=not no_flower, fsui=not no_fsui, web=not no_web

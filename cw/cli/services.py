@@ -48,7 +48,7 @@ _loglevel = click.option(
 @_loglevel
 def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str) -> NoReturn:
     """Start a worker in this terminal; start more anywhere to add capacity."""
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     if not merge:
         make_adapter(settings)  # an agent that cannot run here: now, not in every task it takes
     broker.broker_url(settings)  # start the embedded broker before Celery connects
@@ -63,7 +63,7 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
 @_loglevel
 def beat(loglevel: str) -> NoReturn:
     """Start the periodic reconciler (dispatches whatever is ready, every few seconds)."""
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     broker.broker_url(settings)
     schedule = settings.state_dir / "beat-schedule"
     argv = [

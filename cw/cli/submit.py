@@ -86,7 +86,7 @@ def submit_plan(
         raise UsageError("give at most one of --lenient and --strict")
     tokens = None if budget_tokens is None else token_count(budget_tokens, "--budget-tokens")
     terms = Terms(review, usd, tokens)
-    settings = load_settings().require_initialized()
+    settings = load_settings().require_database()
     receipts = Receipts(settings.state_dir / RECEIPTS)
     given = f"lenient={lenient} strict={strict}"
     files = None if dry_run or terms.given else fingerprint(path, given)

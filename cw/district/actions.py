@@ -36,7 +36,7 @@ class District:
     @classmethod
     def open(cls, settings: Settings) -> District:
         """The district of ``settings`` (initialized), sending work as actions let it start."""
-        return cls(settings, Store.open(settings.require_initialized().db_url))
+        return cls(settings, Store.open(settings.require_database().db_url))
 
     def _dispatch_ready(self) -> list[Claim]:
         return dispatch_ready(self.store, connected_app(self.settings), self.settings)

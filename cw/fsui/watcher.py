@@ -427,7 +427,7 @@ def _watcher(
     settings: Settings, dispatch: Callable[[Store], Callable[[], object]] | None
 ) -> Iterator[Watcher]:
     """The district's one watcher, with its own store."""
-    store = Store.open(settings.require_initialized().db_url)
+    store = Store.open(settings.require_database().db_url)
     try:
         with _only_watcher(settings):
             yield Watcher(settings, store, dispatch(store) if dispatch else None)

@@ -228,7 +228,7 @@ def serve(
     ready: Callable[[str], object] = lambda _url: None,
 ) -> None:
     """Serve the page until SIGINT or SIGTERM; ``ready`` hears its address once it listens."""
-    store = Store.open(settings.require_initialized().db_url)
+    store = Store.open(settings.require_database().db_url)
     try:
         asyncio.run(_serve(settings, store, (host, port), credentials, ready))
     finally:

@@ -29,6 +29,9 @@ from flower.options import options as flower_options
 
 from cw.cli import cli
 from cw.settings import Settings
+from cw.store import Store
+from tests.conftest import database_env
+from tests.fakes.fake_claude_script import FAKE_CLAUDE
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -399,9 +402,11 @@ def test_agents_get_time_to_commit_their_work_when_a_worker_stops() -> None:
 
 
 @pytest.fixture
-def district(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def district(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cw_database: str) -> Path:
     """An initialised district directory as `cw` sees it, with an external broker."""
     (tmp_path / ".cw").mkdir()
+    if not database_env(cw_database):  # SQLite: cw's own file, as `cw init` leaves it
+        Store.open(f"sqlite:///{tmp_path / '.cw' / 'cw.db'}").close()
     monkeypatch.setenv("CW_REPO", str(tmp_path))
     monkeypatch.setenv("CW_BROKER_URL", "redis://:pw@127.0.0.1:1/0")
     monkeypatch.chdir(tmp_path)  # `cw flower` changes directory; this puts it back
@@ -429,6 +434,7 @@ def test_the_templated_unit_runs_cw_worker_named_after_its_instance(
     concurrency = unit_env(SYSTEMD / "cw-worker@.service")["CW_CONCURRENCY"]
     monkeypatch.setenv("CW_CONCURRENCY", concurrency)
     monkeypatch.setenv("CW_AGENT", "claude")  # as cw.env.example says: `cw worker` checks it
+    monkeypatch.setenv("CW_CLAUDE_BINARY", str(FAKE_CLAUDE))  # installed, as it must be
     named, _env = exec_of(monkeypatch, words)
     plain, _env = exec_of(monkeypatch, ["worker"])
     assert named[1:3] == ["-m", "celery"]
