@@ -77,23 +77,26 @@ def _integration_branch(settings: Settings, requested: str | None) -> str:
             "integration branch by itself, so it needs one of its own (the default: "
             f"{defaults.INTEGRATION_BRANCH})"
         )
-    _refuse_in_the_way(settings, [branch, f"{defaults.TASK_BRANCH_PREFIX}x"])
+    _refuse_in_the_way(settings, branch)
     return branch
 
 
-def _refuse_in_the_way(settings: Settings, names: list[str]) -> None:
-    """A branch named like a folder of cw's branches (``cw`` for ``cw/integration``): git
-    could make none of them."""
-    for name in names:
-        parts = name.split("/")
-        for end in range(1, len(parts)):
-            prefix = "/".join(parts[:end])
-            if branches.branch_sha(settings.repo, prefix) is not None:
-                raise UsageError(
-                    f"a branch {prefix!r} exists, so git cannot make {name.removesuffix('x')!r}"
-                    f"{'...' if name.endswith('/x') else ''}: rename it (git branch -m "
-                    f"{prefix} NEW), then cw init"
-                )
+def _refuse_in_the_way(settings: Settings, branch: str) -> None:
+    """A branch where git needs a folder of cw's branches (``cw`` holds ``cw/integration``
+    and ``cw/task/...``): git could make none of them."""
+    folders = {*_folders(branch), *_folders(defaults.TASK_BRANCH_PREFIX + "_")}
+    for folder in sorted(folders):
+        if branches.branch_sha(settings.repo, folder) is not None:
+            raise UsageError(
+                f"a branch {folder!r} exists where git needs a folder of cw's branches "
+                f"({folder}/...): rename it (git branch -m {folder} NEW), then cw init"
+            )
+
+
+def _folders(name: str) -> list[str]:
+    """``a/b/c`` -> ``a``, ``a/b``."""
+    parts = name.split("/")
+    return ["/".join(parts[:end]) for end in range(1, len(parts))]
 
 
 def _app(settings: Settings, check: bool = False) -> Any:

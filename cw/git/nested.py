@@ -47,10 +47,11 @@ def _unregistered(worktree: Path, raw: str) -> list[str]:
     """The paths ``git diff --raw -z`` output adds or turns into links, less the submodules
     ``.gitmodules`` lists."""
     fields = nul_split(raw)
+    modes = [meta.split()[:2] for meta in fields[::2]]  # ":old new", the old with its colon
     links = [
         path
-        for meta, path in zip(fields[::2], fields[1::2], strict=False)
-        if meta.split()[1] == _LINK and meta.split()[0] != f":{_LINK}"
+        for (old, new), path in zip(modes, fields[1::2], strict=False)
+        if new == _LINK and old != f":{_LINK}"
     ]
     modules = worktree / ".gitmodules"
     listed = modules.read_text(errors="replace") if modules.is_file() else ""

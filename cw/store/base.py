@@ -13,8 +13,8 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from cw.defaults import MAX_ROW_ID
-from cw.errors import NotFound
+from cw.defaults import MAX_ROW_ID, SCOPE_REVIEW_MODES
+from cw.errors import NotFound, UsageError
 from cw.states import TaskState, check_transition
 from cw.store import db, names, selects
 from cw.store.models import (
@@ -99,6 +99,20 @@ class StoreBase:
         attempt = values["attempt"] if isinstance(values.get("attempt"), int) else of_attempt
         self._event(s, f"task.{new.value}", task_id, attempt, values.get("last_error"))
         return True
+
+    def _set_review_mode(self, s: Session, scope: Scope, mode: str) -> None:
+        """A plan's or an initiative's own review mode (``inherit``: the one above it)."""
+        if mode not in SCOPE_REVIEW_MODES:
+            modes = ", ".join(SCOPE_REVIEW_MODES)
+            raise UsageError(f"review mode {mode!r}: expected one of {modes}")
+        self._set_on_scope(s, scope, "review.mode", review=None if mode == "inherit" else mode)
+
+    def _set_caps(self, s: Session, scope: Scope, usd: float | None, tokens: int | None) -> None:
+        """A scope's budget caps; one not given stays as it was."""
+        caps = {"budget_usd": usd, "budget_tokens": tokens}
+        self._set_on_scope(
+            s, scope, "budget.set", **{k: v for k, v in caps.items() if v is not None}
+        )
 
     def _set_on_scope(self, s: Session, scope: Scope, kind: str, **values: Any) -> None:
         """Set columns of the plan or initiative ``scope`` names (NotFound if none), with an

@@ -172,10 +172,8 @@ class OperatorActions(StoreBase):
     ) -> None:
         """Cap the cost of a plan or an initiative, in dollars, in tokens or both (a cap not
         given stays as it was); no new work starts there once one is spent."""
-        caps = {"budget_usd": usd, "budget_tokens": tokens}
         with self._write() as s:
-            values = {name: cap for name, cap in caps.items() if cap is not None}
-            self._set_on_scope(s, scope, "budget.set", **values)
+            self._set_caps(s, scope, usd, tokens)
 
     def cancel_plan(self, plan_id: int) -> int:
         """Cancel every task of a plan none of whose tasks has started; what depends on them is

@@ -8,7 +8,6 @@ import time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cw import defaults
 from cw.errors import UsageError
 from cw.store.base import StoreBase, labelled, named_row, queue_merge
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
@@ -16,7 +15,6 @@ from cw.store.read import ReviewListing
 from cw.store.records import APPROVE, REJECTED, REVIEW_AUTHOR, Bounce, Claim, ReviewCheck, S, Scope
 
 #: What ``cw review mode`` takes: a mode, or ``inherit`` to drop a plan's or initiative's own.
-MODES = defaults.SCOPE_REVIEW_MODES
 
 
 class Reviews(StoreBase):
@@ -69,10 +67,8 @@ class Reviews(StoreBase):
 
     def set_review_mode(self, scope: Scope, mode: str) -> None:
         """A plan's or an initiative's own review mode (``inherit``: the one above it)."""
-        if mode not in MODES:
-            raise UsageError(f"review mode {mode!r}: expected one of {', '.join(MODES)}")
         with self._write() as s:
-            self._set_on_scope(s, scope, "review.mode", review=None if mode == "inherit" else mode)
+            self._set_review_mode(s, scope, mode)
 
     def review_rows(self) -> list[ReviewListing]:
         """Every task waiting for review, the longest waiting first."""

@@ -91,13 +91,9 @@ class Submitting(StoreBase):
     def _set_terms(self, s: Session, initiative: str, terms: Terms) -> None:
         scope = Scope(initiative=initiative)
         if terms.review is not None:
-            review = None if terms.review == "inherit" else terms.review
-            self._set_on_scope(s, scope, "review.mode", review=review)
-        caps = {"budget_usd": terms.usd, "budget_tokens": terms.tokens}
+            self._set_review_mode(s, scope, terms.review)
         if terms.usd is not None or terms.tokens is not None:
-            self._set_on_scope(
-                s, scope, "budget.set", **{k: v for k, v in caps.items() if v is not None}
-            )
+            self._set_caps(s, scope, terms.usd, terms.tokens)
 
     def _new_initiative(self, s: Session, spec: InitiativeSpec, now: float) -> Stored:
         initiative = Initiative(
