@@ -8,6 +8,7 @@ Host B's worker is SIGKILLed with its agents mid-run and never comes back.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,19 @@ def pushed_first_steps(store: Store, hub: Path) -> dict[str, str]:
     return found
 
 
+def unpushed_work(env: dict[str, str], hub: Path) -> list[str]:
+    """The task branches gc keeps on a host: a killed agent may have committed a first step
+    it never pushed; that commit is in no other copy, so gc must keep it and say why."""
+    report = json.loads(cw(env, "gc", "--dry-run", "--json").stdout)
+    kept = sorted(i["target"] for i in report["kept"] if i["kind"] == "branch")
+    for branch in kept:
+        assert branch.startswith("cw/task/"), report
+        sha = git(Path(env["CW_REPO"]), "rev-parse", branch)
+        on_hub = subprocess.run(["git", "cat-file", "-e", f"{sha}^{{commit}}"], cwd=hub)
+        assert on_hub.returncode != 0, f"{branch} was pushed, yet kept: {report}"
+    return kept
+
+
 def leftovers(clone: Path) -> list[str]:
     worktrees = git(clone, "worktree", "list", "--porcelain").count("\nworktree ")
     refs = git(
@@ -175,7 +189,8 @@ def test_a_dead_host_costs_no_task_and_no_commit_and_leaves_nothing_behind(
     said = {host: cw(env, "gc") for host, env in (("a", env_a), ("b", env_b))}
     assert all(r.returncode == 0 for r in said.values()), said
     assert "removed hub branch cw/task/" in said["a"].stdout + said["b"].stdout
-    assert leftovers(host_a) == [] and leftovers(host_b) == []
+    assert leftovers(host_a) == []
+    assert leftovers(host_b) == [f"refs/heads/{b}" for b in unpushed_work(env_b, hub)]
     assert git(hub, "for-each-ref", "refs/heads/cw/task") == "", "no task branch on the hub"
     for env in (env_a, env_b):
         doctor = cw(env, "doctor")
