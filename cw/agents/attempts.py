@@ -6,16 +6,15 @@ import json
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import psutil
 
 from cw import defaults
+from cw.agents.lease import Publisher, heartbeat, lease_kept
 from cw.agents.prompts import (
     answers_prompt,
     bounce_prompt,
@@ -27,7 +26,7 @@ from cw.agents.prompts import (
 )
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
-from cw.errors import AgentError, CwError, GitError, UsageError
+from cw.errors import AgentError, CwError, UsageError
 from cw.git import branches, hub, nested, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes, runmarks
@@ -65,6 +64,9 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = _run(settings, store, claim, workspace)
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
+    except _Unrecorded as exc:
+        _machinery_failed(store, claim, exc, finished=exc.result)
+        return claim
     except (CwError, TransientDatabaseError) as exc:
         _machinery_failed(store, claim, exc)
         return claim
@@ -77,11 +79,22 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     return claim
 
 
-def _machinery_failed(store: Store, claim: Claim, exc: Exception) -> None:
+class _Unrecorded(Exception):
+    """The agent finished, but the database would not take its result (busy beyond its
+    timeout): the retry records it, so the next attempt goes straight to merge."""
+
+    def __init__(self, exc: Exception, result: AttemptResult) -> None:
+        super().__init__(str(exc))
+        self.result = result
+
+
+def _machinery_failed(
+    store: Store, claim: Claim, exc: Exception, finished: AttemptResult | None = None
+) -> None:
     """git, the file system or the database failed around the agent: a new attempt, not a
     failed task."""
     retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
-    if store.retry_machinery(claim, str(exc), retries, pause):
+    if store.retry_machinery(claim, str(exc), retries, pause, finished):
         logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)
     else:
         logger.error("task %s attempt %s: %s; failed", *_ids(claim), exc)
@@ -91,7 +104,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     finished = store.finished_agent(claim)
     if finished is None and (until := store.paused_until(settings.agent)) is not None:
         return _paused(settings, ws, until)
-    with _lease_kept(settings, store, claim):  # git work on a big repository can take a while
+    with lease_kept(settings, store, claim):  # git work on a big repository can take a while
         worktree, branch, base = prepare_worktree(settings, store, ws)
         catch_up = ws.bounce is not None and ws.bounce.kind != REJECTED and not finished
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
@@ -102,7 +115,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         result = finished
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
-        result = _agent(settings, store, claim, request, _Publisher(settings, branch))
+        result = _agent(settings, store, claim, request, Publisher(settings, branch))
     elsewhere = _left(settings, worktree, branch, base)
     if elsewhere is not None:
         # Nothing is committed or removed: the worktree stays as the agent left it.
@@ -120,8 +133,11 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         if links:
             return replace(result, outcome="failed", error=nested.why(links, committed=True))
         if result.ok:
-            store.record_agent_finished(claim, result)
-    with _lease_kept(settings, store, claim):
+            try:
+                store.record_agent_finished(claim, result)
+            except TransientDatabaseError as exc:
+                raise _Unrecorded(exc, result) from exc
+    with lease_kept(settings, store, claim):
         head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
         result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
         return _review_gate(settings, ws, worktree, result)
@@ -176,12 +192,12 @@ def _review_gate(
 
 
 def _agent(
-    settings: Settings, store: Store, claim: Claim, request: AgentRequest, publish: _Publisher
+    settings: Settings, store: Store, claim: Claim, request: AgentRequest, publish: Publisher
 ) -> AttemptResult:
     """Run the agent; what came of it (nothing committed yet)."""
     outcome = make_adapter(settings).run(
         request,
-        tick=lambda pid: _heartbeat(settings, store, claim, pid, publish),
+        tick=lambda pid: heartbeat(settings, store, claim, pid, publish),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()
@@ -218,67 +234,17 @@ def _save_work(
         treemerge.record_resolutions(worktree)  # what the agent resolved but did not commit
     message, finished = _commit_message(ws, kind), kind == "done"
     head = worktrees.commit_all(worktree, message, author=ws.agent_name, finished=finished)
-    if settings.git_hub and store.record_heartbeat(claim, settings.lease):
-        # The merge worker may be on another machine: the hub is where it finds the work. An
-        # attempt that was lost meanwhile (a stalled worker) leaves the hub's branch to the
-        # attempt that took over: its commits stay on this host's branch.
+    if settings.git_hub and store.still_ours(claim):
+        # The merge worker may be on another machine: the hub is where it finds the work (a
+        # stopped task's too: it may resume elsewhere). An attempt that was lost meanwhile (a
+        # stalled worker) leaves the hub's branch to the attempt that took over: its commits
+        # stay on this host's branch.
         hub.push_branch(settings.repo, settings.git_hub, branch, branch)
     if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
         # An interrupted task keeps its worktree: the restart continues in it at once.
         worktrees.remove_worktree(settings.repo, worktree)
     return head
-
-
-@contextmanager
-def _lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
-    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death."""
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(settings.heartbeat):
-            store.record_heartbeat(claim, settings.lease)
-
-    thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
-def _heartbeat(
-    settings: Settings, store: Store, claim: Claim, pid: int, publish: _Publisher
-) -> bool:
-    """Extend the lease and publish the agent's new commits; False (the agent stops) on a stop
-    request or a worker shutdown."""
-    if not store.record_heartbeat(claim, settings.lease, pid):
-        return False  # the attempt is not ours any more: its branch is another's to push
-    publish()
-    return not store.shutdown_requested(claim)
-
-
-class _Publisher:
-    """Pushes the task branch to the hub whenever it moved (a commit the agent made), so a
-    host that dies strands none of its agent's commits: the next attempt, on any host,
-    starts from them. A failed push is logged; the next heartbeat tries again."""
-
-    def __init__(self, settings: Settings, branch: str) -> None:
-        self.settings, self.branch = settings, branch
-        self.pushed = branches.branch_sha(settings.repo, branch) if settings.git_hub else None
-
-    def __call__(self) -> None:
-        repo, hub_url = self.settings.repo, self.settings.git_hub
-        if not hub_url:
-            return
-        try:
-            sha = branches.branch_sha(repo, self.branch)
-            if sha is not None and sha != self.pushed:
-                hub.push_branch(repo, hub_url, sha, self.branch)
-                self.pushed = sha
-        except GitError as exc:
-            logger.warning("could not push %s to the hub: %s", self.branch, exc)
 
 
 def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:

@@ -25,7 +25,7 @@ from cw.git.train import Outcome, run_train
 from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.states import TaskState
-from cw.store import Claim, MergeJob, MergeReport, Store
+from cw.store import Claim, MergeJob, MergeReport, Store, TransientDatabaseError
 from cw.store.records import Intent
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,8 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
                 cars.append((waiting, taken))
         try:
             outcomes = _train(settings, store, cars)
-        except GitError as exc:  # a lock race, the hub away: cw's machinery, not the agents'
+        except (GitError, TransientDatabaseError) as exc:
+            # A lock race, the hub away, the database busy: cw's machinery, not the agents'.
             _requeue(store, cars[1:])
             return MergeResult(retry_in=_retry(store, claim, exc))
         except Exception as exc:
@@ -91,8 +92,9 @@ def _requeue(store: Store, cars: Cars) -> None:
         store.requeue_merge(claim)
 
 
-def _retry(store: Store, claim: Claim, exc: GitError) -> float | None:
-    """Git failed around this merge: queued again for a later try (None: given up, failed)."""
+def _retry(store: Store, claim: Claim, exc: Exception) -> float | None:
+    """Git or the database failed around this merge: queued again for a later try (None:
+    given up, failed)."""
     retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
     retry_in = store.retry_merge(claim, str(exc), retries, pause)
     log = logger.warning if retry_in is not None else logger.error

@@ -162,6 +162,12 @@ def _fetched(settings: Settings, job: MergeJob) -> str:
     source = hub.hub_ref(job.branch)
     if not hub.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
         raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
+    if job.head_sha and not branches.holds(settings.repo, source, job.head_sha):
+        # Its host has not pushed the attempt's last commit (yet): merging the hub's copy
+        # would call the task done without that work.
+        raise GitError(
+            f"the hub's {job.branch} lacks the attempt's last commit {job.head_sha[:12]}"
+        )
     return source
 
 

@@ -235,15 +235,7 @@ class Attempts(Limits):
             task = lock_task(s, claim.task_id)
             if task is None or task.state != S.RUNNING or task.attempt != claim.attempt:
                 return False
-            s.add(
-                Event(
-                    at=time.time(),
-                    kind="agent.finished",
-                    task_id=claim.task_id,
-                    attempt=claim.attempt,
-                    data={"result": asdict(result)},
-                )
-            )
+            s.add(_finished_event(claim, result))
             return True
 
     def finished_agent(self, claim: Claim) -> AttemptResult | None:
@@ -273,14 +265,24 @@ class Attempts(Limits):
                 return None
             return AttemptResult(**event.data["result"])
 
-    def retry_machinery(self, claim: Claim, error: str, retries: int, pause: float) -> bool:
+    def retry_machinery(
+        self,
+        claim: Claim,
+        error: str,
+        retries: int,
+        pause: float,
+        finished: AttemptResult | None = None,
+    ) -> bool:
         """cw's machinery (git, the file system) failed the attempt, not its agent: the task goes
         back to ready for a new attempt after ``pause x 2^(n-1)`` seconds (the run is
-        ``retried``), ``retries`` times; after that it fails with ``error``. True if retried."""
+        ``retried``), ``retries`` times; after that it fails with ``error``. True if retried.
+        ``finished``: the agent's result, when it finished but recording it failed."""
         with self._write() as s:
             task = lock_task(s, claim.task_id)
             if task is None or task.state != S.RUNNING or task.attempt != claim.attempt:
                 return False
+            if finished is not None:
+                s.add(_finished_event(claim, finished))
             count = int(task.extra.get(MACHINERY_RETRIES, 0)) + 1
             retried = count <= retries
             if retried:
@@ -380,15 +382,6 @@ class Attempts(Limits):
         agent.tokens += tokens
         agent.session_id = result.session_id or agent.session_id
 
-    def stop_requested(self, claim: Claim) -> bool:
-        with self._read() as s:
-            at = s.scalar(
-                select(Task.stop_requested_at).where(
-                    Task.id == claim.task_id, Task.attempt == claim.attempt
-                )
-            )
-            return at is not None
-
 
 def _review_notice(s: Session, task_id: int, agent_id: int | None) -> Message:
     """The message that tells a person (and the notification hook) the task waits for review."""
@@ -449,6 +442,16 @@ def _workspace(
         previous=previous,
         answers=heard,
         **_new_session(s, task, agent),
+    )
+
+
+def _finished_event(claim: Claim, result: AttemptResult) -> Event:
+    return Event(
+        at=time.time(),
+        kind="agent.finished",
+        task_id=claim.task_id,
+        attempt=claim.attempt,
+        data={"result": asdict(result)},
     )
 
 

@@ -54,6 +54,7 @@ class Merges(StoreBase):
                 task.worktree,
                 task.verify,
                 task.base_sha,
+                task.head_sha,
             )
 
     def finish_merge(self, claim: Claim, report: MergeReport) -> bool:

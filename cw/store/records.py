@@ -246,6 +246,7 @@ class MergeJob:
     worktree: str | None
     verify: str | None = None
     base_sha: str | None = None
+    head_sha: str | None = None  # the attempt's last commit: what the merge must hold
 
 
 @dataclass(frozen=True)
@@ -357,8 +358,10 @@ def machinery_gave_up(error: str, count: int) -> str:
 #: ``{"attempt": n, "count": c}`` (:meth:`Store.retry_merge`).
 MERGE_RETRIES = "merge_retries"
 #: Run states of attempts that ended without a result of their own: a previous attempt's
-#: finished agent still stands after them (:meth:`Store.finished_agent`).
-NO_RESULT = ("lost", "retried")
+#: finished agent still stands after them (:meth:`Store.finished_agent`). An interrupted
+#: attempt's agent never finished (a finished one wins over a shutdown), and after a finished
+#: agent the next attempt runs none: it was interrupted before it began.
+NO_RESULT = ("lost", "retried", "interrupted")
 #: Run states of an attempt that finished its conversation: the answers it got were heard.
 HEARD_BY = ("succeeded", "asked")
 

@@ -57,6 +57,24 @@ class Recovery(StoreBase):
                 self._event(s, "agent.shutdown_requested", task_id, attempt, worker)
             return [pid for _task, _attempt, pid in rows if pid]
 
+    def stop_requested(self, claim: Claim) -> bool:
+        with self._read() as s:
+            at = s.scalar(
+                select(Task.stop_requested_at).where(
+                    Task.id == claim.task_id, Task.attempt == claim.attempt
+                )
+            )
+            return at is not None
+
+    def still_ours(self, claim: Claim) -> bool:
+        """True while the attempt runs as the task's current one: not lost to a takeover,
+        not handed on. A stop request does not matter here: the attempt still saves its work."""
+        with self._read() as s:
+            row = s.execute(
+                select(Task.state, Task.attempt).where(Task.id == claim.task_id)
+            ).one_or_none()
+            return row is not None and tuple(row) == (S.RUNNING, claim.attempt)
+
     def shutdown_requested(self, claim: Claim) -> bool:
         """True once the worker running this attempt asked it to end (it is shutting down)."""
         with self._read() as s:

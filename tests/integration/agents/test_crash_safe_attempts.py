@@ -21,6 +21,7 @@ from cw.states import TaskState
 from cw.store import MACHINERY_RETRIES, AttemptResult, Claim, Store
 from tests.conftest import database_env, git, init_district
 from tests.factories import spec
+from tests.integration.conftest import seeded_hub
 
 
 @pytest.fixture
@@ -256,3 +257,167 @@ def test_a_database_error_that_passes_sends_the_task_back_to_ready_instead_of_fa
     assert run["state"] == "retried" and "deadlock detected" in run["error"]
     assert attempts.run_attempt(settings, store, claim(store), worker="w")
     assert store.task_state(first.task_id).value == "merging"
+
+
+def busy() -> OperationalError:
+    return OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+
+def test_a_finished_agent_whose_result_the_busy_database_refused_does_not_run_again(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The retry records the agent's result: the next attempt goes straight to merge."""
+    settings, store = district
+    real, raised = store.record_agent_finished, []
+
+    def locked(one: Claim, result: AttemptResult) -> bool:
+        if not raised:
+            raised.append(one)
+            raise busy()
+        return real(one, result)
+
+    monkeypatch.setattr(store, "record_agent_finished", locked)
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+    assert raised and store.task_state(first.task_id).value == "ready"
+    attempts.run_attempt(settings, store, claim(store), worker="w")
+
+    assert (tmp_path / "agent-runs").read_text() == "run\n", "the agent ran once"
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "merging"
+    assert [r["state"] for r in detail["runs"]] == ["retried", "succeeded"]
+
+
+def test_an_attempt_interrupted_before_it_began_leaves_a_finished_agent_standing(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings, store = district
+
+    def killed(*_args: object, **_kw: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worktrees, "commit_all", killed)  # dies after its agent finished
+        first = claim(store)
+        with pytest.raises(Killed):
+            attempts.run_attempt(settings, store, first, worker="w")
+    store.release_lost_attempts(time.time() + settings.lease + 1)
+    with monkeypatch.context() as patch:  # the next starts as its worker shuts down
+        patch.setattr(store, "worker_shutting_down", lambda *_a, **_k: True)
+        attempts.run_attempt(settings, store, claim(store), worker="w")
+    attempts.run_attempt(settings, store, claim(store), worker="w")
+
+    assert (tmp_path / "agent-runs").read_text() == "run\n", "the agent ran once"
+    detail = store.task_detail(first.task_id)
+    assert [r["state"] for r in detail["runs"]] == ["lost", "interrupted", "succeeded"]
+    assert detail["state"].value == "merging"
+
+
+def test_a_heartbeat_the_busy_database_refused_does_not_stop_the_agent(
+    make_repo: Callable[[str], Path],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the lease's expiry ends an attempt, never one failed write."""
+    repo, log = make_repo("repo"), tmp_path / "agent-log"
+    release = tmp_path / "release"
+    agent = f"echo start >> {log}; while [ ! -f {release} ]; do sleep 0.05; done; echo end >> {log}"
+    env = {"CW_REPO": str(repo), "CW_HEARTBEAT": "0.1", "CW_AGENT_COMMAND": agent}
+    settings, store = init_district(repo, {**env, **database_env(database_url)})
+    store.submit(spec({"a": []}))
+    real, raised = store.record_heartbeat, []
+
+    def beat(one: Claim, lease: float, pid: int | None = None) -> bool:
+        if pid is not None and len(raised) < 2:
+            raised.append(one)
+            if len(raised) == 2:
+                release.write_text("")  # the agent ends once both refusals are behind it
+            raise busy()
+        return real(one, lease, pid)
+
+    monkeypatch.setattr(store, "record_heartbeat", beat)
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+
+    assert log.read_text().split() == ["start", "end"]
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "merging"
+    assert [r["state"] for r in detail["runs"]] == ["succeeded"]
+    store.close()
+
+
+def test_a_merge_the_busy_database_interrupts_is_queued_again_not_failed(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings, store = district
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "last_landed", lambda: (_ for _ in ()).throw(busy()))
+        result = merging.merge_attempt(settings, store, first)
+    assert result.retry_in is not None
+    assert store.task_state(first.task_id).value == "merging"
+    merging.merge_attempt(settings, store, first)
+    assert store.task_state(first.task_id).value == "done"
+
+
+@pytest.fixture
+def hub_district(tmp_path: Path, database_url: str) -> Iterator[tuple[Settings, Store, Path]]:
+    """A host's clone of a hub, with the agent of ``district``."""
+    hub = seeded_hub(tmp_path)
+    repo = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(hub), str(repo))
+    for key, value in (("user.name", "cw test"), ("user.email", "cw@localhost")):
+        git(repo, "config", key, value)
+    env = {"CW_REPO": str(repo), "CW_GIT_HUB": str(hub), "CW_AGENT_COMMAND": "echo hi > hi.txt"}
+    settings, store = init_district(repo, {**env, **database_env(database_url)})
+    store.submit(spec({"a": []}))
+    yield settings, store, hub
+    store.close()
+
+
+def test_a_stop_asked_as_the_agent_finishes_still_publishes_its_work_to_the_hub(
+    hub_district: tuple[Settings, Store, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merge worker (maybe on another host) merges the hub's copy of the branch."""
+    settings, store, hub = hub_district
+    real = store.record_agent_finished
+
+    def then_stopped(one: Claim, result: AttemptResult) -> bool:
+        finished = real(one, result)
+        store.request_stop(one.task_id)  # `cw agent stop`, a moment too late
+        return finished
+
+    monkeypatch.setattr(store, "record_agent_finished", then_stopped)
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+    detail = store.task_detail(first.task_id)
+    assert detail["state"].value == "merging"
+    assert git(hub, "rev-parse", str(detail["branch"])) == detail["head_sha"]
+
+    merging.merge_attempt(settings, store, first)
+    assert store.task_state(first.task_id).value == "done"
+    assert git(hub, "show", f"{settings.integration_branch}:hi.txt") == "hi"
+
+
+def test_a_merge_never_takes_a_hub_branch_that_lacks_the_attempts_last_commit(
+    hub_district: tuple[Settings, Store, Path],
+) -> None:
+    settings, store, hub = hub_district
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+    detail = store.task_detail(first.task_id)
+    branch = str(detail["branch"])
+    git(hub, "update-ref", f"refs/heads/{branch}", f"{branch}~1")  # the last push never came
+
+    result = merging.merge_attempt(settings, store, first)
+    assert result.retry_in is not None, "git's trouble: tried again later"
+    assert store.task_state(first.task_id).value == "merging"
+    output = store.task_detail(first.task_id)["merges"][-1]["output"]
+    assert f"lacks the attempt's last commit {str(detail['head_sha'])[:12]}" in output
+    assert "hi.txt" not in git(hub, "ls-tree", "--name-only", settings.integration_branch)
+
+    git(hub, "update-ref", f"refs/heads/{branch}", str(detail["head_sha"]))  # pushed at last
+    merging.merge_attempt(settings, store, first)
+    assert store.task_state(first.task_id).value == "done"

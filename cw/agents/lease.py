@@ -1,0 +1,85 @@
+"""An attempt's hold on its task while it runs: the lease renewed every heartbeat, the
+agent's new commits published to the hub, a stop request or a worker shutdown noticed.
+
+The database may be busy for longer than its timeout now and then: a failed renewal is logged
+and tried again at the next heartbeat, so only the lease's expiry ends an attempt, never one
+write."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cw.errors import GitError
+from cw.git import branches, hub
+from cw.settings import Settings
+from cw.store import Claim, Store, TransientDatabaseError
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
+    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death."""
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(settings.heartbeat):
+            try:
+                store.record_heartbeat(claim, settings.lease)
+            except TransientDatabaseError as exc:
+                _not_recorded(claim, exc)
+
+    thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def heartbeat(settings: Settings, store: Store, claim: Claim, pid: int, publish: Publisher) -> bool:
+    """Extend the lease and publish the agent's new commits; False (the agent stops) on a stop
+    request or a worker shutdown."""
+    try:
+        if not store.record_heartbeat(claim, settings.lease, pid):
+            return False  # the attempt is not ours any more: its branch is another's to push
+        publish()
+        return not store.shutdown_requested(claim)
+    except TransientDatabaseError as exc:
+        _not_recorded(claim, exc)  # nothing pushed: the attempt may have been taken over
+        return True
+
+
+def _not_recorded(claim: Claim, exc: Exception) -> None:
+    logger.warning(
+        "task %s attempt %s: heartbeat not recorded (%s); trying again at the next",
+        claim.task_id,
+        claim.attempt,
+        exc,
+    )
+
+
+class Publisher:
+    """Pushes the task branch to the hub whenever it moved (a commit the agent made), so a
+    host that dies strands none of its agent's commits: the next attempt, on any host,
+    starts from them. A failed push is logged; the next heartbeat tries again."""
+
+    def __init__(self, settings: Settings, branch: str) -> None:
+        self.settings, self.branch = settings, branch
+        self.pushed = branches.branch_sha(settings.repo, branch) if settings.git_hub else None
+
+    def __call__(self) -> None:
+        repo, hub_url = self.settings.repo, self.settings.git_hub
+        if not hub_url:
+            return
+        try:
+            sha = branches.branch_sha(repo, self.branch)
+            if sha is not None and sha != self.pushed:
+                hub.push_branch(repo, hub_url, sha, self.branch)
+                self.pushed = sha
+        except GitError as exc:
+            logger.warning("could not push %s to the hub: %s", self.branch, exc)
