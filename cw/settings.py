@@ -24,6 +24,16 @@ from cw.errors import ConfigError, NotAGitRepository, NotInitialized
 ENV_PREFIX = "CW_"
 
 
+class _InStateDir:
+    """A settings property: the path ``name`` under the district's ``.cw/`` (``state_dir``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, settings: Settings, owner: type[Settings]) -> Path:
+        return settings.state_dir / self.name
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where a district lives and how it runs. Field ``x`` is ``CW_X`` or ``x`` in config.toml."""
@@ -88,21 +98,10 @@ class Settings:
     def state_dir(self) -> Path:
         return self.repo / defaults.STATE_DIR
 
-    @property
-    def log_dir(self) -> Path:
-        return self.state_dir / defaults.LOG_DIR
-
-    @property
-    def worktree_dir(self) -> Path:
-        return self.state_dir / defaults.WORKTREE_DIR
-
-    @property
-    def integration_worktree(self) -> Path:
-        return self.state_dir / defaults.INTEGRATION_WORKTREE_DIR
-
-    @property
-    def lock_dir(self) -> Path:
-        return self.state_dir / defaults.LOCK_DIR
+    log_dir = _InStateDir(defaults.LOG_DIR)
+    worktree_dir = _InStateDir(defaults.WORKTREE_DIR)
+    integration_worktree = _InStateDir(defaults.INTEGRATION_WORKTREE_DIR)
+    lock_dir = _InStateDir(defaults.LOCK_DIR)
 
     @property
     def db_url(self) -> str:

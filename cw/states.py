@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 from cw.errors import StaleState
 
@@ -30,53 +31,62 @@ class TaskState(enum.StrEnum):
 
 S = TaskState
 
-#: Every legal move, and who makes it (the docs render this table).
-TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
-    (S.PENDING, S.READY): "whoever merges the last dependency (or submit, for roots)",
-    (S.READY, S.QUEUED): "dispatcher: claims the task and sends run_agent -> merge",
-    (S.READY, S.WAITING): "dispatcher: a checkpoint task asks its person instead",
-    (S.QUEUED, S.RUNNING): "agent worker: starts the attempt and takes the lease",
-    (S.RUNNING, S.MERGING): "agent worker: the agent succeeded; work committed",
-    (S.RUNNING, S.FAILED): (
-        "agent worker: the agent failed or timed out, or cw's machinery failed more often than it "
-        "retries"
-    ),
-    (S.RUNNING, S.WAITING): "agent worker: the agent asked questions (messages); no slot held",
-    (S.RUNNING, S.STOPPED): (
-        "agent worker: a person asked for a stop; WIP committed, worktree removed. Reconciler: "
-        "the lease expired after a person asked for a stop (the worker died): the stop holds"
-    ),
-    (S.RUNNING, S.READY): (
-        "agent worker: shut down (WIP committed), a usage limit (parked until it resets) or a "
-        "failure of cw's machinery (retried after a back-off); reconciler: the lease expired (the "
-        "worker died). The next attempt resumes the session"
-    ),
-    (S.QUEUED, S.STOPPED): "a person (cw agent stop) before any worker started it",
-    (S.STOPPED, S.READY): "a person (cw agent resume / restart): resumes the same session",
-    (S.MERGING, S.DONE): "merge worker: merged into the integration branch",
-    (S.MERGING, S.QUEUED): "merge worker: conflicts or a red verify go back to the agent",
-    (S.MERGING, S.READY): "merge worker: sent back as to queued, but max_running agents run: "
-    "it waits for a slot",
-    (S.MERGING, S.CONFLICT): "merge worker: conflicts, with bouncing off (max_bounces = 0)",
-    (S.MERGING, S.FAILED): "merge worker: bounced too often, or the merge itself failed",
-    (S.RUNNING, S.REVIEW): "agent worker: review is manual, the agent succeeded and its "
-    "verify passed in its worktree; no slot held",
-    (S.REVIEW, S.MERGING): "a person approves it (cw review approve): into the merge queue",
-    (S.REVIEW, S.READY): "a person rejects it with feedback (cw review reject): the same "
-    "session resumes in the same worktree",
-    (S.PENDING, S.BLOCKED): "whoever fails or cancels a task this one depends on",
-    (S.BLOCKED, S.CANCELLED): "a person (cw task cancel)",
-    (S.PENDING, S.CANCELLED): "a person (cw task cancel)",
-    (S.READY, S.CANCELLED): "a person (cw task cancel)",
-    (S.FAILED, S.READY): "a person (cw task retry): the next attempt resumes the same branch",
-    (S.CONFLICT, S.READY): "a person (cw task retry): back to its agent with the conflict to "
-    "resolve, as a bounce would",
-    (S.BLOCKED, S.PENDING): "cw task retry of what blocked it, or a re-submit dropping it",
-    (S.WAITING, S.READY): "a person answers its agent's last question: the session resumes",
-    (S.WAITING, S.DONE): "a person approves a checkpoint or picks a decision's option",
-    (S.WAITING, S.PENDING): "a person's comments on a checkpoint send its dependencies back",
-    (S.DONE, S.READY): "a checkpoint's comments reopen a merged task: its agent works again",
-}
+#: Every legal move, and who makes it: ``old -> new: who``, one a line (an indented line goes on
+#: with the one above). The docs render this table.
+_MOVES = """
+pending -> ready: whoever merges the last dependency (or submit, for roots)
+ready -> queued: dispatcher: claims the task and sends run_agent -> merge
+ready -> waiting: dispatcher: a checkpoint task asks its person instead
+queued -> running: agent worker: starts the attempt and takes the lease
+running -> merging: agent worker: the agent succeeded; work committed
+running -> failed: agent worker: the agent failed or timed out, or cw's machinery failed more
+    often than it retries
+running -> waiting: agent worker: the agent asked questions (messages); no slot held
+running -> stopped: agent worker: a person asked for a stop; WIP committed, worktree removed.
+    Reconciler: the lease expired after a person asked for a stop (the worker died): the stop
+    holds
+running -> ready: agent worker: shut down (WIP committed), a usage limit (parked until it
+    resets) or a failure of cw's machinery (retried after a back-off); reconciler: the lease
+    expired (the worker died). The next attempt resumes the session
+queued -> stopped: a person (cw agent stop) before any worker started it
+stopped -> ready: a person (cw agent resume / restart): resumes the same session
+merging -> done: merge worker: merged into the integration branch
+merging -> queued: merge worker: conflicts or a red verify go back to the agent
+merging -> ready: merge worker: sent back as to queued, but max_running agents run: it waits for
+    a slot
+merging -> conflict: merge worker: conflicts, with bouncing off (max_bounces = 0)
+merging -> failed: merge worker: bounced too often, or the merge itself failed
+running -> review: agent worker: review is manual, the agent succeeded and its verify passed in
+    its worktree; no slot held
+review -> merging: a person approves it (cw review approve): into the merge queue
+review -> ready: a person rejects it with feedback (cw review reject): the same session resumes
+    in the same worktree
+pending -> blocked: whoever fails or cancels a task this one depends on
+blocked -> cancelled: a person (cw task cancel)
+pending -> cancelled: a person (cw task cancel)
+ready -> cancelled: a person (cw task cancel)
+failed -> ready: a person (cw task retry): the next attempt resumes the same branch
+conflict -> ready: a person (cw task retry): back to its agent with the conflict to resolve, as
+    a bounce would
+blocked -> pending: cw task retry of what blocked it, or a re-submit dropping it
+waiting -> ready: a person answers its agent's last question: the session resumes
+waiting -> done: a person approves a checkpoint or picks a decision's option
+waiting -> pending: a person's comments on a checkpoint send its dependencies back
+done -> ready: a checkpoint's comments reopen a merged task: its agent works again
+"""
+
+
+def _moves(table: str) -> dict[tuple[TaskState, TaskState], str]:
+    """The moves ``table`` lists, in its order."""
+    moves: dict[tuple[TaskState, TaskState], str] = {}
+    for entry in re.split(r"\n(?=\S)", table.strip()):
+        move, _, who = entry.partition(": ")
+        old, new = move.split(" -> ")
+        moves[TaskState(old), TaskState(new)] = " ".join(who.split())
+    return moves
+
+
+TRANSITIONS: dict[tuple[TaskState, TaskState], str] = _moves(_MOVES)
 
 #: States in which the task will not move again without a person.
 SETTLED: frozenset[TaskState] = frozenset(

@@ -14,7 +14,6 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Any
 
 from cw.agents.protocol import AgentOutcome, AgentRequest, launch
@@ -133,12 +132,7 @@ class EventStream:
         self._log = open(self.events_path, "a", encoding="utf-8")
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._log is not None:
             self._log.close()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from cw.agents import transcript
-from cw.cli.common import Finite, load_settings, open_store, until_ctrl_c
+from cw.cli.common import agent_command, load_settings, open_store, timeout_option, until_ctrl_c
 from cw.district import District
 from cw.host.stopflag import StopFlag
 from cw.states import TaskState
@@ -30,19 +30,10 @@ def spawn(task_ref: str) -> None:
     )
 
 
-@click.command("stop")
-@click.argument("name")
-@click.option(
-    "--timeout",
-    type=Finite(min=0),
-    default=60.0,
-    show_default=True,
-    help="Seconds to wait for the agent to stop.",
-)
-def stop(name: str, timeout: float) -> None:
+@agent_command("stop")
+@timeout_option(60.0, "Seconds to wait for the agent to stop.")
+def stop(district: District, task_id: int, name: str, timeout: float) -> None:
     """Stop an agent: its work is committed on its branch and its worktree removed."""
-    district = District.open(load_settings())
-    task_id = district.store.agent_task_id(name)
     before = district.store.task_state(task_id)
     state = district.stop(task_id, timeout)
     if state != TaskState.STOPPED:
@@ -64,22 +55,18 @@ def _say_stopped(state: TaskState | None) -> None:
         click.echo(f"cw: the agent finished before it could stop: its task is {state.value}")
 
 
-@click.command("resume")
-@click.argument("name")
-def resume(name: str) -> None:
+@agent_command("resume")
+def resume(district: District, task_id: int, name: str) -> None:
     """Continue a stopped (or failed) agent in its own session and worktree."""
-    district = District.open(load_settings())
-    district.resume(district.store.agent_task_id(name))
+    district.resume(task_id)
     click.echo(f"cw: agent {name} resumes")
 
 
-@click.command("restart")
-@click.argument("name")
-@click.option("--timeout", type=Finite(min=0), default=60.0, show_default=True)
-def restart(name: str, timeout: float) -> None:
+@agent_command("restart")
+@timeout_option(60.0)
+def restart(district: District, task_id: int, name: str, timeout: float) -> None:
     """Stop an agent if it runs, then resume it in the same session."""
-    district = District.open(load_settings())
-    _say_stopped(district.restart(district.store.agent_task_id(name), timeout))
+    _say_stopped(district.restart(task_id, timeout))
     click.echo(f"cw: agent {name} restarted")
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from cw.store.selects import Listings
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Callable[..., Any])
 
 
 @contextmanager
@@ -67,6 +68,40 @@ def open_store(settings: Settings) -> Store:
     from cw.store import Store  # SQLAlchemy: only for commands that read or write the store
 
     return Store.open(settings.require_database().db_url)
+
+
+#: A command on one task: given the open district, the task's id, what the command line named
+#: it by, then the command's own options.
+OnTask = Callable[..., None]
+
+
+def task_command(name: str) -> Callable[[OnTask], click.Command]:
+    """The command ``name`` on the task its argument REF names (an id or a key)."""
+    return _on_task(name, "ref", lambda store, ref: store.find_task_id(ref))
+
+
+def agent_command(name: str) -> Callable[[OnTask], click.Command]:
+    """The command ``name`` on the task of the agent its argument NAME names."""
+    return _on_task(name, "name", lambda store, agent: store.agent_task_id(agent))
+
+
+def _on_task(
+    name: str, argument: str, find: Callable[[Store, str], int]
+) -> Callable[[OnTask], click.Command]:
+    """The command ``name``: its argument ``argument``, the task ``find`` finds for it."""
+
+    def decorate(on_task: OnTask) -> click.Command:
+        @functools.wraps(on_task)  # its help, and the options decorating it
+        def command(**options: Any) -> None:
+            from cw.district import District  # the store and git: only for commands on tasks
+
+            district = District.open(load_settings())
+            given = options.pop(argument)
+            on_task(district, find(district.store, given), given, **options)
+
+        return click.command(name)(click.argument(argument)(command))
+
+    return decorate
 
 
 @contextmanager
@@ -135,6 +170,13 @@ class Finite(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+def timeout_option(default: float, help: str | None = None) -> Callable[[C], C]:
+    """``--timeout``: the seconds a command waits (finite, at least 0), its default shown."""
+    return click.option(
+        "--timeout", type=Finite(min=0), default=default, show_default=True, help=help
+    )
 
 
 #: A message's or a row's id on the command line: a whole number a database column holds.

@@ -8,7 +8,7 @@ import time
 import click
 
 from cw import defaults
-from cw.cli.common import load_settings, open_store, show
+from cw.cli.common import load_settings, open_store, show, task_command
 from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches
@@ -68,22 +68,18 @@ def _show(settings: Settings, row: ReviewListing) -> None:
         click.echo(text, nl=not text.endswith("\n"))
 
 
-@click.command("approve")
-@click.argument("ref")
-def review_approve(ref: str) -> None:
+@task_command("approve")
+def review_approve(district: District, task_id: int, ref: str) -> None:
     """Approve the work: it goes to the merge queue, and is done once merged."""
-    district = District.open(load_settings())
-    district.approve(district.store.find_task_id(ref))
+    district.approve(task_id)
     click.echo(f"cw: task {ref} approved: queued for merge")
 
 
-@click.command("reject")
-@click.argument("ref")
+@task_command("reject")
 @click.option("-m", "--message", "feedback", required=True, help="Feedback for the agent.")
-def review_reject(ref: str, feedback: str) -> None:
+def review_reject(district: District, task_id: int, ref: str, feedback: str) -> None:
     """Send the work back to its agent with feedback: the same session resumes."""
-    district = District.open(load_settings())
-    district.reject(district.store.find_task_id(ref), feedback)
+    district.reject(task_id, feedback)
     click.echo(f"cw: task {ref} sent back to its agent with your feedback")
 
 

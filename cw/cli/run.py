@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cw import defaults
-from cw.cli.common import Finite, load_settings, open_store, token_count
+from cw.cli.common import Finite, load_settings, open_store, task_command, token_count
 from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches, hub, runner
@@ -115,22 +115,18 @@ def dispatch(resend: bool) -> None:
     click.echo(f"cw: dispatched {len(claims)} task(s), resent {resent}")
 
 
-@click.command("retry")
-@click.argument("ref")
-def task_retry(ref: str) -> None:
+@task_command("retry")
+def task_retry(district: District, task_id: int, ref: str) -> None:
     """Give a failed task a new attempt (same branch and worktree) and dispatch it."""
-    district = District.open(load_settings())
-    state = district.retry(district.store.find_task_id(ref))
+    state = district.retry(task_id)
     # A worker's or the reconciler's dispatch may have sent it first: say where it is now.
     click.echo(f"cw: task {ref} retried; it is {state.value} now")
 
 
-@click.command("cancel")
-@click.argument("ref")
-def task_cancel(ref: str) -> None:
+@task_command("cancel")
+def task_cancel(district: District, task_id: int, ref: str) -> None:
     """Cancel a task that has not started; what depends on it is blocked."""
-    district = District.open(load_settings())
-    district.cancel(district.store.find_task_id(ref))
+    district.cancel(task_id)
     click.echo(f"cw: task {ref} cancelled")
 
 

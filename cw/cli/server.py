@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cw.agents.registry import make_adapter
-from cw.cli.common import Finite, check_port_free, load_settings, show
+from cw.cli.common import check_port_free, load_settings, show, timeout_option
 from cw.errors import UsageError
 from cw.host import pidfile, processes
 from cw.service import serverctl
@@ -97,13 +97,7 @@ def status(as_json: bool) -> None:
 
 
 @server.command()
-@click.option(
-    "--timeout",
-    type=Finite(min=0),
-    default=900.0,
-    show_default=True,
-    help="Seconds to wait for it to stop.",
-)
+@timeout_option(900.0, "Seconds to wait for it to stop.")
 @click.option("--force", is_flag=True, help="Signal twice: kill every child now.")
 def stop(timeout: float, force: bool) -> None:
     """Stop the running server: agents interrupted (their work committed), children stopped."""

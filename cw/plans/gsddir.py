@@ -85,10 +85,7 @@ class _Reading:
 
 
 def load_planning_dir(
-    path: Path,
-    lenient: bool = False,
-    known: Known = nothing_known,
-    cache: ReadCache | None = None,
+    path: Path, lenient: bool, known: Known, cache: ReadCache | None
 ) -> InitiativeSpec:
     """Read ``path`` (a ``.planning`` directory, or a directory holding one).
 

@@ -17,9 +17,11 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cw.store import Question
 
 FAKE_CLAUDE = Path(__file__).with_name("claude")
 
@@ -81,14 +83,6 @@ Action = Write | Edit | Bash | Sleep | Text
 
 
 @dataclass
-class Question:
-    id: str
-    text: str
-    options: list[str] = field(default_factory=list)
-    multi_select: bool = False
-
-
-@dataclass
 class Done:
     """structured_output {"status": "done", "summary": ...}; exit 0."""
 
@@ -105,7 +99,7 @@ class Questions:
     questions: list[Question]
 
     def to_json(self) -> dict[str, Any]:
-        return {"questions": [q.__dict__ for q in self.questions]}
+        return {"questions": [asdict(q) for q in self.questions]}
 
 
 @dataclass

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -13,116 +16,111 @@ TASK_STATES = "pending ready queued running merging done waiting conflict failed
 
 
 def upgrade() -> None:
-    op.create_table(
-        "events",
-        *columns("id int!, at float!, kind str40!, task_id int, attempt int, data json!"),
-        sa.PrimaryKeyConstraint("id"),
-    )
+    _table("events", "id int!, at float!, kind str40!, task_id int, attempt int, data json!")
     _index("events", "task_id")
-    op.create_table(
+    _table(
         "initiatives",
-        *columns("id int!, name str200!, description text!, source text!, created_at float!"),
-        *columns("budget_usd float"),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("name"),
+        "id int!, name str200!, description text!, source text!, created_at float!",
+        "budget_usd float",
+        unique=["name"],
     )
-    op.create_table(
+    _table(
         "phases",
-        *columns("id int!, initiative_id int!, key str64!, name text!, position int!, extra json!"),
-        sa.ForeignKeyConstraint(["initiative_id"], ["initiatives.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("initiative_id", "key"),
+        "id int!, initiative_id int! -> initiatives.id, key str64!, name text!, position int!",
+        "extra json!",
+        unique=["initiative_id key"],
     )
-    op.create_table(
+    _table(
         "plans",
-        *columns("id int!, phase_id int!, key str64!, name text!, objective text!, context text!"),
-        *columns("position int!, budget_usd float, extra json!"),
-        sa.ForeignKeyConstraint(["phase_id"], ["phases.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("phase_id", "key"),
+        "id int!, phase_id int! -> phases.id, key str64!, name text!, objective text!",
+        "context text!, position int!, budget_usd float, extra json!",
+        unique=["phase_id key"],
     )
     _tasks()
-    op.create_table(
+    _table(
         "agents",
-        *columns("id int!, name str64!, task_id int!, adapter str40!, session_id str64"),
-        *columns("created_at float!, last_activity_at float, cost_usd float!"),
-        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("name"),
-        sa.UniqueConstraint("task_id"),
+        "id int!, name str64!, task_id int! -> tasks.id, adapter str40!, session_id str64",
+        "created_at float!, last_activity_at float, cost_usd float!",
+        unique=["name", "task_id"],
     )
-    op.create_table(
+    _table(
         "merges",
-        *columns("id int!, task_id int!, attempt int!, state str20!, branch str255!"),
-        *columns("base_sha str64, result_sha str64, conflict_files json!, queued_at float!"),
-        *columns("started_at float, finished_at float, output text, verify_command text"),
-        *columns("verify_exit_code int, verify_output text"),
-        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("task_id", "attempt"),
+        "id int!, task_id int! -> tasks.id, attempt int!, state str20!, branch str255!",
+        "base_sha str64, result_sha str64, conflict_files json!, queued_at float!",
+        "started_at float, finished_at float, output text, verify_command text",
+        "verify_exit_code int, verify_output text",
+        unique=["task_id attempt"],
     )
-    op.create_table(
+    _table(
         "task_dependencies",
-        *columns("task_id int!, depends_on_id int!"),
-        sa.ForeignKeyConstraint(["depends_on_id"], ["tasks.id"]),
-        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"]),
-        sa.PrimaryKeyConstraint("task_id", "depends_on_id"),
+        "task_id int! -> tasks.id, depends_on_id int! -> tasks.id",
+        key="task_id depends_on_id",
     )
     _index("task_dependencies", "depends_on_id")
-    _agent_runs()
-    _messages()
+    _table(
+        "agent_runs",
+        "id int!, task_id int! -> tasks.id, agent_id int! -> agents.id, attempt int!",
+        "state str20!, worker str255!, host str255!, pid int, worktree text, session_id str64",
+        "started_at float!, heartbeat_at float!, lease_expires_at float!",
+        "finished_at float, exit_code int, cost_usd float, turns int, usage json!",
+        "duration_ms int, summary text, error text, stdout_path text, stderr_path text",
+        unique=["task_id attempt"],
+    )
+    _index("agent_runs", "agent_id")
+    _table(
+        "messages",
+        "id int!, task_id int! -> tasks.id, agent_id int -> agents.id",
+        "thread_id int -> messages.id, author str20!, extra_id str64!, body text!",
+        "options json!, multi_select bool!, state str20!",
+        "answer text, created_at float!, answered_at float",
+    )
+    _index("messages", "task_id")
 
 
 def _tasks() -> None:
     state = sa.Enum(*TASK_STATES.split(), "stopped", name="taskstate", native_enum=False, length=20)
-    op.create_table(
+    _table(
         "tasks",
-        *columns("id int!, initiative_id int!, plan_id int!, key str64!, name text!, kind str40!"),
-        *columns("prompt text!, files json!, verify text, done_criteria text, priority int!"),
-        *columns("height int!, position int!"),
+        "id int!, initiative_id int! -> initiatives.id, plan_id int! -> plans.id, key str64!",
+        "name text!, kind str40!, prompt text!, files json!, verify text, done_criteria text",
+        "priority int!, height int!, position int!",
         sa.Column("state", state, nullable=False),
-        *columns("attempt int!, state_changed_at float!, created_at float!, branch str255"),
-        *columns("worktree text, base_sha str64, head_sha str64, merged_sha str64"),
-        *columns("conflict_files json!, last_error text, stop_requested_at float, bounces int!"),
-        *columns("bounce json!, extra json!"),
-        sa.ForeignKeyConstraint(["initiative_id"], ["initiatives.id"]),
-        sa.ForeignKeyConstraint(["plan_id"], ["plans.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("initiative_id", "key"),
+        "attempt int!, state_changed_at float!, created_at float!, branch str255",
+        "worktree text, base_sha str64, head_sha str64, merged_sha str64",
+        "conflict_files json!, last_error text, stop_requested_at float, bounces int!",
+        "bounce json!, extra json!",
+        unique=["initiative_id key"],
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_tasks_plan_id"), ["plan_id"], unique=False)
         batch_op.create_index("ix_tasks_state", ["state"], unique=False)
 
 
-def _agent_runs() -> None:
+def _table(
+    name: str, *specs: str | sa.Column[Any], unique: Sequence[str] = (), key: str = "id"
+) -> None:
+    """The table as Alembic's autogenerate writes it: the columns ``specs`` name, in order (as
+    :func:`columns` reads them; ``name type -> table.column``: a foreign key too), its foreign
+    keys by column name, its primary key (``key``'s columns), then a unique constraint for each
+    of ``unique`` (its columns, space-separated)."""
+    made: list[sa.Column[Any]] = []
+    references: list[tuple[str, str]] = []
+    for spec in specs:
+        if isinstance(spec, sa.Column):
+            made.append(spec)
+            continue
+        for item in spec.split(","):
+            column, kind, *reference = item.split()
+            made += columns(f"{column} {kind}")
+            if reference:  # ["->", "table.column"]
+                references.append((column, reference[-1]))
     op.create_table(
-        "agent_runs",
-        *columns("id int!, task_id int!, agent_id int!, attempt int!, state str20!"),
-        *columns("worker str255!, host str255!, pid int, worktree text, session_id str64"),
-        *columns("started_at float!, heartbeat_at float!, lease_expires_at float!"),
-        *columns("finished_at float, exit_code int, cost_usd float, turns int, usage json!"),
-        *columns("duration_ms int, summary text, error text, stdout_path text, stderr_path text"),
-        sa.ForeignKeyConstraint(["agent_id"], ["agents.id"]),
-        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("task_id", "attempt"),
+        name,
+        *made,
+        *(sa.ForeignKeyConstraint([column], [target]) for column, target in sorted(references)),
+        sa.PrimaryKeyConstraint(*key.split()),
+        *(sa.UniqueConstraint(*names.split()) for names in unique),
     )
-    _index("agent_runs", "agent_id")
-
-
-def _messages() -> None:
-    op.create_table(
-        "messages",
-        *columns("id int!, task_id int!, agent_id int, thread_id int, author str20!"),
-        *columns("extra_id str64!, body text!, options json!, multi_select bool!, state str20!"),
-        *columns("answer text, created_at float!, answered_at float"),
-        sa.ForeignKeyConstraint(["agent_id"], ["agents.id"]),
-        sa.ForeignKeyConstraint(["task_id"], ["tasks.id"]),
-        sa.ForeignKeyConstraint(["thread_id"], ["messages.id"]),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    _index("messages", "task_id")
 
 
 def _index(table: str, column: str) -> None:
