@@ -101,7 +101,7 @@ def _machinery_failed(
 
 
 def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> AttemptResult:
-    finished = store.finished_agent(claim)
+    finished = store.finished_agent(claim, settings.hostname)
     if finished is None and (until := store.paused_until(settings.agent)) is not None:
         return _paused(settings, ws, until)
     with lease_kept(settings, store, claim):  # git work on a big repository can take a while

@@ -20,7 +20,6 @@ from cw.store.records import (
     HEARD_BY,
     MACHINERY_RETRIES,
     NO_QUESTION,
-    NO_RESULT,
     OUTCOMES,
     REVIEW_AUTHOR,
     Answer,
@@ -237,33 +236,6 @@ class Attempts(Limits):
                 return False
             s.add(_finished_event(claim, result))
             return True
-
-    def finished_agent(self, claim: Claim) -> AttemptResult | None:
-        """The result of an earlier agent of the task that finished but whose attempt never
-        handed its work on (every attempt since was lost, or failed in cw's machinery)."""
-        with self._read() as s:
-            event = s.scalar(
-                select(Event)
-                .where(
-                    Event.task_id == claim.task_id,
-                    Event.kind == "agent.finished",
-                    Event.attempt <= claim.attempt,
-                )
-                .order_by(Event.id.desc())
-                .limit(1)
-            )
-            if event is None or event.attempt is None:
-                return None
-            since = s.scalars(
-                select(AgentRun.state).where(
-                    AgentRun.task_id == claim.task_id,
-                    AgentRun.attempt >= event.attempt,
-                    AgentRun.attempt < claim.attempt,
-                )
-            ).all()
-            if any(state not in NO_RESULT for state in since):
-                return None
-            return AttemptResult(**event.data["result"])
 
     def retry_machinery(
         self,

@@ -10,7 +10,7 @@ from sqlalchemy import func, or_, select, update
 from cw.states import TaskState
 from cw.store.base import StoreBase
 from cw.store.models import AgentRun, District, Event, Task
-from cw.store.records import Claim, S
+from cw.store.records import NO_RESULT, AttemptResult, Claim, S
 
 
 class Recovery(StoreBase):
@@ -74,6 +74,37 @@ class Recovery(StoreBase):
                 select(Task.state, Task.attempt).where(Task.id == claim.task_id)
             ).one_or_none()
             return row is not None and tuple(row) == (S.RUNNING, claim.attempt)
+
+    def finished_agent(self, claim: Claim, host: str) -> AttemptResult | None:
+        """The result of an earlier agent of the task that finished on ``host`` but whose
+        attempt never handed its work on (every attempt since was lost, or failed in cw's
+        machinery). One that finished on another host does not count: what it left after its
+        last push to the hub (its last commits, its uncommitted files) is on that host."""
+        with self._read() as s:
+            event = s.scalar(
+                select(Event)
+                .where(
+                    Event.task_id == claim.task_id,
+                    Event.kind == "agent.finished",
+                    Event.attempt <= claim.attempt,
+                )
+                .order_by(Event.id.desc())
+                .limit(1)
+            )
+            if event is None or event.attempt is None:
+                return None
+            since = s.execute(
+                select(AgentRun.attempt, AgentRun.state, AgentRun.host).where(
+                    AgentRun.task_id == claim.task_id,
+                    AgentRun.attempt >= event.attempt,
+                    AgentRun.attempt < claim.attempt,
+                )
+            ).all()
+            if any(r.state not in NO_RESULT for r in since):
+                return None
+            if any(r.attempt == event.attempt and r.host != host for r in since):
+                return None
+            return AttemptResult(**event.data["result"])
 
     def shutdown_requested(self, claim: Claim) -> bool:
         """True once the worker running this attempt asked it to end (it is shutting down)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -241,11 +242,11 @@ def test_a_database_error_that_passes_sends_the_task_back_to_ready_instead_of_fa
     first = claim(store)
     real, raised = store.finished_agent, []
 
-    def deadlocked_once(one: Claim) -> AttemptResult | None:
+    def deadlocked_once(one: Claim, host: str) -> AttemptResult | None:
         if not raised:
             raised.append(one)
             raise OperationalError("SELECT ...", {}, Exception("deadlock detected"))
-        return real(one)
+        return real(one, host)
 
     monkeypatch.setattr(store, "finished_agent", deadlocked_once)
     assert attempts.run_attempt(settings, store, first, worker="w")
@@ -421,3 +422,28 @@ def test_a_merge_never_takes_a_hub_branch_that_lacks_the_attempts_last_commit(
     git(hub, "update-ref", f"refs/heads/{branch}", str(detail["head_sha"]))  # pushed at last
     merging.merge_attempt(settings, store, first)
     assert store.task_state(first.task_id).value == "done"
+
+
+def test_an_agent_that_finished_on_a_lost_host_runs_again_on_another(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What it left after its last push (uncommitted files, the last commits) is on the lost
+    host: going straight to merge elsewhere would call the task done without it."""
+    settings, store = district
+
+    def killed(*_args: object, **_kw: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worktrees, "commit_all", killed)  # host A dies as it commits the work
+        first = claim(store)
+        with pytest.raises(Killed):
+            attempts.run_attempt(settings, store, first, worker="w")
+    store.release_lost_attempts(time.time() + settings.lease + 1)
+    elsewhere = dataclasses.replace(settings, host=f"not-{settings.hostname}")
+    attempts.run_attempt(elsewhere, store, claim(store), worker="w")
+
+    assert (tmp_path / "agent-runs").read_text() == "run\nrun\n", "the agent ran again"
+    detail = store.task_detail(first.task_id)
+    assert [r["state"] for r in detail["runs"]] == ["lost", "succeeded"]
+    assert detail["state"].value == "merging"
