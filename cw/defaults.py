@@ -27,6 +27,8 @@ GIT_LOCK_FILE = "cw-repo.lock"
 #: A git lock file (index.lock, HEAD.lock, a ref's .lock) open in no process and older than
 #: this was left by a git that was killed: cw removes it.
 GIT_LOCK_STALE_SECONDS = 2.0
+#: A fetch, push or listing of the hub that has not finished by then is killed (and tried again).
+HUB_TIMEOUT_SECONDS = 600.0
 #: Beside the task worktrees: a worktree being removed is moved here first (one rename), so a
 #: kill part-way never leaves a half-deleted worktree at a task's path.
 WORKTREE_TRASH_DIR = ".removing"

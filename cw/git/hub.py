@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from cw import defaults
 from cw.errors import GitError
 from cw.git import stalelocks
 from cw.git.branches import branch_sha, is_ancestor
@@ -17,6 +18,21 @@ logger = logging.getLogger(__name__)
 
 
 HUB_NAMESPACE = "refs/cw-hub/heads/"
+
+
+#: Never a prompt for a password in a talk with the hub: a worker has nobody to answer it.
+PROMPTLESS = {"GIT_TERMINAL_PROMPT": "0"}
+
+
+def _talk(repo: Path, *args: str) -> Result:
+    """``git ARGS`` that talks with the hub, killed (git, ssh and all) after
+    HUB_TIMEOUT_SECONDS: a hung network is cw's machinery failing, tried again later, never an
+    agent slot or the merge lock held for ever."""
+    timeout = defaults.HUB_TIMEOUT_SECONDS
+    result = call(repo, *args, env=PROMPTLESS, timeout=timeout)
+    if result.status != 0 and result.err.startswith("Timeout:"):  # GitPython's own words
+        return Result(result.status, result.out, f"fatal: the hub did not answer in {timeout:g} s")
+    return result
 
 
 #: Two failures of a fetch are another git's doing and over in moments, so the fetch is tried
@@ -31,7 +47,8 @@ def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
     """Force-fetch ``branch`` from ``hub`` into the ref ``into``; False if the hub lacks it."""
     pauses = iter(FETCH_RETRY_PAUSES)
     while True:
-        result = call(repo, "fetch", "--no-tags", "--quiet", hub, f"+refs/heads/{branch}:{into}")
+        refspec = f"+refs/heads/{branch}:{into}"
+        result = _talk(repo, "fetch", "--no-tags", "--quiet", hub, refspec)
         if result.status == 0:
             return True
         if "couldn't find remote ref" in result.err:
@@ -64,11 +81,11 @@ def _push(repo: Path, *args: str) -> Result:
     """``git push --quiet ARGS``; a hub on this file system whose ref lock a killed git left
     behind (a host that died mid-push, with its receive-pack) gets that lock removed, once it
     is stale, and the push is tried again. A live push's lock is left alone."""
-    result = call(repo, "push", "--quiet", *args)
+    result = _talk(repo, "push", "--quiet", *args)
     locks = [Path(found) for found in LOCKED.findall(result.err)]
     if result.status == 0 or not locks or not stalelocks.remove_stale_locks(locks):
         return result
-    return call(repo, "push", "--quiet", *args)
+    return _talk(repo, "push", "--quiet", *args)
 
 
 def hub_ref(branch: str) -> str:
@@ -107,7 +124,10 @@ def take_hub_branch(repo: Path, hub: str, branch: str, worktree: Path) -> str | 
 
 def hub_branches(repo: Path, hub: str, prefix: str) -> dict[str, str]:
     """The hub's branches whose names start with ``prefix``, each with its sha."""
-    out = run(repo, "ls-remote", "--heads", hub, f"refs/heads/{prefix}*")
+    listed = _talk(repo, "ls-remote", "--heads", hub, f"refs/heads/{prefix}*")
+    if listed.status != 0:
+        raise GitError(failure(("ls-remote",), listed))
+    out = listed.out
     pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
     found = {ref.removeprefix("refs/heads/"): sha for sha, ref in pairs}
     return {name: sha for name, sha in found.items() if name.startswith(prefix)}

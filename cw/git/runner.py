@@ -60,22 +60,35 @@ class Result:
     err: str
 
 
-def call(cwd: Path, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> Result:
-    """Run git in ``cwd`` and return its status and output; never raises on failure."""
-    status, out, err = _execute(cwd, args, env=env, strip=strip, text=True)
+def call(
+    cwd: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    strip: bool = True,
+    timeout: float | None = None,
+) -> Result:
+    """Run git in ``cwd`` and return its status and output; never raises on failure. After
+    ``timeout`` seconds git and what it started (ssh, a credential helper) are killed."""
+    status, out, err = _execute(cwd, args, env=env, strip=strip, text=True, timeout=timeout)
     return Result(status, out, err)
 
 
 def run_bytes(cwd: Path, *args: str) -> bytes:
     """Run git in ``cwd`` and return its raw stdout; raise :class:`GitError` on failure."""
-    status, out, err = _execute(cwd, args, env=None, strip=False, text=False)
+    status, out, err = _execute(cwd, args, env=None, strip=False, text=False, timeout=None)
     if status != 0:
         raise GitError(failure(args, Result(status, "", err)))
     return bytes(out)
 
 
 def _execute(
-    cwd: Path, args: tuple[str, ...], *, env: Mapping[str, str] | None, strip: bool, text: bool
+    cwd: Path,
+    args: tuple[str, ...],
+    *,
+    env: Mapping[str, str] | None,
+    strip: bool,
+    text: bool,
+    timeout: float | None,
 ) -> tuple[int, Any, str]:
     if not cwd.is_dir():
         raise GitError(f"cannot run git {args[0]}: {cwd} is not a directory")
@@ -86,6 +99,7 @@ def _execute(
         env=env,
         stdout_as_string=text,
         strip_newline_in_stdout=strip,
+        kill_after_timeout=timeout,
     )
     return status, out, err
 

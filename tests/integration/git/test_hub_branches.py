@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from cw import defaults
 from cw.errors import GitError
 from cw.git import branches, worktrees
-from cw.git.hub import delete_hub_branch, hub_branches, push_branch, take_hub_branch
+from cw.git.hub import (
+    delete_hub_branch,
+    fetch_branch,
+    hub_branches,
+    push_branch,
+    take_hub_branch,
+)
 from tests.conftest import git
 from tests.integration.conftest import seeded_hub
 
@@ -133,3 +141,29 @@ def test_a_hub_lock_held_open_by_a_live_process_stays(tmp_path: Path) -> None:
     with lock.open("a"), pytest.raises(GitError, match="cannot lock ref"):
         push_branch(there, str(hub), newer, BRANCH)
     assert lock.exists()
+
+
+def test_a_hub_that_never_answers_is_given_up_on_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hung network is cw's machinery failing (tried again later), never a slot held for ever."""
+    _hub, clone, _other = clones(tmp_path)
+    ssh = tmp_path / "hanging-ssh"
+    ssh.write_text("#!/bin/sh\nexec sleep 117.3\n")  # connects, then never says a word
+    ssh.chmod(0o755)
+    monkeypatch.setenv("GIT_SSH_COMMAND", str(ssh))
+    monkeypatch.setattr(defaults, "HUB_TIMEOUT_SECONDS", 1.0)
+    away = "ssh://hub.invalid/repo.git"
+    for talk in (
+        lambda: fetch_branch(clone, away, "cw/task/1-a", "refs/cw-hub/heads/cw/task/1-a"),
+        lambda: push_branch(clone, away, "HEAD", "cw/task/1-a"),
+        lambda: hub_branches(clone, away, "cw/task/"),
+    ):
+        start = time.monotonic()
+        with pytest.raises(GitError, match="the hub did not answer in 1 s"):
+            talk()
+        assert time.monotonic() - start < 20
+    assert (
+        "sleep 120"
+        not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    )
