@@ -101,13 +101,13 @@ def submit_plan(
         refuse_skips(spec)
     diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
     twin = store.held_elsewhere(spec) if diff.created and not new_initiative else {}
+    renamed = _second_name(spec, twin)
     if dry_run:
-        _echo_lines(_dry_run(diff) + _terms(terms, "would set") + submit_report(spec))
-        diff.check()
-        _refuse_a_second_name(spec, twin)
+        said = _dry_run(diff, refused=renamed is not None)
+        _echo_lines(said + _terms(terms, "would set") + submit_report(spec))
+        _refuse(diff, renamed)
         return
-    diff.check()
-    _refuse_a_second_name(spec, twin)
+    _refuse(diff, renamed)
     app = None
     if not (no_dispatch or (diff.nothing_new and not terms.given)):
         from cw.transport.celeryapp import connected_app  # Celery: only to send something
@@ -135,16 +135,23 @@ def _terms(terms: Terms, verb: str) -> list[str]:
     return [f"cw: {verb} {', '.join(said)}"] if said else []
 
 
-def _refuse_a_second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) -> None:
-    """A new initiative read from where another was, at least half of whose plans that one
-    holds as they are, would run every task again: the project was renamed (PROJECT.md's
-    heading, the YAML's ``initiative``)."""
+def _refuse(diff: PlanDiff, renamed: str | None) -> None:
+    """A plan that cannot change, or a renamed project: refused, nothing stored."""
+    diff.check()
+    if renamed is not None:
+        raise UsageError(renamed)
+
+
+def _second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) -> str | None:
+    """Why the submit is refused if ``spec`` is a new initiative read from where another was,
+    at least half of whose plans that one holds as they are: every task would run again (the
+    project was renamed: PROJECT.md's heading, the YAML's ``initiative``)."""
     plans, here = len(spec.plans()), _place(spec.source)
     same = [(i, n) for i, n in held.items() if 2 * n >= plans and _place(i[2]) == here]
     if not same:
-        return
+        return None
     (initiative_id, name, _source), count = max(same, key=lambda item: item[1])
-    raise UsageError(
+    return (
         f"initiative {spec.name!r} would be new, but {name!r} (id {initiative_id}) holds "
         f"{count} of its {counted(plans, 'plan')} as they are: every task would run again. If "
         "the project was renamed, give it its old name back (PROJECT.md's first heading, or "
@@ -197,19 +204,19 @@ def _summary(diff: PlanDiff, spec: InitiativeSpec) -> list[str]:
     return lines + [f"cw: {c.line()}" for c in shown] + _late(diff)
 
 
-def _verdict(diff: PlanDiff) -> str:
-    if diff.of(REFUSED):
+def _verdict(diff: PlanDiff, refused: bool) -> str:
+    if refused or diff.of(REFUSED):
         return "refused"
     if diff.nothing_new:
         return "nothing new"
     return "would be stored" if diff.created else "would change"
 
 
-def _dry_run(diff: PlanDiff) -> list[str]:
+def _dry_run(diff: PlanDiff, refused: bool) -> list[str]:
     name = f"initiative {diff.initiative!r}"
     where = f"{name} (id {diff.initiative_id})" if diff.initiative_id else f"new {name}"
-    verdict = _verdict(diff)
-    tasks = counted(len(diff.new_tasks), "task")
+    verdict = _verdict(diff, refused)
+    tasks = counted(0 if refused else len(diff.new_tasks), "task")
     return [
         f"cw: dry run, nothing stored: {where}: {verdict}; {tasks} to add",
         *(f"  {change.line(9)}" for change in diff.plans),

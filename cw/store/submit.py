@@ -347,8 +347,9 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list
     s.add(PlanVersion(plan_id=held.id, version=held.version, content=content, replaced_at=now))
     values = {**_plan_values(plan), "version": held.version + 1}
     s.execute(update(Plan).where(Plan.id == held.id).values(**values))
-    on_disk = {t.key: t for t in plan.tasks}
-    gone = [stored.tasks[k].id for k in held.tasks if k not in on_disk]
+    before = dict(map(tuple, held.prints["tasks"]))
+    after = dict(map(tuple, values["prints"]["tasks"]))
+    gone = [stored.tasks[k].id for k in held.tasks if k not in after]
     waited: list[int] = []
     if gone:
         waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(gone))
@@ -356,10 +357,12 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list
         edges = or_(TaskDependency.task_id.in_(gone), TaskDependency.depends_on_id.in_(gone))
         s.execute(delete(TaskDependency).where(edges))
         s.execute(delete(Task).where(Task.id.in_(gone)))
-    for key in held.tasks:
-        if key in on_disk:
-            task_id = stored.tasks[key].id
-            s.execute(update(Task).where(Task.id == task_id).values(**_task_values(on_disk[key])))
+    for task in plan.tasks:
+        # A task the files did not change keeps its row as it is: a person's edit of its
+        # prompt or priority (the file UI) stands.
+        if task.key in held.tasks and before.get(task.key) != after[task.key]:
+            task_id = stored.tasks[task.key].id
+            s.execute(update(Task).where(Task.id == task_id).values(**_task_values(task)))
     return waited
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from cw.store import Store
 from tests.acceptance.test_cli import district, merge_order
 from tests.conftest import CW, POSTGRES_URL, Processes, dump_store, store_url
 
@@ -245,6 +246,27 @@ def test_a_changed_plan_that_has_not_started_is_updated_and_keeps_its_old_versio
     assert json.loads(cw(repo, "plan", "show", "01-01", "--json").stdout)["version"] == 3
 
 
+def test_a_plan_updated_in_place_keeps_a_persons_edit_of_a_task_the_files_left_alone(
+    repo: Path,
+) -> None:
+    """An edit made in the file UI (prompt, priority) stands unless the files change that
+    very task."""
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ids = {row["key"]: row["id"] for row in json.loads(cw(repo, "task", "list", "--json").stdout)}
+    store = Store.open(store_url(repo))
+    store.edit_task(ids["01-01-1"], prompt="Make the core, carefully.", priority=7)
+    store.edit_task(ids["01-01-2"], prompt="Test the core, carefully.")
+    store.close()
+    write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.", "Test it well.")})
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert lines[1] == "cw: changed 01-01: 2 tasks: 1 task edited (01-01-2)"
+    shown = {k: json.loads(cw(repo, "task", "show", k, "--json").stdout) for k in ids}
+    assert shown["01-01-1"]["prompt"] == "Make the core, carefully.", "the person's edit stands"
+    assert shown["01-01-1"]["priority"] == 7
+    assert shown["01-01-2"]["prompt"] == "Test it well.", "the files changed this task"
+
+
 def test_a_changed_plan_whose_tasks_started_is_refused_in_one_line(
     repo: Path, redis_url: str
 ) -> None:
@@ -389,6 +411,10 @@ def test_a_renamed_project_is_refused_rather_than_run_again_as_a_new_initiative(
     )
     assert said.endswith("add --new-initiative")
     assert refused(repo, "submit", "plan", ".planning", "--dry-run") == said
+    head = cw(repo, "submit", "plan", ".planning", "--dry-run").stdout.splitlines()[0]
+    assert (
+        head == "cw: dry run, nothing stored: new initiative 'Tally App': refused; 0 tasks to add"
+    )
     assert ok(repo, "submit", "plan", ".planning", "--new-initiative", "--no-dispatch")[0] == (
         "cw: submitted initiative 'Tally App' (id 2): 3 tasks in 2 plans"
     )
