@@ -136,8 +136,9 @@ class PlanChange:
         if self.conflict:
             return self.conflict
         return (
-            "its tasks have started, so it cannot change; to change finished work, add a new "
-            "plan (the GSD way, e.g. a gap-closure plan) instead of editing this one"
+            "its tasks have started, so it cannot change; to add or change work once a plan has "
+            "started, add a new plan (the GSD way, e.g. a gap-closure plan) instead of editing "
+            "this one (a YAML file's flat tasks: list is plan 01-01: docs/plan-format.md)"
         )
 
 

@@ -282,9 +282,10 @@ def test_a_changed_plan_whose_tasks_started_is_refused_in_one_line(
     )
     assert refused(repo, "submit", "plan", ".planning") == (
         "cw: error: plan 01-01 (.planning/phases/01-core/01-01-PLAN.md): 1 task added (01-01-3), "
-        "1 task edited (01-01-1): its tasks have started, so it cannot change; to change finished "
-        "work, add a new plan (the GSD way, e.g. a gap-closure plan) instead of editing this one; "
-        "nothing stored"
+        "1 task edited (01-01-1): its tasks have started, so it cannot change; to add or change "
+        "work once a plan has started, add a new plan (the GSD way, e.g. a gap-closure plan) "
+        "instead of editing this one (a YAML file's flat tasks: list is plan 01-01: "
+        "docs/plan-format.md); nothing stored"
     )
     assert refused(repo, "plan", "cancel", "01-01") == (
         "cw: error: plan 01-01: task 01-01-1 is queued: only a plan none of whose tasks has "
@@ -583,3 +584,30 @@ def test_a_receipt_is_not_used_once_another_submit_changed_the_initiative(repo: 
     lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
     assert lines[0] == "cw: initiative 'repo' (id 1): nothing new; 2 plans unchanged"
     assert lines[1].startswith("cw: missing 02-01: 1 task: missing on disk")
+
+
+def test_a_flat_yaml_list_grows_as_the_docs_say_once_its_tasks_started(
+    repo: Path, redis_url: str
+) -> None:
+    """docs/plan-format.md: the list becomes plan 01-01 of phase 01 (unchanged), the new
+    tasks a new plan."""
+    flat = "initiative: f\ndescription: Two steps.\ntasks:\n  - {id: a, prompt: Do a.}\n"
+    (repo / "f.yaml").write_text(flat, encoding="utf-8")
+    assert cw(repo, "submit", "plan", "f.yaml", env={"CW_BROKER_URL": redis_url}).returncode == 0
+    (repo / "f.yaml").write_text(flat + "  - {id: b, prompt: Do b.}\n", encoding="utf-8")
+    assert "(a YAML file's flat tasks: list is plan 01-01" in refused(
+        repo, "submit", "plan", "f.yaml"
+    )
+    grown = (
+        "initiative: f\ndescription: Two steps.\nphases:\n"
+        '  - id: "01"\n    plans:\n'
+        '      - id: "01-01"\n        objective: Two steps.\n'
+        "        tasks:\n          - {id: a, prompt: Do a.}\n"
+        '      - id: "01-02"\n        tasks:\n          - {id: b, prompt: Do b.}\n'
+    )
+    (repo / "f.yaml").write_text(grown, encoding="utf-8")
+    assert ok(repo, "submit", "plan", "f.yaml", "--no-dispatch") == [
+        "cw: initiative 'f' (id 1): 1 task added, 1 plan new, 1 plan unchanged",
+        "cw: added 01-02: 1 task",
+    ]
+    assert sorted(task_keys(repo)) == ["a", "b"]
