@@ -116,28 +116,30 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
         result = _agent(settings, store, claim, request, Publisher(settings, branch))
-    elsewhere = _left(settings, worktree, branch, base)
-    if elsewhere is not None:
-        # Nothing is committed or removed: the worktree stays as the agent left it.
-        tip = branches.branch_sha(settings.repo, branch)
-        if result.outcome in ("done", "failed"):  # never a silent "no changes"
-            return replace(result, outcome="failed", error=elsewhere, head_sha=tip)
-        logger.warning("task %s: %s", ws.brief.key, elsewhere)  # it goes on later, here
-        return replace(result, head_sha=tip)
-    if finished is None:
-        left = _unresolved(worktree, conflicts) if result.ok else ""
-        if left:
-            # Never commit conflict markers: the agent has to finish resolving.
-            return replace(result, outcome="failed", error=f"unresolved conflicts in {left}")
-        links = _committed_links(worktree, start) if result.ok else []
-        if links:
-            return replace(result, outcome="failed", error=nested.why(links, committed=True))
-        if result.ok:
-            try:
-                store.record_agent_finished(claim, result)
-            except TransientDatabaseError as exc:
-                raise _Unrecorded(exc, result) from exc
+    # The agent's heartbeat ended with it: the lease is kept while cw checks, commits and
+    # pushes (a lapse here would give the task to another attempt, and run the agent again).
     with lease_kept(settings, store, claim):
+        elsewhere = _left(settings, worktree, branch, base)
+        if elsewhere is not None:
+            # Nothing is committed or removed: the worktree stays as the agent left it.
+            tip = branches.branch_sha(settings.repo, branch)
+            if result.outcome in ("done", "failed"):  # never a silent "no changes"
+                return replace(result, outcome="failed", error=elsewhere, head_sha=tip)
+            logger.warning("task %s: %s", ws.brief.key, elsewhere)  # it goes on later, here
+            return replace(result, head_sha=tip)
+        if finished is None:
+            left = _unresolved(worktree, conflicts) if result.ok else ""
+            if left:
+                # Never commit conflict markers: the agent has to finish resolving.
+                return replace(result, outcome="failed", error=f"unresolved conflicts in {left}")
+            links = _committed_links(worktree, start) if result.ok else []
+            if links:
+                return replace(result, outcome="failed", error=nested.why(links, committed=True))
+            if result.ok:
+                try:
+                    store.record_agent_finished(claim, result)
+                except TransientDatabaseError as exc:
+                    raise _Unrecorded(exc, result) from exc
         head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
         result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
         return _review_gate(settings, ws, worktree, result)

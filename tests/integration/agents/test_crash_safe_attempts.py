@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -446,4 +447,26 @@ def test_an_agent_that_finished_on_a_lost_host_runs_again_on_another(
     assert (tmp_path / "agent-runs").read_text() == "run\nrun\n", "the agent ran again"
     detail = store.task_detail(first.task_id)
     assert [r["state"] for r in detail["runs"]] == ["lost", "succeeded"]
+    assert detail["state"].value == "merging"
+
+
+def test_the_lease_is_kept_while_cw_checks_what_the_agent_left(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The agent's heartbeat ends with it; checking its work on a big repository can take
+    longer than a lease, and must not look like a dead worker."""
+    settings, store = district
+    settings = dataclasses.replace(settings, lease=1.0, heartbeat=0.2)
+    real = attempts._left
+
+    def slow(*args: Any) -> str | None:
+        time.sleep(1.5)  # more than a lease after the agent's last heartbeat
+        assert not store.release_lost_attempts(time.time()), "the lease lapsed"
+        return real(*args)
+
+    monkeypatch.setattr(attempts, "_left", slow)
+    first = claim(store)
+    attempts.run_attempt(settings, store, first, worker="w")
+    detail = store.task_detail(first.task_id)
+    assert [r["state"] for r in detail["runs"]] == ["succeeded"]
     assert detail["state"].value == "merging"
