@@ -7,6 +7,9 @@ import uuid
 STATE_DIR = ".cw"
 #: Every agent process carries it: which district, host, task and attempt it works for.
 AGENT_RUN_ENV = "CW_AGENT_RUN"
+#: Carried by a merge's checks: the district's state directory (a check whose merge worker
+#: died is stopped before the next merge).
+MERGE_CHECK_ENV = "CW_MERGE_CHECK"
 #: Set by ``cw server`` for its children (its pid): each stops when the server dies.
 SERVER_PID_ENV = "CW_SERVER_PID"
 DATABASE_FILE = "cw.db"

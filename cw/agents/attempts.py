@@ -183,7 +183,9 @@ def _review_gate(
         return result
     commands = [c for c in (ws.brief.verify, settings.verify_command) if c]
     log = settings.log_dir / "agents" / ws.agent_name / f"review-check-{ws.attempt}.log"
-    verdict = run_checks(commands, worktree, settings.verify_timeout, log)
+    run = (settings.state_dir, settings.hostname, ws.task_id, ws.attempt)
+    marks = {runmarks.AGENT_RUN_ENV: runmarks.run_marker(*run)}  # stopped as an agent would be
+    verdict = run_checks(commands, worktree, settings.verify_timeout, log, marks)
     if not verdict.ok:
         logger.info(
             "task %s: its check failed in its worktree; to the merge, not to review", ws.brief.key

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cw import defaults
 from cw.errors import GitError, NotFound
-from cw.git import branches, worktrees
+from cw.git import branches, mergechecks, worktrees
 from cw.git.train import Outcome, run_train
 from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
@@ -46,6 +46,7 @@ def merge_attempt(settings: Settings, store: Store, claim: Claim) -> MergeResult
     """Merge the attempt's branch if it is still ours, with the merges waiting behind it."""
     note_merge()
     with merge_lock(settings):
+        mergechecks.stop_left_checks(settings)
         job = store.begin_merge(claim)
         if job is None:
             logger.info("merge of task %s attempt %s is not ours; skipping", *_ids(claim))

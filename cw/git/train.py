@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.errors import GitError
-from cw.git import branches, hub, treemerge
+from cw.git import branches, hub, mergechecks, treemerge
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
 from cw.git.verify import Verdict, run_checks
 from cw.settings import Settings
@@ -228,7 +228,8 @@ def _check(settings: Settings, jobs: Sequence[MergeJob], cars: list[_Car]) -> Ve
     job = jobs[last.index]
     log = settings.log_dir / "merges" / f"{job.task_id}-{job.key}-{job.attempt}.log"
     tree = last.step.merged.checkout()
-    return run_checks(commands, tree, settings.verify_timeout, log)
+    with mergechecks.checking(settings):
+        return run_checks(commands, tree, settings.verify_timeout, log, mergechecks.marks(settings))
 
 
 def _landed(car: _Car, verdict: Verdict | None) -> MergeReport:

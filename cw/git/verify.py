@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,23 +22,26 @@ class Verdict:
     output: str  # the tail of its stdout and stderr
 
 
-def run_checks(commands: list[str], cwd: Path, timeout: float, log: Path) -> Verdict:
-    """Run each command with ``/bin/sh -c`` in ``cwd``; stop at the first that fails."""
+def run_checks(
+    commands: list[str], cwd: Path, timeout: float, log: Path, marks: Mapping[str, str]
+) -> Verdict:
+    """Run each command with ``/bin/sh -c`` in ``cwd``; stop at the first that fails.
+    ``marks``: variables its processes carry, by which a check whose worker died is found."""
     for command in commands:
-        verdict = _run(command, cwd, timeout, log)
+        verdict = _run(command, cwd, timeout, log, marks)
         if not verdict.ok:
             return verdict
     return Verdict(True, " && ".join(commands), 0, "")
 
 
-def _run(command: str, cwd: Path, timeout: float, log: Path) -> Verdict:
+def _run(command: str, cwd: Path, timeout: float, log: Path, marks: Mapping[str, str]) -> Verdict:
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text(f"$ {command}\n", encoding="utf-8")
     finished = run_in_group(
         Launch(
             argv=["/bin/sh", "-c", command],
             cwd=cwd,
-            env=agent_env(os.environ, {}),
+            env=agent_env(os.environ, marks),
             stdin_text="",
             stdout=log,
             stderr=log,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cw.git import worktrees
@@ -19,13 +21,14 @@ pytestmark = pytest.mark.redis
 def test_killing_the_merge_worker_mid_merge_never_half_merges_and_merges_once_on_restart(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
-    marker = tmp_path / "verify-started"
+    marker, check = tmp_path / "verify-started", tmp_path / "first-check.pid"
     (tmp_path / "agent.sh").write_text("echo work > work.txt\n")
     d = district({
         "CW_AGENT_COMMAND": f"sh {tmp_path / 'agent.sh'}",
         # The verify step runs inside the merge, after git's merge commit and before the
-        # integration branch moves: the worst moment to die.
-        "CW_VERIFY_COMMAND": f"touch {marker}; sleep 4",
+        # integration branch moves: the worst moment to die. The first outlives its worker.
+        "CW_VERIFY_COMMAND": f"[ -f {marker} ] || "
+        f"{{ echo $$ > {check}; touch {marker}; sleep 60; }}",
     })  # fmt: skip
     before = git(d.repo, "rev-parse", "cw/integration")
     d.start_worker("agents", "agents")
@@ -46,3 +49,7 @@ def test_killing_the_merge_worker_mid_merge_never_half_merges_and_merges_once_on
     assert restarted.poll() is None
     log = (d.processes.log_dir / "merge-2.log").read_text()
     assert "re-sent 1 merge(s)" in log
+    first = psutil.Process(int(check.read_text()))  # reparented when its worker died
+    with contextlib.suppress(psutil.NoSuchProcess):
+        first.wait(10)  # the restarted worker stopped it before merging again
+    assert "stopping a merge check its merge worker left running" in log

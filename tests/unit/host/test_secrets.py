@@ -68,7 +68,7 @@ def test_a_verify_command_runs_without_cws_connection_secrets(
     """Verify steps run code the agents wrote: they get no more than an agent does."""
     monkeypatch.setenv("CW_BROKER_URL", "redis://:verify-PLANTED-pw@127.0.0.1:6379/0")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-verify-PLANTED")
-    verdict = run_checks(["env > seen.env"], tmp_path, 30, tmp_path / "verify.log")
+    verdict = run_checks(["env > seen.env"], tmp_path, 30, tmp_path / "verify.log", {})
     assert verdict.ok
     seen = (tmp_path / "seen.env").read_text()
     assert "verify-PLANTED-pw" not in seen and "CW_BROKER_URL" not in seen

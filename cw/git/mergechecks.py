@@ -1,0 +1,60 @@
+"""A merge's checks outlive a merge worker that dies (each runs in its own process group):
+they are marked, and the next merge stops them before it touches the integration worktree.
+
+While a check runs, a file under ``.cw/locks`` says so; the merge lock's next holder that
+finds it knows its holder died mid-check, and only then looks for the marked processes (a
+scan of every process's environment, too slow to make at every merge).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from cw.defaults import MERGE_CHECK_ENV
+from cw.host import processes
+from cw.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: Under the lock directory while a merge's check runs.
+CHECKING = "merge-check-running"
+
+
+def marks(settings: Settings) -> Mapping[str, str]:
+    """What a merge's check carries: which district's merge it checks."""
+    return {MERGE_CHECK_ENV: str(settings.state_dir)}
+
+
+@contextmanager
+def checking(settings: Settings) -> Iterator[None]:
+    """Say that a check runs (called with the merge lock held), for as long as it runs."""
+    path = _path(settings)
+    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def stop_left_checks(settings: Settings) -> int:
+    """Called with the merge lock held: stop the checks of a merge worker that died during
+    one; how many process groups were stopped."""
+    path = _path(settings)
+    if not path.exists():
+        return 0
+    mine = str(settings.state_dir)
+    groups = {pgid for pgid, value in processes.marked_groups(MERGE_CHECK_ENV) if value == mine}
+    for pgid in groups:
+        logger.warning("stopping a merge check its merge worker left running (group %s)", pgid)
+        processes.kill_group(pgid)
+    with suppress(FileNotFoundError):
+        path.unlink()
+    return len(groups)
+
+
+def _path(settings: Settings) -> Path:
+    return settings.lock_dir / CHECKING
