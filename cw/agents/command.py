@@ -93,6 +93,7 @@ def _task_env(request: AgentRequest) -> dict[str, str]:
         "CW_WORKTREE": str(request.worktree),
         "CW_ATTEMPT": str(request.attempt),
         "CW_AGENT_NAME": request.agent_name,
+        "CW_DECISIONS": json.dumps(request.task.decisions),
     }
 
 

@@ -26,6 +26,9 @@ def first_prompt(task: TaskBrief) -> str:
         parts += ["## The plan this task belongs to", task.plan_objective.strip()]
     if task.plan_context.strip():
         parts += ["## Context to read first", task.plan_context.strip()]
+    if task.decisions:
+        said = "\n".join(f"- {d}" for d in task.decisions)
+        parts += ["## Decisions already made (a person picked these; work with them)", said]
     parts.append(RULES.format(branch=task.branch))
     return "\n\n".join(parts) + "\n"
 

@@ -12,9 +12,17 @@ from sqlalchemy.orm import Session, aliased
 
 from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld
-from cw.store.base import lock_task, queue_merge
+from cw.store.base import decisions_upstream, lock_task, queue_merge
 from cw.store.limits import Limits
-from cw.store.models import Agent, AgentRun, District, Event, Initiative, Message, Task
+from cw.store.models import (
+    Agent,
+    AgentRun,
+    District,
+    Event,
+    Initiative,
+    Message,
+    Task,
+)
 from cw.store.records import (
     APPROVE,
     HEARD_BY,
@@ -400,7 +408,7 @@ def _workspace(
     agent = s.scalars(select(Agent).where(Agent.task_id == claim.task_id)).one()
     return Workspace(
         task_id=task.id,
-        brief=_brief(task),
+        brief=_brief(s, task),
         attempt=claim.attempt,
         agent_id=agent.id,
         agent_name=agent.name,
@@ -427,7 +435,7 @@ def _finished_event(claim: Claim, result: AttemptResult) -> Event:
     )
 
 
-def _brief(task: Task) -> TaskBrief:
+def _brief(s: Session, task: Task) -> TaskBrief:
     return TaskBrief(
         key=task.key,
         name=task.name,
@@ -439,6 +447,7 @@ def _brief(task: Task) -> TaskBrief:
         done_criteria=task.done_criteria,
         plan_objective=task.plan.objective,
         plan_context=task.plan.context,
+        decisions=decisions_upstream(s, task.id),
     )
 
 

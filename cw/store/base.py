@@ -29,7 +29,7 @@ from cw.store.models import (
     Task,
     TaskDependency,
 )
-from cw.store.records import Claim, S, Scope
+from cw.store.records import DECISION, Claim, S, Scope
 
 T = TypeVar("T")
 R = TypeVar("R", bound=Base)
@@ -362,3 +362,21 @@ def keys_not_done(s: Session, task_id: int) -> list[str]:
 def selecting(s: Session | Connection) -> selects.Select:
     """:mod:`cw.store.selects`' reads inside the transaction ``s`` is in."""
     return lambda sql, params: s.execute(text(sql), params).all()
+
+
+def decisions_upstream(s: Session, task_id: int) -> list[str]:
+    """What a person picked at each decision checkpoint the task depends on, however far up."""
+    upstream = (
+        select(TaskDependency.depends_on_id.label("id"))
+        .where(TaskDependency.task_id == task_id)
+        .cte("upstream", recursive=True)
+    )
+    upstream = upstream.union(
+        select(TaskDependency.depends_on_id).join(upstream, TaskDependency.task_id == upstream.c.id)
+    )
+    rows = s.execute(
+        select(Task.name, Task.extra)
+        .where(Task.id.in_(select(upstream.c.id)), Task.kind == DECISION, Task.state == S.DONE)
+        .order_by(Task.position)
+    ).all()
+    return [f"{name}: {extra['answer']}" for name, extra in rows if extra.get("answer")]

@@ -136,6 +136,8 @@ class TaskBrief:
     done_criteria: str | None = None
     plan_objective: str = ""
     plan_context: str = ""
+    #: The decisions a person made at checkpoints this task comes after: "<checkpoint>: <pick>"
+    decisions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

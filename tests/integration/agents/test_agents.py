@@ -29,7 +29,8 @@ def request(tmp_path: Path) -> AgentRequest:
     worktree = tmp_path / "wt"
     worktree.mkdir(exist_ok=True)
     return AgentRequest(
-        task_id=7, task=TaskBrief("02-01-1", "Cache", "Write an LRU cache"), attempt=2,
+        task_id=7, attempt=2,
+        task=TaskBrief("02-01-1", "Cache", "Write an LRU cache", decisions=["Store: lite"]),
         agent_name="amber-otter", prompt="The whole brief",
         worktree=worktree, log_dir=tmp_path / "logs",
     )  # fmt: skip
@@ -49,7 +50,7 @@ def test_the_program_gets_the_task_in_its_environment_and_on_stdin(tmp_path: Pat
     seen = (tmp_path / "wt" / "seen.env").read_text()
     for line in ("CW_TASK_ID=7", "CW_TASK_KEY=02-01-1", "CW_TASK_NAME=Cache", "CW_ATTEMPT=2",
                  "CW_AGENT_NAME=amber-otter", "CW_TASK_PROMPT=Write an LRU cache",
-                 f"CW_WORKTREE={tmp_path / 'wt'}"):  # fmt: skip
+                 f"CW_WORKTREE={tmp_path / 'wt'}", 'CW_DECISIONS=["Store: lite"]'):  # fmt: skip
         assert line in seen
     assert (tmp_path / "wt" / "seen.stdin").read_text() == "Write an LRU cache"
     assert (tmp_path / "wt" / "seen.cwd").read_text().strip() == str(tmp_path / "wt")

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from cw.agents.prompts import first_prompt
+from cw.store.base import decisions_upstream
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready
 from tests.conftest import CW, git
@@ -210,3 +212,34 @@ def test_the_message_commands_show_and_refuse_bad_answers_with_one_line(
         2,
         "cw: error: no message 99: see `cw message list`",
     )
+
+
+def test_a_decision_reaches_every_task_after_it_in_its_brief_and_environment(
+    district: Callable[..., District],
+) -> None:
+    """A GSD decision exists to steer the work after it: the agents there hear the pick."""
+    d = district({})
+    plan = spec(
+        {"pick": [], "build": ["pick"], "test": ["build"], "other": []},
+        kinds={"pick": "checkpoint:decision"},
+    )
+    plan.tasks()[0].extra["options"] = [{"id": "pg", "name": "PostgreSQL"},
+                                        {"id": "lite", "name": "SQLite"}]  # fmt: skip
+    d.store.submit(plan)
+    dispatch_ready(d.store, make_app(d.settings))  # asks the person; "other" is sent
+    (message,) = pending(d)
+    d.store.answer_message(message["id"], "lite")
+    picked = d.store.task_detail(d.store.find_task_id("pick"))["extra"]["answer"]
+
+    briefs = {}
+    for claim in d.store.claim_ready_tasks():  # "build" (and "other", if no worker took it)
+        workspace = d.store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+        assert workspace is not None
+        briefs[workspace.brief.key] = workspace.brief
+    assert briefs["build"].decisions == [f"task pick: {picked}"]
+    assert "lite" in picked
+    section = "## Decisions already made (a person picked these; work with them)"
+    assert f"{section}\n\n- task pick: {picked}" in first_prompt(briefs["build"])
+    assert briefs.get("other") is None or briefs["other"].decisions == []
+    with d.store._read() as s:  # however far down: "test" comes after "build"
+        assert decisions_upstream(s, d.store.find_task_id("test")) == [f"task pick: {picked}"]
