@@ -365,7 +365,11 @@ def selecting(s: Session | Connection) -> selects.Select:
 
 
 def decisions_upstream(s: Session, task_id: int) -> list[str]:
-    """What a person picked at each decision checkpoint the task depends on, however far up."""
+    """What a person picked at each decision checkpoint the task depends on, however far up
+    (the walk up the graph only where some decision was made at all)."""
+    decided = (Task.kind == DECISION) & (Task.state == S.DONE)
+    if s.scalar(select(Task.id).where(decided).limit(1)) is None:
+        return []
     upstream = (
         select(TaskDependency.depends_on_id.label("id"))
         .where(TaskDependency.task_id == task_id)
@@ -376,7 +380,7 @@ def decisions_upstream(s: Session, task_id: int) -> list[str]:
     )
     rows = s.execute(
         select(Task.name, Task.extra)
-        .where(Task.id.in_(select(upstream.c.id)), Task.kind == DECISION, Task.state == S.DONE)
+        .where(Task.id.in_(select(upstream.c.id)), decided)
         .order_by(Task.position)
     ).all()
     return [f"{name}: {extra['answer']}" for name, extra in rows if extra.get("answer")]
