@@ -15,7 +15,7 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Self, overload
 from urllib.parse import unquote
 
 from cw import defaults
@@ -30,8 +30,12 @@ class _InStateDir:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __get__(self, settings: Settings, owner: type[Settings]) -> Path:
-        return settings.state_dir / self.name
+    @overload
+    def __get__(self, settings: None, owner: type[Settings]) -> Self: ...
+    @overload
+    def __get__(self, settings: Settings, owner: type[Settings]) -> Path: ...
+    def __get__(self, settings: Settings | None, owner: type[Settings]) -> Self | Path:
+        return self if settings is None else settings.state_dir / self.name
 
 
 @dataclass(frozen=True)

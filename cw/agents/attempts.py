@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from cw import defaults
-from cw.agents.lease import Publisher, heartbeat, lease_kept
+from cw.agents.lease import Heartbeat, Publisher, lease_kept
 from cw.agents.prompts import (
     answers_prompt,
     bounce_prompt,
@@ -201,7 +201,7 @@ def _agent(
     """Run the agent; what came of it (nothing committed yet)."""
     outcome = make_adapter(settings).run(
         request,
-        tick=lambda pid: heartbeat(settings, store, claim, pid, publish),
+        tick=Heartbeat(settings, store, claim, publish),
         on_session=lambda session_id: store.record_session(claim, session_id),
     )
     exited_at = time.time()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,17 +42,26 @@ def lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]
         thread.join()
 
 
-def heartbeat(settings: Settings, store: Store, claim: Claim, pid: int, publish: Publisher) -> bool:
-    """Extend the lease and publish the agent's new commits; False (the agent stops) on a stop
-    request or a worker shutdown."""
-    try:
-        if not store.record_heartbeat(claim, settings.lease, pid):
-            return False  # the attempt is not ours any more: its branch is another's to push
-        publish()
-        return not store.shutdown_requested(claim)
-    except TransientDatabaseError as exc:
-        _not_recorded(claim, exc)  # nothing pushed: the attempt may have been taken over
-        return True
+class Heartbeat:
+    """Each tick of a running agent: extend the lease and publish its new commits; False (the
+    agent stops) on a stop request, a worker shutdown, or a lease this worker could not renew
+    for a whole lease (another host may have taken the task over meanwhile)."""
+
+    def __init__(self, settings: Settings, store: Store, claim: Claim, publish: Publisher) -> None:
+        self.settings, self.store, self.claim, self.publish = settings, store, claim, publish
+        self.renewed = time.monotonic()
+
+    def __call__(self, pid: int) -> bool:
+        store, claim = self.store, self.claim
+        try:
+            if not store.record_heartbeat(claim, self.settings.lease, pid):
+                return False  # the attempt is not ours any more: its branch is another's
+            self.renewed = time.monotonic()
+            self.publish()
+            return not store.shutdown_requested(claim)
+        except TransientDatabaseError as exc:
+            _not_recorded(claim, exc)  # nothing pushed: the attempt may have been taken over
+            return time.monotonic() - self.renewed < self.settings.lease
 
 
 def _not_recorded(claim: Claim, exc: Exception) -> None:
@@ -79,7 +89,9 @@ class Publisher:
         try:
             sha = branches.branch_sha(repo, self.branch)
             if sha is not None and sha != self.pushed:
-                hub.push_branch(repo, hub_url, sha, self.branch)
+                # Within the tick, so well inside a lease; the attempt's last push waits longer.
+                timeout = self.settings.lease / 2
+                hub.push_branch(repo, hub_url, sha, self.branch, timeout=timeout)
                 self.pushed = sha
         except GitError as exc:
             logger.warning("could not push %s to the hub: %s", self.branch, exc)

@@ -24,11 +24,11 @@ HUB_NAMESPACE = "refs/cw-hub/heads/"
 PROMPTLESS = {"GIT_TERMINAL_PROMPT": "0"}
 
 
-def _talk(repo: Path, *args: str) -> Result:
+def _talk(repo: Path, *args: str, timeout: float | None = None) -> Result:
     """``git ARGS`` that talks with the hub, killed (git, ssh and all) after
-    HUB_TIMEOUT_SECONDS: a hung network is cw's machinery failing, tried again later, never an
-    agent slot or the merge lock held for ever."""
-    timeout = defaults.HUB_TIMEOUT_SECONDS
+    HUB_TIMEOUT_SECONDS (or ``timeout``): a hung network is cw's machinery failing, tried again
+    later, never an agent slot or the merge lock held for ever."""
+    timeout = timeout or defaults.HUB_TIMEOUT_SECONDS
     result = call(repo, *args, env=PROMPTLESS, timeout=timeout)
     if result.status != 0 and result.err.startswith("Timeout:"):  # GitPython's own words
         return Result(result.status, result.out, f"fatal: the hub did not answer in {timeout:g} s")
@@ -65,10 +65,17 @@ def _passing(err: str) -> bool:
     return half_made_worktree or "cannot lock ref" in err
 
 
-def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | None = None) -> None:
+def push_branch(
+    repo: Path,
+    hub: str,
+    source: str,
+    branch: str,
+    expect: str | None = None,
+    timeout: float | None = None,
+) -> None:
     """Push ``source`` to the hub's ``branch``; with ``expect``, only if the hub still has it."""
     lease = f"--force-with-lease=refs/heads/{branch}:{expect}" if expect else "--force"
-    result = _push(repo, lease, hub, f"{source}:refs/heads/{branch}")
+    result = _push(repo, lease, hub, f"{source}:refs/heads/{branch}", timeout=timeout)
     if result.status != 0:
         raise GitError(failure(("push",), result))
 
@@ -77,15 +84,15 @@ def push_branch(repo: Path, hub: str, source: str, branch: str, expect: str | No
 LOCKED = re.compile(r"Unable to create '([^']+\.lock)': File exists")
 
 
-def _push(repo: Path, *args: str) -> Result:
+def _push(repo: Path, *args: str, timeout: float | None = None) -> Result:
     """``git push --quiet ARGS``; a hub on this file system whose ref lock a killed git left
     behind (a host that died mid-push, with its receive-pack) gets that lock removed, once it
     is stale, and the push is tried again. A live push's lock is left alone."""
-    result = _talk(repo, "push", "--quiet", *args)
+    result = _talk(repo, "push", "--quiet", *args, timeout=timeout)
     locks = [Path(found) for found in LOCKED.findall(result.err)]
     if result.status == 0 or not locks or not stalelocks.remove_stale_locks(locks):
         return result
-    return _talk(repo, "push", "--quiet", *args)
+    return _talk(repo, "push", "--quiet", *args, timeout=timeout)
 
 
 def hub_ref(branch: str) -> str:

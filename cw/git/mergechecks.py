@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -22,6 +23,8 @@ logger = logging.getLogger(__name__)
 
 #: Under the lock directory while a merge's check runs.
 CHECKING = "merge-check-running"
+#: How long the next merge waits for a killed check to be gone before it resets the worktree.
+GONE_WITHIN_SECONDS = 10.0
 
 
 def marks(settings: Settings) -> Mapping[str, str]:
@@ -51,6 +54,9 @@ def stop_left_checks(settings: Settings) -> int:
     for pgid in groups:
         logger.warning("stopping a merge check its merge worker left running (group %s)", pgid)
         processes.kill_group(pgid)
+    deadline = time.monotonic() + GONE_WITHIN_SECONDS
+    while any(processes.group_alive(g) for g in groups) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a process in uninterruptible I/O dies when it leaves it
     with suppress(FileNotFoundError):
         path.unlink()
     return len(groups)

@@ -21,6 +21,7 @@ from pathlib import Path
 from cw.errors import GitError
 from cw.git import branches, hub, mergechecks, treemerge
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
+from cw.git.runner import rev
 from cw.git.verify import Verdict, run_checks
 from cw.settings import Settings
 from cw.store import MergeJob, MergeReport
@@ -163,12 +164,20 @@ def _fetched(settings: Settings, job: MergeJob) -> str:
     if not hub.fetch_branch(settings.repo, settings.git_hub, job.branch, source):
         raise GitError(f"the hub {settings.git_hub} has no branch {job.branch} to merge")
     if job.head_sha and not branches.holds(settings.repo, source, job.head_sha):
-        # Its host has not pushed the attempt's last commit (yet): merging the hub's copy
-        # would call the task done without that work.
-        raise GitError(
-            f"the hub's {job.branch} lacks the attempt's last commit {job.head_sha[:12]}"
-        )
+        _publish_head(settings, job, source)
     return source
+
+
+def _publish_head(settings: Settings, job: MergeJob, source: str) -> None:
+    """The hub's copy lacks the attempt's last commit: merging it would call the task done
+    without that work. Where this host has the commit (the attempt ran here, and a stalled
+    earlier attempt pushed over it), it goes to the hub again; else the merge waits."""
+    repo, head = settings.repo, str(job.head_sha)
+    if not branches.commit_exists(repo, head):
+        raise GitError(f"the hub's {job.branch} lacks the attempt's last commit {head[:12]}")
+    seen = rev(repo, source)
+    hub.push_branch(repo, str(settings.git_hub), head, job.branch, expect=seen)
+    hub.fetch_branch(repo, str(settings.git_hub), job.branch, source)
 
 
 def _refusal(settings: Settings, step: treemerge.Step) -> MergeReport | None:

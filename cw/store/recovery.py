@@ -78,8 +78,9 @@ class Recovery(StoreBase):
     def finished_agent(self, claim: Claim, host: str) -> AttemptResult | None:
         """The result of an earlier agent of the task that finished on ``host`` but whose
         attempt never handed its work on (every attempt since was lost, or failed in cw's
-        machinery). One that finished on another host does not count: what it left after its
-        last push to the hub (its last commits, its uncommitted files) is on that host."""
+        machinery, all of them on ``host``). One that finished on another host does not count:
+        what it left after its last push to the hub is on that host; nor one followed by an
+        attempt elsewhere, whose agent may have run and pushed half-done work over it."""
         with self._read() as s:
             event = s.scalar(
                 select(Event)
@@ -102,7 +103,7 @@ class Recovery(StoreBase):
             ).all()
             if any(r.state not in NO_RESULT for r in since):
                 return None
-            if any(r.attempt == event.attempt and r.host != host for r in since):
+            if any(r.host != host for r in since):  # an agent elsewhere may have run after it
                 return None
             return AttemptResult(**event.data["result"])
 

@@ -183,3 +183,9 @@ def test_the_file_uis_directory_and_an_empty_branch_are_checked_where_written(
     write_config(tmp_path, config)
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+def test_the_state_folder_paths_read_on_the_class_are_their_descriptors() -> None:
+    """So that ``mock.patch.object(Settings, "lock_dir", ...)`` and introspection work."""
+    assert not isinstance(Settings.lock_dir, Path)
+    assert Settings.load(env={"CW_REPO": "/r"}).lock_dir == Path("/r/.cw/locks")

@@ -21,7 +21,7 @@ from cw.service import reconcile
 from cw.settings import Settings
 from cw.states import TaskState
 from cw.store import MACHINERY_RETRIES, AttemptResult, Claim, Store
-from tests.conftest import database_env, git, init_district
+from tests.conftest import CW, database_env, git, init_district
 from tests.factories import spec
 from tests.integration.conftest import seeded_hub
 
@@ -115,6 +115,24 @@ def test_an_agent_failure_still_fails_the_task_at_once(
 
 class Killed(BaseException):
     """The worker dies here (nothing in cw catches it)."""
+
+
+def lost_after_its_agent_finished(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> Claim:
+    """The first attempt: its agent finishes, then its worker dies as it commits the work, and
+    the reconciler finds the attempt lost."""
+
+    def killed(*_args: object, **_kw: object) -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worktrees, "commit_all", killed)
+        first = claim(store)
+        with pytest.raises(Killed):
+            attempts.run_attempt(settings, store, first, worker="w")
+    store.release_lost_attempts(time.time() + settings.lease + 1)
+    return first
 
 
 def test_an_attempt_lost_after_its_agent_finished_goes_straight_to_merge(
@@ -295,15 +313,7 @@ def test_an_attempt_interrupted_before_it_began_leaves_a_finished_agent_standing
 ) -> None:
     settings, store = district
 
-    def killed(*_args: object, **_kw: object) -> None:
-        raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(worktrees, "commit_all", killed)  # dies after its agent finished
-        first = claim(store)
-        with pytest.raises(Killed):
-            attempts.run_attempt(settings, store, first, worker="w")
-    store.release_lost_attempts(time.time() + settings.lease + 1)
+    first = lost_after_its_agent_finished(settings, store, monkeypatch)
     with monkeypatch.context() as patch:  # the next starts as its worker shuts down
         patch.setattr(store, "worker_shutting_down", lambda *_a, **_k: True)
         attempts.run_attempt(settings, store, claim(store), worker="w")
@@ -315,6 +325,19 @@ def test_an_attempt_interrupted_before_it_began_leaves_a_finished_agent_standing
     assert detail["state"].value == "merging"
 
 
+def beating(
+    make_repo: Callable[[str], Path], database_url: str, agent: str, log: Path
+) -> tuple[Settings, Store]:
+    """A district of one task whose agent runs ``agent`` then logs ``end``, with a heartbeat
+    every 0.1 s."""
+    repo = make_repo("repo")
+    command = f"{agent}; echo end >> {log}"
+    env = {"CW_REPO": str(repo), "CW_HEARTBEAT": "0.1", "CW_AGENT_COMMAND": command}
+    settings, store = init_district(repo, {**env, **database_env(database_url)})
+    store.submit(spec({"a": []}))
+    return settings, store
+
+
 def test_a_heartbeat_the_busy_database_refused_does_not_stop_the_agent(
     make_repo: Callable[[str], Path],
     database_url: str,
@@ -322,12 +345,9 @@ def test_a_heartbeat_the_busy_database_refused_does_not_stop_the_agent(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Only the lease's expiry ends an attempt, never one failed write."""
-    repo, log = make_repo("repo"), tmp_path / "agent-log"
-    release = tmp_path / "release"
-    agent = f"echo start >> {log}; while [ ! -f {release} ]; do sleep 0.05; done; echo end >> {log}"
-    env = {"CW_REPO": str(repo), "CW_HEARTBEAT": "0.1", "CW_AGENT_COMMAND": agent}
-    settings, store = init_district(repo, {**env, **database_env(database_url)})
-    store.submit(spec({"a": []}))
+    log, release = tmp_path / "agent-log", tmp_path / "release"
+    wait = f"while [ ! -f {release} ]; do sleep 0.05; done"
+    settings, store = beating(make_repo, database_url, f"echo start >> {log}; {wait}", log)
     real, raised = store.record_heartbeat, []
 
     def beat(one: Claim, lease: float, pid: int | None = None) -> bool:
@@ -413,16 +433,29 @@ def test_a_merge_never_takes_a_hub_branch_that_lacks_the_attempts_last_commit(
     branch = str(detail["branch"])
     git(hub, "update-ref", f"refs/heads/{branch}", f"{branch}~1")  # the last push never came
 
-    result = merging.merge_attempt(settings, store, first)
+    elsewhere = merge_host(settings, hub)  # a merge worker on a host without the commit
+    result = merging.merge_attempt(elsewhere, store, first)
     assert result.retry_in is not None, "git's trouble: tried again later"
     assert store.task_state(first.task_id).value == "merging"
     output = store.task_detail(first.task_id)["merges"][-1]["output"]
     assert f"lacks the attempt's last commit {str(detail['head_sha'])[:12]}" in output
     assert "hi.txt" not in git(hub, "ls-tree", "--name-only", settings.integration_branch)
 
-    git(hub, "update-ref", f"refs/heads/{branch}", str(detail["head_sha"]))  # pushed at last
-    merging.merge_attempt(settings, store, first)
+    merging.merge_attempt(settings, store, first)  # the host where the attempt ran has it
     assert store.task_state(first.task_id).value == "done"
+    assert git(hub, "rev-parse", branch) == detail["head_sha"], "published again"
+    assert git(hub, "show", f"{settings.integration_branch}:hi.txt") == "hi"
+
+
+def merge_host(settings: Settings, hub: Path) -> Settings:
+    """Another clone of the hub sharing the district's database: a second host."""
+    clone = hub.parent / "merge-host"
+    git(hub.parent, "clone", "-q", "--no-local", str(hub), str(clone))  # reachable objects only
+    env = {"CW_REPO": str(clone), "CW_GIT_HUB": str(hub), "CW_DATABASE_URL": settings.db_url}
+    subprocess.run(
+        [*CW, "init"], cwd=clone, env={**os.environ, **env}, check=True, capture_output=True
+    )
+    return Settings.load(env=env)
 
 
 def test_an_agent_that_finished_on_a_lost_host_runs_again_on_another(
@@ -432,15 +465,7 @@ def test_an_agent_that_finished_on_a_lost_host_runs_again_on_another(
     host: going straight to merge elsewhere would call the task done without it."""
     settings, store = district
 
-    def killed(*_args: object, **_kw: object) -> None:
-        raise Killed
-
-    with monkeypatch.context() as patch:
-        patch.setattr(worktrees, "commit_all", killed)  # host A dies as it commits the work
-        first = claim(store)
-        with pytest.raises(Killed):
-            attempts.run_attempt(settings, store, first, worker="w")
-    store.release_lost_attempts(time.time() + settings.lease + 1)
+    first = lost_after_its_agent_finished(settings, store, monkeypatch)
     elsewhere = dataclasses.replace(settings, host=f"not-{settings.hostname}")
     attempts.run_attempt(elsewhere, store, claim(store), worker="w")
 
@@ -470,3 +495,49 @@ def test_the_lease_is_kept_while_cw_checks_what_the_agent_left(
     detail = store.task_detail(first.task_id)
     assert [r["state"] for r in detail["runs"]] == ["succeeded"]
     assert detail["state"].value == "merging"
+
+
+def test_a_finished_agent_followed_by_an_attempt_elsewhere_runs_again(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Host A's agent finished, A was lost; host B's agent ran and was interrupted, leaving
+    half-done work on the branch; back on A, the finished result no longer stands."""
+    settings, store = district
+    runs = tmp_path / "agent-runs"
+
+    first = lost_after_its_agent_finished(settings, store, monkeypatch)
+    half = f"echo run >> {runs}; echo half > half.txt; exit 1"
+    b = dataclasses.replace(settings, host=f"not-{settings.hostname}", agent_command=half)
+    with monkeypatch.context() as patch:  # host B's agent runs; B's worker shuts down
+        patch.setattr(store, "shutdown_requested", lambda *_a, **_k: True)
+        attempts.run_attempt(b, store, claim(store), worker="wB")
+    attempts.run_attempt(settings, store, claim(store), worker="wA")
+
+    assert runs.read_text() == "run\n" * 3, "the agent ran again on A"
+    detail = store.task_detail(first.task_id)
+    assert [r["state"] for r in detail["runs"]] == ["lost", "interrupted", "succeeded"]
+
+
+def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_stops_its_agent(
+    make_repo: Callable[[str], Path],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Cut off from the database, it cannot know whether another host took the task over."""
+    log = tmp_path / "agent-log"
+    settings, store = beating(make_repo, database_url, f"echo start >> {log}; sleep 30", log)
+    settings = dataclasses.replace(settings, lease=1.0)
+    real = store.record_heartbeat
+
+    def cut_off(one: Claim, lease: float, pid: int | None = None) -> bool:
+        if pid is None:
+            return real(one, lease, pid)  # cw's own renewals before the agent starts
+        raise busy()
+
+    monkeypatch.setattr(store, "record_heartbeat", cut_off)
+    started = time.monotonic()
+    attempts.run_attempt(settings, store, claim(store), worker="w")
+    assert time.monotonic() - started < 15, "stopped about a lease after its last renewal"
+    assert log.read_text().split() == ["start"]
+    store.close()
