@@ -93,9 +93,21 @@ def set_aside(repo: Path, branch: str) -> str | None:
     sha = branch_sha(repo, branch)
     if sha is None:
         return None
-    aside = f"{STALE_PREFIX}{branch.removeprefix(defaults.TASK_BRANCH_PREFIX)}-{sha[:10]}"
+    aside = _aside(branch, sha)
     run(repo, "branch", "--move", "--force", branch, aside)
     return aside
+
+
+def keep_aside(repo: Path, branch: str, sha: str) -> str:
+    """A ``cw/stale/...`` branch at ``sha`` (``branch``'s work that is about to leave it):
+    kept, out of the way. Its name."""
+    aside = _aside(branch, sha)
+    run(repo, "update-ref", "-m", "cw: set aside", f"refs/heads/{aside}", sha)
+    return aside
+
+
+def _aside(branch: str, sha: str) -> str:
+    return f"{STALE_PREFIX}{branch.removeprefix(defaults.TASK_BRANCH_PREFIX)}-{sha[:10]}"
 
 
 def is_valid_branch_name(repo: Path, name: str) -> bool:

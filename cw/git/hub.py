@@ -10,9 +10,9 @@ from pathlib import Path
 from cw import defaults
 from cw.errors import GitError
 from cw.git import stalelocks
-from cw.git.branches import branch_sha, is_ancestor
+from cw.git.branches import branch_sha, is_ancestor, keep_aside
 from cw.git.runner import Result, call, failure, repo_lock, rev, run
-from cw.git.worktrees import find_worktree, is_dirty
+from cw.git.worktrees import commit_all, find_worktree, is_dirty
 
 logger = logging.getLogger(__name__)
 
@@ -101,31 +101,33 @@ def hub_ref(branch: str) -> str:
 
 
 def take_hub_branch(repo: Path, hub: str, branch: str, worktree: Path) -> str | None:
-    """Bring the hub's copy of a task branch here when it is ahead of the local one (another
-    host worked on the task since): the local branch, or the clean worktree at ``worktree``
-    that has it checked out, moves forward to it. Local commits the hub lacks are never
-    dropped (both moved: the local branch stays). Returns the hub's sha; None when the hub
-    has no such branch."""
+    """Bring the hub's copy of a task branch here when it moved beyond the local one (another
+    host worked on the task since): the local branch, and the worktree at ``worktree`` that
+    has it checked out, move to it. What only this host has then (commits the hub lacks,
+    uncommitted files) is an earlier, superseded attempt's: kept as a ``cw/stale/...`` branch,
+    never pushed over the newer work. A local branch ahead of the hub stays. Returns the hub's
+    sha; None when the hub has no such branch."""
     copy = hub_ref(branch)
     if not fetch_branch(repo, hub, branch, copy):
         return None
     theirs, ours = rev(repo, copy), branch_sha(repo, branch)
     if theirs is None or ours == theirs:
         return theirs
-    if ours is not None and not is_ancestor(repo, ours, theirs):
-        if not is_ancestor(repo, theirs, ours):
-            logger.warning("%s moved here and on the hub; the local branch stays", branch)
-        return theirs
+    if ours is not None and is_ancestor(repo, theirs, ours):
+        return theirs  # only this host moved: its commits go to the hub at the next push
     entry = find_worktree(repo, worktree)
-    if entry is not None and entry.branch == branch and worktree.is_dir():
-        if is_dirty(worktree):
-            logger.warning("%s has uncommitted work: not moved to the hub's %s", worktree, branch)
-        else:
-            run(worktree, "merge", "--ff-only", "--quiet", theirs)
-        return theirs
-    with repo_lock(repo):
-        ref = f"refs/heads/{branch}"
-        run(repo, "update-ref", "-m", "cw: from the hub", ref, theirs, ours or "")
+    checked_out = entry is not None and entry.branch == branch and worktree.is_dir()
+    if checked_out and is_dirty(worktree):
+        ours = commit_all(worktree, "cw: WIP (set aside: the hub has newer work)") or ours
+    if ours is not None and not is_ancestor(repo, ours, theirs):
+        aside = keep_aside(repo, branch, ours)
+        logger.warning("%s moved on the hub since this host's work: kept as %s", branch, aside)
+    if checked_out:
+        run(worktree, "reset", "--hard", "--quiet", theirs)
+    else:
+        with repo_lock(repo):
+            ref = f"refs/heads/{branch}"
+            run(repo, "update-ref", "-m", "cw: from the hub", ref, theirs, ours or "")
     return theirs
 
 

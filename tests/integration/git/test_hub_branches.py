@@ -61,30 +61,40 @@ def test_a_clean_worktree_moves_forward_to_the_hubs_newer_commits(tmp_path: Path
     assert (here / "wt" / "two.txt").read_text() == "two", "the worktree's files moved too"
 
 
-def test_local_commits_the_hub_lacks_are_never_dropped(tmp_path: Path) -> None:
+def test_local_commits_the_hub_lacks_are_never_dropped_nor_pushed_over_newer_work(
+    tmp_path: Path,
+) -> None:
+    """Both moved: the hub's commits come from a later attempt on another host, this host's
+    from an earlier one it superseded; those are kept aside, the newer work goes on."""
     hub, here, there = clones(tmp_path)
     take_hub_branch(here, str(hub), BRANCH, here / "wt")
     worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
     mine = commit(here / "wt", "mine")
     assert take_hub_branch(here, str(hub), BRANCH, here / "wt") != mine
     assert branches.branch_sha(here, BRANCH) == mine, "ahead of the hub: stays"
-    commit(there, "theirs")
+    theirs = commit(there, "theirs")
     git(there, "push", "-q", "--force", str(hub), f"HEAD:refs/heads/{BRANCH}")
     take_hub_branch(here, str(hub), BRANCH, here / "wt")
-    assert branches.branch_sha(here, BRANCH) == mine, "both moved: the local branch stays"
+    assert branches.branch_sha(here, BRANCH) == theirs, "the newer work goes on here"
+    assert (here / "wt" / "theirs.txt").read_text() == "theirs"
+    assert not (here / "wt" / "mine.txt").exists()
+    aside = f"cw/stale/{BRANCH.removeprefix('cw/task/')}-{mine[:10]}"
+    assert branches.branch_sha(here, aside) == mine, "this host's commit kept"
 
 
-def test_uncommitted_work_keeps_its_worktree_where_it_is(tmp_path: Path) -> None:
+def test_uncommitted_work_of_a_superseded_attempt_is_committed_aside(tmp_path: Path) -> None:
+    """A worker killed mid-run left files; another host's later attempt moved the hub on."""
     hub, here, there = clones(tmp_path)
     take_hub_branch(here, str(hub), BRANCH, here / "wt")
     worktrees.add_worktree(here, here / "wt", BRANCH, "unused")
-    before = branches.branch_sha(here, BRANCH)
     (here / "wt" / "draft.txt").write_text("draft")
-    commit(there, "two")
+    two = commit(there, "two")
     git(there, "push", "-q", str(hub), f"HEAD:refs/heads/{BRANCH}")
     take_hub_branch(here, str(hub), BRANCH, here / "wt")
-    assert branches.branch_sha(here, BRANCH) == before
-    assert (here / "wt" / "draft.txt").read_text() == "draft"
+    assert branches.branch_sha(here, BRANCH) == two
+    assert not worktrees.is_dirty(here / "wt") and not (here / "wt" / "draft.txt").exists()
+    (aside,) = branches.list_branches(here, "cw/stale/")
+    assert git(here, "show", f"{aside}:draft.txt") == "draft", "the draft kept"
 
 
 def test_the_hubs_branch_is_deleted_only_where_it_was_seen(tmp_path: Path) -> None:
