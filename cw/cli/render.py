@@ -148,6 +148,9 @@ def status(data: Status, here: str = "") -> None:
     _needs_you(data, console)
 
 
+#: A task queued this long with no agent running at all says no agent worker may be up.
+QUEUED_ALONE_SECONDS = 60.0
+
 #: What a person does about a task in one of these states.
 _NEXT_STEP = {
     "waiting": "its agent asked something: `cw message list --pending`",
@@ -160,6 +163,14 @@ _NEXT_STEP = {
 def _needs_you(data: Status, console: Console) -> None:
     for pause in data.paused:
         console.print(f"[bold yellow]paused:[/] {pause.describe()}")
+    waited = time.time() - data.queued_since if data.queued_since is not None else 0.0
+    if waited > QUEUED_ALONE_SECONDS and not data.running and not data.paused:
+        queued = data.counts.get("queued", 0)
+        console.print(
+            f"[bold yellow]nothing runs:[/] {queued} task(s) sent to the workers, the first "
+            f"{waited:.0f} s ago, and no agent runs: is an agent worker up? "
+            "(`cw worker`, or `cw server`)"
+        )
     if data.no_changes:
         keys = ", ".join(data.no_changes[:20])
         console.print(f"done with no changes (their agents committed nothing): {keys}")

@@ -112,6 +112,7 @@ def status(store: Listings, reads: Reads | None = None) -> Status:
         messages_pending=len(pending),
         no_changes=[t.key for t in tasks if t.no_changes],
         paused=store.pauses(),
+        queued_since=min((t.state_changed_at for t in tasks if t.state == S.QUEUED), default=None),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 import cw
 from tests.conftest import CW, Processes, dump_store, git, store_url
@@ -452,3 +453,17 @@ def test_what_cw_says_is_true_of_work_that_never_ran(district: Path) -> None:
 def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
     refused = run_cw(district, "status", "--watch", "--json", check=False)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+
+
+def test_status_says_when_work_waits_for_workers_and_no_agent_runs(district: Path) -> None:
+    """A user who submitted without starting a worker is told, not left watching a queue."""
+    (district / "plan.yaml").write_text(NSP_PLAN)
+    run_cw(district, "submit", "plan", "plan.yaml")  # sent to the workers; none is up
+    assert "nothing runs" not in run_cw(district, "status").stdout, "sent moments ago"
+    engine = sa.create_engine(store_url(district), poolclass=sa.NullPool)
+    with engine.begin() as db:
+        db.execute(sa.text("UPDATE tasks SET state_changed_at = state_changed_at - 90"))
+    engine.dispose()
+    shown = " ".join(run_cw(district, "status").stdout.split())
+    assert "nothing runs: 2 task(s) sent to the workers, the first 9" in shown, shown
+    assert "is an agent worker up? (`cw worker`, or `cw server`)" in shown

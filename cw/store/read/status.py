@@ -119,3 +119,4 @@ class Status(Row):
     messages_pending: int
     no_changes: list[str]
     paused: list[Pause]  # adapters whose new agents wait for a usage limit's reset
+    queued_since: float | None = None  # when the longest-queued task was sent to the workers

@@ -20,7 +20,9 @@ def test_each_task_that_needs_a_person_says_why_or_what_to_do() -> None:
         Attention("long", TaskState.STOPPED, None),
         Attention("clash", TaskState.CONFLICT, "merge conflict in shared.txt"),
     ]
-    data = SimpleNamespace(paused=[], no_changes=[], attention=attention, messages_pending=0)
+    data = SimpleNamespace(
+        paused=[], no_changes=[], attention=attention, messages_pending=0, queued_since=None
+    )
     out = io.StringIO()
     _needs_you(cast(Status, data), Console(file=out, width=200, color_system=None))
     assert out.getvalue().splitlines() == [
