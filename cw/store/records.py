@@ -134,10 +134,10 @@ class TaskBrief:
     verify: str | None = None  # the merge gate: a command, or None
     check: str | None = None  # a GSD plan's whole <verify> text, the agent's own check
     done_criteria: str | None = None
-    plan_objective: str = ""
-    plan_context: str = ""
     #: The decisions a person made at checkpoints this task comes after: "<checkpoint>: <pick>"
     decisions: list[str] = field(default_factory=list)
+    plan_objective: str = ""
+    plan_context: str = ""
 
 
 @dataclass(frozen=True)
