@@ -20,6 +20,9 @@ from cw.store import Claim, Store, TransientDatabaseError
 
 logger = logging.getLogger(__name__)
 
+#: A heartbeat's push to the hub is given half a lease, and never less than this.
+MIN_PUSH_SECONDS = 10.0
+
 
 @contextmanager
 def lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
@@ -44,8 +47,9 @@ def lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]
 
 class Heartbeat:
     """Each tick of a running agent: extend the lease and publish its new commits; False (the
-    agent stops) on a stop request, a worker shutdown, or a lease this worker could not renew
-    for a whole lease (another host may have taken the task over meanwhile)."""
+    agent stops) on a stop request or a worker shutdown. A lease this worker could not renew
+    for a whole lease (another host may have taken the task over meanwhile) stops the agent
+    too, by raising the database's error: cw's machinery failed, the agent did not."""
 
     def __init__(self, settings: Settings, store: Store, claim: Claim, publish: Publisher) -> None:
         self.settings, self.store, self.claim, self.publish = settings, store, claim, publish
@@ -60,8 +64,10 @@ class Heartbeat:
             self.publish()
             return not store.shutdown_requested(claim)
         except TransientDatabaseError as exc:
+            if time.monotonic() - self.renewed >= self.settings.lease:
+                raise  # the group is stopped; the attempt is retried, if it is still ours
             _not_recorded(claim, exc)  # nothing pushed: the attempt may have been taken over
-            return time.monotonic() - self.renewed < self.settings.lease
+            return True
 
 
 def _not_recorded(claim: Claim, exc: Exception) -> None:
@@ -89,8 +95,8 @@ class Publisher:
         try:
             sha = branches.branch_sha(repo, self.branch)
             if sha is not None and sha != self.pushed:
-                # Within the tick, so well inside a lease; the attempt's last push waits longer.
-                timeout = self.settings.lease / 2
+                # Within the tick, so inside a lease; the attempt's last push waits longer.
+                timeout = max(self.settings.lease / 2, MIN_PUSH_SECONDS)
                 hub.push_branch(repo, hub_url, sha, self.branch, timeout=timeout)
                 self.pushed = sha
         except GitError as exc:

@@ -540,4 +540,7 @@ def test_a_worker_that_cannot_renew_its_lease_for_a_whole_lease_stops_its_agent(
     attempts.run_attempt(settings, store, claim(store), worker="w")
     assert time.monotonic() - started < 15, "stopped about a lease after its last renewal"
     assert log.read_text().split() == ["start"]
+    detail = store.task_detail(store.find_task_id("a"))
+    assert detail["state"].value == "ready", "cw's machinery failed, not the agent"
+    assert [r["state"] for r in detail["runs"]] == ["retried"]
     store.close()
