@@ -9,10 +9,9 @@ scan of every process's environment, too slow to make at every merge).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from cw.defaults import MERGE_CHECK_ENV
@@ -36,19 +35,19 @@ def marks(settings: Settings) -> Mapping[str, str]:
 def checking(settings: Settings) -> Iterator[None]:
     """Say that a check runs (called with the merge lock held), for as long as it runs."""
     path = _path(settings)
-    path.write_text(f"{os.getpid()}\n", encoding="utf-8")
+    path.touch()
     try:
         yield
     finally:
         path.unlink(missing_ok=True)
 
 
-def stop_left_checks(settings: Settings) -> int:
+def stop_left_checks(settings: Settings) -> None:
     """Called with the merge lock held: stop the checks of a merge worker that died during
-    one; how many process groups were stopped."""
+    one."""
     path = _path(settings)
     if not path.exists():
-        return 0
+        return
     mine = str(settings.state_dir)
     groups = {pgid for pgid, value in processes.marked_groups(MERGE_CHECK_ENV) if value == mine}
     for pgid in groups:
@@ -57,9 +56,7 @@ def stop_left_checks(settings: Settings) -> int:
     deadline = time.monotonic() + GONE_WITHIN_SECONDS
     while any(processes.group_alive(g) for g in groups) and time.monotonic() < deadline:
         time.sleep(0.05)  # a process in uninterruptible I/O dies when it leaves it
-    with suppress(FileNotFoundError):
-        path.unlink()
-    return len(groups)
+    path.unlink(missing_ok=True)
 
 
 def _path(settings: Settings) -> Path:

@@ -13,6 +13,7 @@ from cw.errors import UsageError
 from cw.plans.diff import (
     BAD,
     CHANGED,
+    PlanChange,
     PlanDiff,
     Stored,
     StoredPlan,
@@ -110,7 +111,9 @@ class Submitting(StoreBase):
         phases = _add_phases(s, spec, stored)
         plans = {plan.key: plan for plan in spec.plans()}
         plan_ids = {key: plan.id for key, plan in stored.plans.items()}
-        waited = [w for c in diff.of(CHANGED) for w in _update_plan(s, plans[c.key], stored, now)]
+        waited = [
+            w for c in diff.of(CHANGED) for w in _update_plan(s, plans[c.key], c, stored, now)
+        ]
         for phase in spec.phases:
             plan_ids.update(_add_plans(s, phase, phases[phase.key], stored))
         keys = {key: task.id for key, task in stored.tasks.items()}
@@ -333,9 +336,12 @@ def _renumber(s: Session, model: type[Phase] | type[Plan], ids: list[int]) -> No
         s.execute(update(model).where(model.id == row_id).values(position=position))
 
 
-def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list[int]:
-    """Keep the plan's content as its previous version; update the plan and its tasks. The
-    tasks that waited on a task it dropped (blocked, if that one was cancelled)."""
+def _update_plan(
+    s: Session, plan: PlanSpec, change: PlanChange, stored: Stored, now: float
+) -> list[int]:
+    """Keep the plan's content as its previous version; update the plan and the tasks the
+    files changed (``change``: what the comparison found). The tasks that waited on a task it
+    dropped (blocked, if that one was cancelled)."""
     held = stored.plans[plan.key]
     # Lock its tasks: a claim waits for this update, and one made just before is seen here.
     rows = s.execute(
@@ -347,9 +353,8 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list
     s.add(PlanVersion(plan_id=held.id, version=held.version, content=content, replaced_at=now))
     values = {**_plan_values(plan), "version": held.version + 1}
     s.execute(update(Plan).where(Plan.id == held.id).values(**values))
-    before = dict(map(tuple, held.prints["tasks"]))
-    after = dict(map(tuple, values["prints"]["tasks"]))
-    gone = [stored.tasks[k].id for k in held.tasks if k not in after]
+    on_disk = {t.key for t in plan.tasks}
+    gone = [stored.tasks[k].id for k in held.tasks if k not in on_disk]
     waited: list[int] = []
     if gone:
         waiting = select(TaskDependency.task_id).where(TaskDependency.depends_on_id.in_(gone))
@@ -357,10 +362,11 @@ def _update_plan(s: Session, plan: PlanSpec, stored: Stored, now: float) -> list
         edges = or_(TaskDependency.task_id.in_(gone), TaskDependency.depends_on_id.in_(gone))
         s.execute(delete(TaskDependency).where(edges))
         s.execute(delete(Task).where(Task.id.in_(gone)))
+    edited = set(change.changes.edited if change.changes else [])
     for task in plan.tasks:
         # A task the files did not change keeps its row as it is: a person's edit of its
         # prompt or priority (the file UI) stands.
-        if task.key in held.tasks and before.get(task.key) != after[task.key]:
+        if task.key in edited:
             task_id = stored.tasks[task.key].id
             s.execute(update(Task).where(Task.id == task_id).values(**_task_values(task)))
     return waited
