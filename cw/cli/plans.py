@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import click
 
@@ -21,7 +22,8 @@ def plan() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plan_list(as_json: bool) -> None:
     """Every plan by phase, with its state, tasks done, version and file."""
-    rows = open_store(load_settings()).plan_rows()
+    settings = load_settings()
+    rows = open_store(settings).plan_rows()
     if as_json:
         emit_json(rows)
         return
@@ -35,8 +37,16 @@ def plan_list(as_json: bool) -> None:
             click.echo(_phase_line(row, [r for r in rows if (r.initiative, r.phase) == phase]))
         click.echo(
             f"  {row.id:>4}  {row.plan:<10} {row.state:<12} {_done(row):>7}  "
-            f"v{row.version}  {row.source}"
+            f"v{row.version}  {row.source}{_missing(settings.repo / row.source)}"
         )
+
+
+def _missing(path: Path) -> str:
+    """What ``cw plan list`` says of a plan whose file is gone (kept, never deleted)."""
+    try:
+        return "" if path.exists() else "  (missing on disk)"
+    except OSError:
+        return ""
 
 
 def _phase_line(first: PlanListing, plans: list[PlanListing]) -> str:

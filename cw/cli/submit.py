@@ -26,7 +26,7 @@ from cw.plans.diff import (
     PlanDiff,
     compare,
 )
-from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, submit_report
+from cw.plans.load import InitiativeSpec, load_plan, refuse_skips, stored_paths, submit_report
 from cw.plans.receipt import RECEIPTS, Receipt, Receipts, fingerprint
 from cw.settings import Settings
 from cw.store import glance
@@ -101,13 +101,14 @@ def submit_plan(
         refuse_skips(spec)
     diff = compare(spec, held.get(spec.name))  # a refusal, a dry run, nothing new: no broker
     twin = store.held_elsewhere(spec) if diff.created and not new_initiative else {}
-    renamed = _second_name(spec, twin)
+    renamed = _second_name(spec, twin, settings.repo)
     if dry_run:
         said = _dry_run(diff, refused=renamed is not None)
         _echo_lines(said + _terms(terms, "would set") + submit_report(spec))
         _refuse(diff, renamed)
         return
     _refuse(diff, renamed)
+    stored_paths(spec, settings.repo)
     app = None
     if not (no_dispatch or (diff.nothing_new and not terms.given)):
         from cw.transport.celeryapp import connected_app  # Celery: only to send something
@@ -142,12 +143,14 @@ def _refuse(diff: PlanDiff, renamed: str | None) -> None:
         raise UsageError(renamed)
 
 
-def _second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) -> str | None:
+def _second_name(
+    spec: InitiativeSpec, held: dict[tuple[int, str, str], int], repo: Path
+) -> str | None:
     """Why the submit is refused if ``spec`` is a new initiative read from where another was,
     at least half of whose plans that one holds as they are: every task would run again (the
     project was renamed: PROJECT.md's heading, the YAML's ``initiative``)."""
-    plans, here = len(spec.plans()), _place(spec.source)
-    same = [(i, n) for i, n in held.items() if 2 * n >= plans and _place(i[2]) == here]
+    plans, here = len(spec.plans()), _place(Path(spec.source))
+    same = [(i, n) for i, n in held.items() if 2 * n >= plans and _place(repo / i[2]) == here]
     if not same:
         return None
     (initiative_id, name, _source), count = max(same, key=lambda item: item[1])
@@ -159,9 +162,10 @@ def _second_name(spec: InitiativeSpec, held: dict[tuple[int, str, str], int]) ->
     )
 
 
-def _place(source: str) -> Path:
+def _place(source: Path) -> Path:
     """Where a plan was read from, however it was named: a repository and its ``.planning/``
-    are one place (a relative path is taken from here)."""
+    are one place (a relative path is taken from the working directory; the district keeps
+    them relative to the repository)."""
     path = Path(os.path.abspath(source))
     return path / ".planning" if (path / ".planning").is_dir() else path
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from cw.plans.cache import ReadCache
@@ -29,6 +30,7 @@ __all__ = [
     "TaskSpec",
     "Where",
     "load_plan",
+    "stored_paths",
     "validate",
 ]
 
@@ -58,6 +60,23 @@ def load_plan(
         raise plan_error(str(path), 1, "file", "nested too deeply to read") from None
     logger.debug("loaded %s: %d tasks", path, len(spec.tasks()))
     return spec
+
+
+def stored_paths(spec: InitiativeSpec, repo: Path) -> None:
+    """Name where ``spec`` was read from as the district keeps it: relative to the repository
+    (absolute outside it), whatever directory the command ran in, so that every later command
+    reads it the same way. Only the stored names change: problems say what the user typed."""
+    spec.source = repo_path(spec.source, repo)
+    for plan in spec.plans():
+        if isinstance(plan.extra.get("plan_file"), str):
+            plan.extra["plan_file"] = repo_path(plan.extra["plan_file"], repo)
+
+
+def repo_path(typed: str, repo: Path) -> str:
+    """``typed`` (relative to the working directory) relative to ``repo``, if inside it."""
+    path, top = os.path.abspath(typed), os.path.abspath(repo)
+    inside = os.path.commonpath([path, top]) == top
+    return os.path.relpath(path, top) if inside else path
 
 
 def _read(path: Path, lenient: bool, known: Known, cache: ReadCache | None) -> InitiativeSpec:

@@ -421,6 +421,24 @@ def test_a_renamed_project_is_refused_rather_than_run_again_as_a_new_initiative(
     )
 
 
+def test_where_a_plan_came_from_is_kept_relative_to_the_repository(repo: Path) -> None:
+    """Submitted from a subdirectory, a plan is known by its place in the repository: a
+    renamed project submitted from the top is still refused, and `cw plan list` from anywhere
+    names each file and says which is gone."""
+    write(repo, PHASE_1)
+    (repo / ".planning" / "PROJECT.md").write_text("# Tally\n", encoding="utf-8")
+    (repo / "sub").mkdir()
+    ok(repo / "sub", "submit", "plan", "../.planning", "--no-dispatch")
+    assert ok(repo, "plan", "list")[1].endswith("v1  .planning/phases/01-core/01-01-PLAN.md")
+    (repo / ".planning" / "PROJECT.md").write_text("# Tally App\n", encoding="utf-8")
+    said = refused(repo, "submit", "plan", ".planning")
+    assert said.startswith("cw: error: initiative 'Tally App' would be new, but 'Tally' (id 1)")
+    (repo / ".planning" / "phases" / "01-core" / "01-02-PLAN.md").unlink()
+    listed = ok(repo / "sub", "plan", "list")
+    assert listed[1].endswith("01-01-PLAN.md"), listed
+    assert listed[2].endswith("v1  .planning/phases/01-core/01-02-PLAN.md  (missing on disk)")
+
+
 def test_two_projects_submitted_from_same_named_paths_are_two_initiatives(repo: Path) -> None:
     for name, step in (("front", "Draw it."), ("back", "Serve it.")):
         (repo / name).mkdir()
