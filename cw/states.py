@@ -24,7 +24,7 @@ class TaskState(enum.StrEnum):
     CONFLICT = "conflict"  # the merge hit conflicts; the files are recorded
     FAILED = "failed"  # the agent failed; a person decides
     BLOCKED = "blocked"  # a dependency failed or was cancelled
-    CANCELLED = "cancelled"  # a person cancelled it
+    CANCELLED = "cancelled"  # a person cancelled it (gave it up)
     STOPPED = "stopped"  # a person stopped its agent; work is on its branch; resumable
     REVIEW = "review"  # done and checked in its worktree; a person approves or rejects it
 
@@ -65,6 +65,11 @@ pending -> blocked: whoever fails or cancels a task this one depends on
 blocked -> cancelled: a person (cw task cancel)
 pending -> cancelled: a person (cw task cancel)
 ready -> cancelled: a person (cw task cancel)
+failed -> cancelled: a person gives it up (cw task cancel); its branch keeps its work
+conflict -> cancelled: a person gives it up (cw task cancel); its branch keeps its work
+stopped -> cancelled: a person gives it up (cw task cancel); its branch keeps its work
+review -> cancelled: a person gives it up (cw task cancel); its branch keeps its work
+waiting -> cancelled: a person gives it up (cw task cancel); its open messages are closed
 failed -> ready: a person (cw task retry): the next attempt resumes the same branch
 conflict -> ready: a person (cw task retry): back to its agent with the conflict to resolve, as
     a bounce would

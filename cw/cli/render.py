@@ -156,7 +156,8 @@ _NEXT_STEP = {
     "waiting": "its agent asked something: `cw message list --pending`",
     "stopped": "`cw agent resume` continues it",
     "review": "`cw review show` it, then approve or reject",
-    "conflict": "`cw task retry` sends it back to its agent",
+    "conflict": "`cw task retry` sends it back to its agent, `cw task cancel` gives it up",
+    "failed": "`cw task retry` tries again, `cw task cancel` gives it up",
 }
 
 

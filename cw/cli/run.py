@@ -125,7 +125,8 @@ def task_retry(district: District, task_id: int, ref: str) -> None:
 
 @task_command("cancel")
 def task_cancel(district: District, task_id: int, ref: str) -> None:
-    """Cancel a task that has not started; what depends on it is blocked."""
+    """Cancel a task not started, or give up one in your hands (failed, conflict, stopped,
+    review, waiting): its branch keeps its work; what depends on it is blocked."""
     district.cancel(task_id)
     click.echo(f"cw: task {ref} cancelled")
 

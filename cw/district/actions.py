@@ -72,7 +72,8 @@ class District:
         return self.store.task_state(task_id)
 
     def cancel(self, task_id: int) -> None:
-        """Cancel a task that has not started; what depends on it is blocked."""
+        """Cancel a task not started, or give up one in a person's hands (failed, conflict,
+        stopped, review, waiting): its branch keeps its work; what depends on it is blocked."""
         self.store.cancel_task(task_id)
 
     def cancel_plan(self, plan_id: int) -> int:

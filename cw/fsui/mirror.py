@@ -229,7 +229,7 @@ def task_doc(row: TaskRow) -> Doc:
             ("depends_on", row.depends_on), ("state_changed", when(row.state_changed_at)),
             ("revision", rev, "cw's version of this file: leave it as it is"),
             ("priority", row.priority, "editable until the task starts (higher runs first)"),
-            ("action", NO_ACTION, "editable: cancel (before it starts), retry (when failed), "
+            ("action", NO_ACTION, "editable: cancel (unless at work or finished), retry (failed), "
              "approve or reject (in review)"),
             *_review_fields(row),
         ]
@@ -369,8 +369,8 @@ the edit when you save:
   write under the `## Answer` heading. Or create `messages/<id>.answer.md` with the answer as
   its whole text.
 - **Cancel or retry a task**: in `tasks/<initiative>/<phase>/<plan>/<task>.md`, set
-  `action: cancel` (before it starts) or `action: retry` (when it failed); in review,
-  `action: approve`, or `action: reject` with `feedback:` for its agent.
+  `action: cancel` (unless it is at work or finished) or `action: retry` (when it failed);
+  in review, `action: approve`, or `action: reject` with `feedback:` for its agent.
 - **Change a task that has not started**: its `priority:`, or the text under `## Prompt`.
 
 Leave `revision:` alone: it tells cw which version you edited. An edit that cannot be applied

@@ -22,8 +22,8 @@ from cw.states import TaskState
 S = TaskState
 #: A task in one of these states has not started: its plan may still be updated in place.
 UNSTARTED = frozenset({S.PENDING, S.READY, S.BLOCKED})
-#: A task in one of these states never ran, if it was never claimed: only an unstarted task can
-#: be cancelled.
+#: A task in one of these states never ran, if it was never claimed (a task given up after it
+#: ran has an attempt).
 NEVER_RAN = UNSTARTED | {S.CANCELLED}
 #: A new task waiting on a task in one of these states can never start: it is blocked.
 BAD = frozenset({S.FAILED, S.CANCELLED, S.BLOCKED, S.CONFLICT})

@@ -125,6 +125,8 @@ class Messages(StoreBase):
 def _checked_answer(message: Message, task: Task, answer: str) -> str:
     """The answer as recorded (an option's text when it names one); UsageError if unusable."""
     where = f"message {message.id}"
+    if message.state == "closed":
+        raise UsageError(f"{where} was closed when its task was cancelled; nobody waits for it")
     if message.state != "pending":
         raise UsageError(
             f"{where} was already answered ({message.answer!r}); see `cw message show {message.id}`"

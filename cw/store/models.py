@@ -257,7 +257,7 @@ class Message(Base):
     body: Mapped[str] = mapped_column(Text)
     options: Mapped[list[str]] = mapped_column(default=list)
     multi_select: Mapped[bool] = mapped_column(default=False)
-    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending | answered
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # pending | answered | closed
     answer: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     answered_at: Mapped[float | None] = mapped_column(Float)

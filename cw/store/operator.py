@@ -31,6 +31,22 @@ from cw.store.records import (
     Scope,
 )
 
+#: What a person may give up on: a task not started, or one in a person's hands.
+CANCELLABLE = (
+    *(S.PENDING, S.READY, S.BLOCKED),
+    *(S.FAILED, S.CONFLICT, S.STOPPED, S.REVIEW, S.WAITING),
+)
+
+
+def _why_not_cancel(s: Session, task_id: int) -> str:
+    """Why a task in a state not CANCELLABLE cannot be cancelled, and what to do instead."""
+    state = named_row(s, Task, task_id).state
+    if state in (S.QUEUED, S.RUNNING):
+        return "its agent is at work: stop it first (`cw agent stop`), then cancel it"
+    if state == S.MERGING:
+        return "its work is being merged: it is done or back in your hands shortly"
+    return "only a task that is not finished can be cancelled"
+
 
 class OperatorActions(StoreBase):
     """What a person does to tasks: retry, cancel, stop, resume, edit, budgets."""
@@ -70,14 +86,24 @@ class OperatorActions(StoreBase):
             self._message_event(s, "message.answered", message, attempt)
 
     def cancel_task(self, task_id: int) -> None:
-        """A task that has not started is cancelled; everything downstream is blocked."""
+        """A task not started, or one that waits for a person (failed, in conflict, stopped, in
+        review, asking), is cancelled: its branch keeps whatever work it holds, its open
+        messages are closed, and everything downstream is blocked."""
         with self._write() as s:
-            if not self._move(s, task_id, [S.PENDING, S.READY, S.BLOCKED], S.CANCELLED):
+            if not self._move(s, task_id, CANCELLABLE, S.CANCELLED):
                 raise UsageError(
-                    f"task {self._describe(s, task_id)}: only a task that has not started can be "
-                    "cancelled"
+                    f"task {self._describe(s, task_id)}: {_why_not_cancel(s, task_id)}"
                 )
+            self._close_messages(s, task_id)
             self._block_dependents(s, task_id)
+
+    def _close_messages(self, s: Session, task_id: int) -> None:
+        """A cancelled task's pending messages are closed: nobody needs to answer them now."""
+        for message in s.scalars(
+            select(Message).where(Message.task_id == task_id, Message.state == "pending")
+        ):
+            message.state, message.answered_at = "closed", time.time()
+            self._message_event(s, "message.closed", message)
 
     @staticmethod
     def _describe(s: Session, task_id: int) -> str:

@@ -20,8 +20,8 @@ APPROVE = "approve"
 HUMAN_ACTION = "checkpoint:human-action"
 #: States of a task nobody has claimed yet: it can still be edited.
 UNSTARTED = (S.PENDING, S.READY, S.BLOCKED)
-#: States of a task that never ran if it was never claimed (attempt 0): only an unstarted task
-#: can be cancelled, so a cancelled one is as unstarted for its plan as those.
+#: States of a task that never ran if it was never claimed (attempt 0): a cancelled task never
+#: claimed is as unstarted for its plan as those (one given up after it ran has an attempt).
 NEVER_RAN = (*UNSTARTED, S.CANCELLED)
 
 

@@ -341,8 +341,8 @@ def test_cancelling_a_plan_blocks_what_waits_for_it(repo: Path) -> None:
 
 
 def test_a_cancelled_task_that_never_ran_leaves_its_plan_unstarted(repo: Path) -> None:
-    """Only a task nobody claimed can be cancelled: its plan has not started, so it may still
-    be changed in place or cancelled whole."""
+    """A task cancelled before anybody claimed it never ran: its plan has not started, so it
+    may still be changed in place or cancelled whole."""
     write(repo, PHASE_1)
     ok(repo, "submit", "plan", ".planning", "--no-dispatch")
     ok(repo, "task", "cancel", "01-01-2")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,28 @@ def test_a_conflict_left_for_a_person_is_retried_back_to_its_agent_which_resolve
     merged = str(d.task(loser)["merged_sha"])
     result = git(d.repo, "show", f"{merged}:shared.txt").splitlines()
     assert sorted(result) == ["line from one", "line from two"], "the agent kept both sides"
+
+
+def test_a_conflict_given_up_is_cancelled_and_its_branch_keeps_its_work(
+    coordinated: Callable[..., District],
+) -> None:
+    d = coordinated(CW_MAX_BOUNCES="0")  # a conflict stops for a person
+    d.submit({"one": [], "two": [], "after": ["one", "two"]})
+    loser = next(k for k, v in d.wait_settled().items() if v == "conflict")
+    branch = str(d.task(loser)["branch"])
+    work = git(d.repo, "rev-parse", branch)
+    assert d.cw("task", "cancel", loser).stdout == f"cw: task {loser} cancelled\n"
+    assert d.wait_settled() == {loser: "cancelled", "after": "blocked"} | {
+        k: "done" for k in ("one", "two") if k != loser
+    }
+    kept = json.loads(d.cw("gc", "--json").stdout)["kept"]
+    assert any(item["target"] == branch for item in kept), kept
+    assert git(d.repo, "rev-parse", branch) == work
+    refused = d.cw("task", "cancel", loser, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        f"cw: error: task {loser} is cancelled: only a task that is not finished can be cancelled\n"
+    )
 
 
 def test_a_red_verify_never_reaches_the_integration_branch_and_the_fix_does(

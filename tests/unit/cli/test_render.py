@@ -19,6 +19,7 @@ def test_each_task_that_needs_a_person_says_why_or_what_to_do() -> None:
         Attention("ask", TaskState.WAITING, None),
         Attention("long", TaskState.STOPPED, None),
         Attention("clash", TaskState.CONFLICT, "merge conflict in shared.txt"),
+        Attention("broke", TaskState.FAILED, "agent exited with 1"),
     ]
     data = SimpleNamespace(
         paused=[], no_changes=[], attention=attention, messages_pending=0, queued_since=None
@@ -29,5 +30,7 @@ def test_each_task_that_needs_a_person_says_why_or_what_to_do() -> None:
         "needs you: ask is waiting: its agent asked something: `cw message list --pending`",
         "needs you: long is stopped: `cw agent resume` continues it",
         "needs you: clash is conflict: merge conflict in shared.txt; `cw task retry` sends it "
-        "back to its agent",
+        "back to its agent, `cw task cancel` gives it up",
+        "needs you: broke is failed: agent exited with 1; `cw task retry` tries again, "
+        "`cw task cancel` gives it up",
     ]

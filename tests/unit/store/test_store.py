@@ -15,7 +15,7 @@ from cw.errors import LeaseHeld, StaleState, UsageError
 from cw.states import TRANSITIONS, TaskState, check_transition
 from cw.store import AttemptResult, Claim, MergeReport, Store, db, glance
 from cw.store.models import Base
-from cw.store.records import Scope
+from cw.store.records import Question, Scope
 from tests.factories import spec
 
 S = TaskState
@@ -221,8 +221,30 @@ def test_only_failed_tasks_can_be_retried_and_unstarted_ones_cancelled(store: St
         store.retry_task(key["a"])
     store.cancel_task(key["a"])
     assert states(store) == {"a": "cancelled", "b": "blocked"}
-    with pytest.raises(UsageError, match="has not started"):
+    with pytest.raises(UsageError, match="a is cancelled: only a task that is not finished"):
         store.cancel_task(key["a"])
+
+
+def test_a_task_in_a_persons_hands_may_be_given_up_and_one_at_work_may_not(store: Store) -> None:
+    store.submit(spec({"a": [], "b": ["a"], "c": []}))
+    key = ids(store)
+    first, second = store.claim_ready_tasks()
+    store.start_attempt(first, worker="w", host="h", lease_seconds=30)
+    with pytest.raises(UsageError, match="its agent is at work: stop it first"):
+        store.cancel_task(first.task_id)
+    store.finish_attempt(first, AttemptResult(outcome="failed", error="boom"), "command")
+    store.cancel_task(key["a"])
+    assert states(store)["a"] == "cancelled" and states(store)["b"] == "blocked"
+    store.start_attempt(second, worker="w", host="h", lease_seconds=30)
+    asked = AttemptResult(outcome="questions", questions=[Question("q1", "Which way?")])
+    store.finish_attempt(second, asked, "command")
+    assert states(store)["c"] == "waiting"
+    store.cancel_task(key["c"])
+    assert states(store)["c"] == "cancelled"
+    (message,) = store.message_rows()
+    assert (message.state, message.answer) == ("closed", None)
+    with pytest.raises(UsageError, match="closed when its task was cancelled"):
+        store.answer_message(message.id, "left")
 
 
 def test_the_state_diagram_in_the_docs_matches_the_code() -> None:
