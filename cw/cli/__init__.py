@@ -149,7 +149,7 @@ def agent() -> None:
 
 @click.group(
     cls=LazyGroup,
-    lazy=_from("run", "set", prefix="budget_") | _from("show", "list", prefix="budget_"),
+    lazy=_from("run", "set", "remove", prefix="budget_") | _from("show", "list", prefix="budget_"),
 )
 def budget() -> None:
     """Cost limits per plan or initiative: no new work starts there once spent."""

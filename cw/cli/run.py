@@ -150,6 +150,20 @@ def budget_set(
     click.echo(f"cw: budget of {scope.name} set to {' and '.join(caps)}")
 
 
+@click.command("remove")
+@click.option("--usd", is_flag=True, help="Only the cap in USD.")
+@click.option("--tokens", is_flag=True, help="Only the cap in tokens.")
+@click.option("--plan", "plan", default=None, help="Plan id or key, e.g. 02-03.")
+@click.option("--initiative", "initiative", default=None, help="Initiative name.")
+def budget_remove(usd: bool, tokens: bool, plan: str | None, initiative: str | None) -> None:
+    """Take a plan's or an initiative's caps away (both, or only --usd or --tokens)."""
+    scope = Scope(plan, initiative)
+    both = not (usd or tokens)
+    District.open(load_settings()).remove_budget(scope, usd=usd or both, tokens=tokens or both)
+    which = "caps" if both or (usd and tokens) else "cap in USD" if usd else "cap in tokens"
+    click.echo(f"cw: budget of {scope.name}: {which} removed")
+
+
 @click.command("resume")
 @click.argument("adapter", required=False)
 def limits_resume(adapter: str | None) -> None:

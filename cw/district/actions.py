@@ -89,13 +89,20 @@ class District:
     ) -> None:
         """Cap what a plan or an initiative may cost, in dollars, tokens or both; work a
         raised cap lets start again is sent at once."""
+        self._change_budget(scope, lambda: self.store.set_budget(scope, usd=usd, tokens=tokens))
+
+    def remove_budget(self, scope: Scope, *, usd: bool = True, tokens: bool = True) -> None:
+        """Take a plan's or an initiative's caps away; the work that frees is sent at once."""
+        self._change_budget(scope, lambda: self.store.remove_budget(scope, usd=usd, tokens=tokens))
+
+    def _change_budget(self, scope: Scope, change: Callable[[], None]) -> None:
         held = self.store.over_budget()
-        self.store.set_budget(scope, usd=usd, tokens=tokens)
+        change()
         if held - self.store.over_budget():
             try:
                 self._dispatch()
             except CwError as exc:  # the cap holds: say so beside why nothing was sent
-                said = f"budget of {scope.name} set, but the work it frees waits: {exc}"
+                said = f"budget of {scope.name} changed, but the work it frees waits: {exc}"
                 raise CwError(said) from exc
 
     # -- review --------------------------------------------------------------------------

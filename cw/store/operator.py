@@ -201,6 +201,12 @@ class OperatorActions(StoreBase):
         with self._write() as s:
             self._set_caps(s, scope, usd, tokens)
 
+    def remove_budget(self, scope: Scope, *, usd: bool, tokens: bool) -> None:
+        """Take a plan's or an initiative's cap in dollars, in tokens or both away."""
+        caps = {"budget_usd": usd, "budget_tokens": tokens}
+        with self._write() as s:
+            self._set_on_scope(s, scope, "budget.removed", **dict.fromkeys(filter(caps.get, caps)))
+
     def cancel_plan(self, plan_id: int) -> int:
         """Cancel every task of a plan none of whose tasks has started; what depends on them is
         blocked. Returns how many tasks were cancelled."""

@@ -208,6 +208,9 @@ ARGUMENTS = {
     "budget-of-no-number": ["budget", "set", "nan", "--plan", "01-01"],
     "budget-beyond-any-count": ["budget", "set", "--plan", "01-01", "--tokens", "9" * 23],
     "budget-beyond-the-column": ["budget", "set", "--plan", "01-01", "--tokens", "3G"],
+    "budget-removed-from-nothing": ["budget", "remove", "--plan", "nope"],
+    "budget-removed-from-no-scope": ["budget", "remove", "--usd"],
+    "cancel-of-no-task": ["task", "cancel", "nope"],
     "argument-not-utf8": ["task", "show", "x\udcff"],
     "plan-path-not-utf8": ["submit", "plan", "x\udcff.yaml"],
 }

@@ -328,6 +328,12 @@ def test_a_budget_caps_dollars_tokens_or_both_and_lists_what_is_spent(district: 
     assert (row["budget_usd"], row["budget_tokens"], row["exhausted"]) == (5.0, 2_000_000, False)
     status = json.loads(run_cw(district, "status", "--json").stdout)
     assert (status["tokens"], status["token_counts"]["initiative"]) == (0, {"nsp": 0})
+    said = run_cw(district, "budget", "remove", "--tokens", "--initiative", "nsp").stdout
+    assert said == "cw: budget of nsp: cap in tokens removed\n"
+    assert run_cw(district, "budget", "list").stdout == "initiative nsp: $0.00 of $5.00\n"
+    said = run_cw(district, "budget", "remove", "--initiative", "nsp").stdout
+    assert said == "cw: budget of nsp: caps removed\n"
+    assert run_cw(district, "budget", "list").stdout == none
 
 
 def test_status_watch_redraws_in_a_terminal_until_ctrl_c(district: Path) -> None:

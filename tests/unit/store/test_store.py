@@ -275,8 +275,12 @@ def test_a_spent_budget_stops_new_work_in_its_plan_and_says_so(store: Store) -> 
     assert store.claim_ready_tasks() == [], "the plan's budget is spent"
     (budget,) = store.budgets()
     assert budget["exhausted"] and budget["spent_usd"] == pytest.approx(0.07)
-    store.set_budget(Scope(plan="01-01"), usd=1.0)
-    assert len(store.claim_ready_tasks()) == 1, "raising the budget lets work start again"
+    store.set_budget(Scope(plan="01-01"), usd=0.05, tokens=10)
+    store.remove_budget(Scope(plan="01-01"), usd=False, tokens=True)
+    assert store.claim_ready_tasks() == [], "the cap in dollars stays"
+    store.remove_budget(Scope(plan="01-01"), usd=True, tokens=False)
+    assert store.budgets() == []
+    assert len(store.claim_ready_tasks()) == 1, "taking the cap away lets work start again"
 
 
 def test_an_initiative_budget_covers_all_its_plans(store: Store) -> None:
