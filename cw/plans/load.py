@@ -67,9 +67,14 @@ def stored_paths(spec: InitiativeSpec, repo: Path) -> None:
     (absolute outside it), whatever directory the command ran in, so that every later command
     reads it the same way. Only the stored names change: problems say what the user typed."""
     spec.source = repo_path(spec.source, repo)
+    folders: dict[str, str] = {}  # a thousand plans lie in a few dozen folders
     for plan in spec.plans():
-        if isinstance(plan.extra.get("plan_file"), str):
-            plan.extra["plan_file"] = repo_path(plan.extra["plan_file"], repo)
+        typed = plan.extra.get("plan_file")
+        if isinstance(typed, str):
+            folder, name = os.path.split(typed)
+            if folder not in folders:
+                folders[folder] = repo_path(folder or ".", repo)
+            plan.extra["plan_file"] = os.path.normpath(os.path.join(folders[folder], name))
 
 
 def repo_path(typed: str, repo: Path) -> str:
