@@ -11,6 +11,7 @@ import click
 
 from cw.agents.registry import make_adapter
 from cw.cli.common import check_port_free, load_settings, show, timeout_option
+from cw.cli.services import refuse_checked_out_integration
 from cw.errors import UsageError
 from cw.host import pidfile, processes
 from cw.service import serverctl
@@ -68,6 +69,7 @@ def start(detach: bool, workers: int | None, no_flower: bool, no_fsui: bool, no_
 
     settings = load_settings().require_database()
     make_adapter(settings)  # its agent workers could run no task: say so before starting them
+    refuse_checked_out_integration(settings)  # nor its merge worker
     options = district.ServerOptions(
         workers=workers, flower=not no_flower, fsui=not no_fsui, web=not no_web
     )

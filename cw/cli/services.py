@@ -11,6 +11,8 @@ import click
 from cw import defaults
 from cw.agents.registry import make_adapter
 from cw.cli.common import check_port_free, load_settings
+from cw.errors import UsageError
+from cw.git import branches
 from cw.git.merging import stuck_merges
 from cw.service import monitoring
 from cw.settings import Settings
@@ -51,6 +53,8 @@ def worker(concurrency: int | None, merge: bool, node: str | None, loglevel: str
     settings = load_settings().require_database()
     if not merge:
         make_adapter(settings)  # an agent that cannot run here: now, not in every task it takes
+    else:
+        refuse_checked_out_integration(settings)
     broker.broker_url(settings)  # start the embedded broker before Celery connects
     if merge:
         _recover_merges(settings)
@@ -132,6 +136,15 @@ def flower(show_credentials: bool, port: int | None, address: str) -> None:
     # anyone can read with ps.
     os.chdir(settings.state_dir if settings.initialized else "/")
     _exec(argv, settings, {"FLOWER_BASIC_AUTH": f"{user}:{password}"})
+
+
+def refuse_checked_out_integration(settings: Settings) -> None:
+    """A merge worker never starts to move an integration branch a working tree has checked
+    out (set so in config.toml or CW_INTEGRATION_BRANCH; `cw init` refuses it)."""
+    branch = settings.integration_branch
+    holder = branches.checked_out_in(settings.repo, branch)
+    if holder is not None:
+        raise UsageError(": ".join(branches.integration_checked_out(branch, holder)))
 
 
 def _recover_merges(settings: Settings) -> None:

@@ -9,7 +9,17 @@ from pathlib import Path
 
 from cw import defaults
 from cw.errors import GitError
-from cw.git.runner import DIFF_FLAGS, call, failure, loose_ref, nul_split, repo_lock, rev, run
+from cw.git.runner import (
+    DIFF_FLAGS,
+    call,
+    failure,
+    git_common_dir,
+    loose_ref,
+    nul_split,
+    repo_lock,
+    rev,
+    run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +55,39 @@ def checked_out(repo: Path) -> str | None:
     """The branch ``repo``'s own working tree has checked out (None when detached)."""
     result = call(repo, "symbolic-ref", "--quiet", "HEAD")
     return result.out.removeprefix("refs/heads/") if result.status == 0 else None
+
+
+def checked_out_in(repo: Path, branch: str) -> Path | None:
+    """A working tree of ``repo`` that has ``branch`` checked out, or None: read from git's
+    HEAD files without starting git."""
+    common = git_common_dir(repo)
+    wanted = f"ref: refs/heads/{branch}"
+    heads = [(common / "HEAD", common.parent)]
+    linked = common / "worktrees"
+    for entry in sorted(linked.iterdir()) if linked.is_dir() else []:
+        heads.append((entry / "HEAD", Path(_read(entry / "gitdir")).parent))
+    for head, top in heads:
+        if _read(head) == wanted:
+            return top
+    return None
+
+
+def integration_checked_out(branch: str, holder: Path) -> tuple[str, str]:
+    """Why cw will not move its integration branch ``branch``, checked out in ``holder``, and
+    what to do about it."""
+    return (
+        f"the integration branch {branch} is checked out in {holder}",
+        "cw would move it under that working tree; check out another branch there, or give cw "
+        "a branch of its own (integration_branch in .cw/config.toml; the default is "
+        f"{defaults.INTEGRATION_BRANCH})",
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def back_on_branch(worktree: Path, branch: str, base: str | None, integration: str) -> str | None:

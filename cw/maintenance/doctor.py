@@ -128,6 +128,10 @@ def _integration_branch(settings: Settings) -> tuple[str | None, Finding]:
             where,
             f"on the merge host, `git push {settings.git_hub} {branch}`",
         )
+    holder = branches.checked_out_in(settings.repo, branch)
+    if sha is not None and holder is not None:
+        what, fix = branches.integration_checked_out(branch, holder)
+        return sha, Finding(False, what, where, fix)
     if sha is not None:
         return sha, Finding(True, f"integration branch {branch} exists at {sha[:10]}", where)
     return None, Finding(

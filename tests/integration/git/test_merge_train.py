@@ -6,6 +6,8 @@ merge worker calls them, one message's ``merge_attempt`` taking the merges queue
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -14,9 +16,10 @@ import pytest
 from cw.agents import attempts
 from cw.errors import GitError
 from cw.git import merging, runner, treemerge
+from cw.maintenance.doctor import doctor
 from cw.settings import Settings
 from cw.store import Claim, Store
-from tests.conftest import database_env, git, init_district
+from tests.conftest import CW, database_env, git, init_district
 from tests.factories import spec
 
 # Each task writes a file named after itself; "*clash*" tasks also write shared.txt.
@@ -148,6 +151,29 @@ def test_a_train_that_git_fails_around_leaves_every_car_waiting_for_its_merge(
     merging.merge_attempt(settings, store, claims[1])
     assert states(store, claims) == dict.fromkeys("abc", "merging") | {"b": "done", "c": "done"}
     assert [c.key for c in store.merges_not_begun()] == ["a"], "a waits out its retry's pause"
+
+
+def test_a_merge_worker_refuses_an_integration_branch_checked_out_in_a_working_tree(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]], tmp_path: Path
+) -> None:
+    """Set as the integration branch in config.toml or CW_INTEGRATION_BRANCH (`cw init`
+    refuses it), a person's checked-out branch (here in a linked working tree) would move
+    under their files and index with every merge: `cw worker --merge` refuses to start and
+    `cw doctor` says why."""
+    settings, _store, _claims = train("a")
+    branch, person = settings.integration_branch, tmp_path / "person"
+    git(settings.repo, "worktree", "add", "-q", str(person), branch)
+    worker = subprocess.run(
+        [*CW, "worker", "--merge"],
+        env={**os.environ, **settings.child_env()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (worker.returncode, worker.stderr.count("\n")) == (2, 1), worker.stderr
+    assert f"is checked out in {person}: cw would move it" in worker.stderr
+    (found,) = [f for f in doctor(settings) if "is checked out in" in f.what]
+    assert not found.ok and found.what.endswith(f"is checked out in {person}")
 
 
 def test_a_train_of_one_merges_only_the_attempt_it_was_sent(
