@@ -235,12 +235,28 @@ def lock_task(s: Session, task_id: int) -> Task | None:
     return s.get(Task, task_id, with_for_update=True, populate_existing=True)
 
 
+#: What makes a reference name a row by its id alone (``id:12``): keys cannot hold a colon.
+BY_ID = "id:"
+
+
 def matching_ids(s: Session, model: type[Task] | type[Plan], ref: str) -> list[int]:
-    """The rows ``ref`` names: the one whose id it is, else every one with that key."""
-    if ref.isascii() and ref.isdigit() and int(ref) <= MAX_ROW_ID:
-        if s.get(model, int(ref)) is not None:
-            return [int(ref)]
-    return list(s.scalars(select(model.id).where(model.key == ref)))
+    """The rows ``ref`` names: ``id:12`` the row of id 12; ``12`` the same, unless another
+    row's key is "12" (refused: say which); anything else every row with that key."""
+    number = ref.removeprefix(BY_ID)
+    as_id = number.isascii() and number.isdigit() and int(number) <= MAX_ROW_ID
+    if ref.startswith(BY_ID):
+        return [int(number)] if as_id and s.get(model, int(number)) is not None else []
+    keyed = list(s.scalars(select(model.id).where(model.key == ref)))
+    if not (as_id and s.get(model, int(ref)) is not None):
+        return keyed
+    others = [i for i in keyed if i != int(ref)]
+    if others:
+        what = model.__tablename__.rstrip("s")
+        raise NotFound(
+            f"{what} {ref!r} names two: the {what} of id {ref}, and the one keyed {ref!r} "
+            f"(id {others[0]}): say {BY_ID}{ref} for the first, {others[0]} for the second"
+        )
+    return [int(ref)]
 
 
 def one_found(ids: Sequence[int], what: str, ref: str) -> int:

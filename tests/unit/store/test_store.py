@@ -202,6 +202,18 @@ def test_find_task_by_id_or_key(store: Store) -> None:
         store.find_task_id("zeta")
 
 
+def test_a_number_that_is_one_tasks_id_and_another_tasks_key_is_refused(store: Store) -> None:
+    store.submit(spec({"a": [], "b": [], "c": []}))
+    store.submit(spec({"3": [], "d": []}, name="numbered"))
+    keyed = next(t["id"] for t in store.task_rows() if t["key"] == "3")
+    with pytest.raises(UsageError, match=f"task '3' names two: .* say id:3 for the first, {keyed}"):
+        store.find_task_id("3")
+    assert store.find_task_id("id:3") == ids(store)["c"]
+    assert store.find_task_id(str(keyed)) == keyed
+    with pytest.raises(UsageError, match="no task 'id:99'"):
+        store.find_task_id("id:99")
+
+
 def test_retry_of_a_failed_task_unblocks_what_waited_on_it(store: Store) -> None:
     store.submit(spec({"a": [], "b": ["a"], "c": ["b"]}))
     (claim,) = store.claim_ready_tasks()
