@@ -222,6 +222,29 @@ def _check_database_url(where: str, url: str) -> None:
         raise ConfigError(f"{where}: {url!r} names a relative path; give an absolute one")
 
 
+#: Brokers cw can use: Redis (its marker key and queue lengths are Redis commands).
+_BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+
+
+def _check_broker_url(where: str, url: str) -> None:
+    """Empty (the district's embedded Redis) or a Redis URL; read without loading kombu."""
+    scheme, sep, rest = url.partition("://")
+    if url and not (sep and rest and scheme in _BROKER_SCHEMES):
+        raise ConfigError(
+            f"{where}: {mask_password(url)!r} is not a Redis URL (redis://host:port/db, "
+            "rediss:// or redis+socket://); leave it empty for the district's own Redis"
+        )
+
+
+def mask_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part, if any, shown as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, place = rest.rpartition("@")
+    if not (sep and at and ":" in auth):
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{place}"
+
+
 def _check_fsui_dir(where: str, value: str) -> None:
     """The file UI's directory: inside the repository, and none of git's or cw's own."""
     rel = PurePosixPath(value)
@@ -234,9 +257,18 @@ def _check_fsui_dir(where: str, value: str) -> None:
 
 _NOT_FSUI = (".git", defaults.STATE_DIR)
 
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+#: Values written more than one way, in one form: ``./cw-district/`` is ``cw-district``.
+_NORMAL: dict[str, Callable[[Any], Any]] = {"fsui_dir": lambda value: str(PurePosixPath(value))}
+
 _CHECKS: dict[str, Callable[[str, Any], None]] = {
     "integration_branch": _check_branch,
     "database_url": _check_database_url,
+    "broker_url": _check_broker_url,
     "fsui_dir": _check_fsui_dir,
 }
 
@@ -361,7 +393,7 @@ def _coerce(values: dict[str, Any], label: Callable[[str], str]) -> dict[str, An
             _in_range(where, name, value, raw)
         if name in _CHECKS:
             _CHECKS[name](where, value)
-        out[name] = value
+        out[name] = _NORMAL.get(name, _as_is)(value)
     return out
 
 

@@ -15,10 +15,10 @@ from cw.errors import UsageError
 from cw.git import branches
 from cw.git.merging import stuck_merges
 from cw.service import monitoring
-from cw.settings import Settings
+from cw.settings import Settings, mask_password
 from cw.store import Store
 from cw.transport import broker
-from cw.transport.celeryapp import make_app, worker_argv
+from cw.transport.celeryapp import connected_app, make_app, worker_argv
 from cw.transport.dispatch import send_merges
 
 #: Celery's log levels, checked here so a typo fails before a broker starts or a merge is touched.
@@ -171,7 +171,12 @@ def broker_group() -> None:
 @broker_group.command("start")
 def broker_start() -> None:
     """Start it (any command that needs it does this by itself)."""
-    click.echo(broker.broker_url(load_settings().require_initialized()))
+    settings = load_settings().require_initialized()
+    if settings.broker_url:
+        connected_app(settings)  # BrokerError, in one line, unless it answers
+        click.echo(f"{mask_password(settings.broker_url)} (CW_BROKER_URL: not cw's to start)")
+        return
+    click.echo(broker.broker_url(settings))
 
 
 @broker_group.command("stop")
@@ -183,7 +188,11 @@ def broker_stop() -> None:
 
 @broker_group.command("status")
 def broker_status() -> None:
+    """Whether the broker runs (an external one: whether it answers)."""
     settings = load_settings().require_initialized()
-    url = broker.broker_url(settings, start=False)
-    running = bool(settings.broker_url) or broker.embedded_running(settings)
-    click.echo(f"{url} ({'running' if running else 'stopped'})")
+    if settings.broker_url:
+        connected_app(settings)  # BrokerError, in one line, unless it answers
+        click.echo(f"{mask_password(settings.broker_url)} (running: it answers)")
+        return
+    said = "running" if broker.embedded_running(settings) else "stopped"
+    click.echo(f"{broker.broker_url(settings, start=False)} ({said})")

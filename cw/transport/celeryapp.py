@@ -10,7 +10,7 @@ from celery import Celery
 
 from cw import defaults
 from cw.errors import BrokerError
-from cw.settings import Settings
+from cw.settings import Settings, mask_password
 from cw.transport.broker import broker_url
 
 
@@ -61,7 +61,8 @@ def connected_app(settings: Settings) -> Celery:
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.2)
     except Exception as exc:  # kombu raises transport-specific errors
-        raise BrokerError(f"cannot reach the broker {app.conf.broker_url}: {exc}") from exc
+        url = mask_password(str(app.conf.broker_url))
+        raise BrokerError(f"cannot reach the broker {url}: {exc}") from exc
     return app
 
 

@@ -307,3 +307,25 @@ def test_a_worker_whose_agent_cannot_run_here_does_not_start(
 def test_a_bad_environment_variable_is_named(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CW_MAX_BOUNCES", "many")
     assert "CW_MAX_BOUNCES" in refused(repo, "status")
+
+
+def test_a_broker_cw_cannot_use_is_refused_before_anything_is_sent(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kombu transport that is not Redis took tasks (the messages died with the process),
+    then failed on cw's marker key."""
+    monkeypatch.setenv("CW_BROKER_URL", "memory://")
+    assert "CW_BROKER_URL: 'memory://' is not a Redis URL" in refused(repo, "dispatch")
+
+
+def test_an_external_broker_that_does_not_answer_is_not_running_and_keeps_its_password(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CW_BROKER_URL", "redis://:s3cretpw@127.0.0.1:1/0")
+    for command in ("status", "start"):
+        before = dump_store(STORES[repo])
+        result = cw(repo, "broker", command)
+        assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+        assert "cannot reach the broker redis://:***@127.0.0.1:1/0" in result.stderr
+        assert "s3cretpw" not in result.stdout + result.stderr
+        assert dump_store(STORES[repo]) == before

@@ -10,7 +10,7 @@ import pytest
 from cw import defaults
 from cw.agents.registry import ADAPTERS
 from cw.errors import ConfigError, NotAGitRepository, NotInitialized
-from cw.settings import Settings, find_repo
+from cw.settings import Settings, find_repo, mask_password
 
 
 def write_config(repo: Path, text: str) -> None:
@@ -173,6 +173,13 @@ def test_agents_run_nicer_by_default_and_zero_keeps_the_worker_s_priority(tmp_pa
         ("", {"CW_FSUI_DIR": "../out"}, "CW_FSUI_DIR: '../out' must be a directory inside"),
         ("", {"CW_FSUI_DIR": ""}, "CW_FSUI_DIR: '' must be a directory inside"),
         ("", {"CW_INTEGRATION_BRANCH": ""}, "CW_INTEGRATION_BRANCH: '' is not a name git allows"),
+        ("", {"CW_BROKER_URL": "memory://"}, "CW_BROKER_URL: 'memory://' is not a Redis URL"),
+        ("", {"CW_BROKER_URL": "garbage"}, "CW_BROKER_URL: 'garbage' is not a Redis URL"),
+        (
+            'broker_url = "amqp://u:pw@host//"\n',
+            {},
+            "config.toml: broker_url: 'amqp://u:***@host//' is not a Redis URL",
+        ),
     ],
 )
 def test_the_file_uis_directory_and_an_empty_branch_are_checked_where_written(
@@ -183,6 +190,19 @@ def test_the_file_uis_directory_and_an_empty_branch_are_checked_where_written(
     write_config(tmp_path, config)
     with pytest.raises(ConfigError, match=re.escape(message)):
         Settings.load(env={"CW_REPO": str(tmp_path), **env})
+
+
+@pytest.mark.parametrize("written", ["./mirror", "mirror/", "mirror//", "./mirror/."])
+def test_the_file_uis_directory_is_kept_in_one_form(tmp_path: Path, written: str) -> None:
+    """Its entry in .git/info/exclude is written from it: `/./mirror/` would match nothing."""
+    settings = Settings.load(env={"CW_REPO": str(tmp_path), "CW_FSUI_DIR": written})
+    assert settings.fsui_dir == "mirror"
+
+
+def test_a_broker_url_is_shown_without_its_password() -> None:
+    assert mask_password("redis://:s3cret@h:1/0") == "redis://:***@h:1/0"
+    assert mask_password("redis://user:s3cret@h:1/0") == "redis://user:***@h:1/0"
+    assert mask_password("redis://h:1/0") == "redis://h:1/0"
 
 
 def test_the_state_folder_paths_read_on_the_class_are_their_descriptors() -> None:
