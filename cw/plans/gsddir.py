@@ -39,6 +39,7 @@ from cw.plans.spec import (
     PhaseSpec,
     PlanSpec,
     Skipped,
+    skipped_instead,
     TaskSpec,
     Where,
     nothing_known,
@@ -113,7 +114,7 @@ def load_planning_dir(
         _drop_problems(reading)
     if not reading.plans:
         problem = f"no plans (*-PLAN.md or PLAN.md) in {planning / 'phases'}/*/"
-        raise plan_error(str(path), 1, "phases", problem)
+        raise plan_error(str(path), 1, "phases", problem + skipped_instead(reading.skipped))
     return _initiative(path, project, reading)
 
 

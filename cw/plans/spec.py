@@ -105,6 +105,16 @@ def nothing_known(_name: str) -> list[KnownPlan]:
     return []
 
 
+def skipped_instead(skipped: list[Skipped]) -> str:
+    """What a directory with no plan read holds instead, as far as that may be a plan: said
+    after "no plans", so that a folder or file named off GSD's patterns is not a mystery."""
+    passed = [item for item in skipped if item.refusable]
+    if not passed:
+        return ""
+    more = f" (and {len(passed) - 1} more skipped)" if len(passed) > 1 else ""
+    return f"; skipped {passed[0]}{more}"
+
+
 @dataclass
 class InitiativeSpec:
     name: str

@@ -461,6 +461,19 @@ def test_planning_dir_without_plans_is_an_error(tmp_path: Path) -> None:
     write(tmp_path / ".planning/phases/01-x/01-01-SUMMARY.md", "done")
     error = plan_error_for(tmp_path)
     assert str(error).startswith(f"{tmp_path}:1: phases: no plans (*-PLAN.md or PLAN.md) in ")
+    assert "skipped" not in str(error), "a summary is GSD's own: nothing to explain"
+
+
+def test_a_planning_dir_whose_plans_are_all_skipped_says_why_with_the_first(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path / ".planning/phases/foundation/01-01-PLAN.md", "<tasks></tasks>")
+    write(tmp_path / ".planning/phases/02-x/02-01-plan.md", "<tasks></tasks>")
+    said = str(plan_error_for(tmp_path))
+    assert said.endswith(
+        f"; skipped {tmp_path}/.planning/phases/02-x/02-01-plan.md: not a plan: GSD reads only "
+        "files named *-PLAN.md or PLAN.md (and 1 more skipped)"
+    ), said
 
 
 def test_directory_without_planning_is_an_error(tmp_path: Path) -> None:
