@@ -39,13 +39,13 @@ from cw.plans.spec import (
     PhaseSpec,
     PlanSpec,
     Skipped,
-    skipped_instead,
     TaskSpec,
     Where,
     nothing_known,
     plan_error,
     plan_problems,
     show,
+    skipped_instead,
 )
 
 logger = logging.getLogger(__name__)
