@@ -318,9 +318,10 @@ def open_conflicts(worktree: Path) -> list[str]:
     return sorted({*unmerged_paths(worktree), *conflict_markers(worktree)})
 
 
-#: A conflict marker line as git writes it (``<<<<<<< HEAD``, ``>>>>>>> branch``).
-CONFLICT_MARKER = r"^(<<<<<<<|>>>>>>>)( |$)"
-_ADDED_MARKER = re.compile(r"^\+(<<<<<<<|>>>>>>>)( |$)")
+#: A conflict marker line as git writes it (``<<<<<<< HEAD``, ``>>>>>>> branch``): seven
+#: signs, or more where ``.gitattributes`` sets ``conflict-marker-size``.
+CONFLICT_MARKER = r"^(<{7,}|>{7,})( |$)"
+_ADDED_MARKER = re.compile(r"^\+(<{7,}|>{7,})( |$)")
 #: A plain diff of the worktree against its HEAD: no external diff driver, no textconv.
 _DIFF_HEAD = ("diff", "HEAD", "--no-ext-diff", "--no-textconv", "--no-color")
 

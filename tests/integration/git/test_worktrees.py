@@ -724,6 +724,20 @@ def test_marker_lines_a_file_held_before_are_content_not_conflicts(
     assert conflict_markers(worktree) == ["both.txt"]
 
 
+def test_longer_markers_set_by_gitattributes_are_conflicts_too(
+    repo: Path, tmp_path: Path, integration: str
+) -> None:
+    """`conflict-marker-size=10` makes git write ten signs: markers all the same."""
+    (repo / ".gitattributes").write_text("README.md conflict-marker-size=10\n")
+    git(repo, "add", ".gitattributes")
+    git(repo, "commit", "-q", "-m", "longer markers")
+    git(repo, "branch", "-f", INTEGRATION, "HEAD")
+    worktree, _head = caught_up(repo, tmp_path, "long")
+    assert "<<<<<<<<<< " in (worktree / "README.md").read_text()
+    assert conflict_markers(worktree) == ["README.md"]
+    assert conflict_markers(worktree, ["README.md"]) == ["README.md"]
+
+
 def test_a_finished_agent_concludes_a_catch_up_resolved_wholly_in_its_favour(
     repo: Path, tmp_path: Path, integration: str
 ) -> None:
