@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cw.agents import attempts
@@ -174,6 +176,23 @@ def test_a_merge_worker_refuses_an_integration_branch_checked_out_in_a_working_t
     assert f"is checked out in {person}: cw would move it" in worker.stderr
     (found,) = [f for f in doctor(settings) if "is checked out in" in f.what]
     assert not found.ok and found.what.endswith(f"is checked out in {person}")
+
+
+def test_what_a_check_left_running_in_a_session_of_its_own_is_stopped(
+    train: Callable[..., tuple[Settings, Store, list[Claim]]], tmp_path: Path
+) -> None:
+    """Out of the check's process group, it would go on changing the integration worktree
+    under the next train's check."""
+    left = tmp_path / "left.pid"
+    verify = f"setsid sleep 300 >/dev/null 2>&1 & echo $! > {left}"
+    settings, store, claims = train("a", CW_VERIFY_COMMAND=verify)
+    merging.merge_attempt(settings, store, claims[0])
+    assert states(store, claims) == {"a": "done"}
+    pid = int(left.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, f"the check's sleep {pid} still runs"
+        time.sleep(0.05)
 
 
 def test_a_train_of_one_merges_only_the_attempt_it_was_sent(
