@@ -161,29 +161,32 @@ def _text(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _side_changes(merge: _Merge, path: str, side: _Side) -> _Changes:
+def _side_changes(merge: _Merge, path: str, side: _Side, insertions_only: bool = False) -> _Changes:
     """The lines ``side`` added to and removed from the base file at ``path``."""
     paths = sorted({path, side.path or path})
     out = _diff(merge.repo, "--unified=0", merge.base, side.rev, "--", *paths)
-    return _parse_diff(out)
+    return _parse_diff(out, insertions_only)
 
 
-def _parse_diff(out: bytes) -> _Changes:
-    """Count a ``-U0`` diff's ``+`` and ``-`` lines; headers are not content."""
+def _parse_diff(out: bytes, insertions_only: bool = False) -> _Changes:
+    """Count a ``-U0`` diff's ``+`` and ``-`` lines; headers are not content.
+    ``insertions_only``: ``+`` lines count only from hunks that remove nothing."""
     added: Counter[bytes] = Counter()
     removed: Counter[bytes] = Counter()
-    binary, in_hunk = False, False
+    hunk: Counter[bytes] = Counter()  # the + lines of the hunk being read
+    binary, in_hunk, replaces = False, False, False
     for line in out.split(b"\n"):
-        if line.startswith(b"diff --git "):
-            in_hunk = False
-        elif line.startswith(b"@@"):
-            in_hunk = True
+        if line.startswith((b"diff --git ", b"@@")):
+            added += hunk if not (insertions_only and replaces) else Counter()
+            hunk, replaces, in_hunk = Counter(), False, line.startswith(b"@@")
         elif not in_hunk:
             binary = binary or line.startswith(_BINARY_MARKERS)
         elif line.startswith(b"+"):
-            added[line[1:]] += 1
+            hunk[line[1:]] += 1
         elif line.startswith(b"-"):
             removed[line[1:]] += 1
+            replaces = True
+    added += hunk if not (insertions_only and replaces) else Counter()
     return _Changes(added, removed, binary)
 
 
@@ -242,10 +245,16 @@ def _deleted_file(
     return found
 
 
-def _check_file(merge: _Merge, path: str, sides: tuple[_Side, _Side]) -> list[DroppedLine] | None:
-    """The lines of base file ``path`` that the result dropped; None when not checkable."""
+def _check_file(
+    merge: _Merge, path: str, sides: tuple[_Side, _Side], insertions_only: bool = False
+) -> list[DroppedLine] | None:
+    """The lines of base file ``path`` that the result dropped; None when not checkable.
+    ``insertions_only``: of the first side's, only lines it inserted replacing none."""
     ours, theirs = sides
-    changes = (_side_changes(merge, path, ours), _side_changes(merge, path, theirs))
+    changes = (
+        _side_changes(merge, path, ours, insertions_only),
+        _side_changes(merge, path, theirs),
+    )
     if any(change.binary for change in changes):
         return None
     candidates = _result_candidates(path, sides)
@@ -306,3 +315,32 @@ def _check_files(
         if len(found) >= limit:
             break
     return found, unchecked
+
+
+def lost_lines(
+    repo: Path, base: str, side: str, other: str, result: str, resolved: Iterable[str]
+) -> list[DroppedLine]:
+    """The lines commit ``side`` added since ``base`` that ``result`` (a merge of ``side`` and
+    ``other``, resolved by hand) lacks, with ``other``'s own removals excused as in
+    :func:`dropped_lines`; every file ``side`` changed is checked, not only those both did. In
+    the ``resolved`` files (where the merge conflicted) only lines ``side`` inserted replacing
+    none count: two rewrites of one line may be settled either way, an added line may not be
+    dropped. The lines are reported as ``side``'s ("ours")."""
+    side_paths = _changed_paths(repo, base, side)
+    other_paths = _changed_paths(repo, base, other)
+    objects = object_reader(repo)
+    mine = _tree(objects, side, [p for p in side_paths.values() if p])
+    pairs = {
+        path: (_Side("ours", side, new), _Side("theirs", other, other_paths.get(path, path)))
+        for path, new in side_paths.items()
+    }
+    wanted = [p for path, sides in pairs.items() for p in _result_candidates(path, sides)]
+    merge = _Merge(repo, objects, base, _tree(objects, base, pairs), _tree(objects, result, wanted))
+    found: list[DroppedLine] = []
+    for path, sides in pairs.items():
+        new = sides[0].path
+        if new is not None and merge.result_tree.get(new) == mine.get(new):
+            continue  # the result took the file whole from ``side``
+        lost = _check_file(merge, path, sides, insertions_only=path in set(resolved))
+        found += [d for d in lost or [] if d.side == "ours"]
+    return found

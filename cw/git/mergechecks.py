@@ -43,23 +43,24 @@ def checking(settings: Settings) -> Iterator[None]:
     try:
         yield
     finally:
-        _stop_marked(settings)
+        _stop_marked(settings, "a merge check left running")
 
 
 def stop_left_checks(settings: Settings) -> None:
     """Called with the merge lock held: stop the checks of a merge worker that died during
     one."""
     if _path(settings).exists():
-        _stop_marked(settings)
+        _stop_marked(settings, "a merge check its merge worker left running")
 
 
-def _stop_marked(settings: Settings) -> None:
-    """Stop every process marked as this district's merge check, then say none runs."""
+def _stop_marked(settings: Settings, what: str) -> None:
+    """Stop every process marked as this district's merge check (``what`` they are, for the
+    log), then say none runs."""
     path = _path(settings)
     mine = str(settings.state_dir)
     groups = {pgid for pgid, value in processes.marked_groups(MERGE_CHECK_ENV) if value == mine}
     for pgid in groups:
-        logger.warning("stopping a merge check's process left running (group %s)", pgid)
+        logger.warning("stopping %s (group %s)", what, pgid)
         processes.kill_group(pgid)
     deadline = time.monotonic() + GONE_WITHIN_SECONDS
     while any(processes.group_alive(g) for g in groups) and time.monotonic() < deadline:

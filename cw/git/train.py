@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cw.errors import GitError
-from cw.git import branches, hub, mergechecks, treemerge
+from cw.git import branches, hub, mergechecks, resolutions, treemerge
 from cw.git.integrity import DroppedLine, dropped_lines, merge_base
 from cw.git.runner import rev
 from cw.git.verify import Verdict, run_checks
@@ -134,7 +134,7 @@ def _couple(
     for index in batch:
         try:
             step = _merge_car(settings, jobs[index], tip)
-            report = _refusal(settings, step)
+            report = _refusal(settings, step) or _lost_in_catch_ups(settings, step, jobs[index])
         except GitError as exc:
             outcomes[index] = exc
             continue
@@ -192,6 +192,27 @@ def _refusal(settings: Settings, step: treemerge.Step) -> MergeReport | None:
         return None
     dropped = dropped_lines(settings.repo, base, merged.old, merged.source, merged.new)
     return _dropped_report(dropped, step.messages) if dropped else None
+
+
+def _lost_in_catch_ups(
+    settings: Settings, step: treemerge.Step, job: MergeJob
+) -> MergeReport | None:
+    """A merge of the integration branch on the task's branch lost lines of other tasks' work
+    (cw/git/resolutions.py): back to the task's agent, never a merge."""
+    merged = step.merged
+    if merged is None or step.already_merged or job.base_sha is None:
+        return None
+    found = resolutions.lost_in_catch_ups(settings.repo, merged.old, merged.source, job.base_sha)
+    if not found:
+        return None
+    lines = [f"{d.path}: {d.line}" for lost in found for d in lost.lines]
+    note = (
+        f"your branch's merge of {settings.integration_branch} ({found[0].merge[:12]}) dropped "
+        "lines other tasks added; put them back (keep both sides' work), then finish:\n"
+        + "\n".join(lines[:20])
+    )
+    files = sorted({d.path for lost in found for d in lost.lines})
+    return MergeReport(conflict_files=files, output=note)
 
 
 def _dropped_report(dropped: list[DroppedLine], output: str) -> MergeReport:

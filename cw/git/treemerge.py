@@ -118,6 +118,17 @@ def _merge_step(
     return Step(resolved, [] if resolved else done.conflicts, done.messages)
 
 
+def conflicted_paths(repo: Path, ours: str, theirs: str) -> list[str]:
+    """The files a merge of ``ours`` and ``theirs`` conflicts on (made in the object
+    database; nothing is written but objects)."""
+    result = call(
+        repo, "merge-tree", "--write-tree", "--name-only", "-z", ours, theirs, strip=False
+    )
+    if result.status not in (0, 1):
+        raise GitError(runner.failure(("merge-tree",), result))
+    return _parse_merge_tree(result.out).conflicts
+
+
 #: Trees of the merge commits this process made: the next merge's tip needs no git call.
 _TIP_TREES: dict[str, str] = {}
 
