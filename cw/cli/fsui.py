@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable
@@ -39,12 +40,22 @@ def fsui(once: bool) -> None:
 
 
 def _once(settings: Settings) -> None:
-    w = watcher.once(settings, _dispatcher(settings))
+    """One pass; each edit not applied is one line saying why (the watcher's own log line
+    about it is left out), and then the exit code is 2."""
+    quiet = logging.getLogger(watcher.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        w = watcher.once(settings, _dispatcher(settings))
+    finally:
+        quiet.setLevel(level)
     for line in w.tally.applied:
         click.echo(f"cw: applied {line}")
-    for path in w.tally.kept:
-        click.echo(f"cw: not applied, kept as {path}", err=True)
     click.echo(f"cw: {w.dir.root}: {w.tally.written} file(s) written")
+    for rel, why, kept in w.tally.kept:
+        click.echo(f"cw: error: {rel}: not applied: {why}; kept as {kept.name}", err=True)
+    if w.tally.kept:
+        raise SystemExit(2)
 
 
 def _dispatcher(settings: Settings) -> Callable[[Store], Callable[[], object]]:

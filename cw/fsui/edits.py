@@ -11,9 +11,9 @@ edit beside the file with :func:`note` on top.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import yaml
 
@@ -25,6 +25,15 @@ from cw.fsui.mirror import Ref
 from cw.fsui.mirrordir import Found, decode
 from cw.plans.source import yaml_loader
 from cw.store.read import MessageRow, TaskRow
+
+Fields = dict[str, yaml.Node]  # the frontmatter: each field's value as YAML wrote it
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+_WHOLE = re.compile(r"[-+]?[0-9]+")
+#: Longer than any priority in range: refused as out of range without converting it.
+_MAX_DIGITS = 20
+#: The longest value a note quotes back.
+_SHOWN_CHARS = 80
 
 
 class EditRefused(UsageError):
@@ -77,34 +86,52 @@ def read(ref: Ref, text: str, row: TaskRow | MessageRow | None) -> Intent:
     return intent
 
 
-def parse(text: str) -> tuple[dict[str, Any], str]:
-    """(frontmatter fields, body) of a mirrored file; refused when it does not parse."""
+def parse(text: str) -> tuple[Fields, str]:
+    """(frontmatter fields, body) of a mirrored file; refused when it does not parse.
+
+    The fields stay YAML nodes: each is read as the text a person typed (:func:`_typed`),
+    never through YAML's typing, which would turn ``3.10`` into ``3.1`` or ``on`` into true.
+    """
     parts = mirror.split(text)
     if parts is None:
         raise EditRefused("the YAML frontmatter block (between --- lines) is missing")
     try:
-        fields = yaml.load(parts[0], Loader=yaml_loader())  # safe; C where it is safe
-    except yaml.YAMLError as exc:
+        root = yaml.compose(parts[0], Loader=yaml_loader())  # safe; C where it is safe
+    except Exception as exc:  # YAMLError; RecursionError from the pure-Python parser
         raise EditRefused(f"the frontmatter is not valid YAML: {_one_line(exc)}") from exc
-    if not isinstance(fields, dict):
+    if not isinstance(root, yaml.MappingNode):
         raise EditRefused("the frontmatter is not a mapping of fields")
+    keys = [key.value for key, _value in root.value if isinstance(key, yaml.ScalarNode)]
+    twice = next((key for key in keys if keys.count(key) > 1), None)
+    if twice is not None:
+        raise EditRefused(f"`{_shown(str(twice))}:` appears twice; keep one")
+    fields = {key.value: value for key, value in root.value if isinstance(key, yaml.ScalarNode)}
     return fields, parts[1]
 
 
-def _check_revision(fields: dict[str, Any], current: str) -> None:
-    seen = fields.get("revision")
-    if seen is None:
+def _typed(node: yaml.Node | None, name: str) -> str:
+    """The text typed after ``name:`` (nothing: ""); refused unless it is one value."""
+    if node is None or node.tag == _NULL_TAG:  # `name:` with nothing after it, or `~`
+        return ""
+    if not isinstance(node, yaml.ScalarNode):
+        raise EditRefused(f"`{name}:` holds a list or a mapping; write it as text")
+    return str(node.value)
+
+
+def _check_revision(fields: Fields, current: str) -> None:
+    seen = _typed(fields.get("revision"), "revision")
+    if not seen:
         raise EditRefused("its `revision:` is missing, so cw cannot tell which version you edited")
-    if str(seen) != current:
+    if seen != current:
         raise EditRefused(
-            f"it was made against revision {seen}, but the database has changed since "
+            f"it was made against revision {_shown(seen)}, but the database has changed since "
             f"(now {current}); look at the new version and make the change again"
         )
 
 
-def _task_intent(ref: Ref, fields: dict[str, Any], body: str, row: TaskRow) -> Intent | None:
-    action = _action(fields.get("action"))
-    priority = _priority(fields.get("priority", row.priority))
+def _task_intent(ref: Ref, fields: Fields, body: str, row: TaskRow) -> Intent | None:
+    action = _action(_typed(fields.get("action"), "action"))
+    priority = _priority(fields.get("priority"), row.priority)
     prompt = mirror.section(body, mirror.PROMPT_HEADING)
     new_prompt = None if prompt is None else mirror.normal(prompt)
     changed_prompt = new_prompt is not None and new_prompt != mirror.normal(row.prompt)
@@ -123,31 +150,36 @@ def _task_intent(ref: Ref, fields: dict[str, Any], body: str, row: TaskRow) -> I
     )
 
 
-def _action(value: Any) -> str:
-    action = mirror.NO_ACTION if value in (None, "", False) else str(value).strip().lower()
+def _action(typed: str) -> str:
+    action = typed.strip().lower() or mirror.NO_ACTION
     if action not in (mirror.NO_ACTION, *mirror.ACTIONS):
         allowed = ", ".join((mirror.NO_ACTION, *mirror.ACTIONS))
-        raise EditRefused(f"`action: {value}` is not one of {allowed}")
+        raise EditRefused(f"`action: {_shown(typed)}` is not one of {allowed}")
     return action
 
 
-def _feedback(fields: dict[str, Any]) -> str:
-    feedback = mirror.normal(str(fields.get("feedback") or ""))
+def _feedback(fields: Fields) -> str:
+    feedback = mirror.normal(_typed(fields.get("feedback"), "feedback"))
     if not feedback:
         raise EditRefused("`action: reject` needs `feedback:` saying what its agent should change")
     return feedback
 
 
-def _priority(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise EditRefused(f"`priority: {value}` is not a whole number")
+def _priority(node: yaml.Node | None, current: int) -> int:
+    """The whole number typed after ``priority:``, in decimal (``010`` is ten)."""
+    if node is None:
+        return current
+    typed = _typed(node, "priority").strip()
+    if not _WHOLE.fullmatch(typed):
+        raise EditRefused(f"`priority: {_shown(typed)}` is not a whole number")
     low, high = defaults.PRIORITY_RANGE
+    value = int(typed) if len(typed) <= _MAX_DIGITS else high + 1  # far out: not converted
     if not low <= value <= high:
-        raise EditRefused(f"`priority: {value}` is out of range ({low} to {high})")
+        raise EditRefused(f"`priority: {_shown(typed)}` is out of range ({low} to {high})")
     return value
 
 
-def _message_intent(ref: Ref, fields: dict[str, Any], body: str, row: MessageRow) -> Intent | None:
+def _message_intent(ref: Ref, fields: Fields, body: str, row: MessageRow) -> Intent | None:
     current = mirror.normal(row.answer or "")
     said = [_answer_text(fields.get("answer"))]
     under = mirror.section(body, mirror.ANSWER_HEADING)
@@ -159,17 +191,11 @@ def _message_intent(ref: Ref, fields: dict[str, Any], body: str, row: MessageRow
     return Intent(ref, "answer", answer=answers[0]) if answers else None
 
 
-def _answer_text(value: Any) -> str:
-    """YAML's reading of what was typed after ``answer:``, back as the text a person meant."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, list):
-        return ", ".join(_answer_text(v) for v in value)
-    if isinstance(value, dict):
-        raise EditRefused("`answer:` is a mapping; write the answer as text")
-    return mirror.normal(str(value))
+def _answer_text(node: yaml.Node | None) -> str:
+    """What was typed after ``answer:``: text, or a list of options (``[a, b]``: "a, b")."""
+    if isinstance(node, yaml.SequenceNode):  # its items one level deep: never a loop
+        return ", ".join(mirror.normal(_typed(item, "answer")) for item in node.value)
+    return mirror.normal(_typed(node, "answer"))
 
 
 def apply(district: District, intent: Intent) -> str:
@@ -209,3 +235,9 @@ def note(rel: str, reason: str) -> str:
 
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
+
+
+def _shown(typed: str) -> str:
+    """What a person typed, quoted back in a note: one line, not too long."""
+    line = " ".join(typed.split())
+    return line if len(line) <= _SHOWN_CHARS else line[: _SHOWN_CHARS - 3] + "..."

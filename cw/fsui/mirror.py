@@ -45,9 +45,13 @@ ACTIONS = ("cancel", "retry", "approve", "reject")
 OVERVIEW_LIMIT = 100
 
 _MAX_NAME = 80
+#: A name's limit in UTF-8 bytes (a file system allows 255): room is left around it for a
+#: message's id, ``.md``, the temporary prefix and the ``.rejected-<time>`` suffix.
+_MAX_NAME_BYTES = 120
 _UNSAFE = re.compile(r"[^\w.-]+")
 _DOTS = re.compile(r"\.{2,}")
-_ANSWER_FILE = re.compile(r"([0-9]{1,18})(?:-[^/]*)?\.answer\.(?:md|txt)")  # an id a row holds
+#: Only this name: ``<id>-<key>.md`` is cw's own message file, whatever the task key says.
+_ANSWER_FILE = re.compile(r"([0-9]{1,18})\.answer\.(?:md|txt)")  # an id a row holds
 
 
 class Ref(NamedTuple):
@@ -77,7 +81,12 @@ def safe_name(text: str, fallback: str) -> str:
     name = unicodedata.normalize("NFC", text)
     name = _UNSAFE.sub("-", name)
     name = _DOTS.sub(".", name).strip(".-")
-    return name[:_MAX_NAME] or fallback
+    return _cut(name[:_MAX_NAME], _MAX_NAME_BYTES) or fallback
+
+
+def _cut(name: str, limit: int) -> str:
+    """``name`` cut to at most ``limit`` bytes of UTF-8, at a character's boundary."""
+    return name.encode()[:limit].decode("utf-8", "ignore")
 
 
 #: Cached: the same few names (initiatives, phases, plans) come back in every task's path.
@@ -88,7 +97,8 @@ def component(text: str, fallback: str) -> str:
     name = safe_name(text, fallback)
     if name == text:
         return name
-    return f"{name[: _MAX_NAME - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
+    mark = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{_cut(name[: _MAX_NAME - 9], _MAX_NAME_BYTES - 9)}-{mark}"
 
 
 def task_rel(row: TaskRow) -> str:

@@ -293,7 +293,7 @@ class MirrorDir:
         path = self.path(rel)
         kept = _aside(path, ".md")
         if found.kind == "file" and _is_text(found.data):
-            _atomic_write(kept, (note + found.data.decode("utf-8")).encode())
+            _atomic_write(kept, _utf8(note + found.data.decode("utf-8")))
             return kept
         raw = _aside(path, "")
         source = found.source or path
@@ -304,7 +304,7 @@ class MirrorDir:
                 os.rename(source, raw)
             except FileNotFoundError:
                 raw = source  # gone meanwhile: the note still says what it was
-        _atomic_write(kept, f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n".encode())
+        _atomic_write(kept, _utf8(f"{note}(The edit itself is kept, unread, in `{raw.name}`.)\n"))
         return kept
 
 
@@ -351,6 +351,12 @@ def decode(data: bytes) -> str | None:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return None
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8; a file name that is not UTF-8 (its bytes decoded as lone surrogates)
+    is quoted in it with ``?`` for those bytes."""
+    return text.encode("utf-8", "replace")
 
 
 def _is_text(data: bytes) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import queue
 import threading
 import time
 import warnings
@@ -32,23 +31,23 @@ from watchdog.observers import Observer
 from cw.district import District
 from cw.errors import CwError, UsageError
 from cw.fsui import edits, mirror, place
+from cw.fsui.cursor import EventCursor
+from cw.fsui.debounce import Debounce
 from cw.fsui.mirror import Doc, Ref
 from cw.fsui.mirrordir import Found, MirrorDir
 from cw.git import runner
 from cw.settings import Settings
 from cw.store import Store
-from cw.store.read import MessageRow, TaskRow
+from cw.store.read import EventRow, MessageRow, TaskRow
 from cw.store.snapshot import Snapshot
 
 logger = logging.getLogger(__name__)
 
 #: How often the events table is polled for changes to render.
 POLL_SECONDS = 0.2
-#: Quiet time after a person's last change to a path before it is read.
-DEBOUNCE_SECONDS = 0.05
-#: An empty file is most often an editor between truncating it and writing it (``cat >``,
-#: editors that save in place, a slow disk): it is read once it has stayed empty this long.
-EMPTY_PATIENCE_SECONDS = 1.0
+#: Turns in a row the same events or saved file may fail (a busy database) before they are
+#: given up with a warning: a failure that never passes must not stop everything else.
+RETRY_TURNS = 50
 STATE_FILE = "fsui-state.json"
 LOCK_FILE = "fsui.lock"
 _EDIT_EVENTS = frozenset({"created", "modified", "closed", "moved", "deleted"})
@@ -62,7 +61,7 @@ class Tally:
 
     written: int = 0
     applied: list[str] = field(default_factory=list)
-    kept: list[Path] = field(default_factory=list)
+    kept: list[tuple[str, str, Path]] = field(default_factory=list)  # (file, why, kept as)
 
 
 class Watcher:
@@ -76,13 +75,12 @@ class Watcher:
         self.snapshot = Snapshot(store.engine)
         self.dir = MirrorDir(place.mirror_root(settings), settings.state_dir / STATE_FILE)
         self.index: dict[str, Ref] = {}
-        self.last_event = 0
+        self.events = EventCursor(RETRY_TURNS)
         self.tally = Tally()
-        self.changes: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.pending = Debounce(self.dir.is_empty, RETRY_TURNS)
         self._dispatch = dispatch
         self.district = District(settings, store, dispatch=self.dispatch)
-        self._due: dict[str, float] = {}  # path -> when to look at it
-        self._emptied: set[str] = set()  # found empty when due: given EMPTY_PATIENCE_SECONDS
+        self._gone: dict[str, Ref | None] = {}  # files removed as their rows went: by path
 
     # -- the whole tree --------------------------------------------------------------------
 
@@ -91,12 +89,9 @@ class Watcher:
         place.refuse_tracked(self.settings)
         self.dir.open()
         runner.exclude_path(self.settings.repo, f"/{self.settings.fsui_dir.strip('/')}/")
-        self.last_event = self.snapshot.last_event_id()
+        self.events.start(self.snapshot)
         self.dir.remove_temp_files()
-        docs = self.render_all()
-        self.index = {d.rel: d.ref for d in docs}
-        self._sync(docs, settled=None)
-        self._forget_gone()
+        self._sync_whole(settled=None)
         for rel in mirror.answer_files(self.dir.root):
             self._take_answer_file(rel)
 
@@ -107,32 +102,52 @@ class Watcher:
         docs += [mirror.message_doc(m) for m in self.snapshot.messages()]
         return docs
 
-    def _forget_gone(self) -> None:
-        """Files cw wrote for rows no longer in the database: removed unless a person edited."""
+    def _sync_whole(self, settled: Collection[str] | None = ()) -> None:
+        """Every file (``settled`` as for :meth:`_sync`); the files of rows gone go too."""
+        docs = self.render_all()
+        self._sync(docs, settled)
+        rendered = {doc.rel for doc in docs}
+        gone = {rel: self.index.pop(rel) for rel in list(self.index) if rel not in rendered}
+        self._forget_gone(gone)
+
+    def _forget_gone(self, gone: dict[str, Ref]) -> None:
+        """Files cw wrote for rows no longer in the database (``gone``: those it showed, by
+        path) are removed; a person's edit of one is kept aside first, saying why."""
         for rel in [r for r in self.dir.known if r not in self.index]:
-            found = self.dir.read(rel)
-            if found.is_file and self.dir.is_ours(rel, found.data):
-                self.dir.remove(rel)
-            else:
-                self.dir.forget(rel)
+            self._gone[rel] = gone.get(rel)
+            self._drop_gone(rel)
         self.dir.save()
+
+    def _drop_gone(self, rel: str) -> None:
+        found = self.dir.read(rel)
+        if found.kind != "missing" and not self._ours(rel, found):
+            ref = self._gone.get(rel)
+            what = f"{ref.kind} {ref.id}" if ref else "what this file showed"
+            self._keep(rel, f"{what} is no longer in the district", found)
+        self.dir.remove(rel)
 
     # -- database -> files -----------------------------------------------------------------
 
     def follow(self) -> bool:
         """Render what the events since the last call touched; False when there were none."""
-        events = self.snapshot.events_after(self.last_event)
+        events = self.events.read(self.snapshot)
         if not events:
             return False
-        self.last_event = events[-1].id
-        if any(e.kind in WHOLE_PLAN_EVENTS for e in events):
-            docs = self.render_all()
-        else:
-            tasks = {e.task_id for e in events if e.task_id is not None}
-            messages = {m for e in events if isinstance(m := e.data.get("message_id"), int)}
-            docs = self._render_tasks(tasks) + self._render_messages(messages) + [self._status()]
-        self._sync(docs)
+        try:
+            self._render_events(events)
+        except Exception:
+            self.events.failed(events)  # read again at the next turn
+            raise
+        self.events.seen(events)
         return True
+
+    def _render_events(self, events: list[EventRow]) -> None:
+        if any(e.kind in WHOLE_PLAN_EVENTS for e in events):
+            self._sync_whole()
+            return
+        tasks = {e.task_id for e in events if e.task_id is not None}
+        messages = {m for e in events if isinstance(m := e.data.get("message_id"), int)}
+        self._sync(self._render_tasks(tasks) + self._render_messages(messages) + [self._status()])
 
     def _render_tasks(self, task_ids: Collection[int]) -> list[Doc]:
         if not task_ids:
@@ -193,7 +208,7 @@ class Watcher:
             elif found.is_file and handled.get(doc.rel) == found.data:
                 outdated.append((doc, found.data))
             elif settled is not None and doc.rel not in settled:
-                self._later(doc.rel)
+                self.pending.later(doc.rel)
             elif self._take_edit(doc.ref, doc.rel, found):
                 applied[doc.rel] = found.data
             else:
@@ -224,11 +239,7 @@ class Watcher:
             if self.dir.write(doc.rel, doc.text, handled):
                 self.tally.written += 1
             else:  # a person saved it at that very moment
-                self._later(doc.rel)
-
-    def _later(self, rel: str) -> None:
-        """A person is writing ``rel``: look at it again once it has been quiet a while."""
-        self._due[rel] = time.monotonic() + DEBOUNCE_SECONDS
+                self.pending.later(doc.rel)
 
     # -- files -> database -----------------------------------------------------------------
 
@@ -256,7 +267,7 @@ class Watcher:
     def _keep(self, rel: str, why: str, found: Found) -> None:
         kept = self.dir.keep_aside(rel, edits.note(rel, why), found)
         logger.warning("%s: edit not applied (%s); kept as %s", rel, why, kept.name)
-        self.tally.kept.append(kept)
+        self.tally.kept.append((rel, why, kept))
 
     def _take_answer_file(self, rel: str) -> None:
         """``messages/<id>.answer.md``: its whole text answers message <id>; then it goes."""
@@ -294,45 +305,39 @@ class Watcher:
         for rel in list(self.dir.known):
             found = self.dir.read(rel)
             if not (found.is_file and self.dir.is_latest(rel, found.data)):
-                self.changes.put(rel)
+                self.pending.changes.put(rel)
         for rel in mirror.answer_files(self.dir.root):
-            self.changes.put(rel)
+            self.pending.changes.put(rel)
 
     def notice(self, path: str) -> None:
         """A path changed (any thread): queue it if it is one of ours to look at."""
         rel = self.dir.relative(path)
         if rel is not None and not self.dir.ignored(rel):
-            self.changes.put(rel)
-
-    def wait(self, timeout: float) -> None:
-        """Collect changed paths for up to ``timeout`` seconds (returns at the first one)."""
-        try:
-            rel = self.changes.get(timeout=max(timeout, 0.0))
-        except queue.Empty:
-            return
-        due = time.monotonic() + DEBOUNCE_SECONDS
-        while True:
-            self._due[rel] = due
-            self._emptied.discard(rel)  # written again: the debounce starts over
-            try:
-                rel = self.changes.get_nowait()
-            except queue.Empty:
-                return
+            self.pending.changes.put(rel)
 
     def settle(self, *, force: bool = False) -> int:
-        """Look at every path quiet for the debounce time (all of them with ``force``)."""
-        now = time.monotonic()
-        ready = sorted(r for r, due in self._due.items() if force or self._ready(r, due, now))
+        """Look at every path quiet for the debounce time (all of them with ``force``); should
+        that fail (a busy database), they are looked at again at the next turn."""
+        ready = self.pending.take(force=force)
+        try:
+            self._look_at(ready)
+        except Exception:
+            self.pending.again(ready)
+            raise
+        self.pending.done(ready)
+        return len(ready)
+
+    def _look_at(self, ready: list[str]) -> None:
         refs: set[Ref] = set()
         for rel in ready:
-            del self._due[rel]
             if mirror.answer_file_message(rel) is not None:
                 self._take_answer_file(rel)
+            elif rel in self._gone and rel not in self.index:
+                self._drop_gone(rel)
             else:
                 refs.update(self._touched(rel))
         if refs:
             self._sync(self._render(refs), settled=ready)
-        return len(ready)
 
     def _touched(self, rel: str) -> list[Ref]:
         """The rows whose files a change at ``rel`` may concern (none: our own last write)."""
@@ -342,31 +347,13 @@ class Watcher:
         found = self.dir.read(rel)
         return [] if found.is_file and self.dir.is_latest(rel, found.data) else [ref]
 
-    def _ready(self, rel: str, due: float, now: float) -> bool:
-        """Whether ``rel`` is due; an empty file gets EMPTY_PATIENCE_SECONDS (its writer may
-        not have written yet) and is due again then."""
-        if due > now:
-            return False
-        if rel not in self._emptied and self.dir.is_empty(rel):
-            self._emptied.add(rel)
-            self._due[rel] = due - DEBOUNCE_SECONDS + EMPTY_PATIENCE_SECONDS
-            return False
-        self._emptied.discard(rel)
-        return True
-
-    def next_due(self) -> float:
-        """Seconds until the next debounced path is due (POLL_SECONDS when none waits)."""
-        if not self._due:
-            return POLL_SECONDS
-        return max(0.0, min(self._due.values()) - time.monotonic())
-
     def step(self, timeout: float = POLL_SECONDS) -> bool:
         """One turn of the loop: wait for changes, apply the settled ones, follow the events.
 
         False when the directory itself was gone and had to be written again (a new directory
         needs a new observer).
         """
-        self.wait(min(timeout, self.next_due()))
+        self.pending.wait(min(timeout, self.pending.next_due(POLL_SECONDS)))
         if self.dir.replaced():
             logger.warning("%s was removed or replaced: writing it again", self.dir.root)
             self.sync_all()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cw.fsui import mirror, place, watcher
+from cw.fsui import debounce, mirror, place, watcher
 from cw.fsui.mirrordir import REJECTED_MARK, TEMP_PREFIX
 from cw.settings import Settings
 from cw.store import AttemptResult, Question, Store
@@ -396,7 +396,7 @@ def test_an_editor_that_empties_the_file_before_it_writes_is_waited_for(
 ) -> None:
     """Saving in place truncates the file first; on a busy machine the write can come well
     after the debounce: the empty file in between is not read as the edit."""
-    monkeypatch.setattr(watcher, "EMPTY_PATIENCE_SECONDS", 10.0)  # a loaded machine's pause
+    monkeypatch.setattr(debounce, "EMPTY_PATIENCE_SECONDS", 10.0)  # a loaded machine's pause
     m = mirrored({"a": []})
     m.start()
     path = m.task_file("a")
@@ -671,6 +671,12 @@ def test_cw_fsui_once_applies_pending_edits_and_says_what_it_did(
                             text=True, timeout=60)  # fmt: skip
     assert second.returncode == 0, second.stderr
     assert "priority changed" in second.stdout
+    assert m.store.task_detail(m.id("a"))["priority"] == 2
+    edit(m.task_file("a"), "priority: 2", "priority: 1e400")
+    third = subprocess.run([*CW, "fsui", "--once"], cwd=m.repo, env=env, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+    assert third.returncode == 2 and third.stderr.count("\n") == 1, third.stderr
+    assert third.stderr.startswith("cw: error: tasks/") and "not a whole number" in third.stderr
     assert m.store.task_detail(m.id("a"))["priority"] == 2
 
 

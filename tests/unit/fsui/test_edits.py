@@ -116,3 +116,78 @@ def test_what_is_not_text_is_refused_before_parsing(found: Found, why: str) -> N
 def test_the_note_says_which_file_and_why() -> None:
     note = edits.note("tasks/a.md", "first line\nsecond line")
     assert "`tasks/a.md`" in note and "> first line\n> second line" in note
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["3.10", "12:30", "010", "0x1F", "on", "2025-06-31", "2025-06-30", "1_000", "!!int abc",
+     "!!timestamp abc", "!!float 3.10", "null-ish"],
+)  # fmt: skip
+def test_an_answer_is_the_text_typed_not_yamls_reading_of_it(typed: str) -> None:
+    row = message_row()
+    text = edited(mirror.message_doc(row).text, 'answer: ""', f"answer: {typed}")
+    expected = typed.split(" ", 1)[1] if typed.startswith("!!") else typed
+    assert edits.read(MESSAGE, text, row) == Intent(MESSAGE, "answer", answer=expected)
+
+
+@pytest.mark.parametrize(
+    ("typed", "answer"),
+    [('"3.10"', "3.10"), ("'on'", "on"), ('"a: b"', "a: b"), ("[3.10, on]", "3.10, on"),
+     ("|\n  12:30\n  and then 010", "12:30\nand then 010")],
+)  # fmt: skip
+def test_a_quoted_or_listed_answer_keeps_its_text(typed: str, answer: str) -> None:
+    row = message_row()
+    text = edited(mirror.message_doc(row).text, 'answer: ""', f"answer: {typed}")
+    assert edits.read(MESSAGE, text, row) == Intent(MESSAGE, "answer", answer=answer)
+
+
+def test_feedback_is_the_text_typed() -> None:
+    row = task_row(state="review")
+    text = edited(mirror.task_doc(row).text, "action: none", "action: reject")
+    text = edited(text, 'feedback: ""', "feedback: 3.10")
+    assert edits.read(TASK, text, row) == Intent(TASK, "reject", answer="3.10")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "why"),
+    [("answer: x", "answer: &x [*x]", "holds a list or a mapping"),
+     ("answer: x", "answer: " + "[" * 600 + "]" * 600, "holds a list or a mapping"),
+     ("answer: x", "answer: " + "[" * 100_000, "not valid YAML"),
+     ("answer: x", "answer: {a: b}", "holds a list or a mapping"),
+     ("answer: x", "answer: [[a, b]]", "holds a list or a mapping"),
+     ("answer: x", "answer: &a [*b]", "not valid YAML"),
+     ("revision: ", "revision: !!timestamp abc\nwas: ", "made against revision abc"),
+     ("revision: ", "revision: 2025-06-31\nwas: ", "made against revision 2025-06-31")],
+)  # fmt: skip
+def test_a_frontmatter_yaml_cannot_read_is_refused_not_raised(old: str, new: str, why: str) -> None:
+    row = message_row()
+    text = edited(edited(mirror.message_doc(row).text, 'answer: ""', "answer: x"), old, new)
+    with pytest.raises(EditRefused, match=why.replace("[", r"\[")):
+        edits.read(MESSAGE, text, row)
+
+
+@pytest.mark.parametrize(
+    ("typed", "why"),
+    [("2025-06-31", "not a whole number"), ("!!int abc", "not a whole number"),
+     ("!!timestamp abc", "not a whole number"), ("&x [*x]", "holds a list"),
+     ("9" * 5000, "out of range")],
+)  # fmt: skip
+def test_a_priority_yaml_cannot_read_is_refused_not_raised(typed: str, why: str) -> None:
+    row = task_row()
+    text = edited(mirror.task_doc(row).text, "priority: 0", f"priority: {typed}")
+    with pytest.raises(EditRefused, match=why):
+        edits.read(TASK, text, row)
+
+
+@pytest.mark.parametrize(("typed", "value"), [("010", 10), ("+3", 3), ("-7", -7), ('"4"', 4)])
+def test_a_priority_is_the_decimal_number_typed(typed: str, value: int) -> None:
+    row = task_row()
+    text = edited(mirror.task_doc(row).text, "priority: 0", f"priority: {typed}")
+    assert edits.read(TASK, text, row) == Intent(TASK, "edit", priority=value)
+
+
+def test_a_field_written_twice_is_refused_not_read_as_the_last() -> None:
+    row = task_row()
+    text = edited(mirror.task_doc(row).text, "priority: 0", "priority: 3\npriority: 4")
+    with pytest.raises(EditRefused, match="`priority:` appears twice; keep one"):
+        edits.read(TASK, text, row)

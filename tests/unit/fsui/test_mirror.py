@@ -114,7 +114,8 @@ def test_a_message_file_offers_both_places_to_answer() -> None:
 
 @pytest.mark.parametrize(
     ("rel", "message"),
-    [("messages/12.answer.md", 12), ("messages/12-build.answer.txt", 12),
+    [("messages/12.answer.md", 12), ("messages/12.answer.txt", 12),
+     ("messages/12-build.answer.txt", None), ("messages/12-q.answer.md", None),
      ("messages/12.md", None), ("tasks/12.answer.md", None), ("messages/x.answer.md", None)],
 )  # fmt: skip
 def test_answer_files_are_recognised_by_name(rel: str, message: int | None) -> None:

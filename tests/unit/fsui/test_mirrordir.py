@@ -144,3 +144,16 @@ def test_a_folder_cw_made_is_its_own_after_a_restart(mdir: MirrorDir, tmp_path: 
     finds its files its own."""
     (mdir.root / "STATUS.md").write_text("written before a kill\n")
     MirrorDir(mdir.root, mdir.state_file).open()
+
+
+def test_an_edit_whose_name_is_not_utf8_is_kept_aside_all_the_same(mdir: MirrorDir) -> None:
+    folder = os.fsencode(mdir.root / "messages")
+    os.makedirs(folder)
+    with open(os.path.join(folder, b"7-\xff.md"), "wb") as handle:
+        handle.write(b"my answer\n")
+    rel = "messages/" + os.fsdecode(b"7-\xff.md")
+    found = mdir.read(rel)
+    kept = mdir.keep_aside(rel, f"> cw did not apply this edit of `{rel}`\n\n", found)
+    text = kept.read_bytes().decode("utf-8")
+    assert "`messages/7-?.md`" in text and text.endswith("my answer\n")
+    assert os.fsencode(kept.name).startswith(b"7-\xff" + REJECTED_MARK.encode())
