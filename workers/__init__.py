@@ -39,6 +39,11 @@ def runtime() -> tuple[Settings, Store]:
     return _runtime[pid]
 
 
+def runtime_opened() -> bool:
+    """Whether this process has made its settings and store (:func:`runtime`) already."""
+    return os.getpid() in _runtime
+
+
 #: Processes whose command line does not say what they serve, by pid: the merge worker's
 #: control worker is forked from it (workers/control.py), so it has its parent's.
 forked: dict[int, str] = {}

@@ -19,11 +19,17 @@ from celery import signals
 from cw import defaults
 from cw.agents.attempts import interrupt_attempts
 from cw.host import processes
-from workers import runtime, serves
+from workers import runtime, runtime_opened, serves
 
 
 def interrupt_agents(sender: Any = None, **_: Any) -> None:
-    """Runs in the worker's main process; ``sender`` is the worker's node name."""
+    """Runs in the worker's main process; ``sender`` is the worker's node name. Its store is
+    made when an agent worker is ready (workers/housekeeping.py), before any attempt starts:
+    without it there is nothing to interrupt (a merge worker, or one stopped while starting),
+    and making it here, in a signal's handler, imported the database driver on top of the
+    import the signal interrupted, and failed."""
+    if not runtime_opened():
+        return
     _settings, store = runtime()
     interrupt_attempts(store, worker=str(sender), pid=os.getpid())
 
