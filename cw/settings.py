@@ -201,6 +201,8 @@ def branch_name_ok(name: str) -> bool:
 def _check_branch(where: str, name: str) -> None:
     if not branch_name_ok(name):
         raise ConfigError(f"{where}: {name!r} is not a name git allows for a branch")
+    if name.startswith("refs/"):
+        raise ConfigError(f"{where}: {name!r}: give the branch's name (without refs/heads/)")
 
 
 def _check_database_url(where: str, url: str) -> None:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import fields, is_dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -169,7 +170,21 @@ class Finite(click.FloatRange):
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
+        if number == 0 and isinstance(value, str) and _nonzero(value):
+            self.fail(f"{value!r} is too small to tell from 0", param, ctx)
         return number
+
+
+def _nonzero(text: str) -> bool:
+    """Whether ``text`` writes a number other than 0 (``1e-400`` does, though it reads as 0.0)."""
+    try:
+        return Decimal(text.strip()) != 0
+    except ArithmeticError:
+        return False
+
+
+#: A cap in dollars no budget needs more than (one more digit prints as a wall of them).
+MAX_USD = 1e9
 
 
 def timeout_option(default: float, help: str | None = None) -> Callable[[C], C]:
@@ -189,11 +204,11 @@ def token_count(text: str, what: str) -> int:
     number, suffix = text.strip(), ""
     if number[-1:].lower() in ("k", "m", "g"):
         number, suffix = number[:-1], number[-1].lower()
-    try:
-        value = float(number) * _MULTIPLIERS[suffix]
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < float("inf"):
+    try:  # exact: 1e-400 is not 0 tokens, as a float would have it
+        value = Decimal(number) * _MULTIPLIERS[suffix]
+    except ArithmeticError:
+        value = Decimal(-1)
+    if not (value.is_finite() and value >= 0):
         raise UsageError(f"{what}: {text!r} is no token count (e.g. 2M, 500k, 1500000)")
     if value > MAX_TOKENS:
         raise UsageError(f"{what}: {text!r} is more than a budget holds ({MAX_TOKENS:,} tokens)")

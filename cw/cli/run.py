@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cw import defaults
-from cw.cli.common import Finite, load_settings, open_store, task_command, token_count
+from cw.cli.common import MAX_USD, Finite, load_settings, open_store, task_command, token_count
 from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches, hub, runner
@@ -63,7 +63,11 @@ def _meet_at_hub(settings: Settings, branch: str, sha: str) -> str:
 
 
 def _integration_branch(settings: Settings, requested: str | None) -> str:
-    branch = requested or settings.integration_branch
+    branch = settings.integration_branch if requested is None else requested
+    if branch.startswith("refs/"):
+        raise UsageError(
+            f"--integration-branch: {branch!r}: give the branch's name (without refs/heads/)"
+        )
     if requested and settings.initialized and requested != settings.integration_branch:
         raise UsageError(
             f"already initialised with integration branch {settings.integration_branch!r}; "
@@ -132,7 +136,7 @@ def task_cancel(district: District, task_id: int, ref: str) -> None:
 
 
 @click.command("set")
-@click.argument("usd", type=Finite(min=0), required=False)
+@click.argument("usd", type=Finite(min=0, max=MAX_USD), required=False)
 @click.option("--tokens", default=None, help="A cap in tokens: 2M, 500k, 1500000.")
 @click.option("--plan", "plan", default=None, help="Plan id or key, e.g. 02-03.")
 @click.option("--initiative", "initiative", default=None, help="Initiative name.")

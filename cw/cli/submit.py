@@ -13,7 +13,15 @@ from pathlib import Path
 import click
 
 from cw import defaults
-from cw.cli.common import Finite, counted, gc_paused, load_settings, open_store, token_count
+from cw.cli.common import (
+    MAX_USD,
+    Finite,
+    counted,
+    gc_paused,
+    load_settings,
+    open_store,
+    token_count,
+)
 from cw.errors import UsageError
 from cw.plans.cache import ReadCache
 from cw.plans.diff import (
@@ -61,7 +69,9 @@ def submit() -> None:
     default=None,
     help="The initiative's review mode.",
 )
-@click.option("--budget", "usd", type=Finite(min=0), default=None, help="A cap in USD.")
+@click.option(
+    "--budget", "usd", type=Finite(min=0, max=MAX_USD), default=None, help="A cap in USD."
+)
 @click.option("--budget-tokens", default=None, help="A cap in tokens: 2M, 500k, 1500000.")
 @gc_paused()
 def submit_plan(

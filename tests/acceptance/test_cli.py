@@ -229,9 +229,11 @@ def test_init_is_idempotent_and_refuses_a_different_or_invalid_branch(
     make_repo: Callable[[str], Path], cw_database: str
 ) -> None:
     repo = make_repo("repo")
-    for name in ("no..dots", "é" * 200):  # the second: git takes it, the file system not
+    for name in ("no..dots", "é" * 200, ""):  # the second: git takes it, the file system not
         bad = run_cw(repo, "init", "--integration-branch", name, check=False)
         assert bad.returncode == 2 and "not a valid git branch name" in bad.stderr
+    full = run_cw(repo, "init", "--integration-branch", "refs/heads/x", check=False)
+    assert full.returncode == 2 and "give the branch's name (without refs/heads/)" in full.stderr
     mine = run_cw(repo, "init", "--integration-branch", "main", check=False)
     assert mine.returncode == 2 and "'main' is the branch checked out here" in mine.stderr
     git(repo, "branch", "team")  # in the way of team/integration, as `cw` is of cw/task/...

@@ -173,6 +173,7 @@ def test_agents_run_nicer_by_default_and_zero_keeps_the_worker_s_priority(tmp_pa
         ("", {"CW_FSUI_DIR": "../out"}, "CW_FSUI_DIR: '../out' must be a directory inside"),
         ("", {"CW_FSUI_DIR": ""}, "CW_FSUI_DIR: '' must be a directory inside"),
         ("", {"CW_INTEGRATION_BRANCH": ""}, "CW_INTEGRATION_BRANCH: '' is not a name git allows"),
+        ("", {"CW_INTEGRATION_BRANCH": "refs/heads/x"}, "'refs/heads/x': give the branch's name"),
         ("", {"CW_BROKER_URL": "memory://"}, "CW_BROKER_URL: 'memory://' is not a Redis URL"),
         ("", {"CW_BROKER_URL": "garbage"}, "CW_BROKER_URL: 'garbage' is not a Redis URL"),
         (
