@@ -24,7 +24,11 @@ from tests.conftest import CW, database_env, git, init_district
 from tests.factories import spec
 
 # Each task writes a file named after itself; a task named "bad*" also fails (its commit stays).
-AGENT = 'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; echo "$CW_TASK_KEY" > shared.txt; '
+# Sent back with a conflict, an agent keeps both sides: one that kept only its own would
+# drop the other task's line, and be sent back again (cw/git/resolutions.py).
+AGENT = 'echo "$CW_TASK_KEY" > "$CW_TASK_KEY.txt"; '
+AGENT += 'if [ "$CW_BOUNCE" = conflict ]; then grep -v "^[<=>]\\{7\\}" shared.txt > s.tmp; '
+AGENT += 'mv s.tmp shared.txt; else echo "$CW_TASK_KEY" > shared.txt; fi; '
 AGENT += 'case "$CW_TASK_KEY" in bad*) exit 1;; esac'
 
 
