@@ -67,6 +67,12 @@ class BrokerError(CwError):
     """The message broker (Redis) cannot be reached or started."""
 
 
+class NotSent(BrokerError):
+    """A person's action is done (its change is stored), but sending the work it lets start
+    failed (the broker did not answer, the database was busy for the claim): the reconciler
+    (`cw beat`) sends it later. Not a refusal: the CLI says so and exits 0."""
+
+
 class StaleState(CwError):
     """A compare-and-set lost: the row was changed by someone else first."""
 

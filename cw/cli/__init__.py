@@ -17,7 +17,7 @@ import click
 
 from cw import __version__
 from cw.defaults import AGENT_RUN_ENV, DATABASE_FILE, SERVER_PID_ENV
-from cw.errors import CwError, UsageError
+from cw.errors import CwError, NotSent, UsageError
 
 
 class LazyGroup(click.Group):
@@ -42,6 +42,9 @@ class LazyGroup(click.Group):
         # Every CwError becomes one line on stderr and its exit code, never a traceback.
         try:
             return super().invoke(ctx)
+        except NotSent as exc:  # the action is done: only sending what it lets start waits
+            click.echo(f"cw: done, but not sent yet: {exc}; `cw beat` sends it later", err=True)
+            ctx.exit(0)
         except CwError as exc:
             click.echo(f"cw: error: {exc}", err=True)
             ctx.exit(exc.exit_code)

@@ -7,11 +7,15 @@ import signal
 import time
 from collections.abc import Callable
 
-from cw.errors import CwError
+from celery import Celery
+from kombu.exceptions import OperationalError as BrokerTrouble
+
+from cw.errors import BrokerError, CwError, NotSent
 from cw.settings import Settings
 from cw.states import TaskState
-from cw.store import Claim, Store
-from cw.store.records import APPROVE, REVIEW_AUTHOR, Scope
+from cw.store import Claim, Store, TransientDatabaseError
+from cw.store.answers import is_approval
+from cw.store.records import REVIEW_AUTHOR, Scope
 from cw.transport.celeryapp import connected_app, make_app
 from cw.transport.dispatch import dispatch_ready, send, send_merge
 
@@ -24,13 +28,20 @@ class District:
     ``dispatch`` runs after an action that may let work start (an answer, a retry, a resume);
     by default it claims and sends every ready task at once, raising when the broker cannot be
     reached. The file-system UI passes its own, which logs instead, and None sends nothing.
+    ``connect`` makes the Celery app once the broker answers (the web page bounds how long).
+    Once an action's change is made, a failure to send what it lets start is :class:`NotSent`.
     """
 
     def __init__(
-        self, settings: Settings, store: Store, dispatch: Callable[[], object] | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        dispatch: Callable[[], object] | None = None,
+        connect: Callable[[Settings], Celery] = connected_app,
     ) -> None:
         self.settings = settings
         self.store = store
+        self._connect = connect
         self._dispatch = self._dispatch_ready if dispatch is None else dispatch
 
     @classmethod
@@ -39,18 +50,28 @@ class District:
         return cls(settings, Store.open(settings.require_database().db_url))
 
     def _dispatch_ready(self) -> list[Claim]:
-        return dispatch_ready(self.store, connected_app(self.settings), self.settings)
+        return dispatch_ready(self.store, self._connect(self.settings), self.settings)
+
+    def _send_after(self, send: Callable[[], object]) -> None:
+        """``send`` what a change made (committed already) lets start; its failure is NotSent."""
+        try:
+            send()
+        except (BrokerError, BrokerTrouble) as exc:
+            raise NotSent(str(exc)) from exc
+        except TransientDatabaseError as exc:
+            raise NotSent(f"the work it lets start waits: the database was busy ({exc})") from exc
 
     # -- messages ------------------------------------------------------------------------
 
     def answer(self, message_id: int, text: str) -> str:
         """Answer a message; one line saying what it did (a task resumed, work sent back).
-        The answer to a review's message approves (``approve``) or rejects with feedback."""
+        The answer to a review's message approves (``approve``, ``lgtm``, ``ok``, ``yes``: the
+        words a checkpoint takes as approval) or rejects with the answer as feedback."""
         message = self.store.message_detail(message_id)
         if message.author == REVIEW_AUTHOR and message.state == "pending":
             return self._review_answer(message.task_id, message.task, text)
         said = self.store.answer_message(message_id, text)
-        self._dispatch()
+        self._send_after(self._dispatch)
         return said
 
     # -- usage limits ----------------------------------------------------------------------
@@ -60,7 +81,7 @@ class District:
         they held; the adapters resumed."""
         lifted = self.store.lift_pauses(adapter)
         if lifted:
-            self._dispatch()
+            self._send_after(self._dispatch)
         return lifted
 
     # -- tasks ---------------------------------------------------------------------------
@@ -68,7 +89,7 @@ class District:
     def retry(self, task_id: int) -> TaskState:
         """A failed task gets a new attempt on its branch; its state once dispatched."""
         self.store.retry_task(task_id)
-        self._dispatch()
+        self._send_after(self._dispatch)
         return self.store.task_state(task_id)
 
     def cancel(self, task_id: int) -> None:
@@ -110,16 +131,16 @@ class District:
     def approve(self, task_id: int) -> None:
         """Approve work waiting for review: into the merge queue; on merge it is done."""
         claim = self.store.approve(task_id)
-        send_merge(connected_app(self.settings), claim)
+        self._send_after(lambda: send_merge(self._connect(self.settings), claim))
 
     def reject(self, task_id: int, feedback: str) -> None:
         """Send work waiting for review back to its agent with ``feedback``: a new attempt
         resumes the same session in the same worktree."""
         self.store.reject(task_id, feedback)
-        self._dispatch()
+        self._send_after(self._dispatch)
 
     def _review_answer(self, task_id: int, key: str, text: str) -> str:
-        if text.strip().lower() == APPROVE:
+        if is_approval(text):
             self.approve(task_id)
             return f"task {key} approved: queued for merge"
         self.reject(task_id, text)
@@ -165,7 +186,7 @@ class District:
             self.store.retry_task(task_id)
         else:
             self.store.resume_task(task_id)
-        self._dispatch()
+        self._send_after(self._dispatch)
 
     def restart(self, task_id: int, timeout: float) -> TaskState | None:
         """Stop the agent if it runs or is about to, then resume it; the stop's outcome."""

@@ -1,7 +1,9 @@
 """The Tornado application: thin handlers that read through the board and act through District.
 
-A POST carries the server's CSRF token (``_csrf``); with credentials set (any address but the
-loopback), every request needs them as HTTP basic auth.
+A POST carries the district's CSRF token (``_csrf``) and comes from the page's own origin; with
+credentials set (any address but the loopback), every request needs them as HTTP basic auth,
+and without them, a Host header naming the loopback (guard.py). The store and the broker are
+called in a few threads, never on the event loop: one slow call holds up only itself.
 """
 
 from __future__ import annotations
@@ -14,24 +16,44 @@ import json
 import logging
 import secrets
 import signal
+import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy import event
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.netutil import bind_sockets
 from tornado.web import Application, HTTPError, RequestHandler
 
 from cw.district import District
-from cw.errors import CwError, NotFound, UsageError
+from cw.errors import CwError, NotFound, NotSent, UsageError
 from cw.settings import Settings
-from cw.store import Store, views
+from cw.store import Store, TransientDatabaseError, views
 from cw.store.read import AgentView
-from cw.web import board, live, render, transcripts
+from cw.store.read.stored import TaskDetail
+from cw.web import board, broker, guard, live, render, transcripts
 
 logger = logging.getLogger(__name__)
 
 #: What a path may name as an agent; anything else is not found before the store is asked.
 AGENT_NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})"
+#: Threads that call the store and the broker for the page's requests.
+POOL_THREADS = 4
+#: How long a request waits for SQLite's write lock before the page says the database is busy.
+BUSY_TIMEOUT_MS = 5_000
+BUSY = "the database is busy; try again (nothing was changed)"
+#: What the front page says after an action, by the ``note`` its redirect names.
+NOTES = {
+    "unsent": "Done. The work this lets start could not be sent now (the broker did not "
+    "answer, or the database was busy); the reconciler (cw beat) sends it: a ready task at its "
+    "next pass, a lost message or merge within about a minute.",
+}
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -43,23 +65,39 @@ class Context:
     district: District
     credentials: tuple[str, str] | None  # None: no auth (bound to the loopback)
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    loopback_port: int | None = None  # set: only a Host naming the loopback on it is served
     watch: live.Watch | None = None
+    pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(POOL_THREADS, thread_name_prefix="cw-web")
+    )
 
 
 class PageHandler(RequestHandler):
-    """Auth and CSRF before anything; errors as one escaped line."""
+    """Host, auth, origin and CSRF before anything; errors as one escaped line."""
 
     def initialize(self, context: Context) -> None:
         self.context = context
 
     def prepare(self) -> None:
+        port = self.context.loopback_port
+        if port is not None and (why := guard.wrong_host(self.request.host, port)):
+            raise HTTPError(421, "%s", why)
         if self.context.credentials and not self._authorized(self.context.credentials):
             self.set_header("WWW-Authenticate", 'Basic realm="cw district"')
             raise HTTPError(401)
         if self.request.method == "POST":
-            given = self.get_body_argument("_csrf", "")
-            if not hmac.compare_digest(given.encode(), self.context.csrf.encode()):
-                raise HTTPError(403, "missing or wrong CSRF token")
+            self._check_form()
+
+    def _check_form(self) -> None:
+        headers = self.request.headers
+        why = guard.cross_site(
+            self.request.host, headers.get("Origin"), headers.get("Sec-Fetch-Site")
+        )
+        if why:
+            raise HTTPError(403, "%s", why)
+        given = self.get_body_argument("_csrf", "")
+        if not hmac.compare_digest(given.encode(), self.context.csrf.encode()):
+            raise HTTPError(403, "missing or wrong CSRF token (reload the page)")
 
     def _authorized(self, credentials: tuple[str, str]) -> bool:
         scheme, _, encoded = self.request.headers.get("Authorization", "").partition(" ")
@@ -76,6 +114,8 @@ class PageHandler(RequestHandler):
 
     def set_default_headers(self) -> None:
         self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("X-Frame-Options", "DENY")  # never inside another site's frame
+        self.set_header("Content-Security-Policy", "frame-ancestors 'none'")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """The status and why, as plain text (nothing in it is ever read as HTML)."""
@@ -86,16 +126,32 @@ class PageHandler(RequestHandler):
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish(f"{status_code} {why}\n")
 
-    def read_board(self) -> board.Board:
-        """The district as the page shows it, read now."""
-        return board.read(self.context.store, self.context.settings)
-
-    def act(self, action: Callable[[], object]) -> None:
-        """Do what the form asked through District, then back to the front page."""
+    async def off_loop(self, work: Callable[[], T]) -> T:
+        """``work`` (it calls the store or the broker) in the server's threads; a database
+        busy for longer than BUSY_TIMEOUT_MS is 503."""
         try:
-            action()
+            return await IOLoop.current().run_in_executor(self.context.pool, work)
+        except TransientDatabaseError as error:
+            logger.warning("%s %s: %s", self.request.method, self.request.path, _one_line(error))
+            raise HTTPError(503, BUSY) from None
+
+    async def read_board(self) -> board.Board:
+        """The district as the page shows it, read now."""
+        return await self.off_loop(lambda: board.read(self.context.store, self.context.settings))
+
+    async def act(self, action: Callable[[], object]) -> None:
+        """Do what the form asked through District, then back to the front page; a change
+        made whose work could not be sent yet is done, and the page says so."""
+        try:
+            said = await self.off_loop(action)
+        except NotSent as error:
+            logger.warning("%s %s done, not sent: %s", self.request.method, self.request.path,
+                           _one_line(error))  # fmt: skip
+            self.redirect("/?note=unsent", status=303)
+            return
         except CwError as error:
             self.fail(error)
+        logger.info("%s %s: %s", self.request.method, self.request.path, said)
         self.redirect("/", status=303)
 
     def fail(self, error: CwError) -> None:
@@ -106,8 +162,10 @@ class PageHandler(RequestHandler):
 class FrontPage(PageHandler):
     template = "page.html"  # the template the board is rendered into
 
-    def get(self) -> None:
-        self.render(self.template, board=self.read_board(), csrf=self.context.csrf)
+    async def get(self) -> None:
+        note = NOTES.get(self.get_query_argument("note", ""))
+        board = await self.read_board()
+        self.render(self.template, board=board, csrf=self.context.csrf, note=note)
 
 
 class BoardFragment(FrontPage):
@@ -117,66 +175,73 @@ class BoardFragment(FrontPage):
 
 
 class State(PageHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        board = await self.read_board()
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(asdict(self.read_board()), default=str))
+        self.finish(json.dumps(asdict(board), default=str))
 
 
 class Answer(PageHandler):
-    def post(self, message_id: str) -> None:
-        text = self.get_body_argument("text", "").strip()
-        answer = text or ", ".join(self.get_body_arguments("choice"))
-        if not answer:
-            raise HTTPError(400, "an answer needs an option or some text")
-        try:
-            said = self.context.district.answer(int(message_id), answer)
-        except CwError as error:
-            self.fail(error)
-        logger.info("message %s answered: %s", message_id, said)
-        self.redirect("/", status=303)
+    async def post(self, message_id: str) -> None:
+        answer = _answer(self.get_body_argument("text", ""), self.get_body_arguments("choice"))
+        await self.act(lambda: self.context.district.answer(int(message_id), answer))
+
+
+def _answer(text: str, choices: list[str]) -> str:
+    """What a person answered: the options chosen or the text written, not two different
+    things at once (400)."""
+    text, chosen = text.strip(), ", ".join(c.strip() for c in choices if c.strip())
+    if text and chosen and text.casefold() != chosen.casefold():
+        raise HTTPError(
+            400, "the option chosen and the text written say different things; keep one"
+        )
+    if not (text or chosen):
+        raise HTTPError(400, "an answer needs an option or some text")
+    return text or chosen
 
 
 class Retry(PageHandler):
-    def post(self, task_id: str) -> None:
-        self.act(lambda: self.context.district.retry(int(task_id)))
+    async def post(self, task_id: str) -> None:
+        await self.act(lambda: self.context.district.retry(int(task_id)))
 
 
 class Approve(PageHandler):
-    def post(self, task_id: str) -> None:
-        self.act(lambda: self.context.district.approve(int(task_id)))
+    async def post(self, task_id: str) -> None:
+        await self.act(lambda: self.context.district.approve(int(task_id)))
 
 
 class Reject(PageHandler):
-    def post(self, task_id: str) -> None:
+    async def post(self, task_id: str) -> None:
         feedback = self.get_body_argument("feedback", "").strip()
         if not feedback:
             raise HTTPError(400, "a rejection needs feedback for the agent")
-        self.act(lambda: self.context.district.reject(int(task_id), feedback))
+        await self.act(lambda: self.context.district.reject(int(task_id), feedback))
 
 
 class AgentPage(PageHandler):
-    def get(self, name: str) -> None:
-        agent = find_agent(self.context.store, name)
+    async def get(self, name: str) -> None:
+        agent, task = await self.off_loop(lambda: agent_and_task(self.context.store, name))
         events = transcripts.events_path(self.context.settings, name)
-        task = self.context.store.task_detail(agent.task_id)
         self.render("agent.html", agent=agent, task=task, has_events=events.exists())
 
 
 class AgentSummary(PageHandler):
     """The agent page's live part: its task, attempts, cost and tokens."""
 
-    def get(self, name: str) -> None:
-        agent = find_agent(self.context.store, name)
-        task = self.context.store.task_detail(agent.task_id)
+    async def get(self, name: str) -> None:
+        agent, task = await self.off_loop(lambda: agent_and_task(self.context.store, name))
         self.render("agent_summary.html", agent=agent, task=task)
 
 
 class Transcript(live.TranscriptStream, PageHandler):
-    """An agent's transcript as server-sent events (``line``), resumable by Last-Event-ID."""
+    """An agent's transcript as server-sent events (``line``), resumable by Last-Event-ID or
+    ``?after=``, and the district's ``change`` events: one stream per agent page."""
 
     async def get(self, name: str) -> None:
-        find_agent(self.context.store, name)
-        await self.stream(transcripts.events_path(self.context.settings, name))
+        await self.off_loop(lambda: find_agent(self.context.store, name))
+        assert self.context.watch is not None
+        path = transcripts.events_path(self.context.settings, name)
+        await self.stream(path, self.context.watch)
 
 
 class Events(live.ChangeStream, PageHandler):
@@ -185,6 +250,12 @@ class Events(live.ChangeStream, PageHandler):
     async def get(self) -> None:
         assert self.context.watch is not None
         await self.stream(self.context.watch)
+
+
+def agent_and_task(store: Store, name: str) -> tuple[AgentView, TaskDetail]:
+    """The agent of that name and its task's detail; 404 when there is none."""
+    agent = find_agent(store, name)
+    return agent, store.task_detail(agent.task_id)
 
 
 def find_agent(store: Store, name: str) -> AgentView:
@@ -227,12 +298,22 @@ def serve(
     credentials: tuple[str, str] | None,
     ready: Callable[[str], object] = lambda _url: None,
 ) -> None:
-    """Serve the page until SIGINT or SIGTERM; ``ready`` hears its address once it listens."""
+    """Serve the page until SIGINT or SIGTERM; ``ready`` hears its address once it listens.
+    A district whose database file is gone stops it with one line (CwError)."""
     store = Store.open(settings.require_database().db_url)
+    event.listen(store.engine, "connect", _wait_less_for_the_lock)
+    store.engine.dispose()  # connections made before the listener wait the default time
     try:
         asyncio.run(_serve(settings, store, (host, port), credentials, ready))
     finally:
         store.close()
+
+
+def _wait_less_for_the_lock(dbapi_connection: Any, _record: Any) -> None:
+    """A person waits for the page's answer: a write lock held longer than BUSY_TIMEOUT_MS
+    is 503, not a page stuck for SQLite's default wait."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 async def _serve(
@@ -242,18 +323,30 @@ async def _serve(
     credentials: tuple[str, str] | None,
     ready: Callable[[str], object],
 ) -> None:
-    context = Context(settings, store, District(settings, store), credentials)
-    context.watch = live.Watch(store)
+    district = District(settings, store, connect=broker.bounded_app)
+    context = Context(settings, store, district, credentials, guard.csrf_secret(settings))
     try:
-        server = make_app(context).listen(address[1], address[0], xheaders=False)
+        sockets = bind_sockets(address[1], address[0])
     except OSError as error:
         raise UsageError(f"cannot listen on {address[0]}:{address[1]}: {error.strerror}") from None
-    context.watch.start()
+    port = sockets[0].getsockname()[1]
+    context.loopback_port = None if credentials else port
     stopped = asyncio.Event()
+    context.watch = live.Watch(store, gone=stopped.set)
+    server = HTTPServer(make_app(context), xheaders=False)
+    server.add_sockets(sockets)
+    context.watch.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopped.set)
-    ready(f"http://{address[0]}:{address[1]}/")
+    ready(f"http://{_bracketed(address[0])}:{port}/")
     await stopped.wait()
     context.watch.stop()
     server.stop()
+    context.pool.shutdown(wait=False, cancel_futures=True)
+    if context.watch.gone:
+        raise CwError(context.watch.gone)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from cw.git import branches
 from cw.settings import Settings
 from cw.states import TaskState
-from cw.store import Store, views
+from cw.store import Store, db, views
 from cw.store.models import Agent, Event
 from cw.store.read import (
     AgentView,
@@ -148,6 +148,6 @@ def change_marker(store: Store) -> str:
     event, and agents' activity (cost, tokens) moves ``last_activity_at``."""
     newest = select(func.max(Event.id)).scalar_subquery()
     active = select(func.max(Agent.last_activity_at)).scalar_subquery()
-    with store.engine.connect() as connection:
+    with db.reading(store.engine).connect() as connection:  # no write lock for a read
         event, activity = connection.execute(select(newest, active)).one()
     return f"{event or 0}:{activity or 0}"

@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 import cw
+from cw.store import AttemptResult, Store
 from tests.conftest import CW, Processes, dump_store, git, store_url
 
 # a -> c, b -> c, b -> d, d -> e: not series-parallel. `a` runs until the test releases it,
@@ -475,3 +476,21 @@ def test_status_says_when_work_waits_for_workers_and_no_agent_runs(district: Pat
     shown = " ".join(run_cw(district, "status").stdout.split())
     assert "nothing runs: 2 task(s) sent to the workers, the first 9" in shown, shown
     assert "is an agent worker up? (`cw worker`, or `cw server`)" in shown
+
+
+def test_an_action_done_while_the_broker_is_away_says_so_and_exits_0(
+    district: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry is stored; only sending the task waits for `cw beat`: an error and a
+    non-zero exit made scripts try again, and be told the task is no longer failed."""
+    (district / "plan.yaml").write_text("initiative: away\ntasks:\n  - {id: a, prompt: p}\n")
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    store = Store.open(store_url(district))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=60)
+    store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+    monkeypatch.setenv("CW_BROKER_URL", "redis://127.0.0.1:1/0")
+    retried = run_cw(district, "task", "retry", "a")
+    assert retried.stderr.startswith("cw: done, but not sent yet: cannot reach the broker")
+    assert retried.stderr.count("\n") == 1 and store.task_state(claim.task_id).value == "ready"
+    store.close()

@@ -19,6 +19,7 @@ from tests.integration.conftest import District
 from tests.integration.web.web_district import (
     QUESTION,
     next_event,
+    next_line,
     serve,
     web_district,
 )
@@ -114,12 +115,12 @@ def test_an_agents_transcript_streams_as_it_grows(
     events.write_text(json.dumps({"type": "cw", "subtype": "attempt", "attempt": 1}) + "\n")
     said = {"type": "assistant", "message": {"content": [{"type": "text", "text": "<b>hi</b>"}]}}
     with page.events(f"/agents/{agent}/transcript") as stream:
-        assert next_event(stream) == ("line", "=== attempt 1 (new session)")
+        assert next_line(stream) == "=== attempt 1 (new session)"
         with events.open("a") as handle:
             handle.write(json.dumps(said))  # half a line: not yet
             handle.flush()
             handle.write("\n")
-        assert next_event(stream) == ("line", "<b>hi</b>")
+        assert next_line(stream) == "<b>hi</b>"
 
 
 def test_an_open_page_hears_of_a_change_within_a_second(

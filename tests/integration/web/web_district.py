@@ -7,12 +7,15 @@ import base64
 import http.client
 import json
 import re
+import signal
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +52,32 @@ class Page:
     d: District
     url: str
     auth: tuple[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = None  # ``cw web``
 
-    def get(self, path: str) -> tuple[int, str]:
-        request = urllib.request.Request(self.url + path, headers=self._headers())
-        return _open(request)
+    def stop(self) -> int:
+        """Stop ``cw web`` as Ctrl-C does; its exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=15)
 
-    def post(self, path: str, form: dict[str, str]) -> tuple[int, str]:
-        data = urllib.parse.urlencode(form).encode()
-        request = urllib.request.Request(self.url + path, data, self._headers(), method="POST")
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+        status, _, body = self.fetch(path, headers=headers)
+        return status, body
+
+    def post(
+        self, path: str, form: dict[str, str], headers: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        status, _, body = self.fetch(path, form, headers)
+        return status, body
+
+    def fetch(
+        self, path: str, form: dict[str, str] | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Message, str]:
+        """The status, headers and body of a GET (a POST of ``form``), redirects not followed."""
+        data = None if form is None else urllib.parse.urlencode(form).encode()
+        request = urllib.request.Request(
+            self.url + path, data, {**self._headers(), **(headers or {})}
+        )
         return _open(request)
 
     def state(self) -> dict[str, Any]:
@@ -95,14 +116,14 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _open(request: urllib.request.Request) -> tuple[int, str]:
+def _open(request: urllib.request.Request) -> tuple[int, Message, str]:
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(request, timeout=10) as response:
-            return response.status, response.read().decode()
+            return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, error.read().decode()
+            return error.code, error.headers, error.read().decode()
 
 
 def next_event(stream: http.client.HTTPResponse) -> tuple[str, str]:
@@ -118,6 +139,14 @@ def next_event(stream: http.client.HTTPResponse) -> tuple[str, str]:
             return kind, "\n".join(data)
 
 
+def next_line(stream: http.client.HTTPResponse) -> str:
+    """The next transcript line of an agent's stream (its ``change`` events skipped)."""
+    while True:
+        kind, data = next_event(stream)
+        if kind == "line":
+            return data
+
+
 def serve(d: District, *args: str, env: dict[str, str] | None = None) -> Page:
     """``cw web`` on a free port, up and answering."""
     port = free_port()
@@ -126,7 +155,7 @@ def serve(d: District, *args: str, env: dict[str, str] | None = None) -> Page:
                       env or d.child_env(), name)  # fmt: skip
     log = d.processes.log_dir / f"{name}.log"
     d.wait_for(lambda: "cw: serving the district" in log.read_text(), what="cw web to listen")
-    return Page(d, f"http://127.0.0.1:{port}")
+    return Page(d, f"http://127.0.0.1:{port}", process=d.processes.started[-1])
 
 
 def web_district(district: Callable[..., District], tmp_path: Path) -> District:
