@@ -115,7 +115,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         result = finished
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
-        result = _agent(settings, store, claim, request, Publisher(settings, branch))
+        result = _watched_agent(settings, store, claim, request, Publisher(settings, branch))
     # The agent's heartbeat ended with it: the lease is kept while cw checks, commits and
     # pushes (a lapse here would give the task to another attempt, and run the agent again).
     with lease_kept(settings, store, claim):
@@ -152,6 +152,32 @@ def _left(settings: Settings, worktree: Path, branch: str, base: str) -> str | N
         gone = f"the agent removed its worktree {worktree}; its commits stay on {branch}"
         return f"{gone}: `cw task retry` goes on from them"
     return branches.back_on_branch(worktree, branch, base, settings.integration_branch)
+
+
+def _watched_agent(
+    settings: Settings, store: Store, claim: Claim, request: AgentRequest, publish: Publisher
+) -> AttemptResult:
+    """The agent's run; failed if it moved the integration branch itself."""
+    began = time.time() - 1  # reflogs keep whole seconds
+    result = _agent(settings, store, claim, request, publish)
+    moved = _moved_integration(settings, request.worktree, began)
+    return result if moved is None else replace(result, outcome="failed", error=moved)
+
+
+def _moved_integration(settings: Settings, worktree: Path, began: float) -> str | None:
+    """Why the attempt fails if its agent moved the integration branch itself (checked it out
+    and committed, merged or reset there): that branch gets only verified merges."""
+    branch = settings.integration_branch
+    if not worktrees.visited(worktree, branch, began):
+        return None
+    moves = branches.moved_by_git_commands(settings.repo, branch, began)
+    if not moves:
+        return None
+    return (
+        f"the agent moved the integration branch {branch} itself ({'; '.join(moves[:3])}): it "
+        "gets only verified merges; put it back where cw's last merge left it (`git reflog "
+        f"{branch}`), then `cw task retry`"
+    )
 
 
 def _committed_links(worktree: Path, start: str | None) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from cw.defaults import WORKTREE_TRASH_DIR
 from cw.errors import AgentError, GitError
 from cw.git import nested
-from cw.git.branches import branch_sha
+from cw.git.branches import branch_sha, reflog
 from cw.git.runner import (
     NO_HOOKS,
     OBJECT_ID,
@@ -330,6 +330,17 @@ def _admin_of(worktree: Path) -> Path | None:
         return None
     admin = worktree / text.removeprefix("gitdir:").strip()  # relative to the worktree, if so
     return admin if text.startswith("gitdir:") and admin.is_dir() else None
+
+
+def visited(worktree: Path, branch: str, since: float) -> bool:
+    """Whether ``worktree``'s HEAD was moved to or from ``branch`` since ``since`` (seconds),
+    as its reflog's checkouts record (nothing recorded: False)."""
+    admin = _admin_of(worktree)
+    names = (f" to {branch}", f"moving from {branch} to ")
+    for when, message in reflog(admin / "logs" / "HEAD") if admin else []:
+        if when >= since and message.startswith("checkout: ") and any(n in message for n in names):
+            return True
+    return False
 
 
 def head_file_sha(worktree: Path) -> str | None:
