@@ -54,12 +54,23 @@ def make_app(settings: Callable[[], Settings] | Settings, include: Sequence[str]
     return app
 
 
-def connected_app(settings: Settings) -> Celery:
-    """:func:`make_app`, once the broker has answered: a clear error at once when it does not."""
+#: How long a command waits for the broker to connect, or to answer one call.
+BROKER_SECONDS = 10.0
+
+
+def connected_app(settings: Settings, seconds: float = BROKER_SECONDS) -> Celery:
+    """:func:`make_app`, once the broker has answered, every call to it bounded by ``seconds``
+    (a broker that takes a connection and never answers held a command for good): a clear
+    error at once when it does not answer. For commands that send; a worker waits for work."""
     app = make_app(settings)
+    options = dict(app.conf.broker_transport_options or {})
+    options.update(socket_timeout=seconds, socket_connect_timeout=seconds)
+    app.conf.broker_transport_options = options
     try:
         with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=2, interval_start=0.2, interval_step=0.2)
+            conn.ensure_connection(
+                max_retries=2, interval_start=0.2, interval_step=0.2, timeout=seconds
+            )
     except Exception as exc:  # kombu raises transport-specific errors
         url = mask_password(str(app.conf.broker_url))
         raise BrokerError(f"cannot reach the broker {url}: {exc}") from exc

@@ -35,7 +35,8 @@ from cw.settings import Settings
 from cw.store import Store, TransientDatabaseError, views
 from cw.store.read import AgentView
 from cw.store.read.stored import TaskDetail
-from cw.web import board, broker, guard, live, render, transcripts
+from cw.transport.celeryapp import connected_app
+from cw.web import board, guard, live, render, transcripts
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 AGENT_NAME = r"(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})"
 #: Threads that call the store and the broker for the page's requests.
 POOL_THREADS = 4
+#: How long an action waits for the broker (a person waits for the answer to a click).
+BROKER_SECONDS = 3.0
 #: How long a request waits for SQLite's write lock before the page says the database is busy.
 BUSY_TIMEOUT_MS = 5_000
 BUSY = "the database is busy; try again (nothing was changed)"
@@ -323,7 +326,7 @@ async def _serve(
     credentials: tuple[str, str] | None,
     ready: Callable[[str], object],
 ) -> None:
-    district = District(settings, store, connect=broker.bounded_app)
+    district = District(settings, store, connect=partial(connected_app, seconds=BROKER_SECONDS))
     context = Context(settings, store, district, credentials, guard.csrf_secret(settings))
     try:
         sockets = bind_sockets(address[1], address[0])
