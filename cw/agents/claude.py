@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from cw import defaults
@@ -60,16 +61,25 @@ WRITE_TOOLS = frozenset({"Write", "Edit", "MultiEdit", "NotebookEdit"})
 SESSION_IN_USE = "already in use"
 #: What the CLI says when --resume names a conversation this host does not have.
 NO_CONVERSATION = "No conversation found with session ID"
+#: How long the CLI may go on running after its result before cw stops it (it may be waiting
+#: on a background command the agent started).
+RESULT_GRACE_SECONDS = 10.0
 #: Linux refuses a single argument over 128 KiB; longer briefs go on stdin instead.
 MAX_PROMPT_ARG_BYTES = 100_000
 
 
-def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | None] | None:
-    """How to run again when the CLI refused the session (and what to resume); None if not."""
-    if SESSION_IN_USE in error and request.new_session_known:
+def _second_try(
+    request: AgentRequest, error: str, heard: bool
+) -> tuple[AgentRequest, str | None] | None:
+    """How to run again when the CLI refused the session (and what to resume); None if not.
+    A session in use is the CLI's own error, before any result (``heard``): the agent's words
+    in a result ("port 5432 is already in use") are never taken for it; a conversation this
+    host lacks comes as a result."""
+    in_use = SESSION_IN_USE in error and not heard
+    if in_use and request.new_session_known:
         # An earlier run of this district launched the session but died before cw heard of it.
         return request, request.new_session_id
-    if SESSION_IN_USE in error and request.new_session_id:
+    if in_use and request.new_session_id:
         # Not a conversation this district started (one made before in the same repository):
         # never resume it; start one of its own.
         logger.warning(
@@ -78,7 +88,7 @@ def _second_try(request: AgentRequest, error: str) -> tuple[AgentRequest, str | 
             request.new_session_id,
         )
         return replace(request, new_session_id=str(uuid.uuid4())), None
-    if NO_CONVERSATION in error and request.fresh_prompt:
+    if NO_CONVERSATION in error and heard and request.fresh_prompt:
         # Conversations live in ~/.claude of the host that ran them: this one lacks it.
         logger.warning(
             "%s: session %s is not on this host; starting a new one with the whole brief",
@@ -108,12 +118,12 @@ class ClaudeAdapter:
     def run(
         self, request: AgentRequest, tick: Tick, on_session: Callable[[str], None]
     ) -> AgentOutcome:
-        outcome = self._attempt(request, tick, on_session, resume=request.session_id)
-        again = _second_try(request, outcome.error or "")
+        outcome, heard = self._attempt(request, tick, on_session, resume=request.session_id)
+        again = _second_try(request, outcome.error or "", heard)
         if again is None:
             return outcome
         retry, resume = again
-        return self._attempt(retry, tick, on_session, resume=resume)
+        return self._attempt(retry, tick, on_session, resume=resume)[0]
 
     def _check_can_run(self) -> None:
         if shutil.which(self.settings.claude_binary) is None:
@@ -162,13 +172,16 @@ class ClaudeAdapter:
         tick: Tick,
         on_session: Callable[[str], None],
         resume: str | None,
-    ) -> AgentOutcome:
+    ) -> tuple[AgentOutcome, bool]:
+        """The run's outcome, and whether the CLI printed its result."""
         request.events_path.parent.mkdir(parents=True, exist_ok=True)
         with open(request.events_path, "a", encoding="utf-8") as events:
             stream = ClaudeStream(events, on_session)
             stream.mark_attempt(request.attempt, resume)
             guard = StartupGuard(stream, tick, self.settings.claude_startup_timeout)
             finished = run_in_group(self._launch(request, resume, stream), guard)
+        if guard.lingered:  # cw stopped it after its result: the result says how it went
+            finished = replace(finished, exit_code=0, stopped=False, timed_out=False)
         outcome = judge(stream, finished, request)
         if guard.timed_out:
             outcome.status, outcome.stopped = "failed", False
@@ -179,7 +192,7 @@ class ClaudeAdapter:
         elif finished.timed_out:
             outcome.status = "failed"
             outcome.error = f"timed out after {self.settings.agent_timeout:.0f} s"
-        return outcome
+        return outcome, stream.result is not None
 
     def _launch(self, request: AgentRequest, resume: str | None, stream: ClaudeStream) -> Launch:
         return launch(
@@ -205,6 +218,7 @@ class ClaudeStream:
         self.started = threading.Event()
         self.session_id: str | None = None
         self.result: dict[str, Any] | None = None
+        self.result_at: float | None = None  # when the result came (monotonic)
         self.lines = 0
         self.limit_resets_at: float | None = None  # a usage limit refused the run; 0: no time
 
@@ -233,7 +247,7 @@ class ClaudeStream:
         if event.get("type") == "system" and event.get("subtype") == "init":
             self._session(event.get("session_id"))
         elif event.get("type") == "result":
-            self.result = event
+            self.result, self.result_at = event, time.monotonic()
             self._session(event.get("session_id"))
         elif event.get("type") == "rate_limit_event":
             self._rate_limit(event.get("rate_limit_info"))
@@ -244,10 +258,15 @@ class ClaudeStream:
             self.on_session(session_id)
 
     def _rate_limit(self, info: object) -> None:
-        # "allowed" and "allowed_warning" are information; only "rejected" refuses the run.
-        if isinstance(info, dict) and info.get("status") == "rejected":
-            resets = info.get("resetsAt")
-            self.limit_resets_at = float(resets) if isinstance(resets, int | float) else 0.0
+        """The latest status holds: "allowed" and "allowed_warning" are information; "rejected"
+        refuses the run, unless extra usage carries it on (``isUsingOverage``)."""
+        if not isinstance(info, dict):
+            return
+        if info.get("status") != "rejected" or info.get("isUsingOverage"):
+            self.limit_resets_at = None
+            return
+        resets = info.get("resetsAt")
+        self.limit_resets_at = float(resets) if isinstance(resets, int | float) else 0.0
 
     def _log(self, event: dict[str, Any]) -> None:
         self.events.write(json.dumps(event, separators=(",", ":")) + "\n")
@@ -255,16 +274,25 @@ class ClaudeStream:
 
 
 class StartupGuard:
-    """A tick that also stops a CLI that has printed nothing within the start-up limit."""
+    """A tick that also stops a CLI that has printed nothing within the start-up limit, and
+    one that goes on running after its result (it waits on a background command the agent
+    started, a dev server say): the result is the run's, and the slot is freed."""
 
     def __init__(self, stream: ClaudeStream, tick: Tick, limit: float) -> None:
         self.stream, self.tick, self.limit = stream, tick, limit
         self.began = time.monotonic()
         self.timed_out = False
+        self.lingered = False  # stopped by cw after its result
 
     def __call__(self, pid: int) -> bool:
-        if not self.stream.started.is_set() and time.monotonic() - self.began > self.limit:
+        now = time.monotonic()
+        if not self.stream.started.is_set() and now - self.began > self.limit:
             self.timed_out = True
+            return False
+        result_at = self.stream.result_at
+        if result_at is not None and now - result_at > RESULT_GRACE_SECONDS:
+            logger.warning("claude still runs %.0f s after its result: stopped", now - result_at)
+            self.lingered = True
             return False
         return self.tick(pid)
 
@@ -290,11 +318,12 @@ def judge(stream: ClaudeStream, finished: Finished, request: AgentRequest) -> Ag
         else:
             outcome.error = _result_error(result)
         return outcome
-    denied = _denied_writes(result)
+    denied = _denied_writes(result, request.worktree)
     if denied:
         outcome.error = (
-            f"Claude Code refused to write {', '.join(denied)} (permission mode): set "
-            "CW_CLAUDE_PERMISSION_MODE=acceptEdits or allow the tools in CW_CLAUDE_ALLOWED_TOOLS"
+            f"Claude Code refused to write {', '.join(denied)} in the worktree (permission "
+            "mode): set CW_CLAUDE_PERMISSION_MODE=acceptEdits or allow the tools in "
+            "CW_CLAUDE_ALLOWED_TOOLS"
         )
         return outcome
     _read_answer(outcome, result)
@@ -327,8 +356,14 @@ def _read_answer(outcome: AgentOutcome, result: dict[str, Any]) -> None:
         outcome.status, outcome.summary = "done", str(answer.get("summary") or "")
 
 
+#: Endings of the run's own limits: never a usage limit, whatever the rate-limit events said.
+OWN_LIMITS = frozenset({"error_max_turns", "error_max_budget_usd"})
+
+
 def _rate_limited(stream: ClaudeStream, result: dict[str, Any]) -> bool:
-    return stream.limit_resets_at is not None or result.get("api_error_status") == 429
+    if result.get("api_error_status") == 429:
+        return True
+    return stream.limit_resets_at is not None and result.get("subtype") not in OWN_LIMITS
 
 
 def _park(outcome: AgentOutcome, resets_at: float | None) -> None:
@@ -353,15 +388,26 @@ def _result_error(result: dict[str, Any]) -> str:
     return f"claude reported an error ({subtype or 'no subtype'}): {str(detail)[:300]}"
 
 
-def _denied_writes(result: dict[str, Any]) -> list[str]:
+def _denied_writes(result: dict[str, Any], worktree: Path) -> list[str]:
+    """The files in ``worktree`` Claude Code refused to write: the task's work missing. A
+    refused write elsewhere (a scratch file in /tmp) is the permission mode doing its job."""
     denials = result.get("permission_denials")
     if not isinstance(denials, list):
         return []
-    return [
-        str(d.get("tool_input", {}).get("file_path") or d.get("tool_name"))
-        for d in denials
-        if isinstance(d, dict) and d.get("tool_name") in WRITE_TOOLS
-    ]
+    named = []
+    for denial in denials:
+        if not isinstance(denial, dict) or denial.get("tool_name") not in WRITE_TOOLS:
+            continue
+        given = denial.get("tool_input")
+        path = given.get("file_path") if isinstance(given, dict) else None
+        if not isinstance(path, str) or _inside(worktree, path):
+            named.append(str(path or denial.get("tool_name")))
+    return named
+
+
+def _inside(worktree: Path, path: str) -> bool:
+    full = os.path.normpath(os.path.join(worktree, path))
+    return full == os.path.normpath(worktree) or full.startswith(os.path.normpath(worktree) + "/")
 
 
 def _no_result(finished: Finished, request: AgentRequest) -> str:

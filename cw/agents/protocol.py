@@ -96,10 +96,11 @@ def launch(
     (by default the worker's, less cw's secrets, plus the request's)."""
     run = (settings.state_dir, settings.hostname, request.task_id, request.attempt)
     marker = {AGENT_RUN_ENV: run_marker(*run)}
+    whole = {**(agent_env(os.environ, request.env) if env is None else env), **marker}
     return Launch(
         argv=argv,
         cwd=request.worktree,
-        env={**(agent_env(os.environ, request.env) if env is None else env), **marker},
+        env=_fitting(whole, request),
         stdin_text=stdin_text,
         stdout=request.log_path("stdout"),
         stderr=request.log_path("stderr"),
@@ -108,3 +109,20 @@ def launch(
         tick_seconds=settings.heartbeat if tick_seconds is None else tick_seconds,
         on_line=on_line,
     )
+
+
+#: Linux refuses to start a program given one environment string over 128 KiB.
+MAX_ENV_VALUE_BYTES = 100_000
+
+
+def _fitting(env: dict[str, str], request: AgentRequest) -> dict[str, str]:
+    """``env``, each value too long to pass (a pasted log as an answer, a long review comment)
+    written beside the attempt's logs instead and named in the variable."""
+    fitting = dict(env)
+    for name, value in env.items():
+        if len(value.encode("utf-8", "surrogateescape")) > MAX_ENV_VALUE_BYTES:
+            path = request.log_path(f"{name}.txt")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(value, encoding="utf-8", errors="surrogateescape")
+            fitting[name] = f"(over {MAX_ENV_VALUE_BYTES // 1000} KB: the whole value is in {path})"
+    return fitting

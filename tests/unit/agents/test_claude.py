@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -163,3 +164,88 @@ def test_a_brief_too_long_for_one_argument_goes_on_stdin(tmp_path: Path) -> None
     argv = adapter.argv(long, resume=None)
     assert argv[:2] == ["claude", "-p"] and long.prompt not in argv
     assert adapter._launch(long, None, ClaudeStream(io.StringIO(), print)).stdin_text == long.prompt
+
+
+def test_a_refused_write_outside_the_worktree_fails_nothing(tmp_path: Path) -> None:
+    """A scratch file in /tmp refused under acceptEdits is the permission mode doing its job;
+    the agent went on and finished."""
+    denials = [
+        {"tool_name": "Write", "tool_use_id": "t1", "tool_input": {"file_path": "/tmp/x.txt"}},
+        {"tool_name": "Edit", "tool_use_id": "t2", "tool_input": None},
+    ]
+    answer = {"status": "done", "summary": "ok"}
+    out = outcome_of(
+        tmp_path, {**SUCCESS, "permission_denials": denials, "structured_output": answer}
+    )
+    assert out.status == "failed" and "refused to write Edit in the worktree" in out.error
+    out = outcome_of(
+        tmp_path, {**SUCCESS, "permission_denials": denials[:1], "structured_output": answer}
+    )
+    assert out.status == "done"
+
+
+def limited(tmp_path: Path, info: dict[str, Any], result: dict[str, Any]) -> Any:
+    stream = ClaudeStream(io.StringIO(), lambda _s: None)
+    stream.feed(json.dumps({"type": "rate_limit_event", "rate_limit_info": info}))
+    stream.feed(json.dumps({"type": "result", "session_id": "s-9", **result}))
+    return judge(stream, Finished(1, False, False, 1.0), request(tmp_path))
+
+
+def test_a_rejected_window_carried_on_by_extra_usage_parks_nothing(tmp_path: Path) -> None:
+    """The CLI goes on on extra usage; a run that then ends at its turn limit is a failure of
+    its own, not a usage limit that would pause every agent for days."""
+    rejected = {"status": "rejected", "resetsAt": 4_000_000_000, "isUsingOverage": True}
+    error = {"subtype": "error_during_execution", "is_error": True, "result": "API Error: 500"}
+    assert limited(tmp_path, rejected, error).status == "failed"
+    refused = {"status": "rejected", "resetsAt": 4_000_000_000}
+    turns = {"subtype": "error_max_turns", "is_error": True, "num_turns": 31}
+    assert limited(tmp_path, refused, turns).status == "failed", "its own limit, still"
+    assert limited(tmp_path, refused, error).status == "rate_limited"
+
+
+def fake_claude(tmp_path: Path, body: str) -> str:
+    """A `claude` that prints ``body`` (shell) and counts its runs in ``runs``."""
+    script = tmp_path / "claude"
+    script.write_text(f"#!/bin/sh\necho run >> {tmp_path / 'runs'}\n{body}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+INIT = '{"type":"system","subtype":"init","session_id":"11111111-1111-1111-1111-111111111111"}'
+DONE = (
+    '{"type":"result","subtype":"success","is_error":false,"num_turns":3,"total_cost_usd":0.25,'
+    '"session_id":"11111111-1111-1111-1111-111111111111",'
+    '"structured_output":{"status":"done","summary":"all done"}}'
+)
+
+
+def adapter_run(tmp_path: Path, body: str, **changes: Any) -> Any:
+    (tmp_path / "wt").mkdir(exist_ok=True)
+    env = {"CW_CLAUDE_BINARY": fake_claude(tmp_path, body), "CW_HEARTBEAT": "0.5",
+           "CW_LEASE": "5", "CW_AGENT_TIMEOUT": "60"}  # fmt: skip
+    adapter = ClaudeAdapter(settings(tmp_path, **env))
+    req = request(tmp_path, worktree=tmp_path / "wt", **changes)
+    return adapter.run(req, tick=lambda _pid: True, on_session=lambda _s: None)
+
+
+def test_a_cli_that_goes_on_after_its_result_is_stopped_and_its_result_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It waits on a background command the agent started: the slot was held until the
+    agent's timeout, and the finished work then failed as timed out."""
+    monkeypatch.setattr("cw.agents.claude.RESULT_GRACE_SECONDS", 1.0)
+    start = time.monotonic()
+    out = adapter_run(tmp_path, f"echo '{INIT}'\necho '{DONE}'\nexec sleep 100")
+    assert (out.status, out.summary, out.cost_usd) == ("done", "all done", 0.25)
+    assert time.monotonic() - start < 20
+
+
+def test_the_agents_own_words_already_in_use_start_no_second_session(tmp_path: Path) -> None:
+    """Only the CLI's refusal of a session, before any result, runs it again."""
+    failed = DONE.replace('"is_error":false', '"is_error":true').replace(
+        '"structured_output":{"status":"done","summary":"all done"}',
+        '"result":"port 5432 is already in use"',
+    )
+    out = adapter_run(tmp_path, f"echo '{INIT}'\necho '{failed}'\nexit 1")
+    assert out.status == "failed" and "already in use" in str(out.error)
+    assert (tmp_path / "runs").read_text().count("run") == 1

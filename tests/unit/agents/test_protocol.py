@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cw.agents.protocol import AgentRequest, launch
+from cw.host.processes import run_in_group
 from cw.host.runmarks import AGENT_RUN_ENV, run_marker
 from cw.settings import Settings
 from cw.store import TaskBrief
@@ -17,3 +18,24 @@ def test_an_agent_launch_carries_its_run_marker(tmp_path: Path) -> None:
     for env in (None, {"PATH": "/bin"}):
         marker = launch(settings, request, ["true"], stdin_text="", env=env).env[AGENT_RUN_ENV]
         assert marker == run_marker(settings.state_dir, settings.hostname, 7, 2)
+
+
+def test_a_value_too_long_for_the_environment_is_passed_in_a_file(tmp_path: Path) -> None:
+    """Linux refuses to start a program given an environment string over 128 KiB: one pasted
+    log as an answer failed every later attempt of its task."""
+    settings = Settings(repo=tmp_path)
+    brief = TaskBrief(key="t", name="t", prompt="do it")
+    answers = '[{"answer": "' + "x" * 200_000 + '"}]'
+    request = AgentRequest(
+        7, brief, 2, "a", "p", worktree=tmp_path, log_dir=tmp_path / "logs",
+        env={"CW_ANSWERS": answers, "CW_BOUNCE": "review"},
+    )  # fmt: skip
+    env = launch(settings, request, ["true"], stdin_text="").env
+    path = tmp_path / "logs" / "attempt-2.CW_ANSWERS.txt"
+    assert env["CW_ANSWERS"] == f"(over 100 KB: the whole value is in {path})"
+    assert path.read_text() == answers and env["CW_BOUNCE"] == "review"
+    finished = run_in_group(
+        launch(settings, request, ["sh", "-c", 'test -n "$CW_ANSWERS"'], stdin_text=""),
+        lambda _pid: True,
+    )
+    assert finished.exit_code == 0, "the agent starts"
