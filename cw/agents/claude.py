@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cw import defaults
-from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch
+from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch, run_agent
 from cw.errors import ConfigError
-from cw.host.processes import Finished, Launch, Tick, run_in_group
+from cw.host.processes import Finished, Launch, Tick
 from cw.settings import Settings
 from cw.store.records import Question
 
@@ -179,7 +179,7 @@ class ClaudeAdapter:
             stream = ClaudeStream(events, on_session)
             stream.mark_attempt(request.attempt, resume)
             guard = StartupGuard(stream, tick, self.settings.claude_startup_timeout)
-            finished = run_in_group(self._launch(request, resume, stream), guard)
+            finished = run_agent(self._launch(request, resume, stream), guard)
         if guard.lingered:  # cw stopped it after its result: the result says how it went
             finished = replace(finished, exit_code=0, stopped=False, timed_out=False)
         outcome = judge(stream, finished, request)

@@ -16,9 +16,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from cw.agents.protocol import AgentOutcome, AgentRequest, launch
+from cw.agents.protocol import AgentOutcome, AgentRequest, launch, run_agent
 from cw.errors import ConfigError
-from cw.host.processes import Finished, Launch, Tick, run_in_group
+from cw.host.processes import Finished, Launch, Tick
 from cw.host.secrets import agent_env
 from cw.settings import Settings
 
@@ -61,7 +61,7 @@ class CodexAdapter:
                 env=env,
                 on_line=events.feed,
             )
-            finished = run_in_group(run, tick)
+            finished = run_agent(run, tick)
         return self._outcome(finished, events, run)
 
     def argv(self, binary: str, session_id: str | None) -> list[str]:

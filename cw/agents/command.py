@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from cw.agents import protocol
-from cw.agents.protocol import AgentOutcome, AgentRequest, last_line
+from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, run_agent
 from cw.errors import ConfigError, QuestionsFileError
-from cw.host.processes import Tick, run_in_group
+from cw.host.processes import Tick
 from cw.host.secrets import Redactor, agent_env
 from cw.settings import Settings
 from cw.store.records import Question
@@ -62,7 +62,7 @@ class CommandAdapter:
             env=agent_env(os.environ, env),
         )
         stdout, stderr = launch.stdout, launch.stderr
-        finished = run_in_group(launch, tick)
+        finished = run_agent(launch, tick)
         outcome = AgentOutcome(
             status="done",
             exit_code=finished.exit_code,

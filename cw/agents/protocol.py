@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cw.host.processes import Launch, Tick
+from cw.errors import AgentError
+from cw.host.processes import Finished, Launch, Tick, run_in_group
 from cw.host.runmarks import AGENT_RUN_ENV, run_marker
 from cw.host.secrets import agent_env
 from cw.settings import Settings
@@ -126,3 +127,13 @@ def _fitting(env: dict[str, str], request: AgentRequest) -> dict[str, str]:
             path.write_text(value, encoding="utf-8", errors="surrogateescape")
             fitting[name] = f"(over {MAX_ENV_VALUE_BYTES // 1000} KB: the whole value is in {path})"
     return fitting
+
+
+def run_agent(launch: Launch, tick: Tick) -> Finished:
+    """:func:`run_in_group`; a program that cannot be started (gone in an upgrade, not
+    executable, its worktree removed) is one line naming it, not an internal error."""
+    try:
+        return run_in_group(launch, tick)
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise AgentError(f"cannot start {launch.argv[0]} in {launch.cwd}: {why}") from exc

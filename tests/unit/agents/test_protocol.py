@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cw.agents.protocol import AgentRequest, launch
+import pytest
+
+from cw.agents.protocol import AgentRequest, launch, run_agent
+from cw.errors import AgentError
 from cw.host.processes import run_in_group
 from cw.host.runmarks import AGENT_RUN_ENV, run_marker
 from cw.settings import Settings
@@ -39,3 +42,14 @@ def test_a_value_too_long_for_the_environment_is_passed_in_a_file(tmp_path: Path
         lambda _pid: True,
     )
     assert finished.exit_code == 0, "the agent starts"
+
+
+def test_a_program_that_cannot_be_started_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Gone in an upgrade between the worker's check and the launch: the task failed with
+    "internal error: FileNotFoundError(2, ...)", naming nothing."""
+    settings = Settings(repo=tmp_path)
+    request = AgentRequest(7, TaskBrief("t", "t", "p"), 2, "a", "p", worktree=tmp_path,
+                           log_dir=tmp_path / "logs")  # fmt: skip
+    gone = launch(settings, request, [str(tmp_path / "claude")], stdin_text="")
+    with pytest.raises(AgentError, match=f"cannot start {tmp_path / 'claude'} in {tmp_path}: "):
+        run_agent(gone, lambda _pid: True)
