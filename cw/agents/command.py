@@ -47,7 +47,10 @@ class CommandAdapter:
 
     def __init__(self, settings: Settings) -> None:
         if not settings.agent_command.strip():
-            raise ConfigError("CW_AGENT=command needs CW_AGENT_COMMAND: the program to run")
+            raise ConfigError(
+                "the command agent (CW_AGENT=command, the default) needs a program to run: "
+                "agent_command in .cw/config.toml, or CW_AGENT_COMMAND"
+            )
         self.settings = settings
 
     def run(

@@ -79,7 +79,9 @@ def merge_status(as_json: bool) -> None:
 def _render_merge_status(data: MergeStatus) -> None:
     _section("queued", data.queued, lambda e: f"waiting {seconds(e.waiting_seconds)}")
     _section("in progress", data.in_progress, lambda e: f"merging for {seconds(e.running_seconds)}")
-    _section("recently merged", data.merged, lambda e: (e.sha or "")[:10])
+    capped = len(data.merged) == merges.RECENT_MERGES  # there may be more: only these are shown
+    title = "recently merged" + (", the latest" if capped else "")
+    _section(title, data.merged, lambda e: (e.sha or "")[:10])
     _section("conflicts", data.conflicts, lambda e: ", ".join(e.files))
     _section("failures", data.failures, lambda e: f"{e.state}: {e.error}")
     for b in data.bounces:

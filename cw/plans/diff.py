@@ -135,10 +135,11 @@ class PlanChange:
     def refusal(self) -> str:
         if self.conflict:
             return self.conflict
+        flat = " (a YAML file's flat tasks: list is plan 01-01: docs/plan-format.md)"
         return (
             "its tasks have started, so it cannot change; to add or change work once a plan has "
             "started, add a new plan (the GSD way, e.g. a gap-closure plan) instead of editing "
-            "this one (a YAML file's flat tasks: list is plan 01-01: docs/plan-format.md)"
+            f"this one{flat if self.where.lower().endswith(('.yaml', '.yml')) else ''}"
         )
 
 

@@ -218,7 +218,7 @@ class OperatorActions(StoreBase):
                 raise UsageError(
                     f"plan {plan.key}: task {started[0].key} is {started[0].state.value}: only a "
                     "plan none of whose tasks has started can be cancelled (cw task cancel "
-                    "cancels one task that has not)"
+                    "cancels one task, or gives it up)"
                 )
             live = [t.id for t in tasks if t.state != S.CANCELLED]
             for task_id in live:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from cw.states import TaskState
@@ -177,11 +177,16 @@ class Progress:
     done: int
     total: int
     for_a_person: dict[str, int]  # what waits for one, as FOR_A_PERSON names it: how many
+    left: dict[str, int] = field(default_factory=dict)  # never to run: cancelled, blocked
 
     def line(self) -> str:
-        """``22/30 tasks done; for you: 2 failed, 3 over budget (cw budget set)``."""
-        waits = ", ".join(f"{n} {what}" for what, n in self.for_a_person.items())
-        return f"{self.done}/{self.total} tasks done" + (f"; for you: {waits}" if waits else "")
+        """``22/30 tasks done; for you: 2 failed, 3 over budget (cw budget set); not to run:
+        1 cancelled, 2 blocked``."""
+        said = f"{self.done}/{self.total} tasks done"
+        for label, parts in (("for you", self.for_a_person), ("not to run", self.left)):
+            shown = ", ".join(f"{n} {what}" for what, n in parts.items())
+            said += f"; {label}: {shown}" if shown else ""
+        return said
 
 
 def progress(store: Listings) -> Progress:
@@ -193,4 +198,5 @@ def progress(store: Listings) -> Progress:
     waiting = {what: counts[state] for state, what in FOR_A_PERSON.items() if counts[state]}
     if held:
         waiting["ready but over budget (cw budget set)"] = held
-    return Progress(active, counts[S.DONE], sum(counts.values()), waiting)
+    left = {state.value: counts[state] for state in (S.CANCELLED, S.BLOCKED) if counts[state]}
+    return Progress(active, counts[S.DONE], sum(counts.values()), waiting, left)

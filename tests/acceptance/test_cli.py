@@ -464,6 +464,19 @@ def test_status_watch_is_for_people_not_scripts(district: Path) -> None:
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
 
 
+def test_wait_names_what_will_not_run_when_that_is_why_it_ends(district: Path) -> None:
+    """A cancelled task and what it blocked: "0/2 tasks done" and exit 1 said no why."""
+    (district / "plan.yaml").write_text(
+        "initiative: gone\ntasks:\n  - {id: a, prompt: p}\n"
+        "  - {id: b, prompt: p, depends_on: [a]}\n"
+    )
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    run_cw(district, "task", "cancel", "a")
+    out = run_cw(district, "wait", "--timeout", "30", check=False)
+    assert out.returncode == 1
+    assert out.stdout == "cw: 0/2 tasks done; not to run: 1 cancelled, 1 blocked\n", out.stdout
+
+
 def test_status_says_when_work_waits_for_workers_and_no_agent_runs(district: Path) -> None:
     """A user who submitted without starting a worker is told, not left watching a queue."""
     (district / "plan.yaml").write_text(NSP_PLAN)

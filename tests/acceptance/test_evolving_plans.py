@@ -284,12 +284,11 @@ def test_a_changed_plan_whose_tasks_started_is_refused_in_one_line(
         "cw: error: plan 01-01 (.planning/phases/01-core/01-01-PLAN.md): 1 task added (01-01-3), "
         "1 task edited (01-01-1): its tasks have started, so it cannot change; to add or change "
         "work once a plan has started, add a new plan (the GSD way, e.g. a gap-closure plan) "
-        "instead of editing this one (a YAML file's flat tasks: list is plan 01-01: "
-        "docs/plan-format.md); nothing stored"
+        "instead of editing this one; nothing stored"
     )
     assert refused(repo, "plan", "cancel", "01-01") == (
         "cw: error: plan 01-01: task 01-01-1 is queued: only a plan none of whose tasks has "
-        "started can be cancelled (cw task cancel cancels one task that has not)"
+        "started can be cancelled (cw task cancel cancels one task, or gives it up)"
     )
 
 
