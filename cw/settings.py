@@ -225,16 +225,17 @@ def _check_database_url(where: str, url: str) -> None:
 
 
 #: Brokers cw can use: Redis (its marker key and queue lengths are Redis commands).
-_BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+_BROKER_SCHEMES = ("redis", "rediss", "redis+socket", "sentinel")
 
 
 def _check_broker_url(where: str, url: str) -> None:
     """Empty (the district's embedded Redis) or a Redis URL; read without loading kombu."""
     scheme, sep, rest = url.partition("://")
-    if url and not (sep and rest and scheme in _BROKER_SCHEMES):
+    if url and not (sep and rest and scheme.lower() in _BROKER_SCHEMES):
         raise ConfigError(
             f"{where}: {mask_password(url)!r} is not a Redis URL (redis://host:port/db, "
-            "rediss:// or redis+socket://); leave it empty for the district's own Redis"
+            "rediss://, redis+socket:// or sentinel://); leave it empty for the district's own "
+            "Redis"
         )
 
 

@@ -166,11 +166,10 @@ def _watched_agent(
 
 def _moved_integration(settings: Settings, worktree: Path, began: float) -> str | None:
     """Why the attempt fails if its agent moved the integration branch itself (checked it out
-    and committed, merged or reset there): that branch gets only verified merges."""
+    in its worktree and committed, merged or reset there): that branch gets only verified
+    merges."""
     branch = settings.integration_branch
-    if not worktrees.visited(worktree, branch, began):
-        return None
-    moves = branches.moved_by_git_commands(settings.repo, branch, began)
+    moves = worktrees.moves_on(worktree, branch, began)
     if not moves:
         return None
     return (

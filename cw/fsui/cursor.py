@@ -52,11 +52,7 @@ class EventCursor:
     def read(self, snapshot: Snapshot) -> list[EventRow]:
         """The events not read yet, oldest first (nothing is marked read: see :meth:`seen`)."""
         self._expire()
-        late: list[EventRow] = []
-        if self._gaps:
-            low = min(self._gaps) - 1
-            window = snapshot.events_after(low, limit=self.last - low)
-            late = [e for e in window if e.id in self._gaps]
+        late = snapshot.events(list(self._gaps)) if self._gaps else []  # only those ids
         return late + snapshot.events_after(self.last)
 
     def seen(self, events: Iterable[EventRow]) -> None:

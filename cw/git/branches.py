@@ -105,18 +105,6 @@ def reflog(path: Path) -> list[tuple[int, str]]:
     return entries
 
 
-#: How git's own commands name the moves they make in a branch's reflog (cw moves its branches
-#: by ``update-ref`` with messages of its own, and never by these).
-_BY_GIT_COMMANDS = ("commit", "merge", "reset", "rebase", "cherry-pick", "pull", "revert", "am")
-
-
-def moved_by_git_commands(repo: Path, branch: str, since: float) -> list[str]:
-    """The moves of ``branch`` since ``since`` (seconds) that git's commands made (a commit, a
-    merge, a reset ...), as its reflog records them: each one's message."""
-    log = git_common_dir(repo) / "logs" / "refs" / "heads" / branch
-    return [m for when, m in reflog(log) if when >= since and m.startswith(_BY_GIT_COMMANDS)]
-
-
 def back_on_branch(worktree: Path, branch: str, base: str | None, integration: str) -> str | None:
     """Put ``worktree`` back on ``branch`` if its agent left it (checked out another branch or
     a detached HEAD) for commits of its own that build on it: the branch moves up to them, so

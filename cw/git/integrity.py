@@ -321,26 +321,25 @@ def lost_lines(
     repo: Path, base: str, side: str, other: str, result: str, resolved: Iterable[str]
 ) -> list[DroppedLine]:
     """The lines commit ``side`` added since ``base`` that ``result`` (a merge of ``side`` and
-    ``other``, resolved by hand) lacks, with ``other``'s own removals excused as in
-    :func:`dropped_lines`; every file ``side`` changed is checked, not only those both did. In
-    the ``resolved`` files (where the merge conflicted) only lines ``side`` inserted replacing
-    none count: two rewrites of one line may be settled either way, an added line may not be
-    dropped. The lines are reported as ``side``'s ("ours")."""
+    ``other``, resolved by hand) lacks because it took a file whole from ``other``, as
+    ``git checkout --ours`` or ``git checkout HEAD -- .`` do; ``other``'s own removals are
+    excused as in :func:`dropped_lines`. A file the resolution made anew (the two sides' work
+    adapted to each other) is the resolver's judgement and is not checked. In the ``resolved``
+    files (where the merge conflicted) only lines ``side`` inserted replacing none count: two
+    rewrites of one line may be settled either way. Reported as ``side``'s ("ours")."""
     side_paths = _changed_paths(repo, base, side)
     other_paths = _changed_paths(repo, base, other)
     objects = object_reader(repo)
-    mine = _tree(objects, side, [p for p in side_paths.values() if p])
-    pairs = {
-        path: (_Side("ours", side, new), _Side("theirs", other, other_paths.get(path, path)))
-        for path, new in side_paths.items()
-    }
-    wanted = [p for path, sides in pairs.items() for p in _result_candidates(path, sides)]
-    merge = _Merge(repo, objects, base, _tree(objects, base, pairs), _tree(objects, result, wanted))
+    paths = sorted({*side_paths, *filter(None, side_paths.values())})
+    mine, theirs, merged = (_tree(objects, rev, paths) for rev in (side, other, result))
+    conflicted = set(resolved)
     found: list[DroppedLine] = []
-    for path, sides in pairs.items():
-        new = sides[0].path
-        if new is not None and merge.result_tree.get(new) == mine.get(new):
-            continue  # the result took the file whole from ``side``
-        lost = _check_file(merge, path, sides, insertions_only=path in set(resolved))
+    for path, new in side_paths.items():
+        where = new or path
+        if merged.get(where) != theirs.get(where) or mine.get(where) == theirs.get(where):
+            continue  # not taken whole from ``other``, or nothing of ``side``'s to lose there
+        sides = (_Side("ours", side, new), _Side("theirs", other, other_paths.get(path, path)))
+        merge = _Merge(repo, objects, base, _tree(objects, base, [path]), merged)
+        lost = _check_file(merge, path, sides, insertions_only=path in conflicted)
         found += [d for d in lost or [] if d.side == "ours"]
     return found

@@ -332,15 +332,24 @@ def _admin_of(worktree: Path) -> Path | None:
     return admin if text.startswith("gitdir:") and admin.is_dir() else None
 
 
-def visited(worktree: Path, branch: str, since: float) -> bool:
-    """Whether ``worktree``'s HEAD was moved to or from ``branch`` since ``since`` (seconds),
-    as its reflog's checkouts record (nothing recorded: False)."""
+def moves_on(worktree: Path, branch: str, since: float) -> list[str]:
+    """What git's commands did in ``worktree`` since ``since`` (seconds) while its HEAD was on
+    ``branch`` (a commit, a merge, a reset ...), as its HEAD's reflog records it: the moves
+    this worktree made of that branch."""
     admin = _admin_of(worktree)
-    names = (f" to {branch}", f"moving from {branch} to ")
+    on, moves = False, []
     for when, message in reflog(admin / "logs" / "HEAD") if admin else []:
-        if when >= since and message.startswith("checkout: ") and any(n in message for n in names):
-            return True
-    return False
+        if when < since:
+            continue
+        if message.startswith("checkout: moving from "):
+            on = message.rpartition(" to ")[2] == branch
+        elif on and message.startswith(_BY_GIT_COMMANDS):
+            moves.append(message)
+    return moves
+
+
+#: How git's own commands name the moves they make in a reflog.
+_BY_GIT_COMMANDS = ("commit", "merge", "reset", "rebase", "cherry-pick", "pull", "revert", "am")
 
 
 def head_file_sha(worktree: Path) -> str | None:

@@ -252,9 +252,10 @@ def matching_ids(s: Session, model: type[Task] | type[Plan], ref: str) -> list[i
     others = [i for i in keyed if i != int(ref)]
     if others:
         what = model.__tablename__.rstrip("s")
-        raise NotFound(
-            f"{what} {ref!r} names two: the {what} of id {ref}, and the one keyed {ref!r} "
-            f"(id {others[0]}): say {BY_ID}{ref} for the first, {others[0]} for the second"
+        keyed_ids = ", ".join(f"{BY_ID}{i}" for i in others)
+        raise UsageError(
+            f"{what} {ref!r} is the id of one {what} and the key of another ({keyed_ids}): "
+            f"say {BY_ID}{ref} for the first"
         )
     return [int(ref)]
 

@@ -125,15 +125,16 @@ class Snapshot:
 
     def events_after(self, event_id: int, limit: int = 10_000) -> list[EventRow]:
         """Events newer than ``event_id``, oldest first."""
-        stmt = (
-            select(Event.id, Event.at, Event.kind, Event.task_id, Event.attempt, Event.data)
-            .where(Event.id > event_id)
-            .order_by(Event.id)
-            .limit(limit)
-        )
+        stmt = _event_query().where(Event.id > event_id).order_by(Event.id).limit(limit)
         with self._connect() as conn:
             rows = conn.execute(stmt).all()
-        return [EventRow(**{**r._mapping, "data": dict(r.data or {})}) for r in rows]
+        return [_event_row(r._mapping) for r in rows]
+
+    def events(self, ids: Collection[int]) -> list[EventRow]:
+        """The events of these ids that are there (committed), oldest first."""
+        with self._connect() as conn:
+            rows = _chunked(conn, _event_query(), Event.id, ids)
+        return sorted((_event_row(r) for r in rows), key=lambda e: e.id)
 
     def last_event_id(self) -> int:
         with self._connect() as conn:
@@ -149,6 +150,15 @@ def _chunked(conn: Connection, stmt: Any, column: Any, ids: Collection[int] | No
         chunk = wanted[start : start + _CHUNK]
         rows += [r._mapping for r in conn.execute(stmt.where(column.in_(chunk))).all()]
     return rows
+
+
+@functools.cache
+def _event_query() -> Any:
+    return select(Event.id, Event.at, Event.kind, Event.task_id, Event.attempt, Event.data)
+
+
+def _event_row(row: Any) -> EventRow:
+    return EventRow(**{**row, "data": dict(row["data"] or {})})
 
 
 @functools.cache  # built once: a statement is immutable, each .where() a new one

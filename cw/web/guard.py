@@ -44,8 +44,12 @@ def wrong_host(host: str, port: int) -> str | None:
 
 def cross_site(host: str, origin: str | None, fetch_site: str | None) -> str | None:
     """Why a POST comes from another site (None: it does not), by the headers browsers send."""
-    if fetch_site is not None and fetch_site.lower() not in SAME_SITE:
-        return f"a form posted from another site ({fetch_site}) is refused"
+    if fetch_site is not None:  # the browser's own word; behind a proxy Host may be rewritten
+        return (
+            None
+            if fetch_site.lower() in SAME_SITE
+            else f"a form posted from another site ({fetch_site}) is refused"
+        )
     if origin is not None and urlsplit(origin).netloc.lower() != host.lower():
         return f"a form posted from another origin ({origin[:100]}) is refused"
     return None

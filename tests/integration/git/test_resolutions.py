@@ -103,3 +103,36 @@ def test_a_rewrite_both_sides_made_of_one_line_may_be_settled_either_way(
     settings, store, claim = bounced(resolve, rewrite=True)
     assert [j.key for j in merging.merge_attempt(settings, store, claim).merged] == ["b"]
     assert integration_file(settings, "README.md") == "# b's title"
+
+
+def test_a_file_the_resolution_made_anew_is_its_agents_judgement(
+    bounced: Callable[..., tuple[Settings, Store, Claim]],
+) -> None:
+    """The other task's line adapted to this one's work (a call to a function this task
+    renamed, say) is no loss: only a file taken whole from the task's side is checked."""
+    settings, store, claim = bounced("printf 'a-line, adapted\\nb-line\\n' > shared.txt")
+    assert [j.key for j in merging.merge_attempt(settings, store, claim).merged] == ["b"]
+    assert integration_file(settings, "shared.txt") == "a-line, adapted\nb-line"
+
+
+def test_a_branch_without_merges_is_checked_without_a_git_process(
+    make_repo: Callable[[str], Path], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It begins at a merge commit of cw's on the integration branch: reaching it ends the walk
+    (it used to ask git for the branch's merges on every merge)."""
+    repo = make_repo("repo")
+    env = {"CW_REPO": str(repo), "CW_AGENT_COMMAND": AGENT, **database_env(database_url)}
+    settings, store = init_district(repo, env)
+    store.submit(spec({"a": [], "b": ["a"]}))
+    (first,) = store.claim_ready_tasks()
+    assert attempts.run_attempt(settings, store, first, worker="w")
+    assert merging.merge_attempt(settings, store, first).merged
+    (second,) = store.claim_ready_tasks()  # begins at a's merge commit
+    assert attempts.run_attempt(settings, store, second, worker="w")
+
+    def listed(*args: object, **kwargs: object) -> str:
+        raise AssertionError("git rev-list ran for a branch without merges")
+
+    monkeypatch.setattr("cw.git.resolutions.run", listed)
+    assert [j.key for j in merging.merge_attempt(settings, store, second).merged] == ["b"]
+    store.close()
