@@ -33,7 +33,7 @@ sys.path.insert(0, str(TOP))
 from bench.fsui import PLANS, TASKS, ask, big_spec, district  # noqa: E402
 from cw.district import District  # noqa: E402
 from cw.store.records import Scope  # noqa: E402
-from cw.web import app, board, live  # noqa: E402
+from cw.web import app, board, guard, live  # noqa: E402
 
 RUNS = 5
 PORT = 8799
@@ -108,7 +108,8 @@ def bench_web(root: Path) -> dict[str, object]:
     ask(store, 200)
     read = timed(lambda: board.read(store, settings))
     results: dict[str, object] = {"tasks": TASKS, "read": read}
-    loop = serving(app.Context(settings, store, District(settings, store, dispatch=None), None))
+    web_district = District(settings, store, dispatch=None)
+    loop = serving(app.Context(settings, store, web_district, None, guard.csrf_secret(settings)))
     try:
         results["front_page"] = {**timed(lambda: fetch("/")), "bytes": len(fetch("/"))}
         results["api_state"] = {**timed(lambda: fetch("/api/state")),

@@ -178,7 +178,7 @@ class ClaudeAdapter:
         with open(request.events_path, "a", encoding="utf-8") as events:
             stream = ClaudeStream(events, on_session)
             stream.mark_attempt(request.attempt, resume)
-            guard = StartupGuard(stream, tick, self.settings.claude_startup_timeout)
+            guard = RunGuard(stream, tick, self.settings.claude_startup_timeout)
             finished = run_agent(self._launch(request, resume, stream), guard)
         if guard.lingered:  # cw stopped it after its result: the result says how it went
             finished = replace(finished, exit_code=0, stopped=False, timed_out=False)
@@ -273,7 +273,7 @@ class ClaudeStream:
         self.events.flush()
 
 
-class StartupGuard:
+class RunGuard:
     """A tick that also stops a CLI that has printed nothing within the start-up limit, and
     one that goes on running after its result (it waits on a background command the agent
     started, a dev server say): the result is the run's, and the slot is freed."""
@@ -406,8 +406,9 @@ def _denied_writes(result: dict[str, Any], worktree: Path) -> list[str]:
 
 
 def _inside(worktree: Path, path: str) -> bool:
-    full = os.path.normpath(os.path.join(worktree, path))
-    return full == os.path.normpath(worktree) or full.startswith(os.path.normpath(worktree) + "/")
+    """Whether ``path`` (relative to ``worktree``, or absolute) lies in it, links resolved."""
+    top = os.path.realpath(worktree)
+    return os.path.commonpath([top, os.path.realpath(os.path.join(worktree, path))]) == top
 
 
 def _no_result(finished: Finished, request: AgentRequest) -> str:

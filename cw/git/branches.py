@@ -90,21 +90,6 @@ def _read(path: Path) -> str:
         return ""
 
 
-def reflog(path: Path) -> list[tuple[int, str]]:
-    """The (time, message) of each entry of the reflog file ``path``; none when unreadable."""
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-    entries = []
-    for line in lines:
-        head, _, message = line.partition("\t")
-        stamp = head.split()[-2:-1]
-        if stamp and stamp[0].isdigit():
-            entries.append((int(stamp[0]), message))
-    return entries
-
-
 def back_on_branch(worktree: Path, branch: str, base: str | None, integration: str) -> str | None:
     """Put ``worktree`` back on ``branch`` if its agent left it (checked out another branch or
     a detached HEAD) for commits of its own that build on it: the branch moves up to them, so

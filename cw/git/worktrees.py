@@ -16,7 +16,7 @@ from pathlib import Path
 from cw.defaults import WORKTREE_TRASH_DIR
 from cw.errors import AgentError, GitError
 from cw.git import nested
-from cw.git.branches import branch_sha, reflog
+from cw.git.branches import branch_sha
 from cw.git.runner import (
     NO_HOOKS,
     OBJECT_ID,
@@ -338,7 +338,7 @@ def moves_on(worktree: Path, branch: str, since: float) -> list[str]:
     this worktree made of that branch."""
     admin = _admin_of(worktree)
     on, moves = False, []
-    for when, message in reflog(admin / "logs" / "HEAD") if admin else []:
+    for when, message in _reflog(admin / "logs" / "HEAD") if admin else []:
         if when < since:
             continue
         if message.startswith("checkout: moving from "):
@@ -346,6 +346,21 @@ def moves_on(worktree: Path, branch: str, since: float) -> list[str]:
         elif on and message.startswith(_BY_GIT_COMMANDS):
             moves.append(message)
     return moves
+
+
+def _reflog(path: Path) -> list[tuple[int, str]]:
+    """The (time, message) of each entry of the reflog file ``path``; none when unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+    entries = []
+    for line in lines:
+        head, _, message = line.partition("\t")
+        stamp = head.split()[-2:-1]
+        if stamp and stamp[0].isdigit():
+            entries.append((int(stamp[0]), message))
+    return entries
 
 
 #: How git's own commands name the moves they make in a reflog.

@@ -14,7 +14,6 @@ import binascii
 import hmac
 import json
 import logging
-import secrets
 import signal
 import sqlite3
 from collections.abc import Callable
@@ -67,7 +66,7 @@ class Context:
     store: Store
     district: District
     credentials: tuple[str, str] | None  # None: no auth (bound to the loopback)
-    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    csrf: str  # guard.csrf_secret: kept in .cw/, so pages survive a restart
     loopback_port: int | None = None  # set: only a Host naming the loopback on it is served
     watch: live.Watch | None = None
     pool: ThreadPoolExecutor = field(

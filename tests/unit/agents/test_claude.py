@@ -249,3 +249,19 @@ def test_the_agents_own_words_already_in_use_start_no_second_session(tmp_path: P
     out = adapter_run(tmp_path, f"echo '{INIT}'\necho '{failed}'\nexit 1")
     assert out.status == "failed" and "already in use" in str(out.error)
     assert (tmp_path / "runs").read_text().count("run") == 1
+
+
+def test_a_refused_write_in_a_worktree_reached_through_a_link_is_in_it(tmp_path: Path) -> None:
+    """Claude Code names the real path; cw's worktree path may go through a symbolic link."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    stream = ClaudeStream(io.StringIO(), lambda _s: None)
+    denial = {"tool_name": "Write", "tool_input": {"file_path": str(real / "a.py")}}
+    stream.feed(json.dumps({"type": "result", **SUCCESS, "permission_denials": [denial]}))
+    out = judge(
+        stream, Finished(0, False, False, 1.0), request(tmp_path, worktree=tmp_path / "link")
+    )
+    assert (
+        out.status == "failed" and f"refused to write {real / 'a.py'} in the worktree" in out.error
+    )
