@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import click
@@ -81,12 +82,14 @@ def logs(name: str, follow: bool, raw: bool) -> None:
     log_dir = settings.log_dir / "agents" / name
     store.agent_task_id(name)  # a clear error for an unknown name
     events = log_dir / "events.jsonl"
-    if not events.exists():
-        with until_ctrl_c() as stop:
-            _print_outputs(log_dir, follow, lambda: _settled(store, name), stop)
-        return
+    settled = partial(_settled, store, name)
     with until_ctrl_c() as stop:
-        for line in _lines(events, follow, lambda: _settled(store, name), stop):
+        if follow:  # a running agent's logs may not exist yet: its worker is starting it
+            _await_output(log_dir, settled, stop)
+        if not events.exists():
+            _print_outputs(log_dir, follow, settled, stop)
+            return
+        for line in _lines(events, follow, settled, stop):
             if raw:
                 click.echo(line)
             else:
@@ -96,6 +99,14 @@ def logs(name: str, follow: bool, raw: bool) -> None:
 
 def _settled(store: Store, name: str) -> bool:
     return store.task_state(store.agent_task_id(name)) != TaskState.RUNNING
+
+
+def _await_output(log_dir: Path, settled: Callable[[], bool], stop: StopFlag) -> None:
+    """Until the agent has an event stream or an attempt's stdout, or settles (or Ctrl-C)."""
+    while not stop.is_set() and not settled():
+        if (log_dir / "events.jsonl").exists() or any(log_dir.glob("attempt-*.stdout")):
+            return
+        stop.wait(STOP_POLL_SECONDS)
 
 
 def _lines(path: Path, follow: bool, settled: Callable[[], bool], stop: StopFlag) -> Iterator[str]:

@@ -261,20 +261,46 @@ def test_logs_follow_a_command_agent_while_it_runs(district: Path, processes: Pr
         assert time.monotonic() < deadline, "the agent never started"
         time.sleep(0.2)
     command = [*CW, "agent", "logs", running[0]["name"], "-f"]
-    follow = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, text=True)
-    try:
-        assert follow.stdout is not None
-        seen = [follow.stdout.readline().rstrip("\n")]
-        while seen[-1] != "held starts":  # the agent waits for the release file meanwhile
-            assert seen[-1] or follow.poll() is None, f"it returned before the agent ended: {seen}"
-            seen.append(follow.stdout.readline().rstrip("\n"))
-        assert follow.poll() is None, "it returned while the agent still ran"
-        (repo / "release").touch()
-        rest, _ = follow.communicate(timeout=60)
-    finally:
-        follow.kill()
+    with subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, text=True) as follow:
+        try:
+            assert follow.stdout is not None
+            seen = [follow.stdout.readline().rstrip("\n")]
+            while seen[-1] != "held starts":  # the agent waits for the release file meanwhile
+                assert seen[-1] or follow.poll() is None, f"it returned before the end: {seen}"
+                seen.append(follow.stdout.readline().rstrip("\n"))
+            assert follow.poll() is None, "it returned while the agent still ran"
+            (repo / "release").touch()
+            rest, _ = follow.communicate(timeout=60)
+        finally:
+            follow.kill()
     assert follow.returncode == 0
     assert rest.splitlines()[-2:] == ["held released", "held ends"], rest
+
+
+def test_logs_follow_waits_for_an_agent_whose_worker_is_still_starting_it(district: Path) -> None:
+    """Running in the database, no log yet: `-f` printed "no output yet" and returned."""
+    (district / "plan.yaml").write_text("initiative: w\ntasks:\n  - {id: a, prompt: p}\n")
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    store = Store.open(store_url(district))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=60)
+    (agent,) = json.loads(run_cw(district, "agent", "list", "--json").stdout)
+    command = [*CW, "agent", "logs", agent["name"], "-f"]
+    with subprocess.Popen(command, cwd=district, stdout=subprocess.PIPE, text=True) as follow:
+        try:
+            time.sleep(3)  # cw starts in about a second
+            assert follow.poll() is None, "it returned while the agent ran"
+            log_dir = district / ".cw" / "logs" / "agents" / agent["name"]
+            log_dir.mkdir(parents=True)
+            (log_dir / "attempt-1.stdout").write_text("a starts\n")
+            time.sleep(0.5)
+            store.finish_attempt(claim, AttemptResult(outcome="failed", error="boom"), "command")
+            out, _ = follow.communicate(timeout=30)
+        finally:
+            follow.kill()
+            store.close()
+    assert follow.returncode == 0
+    assert out.splitlines() == ["=== attempt-1.stdout", "a starts"], out
 
 
 def test_spawn_starts_a_ready_task_and_refuses_one_that_waits(
