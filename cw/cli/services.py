@@ -172,11 +172,8 @@ def broker_group() -> None:
 def broker_start() -> None:
     """Start it (any command that needs it does this by itself)."""
     settings = load_settings().require_initialized()
-    if settings.broker_url:
-        connected_app(settings)  # BrokerError, in one line, unless it answers
-        click.echo(f"{mask_password(settings.broker_url)} (CW_BROKER_URL: not cw's to start)")
-        return
-    click.echo(broker.broker_url(settings))
+    if not _said_external(settings, "CW_BROKER_URL: not cw's to start"):
+        click.echo(broker.broker_url(settings))
 
 
 @broker_group.command("stop")
@@ -190,9 +187,16 @@ def broker_stop() -> None:
 def broker_status() -> None:
     """Whether the broker runs (an external one: whether it answers)."""
     settings = load_settings().require_initialized()
-    if settings.broker_url:
-        connected_app(settings)  # BrokerError, in one line, unless it answers
-        click.echo(f"{mask_password(settings.broker_url)} (running: it answers)")
-        return
-    said = "running" if broker.embedded_running(settings) else "stopped"
-    click.echo(f"{broker.broker_url(settings, start=False)} ({said})")
+    if not _said_external(settings, "running: it answers"):
+        said = "running" if broker.embedded_running(settings) else "stopped"
+        click.echo(f"{broker.broker_url(settings, start=False)} ({said})")
+
+
+def _said_external(settings: Settings, said: str) -> bool:
+    """With CW_BROKER_URL set, print its (masked) address and ``said`` once it answers
+    (:class:`BrokerError` in one line otherwise): an external broker is not cw's to run."""
+    if not settings.broker_url:
+        return False
+    connected_app(settings)
+    click.echo(f"{mask_password(settings.broker_url)} ({said})")
+    return True
