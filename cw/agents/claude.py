@@ -366,15 +366,31 @@ def _rate_limited(stream: ClaudeStream, result: dict[str, Any]) -> bool:
     return stream.limit_resets_at is not None and result.get("subtype") not in OWN_LIMITS
 
 
+#: Claude's usage limits reset within five hours or a week: a later time is misread.
+MAX_LIMIT_WAIT_SECONDS = 8 * 86400.0
+
+
 def _park(outcome: AgentOutcome, resets_at: float | None) -> None:
     """A usage limit is no failure: the task waits until the limit resets, then resumes."""
     now = time.time()
-    known = resets_at is not None and resets_at > now
+    known = _reset_time(resets_at, now)
     outcome.status = "rate_limited"
-    outcome.resets_at = resets_at if known else now + defaults.RATE_LIMIT_WAIT_SECONDS
+    outcome.resets_at = known or now + defaults.RATE_LIMIT_WAIT_SECONDS
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(outcome.resets_at))
-    why = "when the limit resets" if known else "the CLI named no reset time ahead of now"
+    why = "when the limit resets" if known else "the CLI named no reset time in the coming week"
     outcome.error = f"claude hit a usage limit; the task resumes after {when} ({why})"
+
+
+def _reset_time(resets_at: float | None, now: float) -> float | None:
+    """``resetsAt`` in UNIX seconds, as documented, or in milliseconds (JavaScript's clock),
+    if either is ahead and within a usage window; otherwise unknown (every agent paused for
+    millennia by one misread number)."""
+    if resets_at is None:
+        return None
+    for seconds in (resets_at, resets_at / 1000):
+        if now < seconds <= now + MAX_LIMIT_WAIT_SECONDS:
+            return seconds
+    return None
 
 
 def _result_error(result: dict[str, Any]) -> str:

@@ -265,3 +265,22 @@ def test_a_refused_write_in_a_worktree_reached_through_a_link_is_in_it(tmp_path:
     assert (
         out.status == "failed" and f"refused to write {real / 'a.py'} in the worktree" in out.error
     )
+
+
+def test_a_reset_time_in_milliseconds_or_beyond_a_week_pauses_no_agent_for_ever(
+    tmp_path: Path,
+) -> None:
+    """``resetsAt`` is UNIX seconds; one in milliseconds parked the task until the year 57,000."""
+    error = {"subtype": "error_during_execution", "is_error": True, "result": "limit"}
+    in_an_hour = time.time() + 3600
+    for resets, expected in [
+        (in_an_hour, in_an_hour),
+        (in_an_hour * 1000, in_an_hour),
+        (time.time() + 30 * 86400, None),  # no usage window is a month long
+    ]:
+        out = limited(tmp_path, {"status": "rejected", "resetsAt": resets}, error)
+        assert out.status == "rate_limited"
+        if expected is None:
+            assert out.resets_at < time.time() + 600 and "in the coming week" in out.error
+        else:
+            assert out.resets_at == pytest.approx(expected)
