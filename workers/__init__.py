@@ -33,7 +33,7 @@ def runtime() -> tuple[Settings, Store]:
     """This process's settings and store; a forked pool child makes its own engine."""
     pid = os.getpid()
     if pid not in _runtime:
-        settings = Settings.load().require_initialized()
+        settings = Settings.load().require_database()
         _runtime.clear()
         _runtime[pid] = (settings, Store.open(settings.db_url))
     return _runtime[pid]

@@ -10,7 +10,7 @@ from pathlib import Path
 from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
-from cw.errors import ConfigError, CwError
+from cw.errors import ConfigError, CwError, NotInitialized
 from cw.settings import Settings
 from cw.store import Store
 from cw.transport import broker
@@ -68,8 +68,11 @@ def broker_reachable(settings: Settings) -> bool:
 
 
 def database_reachable(settings: Settings) -> bool:
+    """The database answers; a SQLite district's file is there (opening makes a new one)."""
     try:
-        store = Store.open(settings.db_url)
+        store = Store.open(settings.require_database().db_url)
+    except NotInitialized:
+        return False
     except SQLAlchemyError:
         return False
     try:

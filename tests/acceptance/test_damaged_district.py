@@ -44,6 +44,9 @@ def test_a_missing_or_empty_database_is_not_made_anew(district: Path) -> None:
     database.unlink()
     assert "`cw init` to start an empty district" in one_line(cw(district, "status"))
     assert not database.exists()
+    health = cw(district, "server", "status")
+    assert health.returncode == 1 and "database: NOT reachable" in health.stdout, health.stdout
+    assert not database.exists(), "asking whether it answers made it"
     assert cw(district, "init").returncode == 0, "cw init makes it, when asked"
     assert database.stat().st_size > 0
 
