@@ -8,6 +8,7 @@ user's checkout; a compare-and-set ``update-ref`` advances the branch.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
@@ -376,16 +377,24 @@ def set_union_merge(repo: Path, globs: list[str]) -> None:
     user's attributes and checkout are untouched and every worktree sees it.
     """
     path = runner.git_common_dir(repo) / "info" / "attributes"
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    if UNION_BEGIN in text:
-        head, _, rest = text.partition(UNION_BEGIN)
-        text = head + rest.partition(UNION_END)[2].lstrip("\n")
     block = "".join(f"{glob} merge=union\n" for glob in globs)
-    if not block and UNION_BEGIN not in (path.read_text(encoding="utf-8") if path.exists() else ""):
+    if not block and UNION_BEGIN not in _read_text(path):
         return  # nothing configured, nothing to undo: the common case costs no write
-    if block:
-        text = text.rstrip("\n") + ("\n" if text.strip() else "")
-        text += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
     with runner.repo_lock(repo):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        text = _read_text(path)
+        kept = text
+        if UNION_BEGIN in kept:
+            head, _, rest = kept.partition(UNION_BEGIN)
+            kept = head + rest.partition(UNION_END)[2].lstrip("\n")
+        if block:
+            kept = kept.rstrip("\n") + ("\n" if kept.strip() else "")
+            kept += f"{UNION_BEGIN}\n{block}{UNION_END}\n"
+        if kept != text:  # written whole or not at all: the person's own attributes live there
+            path.parent.mkdir(parents=True, exist_ok=True)
+            part = path.with_name(f"{path.name}.cw-{os.getpid()}")
+            part.write_text(kept, encoding="utf-8")
+            os.replace(part, path)
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8") if path.exists() else ""

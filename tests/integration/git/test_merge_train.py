@@ -295,3 +295,27 @@ def test_a_conflict_goes_back_to_its_agent_even_when_its_intent_cannot_be_read(
 
     assert [c.key for c in result.bounced] == ["clash2"]
     assert states(store, claims) == {"clash1": "done", "clash2": "queued"}
+
+
+def test_the_union_rule_keeps_the_persons_attributes_and_is_written_only_when_it_changes(
+    make_repo: Callable[[str], Path],
+) -> None:
+    repo = make_repo("repo")
+    attributes = repo / ".git" / "info" / "attributes"
+    attributes.parent.mkdir(parents=True, exist_ok=True)
+    attributes.write_text("*.png binary\n")
+    treemerge.set_union_merge(repo, ["CHANGELOG.md"])
+    written = attributes.read_text()
+    assert written.startswith("*.png binary\n") and "CHANGELOG.md merge=union\n" in written
+    os.utime(attributes, ns=(10**18, 10**18))
+    inode = attributes.stat().st_ino
+    treemerge.set_union_merge(repo, ["CHANGELOG.md"])  # every train calls it
+    assert attributes.stat().st_mtime_ns == 10**18, "rewritten though nothing changed"
+    treemerge.set_union_merge(repo, ["NEWS"])
+    assert (
+        "NEWS merge=union" in attributes.read_text() and "CHANGELOG" not in attributes.read_text()
+    )
+    assert attributes.stat().st_ino != inode, "replaced whole, never truncated in place"
+    treemerge.set_union_merge(repo, [])
+    assert attributes.read_text() == "*.png binary\n"
+    assert not list(attributes.parent.glob("attributes?*")), "no part left"
