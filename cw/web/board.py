@@ -143,11 +143,18 @@ def _plans(
     ]
 
 
+#: Events this far below the newest are counted: on PostgreSQL one may commit after a later
+#: one (its id taken first), leaving the newest id as it was.
+LATE_EVENT_WINDOW = 1000
+
+
 def change_marker(store: Store) -> str:
     """Cheap to read, different after any change the page shows: every state change writes an
-    event, and agents' activity (cost, tokens) moves ``last_activity_at``."""
+    event (counted near the newest, for those committed late), and agents' activity (cost,
+    tokens) moves ``last_activity_at``."""
     newest = select(func.max(Event.id)).scalar_subquery()
+    recent = select(func.count()).where(Event.id > newest - LATE_EVENT_WINDOW).scalar_subquery()
     active = select(func.max(Agent.last_activity_at)).scalar_subquery()
     with db.reading(store.engine).connect() as connection:  # no write lock for a read
-        event, activity = connection.execute(select(newest, active)).one()
-    return f"{event or 0}:{activity or 0}"
+        event, count, activity = connection.execute(select(newest, recent, active)).one()
+    return f"{event or 0}:{count}:{activity or 0}"

@@ -15,8 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete, func, insert, select
 
 from cw import defaults
+from cw.store import Store
+from cw.store.models import Event
+from cw.web.board import change_marker
 from tests.conftest import POSTGRES_URL, init_district
 from tests.factories import spec
 from tests.integration.conftest import District
@@ -130,7 +134,7 @@ def test_a_district_initialised_again_is_read_afresh(
     d.settings.state_dir.mkdir()
     for made in settings.state_dir.glob(f"{defaults.DATABASE_FILE}*"):
         shutil.copy(made, d.settings.state_dir)
-    d.wait_for(lambda: page.state()["total"] == 2, timeout=10, what="the new database read")
+    d.wait_for(lambda: page.state()["total"] == 2, timeout=30, what="the new database read")
     assert [page.state()["total"] for _ in range(20)] == [2] * 20, "no connection of the old"
 
 
@@ -144,9 +148,28 @@ def test_a_district_deleted_under_the_page_stops_it_with_one_line(
     database = d.settings.state_dir / defaults.DATABASE_FILE
     for leftover in d.settings.state_dir.glob(f"{defaults.DATABASE_FILE}*"):
         leftover.unlink()
-    assert page.process.wait(timeout=10) == 1
+    assert page.process.wait(timeout=30) == 1
     log = (d.processes.log_dir / f"web-{page.url.rpartition(':')[2]}.log").read_text()
     (error,) = [line for line in log.splitlines() if line.startswith("cw: error: ")]
     assert "database" in error and "is gone" in error
     assert "Traceback" not in log
     assert not database.exists(), "not made again, empty"
+
+
+def test_an_event_committed_after_a_later_one_changes_what_the_page_is_told(
+    database_url: str,
+) -> None:
+    """PostgreSQL takes an event's id at insert: id N can commit after N+1. The page, told of
+    a change by the newest id alone, showed the state without N's change until another."""
+    store = Store.open(database_url)
+    try:
+        store.submit(spec({"a": [], "b": []}))
+        with store.engine.begin() as conn:
+            newest = conn.scalar(select(func.max(Event.id)))
+            conn.execute(delete(Event).where(Event.id == newest - 1))  # not committed yet
+        before = change_marker(store)
+        with store.engine.begin() as conn:  # now it is, with the id it took
+            conn.execute(insert(Event).values(id=newest - 1, at=time.time(), kind="late"))
+        assert change_marker(store) != before
+    finally:
+        store.close()
