@@ -6,11 +6,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from celery import Celery
 from kombu.exceptions import OperationalError as BrokerTrouble
 
-from cw.errors import BrokerError, CwError, NotSent
+from cw.errors import BrokerError, CwError, NotSent, UsageError
+from cw.git import worktrees
 from cw.settings import Settings
 from cw.states import TaskState
 from cw.store import Claim, Store, TransientDatabaseError
@@ -130,8 +132,23 @@ class District:
 
     def approve(self, task_id: int) -> None:
         """Approve work waiting for review: into the merge queue; on merge it is done."""
+        self._refuse_uncommitted(task_id)
         claim = self.store.approve(task_id)
         self._send_after(lambda: send_merge(self._connect(self.settings), claim))
+
+    def _refuse_uncommitted(self, task_id: int) -> None:
+        """A person's edits in the worktree of work in review: the merge takes the branch,
+        so they would be left out of the integration branch, without a word."""
+        task = self.store.task_detail(task_id)
+        if task.state != TaskState.REVIEW or not task.worktree or not os.path.isdir(task.worktree):
+            return  # not in review (the store says so), or its worktree on another host
+        changed = worktrees.changed_tracked_files(Path(task.worktree))
+        if changed:
+            raise UsageError(
+                f"task {task.key}: {len(changed)} file(s) changed in its worktree "
+                f"{task.worktree} are not committed ({changed[0]}): commit them to merge them "
+                "with the work (or discard them), then approve"
+            )
 
     def reject(self, task_id: int, feedback: str) -> None:
         """Send work waiting for review back to its agent with ``feedback``: a new attempt

@@ -278,6 +278,19 @@ def is_dirty(worktree: Path) -> bool:
     return bool(run(worktree, "status", "--porcelain", "--untracked-files=all"))
 
 
+def changed_tracked_files(worktree: Path) -> list[str]:
+    """The files of ``worktree`` changed and not committed, untracked files left out (a
+    check's build output); staged new files are in."""
+    fields = iter(run(worktree, "status", "--porcelain", "-z", "--untracked-files=no").split("\0"))
+    changed = []
+    for field in fields:
+        if len(field) > 3:
+            changed.append(field[3:])
+            if "R" in field[:2] or "C" in field[:2]:
+                next(fields, None)  # a rename's or copy's old path
+    return changed
+
+
 def commit_all(
     worktree: Path, message: str, author: str | None = None, *, finished: bool = False
 ) -> str | None:

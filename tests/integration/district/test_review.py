@@ -91,6 +91,28 @@ def test_work_waits_for_review_without_a_slot_and_feedback_reaches_the_same_agen
     assert json.loads(d.cw("message", "list", "--pending", "--json").stdout) == []
 
 
+def test_a_persons_uncommitted_edit_in_work_under_review_is_not_left_out_of_the_merge(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    """The merge takes the task's branch: an edit made while reviewing, not committed, was
+    left out of the integration branch (and later committed by the worktree's removal)."""
+    d = with_agent(district, tmp_path, CW_REVIEW="manual")
+    d.start_workers(1)
+    d.submit({"a": []})
+    assert d.wait_settled() == {"a": "review"}
+    worktree = Path(d.task("a")["worktree"])
+    (worktree / "a.txt").write_text("a reviewed\n")
+    (worktree / "build.log").write_text("a check's output, untracked\n")
+    refused = d.cw("review", "approve", "a", check=False)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "1 file(s) changed in its worktree" in refused.stderr and "(a.txt)" in refused.stderr
+    assert d.states() == {"a": "review"}
+    git(worktree, "commit", "-qam", "reviewed")
+    d.cw("review", "approve", "a")
+    assert d.wait_settled() == {"a": "done"}
+    assert git(d.repo, "show", "cw/integration:a.txt") == "a reviewed"
+
+
 def test_a_plan_may_be_reviewed_while_the_district_merges_at_once(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
