@@ -26,7 +26,7 @@ from cw.agents.prompts import (
 )
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
-from cw.errors import AgentError, CwError, UsageError
+from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.git import branches, hub, nested, treemerge, worktrees
 from cw.git.verify import run_checks
 from cw.host import processes, runmarks
@@ -105,17 +105,18 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
     if finished is None and (until := store.paused_until(settings.agent)) is not None:
         return _paused(settings, ws, until)
     with lease_kept(settings, store, claim):  # git work on a big repository can take a while
-        worktree, branch, base = prepare_worktree(settings, store, ws)
+        worktree, branch, base, on_hub = prepare_worktree(settings, store, ws)
         catch_up = ws.bounce is not None and ws.bounce.kind != REJECTED and not finished
         conflicts = _catch_up(settings, ws, worktree) if catch_up else []
         start = _head(worktree)
+    publish = Publisher(settings, branch, on_hub)
     if finished is not None:
         # Its agent finished before a crash took the attempt: its work is what gets merged.
         logger.info("task %s: an earlier agent finished; straight to merge", ws.brief.key)
         result = finished
     else:
         request = _request(settings, ws, worktree, branch, conflicts)
-        result = _watched_agent(settings, store, claim, request, Publisher(settings, branch))
+        result = _watched_agent(settings, store, claim, request, publish)
     # The agent's heartbeat ended with it: the lease is kept while cw checks, commits and
     # pushes (a lapse here would give the task to another attempt, and run the agent again).
     with lease_kept(settings, store, claim):
@@ -140,7 +141,7 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
                     store.record_agent_finished(claim, result)
                 except TransientDatabaseError as exc:
                     raise _Unrecorded(exc, result) from exc
-        head = _save_work(settings, store, claim, ws, worktree, branch, result.outcome)
+        head = _save_work(settings, store, claim, ws, worktree, publish, result.outcome)
         result = replace(result, head_sha=head or branches.branch_sha(settings.repo, branch))
         return _review_gate(settings, ws, worktree, result)
 
@@ -254,7 +255,7 @@ def _save_work(
     claim: Claim,
     ws: Workspace,
     worktree: Path,
-    branch: str,
+    publish: Publisher,
     kind: str,
 ) -> str | None:
     """Commit what the agent left, publish it to the hub while the attempt is still ours, and
@@ -268,12 +269,24 @@ def _save_work(
         # stopped task's too: it may resume elsewhere). An attempt that was lost meanwhile (a
         # stalled worker) leaves the hub's branch to the attempt that took over: its commits
         # stay on this host's branch.
-        hub.push_branch(settings.repo, settings.git_hub, branch, branch)
+        _publish_end(publish, kind)
     if kind == "stopped":
         # Everything is on the branch now: the worktree can go, and comes back on resume.
         # An interrupted task keeps its worktree: the restart continues in it at once.
         worktrees.remove_worktree(settings.repo, worktree)
     return head
+
+
+def _publish_end(publish: Publisher, kind: str) -> None:
+    """Finished work must reach the hub, where the merge worker finds it: a failed push is
+    cw's machinery failing, tried again. Any other end is recorded all the same (a person's
+    stop, the agent's questions were lost with it): the next attempt here publishes it."""
+    try:
+        publish.push()
+    except GitError as exc:
+        if kind == "done":
+            raise
+        logger.warning("%s not pushed to the hub, kept on this host: %s", publish.branch, exc)
 
 
 def _kind(store: Store, claim: Claim, outcome: AgentOutcome) -> str:
@@ -428,10 +441,14 @@ def _works_in(pgid: int, worktree: str | None) -> bool:
     return worktree is None or cwd.is_relative_to(Path(worktree).resolve())
 
 
-def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[Path, str, str]:
-    """The task's worktree and branch on this host: created from the integration branch's sha
-    the first time; later from the task's branch (work intact), taken from the hub when
-    another host worked on it. The path is always this host's own (the attempt records it)."""
+def prepare_worktree(
+    settings: Settings, store: Store, ws: Workspace
+) -> tuple[Path, str, str, str | None]:
+    """The task's worktree, branch and base on this host, and the branch's tip on the hub
+    (None: not there): created from the integration branch's sha the first time; later from
+    the task's branch (work intact), taken from the hub when another host worked on it. The
+    path is always this host's own (the attempt records it)."""
+    on_hub = None
     if settings.git_hub:
         branch = settings.integration_branch
         hub.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
@@ -439,7 +456,7 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
         branch, base = ws.branch, ws.base_sha
         worktree = _own_worktree(settings, branch)
         if settings.git_hub:
-            hub.take_hub_branch(settings.repo, settings.git_hub, branch, worktree)
+            on_hub = hub.take_hub_branch(settings.repo, settings.git_hub, branch, worktree)
         if str(worktree) != ws.worktree:
             store.record_worktree(Claim(ws.task_id, ws.attempt), str(worktree))
     else:
@@ -453,7 +470,7 @@ def prepare_worktree(settings: Settings, store: Store, ws: Workspace) -> tuple[P
                 "task %s: branch %s was there before it: now %s", ws.brief.key, branch, aside
             )
     worktrees.add_worktree(settings.repo, worktree, branch, base)
-    return worktree, branch, base
+    return worktree, branch, base, on_hub
 
 
 def _own_worktree(settings: Settings, branch: str) -> Path:

@@ -80,24 +80,32 @@ def _not_recorded(claim: Claim, exc: Exception) -> None:
 
 
 class Publisher:
-    """Pushes the task branch to the hub whenever it moved (a commit the agent made), so a
-    host that dies strands none of its agent's commits: the next attempt, on any host,
-    starts from them. A failed push is logged; the next heartbeat tries again."""
+    """Pushes the task branch to the hub whenever its tip is not what the hub holds (a commit
+    the agent made, or one an earlier attempt here could not push), so a host that dies
+    strands none of its agent's commits: the next attempt, on any host, starts from them.
+    Each push expects the hub to hold what this attempt last saw there: a host cut off while
+    another took the task over cannot push over the newer work. A failed heartbeat push is
+    logged; the next heartbeat tries again."""
 
-    def __init__(self, settings: Settings, branch: str) -> None:
+    def __init__(self, settings: Settings, branch: str, on_hub: str | None) -> None:
         self.settings, self.branch = settings, branch
-        self.pushed = branches.branch_sha(settings.repo, branch) if settings.git_hub else None
+        self.pushed = on_hub  # the hub's tip as this attempt knows it (None: not there)
 
     def __call__(self) -> None:
-        repo, hub_url = self.settings.repo, self.settings.git_hub
-        if not hub_url:
+        if not self.settings.git_hub:
             return
         try:
-            sha = branches.branch_sha(repo, self.branch)
-            if sha is not None and sha != self.pushed:
-                # Within the tick, so inside a lease; the attempt's last push waits longer.
-                timeout = max(self.settings.lease / 2, MIN_PUSH_SECONDS)
-                hub.push_branch(repo, hub_url, sha, self.branch, timeout=timeout)
-                self.pushed = sha
+            # Within the tick, so inside a lease; the attempt's last push waits longer.
+            self.push(timeout=max(self.settings.lease / 2, MIN_PUSH_SECONDS))
         except GitError as exc:
             logger.warning("could not push %s to the hub: %s", self.branch, exc)
+
+    def push(self, timeout: float | None = None) -> None:
+        """Publish the branch's tip unless the hub has it; :class:`GitError` if the push fails
+        (the hub away, or its branch moved: another attempt's work)."""
+        repo, hub_url = self.settings.repo, str(self.settings.git_hub)
+        sha = branches.branch_sha(repo, self.branch)
+        if sha is not None and sha != self.pushed:
+            expect = self.pushed or ""  # "": only if the hub has no such branch yet
+            hub.push_branch(repo, hub_url, sha, self.branch, expect=expect, timeout=timeout)
+            self.pushed = sha

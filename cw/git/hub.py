@@ -73,8 +73,9 @@ def push_branch(
     expect: str | None = None,
     timeout: float | None = None,
 ) -> None:
-    """Push ``source`` to the hub's ``branch``; with ``expect``, only if the hub still has it."""
-    lease = f"--force-with-lease=refs/heads/{branch}:{expect}" if expect else "--force"
+    """Push ``source`` to the hub's ``branch``; with ``expect``, only if the hub still has it
+    there (``""``: only if the hub has no such branch)."""
+    lease = f"--force-with-lease=refs/heads/{branch}:{expect}" if expect is not None else "--force"
     result = _push(repo, lease, hub, f"{source}:refs/heads/{branch}", timeout=timeout)
     if result.status != 0:
         raise GitError(failure(("push",), result))

@@ -77,7 +77,7 @@ def test_a_git_failure_sends_the_task_back_to_ready_instead_of_failing_it(
     assert store.claim_ready_tasks() == [], "not before its back-off"
     assert store.task_detail(store.find_task_id("b"))["state"].value == "pending"
     blocker.unlink()
-    time.sleep(detail["not_before"] - time.time())
+    time.sleep(max(0.0, detail["not_before"] - time.time()) + 0.1)  # never negative
     second = claim(store)
     assert attempts.run_attempt(settings, store, second, worker="w")
     assert store.task_state(first.task_id).value == "merging"
@@ -172,7 +172,7 @@ def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_star
     first = claim(store)
     workspace = store.start_attempt(first, worker="w1", host=socket.gethostname(), lease_seconds=1)
     assert workspace is not None
-    worktree, _branch, _base = attempts.prepare_worktree(settings, store, workspace)
+    worktree, _branch, _base, _on_hub = attempts.prepare_worktree(settings, store, workspace)
     orphan = subprocess.Popen(["sleep", "60"], cwd=worktree, start_new_session=True)
     try:
         store.record_heartbeat(first, 1, orphan.pid)  # its worker dies: the agent lives on

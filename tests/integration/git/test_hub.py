@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from cw.agents.attempts import run_attempt
+from cw.agents.lease import Publisher
+from cw.errors import GitError
 from cw.settings import Settings
 from cw.store import Store
 from cw.transport.celeryapp import make_app, worker_argv
@@ -134,3 +136,66 @@ def _wait_for_hub_branch(hub: Path) -> str:
             return refs.splitlines()[0]
         time.sleep(0.1)
     raise AssertionError("the task branch never reached the hub")
+
+
+def test_commits_a_failed_push_left_here_reach_the_hub_while_the_next_attempt_runs(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    """Attempt 1 committed and failed, and its push failed too (the hub away): its failure is
+    recorded all the same, and attempt 2 here publishes those commits at its first heartbeat
+    (it published nothing until its agent committed again: a host lost meanwhile lost them)."""
+    hub = seeded_hub(tmp_path)
+    here = tmp_path / "here"
+    git(tmp_path, "clone", "-q", str(hub), str(here))
+    agent = (
+        "if [ -e one.txt ]; then sleep 4; else echo one > one.txt && git add -A && "
+        'git commit -qm one && mv "$HUB" "$HUB.away" && exit 1; fi'
+    )
+    settings, store = init_district(here, {
+        **GIT_ID, "CW_REPO": str(here), "CW_BROKER_URL": redis_url, "CW_GIT_HUB": str(hub),
+        "CW_AGENT_COMMAND": agent, "CW_HEARTBEAT": "0.2", **database_env(database_url),
+    })  # fmt: skip
+    os.environ["HUB"] = str(hub)
+    try:
+        store.submit(spec({"a": []}))
+        (claim,) = store.claim_ready_tasks()
+        run_attempt(settings, store, claim, "w1@here")
+        assert store.task_state(claim.task_id).value == "failed", "not retried as cw's failure"
+        Path(f"{hub}.away").rename(hub)
+        store.retry_task(claim.task_id)
+        (again,) = store.claim_ready_tasks()
+        runner = threading.Thread(target=run_attempt, args=(settings, store, again, "w1"))
+        runner.start()
+        branch = _wait_for_hub_branch(hub)
+        assert runner.is_alive(), "published at a heartbeat, not only at the attempt's end"
+        assert git(hub, "show", f"{branch}:one.txt") == "one"
+        runner.join(timeout=60)
+    finally:
+        del os.environ["HUB"]
+        store.close()
+
+
+def test_a_push_from_a_host_cut_off_never_overwrites_the_work_of_the_attempt_after_it(
+    tmp_path: Path,
+) -> None:
+    """The lost attempt's push may connect after the next attempt's: it expects the hub to
+    hold what it saw there, and is refused instead of putting the older work back."""
+    hub = seeded_hub(tmp_path)
+    here, there = tmp_path / "here", tmp_path / "there"
+    for clone in (here, there):
+        git(tmp_path, "clone", "-q", str(hub), str(clone))
+    branch = "cw/task/1-a"
+    git(here, "checkout", "-q", "-b", branch)
+    git(here, "commit", "-q", "--allow-empty", "-m", "the lost attempt's first work")
+    settings = Settings.load(env={"CW_REPO": str(here), "CW_GIT_HUB": str(hub)})
+    publish = Publisher(settings, branch, None)
+    publish.push()
+    git(there, "fetch", "-q", "origin", branch)
+    git(there, "checkout", "-q", "-b", branch, "FETCH_HEAD")
+    git(there, "commit", "-q", "--allow-empty", "-m", "the next attempt's work")
+    git(there, "push", "-q", "origin", branch)
+    successor = git(there, "rev-parse", "HEAD")
+    git(here, "commit", "-q", "--allow-empty", "-m", "the lost attempt's late work")
+    with pytest.raises(GitError):
+        publish.push()
+    assert git(hub, "rev-parse", branch) == successor
