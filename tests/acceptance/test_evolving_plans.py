@@ -553,7 +553,12 @@ def test_two_submits_at_once_store_each_task_once(repo: Path) -> None:
         subprocess.Popen(argv, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
     ]
-    said = [proc.communicate(timeout=120) for proc in running]
+    try:
+        said = [proc.communicate(timeout=120) for proc in running]
+    finally:
+        for proc in running:  # none left running, no pipe left for the next test's collector
+            proc.kill()
+            proc.communicate()
     assert [proc.returncode for proc in running] == [0, 0], said
     heads = sorted(out.splitlines()[0] for out, _err in said)
     assert heads == [

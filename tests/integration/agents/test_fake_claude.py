@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -385,37 +386,43 @@ def test_a_plain_text_answer_leaves_no_structured_output(
 
 def test_hang_at_start_delays_init(tmp_path: Path, home: Path, wt: Path) -> None:
     env = scripted(tmp_path, Run(end=HangAtStart(1.0)))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(FAKE_CLAUDE), "-p", "go", *STREAM],
         cwd=wt,
         env=fake_claude_env(home, **env),
         stdout=subprocess.PIPE,
         text=True,
-    )
-    start = time.monotonic()
-    assert proc.stdout is not None
-    first = json.loads(proc.stdout.readline())
-    waited = time.monotonic() - start
-    proc.communicate(timeout=10)
+    ) as proc:
+        try:
+            start = time.monotonic()
+            assert proc.stdout is not None
+            first = json.loads(proc.stdout.readline())
+            waited = time.monotonic() - start
+            proc.communicate(timeout=10)
+        finally:
+            proc.kill()
     assert first["subtype"] == "init" and waited >= 0.9
     assert proc.returncode == 0
 
 
 def test_sigterm_during_a_sleep_ends_it_promptly(tmp_path: Path, home: Path, wt: Path) -> None:
     env = scripted(tmp_path, Run([Text("working"), Sleep(60)], Done("never")))
-    proc = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, str(FAKE_CLAUDE), "-p", "go", *STREAM],
         cwd=wt,
         env=fake_claude_env(home, **env),
         stdout=subprocess.PIPE,
         text=True,
-    )
-    assert proc.stdout is not None
-    assert json.loads(proc.stdout.readline())["subtype"] == "init"
-    assert json.loads(proc.stdout.readline())["type"] == "assistant"  # flushed as written
-    start = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=5)
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["subtype"] == "init"
+            assert json.loads(proc.stdout.readline())["type"] == "assistant"  # flushed as written
+            start = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=5)
+        finally:
+            proc.kill()
     assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM)
     assert time.monotonic() - start < 2
 
@@ -477,22 +484,37 @@ def test_sigterm_also_ends_the_bash_command_it_is_running(
 ) -> None:
     marker = f"sleep 4{os.getpid() % 1000}.25"
     env = scripted(tmp_path, Run([Bash(f"{marker}; echo late")], Done("never")))
-    proc = subprocess.Popen(
+
+    def left() -> list[psutil.Process]:
+        return [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if marker in " ".join(p.info["cmdline"] or [])
+        ]
+
+    with subprocess.Popen(
         [sys.executable, str(FAKE_CLAUDE), "-p", "go", *STREAM, "--allowedTools", "Bash"],
         cwd=wt,
         env=fake_claude_env(home, **env),
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
-    )
-    assert proc.stdout is not None
-    while json.loads(proc.stdout.readline())["type"] != "assistant":
-        pass
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=5)
-    time.sleep(0.1)
-    left = [
-        p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])
-    ]
-    assert proc.returncode == -signal.SIGTERM and left == []
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            while json.loads(proc.stdout.readline())["type"] != "assistant":
+                pass
+            deadline = time.monotonic() + 30  # the command runs: its `sleep` has started
+            while not any(p.info["cmdline"] == marker.split() for p in left()):
+                assert time.monotonic() < deadline, "the Bash command never started"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=5)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # it and its command
+            raise
+    deadline = time.monotonic() + 10  # the signal is delivered; the killed exit in their time
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.returncode == -signal.SIGTERM and left() == []

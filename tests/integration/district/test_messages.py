@@ -63,8 +63,17 @@ def pending(d: District) -> list[dict[str, Any]]:
     return rows
 
 
-def hooked(d: District) -> list[dict[str, Any]]:
-    return read_jsonl(Path(d.env["FAKE_CLAUDE_LOG"]).with_name("hook.jsonl"))
+def hooked(d: District, count: int) -> list[dict[str, Any]]:
+    """The messages the hook was given, once it has been given ``count``: it runs after the
+    message is stored (a merge worker's in a thread of its own), so a settled district may
+    not have run it yet."""
+    path = Path(d.env["FAKE_CLAUDE_LOG"]).with_name("hook.jsonl")
+
+    def given() -> int:  # whole lines: one is being appended meanwhile
+        return path.read_text().count("\n") if path.exists() else 0
+
+    d.wait_for(lambda: given() >= count, what=f"the hook to be given {count} message(s)")
+    return read_jsonl(path)
 
 
 def calls(d: District, key: str) -> list[dict[str, Any]]:
@@ -92,7 +101,7 @@ def test_answers_resume_the_same_session_in_the_same_worktree_and_the_work_merge
     first, second = pending(d)
     assert (first["task"], first["extra_id"]) == ("asks", "db")
     assert first["agent"] == d.task("asks")["agent"]
-    hook = hooked(d)
+    hook = hooked(d, 2)
     assert [m["body"] for m in hook] == [first["body"], second["body"]], "one JSON each"
     assert (hook[0]["task_state"], hook[0]["options"]) == ("waiting", ["sqlite", "postgres"])
 
@@ -110,7 +119,7 @@ def test_answers_resume_the_same_session_in_the_same_worktree_and_the_work_merge
     prompt = str(two["argv"][two["argv"].index("-p") + 1])
     assert "**Question (db):** SQLite or Postgres?" in prompt
     assert "**Answer:** postgres" in prompt and "**Answer:** ledger" in prompt
-    assert pending(d) == [] and len(hooked(d)) == 2
+    assert pending(d) == [] and len(hooked(d, 2)) == 2
 
 
 def test_a_checkpoints_comments_send_the_work_back_to_its_agent_until_approved(
@@ -127,7 +136,7 @@ def test_a_checkpoints_comments_send_the_work_back_to_its_agent_until_approved(
     assert d.wait_settled() == {"build": "done", "check": "waiting", "after": "pending"}
     (asked,) = pending(d)
     assert (asked["author"], asked["task"]) == ("checkpoint", "check")
-    assert [m["id"] for m in hooked(d)] == [asked["id"]], "the merge worker's dispatch notified"
+    assert [m["id"] for m in hooked(d, 1)] == [asked["id"]], "the merge worker's dispatch notified"
 
     said = answer(d, asked["id"], "the", "button", "is", "blue:", "make", "it", "red")
     assert said == (
@@ -141,7 +150,8 @@ def test_a_checkpoints_comments_send_the_work_back_to_its_agent_until_approved(
     assert flag(two, "--resume") == flag(one, "--session-id") and two["cwd"] == one["cwd"]
     assert "make it red" in str(two["argv"])
     (again,) = pending(d)
-    assert again["id"] != asked["id"] and [m["id"] for m in hooked(d)] == [asked["id"], again["id"]]
+    assert again["id"] != asked["id"]
+    assert [m["id"] for m in hooked(d, 2)] == [asked["id"], again["id"]]
 
     assert answer(d, again["id"], "approved") == (
         "cw: checkpoint check approved: its dependents proceed"

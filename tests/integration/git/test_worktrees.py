@@ -257,11 +257,16 @@ def test_sixteen_processes_adding_worktrees_at_once_all_succeed(repo: Path, tmp_
     signals = tmp_path / "signals"
     signals.mkdir()
     processes = [spawn_add(repo, i, base, signals) for i in range(16)]
-    deadline = time.monotonic() + 60
-    while len(list(signals.glob("ready*"))) < 16 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    (signals / "go").touch()
-    errors = [p.communicate(timeout=60)[1] for p in processes]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(signals.glob("ready*"))) < 16 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (signals / "go").touch()
+        errors = [p.communicate(timeout=60)[1] for p in processes]
+    finally:
+        for p in processes:  # none left running, no pipe left for the next test's collector
+            p.kill()
+            p.communicate()
     assert [p.returncode for p in processes] == [0] * 16, errors
     for i in range(16):
         assert (repo / ".cw" / f"t{i}" / "README.md").exists()

@@ -34,7 +34,7 @@ def get(url: str, credentials: str | None = None) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for_port(port: int, timeout: float = 30) -> None:
+def wait_for_port(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as conn:
@@ -69,7 +69,7 @@ def test_flower_answers_with_its_credentials_refuses_without_and_serves_metrics(
     base = f"http://127.0.0.1:{port}"
     assert get(f"{base}/api/workers")[0] == 401
     assert get(f"{base}/api/workers", "cw:wrong")[0] == 401
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         code, body = get(f"{base}/api/workers?refresh=1", credentials)
         assert code == 200

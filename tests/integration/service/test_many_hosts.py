@@ -232,6 +232,6 @@ def test_a_host_without_the_merge_worker_removes_its_own_finished_worktrees(
         return git(agent_host, "worktree", "list", "--porcelain").count("\nworktree ")
 
     # a removal moves the directory aside first and has git forget it next: wait for both
-    wait(lambda: not registered(), 15, "the agent host's worktrees to be forgotten by git")
+    wait(lambda: not registered(), 60, "the agent host's worktrees to be forgotten by git")
     assert not any(worktrees.glob("[0-9]*"))
     store.close()
