@@ -49,11 +49,13 @@ running -> ready: agent worker: shut down (WIP committed), a usage limit (parked
     resets) or a failure of cw's machinery (retried after a back-off); reconciler: the lease
     expired (the worker died). The next attempt resumes the session
 queued -> stopped: a person (cw agent stop) before any worker started it
+queued -> ready: agent worker: the budget of its plan or initiative was spent while it waited;
+    its attempt never began, and a raised cap sends it again
 stopped -> ready: a person (cw agent resume / restart): resumes the same session
 merging -> done: merge worker: merged into the integration branch
 merging -> queued: merge worker: conflicts or a red verify go back to the agent
-merging -> ready: merge worker: sent back as to queued, but max_running agents run: it waits for
-    a slot
+merging -> ready: merge worker: sent back as to queued, but max_running agents run, or its
+    budget is spent: it waits for a slot, or a raised cap
 merging -> conflict: merge worker: conflicts, with bouncing off (max_bounces = 0)
 merging -> failed: merge worker: bounced too often, or the merge itself failed
 running -> review: agent worker: review is manual, the agent succeeded and its verify passed in

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from cw.defaults import SESSION_NAMESPACE
 from cw.errors import LeaseHeld
-from cw.store.base import decisions_upstream, lock_task, queue_merge
+from cw.store.base import decisions_upstream, lock_task, over_budget_plans, queue_merge
 from cw.store.limits import Limits
 from cw.store.models import (
     Agent,
@@ -70,6 +70,8 @@ class Attempts(Limits):
                 )
             )
             previous: tuple[str, int | None] | None = None
+            if self._held_by_budget(s, claim, task):
+                return None
             if self._move(s, claim.task_id, [S.QUEUED], S.RUNNING, of_attempt=claim.attempt):
                 agent_id = s.scalar(select(Agent.id).where(Agent.task_id == claim.task_id))
                 assert agent_id is not None
@@ -93,6 +95,22 @@ class Attempts(Limits):
             workspace = _workspace(s, claim, previous, self._deliver_answers(s, claim))
             run.session_id = workspace.session_id or workspace.new_session_id
             return workspace
+
+    def _held_by_budget(self, s: Session, claim: Claim, task: Task | None) -> bool:
+        """A queued task whose plan's or initiative's budget was spent after it was sent goes
+        back to ready, its attempt not begun: a raised cap sends it again."""
+        queued = task is not None and task.state == S.QUEUED and task.attempt == claim.attempt
+        if not queued or task is None or task.plan_id not in over_budget_plans(s):
+            return False
+        return self._move(
+            s,
+            claim.task_id,
+            [S.QUEUED],
+            S.READY,
+            of_attempt=claim.attempt,
+            attempt=claim.attempt - 1,
+            last_error="its budget was spent while it waited for a worker",
+        )
 
     def _take_over(
         self, s: Session, task: Task, old: AgentRun, worker: str, now: float

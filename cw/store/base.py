@@ -25,6 +25,7 @@ from cw.store.models import (
     Initiative,
     Merge,
     Message,
+    Phase,
     Plan,
     Task,
     TaskDependency,
@@ -401,3 +402,19 @@ def decisions_upstream(s: Session, task_id: int) -> list[str]:
         .order_by(Task.position)
     ).all()
     return [f"{name}: {extra['answer']}" for name, extra in rows if extra.get("answer")]
+
+
+def over_budget_plans(s: Session) -> list[int]:
+    """Plans where no new work may start: their budget, or their initiative's, is spent."""
+    rows = selects.budgets(selecting(s))
+    plans = {r.id for r in rows if r.kind == "plan" and r.exhausted}
+    spent_initiatives = [r.id for r in rows if r.kind == "initiative" and r.exhausted]
+    if spent_initiatives:
+        plans.update(
+            s.scalars(
+                select(Plan.id)
+                .join(Phase, Phase.id == Plan.phase_id)
+                .where(Phase.initiative_id.in_(spent_initiatives))
+            )
+        )
+    return sorted(plans)

@@ -9,10 +9,10 @@ import time
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from cw.store import db, selects
-from cw.store.base import CLAIM_COLUMNS, agents_in_flight, claim_of, selecting
+from cw.store import db
+from cw.store.base import CLAIM_COLUMNS, agents_in_flight, claim_of, over_budget_plans
 from cw.store.limits import Limits
-from cw.store.models import Agent, Message, Phase, Plan, Task
+from cw.store.models import Agent, Message, Plan, Task
 from cw.store.overlap import Candidate, choose, declared_files
 from cw.store.records import Claim, S, option_text
 
@@ -108,19 +108,3 @@ def in_flight_files(s: Session) -> set[str]:
         .where(Task.state.in_([S.QUEUED, S.RUNNING, S.MERGING]))
     ).all()
     return {path for files, extra in rows for path in declared_files(files, extra)}
-
-
-def over_budget_plans(s: Session) -> list[int]:
-    """Plans where no new work may start: their budget, or their initiative's, is spent."""
-    rows = selects.budgets(selecting(s))
-    plans = {r.id for r in rows if r.kind == "plan" and r.exhausted}
-    spent_initiatives = [r.id for r in rows if r.kind == "initiative" and r.exhausted]
-    if spent_initiatives:
-        plans.update(
-            s.scalars(
-                select(Plan.id)
-                .join(Phase, Phase.id == Plan.phase_id)
-                .where(Phase.initiative_id.in_(spent_initiatives))
-            )
-        )
-    return sorted(plans)

@@ -16,6 +16,7 @@ from cw.store.base import (
     claim_of,
     labelled,
     lock_task,
+    over_budget_plans,
     queue_merge,
 )
 from cw.store.models import Agent, Merge, Message, Task
@@ -123,7 +124,9 @@ class Merges(StoreBase):
                 intent=intent,
                 no_changes=no_changes,
             )
+            # No slot, or its budget spent: it waits in ready, where a dispatch claims it.
             full = cap is not None and agents_in_flight(s) >= cap
+            full = full or task.plan_id in over_budget_plans(s)
             self._move(
                 s,
                 claim.task_id,

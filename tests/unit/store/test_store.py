@@ -302,3 +302,40 @@ def test_an_initiative_budget_covers_all_its_plans(store: Store) -> None:
     assert store.claim_ready_tasks() == []
     with pytest.raises(UsageError, match="no initiative 'nope'"):
         store.set_budget(Scope(initiative="nope"), usd=1.0)
+
+
+def test_work_queued_before_its_budget_was_spent_never_starts_and_a_raised_cap_sends_it(
+    store: Store,
+) -> None:
+    """Every ready task is sent at once: the cap was checked only then, so with a $1 cap and
+    one slot, four tasks queued behind the first all ran ($8 spent)."""
+    store.submit(spec({"a": [], "b": [], "c": []}))
+    store.set_budget(Scope(plan="01-01"), usd=1.0)
+    first, *queued = store.claim_ready_tasks()
+    store.start_attempt(first, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(first, AttemptResult(outcome="done", cost_usd=2.0), "claude")
+    for claim in queued:
+        assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30) is None
+        detail = store.task_detail(claim.task_id)
+        assert (detail.state.value, detail.attempt) == ("ready", 0), "its attempt never began"
+        assert "budget was spent" in str(detail.last_error)
+    assert store.claim_ready_tasks() == []
+    store.set_budget(Scope(plan="01-01"), usd=5.0)
+    again = store.claim_ready_tasks()
+    assert sorted(c.attempt for c in again) == [1, 1]
+    assert all(store.start_attempt(c, worker="w", host="h", lease_seconds=30) for c in again)
+
+
+def test_a_bounce_after_the_budget_was_spent_waits_in_ready(store: Store) -> None:
+    store.submit(spec({"a": []}))
+    store.set_budget(Scope(plan="01-01"), usd=1.0)
+    (claim,) = store.claim_ready_tasks()
+    store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(claim, AttemptResult(outcome="done", cost_usd=5.0), "claude")
+    store.begin_merge(claim)
+    report = MergeReport(conflict_files=["x.py"])
+    assert store.bounce(claim, report, intent=[], max_bounces=3) is None, "not on spent money"
+    assert store.task_state(claim.task_id).value == "ready"
+    store.set_budget(Scope(plan="01-01"), usd=10.0)
+    (again,) = store.claim_ready_tasks()
+    assert again.attempt == 2
