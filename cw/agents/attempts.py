@@ -414,16 +414,14 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
 
 
 def stop_lost_agent(
-    settings: Settings, claim: Claim, pid: int | None, runs: Mapping[int, runmarks.MarkedRun]
+    settings: Settings, claim: Claim, runs: Mapping[int, runmarks.MarkedRun]
 ) -> None:
-    """A lost attempt's agent on this host, if it lives on: its recorded process group, and
-    any process of ``runs`` (:func:`runmarks.agent_runs`) started for that attempt (its worker
-    may have died before recording it)."""
+    """A lost attempt's agent on this host, if it lives on: the process groups of ``runs``
+    (:func:`runmarks.agent_runs`) started for that attempt. Never the recorded pid alone: after
+    a reboot, or once pids wrapped, it is another program's (its worker may also have died
+    before recording it)."""
     attempt = range(claim.attempt, claim.attempt + 1)
-    groups = runmarks.agent_groups(runs, claim.task_id, attempt)
-    if pid and processes.group_alive(pid):
-        groups.add(pid)
-    _stop_groups(settings, groups, "of a lost attempt")
+    _stop_groups(settings, runmarks.agent_groups(runs, claim.task_id, attempt), "of a lost attempt")
 
 
 def _stop_groups(settings: Settings, groups: set[int], whose: str) -> None:

@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError as BrokerTrouble
 
 from cw.errors import BrokerError, CwError, NotSent, UsageError
 from cw.git import worktrees
+from cw.host import processes, runmarks
 from cw.settings import Settings
 from cw.states import TaskState
 from cw.store import Claim, Store, TransientDatabaseError
@@ -183,11 +184,11 @@ class District:
         if state == TaskState.STOPPED:
             return state
         if host == self.settings.hostname and pid:
-            # Same machine: signal at once instead of waiting for the worker's next heartbeat.
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            # Same machine: signal at once instead of waiting for the worker's next heartbeat,
+            # if the group is still this task's agent (after a reboot, the pid is another's).
+            run = runmarks.agent_runs(self.settings.state_dir).get(pid)
+            if run is not None and run.task_id == task_id:
+                processes.signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while (state := self.store.task_state(task_id)) == TaskState.RUNNING:
             if time.monotonic() > deadline:

@@ -110,12 +110,12 @@ def release_lost_attempts(settings: Settings, store: Store, now: float) -> int:
     """Expired leases: the task goes back to ready (dispatch gives it a new attempt that
     resumes the session), and an agent its dead worker left on this host is stopped."""
     lost = store.release_lost_attempts(now)
-    here = [(claim, pid) for claim, (host, pid) in lost if host == settings.hostname]
+    here = [claim for claim, (host, _pid) in lost if host == settings.hostname]
     runs = runmarks.agent_runs(settings.state_dir) if here else {}  # one look at the processes
     for claim, _ in lost:
         logger.warning("task %s attempt %s lost its worker; a new attempt resumes it", *_ids(claim))
-    for claim, pid in here:
-        stop_lost_agent(settings, claim, pid, runs)
+    for claim in here:
+        stop_lost_agent(settings, claim, runs)
     return len(lost)
 
 

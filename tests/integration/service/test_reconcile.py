@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +17,8 @@ from cw import defaults
 from cw.agents import attempts
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
+from cw.district import District as Actions
+from cw.errors import CwError
 from cw.git import merging
 from cw.service import reconcile
 from cw.settings import Settings
@@ -104,6 +107,27 @@ def test_an_expired_lease_sends_the_task_back_and_fences_the_old_worker(
     runs = store.task_detail(claim.task_id)["runs"]
     assert [(r["attempt"], r["state"]) for r in runs] == [(1, "lost"), (2, "running")]
     assert "lease expired" in runs[0]["error"]
+
+
+def test_a_lost_attempts_recorded_pid_now_another_programs_is_left_alone(
+    district_of: Callable[..., tuple[Settings, Store, Celery]],
+) -> None:
+    """After a reboot (or pids wrapping) the dead agent's pid is another program's: the
+    reconciler stopped that program's whole process group, and `cw agent stop` signalled it."""
+    settings, store, _app = district_of({"a": []})
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w@here", host=settings.hostname, lease_seconds=30)
+    with subprocess.Popen(["sleep", "300"], start_new_session=True) as stranger:
+        try:
+            assert store.record_heartbeat(claim, 30, pid=stranger.pid)
+            with pytest.raises(CwError, match="did not stop within"):  # its worker is gone
+                Actions(settings, store, dispatch=lambda: None).stop(claim.task_id, timeout=0.5)
+            assert stranger.poll() is None, "cw agent stop signalled it"
+            assert reconcile.release_lost_attempts(settings, store, time.time() + 31) == 1
+            time.sleep(0.5)
+            assert stranger.poll() is None, "a process no agent of this district started"
+        finally:
+            stranger.kill()
 
 
 def test_an_expired_lease_of_an_agent_asked_to_stop_leaves_the_task_stopped(
