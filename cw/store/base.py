@@ -152,6 +152,7 @@ class StoreBase:
         """blocked -> pending for these tasks, and downstream, where no bad dependency is left
         (what blocked them was retried, or a changed plan dropped it or the edge to it); the
         ones moved."""
+        db.serialize(s, "promote")  # a dependency failing meanwhile blocks what this frees
         moved: list[int] = []
 
         def move(task_id: int) -> bool:
@@ -167,6 +168,7 @@ class StoreBase:
 
     def _block_dependents(self, s: Session, task_id: int) -> None:
         """pending -> blocked for every task downstream of one that cannot finish."""
+        db.serialize(s, "promote")  # after an unblocking that saw this one still able to
         walk_dependents(s, task_id, lambda d: self._move(s, d, [S.PENDING], S.BLOCKED))
 
     def _claim(self, s: Session, task_id: int) -> Claim | None:

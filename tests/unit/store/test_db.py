@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cw.errors import ConfigError, UsageError
-from cw.store import AttemptResult, Claim, MergeReport, Question, Store, db, glance
+from cw.store import AttemptResult, Claim, MergeReport, Question, Store, base, db, glance
 from cw.store.base import lock_task
 from cw.store.models import Task, TaskDependency
 from tests.factories import spec
@@ -177,6 +178,48 @@ def test_recording_a_session_locks_the_task_first_as_the_heartbeat_does(database
         thread.join(10)
         assert recorded.is_set()
         assert store.task_detail(claim.task_id)["session_id"] == "session-1"
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_retry_racing_a_dependencys_failure_leaves_the_dependent_blocked(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """d waits on x (failed) and y (running). Retrying x read y as running and freed d while
+    y's failure, committed meanwhile, found no pending d to block: d waited for ever."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("concurrent writers: PostgreSQL (SQLite serializes every write)")
+    store, other = Store.open(database_url), Store.open(database_url)
+    try:
+        store.submit(spec({"x": [], "y": [], "d": ["x", "y"]}))
+        claims = {store.task_detail(c.task_id).key: c for c in store.claim_ready_tasks()}
+        for claim in claims.values():
+            assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+        store.finish_attempt(claims["x"], AttemptResult(outcome="failed", error="x"), "command")
+        checked = threading.Event()
+        real = base.has_bad_dependency
+
+        def slow(s: Any, task_id: int) -> bool:
+            bad = real(s, task_id)
+            if threading.current_thread().name == "retry":
+                checked.set()
+                time.sleep(1.0)  # y fails now
+            return bad
+
+        monkeypatch.setattr(base, "has_bad_dependency", slow)
+        retry = threading.Thread(target=store.retry_task, args=(claims["x"].task_id,), name="retry")
+        retry.start()
+        assert checked.wait(10)
+        other.finish_attempt(claims["y"], AttemptResult(outcome="failed", error="y"), "command")
+        retry.join(10)
+        states = {key: store.task_state(c.task_id).value for key, c in claims.items()}
+        d = store.find_task_id("d")
+        assert (states["x"], states["y"], store.task_state(d).value) == (
+            "ready",
+            "failed",
+            "blocked",
+        )
     finally:
         store.close()
         other.close()
