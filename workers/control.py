@@ -5,15 +5,20 @@ worker, and in a worker of its own so that a pass never waits behind a long merg
 worker forks it once it has loaded everything and frozen it (workers/sharing.py), before
 either connects to the broker: the two share those pages, and the pair holds little more
 memory than the merge worker alone (docs/benchmarks.md). It gets SIGTERM when the merge
-worker ends, and a merge worker shutting down stops it first (workers/shutdown.py). Loaded
-with the worker (the app's ``include``).
+worker ends, and a merge worker shutting down stops it first (workers/shutdown.py). One that
+ends while its merge worker runs (killed, out of memory) is started again, as a process of
+its own (``python -m workers.control``): forking is safe only before the merge worker's
+threads start. Loaded with the worker (the app's ``include``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
+import time
 from typing import Any
 
 import psutil
@@ -29,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 #: What ps and top call the control worker: its command line is the merge worker's.
 NAME = "cw-control"
+#: A control worker that ended is started again this long after, at the soonest.
+RESTART_PAUSE_SECONDS = 5.0
+#: Set once the merge worker shuts down: its control worker's end is then no failure.
+stopping = threading.Event()
 
 
 def fork_control_worker(sender: Any = None, **_: Any) -> None:
@@ -42,6 +51,12 @@ def fork_control_worker(sender: Any = None, **_: Any) -> None:
     pid = os.fork()
     if pid:
         forked[pid] = defaults.CONTROL_QUEUE
+        level = sender.loglevel
+        level = logging.getLevelName(level) if isinstance(level, int) else str(level)
+        again = [sys.executable, "-m", __name__, str(sender.hostname), level, str(me.pid)]
+        watch = threading.Thread(target=_keep_running, args=(pid, again), name="cw-control-watch")
+        watch.daemon = True
+        watch.start()
         return
     forked[os.getpid()] = defaults.CONTROL_QUEUE
     os._exit(_run_control_worker(sender, me.pid))  # never back into the merge worker's start-up
@@ -63,6 +78,34 @@ def _run_control_worker(merge_worker: Any, parent: int) -> int:
     return 0
 
 
+def _keep_running(pid: int, again: list[str]) -> None:
+    """In the merge worker: wait for its control worker; one that ends while the merge worker
+    runs is started again (without it no reconciler pass runs here, and nothing says so)."""
+    while True:
+        why = _ended(pid)
+        if stopping.is_set():
+            return
+        logger.error("the control worker (pid %s) %s: starting another", pid, why)
+        if stopping.wait(RESTART_PAUSE_SECONDS):
+            return
+        child = subprocess.Popen(again)
+        forked[child.pid] = defaults.CONTROL_QUEUE
+        pid = child.pid
+
+
+def _ended(pid: int) -> str:
+    """Once the child ``pid`` has ended: how."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by another waiter: watch it go instead
+        while psutil.pid_exists(pid):
+            time.sleep(1.0)
+        return "ended"
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
 def _argv(merge_node: str, loglevel: int | str) -> list[str]:
     """``celery worker`` of the control queue, named after the merge worker."""
     name, _, host = merge_node.partition("@")
@@ -72,4 +115,21 @@ def _argv(merge_node: str, loglevel: int | str) -> list[str]:
     return argv[argv.index("worker") :]
 
 
+def main(merge_node: str, loglevel: str, parent: str) -> int:
+    """A control worker started again by its merge worker (``python -m workers.control``)."""
+    from workers import app
+
+    forked[os.getpid()] = defaults.CONTROL_QUEUE
+    processes.die_with_parent(int(parent))
+    processes.set_name(NAME)
+    try:
+        app.worker_main(_argv(merge_node, loglevel))
+    except SystemExit as stop:
+        return stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    return 0
+
+
 signals.worker_init.connect(fork_control_worker)
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))

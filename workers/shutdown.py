@@ -19,7 +19,7 @@ from celery import signals
 from cw import defaults
 from cw.agents.attempts import interrupt_attempts
 from cw.host import processes
-from workers import runtime, runtime_opened, serves
+from workers import control, runtime, runtime_opened, serves
 
 
 def interrupt_agents(sender: Any = None, **_: Any) -> None:
@@ -36,7 +36,8 @@ def interrupt_agents(sender: Any = None, **_: Any) -> None:
 
 def stop_control_worker(**_: Any) -> None:
     """A merge worker shutting down stops its control worker (workers/control.py) at once, so
-    both stop side by side."""
+    both stop side by side; its watch does not start it again."""
+    control.stopping.set()
     for child in _control_workers():
         processes.signal_pid(child.pid, signal.SIGTERM)
 

@@ -493,30 +493,53 @@ def test_an_attempt_starting_as_its_worker_shuts_down_is_interrupted_at_once(
     store.close()
 
 
+def control_workers(merge: psutil.Process) -> list[psutil.Process]:
+    found = []
+    for child in merge.children():
+        try:
+            if child.name() == "cw-control" and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(child)  # its command line is the merge worker's
+        except psutil.Error:  # a process that ends as we look
+            continue
+    return found
+
+
 def test_the_merge_worker_returns_only_once_its_control_worker_is_gone(
     server: Callable[..., Server], processes: Processes
 ) -> None:
     srv = server()
     proc = processes.start([*CW, "worker", "--merge"], srv.repo, srv.env, "merge")
     merge = psutil.Process(proc.pid)
-
-    def control() -> list[psutil.Process]:
-        found = []
-        for child in merge.children():
-            try:
-                if child.name() == "cw-control":  # its command line is the merge worker's
-                    found.append(child)
-            except psutil.Error:  # a process that ends as we look (a zombie, say)
-                continue
-        return found
-
-    srv.wait_for(lambda: bool(control()), 60, "the control worker")
-    (worker,) = control()
+    srv.wait_for(lambda: bool(control_workers(merge)), 60, "the control worker")
+    (worker,) = control_workers(merge)
     log = processes.log_dir / "merge.log"
     srv.wait_for(lambda: log.read_text().count(" ready.") == 2, 60, "both workers ready")
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert alive([worker]) == [], "cw worker --merge returned before its control worker ended"
+
+
+def test_a_control_worker_that_dies_is_started_again_by_its_merge_worker(
+    server: Callable[..., Server], processes: Processes
+) -> None:
+    """Killed alone (out of memory, say), it took every reconciler pass of the host with it,
+    and nothing said so: a dead agent worker's task stayed running for hours."""
+    srv = server()
+    proc = processes.start([*CW, "worker", "--merge"], srv.repo, srv.env, "merge")
+    merge = psutil.Process(proc.pid)
+    log = processes.log_dir / "merge.log"
+    srv.wait_for(lambda: log.read_text().count(" ready.") == 2, 60, "both workers ready")
+    (first,) = control_workers(merge)
+    first.kill()
+    srv.wait_for(
+        lambda: [w.pid for w in control_workers(merge)] not in ([], [first.pid]), 60, "another"
+    )
+    (second,) = control_workers(merge)
+    srv.wait_for(lambda: log.read_text().count(" ready.") == 3, 60, "the new one ready")
+    assert f"the control worker (pid {first.pid}) was killed by signal 9" in log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert alive([second]) == [], "and stopped with its merge worker"
 
 
 def test_a_worker_restarted_under_its_old_name_in_the_same_second_runs_its_attempts(
