@@ -52,13 +52,14 @@ class Limits(StoreBase):
     def _pause_adapter(
         self, s: Session, adapter: str, resets_at: float, reason: str, task_id: int
     ) -> float:
-        """Pause ``adapter`` until ``resets_at`` plus jitter (a later pause in force stays);
-        when new agents of it may start again."""
+        """Pause ``adapter`` until ``resets_at`` plus jitter; a pause in force until then at
+        least stays, who hit it too (each task that met the pause moved it later, and named
+        itself as the one that hit the limit). When new agents of it may start again."""
         db.serialize(s, "pause")  # two workers hitting the limit at once make one row
-        until = resets_at + random.uniform(0.0, defaults.LIMIT_JITTER_SECONDS)
         row, now = s.get(AdapterPause, adapter), time.time()
-        if row is not None and row.until >= until:
+        if row is not None and row.until >= resets_at:
             return row.until
+        until = resets_at + random.uniform(0.0, defaults.LIMIT_JITTER_SECONDS)
         if row is None:
             row = AdapterPause(adapter=adapter)
             s.add(row)

@@ -70,6 +70,21 @@ def test_a_pause_ends_at_its_reset_and_a_later_limit_extends_it(
     assert d.store.pauses(now=pause.until + 1) == []
 
 
+def test_tasks_meeting_a_pause_in_force_neither_move_it_later_nor_take_its_name(
+    district: Callable[..., District],
+) -> None:
+    """Each queued task that met the pause finished "rate limited until the pause's end":
+    every one added its own jitter to the pause, and named itself as the one that hit it."""
+    d = district({})
+    d.store.submit(spec({key: [] for key in KEYS}))
+    first, *others = start(d.store, 6)
+    hit_limit(d.store, first, time.time() + 3600)
+    (pause,) = d.store.pauses()
+    for claim in others:
+        hit_limit(d.store, claim, pause.until)
+    assert d.store.pauses() == [pause]
+
+
 def test_lifting_no_pause_says_so_and_changes_nothing(district: Callable[..., District]) -> None:
     d = district({})
     result = d.cw("limits", "resume", check=False)
