@@ -95,6 +95,11 @@ RESEND_GRACE_LEASES = 2.0
 #: merge that git failed around (a ref lock race, the hub away) is tried again the same way.
 MACHINERY_RETRIES = 5
 MACHINERY_RETRY_SECONDS = 2.0
+#: The hub away (cw.errors.HubError) is tried again this many times instead, the pause
+#: doubling up to MACHINERY_MAX_PAUSE_SECONDS: about half an hour, so an outage of the hub's
+#: server or network fails no task for good.
+HUB_RETRIES = 12
+MACHINERY_MAX_PAUSE_SECONDS = 300.0
 #: At most this many waiting merges integrated in one pass and verified once (a merge train;
 #: a red check is bisected to the car that broke it).
 MERGE_TRAIN = 8

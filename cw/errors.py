@@ -57,6 +57,11 @@ class GitError(CwError):
     """A git operation failed; the message carries git's own words."""
 
 
+class HubError(GitError):
+    """The hub refused or did not answer a fetch, push or listing: tried again for longer than
+    other git trouble, since an outage passes (a restarted server, a network drop)."""
+
+
 class NotAGitRepository(GitError):
     """cw was run outside a git repository."""
 

@@ -40,7 +40,7 @@ from cw.store import (
     TransientDatabaseError,
     Workspace,
 )
-from cw.store.records import REJECTED, Bounce, ReviewCheck
+from cw.store.records import REJECTED, Bounce, ReviewCheck, machinery_retries
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _machinery_failed(
 ) -> None:
     """git, the file system or the database failed around the agent: a new attempt, not a
     failed task."""
-    retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+    retries, pause = machinery_retries(exc), defaults.MACHINERY_RETRY_SECONDS
     if store.retry_machinery(claim, str(exc), retries, pause, finished):
         logger.warning("task %s attempt %s: %s; trying again", *_ids(claim), exc)
     else:

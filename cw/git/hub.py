@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from cw import defaults
-from cw.errors import GitError
+from cw.errors import HubError
 from cw.git import stalelocks
 from cw.git.branches import branch_sha, is_ancestor, keep_aside
 from cw.git.runner import Result, call, failure, repo_lock, rev, run
@@ -55,7 +55,7 @@ def fetch_branch(repo: Path, hub: str, branch: str, into: str) -> bool:
             return False
         pause = next(pauses, None)
         if pause is None or not _passing(result.err):
-            raise GitError(failure(("fetch",), result))
+            raise HubError(failure(("fetch",), result))
         time.sleep(pause)
 
 
@@ -78,7 +78,7 @@ def push_branch(
     lease = f"--force-with-lease=refs/heads/{branch}:{expect}" if expect is not None else "--force"
     result = _push(repo, lease, hub, f"{source}:refs/heads/{branch}", timeout=timeout)
     if result.status != 0:
-        raise GitError(failure(("push",), result))
+        raise HubError(failure(("push",), result))
 
 
 #: How a hub's git says a lock file is in the way: "Unable to create '<path>.lock': File exists".
@@ -136,7 +136,7 @@ def hub_branches(repo: Path, hub: str, prefix: str) -> dict[str, str]:
     """The hub's branches whose names start with ``prefix``, each with its sha."""
     listed = _talk(repo, "ls-remote", "--heads", hub, f"refs/heads/{prefix}*")
     if listed.status != 0:
-        raise GitError(failure(("ls-remote",), listed))
+        raise HubError(failure(("ls-remote",), listed))
     out = listed.out
     pairs = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
     found = {ref.removeprefix("refs/heads/"): sha for sha, ref in pairs}
@@ -152,7 +152,7 @@ def delete_hub_branch(repo: Path, hub: str, branch: str, sha: str) -> bool:
         return True
     if any(word in result.err for word in ("stale info", "rejected", "does not exist")):
         return False  # it moved, or another host's gc deleted it first
-    raise GitError(failure(("push",), result))
+    raise HubError(failure(("push",), result))
 
 
 def hub_copies(repo: Path, prefix: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from cw.host.locks import file_lock, is_held
 from cw.settings import Settings
 from cw.states import TaskState
 from cw.store import Claim, MergeJob, MergeReport, Store, TransientDatabaseError
-from cw.store.records import Intent
+from cw.store.records import Intent, machinery_retries
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def _requeue(store: Store, cars: Cars) -> None:
 def _retry(store: Store, claim: Claim, exc: Exception) -> float | None:
     """Git or the database failed around this merge: queued again for a later try (None:
     given up, failed)."""
-    retries, pause = defaults.MACHINERY_RETRIES, defaults.MACHINERY_RETRY_SECONDS
+    retries, pause = machinery_retries(exc), defaults.MACHINERY_RETRY_SECONDS
     retry_in = store.retry_merge(claim, str(exc), retries, pause)
     log = logger.warning if retry_in is not None else logger.error
     log("merge of task %s attempt %s: %s", *_ids(claim), exc)

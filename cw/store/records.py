@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from cw.errors import UsageError
+from cw import defaults
+from cw.errors import HubError, UsageError
 from cw.states import TaskState
 
 S = TaskState
@@ -348,7 +349,12 @@ MACHINERY_RETRIES = "machinery_retries"
 
 def machinery_backoff(pause: float, count: int) -> float:
     """Seconds before the ``count``-th retry after a failure of cw's machinery."""
-    return pause * 2.0 ** (count - 1)
+    return min(pause * 2.0 ** (count - 1), defaults.MACHINERY_MAX_PAUSE_SECONDS)
+
+
+def machinery_retries(exc: BaseException) -> int:
+    """How many times a failure like ``exc`` of cw's machinery is tried again."""
+    return defaults.HUB_RETRIES if isinstance(exc, HubError) else defaults.MACHINERY_RETRIES
 
 
 def machinery_gave_up(error: str, count: int) -> str:

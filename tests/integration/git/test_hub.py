@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from cw import defaults
 from cw.agents.attempts import run_attempt
 from cw.agents.lease import Publisher
-from cw.errors import GitError
+from cw.errors import GitError, HubError
+from cw.git.hub import fetch_branch
 from cw.settings import Settings
 from cw.store import Store
+from cw.store.records import machinery_backoff, machinery_retries
 from cw.transport.celeryapp import make_app, worker_argv
 from cw.transport.dispatch import dispatch_ready
 from tests.conftest import CW, GIT_ID, Processes, database_env, git, init_district
@@ -199,3 +202,16 @@ def test_a_push_from_a_host_cut_off_never_overwrites_the_work_of_the_attempt_aft
     with pytest.raises(GitError):
         publish.push()
     assert git(hub, "rev-parse", branch) == successor
+
+
+def test_the_hub_away_is_tried_again_for_half_an_hour_not_a_minute(tmp_path: Path) -> None:
+    """Five retries, doubling from 2 s: a hub away for 64 s failed every task sent meanwhile,
+    for good."""
+    here = tmp_path / "here"
+    git(tmp_path, "init", "-q", "-b", "main", str(here))
+    with pytest.raises(HubError) as away:
+        fetch_branch(here, str(tmp_path / "gone.git"), "main", "refs/cw-hub/main")
+    retries = machinery_retries(away.value)
+    waits = [machinery_backoff(defaults.MACHINERY_RETRY_SECONDS, n) for n in range(1, retries + 1)]
+    assert 25 * 60 < sum(waits) < 40 * 60 and max(waits) <= 300
+    assert machinery_retries(GitError("a local git failure")) == defaults.MACHINERY_RETRIES
