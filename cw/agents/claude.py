@@ -221,6 +221,7 @@ class ClaudeStream:
         self.result_at: float | None = None  # when the result came (monotonic)
         self.lines = 0
         self.limit_resets_at: float | None = None  # a usage limit refused the run; 0: no time
+        self.turns: dict[str, dict[str, Any]] = {}  # each API response's usage, by message id
 
     def mark_attempt(self, attempt: int, resume: str | None) -> None:
         self._log(
@@ -251,6 +252,24 @@ class ClaudeStream:
             self._session(event.get("session_id"))
         elif event.get("type") == "rate_limit_event":
             self._rate_limit(event.get("rate_limit_info"))
+        elif event.get("type") == "assistant":
+            self._turn(event.get("message"))
+
+    def _turn(self, message: object) -> None:
+        """One response's usage: each of its content blocks comes as an event of its own,
+        with the same message id and usage."""
+        if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+            self.turns[str(message.get("id") or len(self.turns))] = message["usage"]
+
+    def turns_usage(self) -> dict[str, int]:
+        """What the responses so far used, added up: the usage of a run that ended without a
+        result (stopped, timed out, killed), which the CLI reports nowhere else."""
+        total: dict[str, int] = {}
+        for usage in self.turns.values():
+            for key, value in usage.items():
+                if isinstance(value, int) and not isinstance(value, bool):
+                    total[key] = total.get(key, 0) + value
+        return total
 
     def _session(self, session_id: object) -> None:
         if isinstance(session_id, str) and session_id and session_id != self.session_id:
@@ -310,6 +329,7 @@ def judge(stream: ClaudeStream, finished: Finished, request: AgentRequest) -> Ag
     result = stream.result
     if result is None:
         outcome.error = _no_result(finished, request)
+        outcome.usage = stream.turns_usage()  # its tokens count against budgets all the same
         return outcome
     _record_usage(outcome, result, request.session_cost_usd if request.session_id else 0.0)
     if result.get("is_error") or finished.exit_code != 0:

@@ -284,3 +284,27 @@ def test_a_reset_time_in_milliseconds_or_beyond_a_week_pauses_no_agent_for_ever(
             assert out.resets_at < time.time() + 600 and "in the coming week" in out.error
         else:
             assert out.resets_at == pytest.approx(expected)
+
+
+def test_a_run_stopped_before_its_result_counts_the_tokens_its_responses_used(
+    tmp_path: Path,
+) -> None:
+    """The CLI reports usage only in its result: every stopped, timed-out or killed run
+    counted 0 tokens against a token budget."""
+    stream = ClaudeStream(io.StringIO(), lambda _s: None)
+    stream.feed(json.dumps({"type": "system", "subtype": "init", "session_id": "s-9"}))
+    first = {
+        "id": "msg_1",
+        "usage": {
+            "input_tokens": 10,
+            "cache_read_input_tokens": 900,
+            "output_tokens": 40,
+            "service_tier": "standard",
+        },
+    }
+    second = {"id": "msg_2", "usage": {"input_tokens": 5, "output_tokens": 7}}
+    for message in (first, first, second):  # a response's blocks come one event each
+        stream.feed(json.dumps({"type": "assistant", "message": message}))
+    out = judge(stream, Finished(-15, True, False, 1.0), request(tmp_path))
+    assert out.status == "failed"
+    assert out.usage == {"input_tokens": 15, "cache_read_input_tokens": 900, "output_tokens": 47}
