@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cw.cli.common import until_ctrl_c
+from cw.cli.render import STATE_STYLE
 from cw.store.read import seconds, short_count
 from cw.web.board import Board
 from cw.web.render import ago, money
@@ -57,26 +58,37 @@ def draw(board: Board) -> RenderableType:
                  [(r.key, r.agent, board.diffstats.get(r.key, ""), ago(r.since))
                   for r in board.review]),
         _section("Failed", ("task", "state", "error"),
-                 [(t.key, str(t.state), (t.last_error or "").splitlines()[0] if t.last_error
-                   else "") for t in board.failed]),
-        _section("Running", ("agent", "task", "elapsed", "cost", "tokens"),
-                 [(a.name, a.task, seconds(a.runtime_seconds), money(a.cost_usd),
-                   short_count(a.tokens)) for a in board.running]),
+                 [(t.key, _state(t.state), (t.last_error or "").splitlines()[0] if t.last_error
+                   else "") for t in board.failed], board.more.get("failed", 0)),
+        _section("Running", ("agent", "task", "state", "elapsed", "cost", "tokens"),
+                 [(a.name, a.task, _state(a.state), seconds(a.runtime_seconds),
+                   money(a.cost_usd), short_count(a.tokens)) for a in board.running]),
         _section("Waiting / blocked", ("task", "state", "waits on"),
-                 [(t.key, str(t.state), ", ".join(board.waits_on.get(t.key, [])))
-                  for t in board.waiting]),
+                 [(t.key, _state(t.state), ", ".join(board.waits_on.get(t.key, [])))
+                  for t in board.waiting], board.more.get("waiting", 0)),
         _section("Done", ("task", "agent", "finished"),
-                 [(t.key, t.agent or "-", ago(t.state_changed_at)) for t in board.done]),
+                 [(t.key, t.agent or "-", ago(t.state_changed_at)) for t in board.done],
+                 board.more.get("done", 0)),
     ]  # fmt: skip
     return Group(*parts)
 
 
-def _section(title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> Table:
-    table = Table(title=f"{title} ({len(rows)})", title_justify="left", expand=False)
+def _state(state: str) -> Text:
+    """A task's or an agent's state in its colour (``unresponsive``, a dead agent's, in red)."""
+    return Text(str(state), style=STATE_STYLE.get(state, ""))
+
+
+def _section(
+    title: str, columns: tuple[str, ...], rows: list[tuple[str | Text, ...]], more: int = 0
+) -> Table:
+    """A section's first ``ROWS`` rows under its title and how many it has in all: ``more``
+    are those the board read did not return (``Board.more``)."""
+    total = len(rows) + more
+    table = Table(title=f"{title} ({total})", title_justify="left", expand=False)
     for column in columns:
         table.add_column(column, overflow="ellipsis", no_wrap=True, max_width=60)
-    for row in rows[:ROWS]:
-        table.add_row(*(Text(cell) for cell in row))  # Text: nobody's words read as markup
-    if len(rows) > ROWS:
-        table.add_row(Text(f"... and {len(rows) - ROWS} more"), *[""] * (len(columns) - 1))
+    for row in rows[:ROWS]:  # Text: nobody's words read as markup
+        table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in row))
+    if total > ROWS:
+        table.add_row(Text(f"... and {total - ROWS} more"), *[""] * (len(columns) - 1))
     return table

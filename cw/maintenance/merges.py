@@ -37,9 +37,11 @@ FAILED_MERGES = frozenset({"failed", "verify_failed"})
 
 def merge_status(store: Store, now: float | None = None) -> MergeStatus:
     """The merge queue: queued (in order), in progress, recently merged, open conflicts and
-    failures (the newest merge of their task), and how often tasks bounced."""
+    failures (the newest merge of a task that still waits on it), and how often tasks bounced."""
     now = time.time() if now is None else now
     rows = store.merge_rows()  # newest first
+    with store.listing() as listings:
+        bounced = listings.bounced()
     newest: dict[int, MergeRow] = {}
     for row in rows:
         newest.setdefault(row.task_id, row)
@@ -48,15 +50,25 @@ def merge_status(store: Store, now: float | None = None) -> MergeStatus:
         key=lambda r: r.finished_at or 0.0,
         reverse=True,
     )
-    attempts = Counter(r.task for r in rows)
+    attempts = Counter(r.task_id for r in rows)
     return MergeStatus(
         queued=[_queued(r, now) for r in sorted(rows, key=lambda r: r.id) if r.state == "queued"],
         in_progress=[_in_progress(r, now) for r in rows if r.state == "merging"],
         merged=[_merged(r) for r in merged[:RECENT_MERGES]],
-        conflicts=[_conflict(r) for r in newest.values() if r.state == "conflict"],
-        failures=[_failure(r) for r in newest.values() if r.state in FAILED_MERGES],
-        bounces=[Bounce(task, n, n - 1) for task, n in sorted(attempts.items()) if n > 1],
+        conflicts=[_conflict(r) for r in newest.values() if _waits_on(r) == "conflict"],
+        failures=[_failure(r) for r in newest.values() if _waits_on(r) == "failed"],
+        bounces=[Bounce(name, attempts[i], n) for i, name, n in bounced],
     )
+
+
+def _waits_on(newest: MergeRow) -> str | None:
+    """``conflict`` or ``failed`` while a task's newest merge conflicted or failed and the task
+    still waits for a person on it (not cancelled, not back with its agent, not retried)."""
+    if newest.state == "conflict" and newest.task_state == TaskState.CONFLICT:
+        return "conflict"
+    if newest.state in FAILED_MERGES and newest.task_state == TaskState.FAILED:
+        return "failed"
+    return None
 
 
 def _queued(row: MergeRow, now: float) -> Queued:

@@ -44,7 +44,8 @@ PAIRS = "SELECT task_id, depends_on_id FROM task_dependencies"
 AGENTS = """
 SELECT a.id, a.name, a.adapter, a.session_id, a.cost_usd, a.tokens, a.last_activity_at,
        t.id AS task_id, t.key AS task, t.state AS task_state, t.worktree, r.state AS run_state,
-       r.attempt, r.worker, r.host, r.pid, r.started_at, r.finished_at, r.lease_expires_at
+       r.attempt, r.worker, r.host, r.pid, r.started_at, r.finished_at, r.lease_expires_at,
+       r.heartbeat_at
 FROM agents a
 JOIN tasks t ON t.id = a.task_id
 LEFT JOIN (SELECT agent_id, MAX(attempt) AS attempt FROM agent_runs GROUP BY agent_id) latest
@@ -105,6 +106,14 @@ FROM tasks t JOIN plans p ON p.id = t.plan_id JOIN phases ph ON ph.id = p.phase_
 WHERE t.state = 'ready'
 """
 
+#: Each task the merge sent back to its agent, with how many tasks share its key.
+BOUNCED = """
+SELECT t.id, t.key, i.name, t.bounces, (SELECT COUNT(*) FROM tasks o WHERE o.key = t.key)
+FROM tasks t JOIN initiatives i ON i.id = t.initiative_id
+WHERE t.bounces > 0
+ORDER BY t.id
+"""
+
 _NONE: Mapping[str, object] = {}
 
 
@@ -137,6 +146,14 @@ class Listings:
 
     def budgets(self) -> list[Budget]:
         return budgets(self._select)
+
+    def bounced(self) -> list[tuple[int, str, int]]:
+        """(task id, name, bounces) of each task the merge sent back to its agent; named by
+        its key, with its initiative and id where another task has that key too."""
+        return [
+            (i, key if same == 1 else f"{key} ({initiative}, id:{i})", bounces)
+            for i, key, initiative, bounces, same in self._select(BOUNCED, _NONE)
+        ]
 
     def over_budget(self) -> set[int]:
         """The ready tasks no budget lets start: their plan's or initiative's is spent."""

@@ -36,7 +36,7 @@ def agent_list(store: Listings) -> list[AgentView]:
 
 
 def _agent(row: AgentListing, now: float) -> AgentView:
-    started, finished = row.started_at, row.finished_at
+    started = row.started_at
     state = _agent_state(row, now)
     return AgentView(
         name=row.name,
@@ -49,11 +49,21 @@ def _agent(row: AgentListing, now: float) -> AgentView:
         worker=row.worker,
         host=row.host,
         pid=row.pid if state == "running" else None,
-        runtime_seconds=round((finished or now) - started, 1) if started else None,
+        runtime_seconds=round(_until(row, state, now) - started, 1) if started else None,
         last_activity_at=row.last_activity_at,
         cost_usd=row.cost_usd,
         tokens=row.tokens,
     )
+
+
+def _until(row: AgentListing, state: str, now: float) -> float:
+    """When its runtime ends: at its finish, at its last heartbeat once it is unresponsive
+    (its worker stopped), else now."""
+    if row.finished_at:
+        return row.finished_at
+    if state == "unresponsive":
+        return row.heartbeat_at or row.started_at or now
+    return now
 
 
 def _agent_state(row: AgentListing, now: float) -> str:

@@ -58,6 +58,7 @@ class AgentListing(Row):
     started_at: float | None
     finished_at: float | None
     lease_expires_at: float | None
+    heartbeat_at: float | None  # the last renewal of its lease
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,21 @@ class Pause(Row):
     paused_at: float
     task: str | None  # the task whose agent hit the limit
 
-    def describe(self) -> str:
-        """One line for a person: what is paused, until when, and how to lift it."""
-        until = time.strftime("%H:%M:%S UTC", time.gmtime(self.until))
+    def describe(self, now: float | None = None) -> str:
+        """One line for a person: what is paused, until when (in UTC, its date too unless it is
+        today's), and how to lift it."""
+        until = utc_time(self.until, time.time() if now is None else now)
         hit = f" (task {self.task} hit it)" if self.task else ""
         return (
             f"{self.adapter} paused by a usage limit until {until}{hit}: no new {self.adapter} "
             "agent starts; `cw limits resume` lifts it"
         )
+
+
+def utc_time(at: float, now: float) -> str:
+    """``14:05:00 UTC``, or ``2025-06-03 14:05:00 UTC`` on another day than ``now``'s."""
+    day = "" if time.gmtime(at)[:3] == time.gmtime(now)[:3] else "%Y-%m-%d "
+    return time.strftime(f"{day}%H:%M:%S UTC", time.gmtime(at))
 
 
 @dataclass(frozen=True)
