@@ -116,7 +116,10 @@ def _lines(path: Path, follow: bool, settled: Callable[[], bool], stop: StopFlag
             line = handle.readline()
             if line:
                 yield line.rstrip("\n")
-            elif not follow or stop.is_set() or settled():
+            elif not follow or stop.is_set():
+                return
+            elif settled():  # what the agent wrote before it settled, then no more
+                yield from (rest.rstrip("\n") for rest in handle)
                 return
             else:
                 stop.wait(STOP_POLL_SECONDS)
