@@ -178,6 +178,19 @@ def test_resume_keeps_the_session_grows_the_transcript_and_counts_attempts(
     assert transcript_path(home, wt, session).exists()
 
 
+def test_a_resumed_sessions_total_cost_is_the_sessions_as_the_real_cli_reports_it(
+    tmp_path: Path, home: Path, wt: Path
+) -> None:
+    """The real CLI's total_cost_usd after --resume covers every run of the session: a fake
+    reporting each run's alone let cw's subtraction record nothing for a resumed run."""
+    env = scripted(tmp_path, Run(attempt=1, cost_usd=0.25), Run(attempt=2, cost_usd=0.5))
+    session = str(uuid.uuid4())
+    first = claude(wt, home, "-p", "one", *STREAM, "--session-id", session, **env)
+    second = claude(wt, home, "-p", "two", *STREAM, "--resume", session, **env)
+    totals = [result_of(run)["total_cost_usd"] for run in (first, second)]
+    assert totals == [0.25, 0.75]
+
+
 def test_reusing_a_session_id_fails(home: Path, wt: Path) -> None:
     session = str(uuid.uuid4())
     assert claude(wt, home, "-p", "one", "--session-id", session).returncode == 0

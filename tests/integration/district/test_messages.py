@@ -120,6 +120,8 @@ def test_answers_resume_the_same_session_in_the_same_worktree_and_the_work_merge
     assert "**Question (db):** SQLite or Postgres?" in prompt
     assert "**Answer:** postgres" in prompt and "**Answer:** ledger" in prompt
     assert pending(d) == [] and len(hooked(d, 2)) == 2
+    runs = [r["cost_usd"] for r in d.task("asks")["runs"]]  # the CLI said 0.01, then 0.02
+    assert runs == [pytest.approx(0.01), pytest.approx(0.01)], "each run's own share"
 
 
 def test_a_checkpoints_comments_send_the_work_back_to_its_agent_until_approved(
