@@ -168,7 +168,7 @@ def _gc_worktree(run: _Gc, entry: worktrees.WorktreeEntry) -> None:
         remove, reason = _worktree_verdict(run, entry, task)
         if remove:
             reason = _remove_worktree(run, entry, task, reason)
-    except GitError as exc:
+    except (GitError, OSError) as exc:  # one worktree's trouble ends no clean-up of the rest
         remove, reason = False, f"could not check or remove it: {exc}"
     run.report.add("worktree", str(path), remove, reason)
 

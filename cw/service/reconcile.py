@@ -157,7 +157,7 @@ def clean_worktrees(settings: Settings, store: Store, before: float) -> int:
     there (a merge worker died before its clean-up); uncommitted changes go to the branch."""
     try:
         report = clean_host_worktrees(settings, store, before)
-    except CwError as exc:
+    except (CwError, OSError) as exc:
         logger.warning("could not look at the worktrees: %s", exc)
         return 0
     return sum(1 for item in report.items if item.removed)

@@ -137,6 +137,30 @@ def test_gc_keeps_a_merged_branch_that_has_commits_outside_the_integration_branc
     assert git(d.repo, "show", f"{a['branch']}:later.txt") == "after the merge"
 
 
+def test_a_worktree_the_file_system_refuses_to_remove_is_reported_and_the_rest_go_on(
+    district: Callable[..., District], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An OSError (a tree an agent left read-only, say) ended gc, and every reconciler pass
+    with it: the worktrees after it and the stale-lock clean-up never came."""
+    d = district()
+    d.submit("a")
+    d.merge(d.run_agents()["a"])
+    d.store.submit(spec({"b": []}, name="then"))  # from a's merge: both write shared.txt
+    d.merge(d.run_agents()["b"])
+    a, b = d.task("a"), d.task("b")
+    real = worktrees.remove_worktree
+
+    def refuse(repo: Path, path: Path, **kwargs: str) -> None:
+        if path == Path(str(a["worktree"])):
+            raise PermissionError(13, "Permission denied", str(path / "locked"))
+        real(repo, path, **kwargs)
+
+    monkeypatch.setattr(worktrees, "remove_worktree", refuse)
+    report = gc(d.settings, d.store, dry_run=False).as_json()
+    assert "Permission denied" in by_target(report["kept"])[str(a["worktree"])]
+    assert str(b["worktree"]) in by_target(report["removed"])
+
+
 def test_gc_dry_run_changes_nothing(district: Callable[..., District]) -> None:
     d = district()
     d.submit("a")
