@@ -77,10 +77,20 @@ def read_plan(path: Path, display: str, place: Place, plan_names: dict[str, str]
     tasks = read_tasks(Body(text, body_start, sections, key, display), warnings)
     objective, context = section_text(sections, "objective"), section_text(sections, "context")
     name = _plan_name(doc, plan_names, key, objective)
+    objective = _with_feature(objective, sections, tasks)
     file_digest = hashlib.sha256(text.encode()).hexdigest()[:32]
     extra = {**_plan_extra(doc, sections), "plan_file": display, FILE_DIGEST: file_digest}
     spec = PlanSpec(key, name, objective, context, extra, tasks, Where(display, 1))
     return GsdPlan(spec, phase, slug, _depends(doc), doc, warnings + _unclosed(tasks))
+
+
+def _with_feature(objective: str, sections: list[Element], tasks: list[TaskSpec]) -> str:
+    """A plan's ``<feature>`` (what to build and test) is part of what each of its tasks is
+    told: the one task of a TDD plan without ``<tasks>``, else part of the plan's objective."""
+    feature = section_text(sections, "feature")
+    if not feature or (tasks and tasks[0].extra.get("tdd") is True):
+        return objective
+    return "\n\n".join(part for part in (objective, f"Feature:\n{feature}") if part)
 
 
 def _unclosed(tasks: list[TaskSpec]) -> list[str]:

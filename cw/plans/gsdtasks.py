@@ -12,18 +12,36 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cw.errors import PlanError
-from cw.plans.gsdtags import Element, LineIndex, attributes, clean, section_text, split_files
-from cw.plans.spec import TASK_KINDS, TaskSpec, Where, plan_error
+from cw.plans.gsdtags import (
+    Element,
+    LineIndex,
+    attributes,
+    clean,
+    hidden,
+    inside,
+    section_text,
+    split_files,
+)
+from cw.plans.spec import TASK_KINDS, TaskSpec, Where, plan_error, unwrapped
 
 _HEADING_RE = re.compile(r"^(#{1,6})[ \t]+(.*)$", re.M)
 _MD_TASK_RE = re.compile(r"Task[ \t]+\d{1,4}\b[ \t]*[:.\u2013\u2014-]?[ \t]*(.*)", re.I)
 _FENCE_RE = re.compile(r"^[ \t]*(?:```|~~~)", re.M)
 _MISSING_RE = re.compile(r"MISSING\b")
+_TASKS_OPEN_RE = re.compile(r"<tasks(?:\s[^<>]*)?>")
 _TASK_OPEN_RE = re.compile(r"<task(\s[^<>]*)?>", re.I)
 #: An opening that starts a line: inside a task's text, only such a one starts another task
 #: (``<task>`` quoted in a sentence or in code does not).
 _LINE_OPEN_RE = re.compile(r"^[ \t]*<task(\s[^<>]*)?>", re.I | re.M)
 _TASK_FIELDS = ("name", "files", "action", "done")
+#: Parts of an agent's task it is told with the action (in the prompt, in document order);
+#: the first three say what to do: a task with none of them (and no action) is empty.
+_WORK_PARTS = ("action", "behavior", "implementation")
+_AGENT_PARTS = (*_WORK_PARTS, "read_first", "acceptance_criteria")
+#: Where a task's first paragraph ends: a blank line, or a line starting a list or heading.
+_PARAGRAPH_END_RE = re.compile(r"\n[ \t]*(?:\n|[-*+][ \t]|\d{1,3}[.)][ \t]|#)")
+_SENTENCE_RE = re.compile(r".+?(?:[.!?](?=\s)|[\u3002\uff01\uff1f])")
+_NAME_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -74,33 +92,38 @@ _NEVER_CLOSED = "a <task> is never closed (no </task>): read up to the end of <t
 def _tasks_in(section: Element, missing_close: list[tuple[int, str]]) -> list[Element]:
     """The ``<task>`` elements of ``<tasks>``. A ``<task ...>`` that no ``</task>`` closes runs
     up to the next one (GSD's executor reads such plans the same way): when none is closed,
-    every opening; else one that starts a line outside fenced code, inside a closed task
-    (whose ``</task>`` is then the other's) or after the last. The offset of each such opening
-    among closed ones goes to ``missing_close``, with why."""
+    every opening outside code and comments; else one that starts a line outside them, inside
+    a closed task, between closed tasks or after the last. The offset of each opening that
+    comes while such a one is open goes to ``missing_close``, with why."""
+    inner, base = section.inner, section.inner_start
     closed = [task for task in section.children() if task.tag == "task"]
     if not closed:
-        return _runs(
-            section.inner, section.inner_start, None, list(_TASK_OPEN_RE.finditer(section.inner))
-        )
+        spans = hidden(inner, at_line_start=False)
+        opens = [m for m in _TASK_OPEN_RE.finditer(inner) if not inside(spans, m.start())]
+        return _runs(inner, base, None, opens)
     found: list[Element] = []
+    position = 0
     for task in closed:
+        gap = _open_runs(inner, base, position, task.start - base)
         runs = _runs(task.inner, task.inner_start, task, _line_opens(task.inner))
-        missing_close += [(run.start, _OPENS_INSIDE) for run in runs[1:]]
-        found += runs
-    last = closed[-1]
-    after = section.inner.find(">", last.inner_start - section.inner_start + len(last.inner)) + 1
-    tail = section.inner[after:]
-    runs = _runs(tail, section.inner_start + after, None, _line_opens(tail))
-    missing_close += [(run.start, _NEVER_CLOSED) for run in runs]
-    return found + runs
+        missing_close += [(run.start, _OPENS_INSIDE) for run in [*gap, *runs][1:]]
+        found += gap + runs
+        position = inner.find(">", task.inner_start - base + len(task.inner)) + 1
+    tail = _open_runs(inner, base, position, len(inner))
+    missing_close += [(run.start, _NEVER_CLOSED) for run in tail]
+    return found + tail
+
+
+def _open_runs(inner: str, base: int, start: int, end: int) -> list[Element]:
+    """The tasks opened in ``inner[start:end]`` (between closed tasks) that nothing closes."""
+    text = inner[start:end]
+    return _runs(text, base + start, None, _line_opens(text))
 
 
 def _line_opens(text: str) -> list[re.Match[str]]:
-    """The ``<task ...>`` openings that start a line of ``text`` outside fenced code."""
-    fences = [m.start() for m in _FENCE_RE.finditer(text)]
-    return [
-        m for m in _LINE_OPEN_RE.finditer(text) if bisect.bisect_left(fences, m.start()) % 2 == 0
-    ]
+    """The ``<task ...>`` openings that start a line of ``text`` outside code and comments."""
+    spans = hidden(text, at_line_start=False)
+    return [m for m in _LINE_OPEN_RE.finditer(text) if not inside(spans, m.start())]
 
 
 def _runs(
@@ -125,13 +148,16 @@ def _runs(
 
 
 def _no_tasks(body: Body) -> PlanError:
-    opened = re.compile(r"<tasks(?:\s[^<>]*)?>").search(body.text, body.start)
+    text = body.text[body.start :]
+    spans = hidden(text)
+    opened = next((m for m in _TASKS_OPEN_RE.finditer(text) if not inside(spans, m.start())), None)
     if opened and not any(section.tag == "tasks" for section in body.sections):
         problem = (
             f"plan {body.plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "
             "short; finish it or remove it"
         )
-        return plan_error(body.display, body.line_at(opened.start()), "tasks", problem)
+        line = body.line_at(body.start + opened.start())
+        return plan_error(body.display, line, "tasks", problem)
     problem = (
         f"plan {body.plan_key} has no tasks: write them as <task> elements inside <tasks> "
         "or as '### Task N: name' headings"
@@ -144,24 +170,39 @@ def _task(element: Element, key: str, where: Where) -> TaskSpec:
     fields: dict[str, str] = {}
     verify: Element | None = None
     others: list[Element] = []
+    told: list[Element] = []  # the action and the parts an agent is told with it, in order
     for child in element.children():
         if child.tag == "verify" and verify is None:
             verify = child
         elif child.tag in _TASK_FIELDS and child.tag not in fields:
             fields[child.tag] = child.text
+            told += [child] if child.tag == "action" else []
         else:
             others.append(child)
+            told += [child] if child.tag in _AGENT_PARTS else []
     extra.update(_checkpoint_extra(others))
     gate = read_verify(verify, extra)
-    prompt = fields.get("action", "")
     if kind != "auto":
         prompt = _checkpoint_prompt(fields.get("action", ""), others)
+    else:
+        prompt = _agent_prompt(told)
     if not prompt:
-        problem = f"task {key} is empty: it needs an <action> (a checkpoint: what to check)"
+        problem = (
+            f"task {key} is empty: it needs an <action> (a tdd task: <behavior> and "
+            "<implementation>; a checkpoint: what to check)"
+        )
         raise plan_error(where.file, where.line, "action", problem)
-    name = fields.get("name") or _default_name(kind, fields, others, key)
+    name = fields.get("name") or _default_name(kind, [*told, *others], key)
     files = split_files(fields.get("files", ""))
     return TaskSpec(key, name, kind, prompt, files, gate, fields.get("done"), [], extra, where)
+
+
+def _agent_prompt(told: list[Element]) -> str:
+    """What an agent is asked: the action and the parts told with it, in the order written,
+    each but the action under its name; empty if none of them says what to do."""
+    if not any(part.tag in _WORK_PARTS and part.text for part in told):
+        return ""
+    return "\n\n".join(_labelled(p) if p.tag != "action" else p.text for p in told if p.text)
 
 
 def read_verify(verify: Element | None, extra: dict[str, Any]) -> str | None:
@@ -217,13 +258,15 @@ def _options(element: Element) -> list[dict[str, str]]:
 
 def _checkpoint_prompt(action: str, others: list[Element]) -> str:
     parts = [action] if action else []
-    for child in others:
-        label = child.tag.replace("-", " ").replace("_", " ").capitalize()
-        body = _options_text(_options(child)) if child.tag == "options" else child.text
-        parts.append(
-            f"{label}:\n{body}" if "\n" in body or child.tag == "options" else f"{label}: {body}"
-        )
+    parts += [_labelled(child) for child in others]
     return "\n\n".join(part for part in parts if part.strip())
+
+
+def _labelled(part: Element) -> str:
+    """A part of a task told to a person or an agent under its name: ``Read first: ...``."""
+    label = part.tag.replace("-", " ").replace("_", " ").capitalize()
+    body = _options_text(_options(part)) if part.tag == "options" else part.text
+    return f"{label}:\n{body}" if "\n" in body or part.tag == "options" else f"{label}: {body}"
 
 
 def _options_text(options: list[dict[str, str]]) -> str:
@@ -237,11 +280,22 @@ def _options_text(options: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _default_name(kind: str, fields: dict[str, str], others: list[Element], key: str) -> str:
-    """A task without ``<name>`` is named after its action, else its first other part."""
-    texts = [fields.get("action", "")] + [c.text for c in others if c.tag != "options"]
-    first = next((text for text in texts if text), "")
-    return first.splitlines()[0][:80] if first else f"{kind} {key}"
+def _default_name(kind: str, parts: list[Element], key: str) -> str:
+    """A task without ``<name>`` is named after its action (else what it is told, else its
+    first other part): its first paragraph as one line, however it is wrapped, and if that
+    is long its first sentence, else as many words as fit."""
+    ranked = sorted(parts, key=lambda part: part.tag not in _WORK_PARTS)
+    first = next((p.text for p in ranked if p.text and p.tag != "options"), "")
+    if not first:
+        return f"{kind} {key}"
+    line = unwrapped(_PARAGRAPH_END_RE.split(first, maxsplit=1)[0])
+    if len(line) <= _NAME_CHARS:
+        return line
+    sentence = _SENTENCE_RE.match(line)
+    if sentence and len(sentence.group(0)) <= _NAME_CHARS:
+        return sentence.group(0)
+    head = line[: _NAME_CHARS + 1]
+    return head.rsplit(" ", 1)[0].rstrip(",;:") if " " in head else line[:_NAME_CHARS]
 
 
 def _tdd_task(body: Body) -> list[TaskSpec]:

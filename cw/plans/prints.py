@@ -1,7 +1,7 @@
 """A plan's prints: digests of its content as read, by which a submit tells a changed plan
-from an unchanged one (:mod:`cw.plans.diff`). Runs of whitespace are collapsed first, so
-re-wrapping a paragraph or touching a file is no change; where the plan was read is not part
-of it.
+from an unchanged one (:mod:`cw.plans.diff`). Runs of whitespace are collapsed first (a line
+break in CJK text is taken out), so re-wrapping a paragraph or touching a file is no change;
+where the plan was read is not part of it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from cw.plans.spec import PlanSpec, TaskSpec
+from cw.plans.spec import PlanSpec, TaskSpec, join_cjk
 
 #: Plan extra that says where the plan was read, not what it asks for.
 _WHERE_KEYS = frozenset({"plan_file", "plan_file_digest"})
@@ -98,9 +98,21 @@ def _task_row_fields(row: dict[str, Any]) -> dict[str, Any]:
 
 def _digest(value: Any) -> str:
     """A digest of ``value`` with every run of whitespace in its text collapsed to one space
-    and none next to a quote: wrapping text differently does not change it."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    and none next to a quote, and none at a line break in CJK text: wrapping text differently
+    does not change it. (Text without such a break digests as it did before CJK was known.)"""
+    text = json.dumps(_cjk_joined(value), sort_keys=True, separators=(",", ":"), default=str)
     for escape in ("\\n", "\\t", "\\r"):  # whitespace as JSON writes it inside strings
         text = text.replace(escape, " ")
     text = " ".join(text.split()).replace('" ', '"').replace(' "', '"')
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _cjk_joined(value: Any) -> Any:
+    """``value`` with the line breaks in CJK text taken out of its strings, however deep."""
+    if isinstance(value, str):
+        return join_cjk(value)
+    if isinstance(value, dict):
+        return {key: _cjk_joined(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_cjk_joined(item) for item in value]
+    return value

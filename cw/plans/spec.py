@@ -22,6 +22,12 @@ KEY_RULE = (
 )
 _KEY_RE = re.compile(KEY_PATTERN)
 _SHOW_CHARS = 60
+#: Han, kana and CJK punctuation: text written without spaces between words (not Hangul).
+_CJK = "\u3000-\u303f\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
+_CJK_RE = re.compile(f"[{_CJK}\U00020000-\U0003134f]")
+#: CJK punctuation (ideographic full stop and comma, fullwidth forms), first or last of two.
+_CJK_PUNCTUATION_RE = re.compile("[\u3000-\u303f\uff00-\uff65]|.[\u3000-\u303f\uff00-\uff65]")
+_BREAK_RE = re.compile(r"[^\S\n]*\n\s*")
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,29 @@ def show(value: object) -> str:
     """A user value quoted for a message, cut short so a 4 MB id cannot flood the terminal."""
     text = repr(value)
     return text if len(text) <= _SHOW_CHARS else text[: _SHOW_CHARS - 3] + "..."
+
+
+def unwrapped(text: str) -> str:
+    """``text`` on one line, as re-wrapping it does not change it: each run of whitespace one
+    space, none where a line break falls in CJK text (which has no spaces between words)."""
+    return " ".join(join_cjk(text).split())
+
+
+def join_cjk(text: str) -> str:
+    """``text`` without the line breaks (and the spaces around them) that fall between two
+    CJK characters or next to CJK punctuation: a wrapped line of Chinese has no space there.
+    Text without CJK is returned as it is."""
+    return _BREAK_RE.sub(_break, text) if _CJK_RE.search(text) else text
+
+
+def _break(match: re.Match[str]) -> str:
+    text, start, end = match.string, match.start(), match.end()
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    if not before or not after:
+        return match.group(0)
+    both = _CJK_RE.match(before) and _CJK_RE.match(after)
+    return "" if both or _CJK_PUNCTUATION_RE.match(before + after) else match.group(0)
 
 
 # --- validation ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@ stored, ``--strict`` and ``--lenient``, every problem in one run, and how a veri
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 
 from tests.conftest import CW, dump_store, store_url
 
+COMMA = "\uff0c"  # a fullwidth comma: CJK punctuation
 TASK = '<task type="auto"><name>Work</name><action>Do it.</action>{verify}</task>'
 
 
@@ -109,3 +111,50 @@ def test_task_show_says_how_a_verify_is_treated(repo: Path) -> None:
     assert "verify    not run: the plan's <verify> has no <automated> command" in prose
     gate = cw(repo, "task", "show", "01-02-1").stdout
     assert "verify    the merge runs `pytest -q` (the <automated> part" in gate
+
+
+def tasks_stored(repo: Path) -> list[dict[str, object]]:
+    out = cw(repo, "task", "list", "--json")
+    assert out.returncode == 0, out.stderr
+    tasks: list[dict[str, object]] = json.loads(out.stdout)
+    return tasks
+
+
+def test_a_tag_named_in_a_sentence_between_tasks_drops_no_task(repo: Path) -> None:
+    done = "<done>It works</done>"
+    one, two, three = (TASK.format(verify=done).replace("Work", f"Task {n}") for n in (1, 2, 3))
+    body = f"<tasks>\n{one}\n\nWave 2 (each <done> below is checked by the reviewer):\n\n"
+    body += f"{two}\n{three}\n</tasks>"
+    planning(repo, {"01-a/01-01-PLAN.md": plan("01", "01", body=body)})
+    out = cw(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert out.returncode == 0, out.stderr
+    assert sorted(str(t["name"]) for t in tasks_stored(repo)) == ["Task 1", "Task 2", "Task 3"]
+
+
+CHECKPOINT = (
+    '<tasks>\n<task type="checkpoint:human-verify" gate="blocking">\n'
+    "<what-built>{built}</what-built>\n<how-to-verify>Open the page</how-to-verify>\n"
+    "</task>\n</tasks>"
+)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ("The login page and the\nlogout button", "The login page\nand the logout button"),
+        (
+            f"登录页面可以使用{COMMA}\n退出按钮也可以。",
+            f"登录页面可\n以使用{COMMA}退出按钮也可以。",
+        ),
+    ],
+)
+def test_rewrapping_a_task_without_a_name_is_no_edit(repo: Path, before: str, after: str) -> None:
+    path = planning(repo, {"01-a/01-01-PLAN.md": plan("01", "01", body=CHECKPOINT)})
+    file = path / "phases" / "01-a" / "01-01-PLAN.md"
+    file.write_text(plan("01", "01", body=CHECKPOINT.format(built=before)), encoding="utf-8")
+    assert cw(repo, "submit", "plan", ".planning", "--no-dispatch").returncode == 0
+    file.write_text(plan("01", "01", body=CHECKPOINT.format(built=after)), encoding="utf-8")
+    dry = cw(repo, "submit", "plan", ".planning", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "unchanged 01-01: 1 task" in dry.stdout, dry.stdout
+    assert "changed 01-01" not in dry.stdout.replace("unchanged 01-01", "")
