@@ -35,6 +35,7 @@ S = TaskState
 #: with the one above). The docs render this table.
 _MOVES = """
 pending -> ready: whoever merges the last dependency (or submit, for roots)
+ready -> pending: a re-submit gives a task that never started a dependency
 ready -> queued: dispatcher: claims the task and sends run_agent -> merge
 ready -> waiting: dispatcher: a checkpoint task asks its person instead
 queued -> running: agent worker: starts the attempt and takes the lease

@@ -293,8 +293,9 @@ def _edges(
     spec: InitiativeSpec, held: Stored, fresh: set[str], diff: PlanDiff, stands: set[str]
 ) -> set[tuple[str, str]]:
     """Edges to add: all of new tasks; those a stored task newly has (a plan or phase added
-    before it, a plan updated) while it still waits. A task that has left pending cannot be
-    made to wait: those edges are noted, while the dependency is unfinished. Edges to drop:
+    before it, a plan updated) while it still waits, or is ready and never started (it goes
+    back to pending). A task that has started cannot be made to wait: those edges are noted,
+    while the dependency is unfinished. Edges to drop:
     those the plans read no longer want, of an updated plan's tasks and of any task on disk
     that still waits (a ``depends_on`` taken out). The tasks of plans kept as stored
     (``stands``) are left out: their edges are as stored. Returns every edge the plans want."""
@@ -305,14 +306,10 @@ def _edges(
         if t.key not in stands and d not in stands
     }
     updated = {t.key for plan in spec.plans() if plan.key in fresh for t in plan.tasks}
-    updated |= {
-        t.key
-        for t in spec.tasks()
-        if t.key in held.tasks and held.tasks[t.key].state in (S.PENDING, S.BLOCKED)
-    }
+    updated |= {t.key for t in spec.tasks() if t.key in held.tasks and _can_wait(held, t.key)}
     updated -= stands
     for task, dep in sorted(wanted - held.edges):
-        if task not in held.tasks or held.tasks[task].state in (S.PENDING, S.BLOCKED):
+        if task not in held.tasks or _can_wait(held, task):
             diff.new_edges.append((task, dep))
         elif not _done(held, dep):  # a finished dependency: the order held anyway
             diff.late_edges.append((task, dep, held.tasks[task].state.value))
@@ -430,6 +427,13 @@ def phase_order_of(on_disk: list[str], stored: list[str]) -> list[str]:
     if all(is_phase_number(key) for key in order):
         order.sort(key=phase_order)
     return order
+
+
+def _can_wait(held: Stored, key: str) -> bool:
+    """Whether a stored task can still be made to wait: it waits already, or it is ready and
+    has never started (it goes back to pending)."""
+    task = held.tasks[key]
+    return task.state in (S.PENDING, S.BLOCKED) or (task.state == S.READY and not task.started)
 
 
 def rollup(states: list[str], started: bool) -> str:

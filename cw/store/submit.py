@@ -121,9 +121,10 @@ class Submitting(StoreBase):
         _add_edges(s, diff, keys)
         waited += [keys[task] for task, _dep in diff.dropped_edges]  # it may wait on none now
         if len(stored.tasks):
+            again = self._wait_again(s, stored, diff, keys)
             self._block_waiting_on_bad(s, spec, stored, diff, keys)
             touched = diff.new_tasks + [t.key for c in diff.of(CHANGED) for t in plans[c.key].tasks]
-            touched += [task for task, _dep in diff.dropped_edges]
+            touched += [task for task, _dep in diff.dropped_edges] + again
             self._promote_some(s, [keys[key] for key in touched] + self._unblock(s, waited))
         if stored.revision:  # stored before: readers that follow events render it all again
             self._event(s, "initiative.resubmitted", None, None, spec.name)
@@ -177,6 +178,15 @@ class Submitting(StoreBase):
                 (key, i) for i, key in s.execute(insert(Task).returning(Task.id, Task.key), chunk)
             )
         return keys
+
+    def _wait_again(
+        self, s: Session, stored: Stored, diff: PlanDiff, keys: dict[str, int]
+    ) -> list[str]:
+        """Ready tasks that never started and now have a dependency go back to pending (they
+        are ready again at once if it is done); the tasks moved."""
+        ready = {t for t, _dep in diff.new_edges if t in stored.tasks}
+        ready = {t for t in ready if stored.tasks[t].state == S.READY}
+        return [t for t in sorted(ready) if self._move(s, keys[t], [S.READY], S.PENDING)]
 
     def _block_waiting_on_bad(
         self, s: Session, spec: InitiativeSpec, stored: Stored, diff: PlanDiff, keys: dict[str, int]

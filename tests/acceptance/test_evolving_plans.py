@@ -449,19 +449,38 @@ def test_two_projects_submitted_from_same_named_paths_are_two_initiatives(repo: 
         )
 
 
-def test_a_wait_kept_only_through_a_task_past_pending_is_not_dropped(repo: Path) -> None:
+def test_a_wait_kept_only_through_a_task_that_started_is_not_dropped(repo: Path) -> None:
     """02-01 waits for phase 01 (01-01 and 01-02). 01-02 now depends on 01-01, so the plans
-    would keep 02-01 after 01-01 through 01-02, but 01-02's task is ready already and cannot be
-    made to wait: 02-01 keeps its own wait for 01-01."""
+    would keep 02-01 after 01-01 through 01-02, but 01-02's task has started and cannot be made
+    to wait: 02-01 keeps its own wait for 01-01."""
     write(repo, PHASE_1 | {"02-api/02-01-PLAN.md": plan("02", "01", "Serve it.")})
     ok(repo, "submit", "plan", ".planning", "--no-dispatch")
     assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
+    store = Store.open(store_url(repo))
+    for claim in store.claim_ready_tasks():  # 01-01-1 and 01-02-1 start
+        assert store.start_attempt(claim, worker="w", host="h", lease_seconds=600)
+    store.close()
     after = 'depends_on: ["01-01"]\n'
     write(repo, {"01-core/01-02-PLAN.md": plan("01", "02", "Write the docs.", front=after)})
     lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
-    assert "cw: note: task 01-02-1 is ready already, so it does not wait for 01-01-2" in lines
+    assert "cw: note: task 01-02-1 is running already, so it does not wait for 01-01-2" in lines
     assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
     assert not any("no longer waits" in line for line in lines)
+
+
+def test_a_ready_task_that_never_started_waits_for_a_dependency_its_plan_now_names(
+    repo: Path,
+) -> None:
+    """Its plan changed before it started, so it is updated in place, depends_on included: the
+    new dependency was noted as too late and both ran side by side."""
+    write(repo, PHASE_1)
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert state_of(repo, "01-02-1") == "ready"
+    after = 'depends_on: ["01-01"]\n'
+    write(repo, {"01-core/01-02-PLAN.md": plan("01", "02", "Write the docs.", front=after)})
+    lines = ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    assert not any("does not wait" in line for line in lines), lines
+    assert depends_on(repo, "01-02-1") == ["01-01-2"] and state_of(repo, "01-02-1") == "pending"
 
 
 def test_lenient_keeps_the_stored_version_of_a_plan_it_cannot_read_now(repo: Path) -> None:
