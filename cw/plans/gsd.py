@@ -104,6 +104,9 @@ def _unclosed(tasks: list[TaskSpec]) -> list[str]:
     ]
 
 
+_LEADING_TABS_RE = re.compile(r"^\t+", re.MULTILINE)
+
+
 def frontmatter(text: str, display: str, warnings: list[str]) -> tuple[YamlDoc, int]:
     """The frontmatter as YAML and the offset where the body starts."""
     match = _FRONTMATTER_RE.match(text)
@@ -111,10 +114,12 @@ def frontmatter(text: str, display: str, warnings: list[str]) -> tuple[YamlDoc, 
         if text.startswith("---"):
             raise plan_error(display, 1, "frontmatter", "no closing '---' line")
         return YamlDoc({}, display), 0
+    # Indenting tabs, which YAML refuses, are indentation to GSD's own reader.
+    yaml_text = _LEADING_TABS_RE.sub(lambda tabs: "  " * len(tabs.group()), match.group(1))
     try:
-        doc = load_yaml(match.group(1), display, first_line=2)
+        doc = load_yaml(yaml_text, display, first_line=2)
     except PlanError:
-        doc = _frontmatter_by_key(match.group(1), display, warnings)
+        doc = _frontmatter_by_key(yaml_text, display, warnings)
     if doc.data is None:
         doc.data = {}
     if not isinstance(doc.data, dict):

@@ -63,7 +63,8 @@ class Body:
 
 
 def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
-    """``<task>``s in ``<tasks>``; else a tdd ``<feature>``; else ``### Task N`` headings."""
+    """``<task>``s in ``<tasks>`` (or, without one, in the plan itself, as GSD reads them);
+    else a tdd ``<feature>``; else ``### Task N`` headings."""
     missing_close: list[tuple[int, str]] = []
     found = [
         task
@@ -71,6 +72,8 @@ def read_tasks(body: Body, warnings: list[str]) -> list[TaskSpec]:
         if section.tag == "tasks"
         for task in _tasks_in(section, missing_close)
     ]
+    if not any(section.tag == "tasks" for section in body.sections) and not _tasks_opened(body):
+        found = [section for section in body.sections if section.tag == "task"]
     tasks = [
         _task(el, f"{body.plan_key}-{n}", body.where(el.start)) for n, el in enumerate(found, 1)
     ]
@@ -147,10 +150,15 @@ def _runs(
     return [Element("task", first.attrs, inner[: ends[0]], inner_start, first.start), *runs]
 
 
-def _no_tasks(body: Body) -> PlanError:
+def _tasks_opened(body: Body) -> re.Match[str] | None:
+    """The first ``<tasks>`` opening outside code and comments, closed or not."""
     text = body.text[body.start :]
     spans = hidden(text)
-    opened = next((m for m in _TASKS_OPEN_RE.finditer(text) if not inside(spans, m.start())), None)
+    return next((m for m in _TASKS_OPEN_RE.finditer(text) if not inside(spans, m.start())), None)
+
+
+def _no_tasks(body: Body) -> PlanError:
+    opened = _tasks_opened(body)
     if opened and not any(section.tag == "tasks" for section in body.sections):
         problem = (
             f"plan {body.plan_key}: <tasks> is never closed (no </tasks>): the file looks cut "

@@ -257,3 +257,26 @@ def test_a_code_sample_left_unclosed_ends_where_its_section_does(tmp_path: Path)
     spec = read(tmp_path, body)
     assert [t.name for t in spec.tasks()] == ["Task 1", "Task 2"]
     assert spec.plans()[0].context.endswith("function f() {}\n</interfaces>")
+
+
+def test_tasks_written_without_a_tasks_section_are_read_as_gsd_reads_them(
+    tmp_path: Path,
+) -> None:
+    """GSD counts and runs `<task>` elements wherever the plan has them: cw refused the plan
+    as having no tasks."""
+    found = tasks(tmp_path, f"{task(1)}\nThen the second:\n\n{task(2)}")
+    assert [(t.name, t.prompt) for t in found] == [("Task 1", "Do 1."), ("Task 2", "Do 2.")]
+
+
+def test_a_frontmatter_list_indented_with_tabs_is_read_as_gsd_reads_it(tmp_path: Path) -> None:
+    """YAML refuses tabs for indentation; GSD's reader takes them: the plan was refused."""
+    for name, front in (
+        ("01-01", ""),
+        ("01-02", "depends_on:\n\t- 01-01\nfiles_modified:\n\t- a.py\n"),
+    ):
+        path = tmp_path / ".planning" / "phases" / "01-a" / f"{name}-PLAN.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        number = name.split("-")[1]
+        path.write_text(f"---\nphase: 01-a\nplan: {number}\n{front}---\n<tasks>{task(1)}</tasks>\n")
+    spec = load_plan(tmp_path)
+    assert [t.depends_on for t in spec.tasks()] == [[], ["01-01-1"]]
