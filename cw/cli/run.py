@@ -13,6 +13,7 @@ from cw.district import District
 from cw.errors import UsageError
 from cw.git import branches, hub, runner
 from cw.settings import Settings, branch_name_ok
+from cw.states import TaskState
 from cw.store import db
 from cw.store.read import short_count
 from cw.store.records import Scope
@@ -124,7 +125,9 @@ def task_retry(district: District, task_id: int, ref: str) -> None:
     """Give a failed task a new attempt (same branch and worktree) and dispatch it."""
     state = district.retry(task_id)
     # A worker's or the reconciler's dispatch may have sent it first: say where it is now.
-    click.echo(f"cw: task {ref} retried; it is {state.value} now")
+    held = state == TaskState.READY and task_id in district.store.over_budget()
+    why = "; its budget is spent: it starts once the cap is raised (cw budget list)" if held else ""
+    click.echo(f"cw: task {ref} retried; it is {state.value} now{why}")
 
 
 @task_command("cancel")

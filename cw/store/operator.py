@@ -18,6 +18,7 @@ from cw.store.base import (
     keys_not_done,
     lock_task,
     named_row,
+    over_budget_plans,
 )
 from cw.store.models import Agent, AgentRun, Message, Plan, Task
 from cw.store.records import (
@@ -172,6 +173,11 @@ class OperatorActions(StoreBase):
                 raise UsageError(
                     f"task {self._describe(s, task_id)}: {cap} agents already run, as many as "
                     "max_running allows; the task stays ready and starts in its turn"
+                )
+            if s.scalar(select(Task.plan_id).where(Task.id == task_id)) in over_budget_plans(s):
+                raise UsageError(
+                    f"task {self._describe(s, task_id)}: the budget of its plan or initiative "
+                    "is spent (cw budget list); raise it (cw budget set) to start the task"
                 )
             claim = self._claim(s, task_id)
             if claim is None:

@@ -533,3 +533,25 @@ def test_an_action_done_while_the_broker_is_away_says_so_and_exits_0(
     assert retried.stderr.startswith("cw: done, but not sent yet: cannot reach the broker")
     assert retried.stderr.count("\n") == 1 and store.task_state(claim.task_id).value == "ready"
     store.close()
+
+
+def test_retrying_a_task_whose_budget_is_spent_says_it_waits_for_a_raised_cap(
+    district: Path,
+) -> None:
+    (district / "plan.yaml").write_text("initiative: paid\ntasks:\n  - {id: a, prompt: p}\n")
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch", "--budget", "1")
+    store = Store.open(store_url(district))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=60)
+    failed = AttemptResult(outcome="failed", error="boom", cost_usd=2.0)
+    store.finish_attempt(claim, failed, "claude")
+    store.close()
+    said = run_cw(district, "task", "retry", "a").stdout
+    assert said == (
+        "cw: task a retried; it is ready now; its budget is spent: it starts once the cap is "
+        "raised (cw budget list)\n"
+    )
+    spawned = run_cw(district, "agent", "spawn", "--task", "a", check=False)
+    assert spawned.returncode == 2 and "the budget of its plan or initiative is spent" in (
+        spawned.stderr
+    )

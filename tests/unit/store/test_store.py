@@ -339,3 +339,13 @@ def test_a_bounce_after_the_budget_was_spent_waits_in_ready(store: Store) -> Non
     store.set_budget(Scope(plan="01-01"), usd=10.0)
     (again,) = store.claim_ready_tasks()
     assert again.attempt == 2
+
+
+def test_spawning_an_agent_past_a_spent_budget_is_refused_in_one_line(store: Store) -> None:
+    store.submit(spec({"a": [], "b": []}))
+    store.set_budget(Scope(plan="01-01"), usd=0.0)
+    b = store.find_task_id("b")
+    store.make_ready(b)
+    with pytest.raises(UsageError, match="the budget of its plan or initiative is spent"):
+        store.claim_task(b)
+    assert store.task_state(b).value == "ready"
