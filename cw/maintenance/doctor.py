@@ -34,7 +34,7 @@ def doctor(settings: Settings) -> list[Finding]:
     what is merged is checked against the hub's integration branch, fetched into cw's hub
     namespace (``refs/cw-hub/``), never into a branch."""
     schema = _schema(settings)
-    findings = [schema]
+    findings = [schema, *_several_hosts(settings)]
     integration, finding = _integration_branch(settings)
     findings.append(finding)
     if not schema.ok:
@@ -141,6 +141,17 @@ def _integration_branch(settings: Settings) -> tuple[str | None, Finding]:
         f"recreate it at its last merge: `git reflog {branch}` or a done task's merged sha, "
         f"then `git branch {branch} <sha>`",
     )
+
+
+def _several_hosts(settings: Settings) -> list[Finding]:
+    """With a hub (several hosts), this host must send work to the broker every host reads:
+    its own embedded one reaches no other host's workers."""
+    if not settings.git_hub or settings.broker_url:
+        return []
+    what = "a hub is set (several hosts) but no CW_BROKER_URL: this host sends work to its own"
+    what += " embedded broker, which no other host's workers read"
+    fix = "set CW_BROKER_URL (and CW_DATABASE_URL) to what every host uses; see "
+    return [Finding(False, what, "CW_BROKER_URL", fix + "docs/several-machines.md")]
 
 
 def _integration_worktree(settings: Settings, *, merging: bool) -> list[Finding]:

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -221,6 +221,17 @@ def test_doctor_is_healthy_on_a_fresh_district(district: Callable[..., District]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "problem" not in result.stdout
     assert "ok" in result.stdout and "schema is current" in result.stdout
+
+
+def test_doctor_says_a_host_with_a_hub_but_its_own_broker_reaches_no_other_host(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    d = district()
+    git(tmp_path, "clone", "-q", "--bare", str(d.repo), str(tmp_path / "hub.git"))
+    findings = doctor(replace(d.settings, git_hub=str(tmp_path / "hub.git"), broker_url=""))
+    (found,) = [f for f in findings if f.where == "CW_BROKER_URL"]
+    assert not found.ok and "no other host's workers read" in found.what
+    assert all(f.where != "CW_BROKER_URL" for f in doctor(replace(d.settings, git_hub="")))
 
 
 def test_doctor_is_healthy_after_a_merge(district: Callable[..., District]) -> None:
