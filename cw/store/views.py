@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cw.plans.gsdnames import is_phase_number, phase_order
 from cw.states import TaskState
 from cw.store.read import (
     AgentListing,
@@ -98,7 +99,7 @@ def status(store: Listings, reads: Reads | None = None) -> Status:
     for task_id, dep_id in pairs:
         if by_id[dep_id].state != S.DONE:
             waits_on[task_id].append(by_id[dep_id].key)
-    plans = _plans(tasks)
+    plans = _in_phase_order(_plans(tasks))
     return Status(
         counts=dict(Counter(t.state.value for t in tasks)),
         total=len(tasks),
@@ -167,6 +168,23 @@ def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
         )
         for (initiative, phase, plan), counts in plans.items()
     ]
+
+
+def _in_phase_order(plans: list[PlanSummary]) -> list[PlanSummary]:
+    """Plans in the order their tasks come, but an initiative's numbered (GSD) phases in
+    their numbers' order: a decimal phase added later (01.1) shows where it runs."""
+    first: dict[str, int] = {}
+    for p in plans:
+        first.setdefault(p.initiative, len(first))
+    numbered = {
+        i for i in first if all(is_phase_number(p.phase) for p in plans if p.initiative == i)
+    }
+    unnumbered: tuple[int, str, tuple[int, ...]] = (0, "", ())
+
+    def place(p: PlanSummary) -> tuple[int, tuple[int, str, tuple[int, ...]]]:
+        return first[p.initiative], phase_order(p.phase) if p.initiative in numbered else unnumbered
+
+    return sorted(plans, key=place)
 
 
 #: What waits for a person, by task state, as ``cw wait`` names it.

@@ -166,6 +166,8 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
         assert all(order.index(dep) < order.index(task) for dep in deps), order
     again = ok(repo, "submit", "plan", ".planning")
     assert again == ["cw: initiative 'repo' (id 1): nothing new; 6 plans unchanged"]
+    shown = [p["plan"] for p in json.loads(cw(repo, "status", "--json").stdout)["plans"]]
+    assert shown == ["01-01", "01-02", "01.1-01", "02-01", "02-02", "02-03"], "in phase order"
 
 
 def test_a_dry_run_changes_neither_the_database_nor_the_broker(repo: Path, redis_url: str) -> None:
