@@ -204,7 +204,8 @@ def _review_gate(
 ) -> AttemptResult:
     """Under manual review, finished work whose checks pass in its worktree waits for a person
     (outcome ``review``); work whose checks fail goes to the merge as usual, and its red verify
-    sends it back to the agent before anyone is asked to look at it."""
+    sends it back to the agent before anyone is asked to look at it. What the checks changed
+    in tracked files (a formatter, a lock file) is undone: only a person's edits remain."""
     if not result.ok or (ws.review or settings.review) != "manual":
         return result
     commands = [c for c in (ws.brief.verify, settings.verify_command) if c]
@@ -212,10 +213,9 @@ def _review_gate(
     run = (settings.state_dir, settings.hostname, ws.task_id, ws.attempt)
     marks = {runmarks.AGENT_RUN_ENV: runmarks.run_marker(*run)}  # stopped as an agent would be
     verdict = run_checks(commands, worktree, settings.verify_timeout, log, marks)
+    worktrees.restore_tracked(worktree)
     if not verdict.ok:
-        logger.info(
-            "task %s: its check failed in its worktree; to the merge, not to review", ws.brief.key
-        )
+        logger.info("task %s: its check failed in its worktree; to the merge", ws.brief.key)
         return result
     check = ReviewCheck(verdict.command, verdict.exit_code or 0, verdict.output)
     return replace(result, outcome="review", review_check=check)
@@ -467,8 +467,19 @@ def prepare_worktree(
             logger.warning(
                 "task %s: branch %s was there before it: now %s", ws.brief.key, branch, aside
             )
+        if first and settings.git_hub:
+            on_hub = _not_ours_on_hub(settings, ws.brief.key, branch)
     worktrees.add_worktree(settings.repo, worktree, branch, base)
     return worktree, branch, base, on_hub
+
+
+def _not_ours_on_hub(settings: Settings, key: str, branch: str) -> str | None:
+    """The hub's branch of a task's name before its first attempt (an earlier district's,
+    task ids start again at 1): not this task's, so its first push replaces it."""
+    found = hub.hub_branches(settings.repo, str(settings.git_hub), branch).get(branch)
+    if found:
+        logger.warning("task %s: the hub's %s at %s is not its work: replaced", key, branch, found)
+    return found
 
 
 def _own_worktree(settings: Settings, branch: str) -> Path:

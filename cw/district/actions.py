@@ -141,9 +141,10 @@ class District:
         """A person's edits in the worktree of work in review: the merge takes the branch,
         so they would be left out of the integration branch, without a word."""
         task = self.store.task_detail(task_id)
-        if task.state != TaskState.REVIEW or not task.worktree or not os.path.isdir(task.worktree):
+        here = bool(task.runs) and task.runs[-1].host == self.settings.hostname
+        if task.state != TaskState.REVIEW or not here or not os.path.isdir(task.worktree or ""):
             return  # not in review (the store says so), or its worktree on another host
-        changed = worktrees.changed_tracked_files(Path(task.worktree))
+        changed = worktrees.changed_tracked_files(Path(str(task.worktree)))
         if changed:
             raise UsageError(
                 f"task {task.key}: {len(changed)} file(s) changed in its worktree "

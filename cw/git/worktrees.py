@@ -278,6 +278,11 @@ def is_dirty(worktree: Path) -> bool:
     return bool(run(worktree, "status", "--porcelain", "--untracked-files=all"))
 
 
+def restore_tracked(worktree: Path) -> None:
+    """Tracked files back as committed (untracked ones stay)."""
+    run(worktree, "reset", "--hard", "--quiet")
+
+
 def changed_tracked_files(worktree: Path) -> list[str]:
     """The files of ``worktree`` changed and not committed, untracked files left out (a
     check's build output); staged new files are in."""

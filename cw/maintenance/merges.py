@@ -63,8 +63,9 @@ def merge_status(store: Store, now: float | None = None) -> MergeStatus:
 
 def _waits_on(newest: MergeRow) -> str | None:
     """``conflict`` or ``failed`` while a task's newest merge conflicted or failed and the task
-    still waits for a person on it (not cancelled, not back with its agent, not retried)."""
-    if newest.state == "conflict" and newest.task_state == TaskState.CONFLICT:
+    still waits for a person on it (not cancelled, not back with its agent, not retried); a
+    task failed for bouncing too often is listed by its last conflict."""
+    if newest.state == "conflict" and newest.task_state in (TaskState.CONFLICT, TaskState.FAILED):
         return "conflict"
     if newest.state in FAILED_MERGES and newest.task_state == TaskState.FAILED:
         return "failed"

@@ -8,6 +8,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -160,6 +161,24 @@ def test_merge_status_lists_only_conflicts_that_still_wait(district: Path, store
     store.cancel_task(dropped.task_id)
     status = json.loads(run_cw(district, "merge", "status", "--json"))
     assert [c["task"] for c in status["conflicts"]] == ["kept"]
+
+
+def test_a_task_failed_for_bouncing_too_often_is_listed_by_its_last_conflict(
+    district: Path, store: Store
+) -> None:
+    """Its newest merge is a conflict, the task failed: it was listed under neither."""
+    submit(district, "b", "  - {id: often, prompt: p}\n")
+    (claim,) = started(store).values()
+    to_merge(store, claim)
+    report = MergeReport(conflict_files=["shared.txt"])
+    assert store.bounce(claim, report, intent=[], max_bounces=1) is not None
+    again = replace(claim, attempt=claim.attempt + 1)
+    assert store.start_attempt(again, worker="w", host="h", lease_seconds=60)
+    to_merge(store, again)
+    assert store.bounce(again, report, intent=[], max_bounces=1) is None
+    assert store.task_state(claim.task_id).value == "failed"
+    status = json.loads(run_cw(district, "merge", "status", "--json"))
+    assert [c["task"] for c in status["conflicts"]] == ["often"]
 
 
 def test_piped_listings_keep_every_row_on_one_line(district: Path, store: Store) -> None:

@@ -113,6 +113,20 @@ def test_a_persons_uncommitted_edit_in_work_under_review_is_not_left_out_of_the_
     assert git(d.repo, "show", "cw/integration:a.txt") == "a reviewed"
 
 
+def test_what_the_review_check_changed_in_tracked_files_blocks_no_approval(
+    district: Callable[..., District], tmp_path: Path
+) -> None:
+    """A check that rewrites a tracked file (a formatter, a lock file) left it changed: the
+    approval was refused as if a person had edited it."""
+    d = with_agent(district, tmp_path, CW_REVIEW="manual")
+    d.start_workers(1)
+    d.submit({"a": []}, verify={"a": "echo formatted >> a.txt"})
+    assert d.wait_settled() == {"a": "review"}
+    d.cw("review", "approve", "a")
+    assert d.wait_settled() == {"a": "done"}
+    assert git(d.repo, "show", "cw/integration:a.txt") == "a draft"
+
+
 def test_a_plan_may_be_reviewed_while_the_district_merges_at_once(
     district: Callable[..., District], tmp_path: Path
 ) -> None:

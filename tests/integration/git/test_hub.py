@@ -14,6 +14,7 @@ from cw import defaults
 from cw.agents.attempts import run_attempt
 from cw.agents.lease import Publisher
 from cw.errors import GitError, HubError
+from cw.git import merging
 from cw.git.hub import fetch_branch
 from cw.settings import Settings
 from cw.store import Store
@@ -151,7 +152,7 @@ def test_commits_a_failed_push_left_here_reach_the_hub_while_the_next_attempt_ru
     here = tmp_path / "here"
     git(tmp_path, "clone", "-q", str(hub), str(here))
     agent = (
-        "if [ -e one.txt ]; then sleep 4; else echo one > one.txt && git add -A && "
+        "if [ -e one.txt ]; then sleep 8; else echo one > one.txt && git add -A && "
         'git commit -qm one && mv "$HUB" "$HUB.away" && exit 1; fi'
     )
     settings, store = init_district(here, {
@@ -215,3 +216,35 @@ def test_the_hub_away_is_tried_again_for_half_an_hour_not_a_minute(tmp_path: Pat
     waits = [machinery_backoff(defaults.MACHINERY_RETRY_SECONDS, n) for n in range(1, retries + 1)]
     assert 25 * 60 < sum(waits) < 40 * 60 and max(waits) <= 300
     assert machinery_retries(GitError("a local git failure")) == defaults.MACHINERY_RETRIES
+
+
+def test_a_hub_branch_an_earlier_district_left_under_a_tasks_name_is_replaced(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Task ids start again at 1 in a new database: the hub's old `cw/task/1-a` refused every
+    push of the new task 1 (its lease said "no such branch yet"), and its retry took the old
+    branch for newer work: the old district's content was merged and the task called done."""
+    hub = seeded_hub(tmp_path)
+    old = tmp_path / "old"
+    git(tmp_path, "clone", "-q", str(hub), str(old))
+    (old / "stale.txt").write_text("an earlier district's task 1\n")
+    git(old, "add", "-A")
+    git(old, "commit", "-q", "-m", "old")
+    git(old, "push", "-q", str(hub), "HEAD:refs/heads/cw/task/1-a")
+    here = tmp_path / "here"
+    git(tmp_path, "clone", "-q", str(hub), str(here))
+    settings, store = init_district(here, {
+        **GIT_ID, "CW_REPO": str(here), "CW_GIT_HUB": str(hub),
+        "CW_AGENT_COMMAND": "echo hi > hi.txt", **database_env(database_url),
+    })  # fmt: skip
+    try:
+        store.submit(spec({"a": []}))
+        (claim,) = store.claim_ready_tasks()
+        run_attempt(settings, store, claim, "w")
+        assert store.task_state(claim.task_id).value == "merging"
+        merging.merge_attempt(settings, store, claim)
+        assert store.task_state(claim.task_id).value == "done"
+        merged = git(hub, "ls-tree", "--name-only", settings.integration_branch).split()
+        assert "hi.txt" in merged and "stale.txt" not in merged
+    finally:
+        store.close()
