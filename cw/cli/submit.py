@@ -98,7 +98,7 @@ def submit_plan(
     terms = Terms(review, usd, tokens)
     settings = load_settings().require_database()
     receipts = Receipts(settings.state_dir / RECEIPTS)
-    given = f"lenient={lenient} strict={strict}"
+    given = f"lenient={lenient} strict={strict} database={settings.db_url}"  # a receipt's own
     files = None if dry_run or terms.given else fingerprint(path, given)
     if files is not None and (answer := _answer(receipts.find(files), settings)) is not None:
         _echo_lines(answer)  # the same files, the same initiative: what the last submit said

@@ -446,6 +446,8 @@ def _task_values(spec: TaskSpec) -> dict[str, Any]:
     """The columns a task's plan decides (and a plan updated in place changes)."""
     extra = dict(spec.extra)
     priority = extra.get("priority", 0)
+    if isinstance(priority, float) and priority.is_integer():  # 1.0 is an integer to JSON
+        priority = int(priority)
     return {
         "name": spec.name,
         "kind": spec.kind,

@@ -86,6 +86,10 @@ PLANS: dict[str, tuple[bytes, str]] = {
         "a -> b -> a",
     ),
     "self-dependency": (b"initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [a]}\n", "a"),
+    "priority-in-extra": (  # a traceback: the range was checked on `priority:` alone
+        b"initiative: x\ntasks:\n  - {id: a, prompt: p, extra: {priority: 99999999999999999999}}\n",
+        "plan.yaml:3: tasks[0].extra.priority",
+    ),
     "path-in-id": (b"initiative: x\ntasks:\n  - {id: ../../etc/passwd, prompt: p}\n", "id"),
     "unicode-id": (
         "initiative: x\ntasks:\n  - {id: tâche, prompt: p}\n".encode(),

@@ -629,6 +629,24 @@ def test_a_receipt_is_not_used_once_another_submit_changed_the_initiative(repo: 
     assert lines[1].startswith("cw: missing 02-01: 1 task: missing on disk")
 
 
+def test_a_receipt_answers_only_for_the_database_it_was_kept_for(
+    repo: Path, tmp_path: Path
+) -> None:
+    """A receipt kept for the district's database answered "nothing new" for another one
+    (CW_DATABASE_URL) that held only the first plan: the second was never added there."""
+    if POSTGRES_URL:
+        pytest.skip("receipts answer for SQLite districts only")
+    other = {"CW_DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
+    write(repo, {"01-core/01-01-PLAN.md": PHASE_1["01-core/01-01-PLAN.md"]})
+    assert cw(repo, "submit", "plan", ".planning", "--no-dispatch", env=other).returncode == 0
+    write(repo, PHASE_1)
+    time.sleep(1.1)  # past the second in which a file changed: the receipt trusts its stamp
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")
+    ok(repo, "submit", "plan", ".planning", "--no-dispatch")  # kept a receipt
+    there = cw(repo, "submit", "plan", ".planning", "--no-dispatch", env=other)
+    assert there.stdout.startswith("cw: initiative 'repo' (id 1): 1 task added, 1 plan new")
+
+
 def test_a_flat_yaml_list_grows_as_the_docs_say_once_its_tasks_started(
     repo: Path, redis_url: str
 ) -> None:

@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from cw.errors import LeaseHeld, StaleState, UsageError
+from cw.plans.load import load_plan
 from cw.states import TRANSITIONS, TaskState, check_transition
 from cw.store import AttemptResult, Claim, MergeReport, Store, db, glance
 from cw.store.models import Base
@@ -349,3 +350,12 @@ def test_spawning_an_agent_past_a_spent_budget_is_refused_in_one_line(store: Sto
     with pytest.raises(UsageError, match="the budget of its plan or initiative is spent"):
         store.claim_task(b)
     assert store.task_state(b).value == "ready"
+
+
+def test_a_priority_written_as_1_0_is_priority_1(store: Store, tmp_path: Path) -> None:
+    """JSON Schema takes 1.0 for an integer; the task was stored with priority 0."""
+    (tmp_path / "p.yaml").write_text(
+        "initiative: y\ntasks:\n  - {id: b, prompt: p, priority: 1.0}\n"
+    )
+    store.submit(load_plan(tmp_path / "p.yaml"))
+    assert store.task_detail(store.find_task_id("b")).priority == 1
