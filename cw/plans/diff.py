@@ -198,7 +198,11 @@ def _refusal_line(plan: PlanChange) -> str:
 def compare(spec: InitiativeSpec, stored: Stored | None) -> PlanDiff:
     """What submitting ``spec`` changes in ``stored`` (None: the initiative is new)."""
     held = stored or Stored(0, 0, {}, {}, {}, set())
-    changes = [_plan_change(plan, held, spec.digests) for plan in spec.plans()]
+    changes = [
+        _moved(_plan_change(plan, held, spec.digests), held, phase.key)
+        for phase in spec.phases
+        for plan in phase.plans
+    ]
     on_disk = {plan.key for plan in spec.plans()}
     skipped = {s.plan for s in spec.skipped if s.plan}
     if spec.whole:
@@ -253,6 +257,18 @@ def _plan_change(plan: PlanSpec, held: Stored, digests: dict[str, str]) -> PlanC
         change.conflict = (
             f"task {taken[0]} already belongs to plan {owner}: give the task a new id, "
             "a task cannot move between plans"
+        )
+    return change
+
+
+def _moved(change: PlanChange, held: Stored, phase: str) -> PlanChange:
+    """``change``, refused if its plan is stored under another phase (a move was ignored)."""
+    old = held.plans.get(change.key)
+    if old is not None and old.phase_key != phase and change.status != REFUSED:
+        change.status = REFUSED
+        change.conflict = (
+            f"it is stored in phase {old.phase_key}, not {phase}: a plan cannot move between "
+            "phases; give it a new id to add it to this phase"
         )
     return change
 

@@ -672,3 +672,22 @@ def test_a_flat_yaml_list_grows_as_the_docs_say_once_its_tasks_started(
         "cw: added 01-02: 1 task",
     ]
     assert sorted(task_keys(repo)) == ["a", "b"]
+
+
+def test_a_plan_moved_to_another_phase_is_refused_not_ignored(repo: Path) -> None:
+    """The move was answered "nothing new", and the plan stayed in its old phase."""
+
+    def phases(*layout: tuple[str, list[str]]) -> str:
+        text = "initiative: moves\nphases:\n"
+        for phase, plans in layout:
+            text += f'  - id: "{phase}"\n    plans:\n'
+            for plan in plans:
+                text += f"      - id: {plan}\n        tasks:\n"
+                text += f"          - {{id: {plan}-task, prompt: Do {plan}.}}\n"
+        return text
+
+    (repo / "moves.yaml").write_text(phases(("1", ["p", "q"])), encoding="utf-8")
+    ok(repo, "submit", "plan", "moves.yaml", "--no-dispatch")
+    (repo / "moves.yaml").write_text(phases(("1", ["p"]), ("2", ["q"])), encoding="utf-8")
+    line = refused(repo, "submit", "plan", "moves.yaml", "--no-dispatch")
+    assert "plan q (" in line and "stored in phase 1, not 2: a plan cannot move" in line, line
