@@ -82,6 +82,7 @@ class TaskChanges:
     removed: list[str] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
     plan_fields: bool = False
+    reordered: bool = False  # nothing else changed but the tasks' order
 
     def __str__(self) -> str:
         parts = [
@@ -95,6 +96,8 @@ class TaskChanges:
         ]
         if self.plan_fields:
             parts.append("its objective, context or frontmatter edited")
+        if self.reordered and not parts:
+            parts.append("its tasks reordered")
         return ", ".join(parts)
 
 
@@ -302,6 +305,7 @@ def _task_changes(old: Prints, new: Prints) -> TaskChanges:
         removed=[k for k in before if k not in after],
         edited=[k for k in after if k in before and before[k] != after[k]],
         plan_fields=old["plan"] != new["plan"],
+        reordered=list(before) != list(after),
     )
 
 

@@ -691,3 +691,15 @@ def test_a_plan_moved_to_another_phase_is_refused_not_ignored(repo: Path) -> Non
     (repo / "moves.yaml").write_text(phases(("1", ["p"]), ("2", ["q"])), encoding="utf-8")
     line = refused(repo, "submit", "plan", "moves.yaml", "--no-dispatch")
     assert "plan q (" in line and "stored in phase 1, not 2: a plan cannot move" in line, line
+
+
+def test_tasks_reordered_in_a_yaml_plan_are_said_to_be(repo: Path) -> None:
+    """The change was described as nothing: "changed 01-01: 2 tasks: " (refused: ": : its
+    tasks have started")."""
+    first = "initiative: order\ntasks:\n  - {id: a, prompt: Do a.}\n  - {id: b, prompt: Do b.}\n"
+    (repo / "order.yaml").write_text(first, encoding="utf-8")
+    ok(repo, "submit", "plan", "order.yaml", "--no-dispatch")
+    swapped = "initiative: order\ntasks:\n  - {id: b, prompt: Do b.}\n  - {id: a, prompt: Do a.}\n"
+    (repo / "order.yaml").write_text(swapped, encoding="utf-8")
+    lines = ok(repo, "submit", "plan", "order.yaml", "--dry-run")
+    assert "  changed   01-01: 2 tasks: its tasks reordered" in lines, lines
