@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -92,9 +93,9 @@ def _inlined(node: Any, defs: dict[str, Any]) -> Any:
 def check_schema(doc: YamlDoc) -> None:
     if doc.data is None:
         raise plan_error(doc.file, 1, "(top level)", "the file is empty")
-    nul = _nul_at(doc.data, ())
-    if nul is not None:  # every process cw starts would refuse it ("embedded null byte")
-        raise plan_error(doc.file, doc.line(nul), field_name(nul), "contains a NUL character")
+    bad = _unwritable_at(doc.data, ())
+    if bad is not None:
+        raise plan_error(doc.file, doc.line(bad[0]), field_name(bad[0]), bad[1])
     errors = list(_validator().iter_errors(doc.data))
     if not errors:
         return
@@ -103,16 +104,23 @@ def check_schema(doc: YamlDoc) -> None:
     raise plan_error(doc.file, line, field, problem)
 
 
-def _nul_at(node: Any, path: YamlPath) -> YamlPath | None:
-    """Where the first text holding a NUL character is (a key or a value), if anywhere."""
+#: Values cw cannot pass on: every process it starts refuses a NUL ("embedded null byte"),
+#: and JSON (the database, --json) has no NaN or infinity.
+_NUL, _NOT_FINITE = "contains a NUL character", "is not a finite number (JSON has no .nan, .inf)"
+
+
+def _unwritable_at(node: Any, path: YamlPath) -> tuple[YamlPath, str] | None:
+    """Where the first value cw cannot pass on is (a key or a value), and why; None if none."""
     if isinstance(node, str):
-        return path if "\x00" in node else None
+        return (path, _NUL) if "\x00" in node else None
+    if isinstance(node, float):
+        return None if math.isfinite(node) else (path, _NOT_FINITE)
     if not isinstance(node, dict | list):
         return None
     for key, value in node.items() if isinstance(node, dict) else enumerate(node):
         if isinstance(key, str) and "\x00" in key:
-            return path
-        found = _nul_at(value, (*path, key))
+            return path, _NUL
+        found = _unwritable_at(value, (*path, key))
         if found is not None:
             return found
     return None

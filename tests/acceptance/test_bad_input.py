@@ -86,6 +86,10 @@ PLANS: dict[str, tuple[bytes, str]] = {
         "a -> b -> a",
     ),
     "self-dependency": (b"initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [a]}\n", "a"),
+    "not-a-finite-number": (  # accepted, then every --json of the task was invalid JSON
+        b"initiative: x\ntasks:\n  - {id: a, prompt: p, x-n: .nan}\n",
+        "plan.yaml:3: tasks[0].x-n: is not a finite number",
+    ),
     "priority-in-extra": (  # a traceback: the range was checked on `priority:` alone
         b"initiative: x\ntasks:\n  - {id: a, prompt: p, extra: {priority: 99999999999999999999}}\n",
         "plan.yaml:3: tasks[0].extra.priority",
