@@ -99,7 +99,9 @@ def check_schema(doc: YamlDoc) -> None:
     errors = list(_validator().iter_errors(doc.data))
     if not errors:
         return
-    described = [_describe(error, doc) for error in errors]
+    # A key is missing most often because it is misspelt: the misspelling is said first.
+    others = [error for error in errors if not _says_missing(error)]
+    described = [_describe(error, doc) for error in others or errors]
     line, field, problem = min(described, key=lambda item: (item[0], -len(item[1])))
     raise plan_error(doc.file, line, field, problem)
 
@@ -124,6 +126,14 @@ def _unwritable_at(node: Any, path: YamlPath) -> tuple[YamlPath, str] | None:
         if found is not None:
             return found
     return None
+
+
+def _says_missing(error: ValidationError) -> bool:
+    """Whether a schema error says a key is missing (the top level's ``oneOf``: neither
+    ``phases`` nor ``tasks``)."""
+    instance: Any = error.instance
+    neither = isinstance(instance, dict) and not {"phases", "tasks"} & instance.keys()
+    return error.validator == "required" or (error.validator == "oneOf" and neither)
 
 
 def _describe(error: ValidationError, doc: YamlDoc) -> tuple[int, str, str]:

@@ -86,6 +86,10 @@ PLANS: dict[str, tuple[bytes, str]] = {
         "a -> b -> a",
     ),
     "self-dependency": (b"initiative: x\ntasks:\n  - {id: a, prompt: p, depends_on: [a]}\n", "a"),
+    "misspelt-key": (  # it said `missing 'phases'` at line 1
+        b"initiative: x\nphase:\n  - {id: '1', plans: []}\n",
+        "plan.yaml:2: phase: unknown key 'phase'",
+    ),
     "not-a-finite-number": (  # accepted, then every --json of the task was invalid JSON
         b"initiative: x\ntasks:\n  - {id: a, prompt: p, x-n: .nan}\n",
         "plan.yaml:3: tasks[0].x-n: is not a finite number",

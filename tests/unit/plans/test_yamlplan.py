@@ -158,7 +158,7 @@ tasks:
 def test_unknown_key_is_rejected_at_its_line(tmp_path: Path) -> None:
     text = "initiative: p\ntasks:\n  - id: a\n    promt: typo\n"
     message = error_for(tmp_path, text)
-    assert message.startswith("3: tasks[0].prompt: missing required key 'prompt'")
+    assert message.startswith("4: tasks[0].promt: unknown key 'promt'"), "the misspelling"
 
 
 def test_unknown_key_next_to_required_ones_names_the_key(tmp_path: Path) -> None:
