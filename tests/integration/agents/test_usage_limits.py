@@ -98,7 +98,8 @@ def test_eight_ready_tasks_start_no_second_claude_until_the_limit_resets(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
     d = fake_claude_running(district, tmp_path)
-    resets = int(time.time()) + 5  # the workers are up: the first agent hits it well before
+    web = serve(d)  # up before the limit is hit: the pause lasts seconds
+    resets = int(time.time()) + 8  # the workers are up: the first agent hits it well before
     write_scenario(tmp_path / "scenario.json", [
         Run(end=RateLimit(resets), attempt=1, when_prompt_contains="do t0"),
         Run(end=Done("finished")),
@@ -106,10 +107,10 @@ def test_eight_ready_tasks_start_no_second_claude_until_the_limit_resets(
     d.submit({key: [] for key in KEYS})
 
     d.wait_for(lambda: bool(d.store.pauses()), what="claude to be paused")
+    page = web.get("/")[1]
     status = d.cw("status")
-    assert "claude paused by a usage limit until" in status.stdout, status.stdout
-    page = serve(d).get("/")[1]
     assert 'id="paused-claude"' in page and "claude paused by a usage limit until" in page
+    assert "claude paused by a usage limit until" in status.stdout, status.stdout
 
     assert d.wait_settled(timeout=90) == dict.fromkeys(KEYS, "done")
     calls = read_jsonl(Path(d.env["FAKE_CLAUDE_LOG"]))
