@@ -50,6 +50,17 @@ def reviewing(district: Callable[..., District], tmp_path: Path) -> District:
     return d
 
 
+def one_in_review(
+    district: Callable[..., District], tmp_path: Path, verify: dict[str, str] | None = None
+) -> District:
+    """Task ``a`` alone, its work waiting in review."""
+    d = with_agent(district, tmp_path, CW_REVIEW="manual")
+    d.start_workers(1)
+    d.submit({"a": []}, verify=verify)
+    assert d.wait_settled() == {"a": "review"}
+    return d
+
+
 def test_work_waits_for_review_without_a_slot_and_feedback_reaches_the_same_agent(
     district: Callable[..., District], tmp_path: Path
 ) -> None:
@@ -96,10 +107,7 @@ def test_a_persons_uncommitted_edit_in_work_under_review_is_not_left_out_of_the_
 ) -> None:
     """The merge takes the task's branch: an edit made while reviewing, not committed, was
     left out of the integration branch (and later committed by the worktree's removal)."""
-    d = with_agent(district, tmp_path, CW_REVIEW="manual")
-    d.start_workers(1)
-    d.submit({"a": []})
-    assert d.wait_settled() == {"a": "review"}
+    d = one_in_review(district, tmp_path)
     worktree = Path(d.task("a")["worktree"])
     (worktree / "a.txt").write_text("a reviewed\n")
     (worktree / "build.log").write_text("a check's output, untracked\n")
@@ -118,10 +126,7 @@ def test_what_the_review_check_changed_in_tracked_files_blocks_no_approval(
 ) -> None:
     """A check that rewrites a tracked file (a formatter, a lock file) left it changed: the
     approval was refused as if a person had edited it."""
-    d = with_agent(district, tmp_path, CW_REVIEW="manual")
-    d.start_workers(1)
-    d.submit({"a": []}, verify={"a": "echo formatted >> a.txt"})
-    assert d.wait_settled() == {"a": "review"}
+    d = one_in_review(district, tmp_path, verify={"a": "echo formatted >> a.txt"})
     d.cw("review", "approve", "a")
     assert d.wait_settled() == {"a": "done"}
     assert git(d.repo, "show", "cw/integration:a.txt") == "a draft"
