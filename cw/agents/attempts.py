@@ -279,8 +279,8 @@ def _save_work(
 
 def _publish_end(publish: Publisher, kind: str) -> None:
     """Finished work must reach the hub, where the merge worker finds it: a failed push is
-    cw's machinery failing, tried again. Any other end is recorded all the same (a person's
-    stop, the agent's questions were lost with it): the next attempt here publishes it."""
+    cw's machinery failing, tried again. Any other end (a person's stop, the agent's
+    questions, its failure) is recorded all the same: the next attempt here publishes it."""
     try:
         publish.push()
     except GitError as exc:
