@@ -365,6 +365,8 @@ def _waits(spec: InitiativeSpec, held: Stored, by_key: dict[str, PlanChange], d:
         waits = by_key[mine].waits_for
         if theirs != mine and theirs not in waits:
             waits.append(theirs)
+    if not d.dropped_edges:
+        return
     kept = (held.edges - set(d.dropped_edges)) | set(d.new_edges)
     after = _graph({(plan_of[task], plan_of[dep]) for task, dep in kept})
     upstream: dict[str, set[str]] = {}

@@ -100,11 +100,17 @@ def _digest(value: Any) -> str:
     """A digest of ``value`` with every run of whitespace in its text collapsed to one space
     and none next to a quote, and none at a line break in CJK text: wrapping text differently
     does not change it. (Text without such a break digests as it did before CJK was known.)"""
-    text = json.dumps(_cjk_joined(value), sort_keys=True, separators=(",", ":"), default=str)
+    text = _json(value)
+    if "\\u" in text:  # text beyond ASCII, which may be CJK (plain ASCII needs no joining)
+        text = _json(_cjk_joined(value))
     for escape in ("\\n", "\\t", "\\r"):  # whitespace as JSON writes it inside strings
         text = text.replace(escape, " ")
     text = " ".join(text.split()).replace('" ', '"').replace(' "', '"')
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _cjk_joined(value: Any) -> Any:

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from cw.errors import UsageError
 from cw.plans.diff import CHANGED, compare, merged_order, phase_order_of, rollup
-from cw.plans.prints import FILE_DIGEST, digest, prints
+from cw.plans.prints import FILE_DIGEST, _digest, digest, prints
 from cw.plans.spec import InitiativeSpec, PhaseSpec
 from cw.store import AttemptResult, Store, db
 from cw.store.models import Plan
@@ -31,6 +31,15 @@ def test_whitespace_and_the_plan_file_are_no_change_but_a_word_is() -> None:
     assert digest(plan) != digest(one.plans()[0])
     assert prints(plan)["tasks"][0] != prints(one.plans()[0])["tasks"][0]
     assert prints(plan)["tasks"][1] == prints(one.plans()[0])["tasks"][1]
+
+
+def test_a_plans_digest_is_the_one_districts_hold() -> None:
+    """Stored prints are compared with digests made now: the same content must digest as it
+    always did (PRINTS_VERSION 1), in plain ASCII and beyond it."""
+    plain = {"objective": "Do  it\nnow", "extra": {"k": [1, 2.5, None, True]}, "t": ("a", "b")}
+    cjk = {"objective": "中文的\n句子", "context": "x \t y", "extra": {"ü": "é"}}
+    assert _digest(plain) == "293b85954930f0dfef114d38acbc6d13"
+    assert _digest(cjk) == "e9378fb8afd05b6d49b4f7cc82757929"
 
 
 def test_an_inserted_decimal_phase_goes_between_its_neighbours() -> None:
