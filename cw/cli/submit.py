@@ -105,7 +105,7 @@ def submit_plan(
         return
     store = open_store(settings)
     held = Held(store.held)  # read once: for the plan reader, then to compare
-    cache = ReadCache(settings.state_dir / READ_CACHE)
+    cache = ReadCache(settings.state_dir / READ_CACHE, keep=not dry_run)
     spec = load_plan(path, lenient=lenient, known=held.known, cache=cache)
     if strict:
         refuse_skips(spec)

@@ -17,20 +17,27 @@ import os
 import pickle
 from pathlib import Path
 
-from cw.plans import gsd, gsdnames, gsdtags, gsdtasks, source, spec
+import yaml
+
+from cw import defaults, errors
+from cw.errors import PlanError
+from cw.plans import gsd, gsdnames, gsdtags, gsdtasks, prints, source, spec
 from cw.plans.gsd import GsdPlan, Place, read_plan
+from cw.plans.source import read_plan_bytes
 
 logger = logging.getLogger(__name__)
 
-#: The modules whose code decides what a plan file reads as: a change in any reads again.
-_READERS = (gsd, gsdnames, gsdtags, gsdtasks, source, spec)
+#: The modules whose code decides what a plan file reads as (every cw module the reader
+#: imports): a change in any reads again.
+READERS = (gsd, gsdnames, gsdtags, gsdtasks, prints, source, spec, defaults, errors)
 
 
 class ReadCache:
     """Plans read by earlier submits, by digest; :meth:`save` keeps those this one used."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, keep: bool = True) -> None:
         self.path = path
+        self.keep = keep  # False: read it, write nothing (a dry run changes nothing)
         self._earlier = _load(path)
         self._used: dict[str, bytes] = {}
         self._salt = _reader_digest()
@@ -39,9 +46,9 @@ class ReadCache:
     def read(self, path: Path, display: str, place: Place, plan_names: dict[str, str]) -> GsdPlan:
         """:func:`cw.plans.gsd.read_plan`, from the cache when nothing it depends on changed."""
         try:
-            data = path.read_bytes()
-        except OSError:
-            return read_plan(path, display, place, plan_names)  # says what is wrong
+            data = read_plan_bytes(path, display)
+        except PlanError:
+            return read_plan(path, display, place, plan_names)  # says what is wrong, as it does
         key = self._key(data, display, place, plan_names)
         stored = self._used.get(key) or self._earlier.get(key)
         if stored is not None:
@@ -54,7 +61,7 @@ class ReadCache:
 
     def save(self) -> None:
         """Write the plans this submit read, when they differ from what the file holds."""
-        if self._used.keys() == self._earlier.keys():
+        if not self.keep or self._used.keys() == self._earlier.keys():
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,9 +95,10 @@ def _load(path: Path) -> dict[str, bytes]:
 
 
 def _reader_digest() -> bytes:
-    """Which reader the cached plans come from: its modules' sizes and times."""
-    stamps = []
-    for module in _READERS:
+    """Which reader the cached plans come from: its modules' sizes and times, and the YAML
+    parser's version (with or without libyaml, which may read a document differently)."""
+    stamps = [f"yaml:{yaml.__version__}:{yaml.__with_libyaml__}"]
+    for module in READERS:
         source = Path(module.__file__ or "")
         try:
             info = source.stat()

@@ -35,7 +35,7 @@ YamlPath = tuple[str | int, ...]
 
 def read_plan_text(path: Path, display: str) -> str:
     """The text of a plan file, or a PlanError if it is missing, too big, binary or not UTF-8."""
-    data = _read_bytes(path, display)
+    data = read_plan_bytes(path, display)
     if b"\x00" in data:
         line = data.count(b"\n", 0, data.index(b"\x00")) + 1
         raise plan_error(display, line, "file", "binary data (NUL byte): a plan must be UTF-8 text")
@@ -48,7 +48,9 @@ def read_plan_text(path: Path, display: str) -> str:
     return text.replace("\r\n", "\n")
 
 
-def _read_bytes(path: Path, display: str) -> bytes:
+def read_plan_bytes(path: Path, display: str) -> bytes:
+    """The bytes of a plan file, or a PlanError if it is missing or too big (never read whole
+    past the limit)."""
     size = _regular_file_size(path, display)
     if size > MAX_PLAN_FILE_BYTES:
         raise _too_big(display, size)

@@ -158,3 +158,18 @@ def test_rewrapping_a_task_without_a_name_is_no_edit(repo: Path, before: str, af
     assert dry.returncode == 0, dry.stderr
     assert "unchanged 01-01: 1 task" in dry.stdout, dry.stdout
     assert "changed 01-01" not in dry.stdout.replace("unchanged 01-01", "")
+
+
+def test_a_dry_run_keeps_nothing_in_the_state_directory(repo: Path) -> None:
+    path = planning(repo, {"01-a/01-01-PLAN.md": plan("01", "01")})
+    assert cw(repo, "submit", "plan", ".planning", "--no-dispatch").returncode == 0
+    (path / "phases" / "01-a" / "01-02-PLAN.md").write_text(plan("01", "02"), encoding="utf-8")
+    state = repo / ".cw"
+    kept = {p: p.read_bytes() for p in state.rglob("*") if p.is_file() and "cw.db" not in p.name}
+
+    assert cw(repo, "submit", "plan", ".planning", "--dry-run").returncode == 0
+
+    after = {p: p.read_bytes() for p in state.rglob("*") if p.is_file() and "cw.db" not in p.name}
+    assert after == kept, "the plans read and the receipts are as the last real submit left them"
+    assert cw(repo, "submit", "plan", ".planning", "--no-dispatch").returncode == 0
+    assert (state / "cache" / "plans.pickle").read_bytes() != kept[state / "cache" / "plans.pickle"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from cw.errors import PlanError
 from cw.plans import cache as plan_cache
+from cw.plans import source
 from cw.plans.cache import ReadCache
-from cw.plans.gsd import read_plan
+from cw.plans.gsd import Place, read_plan
 from cw.plans.load import load_plan
 from tests.unit.plans.test_gsd import PLAN_01_01, ledger
 
@@ -101,3 +105,38 @@ def test_another_reader_version_parses_again(
     load(repo, where)
 
     assert len(parsed) == 5
+
+
+def test_the_cache_knows_every_cw_module_the_reader_runs() -> None:
+    """A change in any module reading a plan depends on (a limit in cw.defaults, a constant
+    of cw.plans.prints) reads every file again: none is left out of the cache's salt."""
+    listed = ", ".join(repr(m.__name__) for m in plan_cache.READERS)
+    code = (
+        "import sys; import cw.plans.gsd; "
+        f"print(sorted(set(m for m in sys.modules if m.startswith('cw.')) - {{{listed}}}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['cw.plans']", "a package's own __init__ holds no reading"
+
+
+def test_a_file_over_the_limit_is_refused_without_being_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = tmp_path / "01-01-PLAN.md"
+    big.write_bytes(b"x" * 4096)
+    monkeypatch.setattr(source, "MAX_PLAN_FILE_BYTES", 1024)
+    read: list[int] = []
+    real_open = Path.open
+
+    def counting_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        real_read = handle.read
+        handle.read = lambda size=-1: read.append(size) or real_read(size)  # type: ignore[method-assign]
+        return handle
+
+    monkeypatch.setattr(Path, "open", counting_open)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail("read whole"))
+
+    with pytest.raises(PlanError, match="over the limit of 1024 bytes"):
+        ReadCache(tmp_path / "plans.pickle").read(big, "01-01-PLAN.md", Place(None, "", None), {})
+    assert all(0 <= size <= 1025 for size in read), read
