@@ -3,8 +3,8 @@
 
 A PLAN.md body looks like XML but is not (markdown, ``@file`` references, bare ``<`` and ``&``),
 so it is read with forgiving regular expressions: an opening tag counts only when its closing
-tag follows, and everything else is text. The directory around it (phases, plan numbers,
-dependencies between plans) is :mod:`cw.plans.gsddir`'s.
+tag follows, and everything else is text. The directory around it (phases, plan numbers) is
+:mod:`cw.plans.gsddir`'s; the order between plans, :mod:`cw.plans.gsdorder`'s.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ _PLAN_FIELDS = ("phase", "plan", "depends_on")
 
 @dataclass(frozen=True)
 class Dependency:
-    """One ``depends_on`` entry as written; :mod:`cw.plans.gsddir` decides what it names."""
+    """One ``depends_on`` entry as written; :mod:`cw.plans.gsdorder` decides what it names."""
 
     text: str
     line: int

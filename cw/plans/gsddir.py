@@ -1,35 +1,32 @@
 """Read a GSD ``.planning/`` directory (or one PLAN.md) the way GSD's own tooling reads it.
 
 Phase folders and plan files are found and numbered by :mod:`cw.plans.gsdnames`; each plan file is
-read by :mod:`cw.plans.gsd`. Every file or folder under ``phases/`` that does not become a plan is
-listed with the reason, and every problem is collected, so that one run reports them all.
+read by :mod:`cw.plans.gsd`; :mod:`cw.plans.gsdorder` resolves their ``depends_on`` and orders the
+phases. Every file or folder under ``phases/`` that does not become a plan is listed with the
+reason, and every problem is collected, so that one run reports them all.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cw.errors import PlanError
 from cw.plans.cache import ReadCache
-from cw.plans.gsd import Dependency, GsdPlan, Place, read_plan
+from cw.plans.gsd import GsdPlan, Place, read_plan
 from cw.plans.gsdnames import (
-    PHASE_NUMBER,
     PlanName,
     is_phase_number,
     phase_folder,
-    phase_key,
     phase_order,
     plan_name,
-    plan_number,
     planning_dir,
     why_not_a_plan,
 )
+from cw.plans.gsdorder import Index, PlanKey, link, plan_order, resolve, waits_for_phase_before
 from cw.plans.gsdproject import Project, read_project
 from cw.plans.source import YamlDoc
 from cw.plans.spec import (
@@ -50,11 +47,7 @@ from cw.plans.spec import (
 
 logger = logging.getLogger(__name__)
 
-_PLAN_REF_RE = re.compile(rf"({PHASE_NUMBER})-(\d{{1,6}})", re.A)
-_PHASE_REF_RE = re.compile(rf"({PHASE_NUMBER})(?:-.*)?", re.S | re.A)
-_PLAN_SUFFIX_RE = re.compile(r"(?:-PLAN)?(?:\.md)?$", re.I)
 _NESTED_DIR = "plans"
-PlanKey = tuple[tuple[int, str, tuple[int, ...]], int]
 PlanReader = Callable[[Path, str, Place, dict[str, str]], GsdPlan]
 
 
@@ -181,10 +174,10 @@ def _read_one(
 
 def _initiative(source: Path, project: Project, reading: _Reading) -> InitiativeSpec:
     phases: dict[str, list[GsdPlan]] = {}
-    for plan in sorted(reading.plans + reading.known, key=_plan_order):
+    for plan in sorted(reading.plans + reading.known, key=plan_order):
         phases.setdefault(plan.phase, []).append(plan)
     ordered = sorted(phases.items(), key=lambda item: phase_order(item[0]))
-    _link([plans for _key, plans in ordered], reading.edges)
+    link([plans for _key, plans in ordered], reading.edges)
     stored = {id(plan) for plan in reading.known}
     read = [(key, [p for p in plans if id(p) not in stored]) for key, plans in ordered]
     specs = [_phase_spec(key, plans, project) for key, plans in read if plans]
@@ -192,10 +185,6 @@ def _initiative(source: Path, project: Project, reading: _Reading) -> Initiative
     spec.skipped, spec.warnings = reading.skipped, reading.warnings
     spec.stored_tasks = {task.key for plan in reading.known for task in plan.spec.tasks}
     return spec
-
-
-def _plan_order(plan: GsdPlan) -> tuple[tuple[int, str, tuple[int, ...]], int]:
-    return phase_order(plan.phase), int(plan.spec.key.rsplit("-", 1)[1])
 
 
 def _phase_spec(key: str, plans: list[GsdPlan], project: Project) -> PhaseSpec:
@@ -302,107 +291,18 @@ def _check_unique(reading: _Reading) -> None:
 
 def _resolve_all(reading: _Reading) -> None:
     """Turn each plan's ``depends_on`` into plan keys; what cannot be resolved is a problem."""
-    index = _Index(reading)
-    for plan in reading.plans:
-        try:
-            keys = [key for dep in plan.depends for key in index.resolve(plan, dep)]
-        except PlanError as exc:
-            reading.problems.append(exc)
-            continue
-        reading.edges[plan.spec.key] = list(dict.fromkeys(keys))
-
-
-class _Index:
-    """Plans by number and phases by number or folder name, to resolve ``depends_on``."""
-
-    def __init__(self, reading: _Reading) -> None:
-        self.plans: dict[PlanKey, str] = {}
-        self.phases: dict[tuple[int, str, tuple[int, ...]], list[str]] = {}
-        for plan in reading.plans + reading.known:
-            self.plans[_plan_order(plan)] = plan.spec.key
-            self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
-        self.folders = {name: phase_order(key) for name, key in reading.folders.items()}
-        self.warnings = reading.warnings
-        self.unread = set(reading.unread.values())
-
-    def resolve(self, plan: GsdPlan, dep: Dependency) -> list[str]:
-        text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
-        if "/" in text:
-            return self._in_phase(plan, dep, *text.rsplit("/", 1))
-        if text.isascii() and text.isdigit() and len(text) <= 6:
-            return self._short(plan, dep, text)
-        full = _PLAN_REF_RE.fullmatch(text)
-        if full and text not in self.folders:
-            wanted = (phase_order(phase_key(full.group(1))), int(full.group(2)))
-            return self._plan(plan, dep, wanted, text)
-        return self._phase(plan, dep, text)
-
-    def _short(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
-        """A bare number names a plan of the same phase; failing that, a phase."""
-        own_plan = (phase_order(plan.phase), int(text))
-        if own_plan in self.plans or own_plan in self.unread:
-            return self._plan(plan, dep, own_plan, f"{plan.phase}-{plan_number(text)}")
-        order = phase_order(phase_key(text))
-        if order in self.phases and order != phase_order(plan.phase):
-            self.warnings.append(
-                f"{plan.spec.where.file}:{dep.line}: depends_on: phase {plan.phase} has no plan "
-                f"{text}, so {text} is read as phase {text} (all of its plans)"
-            )
-            return self.phases[order]
-        own = f"{plan.phase}-{plan_number(text)}"
-        hint = (
-            f"a bare number names a plan of this phase ({plan.phase}); for another phase write "
-            f"'NN-MM' or the phase folder's name"
-        )
-        return self._unknown(plan, dep, f"unknown plan {show(own)}: {hint}")
-
-    def _in_phase(self, plan: GsdPlan, dep: Dependency, phase: str, number: str) -> list[str]:
-        order = self._phase_order(phase)
-        digits = _PLAN_REF_RE.fullmatch(number)
-        number = digits.group(2) if digits else number
-        if order is not None and number.isascii() and number.isdigit() and len(number) <= 6:
-            return self._plan(plan, dep, (order, int(number)), dep.text)
-        return self._unknown(plan, dep, f"unknown plan {show(dep.text)}")
-
-    def _plan(self, plan: GsdPlan, dep: Dependency, wanted: PlanKey, shown: str) -> list[str]:
-        found = self.plans.get(wanted)
-        if found:
-            return [found]
-        if wanted in self.unread:
-            return self._unknown(plan, dep, f"plan {show(shown)}, whose file cannot be read")
-        return self._unknown(plan, dep, f"unknown plan {show(shown)}")
-
-    def _phase(self, plan: GsdPlan, dep: Dependency, text: str) -> list[str]:
-        order = self._phase_order(text)
-        if order is None:
-            problem = (
-                f"cannot read dependency {show(dep.text)}: expected a plan like '02-01' or "
-                "'01', or a phase folder like '02-storage'"
-            )
-            raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
-        if order == phase_order(plan.phase):
-            problem = f"plan {plan.spec.key} depends on its own phase {show(dep.text)}"
-            raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
-        if order not in self.phases:
-            return self._unknown(plan, dep, f"phase {show(dep.text)}, which has no readable plans")
-        return self.phases[order]
-
-    def _phase_order(self, text: str) -> tuple[int, str, tuple[int, ...]] | None:
-        if text in self.folders:
-            return self.folders[text]
-        match = _PHASE_REF_RE.fullmatch(text)
-        return phase_order(phase_key(match.group(1))) if match else None
-
-    def _unknown(self, plan: GsdPlan, dep: Dependency, what: str) -> list[str]:
-        problem = f"plan {plan.spec.key} depends on {what}"
-        raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
+    unread = reading.unread.values()
+    index = Index(reading.plans + reading.known, reading.folders, unread, reading.warnings)
+    edges, problems = resolve(reading.plans, index)
+    reading.edges.update(edges)
+    reading.problems += problems
 
 
 def _drop_problems(reading: _Reading) -> None:
     """Leniently: list each problem as skipped, and skip the plans that wait on a skipped one:
-    by ``depends_on``, or by the phase order (a plan without ``depends_on`` waits for the whole
-    phase before its own, so for a plan skipped there too)."""
-    stored_as = {_plan_order(plan): plan.spec.key for plan in reading.known}
+    by ``depends_on``, or by the phase order (every plan waits for the whole phase before its
+    own, itself or through a plan of its own phase, so for a plan skipped there too)."""
+    stored_as = {plan_order(plan): plan.spec.key for plan in reading.known}
     read_as = {plan.spec.where.file: plan.spec.key for plan in reading.plans}  # read, unlinked
     for problem in reading.problems:
         order = reading.unread.get(problem.file)
@@ -419,37 +319,44 @@ def _drop_problems(reading: _Reading) -> None:
         if (phase := _phase_of_file(reading, file))
         and reading.unread.get(file) not in kept_as_stored
     }
-    phases = sorted({p.phase for p in reading.plans + reading.known} | short, key=phase_order)
+    phases = _Phases(reading.plans + reading.known, short)
     while True:
         keys = {plan.spec.key for plan in keep} | stored
         waiting = [
             (plan, reason)
             for plan in keep
-            if (
-                reason := _waits_for_skipped(
-                    plan, reading.edges[plan.spec.key], keys, phases, short
-                )
-            )
+            if (reason := _waits_for_skipped(plan, reading.edges[plan.spec.key], keys, phases))
         ]
         if not waiting:
             break
         for plan, reason in waiting:
             reading.skip(f"{plan.spec.where.file}:1", reason, plan=plan.spec.key)
-            short.add(plan.phase)
+            phases.short.add(plan.phase)
         keep = [plan for plan in keep if all(plan is not p for p, _reason in waiting)]
     reading.plans = keep
     reading.problems = []
 
 
-def _waits_for_skipped(
-    plan: GsdPlan, edges: list[str], keys: set[str], phases: list[str], short: set[str]
-) -> str:
+class _Phases:
+    """The phases of a lenient reading, in order, with their plans' keys; ``short``: those that
+    lost a plan (skipped)."""
+
+    def __init__(self, plans: list[GsdPlan], short: set[str]) -> None:
+        self.plans: dict[str, set[str]] = {}
+        for plan in plans:
+            self.plans.setdefault(plan.phase, set()).add(plan.spec.key)
+        self.order = sorted(self.plans.keys() | short, key=phase_order)
+        self.short = short
+
+
+def _waits_for_skipped(plan: GsdPlan, edges: list[str], keys: set[str], phases: _Phases) -> str:
     """Why ``plan`` waits on something not stored ('' if it does not)."""
     missing = [key for key in edges if key not in keys]
     if missing:
         return f"depends_on: waits for {', '.join(missing)}, which is not stored"
-    before = [p for p in phases if phase_order(p) < phase_order(plan.phase)]
-    if not edges and before and before[-1] in short:
+    before = [p for p in phases.order if phase_order(p) < phase_order(plan.phase)]
+    own = phases.plans[plan.phase]
+    if before and before[-1] in phases.short and waits_for_phase_before(edges, own):
         return f"phase order: waits for all of phase {before[-1]}, part of which is not stored"
     return ""
 
@@ -459,34 +366,3 @@ def _phase_of_file(reading: _Reading, file: str) -> str | None:
     return next(
         (reading.folders[p.name] for p in Path(file).parents if p.name in reading.folders), None
     )
-
-
-def _link(phases: list[list[GsdPlan]], edges: dict[str, list[str]]) -> None:
-    """Turn plan-level order into task edges (tasks inside a plan are already chained)."""
-    by_key = {plan.spec.key: plan.spec for plans in phases for plan in plans}
-    for plans in phases:
-        for plan in plans:
-            # A stored plan may wait for one a lenient reading skipped: not in the graph now.
-            after = [by_key[key] for key in edges.get(plan.spec.key, []) if key in by_key]
-            _after(plan.spec, after)
-    for previous, plans in itertools.pairwise(phases):
-        terminals = _terminal_plans(previous, edges)
-        for plan in plans:
-            if not edges.get(plan.spec.key):
-                _after(plan.spec, terminals)
-
-
-def _terminal_plans(plans: list[GsdPlan], edges: dict[str, list[str]]) -> list[PlanSpec]:
-    """The plans of a phase that no other plan of that phase depends on."""
-    needed = {key for plan in plans for key in edges.get(plan.spec.key, [])}
-    return [plan.spec for plan in plans if plan.spec.key not in needed]
-
-
-def _after(plan: PlanSpec, before: list[PlanSpec]) -> None:
-    """Make ``plan``'s first task wait for the last task of each plan in ``before``."""
-    if not plan.tasks:
-        return
-    first = plan.tasks[0]
-    for other in before:
-        if other.tasks and other.tasks[-1].key not in first.depends_on:
-            first.depends_on.append(other.tasks[-1].key)

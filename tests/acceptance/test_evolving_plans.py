@@ -133,7 +133,7 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
     assert lines[0] == "cw: initiative 'repo' (id 1): 3 tasks added, 2 plans new, 2 plans unchanged"
     assert lines[1:3] == [
         "cw: added 02-01: 2 tasks; waits for 01-01, 01-02",
-        "cw: added 02-02: 1 task; waits for 01-01",
+        "cw: added 02-02: 1 task; waits for 01-01, 01-02",
     ]
     wait_until(lambda: state_of(repo, "02-01-1") == "running")
 
@@ -155,7 +155,7 @@ def test_the_gsd_flow_in_four_steps_adds_each_new_task_once_and_runs_all_in_orde
     )
     edges = {
         "02-01-1": ["01-01-2", "01-02-1"],
-        "02-02-1": ["01-01-2"],
+        "02-02-1": ["01-01-2", "01-02-1"],
         "01.1-01-1": ["01-01-2", "01-02-1"],
         "02-03-1": ["02-01-2"],
     }
@@ -305,7 +305,7 @@ def test_a_plan_gone_from_disk_is_kept_and_new_plans_may_wait_for_it(repo: Path)
         "`cw plan cancel 01-01` stops it)"
     ) in lines
     assert depends_on(repo, "02-01-1") == ["01-01-2", "01-02-1"]
-    assert depends_on(repo, "02-02-1") == ["01-01-2"]
+    assert depends_on(repo, "02-02-1") == ["01-01-2", "01-02-1"]
     assert "01-01-1" in task_keys(repo)
 
 
@@ -316,7 +316,7 @@ def test_one_new_plan_md_may_depend_on_plans_submitted_before(repo: Path) -> Non
     lines = ok(repo, "submit", "plan", ".planning/phases/02-api/02-02-PLAN.md", "--no-dispatch")
     assert lines == [
         "cw: initiative 'repo' (id 1): 1 task added, 1 plan new, 0 plans unchanged",
-        "cw: added 02-02: 1 task; waits for 01-01",
+        "cw: added 02-02: 1 task; waits for 01-01, 01-02",
     ]
     folder = repo / ".planning/phases/02-api"  # run from inside it: the same plan, the same name
     lines = ok(folder, "submit", "plan", "02-01-PLAN.md", "--no-dispatch")
@@ -334,7 +334,7 @@ def test_cancelling_a_plan_blocks_what_waits_for_it(repo: Path) -> None:
         "01-01": "not started",
         "01-02": "cancelled",
         "02-01": "blocked",
-        "02-02": "not started",
+        "02-02": "blocked",
     }
     assert (
         refused(repo, "plan", "cancel", "09-09") == "cw: error: no plan '09-09': see `cw plan list`"
@@ -365,7 +365,7 @@ def test_dropping_a_cancelled_task_frees_what_it_blocked(repo: Path) -> None:
     write(repo, {"01-core/01-01-PLAN.md": plan("01", "01", "Make the core.")})
     ok(repo, "submit", "plan", ".planning", "--no-dispatch")
     assert "01-01-2" not in task_keys(repo)
-    assert depends_on(repo, "02-02-1") == ["01-01-1"]
+    assert depends_on(repo, "02-02-1") == ["01-01-1", "01-02-1"]
     assert state_of(repo, "02-01-1") == "pending" and state_of(repo, "02-02-1") == "pending"
     assert state_of(repo, "02-01-2") == "pending", "downstream of a freed task too"
 

@@ -227,7 +227,8 @@ def test_short_depends_on_means_plan_of_same_phase(repo: Path) -> None:
 
 def test_full_depends_on_links_first_task_to_last_task_of_that_plan(repo: Path) -> None:
     tasks = by_key(load_plan(repo))
-    assert tasks["02-08-1"].depends_on == ["01-02-1"]
+    # and, by the phase order, to the previous phase's (01.1) terminal plan
+    assert tasks["02-08-1"].depends_on == ["01-02-1", "01.1-01-2"]
 
 
 def test_plan_without_depends_on_waits_for_terminal_plans_of_previous_phase(repo: Path) -> None:

@@ -187,7 +187,8 @@ def test_lenient_skips_what_waits_by_the_phase_order_for_a_phase_that_lost_a_pla
     tmp_path: Path,
 ) -> None:
     """GSD runs a phase after the whole phase before it: with a plan of phase 02 unreadable,
-    phase 03 (no depends_on) is not stored to run after phase 01 alone, nor is what follows."""
+    phase 03 is not stored to run after phase 01 alone, nor is what follows, whatever its
+    depends_on names (04-02), itself or through a plan of its own phase (04-03)."""
     empty = "<objective>o</objective>\nno tasks here\n"
     root = layout(tmp_path, {
         "01-a/01-01-PLAN.md": plan("01", "01"),
@@ -196,17 +197,21 @@ def test_lenient_skips_what_waits_by_the_phase_order_for_a_phase_that_lost_a_pla
         "03-c/03-01-PLAN.md": plan("03", "01", depends="depends_on: []\n"),
         "04-d/04-01-PLAN.md": plan("04", "01"),
         "04-d/04-02-PLAN.md": plan("04", "02", depends='depends_on: ["01-01"]\n'),
+        "04-d/04-03-PLAN.md": plan("04", "03", depends='depends_on: ["04-01", "01-01"]\n'),
     })  # fmt: skip
     spec = load_plan(root, lenient=True)
-    assert plan_keys(spec) == ["01-01", "04-02"], "04-02 waits for 01-01 alone"
+    assert plan_keys(spec) == ["01-01"]
     skipped = {Path(item.path).name: item.reason for item in spec.skipped}
+    phase_03 = "phase order: waits for all of phase 03, part of which is not stored"
     assert skipped == {
         "02-01-PLAN.md:1": "tasks: plan 02-01 has no tasks: write them as <task> elements "
         "inside <tasks> or as '### Task N: name' headings",
         "02-02-PLAN.md:4": "depends_on: plan 02-02 depends on plan '02-01', whose file "
         "cannot be read",
         "03-01-PLAN.md:1": "phase order: waits for all of phase 02, part of which is not stored",
-        "04-01-PLAN.md:1": "phase order: waits for all of phase 03, part of which is not stored",
+        "04-01-PLAN.md:1": phase_03,
+        "04-02-PLAN.md:1": phase_03,
+        "04-03-PLAN.md:1": "depends_on: waits for 04-01, which is not stored",
     }
 
 
@@ -398,12 +403,58 @@ def test_depends_on_may_name_a_phase_folder_or_a_plan_inside_one(tmp_path: Path)
     root = layout(tmp_path, {
         "14-utils/14-01-PLAN.md": plan("14", "01"),
         "14-utils/14-02-PLAN.md": plan("14", "02"),
+        "14.1-fix/14.1-01-PLAN.md": plan("14.1", "01"),
         "15-queue/15-01-PLAN.md": plan("15", "01", depends='depends_on: ["14-utils"]\n'),
         "15-queue/15-02-PLAN.md": plan("15", "02", depends="depends_on: [14-utils/01]\n"),
     })  # fmt: skip
+    found = tasks(load_plan(root))  # each waits for the phase before its own (14.1) too
+    assert found["15-01-1"].depends_on == ["14-01-1", "14-02-1", "14.1-01-1"]
+    assert found["15-02-1"].depends_on == ["14-01-1", "14.1-01-1"]
+
+
+def test_a_plan_naming_only_earlier_phases_still_waits_for_the_phase_before_its_own(
+    tmp_path: Path,
+) -> None:
+    """GSD runs phase 29, then 30: 30-01 naming plans of 27 and 28 does not run beside 29."""
+    earlier = "depends_on: [28-02, 27-02]\n"
+    root = layout(tmp_path, {
+        "27-lib/27-01-PLAN.md": plan("27", "01"),
+        "27-lib/27-02-PLAN.md": plan("27", "02", depends="depends_on: [27-01]\n"),
+        "28-shell/28-01-PLAN.md": plan("28", "01"),
+        "28-shell/28-02-PLAN.md": plan("28", "02"),
+        "29-paper/29-01-PLAN.md": plan("29", "01", depends=earlier),
+        "30-collection/30-01-PLAN.md": plan("30", "01", depends=earlier),
+    })  # fmt: skip
     found = tasks(load_plan(root))
-    assert found["15-01-1"].depends_on == ["14-01-1", "14-02-1"]
-    assert found["15-02-1"].depends_on == ["14-01-1"]
+    assert found["29-01-1"].depends_on == ["28-02-1", "27-02-1", "28-01-1"]
+    assert found["30-01-1"].depends_on == ["28-02-1", "27-02-1", "29-01-1"]
+
+
+def test_a_plan_naming_the_phase_before_an_inserted_decimal_phase_waits_for_that_one_too(
+    tmp_path: Path,
+) -> None:
+    root = layout(tmp_path, {
+        "02-api/02-01-PLAN.md": plan("02", "01"),
+        "02.1-fix/02.1-01-PLAN.md": plan("02.1", "01"),
+        "03-ui/03-01-PLAN.md": plan("03", "01", depends='depends_on: ["02-01"]\n'),
+    })  # fmt: skip
+    assert tasks(load_plan(root))["03-01-1"].depends_on == ["02-01-1", "02.1-01-1"]
+
+
+def test_a_plan_waiting_for_a_plan_of_its_own_phase_waits_for_the_phase_before_through_it(
+    tmp_path: Path,
+) -> None:
+    """No edge that another already gives: 03-02 waits for phase 02 through 03-01."""
+    root = layout(tmp_path, {
+        "01-core/01-01-PLAN.md": plan("01", "01"),
+        "02-api/02-01-PLAN.md": plan("02", "01"),
+        "02-api/02-02-PLAN.md": plan("02", "02"),
+        "03-ui/03-01-PLAN.md": plan("03", "01", depends='depends_on: ["01-01"]\n'),
+        "03-ui/03-02-PLAN.md": plan("03", "02", depends='depends_on: ["03-01", "01-01"]\n'),
+    })  # fmt: skip
+    found = tasks(load_plan(root))
+    assert found["03-01-1"].depends_on == ["01-01-1", "02-01-1", "02-02-1"]
+    assert found["03-02-1"].depends_on == ["03-01-1", "01-01-1"]
 
 
 def test_a_bare_number_is_a_plan_of_the_same_phase_else_a_phase(tmp_path: Path) -> None:
