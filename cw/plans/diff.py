@@ -459,19 +459,24 @@ def _can_wait(held: Stored, key: str) -> bool:
 
 
 def rollup(states: list[str], started: bool) -> str:
-    """One word for a plan's or phase's tasks: done, failed, cancelled, blocked, not started,
-    needs you (nothing moves until a person answers, reviews or resumes), running.
-    ``started``: one of them has run (a retried task waiting again, or cancelled after)."""
+    """One word for a plan's or phase's tasks: done; running; failing (a task failed or
+    conflicted while others still run or wait to); failed (one did, and nothing else moves
+    without a person); needs you (nothing moves until a person answers, reviews or resumes);
+    blocked, cancelled (nothing left to run); not started. ``started``: one of them has run (a
+    retried task waiting again, or cancelled after)."""
     kinds = set(states)
     if kinds <= {S.DONE.value}:
         return "done"
-    if kinds & {S.FAILED.value, S.CONFLICT.value}:
-        return "failed"
+    # A pending task waits on work that goes on by itself, unless a task here that only a
+    # person moves may be what it waits on (a failed one blocks its dependents instead).
+    moving = bool(kinds & _MOVING) or (S.PENDING.value in kinds and not kinds & _HOLDS_UP)
+    if kinds & _BROKEN:
+        return "failing" if moving else "failed"
     if kinds <= {S.DONE.value, S.CANCELLED.value, S.BLOCKED.value}:  # nothing left to run
         return "cancelled" if S.CANCELLED.value in kinds else "blocked"
     if not started and kinds <= {s.value for s in NEVER_RAN}:
         return "not started"
-    if kinds & _FOR_A_PERSON and not kinds & _MOVING:
+    if kinds & _FOR_A_PERSON and not moving:
         return "needs you"
     return "running"
 
@@ -479,3 +484,7 @@ def rollup(states: list[str], started: bool) -> str:
 #: Task states that wait for a person, and those in which work goes on without one.
 _FOR_A_PERSON = frozenset({S.WAITING.value, S.REVIEW.value, S.STOPPED.value})
 _MOVING = frozenset(s.value for s in (S.READY, S.QUEUED, S.RUNNING, S.MERGING))
+#: Task states whose work will not land unless a person acts.
+_BROKEN = frozenset({S.FAILED.value, S.CONFLICT.value})
+#: Task states that only a person moves and that leave what depends on them pending.
+_HOLDS_UP = _FOR_A_PERSON | {S.CONFLICT.value}

@@ -35,7 +35,12 @@ from cw.store.records import (
 
 
 class Merges(StoreBase):
-    """Merging an attempt: begun, landed, bounced back to its agent, or failed."""
+    """Merging an attempt: begun, landed, bounced back to its agent, or failed.
+
+    Every move writes an event in its own transaction, so the file UI and the web page see it
+    at once: ``merge.begun``, ``merge.requeued``, ``merge.retried``; landing, a conflict, a
+    bounce or a failure move the task, which writes its ``task.<state>``.
+    """
 
     def begin_merge(self, claim: Claim) -> MergeJob | None:
         """Take the queued merge of this attempt (again, after a crash); None if not ours."""
@@ -46,6 +51,7 @@ class Merges(StoreBase):
             if not _set_merge(s, claim, state="merging", started_at=time.time()):
                 queue_merge(s, claim.task_id, claim.attempt)  # approved by an older cw
                 _set_merge(s, claim, state="merging", started_at=time.time())
+            self._event(s, "merge.begun", claim.task_id, claim.attempt)
             return MergeJob(
                 claim.task_id,
                 claim.attempt,
@@ -217,7 +223,8 @@ class Merges(StoreBase):
         with self._write() as s:
             if _ours(s, claim) is None:
                 return False
-            _set_merge(s, claim, state="queued", started_at=None)
+            if _set_merge(s, claim, state="queued", started_at=None):
+                self._event(s, "merge.requeued", claim.task_id, claim.attempt)
             return True
 
     def _merges_in(self, merge_state: str) -> list[Claim]:
@@ -252,6 +259,7 @@ class Merges(StoreBase):
             wait = machinery_backoff(pause, count)
             task.resent_at = time.time() + wait  # the reconciler leaves the coming try alone
             _set_merge(s, claim, state="queued", output=error)
+            self._event(s, "merge.retried", claim.task_id, claim.attempt, error)
             return wait
 
     def fail_merge(self, claim: Claim, error: str) -> bool:

@@ -4,6 +4,8 @@ plans stored before plans had prints (migration 0005), on SQLite or PostgreSQL."
 from __future__ import annotations
 
 import copy
+import shutil
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -11,12 +13,15 @@ from alembic import command
 from sqlalchemy import update
 
 from cw.errors import UsageError
-from cw.plans.diff import CHANGED, compare, merged_order, phase_order_of, rollup
+from cw.plans.diff import CHANGED, Held, PlanDiff, compare, merged_order, phase_order_of, rollup
+from cw.plans.load import load_plan
 from cw.plans.prints import FILE_DIGEST, _digest, digest, prints
 from cw.plans.spec import InitiativeSpec, PhaseSpec
-from cw.store import AttemptResult, Store, db
+from cw.store import AttemptResult, MergeReport, Store, db
 from cw.store.models import Plan
 from tests.factories import HERE, spec
+from tests.unit.plans.test_gsd_shapes import layout
+from tests.unit.plans.test_gsd_shapes import plan as gsd_plan
 
 
 def test_whitespace_and_the_plan_file_are_no_change_but_a_word_is() -> None:
@@ -66,6 +71,42 @@ def test_a_plan_whose_task_ran_is_not_shown_as_not_started() -> None:
     # A retried task waiting for a worker again, or one cancelled after its retry.
     assert rollup(["ready", "pending"], True) == "running"
     assert rollup(["cancelled", "ready"], True) == "running"
+
+
+def test_a_plan_with_a_failed_task_is_failing_while_the_rest_still_moves_then_failed() -> None:
+    assert rollup(["failed", "running"], True) == "failing"
+    assert rollup(["done", "conflict", "merging"], True) == "failing"
+    assert rollup(["failed", "ready", "blocked"], True) == "failing"
+    assert rollup(["failed", "review", "queued"], True) == "failing"
+    # A failed task blocks what depends on it: a pending one waits on work elsewhere.
+    assert rollup(["failed", "pending"], True) == "failing"
+    # Failed once nothing moves without a person.
+    assert rollup(["failed", "done", "blocked"], True) == "failed"
+    assert rollup(["conflict", "waiting"], True) == "failed"
+    # A conflict blocks nothing, and a task in review neither: the pending one may wait on it.
+    assert rollup(["conflict", "pending"], True) == "failed"
+    assert rollup(["failed", "review", "pending"], True) == "failed"
+
+
+def test_plan_list_and_show_say_failing_until_the_rest_of_the_plan_has_finished(
+    database_url: str,
+) -> None:
+    store = Store.open(database_url)
+    store.submit(spec({"a": [], "b": [], "c": ["a"]}))
+    first, second = store.claim_ready_tasks()
+    for claim in (first, second):
+        assert store.start_attempt(claim, worker="w", host="h", lease_seconds=30)
+    store.finish_attempt(first, AttemptResult(outcome="failed", error="boom"), "command")
+    (row,) = store.plan_rows()
+    assert (row.states, row.state) == ({"failed": 1, "running": 1, "blocked": 1}, "failing")
+    assert store.plan_detail(row.id).state == "failing"
+    store.finish_attempt(second, AttemptResult(outcome="done"), "command")
+    store.begin_merge(second)
+    store.finish_merge(second, MergeReport(sha="def"))
+    (row,) = store.plan_rows()
+    assert (row.states, row.state) == ({"failed": 1, "done": 1, "blocked": 1}, "failed")
+    assert store.plan_detail(row.id).state == "failed"
+    store.close()
 
 
 def test_a_plan_stored_before_prints_existed_is_compared_by_its_rows(database_url: str) -> None:
@@ -219,3 +260,119 @@ def test_a_started_plan_read_differently_from_the_same_bytes_is_kept_not_refused
     with pytest.raises(UsageError, match="its tasks have started"):
         store.submit(edited)
     store.close()
+
+
+# --- the order between GSD phases, on a resubmit -----------------------------------------
+
+
+def submit_gsd(store: Store, path: Path) -> PlanDiff:
+    """As ``cw submit plan`` does: the reader sees the plans the district holds."""
+    held = Held(store.held)
+    read = load_plan(path, known=held.known)
+    return store.submit(read, held.get(read.name))
+
+
+def waits_of(store: Store, task: str) -> set[str]:
+    held = store.held("shop")
+    assert held is not None
+    return {dep for key, dep in held.edges if key == task}
+
+
+def shop(root: Path, files: dict[str, str]) -> Path:
+    (root / ".planning").mkdir(parents=True, exist_ok=True)
+    (root / ".planning" / "PROJECT.md").write_text("# shop\n", encoding="utf-8")
+    return layout(root, files)
+
+
+def test_an_inserted_decimal_phase_holds_back_a_plan_naming_the_phase_before_it(
+    tmp_path: Path, database_url: str
+) -> None:
+    """GSD inserts 02.1 once 03 is planned: 03-01, whose depends_on names 02-01 alone, waits
+    for 02.1 too while it has not started, and the resubmit says so."""
+    root = shop(tmp_path, {
+        "02-api/02-01-PLAN.md": gsd_plan("02", "01"),
+        "03-ui/03-01-PLAN.md": gsd_plan("03", "01", depends='depends_on: ["02-01"]\n'),
+    })  # fmt: skip
+    store = Store.open(database_url)
+    try:
+        submit_gsd(store, root)
+        shop(root, {"02.1-fix/02.1-01-PLAN.md": gsd_plan("02.1", "01")})
+        assert [p.line() for p in submit_gsd(store, root).plans] == [
+            "unchanged 02-01: 1 task",
+            "added 02.1-01: 1 task; waits for 02-01",
+            "unchanged 03-01: 1 task; waits for 02.1-01",
+        ]
+        assert waits_of(store, "03-01-1") == {"02-01-1", "02.1-01-1"}
+        again = submit_gsd(store, root)
+        assert again.nothing_new and again.settled
+    finally:
+        store.close()
+
+
+def test_a_new_phase_waits_for_the_previous_phase_the_district_holds_read_or_not(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Phase 02 submitted earlier and no longer on disk: a phase-03 plan naming only 01-01,
+    alone in its PLAN.md or in the directory, still waits for 02's terminal plans."""
+    root = shop(tmp_path, {
+        "01-core/01-01-PLAN.md": gsd_plan("01", "01"),
+        "02-api/02-01-PLAN.md": gsd_plan("02", "01"),
+        "02-api/02-02-PLAN.md": gsd_plan("02", "02"),
+    })  # fmt: skip
+    new = {"03-ui/03-01-PLAN.md": gsd_plan("03", "01", depends='depends_on: ["01-01"]\n')}
+    store = Store.open(database_url)
+    try:
+        submit_gsd(store, root)
+        for folder in ("01-core", "02-api"):
+            shutil.rmtree(root / ".planning" / "phases" / folder)
+        shop(root, new)
+        one = load_plan(root / ".planning/phases/03-ui/03-01-PLAN.md", known=Held(store.held).known)
+        assert one.tasks()[0].depends_on == ["01-01-1", "02-01-1", "02-02-1"]
+        lines = [p.line() for p in submit_gsd(store, root).plans]
+        assert lines[0] == "added 03-01: 1 task; waits for 01-01, 02-01, 02-02"
+        assert waits_of(store, "03-01-1") == {"01-01-1", "02-01-1", "02-02-1"}
+    finally:
+        store.close()
+
+
+def test_a_district_stored_before_the_phase_order_always_held_takes_it_on_a_resubmit(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Stored when a depends_on replaced the wait for the previous phase: a task that still
+    waits takes the waits it lacked; one already claimed cannot, which the diff notes; a plan
+    that waits through one of its own phase gets no new edge."""
+    root = shop(tmp_path, {
+        "01-core/01-01-PLAN.md": gsd_plan("01", "01"),
+        "02-api/02-01-PLAN.md": gsd_plan("02", "01"),
+        "02-api/02-02-PLAN.md": gsd_plan("02", "02"),
+        "03-ui/03-01-PLAN.md": gsd_plan("03", "01", depends='depends_on: ["01-01"]\n'),
+        "03-ui/03-02-PLAN.md": gsd_plan("03", "02", depends='depends_on: ["02-01"]\n'),
+        "03-ui/03-03-PLAN.md": gsd_plan("03", "03", depends='depends_on: ["03-01", "01-01"]\n'),
+    })  # fmt: skip
+    old = load_plan(root)
+    by_key = {task.key: task for task in old.tasks()}
+    by_key["03-01-1"].depends_on = ["01-01-1"]  # as cw stored them then
+    by_key["03-02-1"].depends_on = ["02-01-1"]
+    store = Store.open(database_url)
+    try:
+        store.submit(old)
+        (first,) = store.claim_ready_tasks()
+        assert store.start_attempt(first, worker="w", host="h", lease_seconds=30)
+        assert store.finish_attempt(first, AttemptResult(outcome="done"), "command")
+        assert store.begin_merge(first)
+        assert store.finish_merge(first, MergeReport(sha="def"))
+        claimed = sorted(claim.key for claim in store.claim_ready_tasks())
+        assert claimed == ["02-01-1", "02-02-1", "03-01-1"], "03-01 ran beside phase 02"
+        diff = submit_gsd(store, root)
+        assert [p.line() for p in diff.plans if p.waits_for] == [
+            "unchanged 03-02: 1 task; waits for 02-02"
+        ]
+        assert diff.late_edges == [
+            ("03-01-1", "02-01-1", "queued"),
+            ("03-01-1", "02-02-1", "queued"),
+        ]
+        assert waits_of(store, "03-02-1") == {"02-01-1", "02-02-1"}
+        assert waits_of(store, "03-03-1") == {"03-01-1", "01-01-1"}
+        assert not diff.settled, "03-01-1 does not wait as the plans ask"
+    finally:
+        store.close()
