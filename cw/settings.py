@@ -53,6 +53,7 @@ class Settings:
     agent_nice: int = defaults.AGENT_NICE  # 0: agents at their worker's CPU priority
     heartbeat: float = defaults.HEARTBEAT_SECONDS
     lease: float = defaults.LEASE_SECONDS
+    git_timeout: float = 600.0  # seconds a git step of an attempt may take (checkout, commit)
     concurrency: int = 2
     verify_command: str = ""  # project-wide check run on every merged tree
     verify_timeout: float = 600.0

@@ -26,8 +26,10 @@ from cw.agents.prompts import (
 )
 from cw.agents.protocol import AgentOutcome, AgentRequest
 from cw.agents.registry import make_adapter
+from cw.agents.worktree import integration_sha, own_worktree, prepare_worktree
 from cw.errors import AgentError, CwError, GitError, UsageError
-from cw.git import branches, hub, nested, treemerge, worktrees
+from cw.git import branches, nested, treemerge, worktrees
+from cw.git.runner import GitStopped
 from cw.git.verify import run_checks
 from cw.host import processes, runmarks
 from cw.settings import Settings
@@ -62,6 +64,8 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     try:
         _stop_previous(settings, store, workspace)
         result = _run(settings, store, claim, workspace)
+    except GitStopped as exc:  # a person's stop ended one of cw's git steps; the worktree stays
+        result = AttemptResult(outcome="stopped", error=str(exc))
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
     except _Unrecorded as exc:
@@ -119,7 +123,8 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         result = _watched_agent(settings, store, claim, request, publish)
     # The agent's heartbeat ended with it: the lease is kept while cw checks, commits and
     # pushes (a lapse here would give the task to another attempt, and run the agent again).
-    with lease_kept(settings, store, claim):
+    # A stop ends these steps, unless they save the work of an agent it stopped.
+    with lease_kept(settings, store, claim, stoppable=result.outcome != "stopped"):
         elsewhere = _left(settings, worktree, branch, base)
         if elsewhere is not None:
             # Nothing is committed or removed: the worktree stays as the agent left it.
@@ -405,7 +410,7 @@ def _stop_previous(settings: Settings, store: Store, ws: Workspace) -> None:
     recorded = set(store.lost_agents(ws.task_id, host))
     if ws.previous is not None and ws.previous[0] == host and ws.previous[1]:
         recorded.add(ws.previous[1])
-    worktree = str(_own_worktree(settings, ws.branch)) if ws.branch else None
+    worktree = str(own_worktree(settings, ws.branch)) if ws.branch else None
     groups = {g for g in recorded if processes.group_alive(g) and _works_in(g, worktree)}
     if ws.attempt > 1 or ws.previous is not None:
         runs = runmarks.agent_runs(settings.state_dir)
@@ -437,63 +442,6 @@ def _works_in(pgid: int, worktree: str | None) -> bool:
     except psutil.Error:
         return True  # a zombie leader, or no access: the group is the agent's as recorded
     return worktree is None or cwd.is_relative_to(Path(worktree).resolve())
-
-
-def prepare_worktree(
-    settings: Settings, store: Store, ws: Workspace
-) -> tuple[Path, str, str, str | None]:
-    """The task's worktree, branch and base on this host, and the branch's tip on the hub
-    (None: not there): created from the integration branch's sha the first time; later from
-    the task's branch (work intact), taken from the hub when another host worked on it. The
-    path is always this host's own (the attempt records it)."""
-    on_hub = None
-    if settings.git_hub:
-        branch = settings.integration_branch
-        hub.fetch_branch(settings.repo, settings.git_hub, branch, f"refs/heads/{branch}")
-    if ws.branch and ws.base_sha:
-        branch, base = ws.branch, ws.base_sha
-        worktree = _own_worktree(settings, branch)
-        if settings.git_hub:
-            on_hub = hub.take_hub_branch(settings.repo, settings.git_hub, branch, worktree)
-        if str(worktree) != ws.worktree:
-            store.record_worktree(Claim(ws.task_id, ws.attempt), str(worktree))
-    else:
-        slug = f"{ws.task_id}-{ws.brief.key}"
-        worktree = settings.worktree_dir / slug
-        branch = defaults.TASK_BRANCH_PREFIX + slug
-        base = integration_sha(settings)
-        first = store.record_workspace(ws.task_id, branch, str(worktree), base)
-        if first and (aside := branches.set_aside(settings.repo, branch)):
-            logger.warning(
-                "task %s: branch %s was there before it: now %s", ws.brief.key, branch, aside
-            )
-        if first and settings.git_hub:
-            on_hub = _not_ours_on_hub(settings, ws.brief.key, branch)
-    worktrees.add_worktree(settings.repo, worktree, branch, base)
-    return worktree, branch, base, on_hub
-
-
-def _not_ours_on_hub(settings: Settings, key: str, branch: str) -> str | None:
-    """The hub's branch of a task's name before its first attempt (an earlier district's,
-    task ids start again at 1): not this task's, so its first push replaces it."""
-    found = hub.hub_branches(settings.repo, str(settings.git_hub), branch).get(branch)
-    if found:
-        logger.warning("task %s: the hub's %s at %s is not its work: replaced", key, branch, found)
-    return found
-
-
-def _own_worktree(settings: Settings, branch: str) -> Path:
-    return worktrees.task_worktree(settings.worktree_dir, branch, defaults.TASK_BRANCH_PREFIX)
-
-
-def integration_sha(settings: Settings) -> str:
-    sha = branches.branch_sha(settings.repo, settings.integration_branch)
-    if sha is None:
-        raise CwError(
-            f"the integration branch {settings.integration_branch!r} is gone; recreate it at "
-            "its last merge (`cw doctor` says which)"
-        )
-    return sha
 
 
 def _ids(claim: Claim) -> tuple[int, int]:

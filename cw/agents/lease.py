@@ -1,5 +1,6 @@
-"""An attempt's hold on its task while it runs: the lease renewed every heartbeat, the
-agent's new commits published to the hub, a stop request or a worker shutdown noticed.
+"""An attempt's hold on its task while it runs: the lease renewed every heartbeat, cw's own
+git steps given a time limit, the agent's new commits published to the hub, a stop request or
+a worker shutdown noticed.
 
 The database may be busy for longer than its timeout now and then: a failed renewal is logged
 and tried again at the next heartbeat, so only the lease's expiry ends an attempt, never one
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from cw.errors import GitError
-from cw.git import branches, hub
+from cw.git import branches, hub, runner
 from cw.settings import Settings
 from cw.store import Claim, Store, TransientDatabaseError
 
@@ -25,21 +26,29 @@ MIN_PUSH_SECONDS = 10.0
 
 
 @contextmanager
-def lease_kept(settings: Settings, store: Store, claim: Claim) -> Iterator[None]:
-    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death."""
-    done = threading.Event()
+def lease_kept(
+    settings: Settings, store: Store, claim: Claim, *, stoppable: bool = True
+) -> Iterator[None]:
+    """Renew the lease every heartbeat while cw's own git steps run, so none looks like death.
+    None of them runs for ever: each is killed after ``git_timeout`` (``runner.GitTimedOut``, a
+    failure of cw's machinery) and, when ``stoppable``, once the heartbeat sees a person's stop
+    request (``runner.GitStopped``; not while a stopped agent's own work is being saved)."""
+    done, stop = threading.Event(), threading.Event()
 
     def renew() -> None:
         while not done.wait(settings.heartbeat):
             try:
-                store.record_heartbeat(claim, settings.lease)
+                ours = store.record_heartbeat(claim, settings.lease)
+                if not ours and stoppable and store.stop_requested(claim):
+                    stop.set()
             except TransientDatabaseError as exc:
                 _not_recorded(claim, exc)
 
     thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
     thread.start()
     try:
-        yield
+        with runner.bounded(settings.git_timeout, stop):
+            yield
     finally:
         done.set()
         thread.join()

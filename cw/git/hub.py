@@ -30,7 +30,7 @@ def _talk(repo: Path, *args: str, timeout: float | None = None) -> Result:
     later, never an agent slot or the merge lock held for ever."""
     timeout = timeout or defaults.HUB_TIMEOUT_SECONDS
     result = call(repo, *args, env=PROMPTLESS, timeout=timeout)
-    if result.status != 0 and result.err.startswith("Timeout:"):  # GitPython's own words
+    if result.status != 0 and result.err.startswith("Timeout:"):  # as cw.git.runner says it
         return Result(result.status, result.out, f"fatal: the hub did not answer in {timeout:g} s")
     return result
 

@@ -1,31 +1,37 @@
 """Running git: the one place cw starts a git process (:mod:`cw.git.kept` keeps a few open).
 
-Git runs through GitPython's ``git.Git`` (one short-lived object per call, so no ``Repo`` is
-held open and no file handles leak), with the same safe configuration every time. Worktree and
-branch changes hold :func:`repo_lock`, a ``flock`` in the git common directory: concurrent
-``git worktree add`` fails without one. The integration branch moves by ``update-ref`` with its
-old value (git's own compare-and-swap), outside that lock.
+Each git command is a short-lived child process (no ``Repo`` is held open, so no file handles
+leak), with the same safe configuration every time. One with a time limit (its own, or that of
+:func:`bounded` around an attempt's git steps) runs in a process group of its own, killed whole
+when the time is up or a stop comes: a smudge filter or a hook that hangs is git's child.
+Worktree and branch changes hold :func:`repo_lock`, a ``flock`` in the git common directory:
+concurrent ``git worktree add`` fails without one. The integration branch moves by
+``update-ref`` with its old value (git's own compare-and-swap), outside that lock.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
+import subprocess
+import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import git
 
 from cw.defaults import (
     CW_GIT_EMAIL,
     CW_GIT_NAME,
     GIT_LOCK_FILE,
 )
-from cw.errors import GitError, NotAGitRepository
+from cw.errors import CwError, GitError, NotAGitRepository
+from cw.host import processes
 from cw.host.locks import file_lock
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,49 @@ NO_HOOKS = ("-c", "core.hooksPath=/dev/null")
 DIFF_FLAGS = ("--no-ext-diff", "--no-color")
 
 
+#: How long a git command a stop may end waits between looks at the stop (the heartbeat
+#: notices a stop request; this adds at most so much to it).
+STOP_POLL_SECONDS = 0.2
+#: Between SIGTERM to a git command's process group (git removes its lock files) and SIGKILL.
+KILL_GRACE_SECONDS = 2.0
+
+
+class GitTimedOut(CwError):
+    """A git step of an attempt ran longer than ``git_timeout`` (a smudge filter waiting on the
+    network, a hook that hangs, a stuck file system): git was killed with what it started, and
+    the attempt is tried again, as when other parts of cw's machinery fail. Not a
+    :class:`GitError`: nothing retries the step at once (it would hang as long again)."""
+
+
+class GitStopped(CwError):
+    """A person's stop ended the git step an attempt was waiting for: git was killed with what
+    it started, and the attempt ends as stopped."""
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """What ends the git commands run within :func:`bounded`."""
+
+    seconds: float
+    stop: threading.Event | None
+
+
+_BOUND: ContextVar[_Bound | None] = ContextVar("cw_git_bound", default=None)
+
+
+@contextmanager
+def bounded(seconds: float, stop: threading.Event | None = None) -> Iterator[None]:
+    """Within it, each git command this thread runs is killed with its process group (filters,
+    hooks, ssh) after ``seconds`` (:class:`GitTimedOut`; a command given a time limit of its
+    own, a talk with the hub, keeps it), or once ``stop`` is set (:class:`GitStopped`, which
+    every later command raises at once)."""
+    token = _BOUND.set(_Bound(seconds, stop))
+    try:
+        yield
+    finally:
+        _BOUND.reset(token)
+
+
 @dataclass(frozen=True)
 class Result:
     """A finished git command: its exit status, stdout and stderr."""
@@ -68,7 +117,8 @@ def call(
     timeout: float | None = None,
 ) -> Result:
     """Run git in ``cwd`` and return its status and output; never raises on failure. After
-    ``timeout`` seconds git and what it started (ssh, a credential helper) are killed."""
+    ``timeout`` seconds git and what it started (ssh, a credential helper) are killed, and
+    stderr says ``Timeout: ...``. Within :func:`bounded`, its limits end the command."""
     status, out, err = _execute(cwd, args, env=env, strip=strip, text=True, timeout=timeout)
     return Result(status, out, err)
 
@@ -92,16 +142,112 @@ def _execute(
 ) -> tuple[int, Any, str]:
     if not cwd.is_dir():
         raise GitError(f"cannot run git {args[0]}: {cwd} is not a directory")
-    status, out, err = git.Git(str(cwd)).execute(
+    bound = _BOUND.get()
+    stop = bound.stop if bound is not None else None
+    if stop is not None and stop.is_set():
+        raise GitStopped(f"a stop request came before git {command_name(args)}")
+    seconds = timeout if timeout is not None or bound is None else bound.seconds
+    status, out, err, ended = _spawn(cwd, args, _environment(env), seconds, stop)
+    if ended == "stop":
+        raise GitStopped(f"a stop request ended git {command_name(args)} (killed, with its group)")
+    if ended and timeout is None:
+        raise GitTimedOut(
+            f"git {command_name(args)} ran longer than {seconds:g} s (git_timeout) and was "
+            "killed with what it started: a filter or hook waiting on something (git lfs, the "
+            "network) or a stuck file system? A slower repository needs a larger CW_GIT_TIMEOUT"
+        )
+    if ended:  # the caller words it (the hub's talks)
+        err = f"Timeout: git {command_name(args)} did not complete in {seconds:g} s".encode()
+    out = out.removesuffix(b"\n") if strip else out
+    stdout = out.decode(errors="surrogateescape") if text else out
+    return status, stdout, err.decode(errors="surrogateescape").removesuffix("\n")
+
+
+def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
+    """This process's environment, git's messages in English (cw reads some), and ``env``."""
+    return {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **(env or {})}
+
+
+def _spawn(
+    cwd: Path,
+    args: tuple[str, ...],
+    env: dict[str, str],
+    seconds: float | None,
+    stop: threading.Event | None,
+) -> tuple[int, bytes, bytes, str]:
+    """Run git to its end: exit status, stdout, stderr, and what ended it ('' when it ended by
+    itself). Under a time limit or a stop, in a process group of its own, killed whole."""
+    limited = seconds is not None or stop is not None
+    proc = subprocess.Popen(
         ["git", *SAFE_CONFIG, *args],
-        with_extended_output=True,
-        with_exceptions=False,
+        cwd=cwd,
         env=env,
-        stdout_as_string=text,
-        strip_newline_in_stdout=strip,
-        kill_after_timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=limited,
     )
-    return status, out, err
+    try:
+        out, err, ended = _watched(proc, seconds, stop) if limited else (*proc.communicate(), "")
+    finally:
+        if proc.poll() is None:  # interrupted (KeyboardInterrupt): git never outlives the call
+            if limited:
+                processes.kill_group(proc.pid)
+            else:
+                proc.kill()
+            proc.wait()
+    return proc.returncode, out, err, ended
+
+
+def _watched(
+    proc: subprocess.Popen[bytes], seconds: float | None, stop: threading.Event | None
+) -> tuple[bytes, bytes, str]:
+    """The output of git in a group of its own, and what ended it: '' (itself), "timeout"
+    (``seconds`` passed) or "stop" (``stop`` was set); the last two kill its group."""
+    deadline = None if seconds is None else time.monotonic() + seconds
+    while True:
+        left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        look = STOP_POLL_SECONDS if stop is not None else None
+        try:
+            out, err = proc.communicate(timeout=min(t for t in (left, look) if t is not None))
+            return out, err, ""
+        except subprocess.TimeoutExpired:
+            pass
+        if stop is not None and stop.is_set():
+            ended = "stop"
+        elif deadline is not None and time.monotonic() >= deadline:
+            ended = "timeout"
+        else:
+            continue
+        processes.terminate_group(proc.pid, KILL_GRACE_SECONDS, proc)
+        return (*_drained(proc), ended)
+
+
+def _drained(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """What a killed git wrote; given up on when a process that left its group (a daemon)
+    holds its pipes open."""
+    try:
+        return proc.communicate(timeout=KILL_GRACE_SECONDS)
+    except subprocess.TimeoutExpired as exc:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
+        return exc.output or b"", exc.stderr or b""
+
+
+def command_name(args: tuple[str, ...]) -> str:
+    """The git command ``args`` run, with its subcommand if it has them: ``worktree add``."""
+    words = [arg for arg in args if not arg.startswith("-") and "=" not in arg]
+    if len(words) > 1 and words[0] in _WITH_SUBCOMMANDS:
+        return f"{words[0]} {words[1]}"
+    return words[0] if words else "?"
+
+
+#: Git commands whose next word is a subcommand.
+_WITH_SUBCOMMANDS = frozenset(
+    {"worktree", "stash", "remote", "submodule", "notes", "sparse-checkout", "lfs", "reflog"}
+)
 
 
 def run(cwd: Path, *args: str, env: Mapping[str, str] | None = None, strip: bool = True) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -186,3 +187,24 @@ def real_claude_asking(
     d.submit({"asks": []})
     assert d.wait_settled(timeout=90) == {"asks": "waiting"}
     return d
+
+
+@pytest.fixture
+def hang() -> Iterator[str]:
+    """A command that hangs, this test's own (``sleep`` for an odd, long time): found by its
+    command line, and killed at the end if a failing test left it running. Ask for it first,
+    so that it outlives the workers a test starts."""
+    command = f"sleep {600 + secrets.randbelow(10**6) / 10**6:.6f}"
+    yield command
+    for proc in hanging(command):
+        proc.kill()
+
+
+def hanging(command: str) -> list[psutil.Process]:
+    """The live processes running ``command`` (its shell's too)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        alive = proc.info["status"] != psutil.STATUS_ZOMBIE
+        if alive and command in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
