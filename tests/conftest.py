@@ -9,6 +9,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -276,3 +277,21 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 CW = [sys.executable, "-m", "cw"]
+
+
+def race(database_url: str, moves: list[Callable[[Store], object]]) -> None:
+    """Each move with a store of its own, in a thread of its own, all let go at once."""
+    stores = [Store.open(database_url) for _ in moves]
+    start = threading.Barrier(len(moves))
+
+    def run(move: Callable[[Store], object], store: Store) -> None:
+        start.wait()
+        move(store)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(moves, stores, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for store in stores:
+        store.close()

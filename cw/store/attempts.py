@@ -1,4 +1,5 @@
-"""An attempt's life in the database: started with a lease, heartbeats, sessions, its result."""
+"""An attempt's life in the database: started (its lease in :mod:`cw.store.leases`), its
+workspace and session, its result; cw's machinery failing around it."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from cw.defaults import SESSION_NAMESPACE
-from cw.errors import LeaseHeld
 from cw.store.base import decisions_upstream, lock_task, over_budget_plans, queue_merge
+from cw.store.leases import Leases
 from cw.store.limits import Limits
 from cw.store.models import (
     Agent,
@@ -48,8 +49,8 @@ from cw.store.records import (
 _NOT_RUN_COLUMNS = ("session_id", "questions")
 
 
-class Attempts(Limits):
-    """An attempt's life in the database: started with a lease, heartbeats, sessions, its result."""
+class Attempts(Leases, Limits):
+    """An attempt's life in the database: started, its workspace and session, its result."""
 
     def start_attempt(
         self, claim: Claim, *, worker: str, host: str, lease_seconds: float
@@ -59,7 +60,9 @@ class Attempts(Limits):
         A redelivered message of a running attempt takes over once the old lease expires
         (raises :class:`LeaseHeld` before that), as the next attempt: ``Workspace.attempt``
         is the one to go on with. The old agent's host and pid come back in
-        ``Workspace.previous`` so the caller can make sure that process is gone.
+        ``Workspace.previous`` so the caller can make sure that process is gone. If a person
+        asked the old agent to stop, the stop holds: the run is lost and the task stopped, as
+        the reconciler leaves it, and None comes back.
         """
         with self._write() as s:
             task = lock_task(s, claim.task_id)  # two deliveries of one attempt take over in turn
@@ -79,11 +82,12 @@ class Attempts(Limits):
                 run = AgentRun(task_id=claim.task_id, agent_id=agent_id, attempt=claim.attempt)
                 s.add(run)
             elif _running_attempt(s, claim) and run is not None:
-                if run.lease_expires_at >= now:
-                    raise LeaseHeld(run.lease_expires_at - now)
                 assert task is not None
                 previous = (run.host, run.pid)
-                claim, run = self._take_over(s, task, run, worker, now)
+                taken = self._take_over(s, task, run, worker, now)
+                if taken is None:
+                    return None  # its agent was asked to stop: the stop holds
+                claim, run = taken
             else:
                 return None
             run.state, run.worker, run.host, run.pid = "running", worker, host, None
@@ -111,21 +115,6 @@ class Attempts(Limits):
             attempt=claim.attempt - 1,
             last_error="its budget was spent while it waited for a worker",
         )
-
-    def _take_over(
-        self, s: Session, task: Task, old: AgentRun, worker: str, now: float
-    ) -> tuple[Claim, AgentRun]:
-        """The run of a worker that stopped renewing its lease goes on as the next attempt, so
-        the attempt number fences that worker out should it wake (a stalled process, a
-        suspended machine): its heartbeat and its result find the task under another attempt.
-        """
-        old.state, old.finished_at = "lost", now
-        old.error = f"taken over by {worker}: worker {old.worker or '?'} let its lease expire"
-        self._event(s, "attempt.taken_over", task.id, old.attempt, old.worker)
-        task.attempt = old.attempt + 1
-        run = AgentRun(task_id=task.id, agent_id=old.agent_id, attempt=task.attempt)
-        s.add(run)
-        return Claim(task.id, task.attempt), run
 
     def _deliver_answers(self, s: Session, claim: Claim) -> list[Answer]:
         """The agent's answered questions this attempt hears: new answers, and again those an
@@ -185,26 +174,6 @@ class Attempts(Limits):
                 .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
                 .values(worktree=worktree)
             )
-
-    def record_heartbeat(self, claim: Claim, lease_seconds: float, pid: int | None = None) -> bool:
-        """Extend the lease; False when the agent must stop (lost its task, or a stop request)."""
-        with self._write() as s:
-            now = time.time()
-            task = lock_task(s, claim.task_id)  # the reconciler may be releasing it
-            if task is None or task.attempt != claim.attempt or task.state != S.RUNNING:
-                return False
-            run = s.scalars(
-                select(AgentRun).where(
-                    AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt
-                )
-            ).one()
-            if run.pid is None and pid is not None:
-                self._event(s, "agent.started", claim.task_id, claim.attempt, pid)
-            run.heartbeat_at, run.lease_expires_at, run.pid = now, now + lease_seconds, pid
-            s.execute(
-                update(Agent).where(Agent.task_id == claim.task_id).values(last_activity_at=now)
-            )
-            return task.stop_requested_at is None
 
     def record_session(self, claim: Claim, session_id: str) -> None:
         """The agent's session id, read from its output while :meth:`record_heartbeat` may be
@@ -319,30 +288,6 @@ class Attempts(Limits):
                 error,
             )
             return retried
-
-    def lost_agents(self, task_id: int, host: str) -> list[int]:
-        """Process groups of this task's agents on ``host`` whose attempts were lost: a worker
-        that died may have left them running."""
-        with self._read() as s:
-            pids = s.scalars(
-                select(AgentRun.pid).where(
-                    AgentRun.task_id == task_id,
-                    AgentRun.host == host,
-                    AgentRun.state == "lost",
-                    AgentRun.pid.is_not(None),
-                )
-            ).all()
-            return [pid for pid in pids if pid is not None]
-
-    def running_attempts(self) -> set[tuple[str, int, int]]:
-        """(host, task id, attempt) of every running attempt: the agents there may be."""
-        with self._read() as s:
-            rows = s.execute(
-                select(AgentRun.host, AgentRun.task_id, AgentRun.attempt).where(
-                    AgentRun.state == "running"
-                )
-            ).all()
-            return {(host or "", task_id, attempt) for host, task_id, attempt in rows}
 
     def _after_attempt(self, s: Session, claim: Claim, result: AttemptResult, adapter: str) -> None:
         if result.outcome == "done":

@@ -8,12 +8,12 @@ from collections.abc import Iterable
 from sqlalchemy import func, or_, select, update
 
 from cw.states import TaskState
-from cw.store.base import StoreBase
+from cw.store.leases import Leases
 from cw.store.models import AgentRun, District, Event, Task
 from cw.store.records import NO_RESULT, AttemptResult, Claim, S
 
 
-class Recovery(StoreBase):
+class Recovery(Leases):
     """Recovery: shutting workers down, lost attempts, lost messages, the broker marker."""
 
     def broker_marked(self) -> bool:
@@ -166,19 +166,12 @@ class Recovery(StoreBase):
             ).all()
             lost = []
             for run in runs:
-                claim = Claim(run.task_id, run.attempt)
-                # A person asked this agent to stop: the stop holds, no other worker runs it.
-                asked = s.scalar(select(Task.stop_requested_at).where(Task.id == run.task_id))
-                then = S.READY if asked is None else S.STOPPED
-                if not self._move(s, run.task_id, [S.RUNNING], then, of_attempt=run.attempt):
-                    continue
-                run.state, run.finished_at = "lost", now
-                run.error = (
+                error = (
                     f"lost: its lease expired {now - run.lease_expires_at:.1f} s before the "
                     f"reconciler looked; worker {run.worker or '?'} stopped renewing it"
                 )
-                self._event(s, "attempt.lost", run.task_id, run.attempt, run.worker)
-                lost.append((claim, (run.host, run.pid)))
+                if self._lose(s, run, now, error):
+                    lost.append((Claim(run.task_id, run.attempt), (run.host, run.pid)))
             return lost
 
     def take_resends(self, claims: Iterable[Claim], state: TaskState, before: float) -> list[Claim]:

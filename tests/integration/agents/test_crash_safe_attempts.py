@@ -122,6 +122,15 @@ def lost_after_its_agent_finished(
 ) -> Claim:
     """The first attempt: its agent finishes, then its worker dies as it commits the work, and
     the reconciler finds the attempt lost."""
+    first = died_committing(settings, store, monkeypatch, "w")
+    store.release_lost_attempts(time.time() + settings.lease + 1)
+    return first
+
+
+def died_committing(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch, worker: str
+) -> Claim:
+    """The first attempt: its agent finishes, then its worker dies as it commits the work."""
 
     def killed(*_args: object, **_kw: object) -> None:
         raise Killed
@@ -130,8 +139,7 @@ def lost_after_its_agent_finished(
         patch.setattr(worktrees, "commit_all", killed)
         first = claim(store)
         with pytest.raises(Killed):
-            attempts.run_attempt(settings, store, first, worker="w")
-    store.release_lost_attempts(time.time() + settings.lease + 1)
+            attempts.run_attempt(settings, store, first, worker=worker)
     return first
 
 
@@ -187,6 +195,29 @@ def test_an_agent_left_by_any_lost_attempt_is_stopped_before_the_next_agent_star
     finally:
         orphan.kill()
         orphan.wait()
+
+
+def test_a_redelivered_attempt_whose_agent_was_asked_to_stop_neither_runs_nor_merges_it(
+    district: tuple[Settings, Store], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Its agent finished, its worker died as it committed the work, and a person asked the
+    agent to stop: Celery's redelivered message finds the stop, as the reconciler would, and
+    leaves the task stopped; resumed, the finished work goes on to merge."""
+    settings, store = district
+    settings = dataclasses.replace(settings, lease=0.5)
+    first = died_committing(settings, store, monkeypatch, "w1")
+    store.request_stop(first.task_id)  # `cw agent stop`: no worker is left to see it
+    time.sleep(settings.lease + 0.1)  # the dead worker renews no lease
+
+    assert attempts.run_attempt(settings, store, first, worker="w2") is None
+
+    detail = store.task_detail(first.task_id)
+    assert detail["state"] == TaskState.STOPPED
+    assert [(r["attempt"], r["state"]) for r in detail["runs"]] == [(1, "lost")]
+    store.resume_task(first.task_id)
+    assert attempts.run_attempt(settings, store, claim(store), worker="w2")
+    assert store.task_state(first.task_id) == TaskState.MERGING
+    assert (tmp_path / "agent-runs").read_text() == "run\n", "the agent ran once"
 
 
 def test_the_reconciler_removes_a_stale_lock_on_the_integration_branch(

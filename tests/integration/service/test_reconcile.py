@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from cw.states import TaskState
 from cw.store import AttemptResult, Claim, Store, TaskBrief
 from cw.transport.celeryapp import make_app
 from cw.transport.dispatch import dispatch_ready, send
-from tests.conftest import database_env, git, init_district
+from tests.conftest import database_env, git, init_district, race
 from tests.factories import spec
 from tests.fakes.fake_claude_script import (
     FAKE_CLAUDE,
@@ -191,21 +190,12 @@ def test_two_reconcilers_release_a_lost_attempt_once(
     for claim in store.claim_ready_tasks():
         store.start_attempt(claim, worker="w", host="h", lease_seconds=0.01)
     time.sleep(0.05)
-    others = [Store.open(settings.db_url) for _ in range(4)]
-    start = threading.Barrier(len(others))
     released: list[int] = []
 
-    def race(other: Store) -> None:
-        start.wait()
+    def release(other: Store) -> None:
         released.append(len(other.release_lost_attempts(time.time())))
 
-    threads = [threading.Thread(target=race, args=(other,)) for other in others]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for other in others:
-        other.close()
+    race(settings.db_url, [release] * 4)
 
     assert sum(released) == 3
     assert [c.attempt for c in store.claim_ready_tasks()] == [2, 2, 2]

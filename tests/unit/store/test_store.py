@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from cw.states import TRANSITIONS, TaskState, check_transition
 from cw.store import AttemptResult, Claim, MergeReport, Store, db, glance
 from cw.store.models import Base
 from cw.store.records import Question, Scope
+from tests.conftest import race
 from tests.factories import spec
 
 S = TaskState
@@ -136,6 +138,60 @@ def test_a_redelivered_attempt_takes_over_only_after_the_lease_expires(store: St
     ]
 
 
+def test_a_redelivered_attempt_whose_agent_was_asked_to_stop_leaves_the_task_stopped(
+    store: Store,
+) -> None:
+    """Its worker died before it saw the stop: the takeover does what the reconciler does."""
+    store.submit(spec({"a": []}))
+    (claim,) = store.claim_ready_tasks()
+    assert store.start_attempt(claim, worker="w", host="h", lease_seconds=-1)
+    assert store.record_heartbeat(claim, -1, pid=4242)
+    assert store.request_stop(claim.task_id) == (S.RUNNING, "h", 4242)
+
+    assert store.start_attempt(claim, worker="w2", host="h2", lease_seconds=30) is None
+
+    assert store.task_state(claim.task_id) == S.STOPPED, "as a stop of a live agent leaves it"
+    runs = store.task_detail(claim.task_id)["runs"]
+    assert [(r["attempt"], r["state"], r["worker"]) for r in runs] == [(1, "lost", "w")]
+    assert "asked to stop" in runs[0]["error"]
+    kinds = [e["kind"] for e in store.events(claim.task_id)]
+    assert "attempt.lost" in kinds and "attempt.taken_over" not in kinds
+    assert store.start_attempt(claim, worker="w3", host="h", lease_seconds=30) is None
+    assert store.release_lost_attempts(time.time() + 60) == [], "nothing left to release"
+    assert not store.record_heartbeat(claim, 30), "the old worker, waking, stops its agent"
+    assert store.claim_ready_tasks() == []
+    store.resume_task(claim.task_id)
+    assert store.claim_ready_tasks() == [Claim(claim.task_id, 2)]
+
+
+def test_takeovers_and_reconcilers_racing_for_a_stopped_lost_attempt_stop_it_once(
+    database_url: str,
+) -> None:
+    """Two deliveries of its message and two reconcilers at once: one of them stops the task,
+    the others find it moved; nobody runs its agent again."""
+    first = Store.open(database_url)
+    first.submit(spec({"a": []}))
+    (claim,) = first.claim_ready_tasks()
+    assert first.start_attempt(claim, worker="w", host="h", lease_seconds=-1)
+    first.request_stop(claim.task_id)
+    started: list[object] = []
+
+    def takeover(other: Store) -> None:
+        started.append(other.start_attempt(claim, worker="w2", host="h2", lease_seconds=30))
+
+    def reconciler(other: Store) -> None:
+        other.release_lost_attempts(time.time())
+
+    race(database_url, [reconciler, takeover, reconciler, takeover])
+
+    assert started == [None, None], "no delivery runs the agent again"
+    assert first.task_state(claim.task_id) == S.STOPPED
+    kinds = [e["kind"] for e in first.events(claim.task_id)]
+    assert kinds.count("attempt.lost") == 1 and kinds.count("task.stopped") == 1
+    assert [r["state"] for r in first.task_detail(claim.task_id)["runs"]] == ["lost"]
+    first.close()
+
+
 def test_heartbeat_tells_a_worker_it_lost_its_task(store: Store) -> None:
     store.submit(spec({"a": []}))
     (claim,) = store.claim_ready_tasks()
@@ -185,7 +241,7 @@ def test_every_state_change_is_in_the_event_log(store: Store) -> None:
     (claim,) = store.claim_ready_tasks()
     run_to_done(store, claim)
     kinds = [e["kind"] for e in store.events(claim.task_id)]
-    assert kinds == ["task.queued", "task.running", "task.merging", "task.done"]
+    assert kinds == ["task.queued", "task.running", "task.merging", "merge.begun", "task.done"]
 
 
 def test_illegal_transitions_are_rejected() -> None:
