@@ -94,6 +94,11 @@ class AgentError(CwError):
     """An agent adapter could not run its agent (missing program, bad settings)."""
 
 
+class AgentStalled(CwError):
+    """The agent's CLI hung as it started (printed nothing within its start-up limit) and was
+    stopped: cw's machinery failing, tried again as a new attempt, not the agent failing."""
+
+
 class QuestionsFileError(AgentError):
     """A command agent's questions file (``CW_QUESTIONS_FILE``) is not the JSON cw documents;
     the message names the file and what is wrong with it."""

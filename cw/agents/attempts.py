@@ -54,7 +54,10 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         claim, worker=worker, host=settings.hostname, lease_seconds=settings.lease
     )
     if workspace is None:
-        logger.info("task %s attempt %s is not ours any more; skipping", *_ids(claim))
+        logger.info(
+            "task %s attempt %s is not to run (taken, finished, stopped or held back); skipping",
+            *_ids(claim),
+        )
         return None
     claim = replace(claim, attempt=workspace.attempt)  # a takeover goes on as the next attempt
     if store.worker_shutting_down(worker, os.getppid(), since=processes.parent_started_at()):

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from cw import defaults
 from cw.agents.protocol import AgentOutcome, AgentRequest, last_line, launch, run_agent
-from cw.errors import ConfigError
+from cw.errors import AgentStalled, ConfigError
 from cw.host.processes import Finished, Launch, Tick
 from cw.settings import Settings
 from cw.store.records import Question
@@ -182,14 +182,13 @@ class ClaudeAdapter:
             finished = run_agent(self._launch(request, resume, stream), guard)
         if guard.lingered:  # cw stopped it after its result: the result says how it went
             finished = replace(finished, exit_code=0, stopped=False, timed_out=False)
-        outcome = judge(stream, finished, request)
         if guard.timed_out:
-            outcome.status, outcome.stopped = "failed", False
-            outcome.error = (
+            raise AgentStalled(
                 f"claude printed nothing for {self.settings.claude_startup_timeout:.0f} s "
-                "after starting (a known start-up hang); it was stopped and can be retried"
+                "after starting (a known start-up hang); it was stopped"
             )
-        elif finished.timed_out:
+        outcome = judge(stream, finished, request)
+        if finished.timed_out:
             outcome.status = "failed"
             outcome.error = f"timed out after {self.settings.agent_timeout:.0f} s"
         return outcome, stream.result is not None

@@ -188,6 +188,17 @@ class OperatorActions(StoreBase):
         with self._read() as s:
             return named_row(s, Task, task_id).state
 
+    def ready_in(self, task_id: int) -> float | None:
+        """Seconds until a ready task may be claimed again (0: now): one sent back to wait out
+        a pause (cw's machinery failing, a usage limit); None when it is not ready."""
+        with self._read() as s:
+            row = s.execute(
+                select(Task.state, Task.not_before).where(Task.id == task_id)
+            ).one_or_none()
+        if row is None or row.state != TaskState.READY:
+            return None
+        return max((row.not_before or 0.0) - time.time(), 0.0)
+
     def agent_of(self, task_id: int) -> str | None:
         with self._read() as s:
             return s.scalar(select(Agent.name).where(Agent.task_id == task_id))
