@@ -243,6 +243,7 @@ class Attempts(Leases, Limits):
         """cw's machinery (git, the file system) failed the attempt, not its agent: the task goes
         back to ready for a new attempt after ``pause x 2^(n-1)`` seconds (the run is
         ``retried``), ``retries`` times; after that it fails with ``error``. True if retried.
+        A task whose agent a person asked to stop is ``stopped`` instead (resumed, it goes on).
         ``finished``: the agent's result, when it finished but recording it failed."""
         with self._write() as s:
             task = lock_task(s, claim.task_id)
@@ -252,7 +253,18 @@ class Attempts(Leases, Limits):
                 s.add(_finished_event(claim, finished))
             count = int(task.extra.get(MACHINERY_RETRIES, 0)) + 1
             retried = count <= retries
-            if retried:
+            stopped = retried and task.stop_requested_at is not None
+            if stopped:
+                # A person asked its agent to stop: the stop holds (a retry would run it again).
+                self._move(
+                    s,
+                    claim.task_id,
+                    [S.RUNNING],
+                    S.STOPPED,
+                    of_attempt=claim.attempt,
+                    last_error=error,
+                )
+            elif retried:
                 self._move(
                     s,
                     claim.task_id,
@@ -277,7 +289,9 @@ class Attempts(Leases, Limits):
                 update(AgentRun)
                 .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
                 .values(
-                    state="retried" if retried else "failed", finished_at=time.time(), error=error
+                    state="stopped" if stopped else "retried" if retried else "failed",
+                    finished_at=time.time(),
+                    error=error,
                 )
             )
             self._event(
