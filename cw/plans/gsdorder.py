@@ -101,14 +101,29 @@ class Index:
     ) -> None:
         self.plans: dict[PlanKey, str] = {}
         self.phases: dict[PhaseOrder, list[str]] = {}
+        self.phase_of: dict[str, PhaseOrder] = {}
         for plan in plans:
             self.plans[plan_order(plan)] = plan.spec.key
             self.phases.setdefault(phase_order(plan.phase), []).append(plan.spec.key)
+            self.phase_of[plan.spec.key] = phase_order(plan.phase)
         self.folders = {name: phase_order(key) for name, key in folders.items()}
         self.warnings = warnings
         self.unread = set(unread)
 
     def resolve(self, plan: GsdPlan, dep: Dependency) -> list[str]:
+        """The plans ``dep`` names; none of a later phase than ``plan``'s (that plan waits for
+        ``plan``'s phase already: the two would wait for each other)."""
+        keys = self._named(plan, dep)
+        later = [key for key in keys if self.phase_of[key] > phase_order(plan.phase)]
+        if later:
+            problem = (
+                f"plan {plan.spec.key} depends on {later[0]}, of a later phase: phases run in "
+                f"order, so {later[0]} waits for phase {plan.phase} (a dependency cycle)"
+            )
+            raise plan_error(plan.spec.where.file, dep.line, "depends_on", problem)
+        return keys
+
+    def _named(self, plan: GsdPlan, dep: Dependency) -> list[str]:
         text = _PLAN_SUFFIX_RE.sub("", dep.text.strip().rstrip("/"))
         if "/" in text:
             return self._in_phase(plan, dep, *text.rsplit("/", 1))

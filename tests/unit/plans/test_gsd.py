@@ -406,6 +406,18 @@ def test_unknown_plan_dependency_names_plan_and_line(repo: Path) -> None:
     assert "'01-05'" in str(error)
 
 
+def test_a_plan_depending_on_a_later_phase_says_so_at_its_line(repo: Path) -> None:
+    """Phases run in order, so a plan of a later phase waits for this one's phase: naming it
+    is a cycle through an edge nobody wrote; the problem names the phase order."""
+    path = repo / ".planning/phases/01-storage/01-02-PLAN.md"
+    path.write_text(PLAN_01_02.replace('["01"]', '["02-08"]'), encoding="utf-8")
+    error = plan_error_for(repo)
+    assert str(error) == (
+        f"{path}:4: depends_on: plan 01-02 depends on 02-08, of a later phase: phases run in "
+        "order, so 02-08 waits for phase 01 (a dependency cycle)"
+    )
+
+
 def test_duplicate_plan_names_both_files(repo: Path) -> None:
     write(repo / ".planning/phases/01-storage/01-02-again-PLAN.md", PLAN_01_02)
     error = plan_error_for(repo)
