@@ -34,8 +34,9 @@ typecheck: install
 
 check: lint typecheck
 
+# The slowest tests are listed at the end: the suite should stay near 12 minutes.
 test: check
-	$(PYTEST)
+	$(PYTEST) --durations=15
 
 # The whole suite again on PostgreSQL (CI runs it after `make test`): each test's store a fresh
 # database of this server. Without a reachable server every test that needs a store is skipped
