@@ -30,15 +30,30 @@ def plan_list(as_json: bool) -> None:
     if not rows:
         click.echo("cw: no plans yet: cw submit plan PATH")
         return
+    width = max(STATE_WIDTH, *(len(_state(row)) for row in rows))
     phase = None
     for row in rows:
         if (row.initiative, row.phase) != phase:
             phase = (row.initiative, row.phase)
             click.echo(_phase_line(row, [r for r in rows if (r.initiative, r.phase) == phase]))
         click.echo(
-            f"  {row.id:>4}  {row.plan:<10} {row.state:<12} {_done(row):>7}  "
+            f"  {row.id:>4}  {row.plan:<10} {_state(row):<{width}} {_done(row):>7}  "
             f"v{row.version}  {row.source}{_missing(settings.repo / row.source)}"
         )
+
+
+#: The state column's least width in ``cw plan list``: the longest word (``not started``) and
+#: a space; a failing plan's count widens it for every row.
+STATE_WIDTH = 12
+#: Task states that make a plan failing or failed, as ``cw plan list`` counts them.
+_BROKEN = (("failed", "failed"), ("conflict", "in conflict"))
+
+
+def _state(row: PlanListing) -> str:
+    """A plan's state; a failing or failed one says how many of its tasks failed (or are in
+    conflict): ``failing (1 failed)``."""
+    counts = [f"{row.states[s]} {what}" for s, what in _BROKEN if row.states.get(s)]
+    return f"{row.state} ({', '.join(counts)})" if counts else row.state
 
 
 def _missing(path: Path) -> str:
@@ -73,7 +88,7 @@ def plan_show(ref: str, as_json: bool) -> None:
         return
     click.echo(f"plan {detail.plan} (id {detail.id}): {detail.name}")
     click.echo(f"  initiative  {detail.initiative}, phase {detail.phase}")
-    click.echo(f"  state       {detail.state}, {_done(detail)} tasks done")
+    click.echo(f"  state       {_state(detail)}, {_done(detail)} tasks done")
     click.echo(f"  version     {detail.version}, from {detail.source}")
     click.echo("  tasks")
     for task in detail.task_rows:

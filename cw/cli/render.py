@@ -43,6 +43,9 @@ STATE_STYLE = {
     "unresponsive": "red",
     "review": "bold magenta",
     "stopped": "yellow",
+    # a plan's state (cw.store.read.plan_state) beside the tasks' own
+    "failing": "red",
+    "needs you": "yellow",
 }
 
 
@@ -157,12 +160,13 @@ def status(data: Status, here: str = "") -> None:
         console.print(f"[bold]{waiting} task(s) wait for your review[/]: cw review list")
     console.print(
         _grid(
-            ("initiative", "phase", "plan", "progress", "cost", "tokens", "states"),
+            ("initiative", "phase", "plan", "state", "progress", "cost", "tokens", "states"),
             [
                 (
                     p.initiative,
                     p.phase,
                     p.plan,
+                    _state(p.state),
                     f"{p.done}/{p.total}",
                     f"${p.cost_usd:.2f}",
                     short_count(p.tokens),
@@ -171,7 +175,7 @@ def status(data: Status, here: str = "") -> None:
                 for p in data.plans
             ],
             title="Plans",
-            whole=(),
+            whole=("state",),
             folded=("initiative", "states"),
         )
     )

@@ -355,10 +355,12 @@ def _why(task: TaskRow) -> str:
 
 def _status_plans(view: Overview) -> list[str]:
     rows = [
-        f"| {_cell(p.initiative)} | {_cell(p.phase)} | {_cell(p.plan)} | {p.done}/{p.total} |"
+        f"| {_cell(p.initiative)} | {_cell(p.phase)} | {_cell(p.plan)} | {p.done}/{p.total} "
+        f"| {p.state} |"
         for p in view.plans
     ]
-    table = "| initiative | phase | plan | done |\n|---|---|---|---|\n" + "\n".join(rows)
+    head = "| initiative | phase | plan | done | state |\n|---|---|---|---|---|\n"
+    table = head + "\n".join(rows)
     return ["## Plans", table] if rows else []
 
 

@@ -31,7 +31,7 @@ from cw.store.models import (
     Task,
     TaskDependency,
 )
-from cw.store.read import AgentRow, EventRow, MessageRow, Overview, PlanProgress, TaskRow
+from cw.store.read import AgentRow, EventRow, MessageRow, Overview, TaskRow, plan_progress
 
 #: Bound parameters per ``IN (...)``: well under SQLite's limit.
 _CHUNK = 500
@@ -96,7 +96,7 @@ class Snapshot:
         """Counts by state, progress per plan, and up to ``limit`` rows of each list."""
         with self._connect() as conn:
             counts = Counter({str(s.value): n for s, n in conn.execute(_count_query()).all()})
-            plans = [PlanProgress(*r) for r in conn.execute(_plan_progress_query()).all()]
+            plans = plan_progress(conn.execute(_plan_progress_query()).all())
             pending_total = conn.execute(
                 select(func.count(Message.id)).where(Message.state == "pending")
             ).scalar_one()
@@ -260,16 +260,25 @@ def _count_query() -> Any:
 
 @functools.cache
 def _plan_progress_query() -> Any:
-    """Tasks done and in all, per plan: counted over tasks alone (their plan_id index), then
-    named: 2.0 ms against 5.3 ms for grouping the joined rows, at 10,000 tasks."""
-    done = func.sum(case((Task.state == TaskState.DONE, 1), else_=0))
+    """Tasks per plan and state, and how many of them have run (what a plan's state needs):
+    counted over tasks alone, then named. At 10,000 tasks in 100 plans, 4.1 ms on SQLite
+    (2.2 ms for counting done and all alone, 5.3 ms for grouping the joined rows)."""
+    ran = func.sum(case((Task.attempt > 0, 1), else_=0))
     per_plan = (
-        select(Task.plan_id, func.coalesce(done, 0).label("done"), func.count().label("tasks"))
-        .group_by(Task.plan_id)
+        select(Task.plan_id, Task.state, func.count().label("tasks"), ran.label("ran"))
+        .group_by(Task.plan_id, Task.state)
         .subquery()
     )
     return (
-        select(Initiative.name, Phase.key, Plan.key, per_plan.c.done, per_plan.c.tasks)
+        select(
+            Plan.id,
+            Initiative.name,
+            Phase.key,
+            Plan.key,
+            per_plan.c.state,
+            per_plan.c.tasks,
+            per_plan.c.ran,
+        )
         .select_from(per_plan)
         .join(Plan, Plan.id == per_plan.c.plan_id)
         .join(Phase, Phase.id == Plan.phase_id)

@@ -144,13 +144,15 @@ def _rolled_up(
 
 
 def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
-    """Each plan's tasks counted by state, and what they spent, in the order tasks come."""
+    """Each plan's tasks counted by state, whether one has run, and what they spent, in the
+    order tasks come."""
     plans: dict[tuple[str, str, str], Counter[str]] = {}
     states = Counter((t.initiative, t.phase, t.plan, t.state.value) for t in tasks)
     for (initiative, phase, plan, state), count in states.items():
         plans.setdefault((initiative, phase, plan), Counter())[state] = count
     costs: dict[tuple[str, str, str], float] = defaultdict(float)
     tokens: Counter[tuple[str, str, str]] = Counter()
+    started = {(t.initiative, t.phase, t.plan) for t in tasks if t.attempt > 0}
     for t in tasks:
         if t.cost_usd or t.tokens:
             costs[t.initiative, t.phase, t.plan] += t.cost_usd
@@ -165,6 +167,7 @@ def _plans(tasks: list[TaskListing]) -> list[PlanSummary]:
             states=dict(counts),
             cost_usd=round(costs[initiative, phase, plan], 6),
             tokens=tokens[initiative, phase, plan],
+            started=(initiative, phase, plan) in started,
         )
         for (initiative, phase, plan), counts in plans.items()
     ]

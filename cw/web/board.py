@@ -44,7 +44,8 @@ class Node(Row):
 
 @dataclass(frozen=True)
 class PlanBoard(Row):
-    """A plan's progress and its dependency graph."""
+    """A plan's progress, its state in one word (``summary.state``) and its dependency
+    graph."""
 
     summary: PlanSummary
     nodes: list[Node]  # in plan order

@@ -209,3 +209,40 @@ def test_a_pause_past_today_says_its_date(district: Path, store: Store) -> None:
     day = time.strftime("%Y-%m-%d", time.gmtime(until))
     assert f"until {day} " in run_cw(district, "limits", "list")
     assert f"until {day} " in " ".join(run_cw(district, "status").split())
+
+
+def test_a_plans_state_is_shown_by_status_and_plan_list_says_what_failed(
+    district: Path, store: Store
+) -> None:
+    """A failing or failed plan says in `cw plan list` (and `show`) how many of its tasks
+    failed, the column kept aligned; `cw status` shows the same word, and its --json has it."""
+    (district / "plan.yaml").write_text(
+        'initiative: roll\nphases:\n  - id: "01"\n    plans:\n'
+        '      - {id: "01-01", tasks: [{id: broke, prompt: p}, {id: rest, prompt: p}]}\n'
+        '      - {id: "01-02", tasks: [{id: clash, prompt: p}]}\n'
+        '      - {id: "01-03", tasks: [{id: fine, prompt: p}]}\n'
+    )
+    run_cw(district, "submit", "plan", "plan.yaml", "--no-dispatch")
+    claims = {c.key: c for c in started(store).values()}
+    assert store.finish_attempt(claims["broke"], AttemptResult(outcome="failed"), "command")
+    in_conflict(store, claims["clash"])
+    merged(store, claims["fine"])
+    assert run_cw(district, "plan", "list").splitlines() == [
+        "roll: phase 01: failing, 1/4 tasks done",
+        "     1  01-01      failing (1 failed)         0/2  v1  plan.yaml",
+        "     2  01-02      failed (1 in conflict)     0/1  v1  plan.yaml",
+        "     3  01-03      done                       1/1  v1  plan.yaml",
+    ]
+    assert "  state       failing (1 failed), 0/2 tasks done" in run_cw(
+        district, "plan", "show", "01-01"
+    )
+    status = json.loads(run_cw(district, "status", "--json"))
+    assert [(p["plan"], p["state"]) for p in status["plans"]] == [
+        ("01-01", "failing"),
+        ("01-02", "failed"),
+        ("01-03", "done"),
+    ]
+    lines = run_cw(district, "status").replace("┃", "│").splitlines()  # the heading's bars
+    rows = [line.split("│")[1:-1] for line in lines]
+    shown = {cells[2].strip(): cells[3].strip() for cells in rows if len(cells) == 8}
+    assert shown == {"plan": "state", "01-01": "failing", "01-02": "failed", "01-03": "done"}

@@ -28,8 +28,16 @@ from cw.store.read.listings import (
     ReplacedVersion,
     ReviewListing,
     TaskListing,
+    plan_state,
 )
-from cw.store.read.mirror import AgentRow, MessageRow, Overview, PlanProgress, TaskRow
+from cw.store.read.mirror import (
+    AgentRow,
+    MessageRow,
+    Overview,
+    PlanProgress,
+    TaskRow,
+    plan_progress,
+)
 from cw.store.read.row import Row, seconds, short_count
 from cw.store.read.status import (
     Attention,
@@ -93,6 +101,8 @@ __all__ = [
     "TaskFootprint",
     "TaskListing",
     "TaskRow",
+    "plan_progress",
+    "plan_state",
     "seconds",
     "short_count",
 ]

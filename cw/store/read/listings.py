@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,6 +188,15 @@ class PlanListing(Row):
     states: dict[str, int]
     started: bool  # one of its tasks has run (an attempt begun), whatever its state now
     state: str  # the tasks' states rolled up
+
+
+def plan_state(states: Mapping[str, int], started: bool) -> str:
+    """A plan's state in one word (docs/plan-format.md), as ``cw status``, the page and the
+    file UI show it: ``states`` counts its tasks by state, ``started`` says one of them has run
+    (an attempt begun, whatever its state now: :class:`PlanListing`'s ``started``)."""
+    from cw.plans.diff import rollup  # the plan comparison: only where plans are listed
+
+    return rollup([state for state, n in states.items() if n], started)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from cw.store.read.listings import Pause
+from cw.store.read.listings import Pause, plan_state
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,29 @@ class PlanProgress:
     plan: str
     done: int
     total: int
+    state: str  # its tasks' states rolled up in one word, as plan_state says
+
+
+def plan_progress(counts: Iterable[Sequence[Any]]) -> list[PlanProgress]:
+    """Each plan's progress, from its tasks counted by state: rows of (plan id, initiative,
+    phase, plan, task state, tasks in it, how many of those have run), in plan order."""
+    places: dict[int, tuple[str, str, str]] = {}
+    states: dict[int, dict[str, int]] = defaultdict(dict)
+    started: set[int] = set()
+    for plan_id, initiative, phase, plan, state, tasks, ran in counts:
+        places[plan_id] = (initiative, phase, plan)
+        states[plan_id][str(state)] = tasks
+        if ran:
+            started.add(plan_id)
+    return [
+        PlanProgress(
+            *place,
+            done=states[plan_id].get("done", 0),
+            total=sum(states[plan_id].values()),
+            state=plan_state(states[plan_id], plan_id in started),
+        )
+        for plan_id, place in places.items()
+    ]
 
 
 @dataclass(frozen=True)

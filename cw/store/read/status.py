@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cw.states import TaskState
-from cw.store.read.listings import AgentView, Budget, Pause
+from cw.store.read.listings import AgentView, Budget, Pause, plan_state
 from cw.store.read.row import Row
 
 
@@ -77,6 +77,9 @@ class MergeStatus(Row):
 
 @dataclass(frozen=True)
 class PlanSummary(Row):
+    """A plan as ``cw status`` and the page show it; its ``state`` is :func:`plan_state` of
+    its counts, so no reader can say another word for them."""
+
     initiative: str
     phase: str
     plan: str
@@ -85,6 +88,11 @@ class PlanSummary(Row):
     states: dict[str, int]
     cost_usd: float
     tokens: int
+    started: bool = False  # one of its tasks has run (an attempt begun), whatever its state now
+    state: str = field(init=False)  # its tasks' states rolled up in one word
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", plan_state(self.states, self.started))
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,7 @@ def test_every_row_has_a_browsable_git_ignored_file_and_the_overview_lists_quest
     assert f"[message {question}](messages/{question}-c.md)" in status
     assert status.index("Waiting for you") < status.index("Needs attention")
     assert "[a](tasks/test/01/01-01/a.md) **failed**: it broke" in status
+    assert "| test | 01 | 01-01 | 0/3 | failed |" in status, "nothing moves without a person"
     assert (m.root / "README.md").is_file()
     assert "cw-district" not in git(m.repo, "status", "--porcelain", "--untracked-files=all")
     assert git(m.repo, "check-ignore", "cw-district/STATUS.md") == "cw-district/STATUS.md"
@@ -299,8 +300,11 @@ def test_cancel_and_retry_through_the_action_field(mirrored: Callable[..., Mirro
     m = mirrored({"a": [], "b": ["a"], "c": []})
     fail(m.store, m.id("a"))
     m.start()
+    status = m.root / "STATUS.md"
+    assert "| test | 01 | 01-01 | 0/3 | failing |" in status.read_text(), "c may still run"
     edit(m.task_file("a"), "action: none", "action: retry")
     wait_for(lambda: m.store.task_state(m.id("a")) == "ready", "the retry")
+    wait_for(lambda: "| 0/3 | running |" in status.read_text(), "the plan's state to follow")
     assert m.store.task_state(m.id("b")) == "pending", "its dependent is unblocked"
     # The watcher dispatches right after the store's retry: wait for it, do not race it.
     wait_for(lambda: len(m.dispatched) == 1, "what became ready to be sent")

@@ -41,6 +41,8 @@ def test_the_page_groups_tasks_by_what_needs_a_person_and_escapes_their_text(
     assert "&lt;script&gt;alert(1)&lt;/script&gt; SQLite or Postgres?" in html
     assert "<b>here</b>" not in html, "an error is text too"
     assert '<g data-task="later" data-state="blocked">' in html, "the plan's graph"
+    assert '<div class="plan" data-plan="01-01" data-state="failed">' in html
+    assert "plan 01-01: <b>failed</b>, 0/3 done" in html, "nothing moves without a person"
 
     state = page.state()
     (message,) = state["needs_input"]
@@ -51,6 +53,7 @@ def test_the_page_groups_tasks_by_what_needs_a_person_and_escapes_their_text(
     assert state["review"] == state["running"] == state["done"] == []
     (plan,) = state["plans"]
     assert plan["edges"] == [["later", "fails"]]
+    assert (plan["summary"]["state"], plan["summary"]["started"]) == ("failed", True)
 
 
 def test_an_answer_needs_the_csrf_token_and_then_resumes_the_task(

@@ -9,12 +9,13 @@ from functools import partial
 from types import SimpleNamespace
 from typing import cast
 
+import pytest
 from rich.console import Console
 
 from cw.cli import render
 from cw.cli.render import _needs_you, agent_table
 from cw.states import TaskState
-from cw.store.read import AgentView, Pause, Status
+from cw.store.read import AgentView, Pause, PlanSummary, Status
 from cw.store.read.status import Attention, Blocked
 
 
@@ -99,6 +100,21 @@ def test_at_80_columns_the_agent_name_and_state_are_never_cut() -> None:
     assert any("amber-badger" in line and "unresponsive" in line for line in lines), lines
     assert any("azure-ferret" in line and "running" in line for line in lines), lines
     assert "too narrow for session" in " ".join(lines)
+
+
+def test_each_plan_says_its_state_and_at_80_columns_the_word_is_never_cut(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    states = {"pending": 3, "ready": 2, "cancelled": 1, "blocked": 1}
+    plan = PlanSummary("payments-and-ledger", "01", "01-01", 0, 7, states, 1.5, 12_000)
+    out = io.StringIO()
+    console = Console(file=out, width=80, color_system=None, emoji=False)
+    monkeypatch.setattr(render, "_console", lambda: console)
+    render.status(status_data(plans=[plan], total=7, counts=states))
+    lines = out.getvalue().replace("┃", "│").splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    heading, row = (line.split("│")[1:-1] for line in lines if "plan" in line or "01-01" in line)
+    assert heading[3].strip() == "state" and row[3].strip() == "not started", lines
 
 
 def test_blocked_tasks_come_first_and_the_rest_are_counted() -> None:
