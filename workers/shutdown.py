@@ -2,8 +2,9 @@
 
 Celery's warm shutdown waits for running tasks, and an agent may run for an hour. When the
 worker's main process begins shutting down, its running attempts are told to end (the agents
-get SIGTERM, their heartbeats see the request); each commits its work and its task becomes
-ready again, to resume the same session when a worker starts. Loaded with the worker (the
+get SIGTERM, their heartbeats see the request, and so does the lease of an attempt in one of
+cw's git steps, which kills the step); each commits its work and its task becomes ready again,
+to resume the same session when a worker starts. Loaded with the worker (the
 app's ``include``), never by a plain import of :mod:`workers`.
 """
 

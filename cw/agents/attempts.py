@@ -29,7 +29,7 @@ from cw.agents.registry import make_adapter
 from cw.agents.worktree import integration_sha, own_worktree, prepare_worktree
 from cw.errors import AgentError, CwError, GitError, UsageError
 from cw.git import branches, nested, treemerge, worktrees
-from cw.git.runner import GitStopped
+from cw.git.runner import GitInterrupted, GitStopped
 from cw.git.verify import run_checks
 from cw.host import processes, runmarks
 from cw.settings import Settings
@@ -69,6 +69,8 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
         result = _run(settings, store, claim, workspace)
     except GitStopped as exc:  # a person's stop ended one of cw's git steps; the worktree stays
         result = AttemptResult(outcome="stopped", error=str(exc))
+    except GitInterrupted as exc:  # so did the worker's shutdown: the restart goes on from here
+        result = AttemptResult(outcome="interrupted", error=str(exc))
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
     except _Unrecorded as exc:
@@ -126,8 +128,10 @@ def _run(settings: Settings, store: Store, claim: Claim, ws: Workspace) -> Attem
         result = _watched_agent(settings, store, claim, request, publish)
     # The agent's heartbeat ended with it: the lease is kept while cw checks, commits and
     # pushes (a lapse here would give the task to another attempt, and run the agent again).
-    # A stop ends these steps, unless they save the work of an agent it stopped.
-    with lease_kept(settings, store, claim, stoppable=result.outcome != "stopped"):
+    # Neither a stop nor a shutdown ends these steps: the agent's run is over, and its outcome
+    # (its questions, its cost, its finished work) stands once they have saved it; a step
+    # that hangs ends at git_timeout all the same.
+    with lease_kept(settings, store, claim, stoppable=False, interruptible=False):
         elsewhere = _left(settings, worktree, branch, base)
         if elsewhere is not None:
             # Nothing is committed or removed: the worktree stays as the agent left it.
@@ -394,8 +398,8 @@ def _answers_env(ws: Workspace) -> dict[str, str]:
 
 def interrupt_attempts(store: Store, worker: str, pid: int) -> int:
     """``worker`` (its main process ``pid``) is shutting down: its agents get SIGTERM now (they
-    run on this host) and their attempts end as interrupted, WIP committed; returns how many
-    were running."""
+    run on this host) and their attempts end as interrupted, WIP committed (an attempt in one of
+    cw's git steps has it killed at its next heartbeat); returns how many agents were running."""
     groups = store.request_shutdown(worker, pid)
     for pgid in groups:
         processes.signal_group(pgid, signal.SIGTERM)

@@ -1,6 +1,6 @@
 """An attempt's hold on its task while it runs: the lease renewed every heartbeat, cw's own
 git steps given a time limit, the agent's new commits published to the hub, a stop request or
-a worker shutdown noticed.
+a worker shutdown noticed (by the agent, or by the git step under way).
 
 The database may be busy for longer than its timeout now and then: a failed renewal is logged
 and tried again at the next heartbeat, so only the lease's expiry ends an attempt, never one
@@ -27,13 +27,20 @@ MIN_PUSH_SECONDS = 10.0
 
 @contextmanager
 def lease_kept(
-    settings: Settings, store: Store, claim: Claim, *, stoppable: bool = True
+    settings: Settings,
+    store: Store,
+    claim: Claim,
+    *,
+    stoppable: bool = True,
+    interruptible: bool = True,
 ) -> Iterator[None]:
     """Renew the lease every heartbeat while cw's own git steps run, so none looks like death.
     None of them runs for ever: each is killed after ``git_timeout`` (``runner.GitTimedOut``, a
-    failure of cw's machinery) and, when ``stoppable``, once the heartbeat sees a person's stop
-    request (``runner.GitStopped``; not while a stopped agent's own work is being saved)."""
-    done, stop = threading.Event(), threading.Event()
+    failure of cw's machinery); when ``stoppable``, once the heartbeat sees a person's stop
+    request (``runner.GitStopped``; not while a stopped agent's own work is being saved); when
+    ``interruptible``, once it sees the worker's shutdown (``runner.GitInterrupted``; not while
+    the work of an agent that a stop or the shutdown ended is being saved)."""
+    done, stop, interrupt = threading.Event(), threading.Event(), threading.Event()
 
     def renew() -> None:
         while not done.wait(settings.heartbeat):
@@ -41,13 +48,15 @@ def lease_kept(
                 ours = store.record_heartbeat(claim, settings.lease)
                 if not ours and stoppable and store.stop_requested(claim):
                     stop.set()
+                elif interruptible and not interrupt.is_set() and store.shutdown_requested(claim):
+                    interrupt.set()  # its worker began shutting down
             except TransientDatabaseError as exc:
                 _not_recorded(claim, exc)
 
     thread = threading.Thread(target=renew, name="cw-lease", daemon=True)
     thread.start()
     try:
-        with runner.bounded(settings.git_timeout, stop):
+        with runner.bounded(settings.git_timeout, stop, interrupt):
             yield
     finally:
         done.set()

@@ -3,9 +3,10 @@
 Each git command is a short-lived child process (no ``Repo`` is held open, so no file handles
 leak), with the same safe configuration every time. One with a time limit (its own, or that of
 :func:`bounded` around an attempt's git steps) runs in a process group of its own, killed whole
-when the time is up or a stop comes: a smudge filter or a hook that hangs is git's child.
-Worktree and branch changes hold :func:`repo_lock`, a ``flock`` in the git common directory:
-concurrent ``git worktree add`` fails without one. The integration branch moves by
+when the time is up, a stop or a shutdown comes: a smudge filter or a hook that hangs is git's
+child. Worktree and branch changes hold :func:`repo_lock`, a ``flock`` in the git common
+directory: concurrent ``git worktree add`` fails without one; within :func:`bounded`, the wait
+for it ends as a git command would. The integration branch moves by
 ``update-ref`` with its old value (git's own compare-and-swap), outside that lock.
 """
 
@@ -18,7 +19,7 @@ import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -31,8 +32,7 @@ from cw.defaults import (
     GIT_LOCK_FILE,
 )
 from cw.errors import CwError, GitError, NotAGitRepository
-from cw.host import processes
-from cw.host.locks import file_lock
+from cw.host import locks, processes
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,23 @@ class GitStopped(CwError):
     """A person's stop ended the git step an attempt was waiting for: git was killed with what
     it started, and the attempt ends as stopped."""
 
+    why = "a stop request"
+
+
+class GitInterrupted(CwError):
+    """The shutdown of the worker running an attempt ended the git step it was waiting for: git
+    was killed with what it started, and the attempt ends as interrupted (its task ready, its
+    worktree kept: the restarted worker goes on with it)."""
+
+    why = "the worker's shutdown"
+
+
+#: What ends the git commands of a :func:`bounded` block once its event is set.
+_ENDS: dict[str, type[GitStopped | GitInterrupted]] = {
+    "stop": GitStopped,
+    "interrupt": GitInterrupted,
+}
+
 
 @dataclass(frozen=True)
 class _Bound:
@@ -82,18 +99,38 @@ class _Bound:
 
     seconds: float
     stop: threading.Event | None
+    interrupt: threading.Event | None
+
+    @property
+    def endable(self) -> bool:
+        """Whether anything but the time limit may end the block's commands."""
+        return self.stop is not None or self.interrupt is not None
+
+    def ended(self) -> str:
+        """What has ended the block ('' while nothing has): a person's stop wins over a
+        shutdown."""
+        if self.stop is not None and self.stop.is_set():
+            return "stop"
+        if self.interrupt is not None and self.interrupt.is_set():
+            return "interrupt"
+        return ""
 
 
 _BOUND: ContextVar[_Bound | None] = ContextVar("cw_git_bound", default=None)
 
 
 @contextmanager
-def bounded(seconds: float, stop: threading.Event | None = None) -> Iterator[None]:
+def bounded(
+    seconds: float,
+    stop: threading.Event | None = None,
+    interrupt: threading.Event | None = None,
+) -> Iterator[None]:
     """Within it, each git command this thread runs is killed with its process group (filters,
     hooks, ssh) after ``seconds`` (:class:`GitTimedOut`; a command given a time limit of its
-    own, a talk with the hub, keeps it), or once ``stop`` is set (:class:`GitStopped`, which
-    every later command raises at once)."""
-    token = _BOUND.set(_Bound(seconds, stop))
+    own, a talk with the hub, keeps it), once ``stop`` is set (:class:`GitStopped`) or once
+    ``interrupt`` is (:class:`GitInterrupted`); after either, every later command raises the
+    same at once. A wait for :func:`repo_lock` ends the same ways."""
+    token = _BOUND.set(_Bound(seconds, stop, interrupt))
     try:
         yield
     finally:
@@ -143,13 +180,12 @@ def _execute(
     if not cwd.is_dir():
         raise GitError(f"cannot run git {args[0]}: {cwd} is not a directory")
     bound = _BOUND.get()
-    stop = bound.stop if bound is not None else None
-    if stop is not None and stop.is_set():
-        raise GitStopped(f"a stop request came before git {command_name(args)}")
+    if bound is not None and (end := _ENDS.get(bound.ended())):
+        raise end(f"{end.why} came before git {command_name(args)}")
     seconds = timeout if timeout is not None or bound is None else bound.seconds
-    status, out, err, ended = _spawn(cwd, args, _environment(env), seconds, stop)
-    if ended == "stop":
-        raise GitStopped(f"a stop request ended git {command_name(args)} (killed, with its group)")
+    status, out, err, ended = _spawn(cwd, args, _environment(env), seconds, bound)
+    if end := _ENDS.get(ended):
+        raise end(f"{end.why} ended git {command_name(args)} (killed, with its group)")
     if ended and timeout is None:
         raise GitTimedOut(
             f"git {command_name(args)} ran longer than {seconds:g} s (git_timeout) and was "
@@ -173,11 +209,12 @@ def _spawn(
     args: tuple[str, ...],
     env: dict[str, str],
     seconds: float | None,
-    stop: threading.Event | None,
+    bound: _Bound | None,
 ) -> tuple[int, bytes, bytes, str]:
     """Run git to its end: exit status, stdout, stderr, and what ended it ('' when it ended by
-    itself). Under a time limit or a stop, in a process group of its own, killed whole."""
-    limited = seconds is not None or stop is not None
+    itself). Under a time limit or within :func:`bounded`, in a process group of its own,
+    killed whole."""
+    limited = seconds is not None or bound is not None
     proc = subprocess.Popen(
         ["git", *SAFE_CONFIG, *args],
         cwd=cwd,
@@ -186,9 +223,10 @@ def _spawn(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=limited,
+        preexec_fn=processes.term_with_parent() if limited else None,  # never outlives cw
     )
     try:
-        out, err, ended = _watched(proc, seconds, stop) if limited else (*proc.communicate(), "")
+        out, err, ended = _watched(proc, seconds, bound) if limited else (*proc.communicate(), "")
     finally:
         if proc.poll() is None:  # interrupted (KeyboardInterrupt): git never outlives the call
             if limited:
@@ -200,24 +238,24 @@ def _spawn(
 
 
 def _watched(
-    proc: subprocess.Popen[bytes], seconds: float | None, stop: threading.Event | None
+    proc: subprocess.Popen[bytes], seconds: float | None, bound: _Bound | None
 ) -> tuple[bytes, bytes, str]:
     """The output of git in a group of its own, and what ended it: '' (itself), "timeout"
-    (``seconds`` passed) or "stop" (``stop`` was set); the last two kill its group."""
+    (``seconds`` passed), or "stop" or "interrupt" (the ``bound``'s event was set); all but
+    the first kill its group."""
     deadline = None if seconds is None else time.monotonic() + seconds
+    look = STOP_POLL_SECONDS if bound is not None and bound.endable else None
     while True:
         left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-        look = STOP_POLL_SECONDS if stop is not None else None
         try:
             out, err = proc.communicate(timeout=min(t for t in (left, look) if t is not None))
             return out, err, ""
         except subprocess.TimeoutExpired:
             pass
-        if stop is not None and stop.is_set():
-            ended = "stop"
-        elif deadline is not None and time.monotonic() >= deadline:
+        ended = bound.ended() if bound is not None else ""
+        if not ended and deadline is not None and time.monotonic() >= deadline:
             ended = "timeout"
-        else:
+        if not ended:
             continue
         processes.terminate_group(proc.pid, KILL_GRACE_SECONDS, proc)
         return (*_drained(proc), ended)
@@ -322,9 +360,32 @@ def _common_dir(repo: str) -> Path:
 
 @contextmanager
 def repo_lock(repo: Path) -> Iterator[None]:
-    """Hold cw's exclusive lock on ``repo`` (a ``flock``, so it spans processes)."""
-    with file_lock(git_common_dir(repo) / GIT_LOCK_FILE):
+    """Hold cw's exclusive lock on ``repo`` (a ``flock``, so it spans processes). Waited for
+    as long as it takes, except within :func:`bounded`: there a stop or a shutdown ends the
+    wait, and so does the bound's time limit (:class:`GitTimedOut`, naming who holds it)."""
+    path = git_common_dir(repo) / GIT_LOCK_FILE
+    bound = _BOUND.get()
+    with locks.file_lock(path, None if bound is None else _lock_wait(bound, path)):
         yield
+
+
+def _lock_wait(bound: _Bound, path: Path) -> Callable[[], None]:
+    """What a wait for the lock ``path`` within ``bound`` calls between its tries: it raises
+    once the wait is to end (another attempt's git step that hangs holds it, say)."""
+    deadline = time.monotonic() + bound.seconds
+
+    def waiting() -> None:
+        if end := _ENDS.get(bound.ended()):
+            raise end(f"{end.why} ended the wait for cw's lock on the repository ({path})")
+        if time.monotonic() >= deadline:
+            holder = locks.holder(path)
+            raise GitTimedOut(
+                f"waited longer than {bound.seconds:g} s (git_timeout) for cw's lock on the "
+                f"repository ({path}), held by {holder or 'another process'}: a git step of "
+                "another attempt that hangs (it ends at its own limit)?"
+            )
+
+    return waiting
 
 
 def prepare_repository(repo: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import select
@@ -269,6 +270,31 @@ def die_with_parent(parent: int | None = None) -> None:
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def term_with_parent() -> Callable[[], None] | None:
+    """For ``subprocess.Popen(preexec_fn=...)``: the child is sent SIGTERM when the thread
+    that started it ends, its process killed with it (Linux). A child in a session of its own
+    is out of its parent's process group: killing that group (a supervisor's stop) would leave
+    it running. prctl is looked up here, in the parent: the child runs no loader before exec.
+    None where the C library has no prctl."""
+    prctl = _libc_prctl()
+    if prctl is None:
+        return None
+
+    def request() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return request
+
+
+@functools.cache
+def _libc_prctl() -> Callable[..., int] | None:
+    try:
+        found: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return found
 
 
 def become_subreaper() -> bool:
