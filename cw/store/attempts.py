@@ -253,50 +253,30 @@ class Attempts(Leases, Limits):
                 s.add(_finished_event(claim, finished))
             count = int(task.extra.get(MACHINERY_RETRIES, 0)) + 1
             retried = count <= retries
-            stopped = retried and task.stop_requested_at is not None
-            if stopped:
+            values: dict[str, Any] = {"last_error": error}
+            if retried and task.stop_requested_at is not None:
                 # A person asked its agent to stop: the stop holds (a retry would run it again).
-                self._move(
-                    s,
-                    claim.task_id,
-                    [S.RUNNING],
-                    S.STOPPED,
-                    of_attempt=claim.attempt,
-                    last_error=error,
-                )
+                then, run_state = S.STOPPED, "stopped"
             elif retried:
-                self._move(
-                    s,
-                    claim.task_id,
-                    [S.RUNNING],
-                    S.READY,
-                    of_attempt=claim.attempt,
-                    not_before=time.time() + machinery_backoff(pause, count),
-                    extra={**task.extra, MACHINERY_RETRIES: count},
-                )
+                then, run_state = S.READY, "retried"
+                values = {
+                    "not_before": time.time() + machinery_backoff(pause, count),
+                    "extra": {**task.extra, MACHINERY_RETRIES: count},
+                }
             else:
-                error = machinery_gave_up(error, count)
-                self._move(
-                    s,
-                    claim.task_id,
-                    [S.RUNNING],
-                    S.FAILED,
-                    of_attempt=claim.attempt,
-                    last_error=error,
-                )
+                error = values["last_error"] = machinery_gave_up(error, count)
+                then, run_state = S.FAILED, "failed"
+            self._move(s, claim.task_id, [S.RUNNING], then, of_attempt=claim.attempt, **values)
+            if then == S.FAILED:
                 self._block_dependents(s, claim.task_id)
             s.execute(
                 update(AgentRun)
                 .where(AgentRun.task_id == claim.task_id, AgentRun.attempt == claim.attempt)
-                .values(
-                    state="stopped" if stopped else "retried" if retried else "failed",
-                    finished_at=time.time(),
-                    error=error,
-                )
+                .values(state=run_state, finished_at=time.time(), error=error)
             )
             self._event(
                 s,
-                "attempt.retried" if retried else "attempt.failed",
+                f"attempt.{run_state}",
                 claim.task_id,
                 claim.attempt,
                 error,
