@@ -70,7 +70,9 @@ def run_attempt(settings: Settings, store: Store, claim: Claim, worker: str) -> 
     except GitStopped as exc:  # a person's stop ended one of cw's git steps; the worktree stays
         result = AttemptResult(outcome="stopped", error=str(exc))
     except GitInterrupted as exc:  # so did the worker's shutdown: the restart goes on from here
-        result = AttemptResult(outcome="interrupted", error=str(exc))
+        # unless a person's stop came meanwhile: a restart's claim would forget it
+        ended = "stopped" if store.stop_requested(claim) else "interrupted"
+        result = AttemptResult(outcome=ended, error=str(exc))
     except (UsageError, AgentError) as exc:  # the settings: trying again would fail again
         result = AttemptResult(outcome="failed", error=str(exc))
     except _Unrecorded as exc:

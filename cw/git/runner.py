@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -204,6 +205,31 @@ def _environment(env: Mapping[str, str] | None) -> dict[str, str]:
     return {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **(env or {})}
 
 
+def _orphan_guard(argv: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """git in a session of its own is out of its worker's process group: killing that group
+    (``cw server``'s stop) would leave it running, holding its lock files. It gets SIGTERM
+    when the thread that started it ends instead (git then removes its locks): through
+    ``setpriv --pdeathsig`` where util-linux has it (a spawn as fast as a plain one), else a
+    ``preexec_fn`` (which costs a full fork of this process)."""
+    setpriv = _setpriv()
+    if setpriv is not None:
+        return [setpriv, "--pdeathsig", "TERM", *argv], None
+    return argv, processes.term_with_parent()
+
+
+@functools.cache
+def _setpriv() -> str | None:
+    """``setpriv`` if it is here and knows ``--pdeathsig`` (util-linux 2.33 and later)."""
+    found = shutil.which("setpriv")
+    if found is None:
+        return None
+    try:
+        ok = subprocess.run([found, "--pdeathsig", "TERM", "true"], capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found if ok.returncode == 0 else None
+
+
 def _spawn(
     cwd: Path,
     args: tuple[str, ...],
@@ -215,15 +241,16 @@ def _spawn(
     itself). Under a time limit or within :func:`bounded`, in a process group of its own,
     killed whole."""
     limited = seconds is not None or bound is not None
+    argv, guard = _orphan_guard(["git", *SAFE_CONFIG, *args]) if limited else (["git"], None)
     proc = subprocess.Popen(
-        ["git", *SAFE_CONFIG, *args],
+        argv if limited else ["git", *SAFE_CONFIG, *args],
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=limited,
-        preexec_fn=processes.term_with_parent() if limited else None,  # never outlives cw
+        preexec_fn=guard,
     )
     try:
         out, err, ended = _watched(proc, seconds, bound) if limited else (*proc.communicate(), "")
@@ -373,12 +400,18 @@ def _lock_wait(bound: _Bound, path: Path) -> Callable[[], None]:
     """What a wait for the lock ``path`` within ``bound`` calls between its tries: it raises
     once the wait is to end (another attempt's git step that hangs holds it, say)."""
     deadline = time.monotonic() + bound.seconds
+    held_by: list[str | None] = [None]
 
     def waiting() -> None:
+        nonlocal deadline
         if end := _ENDS.get(bound.ended()):
             raise end(f"{end.why} ended the wait for cw's lock on the repository ({path})")
+        holder = locks.holder(path)
+        if holder is not None and holder != held_by[0]:
+            # Another holder: the lock moves on (a queue of checkouts, clean-ups), so only one
+            # holder keeping it for the whole limit (a git step that hangs) ends the wait.
+            held_by[0], deadline = holder, time.monotonic() + bound.seconds
         if time.monotonic() >= deadline:
-            holder = locks.holder(path)
             raise GitTimedOut(
                 f"waited longer than {bound.seconds:g} s (git_timeout) for cw's lock on the "
                 f"repository ({path}), held by {holder or 'another process'}: a git step of "

@@ -19,6 +19,7 @@ import pytest
 from cw.defaults import GIT_LOCK_FILE
 from cw.git import runner, worktrees
 from cw.git.runner import GitInterrupted, GitStopped, GitTimedOut
+from cw.host import locks
 from tests.conftest import Processes, git
 from tests.integration.conftest import hanging
 
@@ -222,3 +223,27 @@ def test_a_bounded_git_step_ends_with_the_process_that_started_it(
 
     gone, alive = psutil.wait_procs([step], timeout=10)
     assert gone and not alive, "git outlived the process that ran it"
+
+
+def test_a_wait_for_a_lock_passed_from_holder_to_holder_outlasts_the_limit(
+    tmp_path: Path, processes: Processes
+) -> None:
+    """Checkouts and clean-ups queued for the lock: the wait of an attempt behind them is no
+    git step that hangs, and gives up only when one holder keeps the lock the whole limit."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    lock = runner.git_common_dir(repo) / GIT_LOCK_FILE
+    lock.touch()
+    for n in range(3):  # the first holds it; the others wait in the kernel, handed it in turn
+        processes.start(["flock", str(lock), "sleep", "0.9"], repo, dict(os.environ), f"h{n}")
+        deadline = time.monotonic() + 10
+        while n == 0 and locks.holder(lock) is None:
+            assert time.monotonic() < deadline, "the first holder never took the lock"
+            time.sleep(0.02)
+    started = time.monotonic()
+
+    with runner.bounded(1.5), runner.repo_lock(repo):
+        waited = time.monotonic() - started
+
+    assert waited > 1.5, "it waited past the limit, the lock moving on meanwhile"
