@@ -27,7 +27,7 @@ def run_agent(self: Any, task_id: int, attempt: int) -> None:
     if ran is not None and ran.attempt != attempt:  # taken over as the next attempt: the
         send_merge(self.app, ran)  # chain's merge names the one before, which merges nothing
     if ran is not None:
-        dispatch_when_due(self.app, store, ran.task_id)
+        dispatch_when_due(self.app, store, ran.task_id, settings.agent)
     if settings.running_cap is not None:  # its slot under max_running is free: fill it
         dispatch_ready(store, self.app, settings, promote=False)
     notify_new_messages(settings, store)  # the agent's questions, if it asked any
@@ -56,12 +56,15 @@ def reconcile(self: Any) -> None:
     notify_later(settings, store)  # anything a crash kept from its notification
 
 
-def dispatch_when_due(app: Any, store: Store, task_id: int) -> None:
+def dispatch_when_due(app: Any, store: Store, task_id: int, adapter: str) -> None:
     """A task sent back to ready to wait out a short pause (cw's machinery failed it: a git
-    step timed out, the CLI hung at start) is dispatched by a reconciler pass booked for the
-    pause's end, not at beat's next turn (up to RECONCILE_SECONDS later). A long pause (a
-    usage limit) is beat's: a countdown that long would outlive the broker's redelivery."""
+    step timed out, the CLI hung at start; a usage limit about to reset) is dispatched by a
+    reconciler pass booked for the pause's end (its adapter's pause too: it ends a little
+    after), not at beat's next turn (up to RECONCILE_SECONDS later). A long pause is beat's:
+    a countdown that long would outlive the broker's redelivery."""
     due = store.ready_in(task_id)
+    if due is not None and (paused := store.paused_until(adapter)) is not None:
+        due = max(due, paused - time.time())
     if due is not None and 0 < due < defaults.RECONCILE_SECONDS:
         delay = due + defaults.LEASE_PASS_MARGIN_SECONDS
         reconcile.apply_async(countdown=delay, queue=defaults.CONTROL_QUEUE, expires=delay + 60)
