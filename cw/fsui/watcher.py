@@ -81,6 +81,9 @@ class Watcher:
         self._dispatch = dispatch
         self.district = District(settings, store, dispatch=self.dispatch)
         self._gone: dict[str, Ref | None] = {}  # files removed as their rows went: by path
+        # Edits applied whose files are not rendered again yet (by path: the bytes applied): a
+        # step that fails in between must not read them as edits again ("nothing changed").
+        self._handled: dict[str, bytes] = {}
 
     # -- the whole tree --------------------------------------------------------------------
 
@@ -188,7 +191,7 @@ class Watcher:
         settled (is in ``settled``; None: every path, as at start); otherwise the file is left
         alone until it has. ``handled``: edits applied already, which the new version replaces.
         """
-        handled = handled or {}
+        handled = {**self._handled, **(handled or {})}
         applied: dict[str, bytes] = {}
         outdated: list[tuple[Doc, bytes | None]] = []
         by_rel = {doc.rel: doc for doc in docs}
@@ -214,9 +217,17 @@ class Watcher:
             else:
                 outdated.append((doc, found.data))
         self._write(outdated, fresh)
+        self._rendered_over(outdated)
         if applied:
+            self._handled.update(applied)
             refs = {self.index[rel] for rel in applied}
             self._sync([*self._render(refs), self._status()], (), applied)
+
+    def _rendered_over(self, written: list[tuple[Doc, bytes | None]]) -> None:
+        """Forget the edits applied whose files were written again just now."""
+        for doc, replaced in written:
+            if replaced is not None and self._handled.get(doc.rel) == replaced:
+                del self._handled[doc.rel]
 
     def _ours(self, rel: str, found: Found) -> bool:
         return found.is_file and self.dir.is_ours(rel, found.data)

@@ -102,6 +102,35 @@ def test_yaml_the_watcher_cannot_read_is_kept_aside_and_the_watcher_goes_on(
     m.halt()
 
 
+def test_an_edit_applied_whose_file_failed_to_render_is_not_taken_for_an_edit_again(
+    mirrored: Callable[..., Mirrored], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database was busy as the file of an edit just applied was rendered again: the next
+    try read the person's file as a new edit, found nothing changed and kept it aside as
+    refused, although it had been applied."""
+    m = mirrored({"a": []})
+    m.start()
+    a = m.task_file("a")
+    revision = fields(a)["revision"]
+    real = mirror.task_doc
+    rendering: list[str] = []
+
+    def busy_once_applied(row: Any) -> Any:  # the render that follows the edit applied
+        if row.priority == 3 and not rendering:
+            rendering.append("task_doc")
+            raise BUSY
+        return real(row)
+
+    monkeypatch.setattr(mirror, "task_doc", busy_once_applied)
+    edit(a, "priority: 0", "priority: 3")
+    wait_for(lambda: m.store.task_detail(m.id("a"))["priority"] == 3, "the edit")
+    wait_for(lambda: fields(a)["revision"] != revision, "a's file, rendered again")
+    assert rendering, "the render failed once"
+    assert fields(a)["priority"] == 3
+    assert m.kept() == []
+    m.halt()
+
+
 def test_a_busy_database_while_applying_or_rendering_loses_nothing(
     mirrored: Callable[..., Mirrored], monkeypatch: pytest.MonkeyPatch
 ) -> None:
