@@ -241,9 +241,11 @@ def _spawn(
     itself). Under a time limit or within :func:`bounded`, in a process group of its own,
     killed whole."""
     limited = seconds is not None or bound is not None
-    argv, guard = _orphan_guard(["git", *SAFE_CONFIG, *args]) if limited else (["git"], None)
+    argv, guard = ["git", *SAFE_CONFIG, *args], None
+    if limited:
+        argv, guard = _orphan_guard(argv)
     proc = subprocess.Popen(
-        argv if limited else ["git", *SAFE_CONFIG, *args],
+        argv,
         cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -400,17 +402,17 @@ def _lock_wait(bound: _Bound, path: Path) -> Callable[[], None]:
     """What a wait for the lock ``path`` within ``bound`` calls between its tries: it raises
     once the wait is to end (another attempt's git step that hangs holds it, say)."""
     deadline = time.monotonic() + bound.seconds
-    held_by: list[str | None] = [None]
+    held_by: str | None = None
 
     def waiting() -> None:
-        nonlocal deadline
+        nonlocal deadline, held_by
         if end := _ENDS.get(bound.ended()):
             raise end(f"{end.why} ended the wait for cw's lock on the repository ({path})")
         holder = locks.holder(path)
-        if holder is not None and holder != held_by[0]:
+        if holder is not None and holder != held_by:
             # Another holder: the lock moves on (a queue of checkouts, clean-ups), so only one
             # holder keeping it for the whole limit (a git step that hangs) ends the wait.
-            held_by[0], deadline = holder, time.monotonic() + bound.seconds
+            held_by, deadline = holder, time.monotonic() + bound.seconds
         if time.monotonic() >= deadline:
             raise GitTimedOut(
                 f"waited longer than {bound.seconds:g} s (git_timeout) for cw's lock on the "
